@@ -1,0 +1,63 @@
+// Reader of .vmsnap files. Open() maps the file and checks the header, footer,
+// versions, the manifest checksum and every offset and length in the chunk
+// index against the file size before anything is used; each chunk's checksum
+// is checked before that chunk is used. Errors name the section or chunk and
+// the file offset.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "format/layout.h"
+#include "format/status.h"
+#include "schemas/manifest.capnp.h"
+
+namespace vmsnap {
+
+struct ReaderOptions {
+  // Cap'n Proto limits for the manifest: the traversal limit is sized from the
+  // manifest length and capped here.
+  uint64_t max_traversal_words = 1ull << 31;
+  int nesting_limit = 64;
+};
+
+class SnapshotReader {
+ public:
+  static Result<std::unique_ptr<SnapshotReader>> Open(const std::string& path,
+                                                      const ReaderOptions& options = {});
+  // Reads a snapshot held in memory (tests, the fuzzer). `bytes` must outlive the reader.
+  static Result<std::unique_ptr<SnapshotReader>> OpenBuffer(std::span<const uint8_t> bytes,
+                                                            std::string name,
+                                                            const ReaderOptions& options = {});
+  virtual ~SnapshotReader() = default;
+
+  virtual const std::string& path() const = 0;
+  virtual uint16_t format_major() const = 0;
+  virtual uint16_t format_minor() const = 0;
+  virtual schema::Manifest::Reader manifest() const = 0;
+  virtual layout::SnapshotId id() const = 0;
+  virtual uint64_t file_size() const = 0;
+
+  // Checks chunk `index`'s checksum, decompresses it and writes its defined
+  // pages into `out`, which covers the chunk's whole range (pageCount *
+  // pageSize bytes): stored pages copied, zero pages zeroed, undefined pages
+  // left untouched. Errors name the chunk, its guest-physical range and its
+  // file offset.
+  virtual Status ReadChunk(size_t index, uint8_t* out) const = 0;
+
+  // The chunk's bytes as stored in the file, after checking their checksum.
+  // For an uncompressed chunk these are the stored pages back to back,
+  // page-aligned in the file (so they can be mapped).
+  virtual Result<std::span<const uint8_t>> StoredBytes(size_t index) const = 0;
+
+  // Checks every checksum and decompresses every chunk. Reports the first problem.
+  virtual Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress = {}) const = 0;
+};
+
+}  // namespace vmsnap

@@ -1,0 +1,71 @@
+// Streaming writer of .vmsnap files: memory chunks first, then the manifest and
+// the footer. Writes to a temporary name beside the destination, fsyncs and
+// renames, so an existing file at the destination is never damaged by a failed
+// save. Files are created mode 0600: they hold guest memory.
+#pragma once
+
+#include <capnp/message.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "format/io.h"
+#include "format/layout.h"
+#include "format/status.h"
+#include "schemas/manifest.capnp.h"
+
+namespace vmsnap {
+
+// Called with (bytes done, bytes total) as memory is processed.
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct WriterOptions {
+  schema::Compression compression = schema::Compression::ZSTD;
+  int zstd_level = 3;
+  uint32_t page_size = 4096;
+  uint32_t chunk_pages = 256;  // pages a chunk covers at most (1 MiB of 4 KiB pages)
+  unsigned threads = 0;        // compression workers; 0 = one per core
+  Env* env = nullptr;          // nullptr = Env::Default()
+  ProgressFn progress;         // may be empty
+  uint64_t progress_total = 0; // bytes of memory the caller will add, for progress
+};
+
+class SnapshotWriter {
+ public:
+  // Creates `<dir>/.<name>.tmp-<random>` beside `path`; nothing appears at
+  // `path` until Commit() succeeds.
+  static Result<std::unique_ptr<SnapshotWriter>> Create(const std::string& path,
+                                                         const WriterOptions& options);
+  // Without a successful Commit(), removes the temporary file.
+  virtual ~SnapshotWriter() = default;
+
+  // The manifest under construction. The caller fills everything except
+  // formatMajor/formatMinor and chunks, which the writer owns.
+  virtual schema::Manifest::Builder manifest() = 0;
+
+  // Page store input. [gpa, gpa+len) must be page-aligned and come after every
+  // range added before (ascending, non-overlapping). Every page of the range
+  // becomes defined by this snapshot: zero pages are recorded as zero and
+  // never stored, the others are stored. `data` is read once, before return
+  // or (with worker threads) before the next call that returns an error or
+  // Commit(); the caller keeps it unchanged until then.
+  virtual Status AddMemory(uint64_t gpa, const uint8_t* data, uint64_t len) = 0;
+
+  // As AddMemory, but only the pages whose bit is set in `defined` (one bit
+  // per page of the range, LSB first) are defined; the others are left to the
+  // parent snapshot. For incremental snapshots.
+  virtual Status AddPages(uint64_t gpa, const uint8_t* data, uint64_t len,
+                          const uint8_t* defined) = 0;
+
+  // Writes the chunk index, the manifest and the footer; fsyncs; renames into
+  // place; fsyncs the directory.
+  virtual Status Commit() = 0;
+
+  // Valid after Commit().
+  virtual layout::SnapshotId id() const = 0;
+  virtual uint64_t file_size() const = 0;
+};
+
+}  // namespace vmsnap

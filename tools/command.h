@@ -1,0 +1,30 @@
+// The subcommand table: each tools/<name>.cc defines one Register function;
+// main.cc lists them all in one table.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace vmsnap::cli {
+
+// Adds the subcommand to `app`. When the subcommand runs, its callback stores
+// the process exit status in *exit_code.
+using RegisterFn = void (*)(CLI::App& app, int* exit_code);
+
+void RegisterRun(CLI::App& app, int* exit_code);
+void RegisterLoad(CLI::App& app, int* exit_code);
+void RegisterSave(CLI::App& app, int* exit_code);
+void RegisterInspect(CLI::App& app, int* exit_code);
+void RegisterDiff(CLI::App& app, int* exit_code);
+void RegisterVerify(CLI::App& app, int* exit_code);
+void RegisterFlatten(CLI::App& app, int* exit_code);
+void RegisterExport(CLI::App& app, int* exit_code);
+void RegisterRead(CLI::App& app, int* exit_code);
+void RegisterTranslate(CLI::App& app, int* exit_code);
+
+// Exit statuses (CONTRACT.md).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 2;         // every command but run/load/diff
+inline constexpr int kExitDiffDifferent = 1;
+inline constexpr int kExitVmmFailed = 125;   // run, load: vmsnap itself failed
+
+}  // namespace vmsnap::cli

@@ -1,0 +1,17 @@
+// vmsnap inspect: placeholder until its issue lands.
+#include <cstdio>
+
+#include "tools/command.h"
+
+namespace vmsnap::cli {
+
+void RegisterInspect(CLI::App& app, int* exit_code) {
+  CLI::App* sub = app.add_subcommand("inspect", "(not implemented yet)");
+  sub->allow_extras();
+  sub->callback([exit_code] {
+    std::fprintf(stderr, "vmsnap inspect: not implemented yet\n");
+    *exit_code = kExitError;
+  });
+}
+
+}  // namespace vmsnap::cli

@@ -1,0 +1,17 @@
+// vmsnap translate: placeholder until its issue lands.
+#include <cstdio>
+
+#include "tools/command.h"
+
+namespace vmsnap::cli {
+
+void RegisterTranslate(CLI::App& app, int* exit_code) {
+  CLI::App* sub = app.add_subcommand("translate", "(not implemented yet)");
+  sub->allow_extras();
+  sub->callback([exit_code] {
+    std::fprintf(stderr, "vmsnap translate: not implemented yet\n");
+    *exit_code = kExitError;
+  });
+}
+
+}  // namespace vmsnap::cli
