@@ -13,6 +13,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "format/layout.h"
 #include "format/status.h"
@@ -25,6 +26,24 @@ struct ReaderOptions {
   // manifest length and capped here.
   uint64_t max_traversal_words = 1ull << 31;
   int nesting_limit = 64;
+};
+
+// One entry of the chunk index, decoded and validated at Open(). The bitmap
+// pointers point into the manifest, which the reader owns.
+struct ChunkInfo {
+  uint64_t gpa = 0;            // first guest-physical address the chunk covers
+  uint32_t page_count = 0;
+  uint64_t file_offset = 0;
+  uint64_t stored_length = 0;
+  uint64_t raw_length = 0;     // stored pages * page size
+  bool compressed = false;
+  uint64_t checksum = 0;       // XXH3-64 of the stored bytes
+  uint64_t raw_checksum = 0;   // XXH3-64 of the raw stored pages
+  const uint8_t* present = nullptr;  // ceil(page_count/8) bytes
+  const uint8_t* defined = nullptr;  // nullptr: every page of the range defined
+  uint64_t end(uint32_t page_size) const { return gpa + uint64_t(page_count) * page_size; }
+  bool IsDefined(uint32_t i) const { return !defined || ((defined[i >> 3] >> (i & 7)) & 1); }
+  bool IsPresent(uint32_t i) const { return (present[i >> 3] >> (i & 7)) & 1; }
 };
 
 class SnapshotReader {
@@ -43,6 +62,12 @@ class SnapshotReader {
   virtual schema::Manifest::Reader manifest() const = 0;
   virtual layout::SnapshotId id() const = 0;
   virtual uint64_t file_size() const = 0;
+  virtual uint32_t page_size() const = 0;
+  // The validated chunk index, in manifest order (ascending guest-physical address).
+  virtual const std::vector<ChunkInfo>& chunk_index() const = 0;
+  // Where the chunk area, manifest and footer sit in the file.
+  virtual uint64_t manifest_offset() const = 0;
+  virtual uint64_t manifest_length() const = 0;
 
   // Checks chunk `index`'s checksum, decompresses it and writes its defined
   // pages into `out`, which covers the chunk's whole range (pageCount *

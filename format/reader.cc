@@ -1,0 +1,413 @@
+// SnapshotReader: maps a .vmsnap file and validates every part of it before use.
+//
+// Order of checks (docs/format.md, "Reading"): header magic, header checksum,
+// version; footer magic, footer checksum, manifest bounds; manifest checksum;
+// the Cap'n Proto message under explicit limits; then every chunk index entry.
+// Only then is anything handed to the caller. Chunk checksums are checked each
+// time a chunk is used.
+#include "format/reader.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <kj/exception.h>
+#include <vector>
+
+namespace vmsnap {
+namespace {
+
+using layout::Hex;
+
+struct Mapping {
+  void* addr = nullptr;
+  size_t len = 0;
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (addr != nullptr) ::munmap(addr, len);
+  }
+};
+
+struct DctxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// Decompression state reused by every read on a thread: no per-chunk allocation.
+struct ThreadScratch {
+  std::unique_ptr<ZSTD_DCtx, DctxDeleter> dctx{ZSTD_createDCtx()};
+  std::vector<uint8_t> raw;
+};
+ThreadScratch& Scratch() {
+  thread_local ThreadScratch s;
+  return s;
+}
+
+std::string ChunkName(size_t i, const ChunkInfo& c, uint32_t ps) {
+  std::string s = "chunk " + std::to_string(i) + " (gpa " + Hex(c.gpa) + "-" +
+                  Hex(c.gpa + uint64_t(c.page_count) * ps - 1) + ")";
+  if (c.stored_length > 0) s += " at file offset " + Hex(c.file_offset);
+  return s;
+}
+
+size_t Popcount(const uint8_t* p, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; ++i) k += size_t(std::popcount(unsigned(p[i])));
+  return k;
+}
+
+class ReaderImpl final : public SnapshotReader {
+ public:
+  Status Init(std::span<const uint8_t> bytes, std::string name, const ReaderOptions& opts) {
+    bytes_ = bytes;
+    name_ = std::move(name);
+    if (bytes.empty()) return Status::Corruption("header: file is empty");
+    VMSNAP_ASSIGN_OR_RETURN(header_, layout::DecodeHeader(bytes));
+    VMSNAP_ASSIGN_OR_RETURN(footer_, layout::DecodeFooter(bytes));
+    const uint8_t* mp = bytes.data() + footer_.manifest_offset;
+    const size_t mlen = size_t(footer_.manifest_length);
+    const std::string where = "manifest at file offset " + Hex(footer_.manifest_offset);
+    uint64_t sum = layout::Checksum(mp, mlen);
+    if (sum != footer_.manifest_checksum) {
+      return Status::Corruption(where + " (" + std::to_string(mlen) +
+                                " bytes): checksum mismatch (footer says " +
+                                Hex(footer_.manifest_checksum) + ", computed " + Hex(sum) + ")");
+    }
+    id_ = layout::ComputeId({mp, mlen});
+    const size_t nwords = mlen / sizeof(capnp::word);
+    kj::ArrayPtr<const capnp::word> words;
+    if (reinterpret_cast<uintptr_t>(mp) % alignof(capnp::word) == 0) {
+      words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(mp), nwords);
+    } else {
+      // Cap'n Proto reads words in place; a misaligned buffer gets an aligned copy.
+      aligned_copy_.resize(nwords);
+      std::memcpy(aligned_copy_.data(), mp, mlen);
+      words = kj::arrayPtr(aligned_copy_.data(), nwords);
+    }
+    capnp::ReaderOptions ro;
+    uint64_t limit = std::max<uint64_t>(uint64_t(nwords) * layout::kTraversalFactor, 1u << 16);
+    ro.traversalLimitInWords = std::min<uint64_t>(limit, opts.max_traversal_words);
+    ro.nestingLimit = opts.nesting_limit;
+    try {
+      message_ = std::make_unique<capnp::FlatArrayMessageReader>(words, ro);
+      if (message_->getEnd() != words.end()) {
+        return Status::Corruption(where + ": " +
+                                  std::to_string((words.end() - message_->getEnd()) * 8) +
+                                  " bytes after the Cap'n Proto message");
+      }
+      manifest_ = message_->getRoot<schema::Manifest>();
+      // Walks every pointer once, so a malformed message fails here and not
+      // later in a tool that trusts what Open() returned.
+      (void)manifest_.totalSize();
+      return Validate(where);
+    } catch (const kj::Exception& e) {
+      return Status::Corruption(where + ": malformed Cap'n Proto message: " +
+                                std::string(e.getDescription().cStr()));
+    }
+  }
+
+  const std::string& path() const override { return name_; }
+  uint16_t format_major() const override { return header_.major; }
+  uint16_t format_minor() const override { return header_.minor; }
+  schema::Manifest::Reader manifest() const override { return manifest_; }
+  layout::SnapshotId id() const override { return id_; }
+  uint64_t file_size() const override { return bytes_.size(); }
+  uint32_t page_size() const override { return page_size_; }
+  const std::vector<ChunkInfo>& chunk_index() const override { return chunks_; }
+  uint64_t manifest_offset() const override { return footer_.manifest_offset; }
+  uint64_t manifest_length() const override { return footer_.manifest_length; }
+
+  Result<std::span<const uint8_t>> StoredBytes(size_t index) const override {
+    if (index >= chunks_.size()) {
+      return Status::InvalidArgument("chunk " + std::to_string(index) + " does not exist (" +
+                                     std::to_string(chunks_.size()) + " chunks)");
+    }
+    const ChunkInfo& c = chunks_[index];
+    std::span<const uint8_t> stored = bytes_.subspan(c.file_offset, c.stored_length);
+    if (c.stored_length == 0) return stored;
+    uint64_t sum = layout::Checksum(stored.data(), stored.size());
+    if (sum != c.checksum) {
+      return Status::Corruption(ChunkName(index, c, page_size_) + ": checksum mismatch (manifest says " +
+                                Hex(c.checksum) + ", computed " + Hex(sum) + ")");
+    }
+    return stored;
+  }
+
+  Status ReadChunk(size_t index, uint8_t* out) const override {
+    VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, StoredBytes(index));
+    const ChunkInfo& c = chunks_[index];
+    const size_t ps = page_size_;
+    const uint8_t* raw = stored.data();
+    const bool dense = c.raw_length == uint64_t(c.page_count) * ps;  // every page stored
+    if (c.compressed) {
+      const std::string name = ChunkName(index, c, page_size_);
+      unsigned long long fcs = ZSTD_getFrameContentSize(stored.data(), stored.size());
+      if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN) {
+        return Status::Corruption(name + ": not a zstd frame with a content size");
+      }
+      if (fcs != c.raw_length) {
+        return Status::Corruption(name + ": zstd frame holds " + std::to_string(fcs) +
+                                  " bytes, manifest says " + std::to_string(c.raw_length));
+      }
+      size_t fsz = ZSTD_findFrameCompressedSize(stored.data(), stored.size());
+      if (ZSTD_isError(fsz) || fsz != stored.size()) {
+        return Status::Corruption(name + ": stored bytes are not exactly one zstd frame");
+      }
+      ThreadScratch& s = Scratch();
+      if (!s.dctx) return Status::Internal("out of memory creating a zstd context");
+      uint8_t* dst;
+      if (dense) {
+        dst = out;  // straight into the caller's buffer: no copy
+      } else {
+        if (s.raw.size() < c.raw_length) s.raw.resize(c.raw_length);
+        dst = s.raw.data();
+      }
+      size_t n = ZSTD_decompressDCtx(s.dctx.get(), dst, c.raw_length, stored.data(),
+                                     stored.size());
+      if (ZSTD_isError(n)) {
+        return Status::Corruption(name + ": zstd: " + ZSTD_getErrorName(n));
+      }
+      if (n != c.raw_length) {
+        return Status::Corruption(name + ": decompressed to " + std::to_string(n) +
+                                  " bytes, manifest says " + std::to_string(c.raw_length));
+      }
+      uint64_t sum = layout::Checksum(dst, n);
+      if (sum != c.raw_checksum) {
+        return Status::Corruption(name + ": raw checksum mismatch after decompression (manifest says " +
+                                  Hex(c.raw_checksum) + ", computed " + Hex(sum) + ")");
+      }
+      if (dense) return Status::Ok();
+      raw = dst;
+    } else if (c.raw_checksum != c.checksum && c.raw_length > 0) {
+      // Stored bytes are the raw bytes: the two checksums cover the same thing.
+      return Status::Corruption(ChunkName(index, c, page_size_) +
+                                ": raw checksum disagrees with the stored checksum of an "
+                                "uncompressed chunk");
+    }
+    size_t k = 0;
+    for (uint32_t i = 0; i < c.page_count; ++i) {
+      if (!c.IsDefined(i)) continue;
+      uint8_t* dst = out + size_t(i) * ps;
+      if (c.IsPresent(i)) {
+        std::memcpy(dst, raw + k * ps, ps);
+        ++k;
+      } else {
+        std::memset(dst, 0, ps);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress) const override {
+    uint64_t total = 0;
+    for (const ChunkInfo& c : chunks_) total += uint64_t(c.page_count) * page_size_;
+    std::vector<uint8_t> buf;
+    uint64_t done = 0;
+    for (size_t i = 0; i < chunks_.size(); ++i) {
+      const uint64_t span = uint64_t(chunks_[i].page_count) * page_size_;
+      if (buf.size() < span) buf.resize(span);
+      VMSNAP_RETURN_IF_ERROR(ReadChunk(i, buf.data()));
+      done += span;
+      if (progress) progress(done, total);
+    }
+    return Status::Ok();
+  }
+
+  Mapping mapping_;
+
+ private:
+  Status Validate(const std::string& where) {
+    auto m = manifest_;
+    if (m.getFormatMajor() != header_.major || m.getFormatMinor() != header_.minor) {
+      return Status::Corruption(where + ": format version " + std::to_string(m.getFormatMajor()) +
+                                "." + std::to_string(m.getFormatMinor()) +
+                                " disagrees with the header's " + std::to_string(header_.major) +
+                                "." + std::to_string(header_.minor));
+    }
+    const uint32_t ps = m.getMemory().getPageSize();
+    if (ps < layout::kMinPageSize || ps > layout::kMaxPageSize || (ps & (ps - 1)) != 0) {
+      return Status::Corruption(where + ": memory page size " + std::to_string(ps) +
+                                " is not a power of two in [4096, 1 MiB]");
+    }
+    page_size_ = ps;
+    if (m.hasParent() && m.getParent().getSnapshotId().size() != 16) {
+      return Status::Corruption(where + ": parent snapshot id is " +
+                                std::to_string(m.getParent().getSnapshotId().size()) +
+                                " bytes, expected 16");
+    }
+    auto regions = m.getMemory().getRegions();
+    uint64_t prev_end = 0;
+    for (unsigned i = 0; i < regions.size(); ++i) {
+      auto r = regions[i];
+      const uint64_t a = r.getGuestPhysAddr(), n = r.getSize();
+      const std::string rn = where + ": memory region " + std::to_string(i) + " (gpa " + Hex(a) +
+                             ", " + std::to_string(n) + " bytes)";
+      if (a % ps != 0 || n % ps != 0) return Status::Corruption(rn + ": not page-aligned");
+      if (a + n < a) return Status::Corruption(rn + ": end overflows 64 bits");
+      if (i > 0 && a < prev_end) {
+        return Status::Corruption(rn + ": overlaps or precedes the region before it");
+      }
+      prev_end = a + n;
+    }
+    auto list = m.getChunks();
+    chunks_.reserve(list.size());
+    size_t ri = 0;
+    prev_end = 0;
+    for (unsigned i = 0; i < list.size(); ++i) {
+      auto e = list[i];
+      ChunkInfo c;
+      c.gpa = e.getGuestPhysAddr();
+      c.page_count = e.getPageCount();
+      c.file_offset = e.getFileOffset();
+      c.stored_length = e.getStoredLength();
+      c.raw_length = e.getRawLength();
+      c.checksum = e.getChecksum();
+      c.raw_checksum = e.getRawChecksum();
+      std::string cn = where + ": chunk " + std::to_string(i) + " (gpa " + Hex(c.gpa) + ")";
+      if (c.page_count == 0 || c.page_count > layout::kMaxChunkPages ||
+          uint64_t(c.page_count) * ps > layout::kMaxChunkBytes) {
+        return Status::Corruption(cn + ": page count " + std::to_string(c.page_count) +
+                                  " outside [1, " + std::to_string(layout::kMaxChunkPages) +
+                                  "] or larger than " + std::to_string(layout::kMaxChunkBytes) +
+                                  " bytes");
+      }
+      const uint64_t span = uint64_t(c.page_count) * ps;
+      if (c.gpa % ps != 0) return Status::Corruption(cn + ": not page-aligned");
+      if (c.gpa + span < c.gpa) return Status::Corruption(cn + ": end overflows 64 bits");
+      cn = where + ": " + ChunkName(i, c, ps);
+      if (i > 0 && c.gpa < prev_end) {
+        return Status::Corruption(cn + ": overlaps or precedes the chunk before it (chunks must be "
+                                  "sorted and disjoint)");
+      }
+      prev_end = c.gpa + span;
+      while (ri < regions.size() &&
+             regions[ri].getGuestPhysAddr() + regions[ri].getSize() <= c.gpa) {
+        ++ri;
+      }
+      if (ri == regions.size() || regions[ri].getGuestPhysAddr() > c.gpa ||
+          regions[ri].getGuestPhysAddr() + regions[ri].getSize() < c.gpa + span) {
+        return Status::Corruption(cn + ": not inside one memory region");
+      }
+      const size_t bm = (c.page_count + 7) / 8;
+      auto present = e.getPresentBitmap();
+      auto defined = e.getDefinedBitmap();
+      if (present.size() != bm) {
+        return Status::Corruption(cn + ": present bitmap is " + std::to_string(present.size()) +
+                                  " bytes, expected " + std::to_string(bm));
+      }
+      if (defined.size() != 0 && defined.size() != bm) {
+        return Status::Corruption(cn + ": defined bitmap is " + std::to_string(defined.size()) +
+                                  " bytes, expected 0 or " + std::to_string(bm));
+      }
+      c.present = present.begin();
+      c.defined = defined.size() ? defined.begin() : nullptr;
+      const uint8_t tail_mask = c.page_count % 8 ? uint8_t(0xff << (c.page_count % 8)) : 0;
+      if ((c.present[bm - 1] & tail_mask) || (c.defined && (c.defined[bm - 1] & tail_mask))) {
+        return Status::Corruption(cn + ": bitmap has bits set past page " +
+                                  std::to_string(c.page_count - 1));
+      }
+      if (c.defined) {
+        for (size_t b = 0; b < bm; ++b) {
+          if (c.present[b] & ~c.defined[b]) {
+            return Status::Corruption(cn + ": a page is present but not defined");
+          }
+        }
+      }
+      const uint64_t stored_pages = Popcount(c.present, bm);
+      if (stored_pages * ps != c.raw_length) {
+        return Status::Corruption(cn + ": raw length " + std::to_string(c.raw_length) + " is not " +
+                                  std::to_string(stored_pages) + " present pages of " +
+                                  std::to_string(ps) + " bytes");
+      }
+      switch (e.getCompression()) {
+        case schema::Compression::NONE: c.compressed = false; break;
+        case schema::Compression::ZSTD: c.compressed = true; break;
+        default:
+          return Status::Corruption(cn + ": unknown compression " +
+                                    std::to_string(unsigned(e.getCompression())));
+      }
+      if (c.raw_length == 0) {
+        if (c.stored_length != 0) {
+          return Status::Corruption(cn + ": stores " + std::to_string(c.stored_length) +
+                                    " bytes but has no present page");
+        }
+      } else {
+        if (c.stored_length == 0 || (!c.compressed && c.stored_length != c.raw_length)) {
+          return Status::Corruption(cn + ": stored length " + std::to_string(c.stored_length) +
+                                    " does not fit raw length " + std::to_string(c.raw_length));
+        }
+        if (c.file_offset % layout::kChunkAlign != 0 || c.file_offset < layout::kHeaderSize ||
+            c.file_offset > footer_.manifest_offset ||
+            c.stored_length > footer_.manifest_offset - c.file_offset) {
+          return Status::Corruption(cn + ": stored bytes [" + Hex(c.file_offset) + ", +" +
+                                    std::to_string(c.stored_length) +
+                                    ") are misaligned or outside the chunk area [" +
+                                    Hex(layout::kHeaderSize) + ", " +
+                                    Hex(footer_.manifest_offset) + ")");
+        }
+      }
+      chunks_.push_back(c);
+    }
+    return Status::Ok();
+  }
+
+  std::span<const uint8_t> bytes_;
+  std::string name_;
+  layout::Header header_;
+  layout::Footer footer_;
+  layout::SnapshotId id_{};
+  uint32_t page_size_ = 0;
+  std::vector<capnp::word> aligned_copy_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> message_;
+  schema::Manifest::Reader manifest_;
+  std::vector<ChunkInfo> chunks_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SnapshotReader>> SnapshotReader::OpenBuffer(std::span<const uint8_t> bytes,
+                                                                   std::string name,
+                                                                   const ReaderOptions& options) {
+  auto r = std::make_unique<ReaderImpl>();
+  VMSNAP_RETURN_IF_ERROR(r->Init(bytes, std::move(name), options));
+  return std::unique_ptr<SnapshotReader>(std::move(r));
+}
+
+Result<std::unique_ptr<SnapshotReader>> SnapshotReader::Open(const std::string& path,
+                                                             const ReaderOptions& options) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Status::FromErrno(e, "stat " + path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::InvalidArgument(path + " is not a regular file");
+  }
+  auto r = std::make_unique<ReaderImpl>();
+  const size_t len = size_t(st.st_size);
+  if (len > 0) {
+    void* p = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    int e = errno;
+    ::close(fd);
+    if (p == MAP_FAILED) return Status::FromErrno(e, "mmap " + path);
+    r->mapping_.addr = p;
+    r->mapping_.len = len;
+  } else {
+    ::close(fd);
+  }
+  std::span<const uint8_t> bytes(static_cast<const uint8_t*>(r->mapping_.addr), len);
+  VMSNAP_RETURN_IF_ERROR(r->Init(bytes, path, options));
+  return std::unique_ptr<SnapshotReader>(std::move(r));
+}
+
+}  // namespace vmsnap

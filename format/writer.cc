@@ -1,0 +1,591 @@
+// SnapshotWriter: a pipeline that detects zero pages and compresses chunks on
+// worker threads while one I/O thread writes finished chunks in order.
+//
+// Memory stays bounded: a fixed pool of slots (a few per worker) carries each
+// chunk from AddMemory through a worker to the I/O thread and back; each slot
+// owns its buffers, so the hot path allocates nothing after start-up. Guest
+// memory is referenced, never copied wholesale: uncompressed chunks are
+// written straight from the caller's pages.
+#include "format/writer.h"
+
+#include <capnp/serialize.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "format/layout.h"
+
+namespace vmsnap {
+namespace {
+
+using layout::Hex;
+
+bool IsZero(const uint8_t* p, size_t n) {
+  // 64 bytes per step, OR-reduced: the compiler turns this into vector loads,
+  // and a non-zero page usually fails in its first block.
+  for (size_t i = 0; i < n; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, p + i, 64);
+    if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0) return false;
+  }
+  return true;
+}
+
+inline bool Bit(const uint8_t* bm, uint64_t i) { return (bm[i >> 3] >> (i & 7)) & 1; }
+inline void SetBit(uint8_t* bm, uint64_t i) { bm[i >> 3] |= uint8_t(1u << (i & 7)); }
+
+struct CctxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct XxhDeleter {
+  void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+};
+
+// One chunk in flight, with the buffers it reuses from chunk to chunk.
+struct Slot {
+  // Input.
+  uint64_t seq = 0;
+  uint64_t gpa = 0;
+  const uint8_t* data = nullptr;
+  uint32_t pages = 0;
+  bool has_defined = false;
+  std::vector<uint8_t> defined;
+  // Output.
+  std::vector<uint8_t> present;
+  std::vector<uint8_t> gather;  // stored pages back to back, when compressing a sparse chunk
+  std::vector<uint8_t> frame;   // the zstd frame
+  uint64_t stored_pages = 0;
+  uint64_t raw_checksum = 0;
+  uint64_t stored_checksum = 0;
+  size_t frame_len = 0;
+  bool compressed = false;
+  const uint8_t* raw_contig = nullptr;  // the stored pages contiguous, if they are
+  Status status;
+};
+
+// What the manifest says about one written chunk.
+struct ChunkMeta {
+  uint64_t gpa;
+  uint32_t pages;
+  std::vector<uint8_t> present;
+  std::vector<uint8_t> defined;  // empty: all defined
+  uint64_t file_offset;
+  uint64_t stored_length;
+  uint64_t raw_length;
+  bool compressed;
+  uint64_t checksum;
+  uint64_t raw_checksum;
+};
+
+std::string SplitDir(const std::string& path, std::string* base) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    *base = path;
+    return ".";
+  }
+  *base = path.substr(slash + 1);
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+class WriterImpl final : public SnapshotWriter {
+ public:
+  WriterImpl(const WriterOptions& o, Env* env, std::string path, std::string dir, std::string tmp,
+             std::unique_ptr<WritableFile> file)
+      : opts_(o), env_(env), path_(std::move(path)), dir_(std::move(dir)), tmp_(std::move(tmp)),
+        file_(std::move(file)) {
+    workers_n_ = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+    const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * 3);
+    const size_t chunk_bytes = size_t(o.chunk_pages) * o.page_size;
+    slots_.resize(nslots);
+    ring_.assign(nslots, nullptr);
+    for (auto& s : slots_) {
+      s = std::make_unique<Slot>();
+      s->defined.reserve((o.chunk_pages + 7) / 8);
+      s->present.reserve((o.chunk_pages + 7) / 8);
+      if (o.compression == schema::Compression::ZSTD) {
+        s->frame.resize(ZSTD_compressBound(chunk_bytes));
+      }
+      free_.push_back(s.get());
+    }
+    manifest_ = message_->initRoot<schema::Manifest>();
+  }
+
+  ~WriterImpl() override {
+    StopThreads();
+    if (!committed_) {
+      file_.reset();
+      (void)env_->Remove(tmp_);
+    }
+  }
+
+  Status Start() {
+    // The header goes out before any thread exists; from then on only the I/O
+    // thread touches the file until Commit() has joined it.
+    uint8_t hdr[layout::kHeaderSize];
+    layout::EncodeHeader(layout::Header{}, hdr);
+    VMSNAP_RETURN_IF_ERROR(file_->Append(hdr, sizeof hdr));
+    offset_ = layout::kHeaderSize;
+    for (unsigned i = 0; i < workers_n_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+    io_thread_ = std::thread([this] { IoLoop(); });
+    return Status::Ok();
+  }
+
+  schema::Manifest::Builder manifest() override { return manifest_; }
+
+  Status AddMemory(uint64_t gpa, const uint8_t* data, uint64_t len) override {
+    return Add(gpa, data, len, nullptr);
+  }
+  Status AddPages(uint64_t gpa, const uint8_t* data, uint64_t len,
+                  const uint8_t* defined) override {
+    if (defined == nullptr) return Status::InvalidArgument("AddPages: defined bitmap is null");
+    return Add(gpa, data, len, defined);
+  }
+
+  Status Commit() override {
+    if (committed_) return Status::InvalidArgument("snapshot already committed");
+    Status s = Finish();
+    if (!s.ok()) {
+      file_.reset();
+      (void)env_->Remove(tmp_);
+      std::lock_guard<std::mutex> lk(mu_);
+      if (error_.ok()) error_ = s;
+    }
+    return s;
+  }
+
+  layout::SnapshotId id() const override { return id_; }
+  uint64_t file_size() const override { return file_size_; }
+
+ private:
+  Status Add(uint64_t gpa, const uint8_t* data, uint64_t len, const uint8_t* defined) {
+    if (committed_ || finishing_) return Status::InvalidArgument("snapshot already committed");
+    const uint64_t ps = opts_.page_size;
+    if (gpa % ps != 0 || len % ps != 0) {
+      return Status::InvalidArgument("memory range " + Hex(gpa) + "+" + Hex(len) +
+                                     " is not page-aligned (page size " + std::to_string(ps) +
+                                     ")");
+    }
+    if (len == 0) return Status::Ok();
+    if (data == nullptr) return Status::InvalidArgument("memory range " + Hex(gpa) + ": no data");
+    if (gpa + len < gpa) {
+      return Status::InvalidArgument("memory range " + Hex(gpa) + "+" + Hex(len) + " overflows");
+    }
+    if (have_last_ && gpa < last_end_) {
+      return Status::InvalidArgument("memory range at " + Hex(gpa) +
+                                     " is not after the previous one (which ended at " +
+                                     Hex(last_end_) + ")");
+    }
+    have_last_ = true;
+    last_end_ = gpa + len;
+    added_bytes_ += len;
+
+    const uint64_t total_pages = len / ps;
+    for (uint64_t first = 0; first < total_pages; first += opts_.chunk_pages) {
+      const uint32_t n = uint32_t(std::min<uint64_t>(opts_.chunk_pages, total_pages - first));
+      Slot* slot = nullptr;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_free_.wait(lk, [&] { return !free_.empty() || !error_.ok(); });
+        if (!error_.ok()) return error_;
+        slot = free_.back();
+        free_.pop_back();
+      }
+      slot->gpa = gpa + first * ps;
+      slot->data = data + first * ps;
+      slot->pages = n;
+      slot->has_defined = false;
+      if (defined != nullptr) {
+        slot->defined.assign((n + 7) / 8, 0);
+        uint32_t count = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+          if (Bit(defined, first + i)) {
+            SetBit(slot->defined.data(), i);
+            ++count;
+          }
+        }
+        if (count == 0) {  // nothing of this chunk is defined here: no chunk at all
+          std::lock_guard<std::mutex> lk(mu_);
+          free_.push_back(slot);
+          done_bytes_ += uint64_t(n) * ps;
+          continue;
+        }
+        slot->has_defined = count != n;
+      }
+      std::lock_guard<std::mutex> lk(mu_);
+      slot->seq = submitted_++;
+      pending_.push_back(slot);
+      cv_work_.notify_one();
+    }
+    return Status::Ok();
+  }
+
+  void WorkerLoop() {
+    std::unique_ptr<ZSTD_CCtx, CctxDeleter> cctx;
+    if (opts_.compression == schema::Compression::ZSTD) {
+      cctx.reset(ZSTD_createCCtx());
+      if (cctx) {
+        ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts_.zstd_level);
+        ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
+        ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 0);  // we checksum ourselves
+      }
+    }
+    std::unique_ptr<XXH3_state_t, XxhDeleter> xxh(XXH3_createState());
+    for (;;) {
+      Slot* slot;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_work_.wait(lk, [&] { return !pending_.empty() || stop_; });
+        if (pending_.empty()) return;
+        slot = pending_.front();
+        pending_.pop_front();
+      }
+      Process(slot, cctx.get(), xxh.get());
+      std::lock_guard<std::mutex> lk(mu_);
+      ring_[slot->seq % ring_.size()] = slot;
+      cv_done_.notify_all();
+    }
+  }
+
+  void Process(Slot* s, ZSTD_CCtx* cctx, XXH3_state_t* xxh) {
+    const size_t ps = opts_.page_size;
+    s->status = Status::Ok();
+    s->present.assign((s->pages + 7) / 8, 0);
+    s->stored_pages = 0;
+    s->compressed = false;
+    s->raw_contig = nullptr;
+    s->frame_len = 0;
+    if (xxh == nullptr) {
+      s->status = Status::Internal("out of memory creating a checksum state");
+      return;
+    }
+    XXH3_64bits_reset(xxh);
+    const uint8_t* def = s->has_defined ? s->defined.data() : nullptr;
+    for (uint32_t i = 0; i < s->pages; ++i) {
+      if (def && !Bit(def, i)) continue;
+      const uint8_t* p = s->data + size_t(i) * ps;
+      if (IsZero(p, ps)) continue;
+      SetBit(s->present.data(), i);
+      ++s->stored_pages;
+      XXH3_64bits_update(xxh, p, ps);
+    }
+    s->raw_checksum = XXH3_64bits_digest(xxh);
+    const size_t raw_len = size_t(s->stored_pages) * ps;
+    if (raw_len == 0) {
+      s->stored_checksum = s->raw_checksum;
+      return;
+    }
+    if (s->stored_pages == s->pages) s->raw_contig = s->data;
+    if (opts_.compression != schema::Compression::ZSTD) {
+      s->stored_checksum = s->raw_checksum;
+      return;
+    }
+    if (cctx == nullptr) {
+      s->status = Status::Internal("out of memory creating a zstd context");
+      return;
+    }
+    if (s->raw_contig == nullptr) {
+      s->gather.resize(size_t(opts_.chunk_pages) * ps);
+      uint8_t* out = s->gather.data();
+      for (uint32_t i = 0; i < s->pages; ++i) {
+        if (!Bit(s->present.data(), i)) continue;
+        std::memcpy(out, s->data + size_t(i) * ps, ps);
+        out += ps;
+      }
+      s->raw_contig = s->gather.data();
+    }
+    ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+    size_t n = ZSTD_compress2(cctx, s->frame.data(), s->frame.size(), s->raw_contig, raw_len);
+    if (ZSTD_isError(n)) {
+      s->status = Status::Internal("chunk at gpa " + Hex(s->gpa) +
+                                   ": zstd compression failed: " + ZSTD_getErrorName(n));
+      return;
+    }
+    if (n >= raw_len) {
+      // Incompressible (random pages): storing them raw costs less and keeps
+      // them mappable.
+      s->stored_checksum = s->raw_checksum;
+      return;
+    }
+    s->compressed = true;
+    s->frame_len = n;
+    s->stored_checksum = layout::Checksum(s->frame.data(), n);
+  }
+
+  Status Pad(uint64_t align) {
+    static const uint8_t kZeros[4096] = {};
+    uint64_t pad = (align - offset_ % align) % align;
+    while (pad > 0) {
+      size_t n = size_t(std::min<uint64_t>(pad, sizeof kZeros));
+      VMSNAP_RETURN_IF_ERROR(file_->Append(kZeros, n));
+      offset_ += n;
+      pad -= n;
+    }
+    return Status::Ok();
+  }
+
+  Status WriteChunk(Slot* s) {
+    VMSNAP_RETURN_IF_ERROR(s->status);
+    const size_t ps = opts_.page_size;
+    ChunkMeta m;
+    m.gpa = s->gpa;
+    m.pages = s->pages;
+    m.present = s->present;
+    if (s->has_defined) m.defined = s->defined;
+    m.raw_length = s->stored_pages * ps;
+    m.compressed = s->compressed;
+    m.checksum = s->stored_checksum;
+    m.raw_checksum = s->raw_checksum;
+    m.file_offset = 0;
+    m.stored_length = 0;
+    if (m.raw_length > 0) {
+      const uint64_t align = s->compressed ? layout::kChunkAlign
+                                           : std::max<uint64_t>(layout::kChunkAlign, ps);
+      VMSNAP_RETURN_IF_ERROR(Pad(align));
+      m.file_offset = offset_;
+      if (s->compressed) {
+        VMSNAP_RETURN_IF_ERROR(file_->Append(s->frame.data(), s->frame_len));
+        m.stored_length = s->frame_len;
+      } else if (s->raw_contig != nullptr) {
+        VMSNAP_RETURN_IF_ERROR(file_->Append(s->raw_contig, m.raw_length));
+        m.stored_length = m.raw_length;
+      } else {
+        // Runs of stored pages straight from guest memory: no copy.
+        uint32_t i = 0;
+        while (i < s->pages) {
+          if (!Bit(s->present.data(), i)) {
+            ++i;
+            continue;
+          }
+          uint32_t j = i;
+          while (j < s->pages && Bit(s->present.data(), j)) ++j;
+          VMSNAP_RETURN_IF_ERROR(file_->Append(s->data + size_t(i) * ps, size_t(j - i) * ps));
+          i = j;
+        }
+        m.stored_length = m.raw_length;
+      }
+      offset_ += m.stored_length;
+    }
+    chunks_.push_back(std::move(m));
+    return Status::Ok();
+  }
+
+  void IoLoop() {
+    for (;;) {
+      Slot* s;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_done_.wait(lk, [&] {
+          return ring_[next_write_ % ring_.size()] != nullptr ||
+                 ((finishing_ || stop_) && next_write_ == submitted_) || (stop_ && !error_.ok());
+        });
+        s = ring_[next_write_ % ring_.size()];
+        if (s == nullptr) return;
+        ring_[next_write_ % ring_.size()] = nullptr;
+        ++next_write_;
+      }
+      bool failed;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        failed = !error_.ok();
+      }
+      Status st = failed ? Status::Ok() : WriteChunk(s);
+      uint64_t done = 0, total = 0;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!st.ok() && error_.ok()) error_ = st;
+        done_bytes_ += uint64_t(s->pages) * opts_.page_size;
+        done = done_bytes_;
+        total = opts_.progress_total ? opts_.progress_total : added_bytes_;
+        free_.push_back(s);
+        cv_free_.notify_all();
+        cv_done_.notify_all();
+      }
+      if (opts_.progress && !failed && st.ok()) opts_.progress(done, std::max(done, total));
+    }
+  }
+
+  void StopThreads() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      cv_work_.notify_all();
+      cv_done_.notify_all();
+      cv_free_.notify_all();
+    }
+    for (auto& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+    workers_.clear();
+    if (io_thread_.joinable()) io_thread_.join();
+  }
+
+  Status Finish() {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      finishing_ = true;
+      cv_done_.notify_all();
+      cv_done_.wait(lk, [&] { return next_write_ == submitted_ || !error_.ok(); });
+    }
+    StopThreads();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      VMSNAP_RETURN_IF_ERROR(error_);
+    }
+    const uint64_t ps = opts_.page_size;
+    auto mem = manifest_.getMemory();
+    if (mem.getPageSize() != 0 && mem.getPageSize() != ps) {
+      return Status::InvalidArgument("manifest page size " + std::to_string(mem.getPageSize()) +
+                                     " differs from the writer's " + std::to_string(ps));
+    }
+    mem.setPageSize(uint32_t(ps));
+    // Every chunk must lie in one region of the memory map, or no reader will accept it.
+    auto regions = mem.getRegions();
+    size_t r = 0;
+    for (const ChunkMeta& c : chunks_) {
+      const uint64_t end = c.gpa + uint64_t(c.pages) * ps;
+      while (r < regions.size() &&
+             regions[r].getGuestPhysAddr() + regions[r].getSize() <= c.gpa) {
+        ++r;
+      }
+      if (r == regions.size() || regions[r].getGuestPhysAddr() > c.gpa ||
+          regions[r].getGuestPhysAddr() + regions[r].getSize() < end) {
+        return Status::InvalidArgument("memory " + Hex(c.gpa) + "-" + Hex(end - 1) +
+                                       " lies outside every region of the memory map "
+                                       "(regions must be sorted and cover all added memory)");
+      }
+    }
+    manifest_.setFormatMajor(layout::kMajor);
+    manifest_.setFormatMinor(layout::kMinor);
+    auto list = manifest_.initChunks(unsigned(chunks_.size()));
+    for (size_t i = 0; i < chunks_.size(); ++i) {
+      const ChunkMeta& c = chunks_[i];
+      auto b = list[unsigned(i)];
+      b.setGuestPhysAddr(c.gpa);
+      b.setPageCount(c.pages);
+      b.setPresentBitmap(kj::arrayPtr(c.present.data(), c.present.size()));
+      b.setFileOffset(c.file_offset);
+      b.setStoredLength(c.stored_length);
+      b.setRawLength(c.raw_length);
+      b.setCompression(c.compressed ? schema::Compression::ZSTD : schema::Compression::NONE);
+      b.setChecksum(c.checksum);
+      b.setRawChecksum(c.raw_checksum);
+      if (!c.defined.empty()) b.setDefinedBitmap(kj::arrayPtr(c.defined.data(), c.defined.size()));
+    }
+    kj::Array<capnp::word> words = capnp::messageToFlatArray(*message_);
+    auto bytes = words.asBytes();
+    VMSNAP_RETURN_IF_ERROR(Pad(layout::kManifestAlign));
+    layout::Footer f;
+    f.manifest_offset = offset_;
+    f.manifest_length = bytes.size();
+    f.manifest_checksum = layout::Checksum(bytes.begin(), bytes.size());
+    VMSNAP_RETURN_IF_ERROR(file_->Append(bytes.begin(), bytes.size()));
+    offset_ += bytes.size();
+    uint8_t foot[layout::kFooterSize];
+    layout::EncodeFooter(f, foot);
+    VMSNAP_RETURN_IF_ERROR(file_->Append(foot, sizeof foot));
+    offset_ += sizeof foot;
+    VMSNAP_RETURN_IF_ERROR(file_->Sync());
+    VMSNAP_RETURN_IF_ERROR(file_->Close());
+    VMSNAP_RETURN_IF_ERROR(env_->Rename(tmp_, path_));
+    committed_ = true;  // the file is in place; a failing directory sync does not undo that
+    id_ = layout::ComputeId({bytes.begin(), bytes.size()});
+    file_size_ = offset_;
+    Status s = env_->SyncDir(dir_);
+    return s.Context("snapshot " + path_ + " written but not durable");
+  }
+
+  const WriterOptions opts_;
+  Env* const env_;
+  const std::string path_, dir_, tmp_;
+  std::unique_ptr<WritableFile> file_;
+  // Held by pointer: its destructor may throw (kj), which an override of a
+  // noexcept destructor must not allow.
+  std::unique_ptr<capnp::MallocMessageBuilder> message_ = std::make_unique<capnp::MallocMessageBuilder>();
+  schema::Manifest::Builder manifest_{nullptr};
+  unsigned workers_n_ = 1;
+
+  std::mutex mu_;
+  std::condition_variable cv_work_, cv_done_, cv_free_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Slot*> free_;
+  std::deque<Slot*> pending_;
+  std::vector<Slot*> ring_;  // finished chunks, by seq % size, waiting for the I/O thread
+  uint64_t submitted_ = 0;
+  uint64_t next_write_ = 0;
+  bool stop_ = false;
+  bool finishing_ = false;
+  Status error_;
+  uint64_t done_bytes_ = 0;
+  uint64_t added_bytes_ = 0;
+  std::vector<std::thread> workers_;
+  std::thread io_thread_;
+
+  // Owned by the I/O thread while it runs, by Commit() after.
+  uint64_t offset_ = 0;
+  std::vector<ChunkMeta> chunks_;
+
+  // Caller thread only.
+  bool have_last_ = false;
+  uint64_t last_end_ = 0;
+  bool committed_ = false;
+  layout::SnapshotId id_{};
+  uint64_t file_size_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string& path,
+                                                               const WriterOptions& options) {
+  const uint32_t ps = options.page_size;
+  if (ps < layout::kMinPageSize || ps > layout::kMaxPageSize || (ps & (ps - 1)) != 0) {
+    return Status::InvalidArgument("page size " + std::to_string(ps) +
+                                   " is not a power of two in [4096, 1 MiB]");
+  }
+  if (options.chunk_pages == 0 || options.chunk_pages > layout::kMaxChunkPages ||
+      uint64_t(options.chunk_pages) * ps > layout::kMaxChunkBytes) {
+    return Status::InvalidArgument("chunk of " + std::to_string(options.chunk_pages) +
+                                   " pages exceeds the format's limits (" +
+                                   std::to_string(layout::kMaxChunkPages) + " pages, " +
+                                   std::to_string(layout::kMaxChunkBytes) + " bytes)");
+  }
+  if (options.compression != schema::Compression::ZSTD &&
+      options.compression != schema::Compression::NONE) {
+    return Status::InvalidArgument("unknown compression");
+  }
+  if (options.zstd_level < ZSTD_minCLevel() || options.zstd_level > ZSTD_maxCLevel()) {
+    return Status::InvalidArgument("zstd level " + std::to_string(options.zstd_level) +
+                                   " out of range");
+  }
+  if (path.empty() || path.back() == '/') {
+    return Status::InvalidArgument("snapshot path '" + path + "' names no file");
+  }
+  Env* env = options.env ? options.env : Env::Default();
+  std::string base;
+  std::string dir = SplitDir(path, &base);
+  std::random_device rd;
+  std::string tmp;
+  Result<std::unique_ptr<WritableFile>> file = Status::Internal("unreached");
+  // O_EXCL makes the name ours; a collision with a leftover just takes another name.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    char suffix[20];
+    std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
+    tmp = (dir == "." && path.find('/') == std::string::npos ? std::string() : dir + "/") + "." +
+          base + ".tmp-" + suffix;
+    file = env->NewWritableFile(tmp, 0600);
+    if (file.ok() || file.status().message().find("File exists") == std::string::npos) break;
+  }
+  if (!file.ok()) return file.status().Context("cannot create snapshot " + path);
+  auto w = std::make_unique<WriterImpl>(options, env, path, dir, tmp, std::move(file).value());
+  VMSNAP_RETURN_IF_ERROR(w->Start());
+  return std::unique_ptr<SnapshotWriter>(std::move(w));
+}
+
+}  // namespace vmsnap
