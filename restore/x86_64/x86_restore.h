@@ -1,0 +1,46 @@
+// x86-64 restore: replays the VM configuration, then every vCPU's state and
+// the VM-level state into a fresh VM, in the order docs/state-coverage.md
+// documents; and refuses snapshots this host cannot run.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <string>
+#include <vector>
+
+#include "format/status.h"
+#include "kvm/x86_64/x86.h"
+#include "schemas/manifest.capnp.h"
+#include "schemas/x86_64.capnp.h"
+
+namespace vmsnap::restore::x86 {
+
+kvm::x86::VmConfig ConfigFromManifest(schema::x86::VmConfig::Reader config);
+
+// Creates the VM-level configuration; must run before any vCPU exists (the
+// identity map address, the irqchip and some caps are refused afterwards).
+Status ApplyVmConfig(kvm::x86::VmOps& vm, const kvm::x86::VmConfig& config);
+
+// Compares the feature bits a snapshot's CPUID needs with what this host's KVM
+// supports; the error names each missing feature ("avx512f (CPUID.07H:EBX[16])").
+Status CheckCpuidSupported(capnp::List<schema::x86::CpuidEntry>::Reader wanted,
+                           const std::vector<kvm_cpuid_entry2>& supported);
+
+// Everything that can be checked before the VM is built: vCPU list shape,
+// CPUID features, XSAVE size.
+Status CheckHost(kvm::x86::VmOps& vm, schema::Manifest::Reader manifest);
+
+// Restores one vCPU (steps 1-9 of docs/state-coverage.md). The vCPU must be
+// fresh (never run).
+Status RestoreVcpu(kvm::x86::VcpuOps& vcpu, schema::x86::Vcpu::Reader state,
+                   const kvm::x86::HostCaps& caps);
+
+// Restores the VM-level state (PIT2, CLOCK, IRQCHIP), after every vCPU.
+Status RestoreVm(kvm::x86::VmOps& vm, schema::x86::Vm::Reader state);
+
+// The whole sequence after the VM config, memory and vCPUs exist: every vCPU,
+// then the VM, then KVM_KVMCLOCK_CTRL on each vCPU. `vcpus` by index.
+Status RestoreState(kvm::x86::VmOps& vm, const std::vector<kvm::x86::VcpuOps*>& vcpus,
+                    schema::Manifest::Reader manifest);
+
+}  // namespace vmsnap::restore::x86
