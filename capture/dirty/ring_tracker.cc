@@ -1,0 +1,125 @@
+// The dirty-ring tracker: one ring per vCPU, mapped from the vCPU fd; entries
+// harvested strictly in order (acquire load of flags), marked harvested
+// (release store of KVM_DIRTY_GFN_F_RESET), then KVM_RESET_DIRTY_RINGS
+// re-protects them before anyone reads the pages.
+#include <atomic>
+
+#include "capture/dirty/tracker.h"
+
+namespace vmsnap::capture::dirty {
+namespace {
+
+constexpr uint32_t kDefaultRingBytes = 64 * 1024;
+
+class RingTracker final : public DirtyTracker {
+ public:
+  RingTracker(kvm::dirty::DirtyLogOps& ops, PageLayout layout, uint32_t ring_bytes)
+      : DirtyTracker(std::move(layout)), ops_(ops), ring_bytes_(ring_bytes), full_pending_(layout_.total_pages()) {}
+
+  Mode mode() const override { return Mode::kRing; }
+
+  Status AttachVcpu(int vcpu_fd, int vcpu_index) override {
+    VMSNAP_ASSIGN_OR_RETURN(auto map, kvm::dirty::DirtyRingMapping::Map(vcpu_fd, ring_bytes_, vcpu_index));
+    std::lock_guard lock(mu_);
+    rings_.push_back(Ring{std::move(map), 0});
+    return Status::Ok();
+  }
+
+  Status Start() override {
+    std::lock_guard lock(mu_);
+    const auto& regions = layout_.regions();
+    flag_added_.assign(regions.size(), false);
+    for (size_t i = 0; i < regions.size(); ++i) {
+      if (!(regions[i].flags & KVM_MEM_LOG_DIRTY_PAGES)) {
+        VMSNAP_RETURN_IF_ERROR(ops_.SetSlotFlags(regions[i], regions[i].flags | KVM_MEM_LOG_DIRTY_PAGES));
+        flag_added_[i] = true;
+      }
+    }
+    scratch_.Reset();
+    VMSNAP_RETURN_IF_ERROR(HarvestLocked(scratch_));
+    reported_.Reset();
+    marked_.Reset();
+    return Status::Ok();
+  }
+
+  Status Stop() override {
+    std::lock_guard lock(mu_);
+    const auto& regions = layout_.regions();
+    for (size_t i = 0; i < regions.size() && i < flag_added_.size(); ++i) {
+      if (flag_added_[i]) VMSNAP_RETURN_IF_ERROR(ops_.SetSlotFlags(regions[i], regions[i].flags));
+    }
+    flag_added_.clear();
+    return Status::Ok();
+  }
+
+  Status HandleRingFull(int vcpu_index) override {
+    ring_full_exits_.fetch_add(1);
+    std::lock_guard lock(mu_);
+    return HarvestRingsLocked(full_pending_);
+  }
+
+ protected:
+  Status HarvestLocked(PageSet& found) override {
+    VMSNAP_RETURN_IF_ERROR(HarvestRingsLocked(found));
+    found.Merge(full_pending_);
+    full_pending_.Reset();
+    return Status::Ok();
+  }
+
+  // The ring re-protects every page when it is reset; re-arming is bookkeeping.
+  Status RearmLocked(const PageSet&) override { return Status::Ok(); }
+
+ private:
+  struct Ring {
+    std::unique_ptr<kvm::dirty::DirtyRingMapping> map;
+    uint32_t fetch = 0;  // free-running, like the kernel's indexes
+  };
+
+  Status HarvestRingsLocked(PageSet& found) {
+    uint64_t harvested = 0;
+    for (Ring& ring : rings_) {
+      kvm_dirty_gfn* e = ring.map->entries();
+      uint32_t mask = ring.map->count() - 1;
+      for (;;) {
+        kvm_dirty_gfn& g = e[ring.fetch & mask];
+        // Acquire pairs with KVM's release when it publishes the entry, so
+        // slot and offset are read after the flag says they are valid.
+        uint32_t flags = std::atomic_ref<uint32_t>(g.flags).load(std::memory_order_acquire);
+        if (!(flags & KVM_DIRTY_GFN_F_DIRTY)) break;
+        if (auto i = layout_.IndexOfSlotPage(g.slot, g.offset)) found.Set(*i);
+        // Release: our reads of the entry happen before KVM may reuse it.
+        std::atomic_ref<uint32_t>(g.flags).store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
+        ++ring.fetch;
+        ++harvested;
+      }
+    }
+    if (harvested) VMSNAP_RETURN_IF_ERROR(ops_.ResetDirtyRings().status());
+    return Status::Ok();
+  }
+
+  kvm::dirty::DirtyLogOps& ops_;
+  uint32_t ring_bytes_;
+  std::vector<Ring> rings_;
+  std::vector<bool> flag_added_;
+  PageSet full_pending_;  // harvested on ring-full exits, not collected yet
+};
+
+}  // namespace
+
+Result<uint32_t> EnableRing(kvm::dirty::DirtyLogOps& ops, uint32_t bytes) {
+  VMSNAP_ASSIGN_OR_RETURN(HostSupport host, Probe(ops));
+  if (!host.ring) return Status::Unsupported("this host's KVM has no dirty ring (KVM_CAP_DIRTY_LOG_RING)");
+  if (bytes == 0) bytes = kDefaultRingBytes;
+  if (host.ring_max_bytes && bytes > host.ring_max_bytes) bytes = host.ring_max_bytes;
+  VMSNAP_RETURN_IF_ERROR(ops.EnableDirtyRing(bytes, host.ring_acq_rel));
+  return bytes;
+}
+
+Result<std::unique_ptr<DirtyTracker>> CreateRingTracker(kvm::dirty::DirtyLogOps& ops,
+                                                        std::span<const kvm::GuestRegion> regions,
+                                                        const TrackerOptions& options) {
+  uint32_t bytes = options.ring_bytes ? options.ring_bytes : kDefaultRingBytes;
+  return std::unique_ptr<DirtyTracker>(new RingTracker(ops, PageLayout(regions, options.page_size), bytes));
+}
+
+}  // namespace vmsnap::capture::dirty
