@@ -9,9 +9,28 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cerrno>
+#include <cstring>
 #include <memory>
+#include <string>
+#include <string_view>
+
+#include "format/status.h"
 
 namespace vmsnap::kvm::ppc {
+
+// A failed call (rc = -errno) as a kKvm Status naming the ioctl and where.
+inline Status IoctlStatus(long rc, std::string_view name, std::string_view where = {}) {
+  if (rc >= 0) return Status::Ok();
+  return Status::Kvm(std::string(name) + std::string(where) + ": " + std::strerror(static_cast<int>(-rc)));
+}
+// Repeats a call that a signal interrupted (-EINTR), as the kernel expects.
+template <typename F>
+auto RetryEintr(F&& call) {
+  auto r = call();
+  for (int tries = 0; r == -EINTR && tries < 1000; ++tries) r = call();
+  return r;
+}
 
 // These structs live in arch/powerpc/include/uapi/asm/kvm.h, which other hosts
 // lack: mirrored here and checked against the real header when compiled for

@@ -7,9 +7,28 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <cerrno>
+#include <cstring>
 #include <memory>
+#include <string>
+#include <string_view>
+
+#include "format/status.h"
 
 namespace vmsnap::kvm::s390 {
+
+// A failed call (rc = -errno) as a kKvm Status naming the ioctl and where.
+inline Status IoctlStatus(long rc, std::string_view name, std::string_view where = {}) {
+  if (rc >= 0) return Status::Ok();
+  return Status::Kvm(std::string(name) + std::string(where) + ": " + std::strerror(static_cast<int>(-rc)));
+}
+// Repeats a call that a signal interrupted (-EINTR), as the kernel expects.
+template <typename F>
+auto RetryEintr(F&& call) {
+  auto r = call();
+  for (int tries = 0; r == -EINTR && tries < 1000; ++tries) r = call();
+  return r;
+}
 
 // struct kvm_s390_cmma_log, struct kvm_s390_skeys, struct kvm_device_attr,
 // struct kvm_one_reg and struct kvm_mp_state are in <linux/kvm.h> on every

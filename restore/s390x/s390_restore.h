@@ -1,0 +1,31 @@
+// s390x restore: replays CMMA enablement before vCPUs exist, then storage keys,
+// CMMA values (KVM_S390_SET_CMMA_BITS in blocks, mask all ones), the TOD
+// clock and each vCPU's registers from the manifest's s390 structs.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "format/status.h"
+#include "kvm/s390x/s390.h"
+#include "schemas/manifest.capnp.h"
+
+namespace vmsnap::restore::s390x {
+
+struct Options {
+  uint32_t cmma_block = 512 * 1024;  // values per SET_CMMA_BITS
+  uint64_t skeys_block = kvm::s390::kSkeysMax;
+};
+
+// Before any vCPU is created: KVM refuses to enable CMMA afterwards (EBUSY).
+Status RestoreVmConfig(kvm::s390::Vm& vm, schema::s390::Vm::Reader state);
+// After guest memory is in place: storage keys, CMMA values, TOD.
+Status RestoreVmState(kvm::s390::Vm& vm, schema::s390::Vm::Reader state, const Options& options = {});
+Status RestoreVcpu(kvm::s390::Vcpu& vcpu, schema::s390::Vcpu::Reader state);
+
+// Checks the manifest is for s390x and has one entry per vCPU, then restores
+// the VM state and every vCPU (RestoreVmConfig must have run already).
+Status RestoreManifest(kvm::s390::Vm& vm, std::span<kvm::s390::Vcpu* const> vcpus,
+                       schema::Manifest::Reader manifest, const Options& options = {});
+
+}  // namespace vmsnap::restore::s390x
