@@ -11,9 +11,9 @@
 namespace vmsnap::kvm::model {
 namespace {
 
-// The HPTE lock bit. record_hpte() reads the first doubleword while holding
-// the lock, so every HPTE in a read stream carries it; h_enter strips it.
-constexpr uint64_t kHpteVHvlock = 0x40;
+// record_hpte() reads the first doubleword while holding the HPTE lock, so
+// every HPTE in a read stream carries the lock bit; h_enter strips it.
+constexpr uint64_t kHpteVHvlock = ppc::kHpteVHvlock;
 constexpr uint64_t kRc = ppc::kHpteRR | ppc::kHpteRC;
 
 }  // namespace

@@ -62,6 +62,9 @@ inline constexpr uint64_t kHpteVSecondary = 0x2;
 inline constexpr uint64_t kHpteVLarge = 0x4;
 inline constexpr uint64_t kHpteVBolted = 0x10;
 inline constexpr uint64_t kHpteVAbsent = 0x20;
+// The host's lock bit: the kernel reads each HPTE for the stream while holding
+// it, so read streams carry it; it is not guest state.
+inline constexpr uint64_t kHpteVHvlock = 0x40;
 inline constexpr uint64_t kHpteVAvpn = 0x3fffffffffffff80ull;
 inline constexpr uint64_t kHpteVSsizeShift = 62;
 inline constexpr uint64_t kHpteRPp0 = 0x8000000000000000ull;
