@@ -1,0 +1,265 @@
+// Block grid, page-source resolution over a chain and chunk decoding shared by
+// the eager and lazy loaders.
+#include "restore/memory/blocks.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+
+#include "format/layout.h"
+
+namespace vmsnap::memory::internal {
+
+using layout::Hex;
+
+std::string ChunkName(const SnapshotReader& r, size_t index) {
+  const ChunkInfo& c = r.chunk_index()[index];
+  std::string s = r.path() + ": chunk " + std::to_string(index) + " (gpa " + Hex(c.gpa) + "-" +
+                  Hex(c.end(r.page_size()) - 1) + ")";
+  if (c.stored_length > 0) s += " at file offset " + Hex(c.file_offset);
+  return s;
+}
+
+Status BlockGrid::Init(const SnapshotChain& chain, std::span<const GuestRegion> regions) {
+  page_size_ = chain.leaf().page_size();
+  const long host_page = ::sysconf(_SC_PAGESIZE);
+  if (host_page <= 0 || page_size_ % uint32_t(host_page) != 0) {
+    return Status::Unsupported("snapshot page size " + std::to_string(page_size_) +
+                               " is not a multiple of the host page size " +
+                               std::to_string(host_page));
+  }
+  // Blocks as large as the largest chunk, so that with the writer's grid each
+  // block is exactly one chunk and each chunk is decoded once.
+  uint32_t block_pages = 0;
+  for (const auto& layer : chain.layers()) {
+    for (const ChunkInfo& c : layer->chunk_index()) block_pages = std::max(block_pages, c.page_count);
+  }
+  if (block_pages == 0) block_pages = 256;
+  block_bytes_ = uint64_t(block_pages) * page_size_;
+
+  regions_.assign(regions.begin(), regions.end());
+  std::sort(regions_.begin(), regions_.end(),
+            [](const GuestRegion& a, const GuestRegion& b) { return a.gpa < b.gpa; });
+  total_bytes_ = 0;
+  for (size_t i = 0; i < regions_.size(); ++i) {
+    const GuestRegion& r = regions_[i];
+    const std::string name = "guest region " + std::to_string(i) + " (gpa " + Hex(r.gpa) + ", " +
+                             std::to_string(r.size) + " bytes)";
+    if (r.host == nullptr || reinterpret_cast<uintptr_t>(r.host) % page_size_ != 0 ||
+        r.gpa % page_size_ != 0 || r.size % page_size_ != 0 || r.size == 0) {
+      return Status::InvalidArgument(name + ": not aligned to the page size " +
+                                     std::to_string(page_size_) + " or empty");
+    }
+    if (i > 0 && r.gpa < regions_[i - 1].gpa + regions_[i - 1].size) {
+      return Status::InvalidArgument(name + ": overlaps the region before it");
+    }
+    first_block_.push_back(blocks_.size());
+    for (uint64_t off = 0; off < r.size; off += block_bytes_) {
+      const uint64_t len = std::min(block_bytes_, r.size - off);
+      blocks_.push_back(Block{r.host + off, r.gpa + off, uint32_t(len / page_size_)});
+    }
+    total_bytes_ += r.size;
+  }
+  return Status::Ok();
+}
+
+long BlockGrid::Find(const uint8_t* p) const {
+  for (size_t i = 0; i < regions_.size(); ++i) {
+    const GuestRegion& r = regions_[i];
+    if (p >= r.host && p < r.host + r.size) {
+      return long(first_block_[i] + uint64_t(p - r.host) / block_bytes_);
+    }
+  }
+  return -1;
+}
+
+BlockReader::BlockReader(const SnapshotChain& chain) : chain_(chain), dctx_(ZSTD_createDCtx()) {
+  cache_.resize(2);
+}
+
+Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored,
+                               uint8_t* out) {
+  const SnapshotReader& r = *chain_.layers()[size_t(layer)];
+  const ChunkInfo& c = r.chunk_index()[chunk];
+  if (!dctx_) return Status::Internal("out of memory creating a zstd context");
+  const unsigned long long fcs = ZSTD_getFrameContentSize(stored.data(), stored.size());
+  if (fcs != c.raw_length) {
+    return Status::Corruption(ChunkName(r, chunk) + ": zstd frame content size does not match "
+                              "the manifest's raw length " + std::to_string(c.raw_length));
+  }
+  const size_t n = ZSTD_decompressDCtx(dctx_.get(), out, c.raw_length, stored.data(), stored.size());
+  if (ZSTD_isError(n)) {
+    return Status::Corruption(ChunkName(r, chunk) + ": zstd: " + ZSTD_getErrorName(n));
+  }
+  if (n != c.raw_length) {
+    return Status::Corruption(ChunkName(r, chunk) + ": decompressed to " + std::to_string(n) +
+                              " bytes, manifest says " + std::to_string(c.raw_length));
+  }
+  const uint64_t sum = layout::Checksum(out, n);
+  if (sum != c.raw_checksum) {
+    return Status::Corruption(ChunkName(r, chunk) +
+                              ": raw checksum mismatch after decompression (manifest says " +
+                              Hex(c.raw_checksum) + ", computed " + Hex(sum) + ")");
+  }
+  return Status::Ok();
+}
+
+Result<const uint8_t*> BlockReader::Raw(int32_t layer, uint32_t chunk) {
+  const SnapshotReader& r = *chain_.layers()[size_t(layer)];
+  const ChunkInfo& c = r.chunk_index()[chunk];
+  // StoredBytes checks the stored checksum before handing anything out.
+  auto stored = r.StoredBytes(chunk);
+  if (!stored.ok()) return stored.status().Context(r.path());
+  if (!c.compressed) {
+    if (c.raw_checksum != c.checksum) {
+      return Status::Corruption(ChunkName(r, chunk) +
+                                ": raw checksum disagrees with the stored checksum of an "
+                                "uncompressed chunk");
+    }
+    return stored->data();  // pages in place in the mapped file
+  }
+  return static_cast<const uint8_t*>(nullptr);  // caller decompresses into a slot
+}
+
+Status BlockReader::Read(const BlockGrid::Block& block,
+                         const std::function<Status(const Run&)>& emit, uint8_t* direct,
+                         bool* wrote_direct) {
+  if (wrote_direct) *wrote_direct = false;
+  const uint32_t ps = chain_.leaf().page_size();
+  const uint32_t n = block.pages;
+  const uint64_t a = block.gpa, b = block.gpa + uint64_t(n) * ps;
+  constexpr int32_t kUnresolved = -2;
+  refs_.assign(n, PageRef{kUnresolved, 0, 0});
+  uint32_t unresolved = n;
+  const auto& layers = chain_.layers();
+  // Leaf first: the newest layer that defines a page decides its content.
+  for (int32_t l = int32_t(layers.size()) - 1; l >= 0 && unresolved > 0; --l) {
+    const auto& chunks = layers[size_t(l)]->chunk_index();
+    auto it = std::upper_bound(chunks.begin(), chunks.end(), a,
+                               [](uint64_t g, const ChunkInfo& c) { return g < c.gpa; });
+    if (it != chunks.begin() && std::prev(it)->end(ps) > a) --it;
+    for (; it != chunks.end() && it->gpa < b; ++it) {
+      const ChunkInfo& c = *it;
+      const uint32_t ci = uint32_t(it - chunks.begin());
+      const uint64_t lo = std::max(a, c.gpa), hi = std::min(b, c.end(ps));
+      const uint32_t i0 = uint32_t((lo - c.gpa) / ps), i1 = uint32_t((hi - c.gpa) / ps);
+      uint32_t raw = 0;
+      for (uint32_t k = 0; k < i0 / 8; ++k) raw += uint32_t(std::popcount(unsigned(c.present[k])));
+      for (uint32_t k = i0 & ~7u; k < i0; ++k) raw += c.IsPresent(k) ? 1 : 0;
+      for (uint32_t i = i0; i < i1; ++i) {
+        const bool present = c.IsPresent(i);
+        PageRef& ref = refs_[size_t((c.gpa - a) / ps + i)];
+        if (ref.layer == kUnresolved && c.IsDefined(i)) {
+          ref = present ? PageRef{l, ci, raw} : PageRef{-1, 0, 0};
+          --unresolved;
+        }
+        if (present) ++raw;
+      }
+    }
+  }
+  for (PageRef& ref : refs_) {
+    if (ref.layer == kUnresolved) ref.layer = -1;  // no layer defines it: zero
+  }
+
+  // One dense compressed chunk that is exactly this block: decompress in place.
+  if (direct != nullptr && refs_[0].layer >= 0) {
+    const PageRef f = refs_[0];
+    const SnapshotReader& r = *layers[size_t(f.layer)];
+    const ChunkInfo& c = r.chunk_index()[f.chunk];
+    bool whole = c.compressed && c.gpa == a && c.page_count == n &&
+                 c.raw_length == uint64_t(n) * ps;
+    for (uint32_t p = 0; whole && p < n; ++p) {
+      whole = refs_[p].layer == f.layer && refs_[p].chunk == f.chunk && refs_[p].raw == p;
+    }
+    if (whole) {
+      auto stored = r.StoredBytes(f.chunk);
+      if (!stored.ok()) return stored.status().Context(r.path());
+      VMSNAP_RETURN_IF_ERROR(Decompress(f.layer, f.chunk, *stored, direct));
+      if (wrote_direct) *wrote_direct = true;
+      return Status::Ok();
+    }
+  }
+
+  // Decode every chunk the block needs before emitting anything.
+  std::vector<std::pair<uint64_t, const uint8_t*>> need;  // (layer << 32 | chunk, data)
+  auto key_of = [](const PageRef& r) { return (uint64_t(uint32_t(r.layer)) << 32) | r.chunk; };
+  for (const PageRef& ref : refs_) {
+    if (ref.layer < 0) continue;
+    const uint64_t k = key_of(ref);
+    if (std::none_of(need.begin(), need.end(), [k](const auto& e) { return e.first == k; })) {
+      need.emplace_back(k, nullptr);
+    }
+  }
+  if (cache_.size() < need.size()) cache_.resize(need.size());
+  std::vector<bool> used(cache_.size(), false);
+  for (auto& [k, data] : need) {
+    for (size_t s = 0; s < cache_.size(); ++s) {
+      if (cache_[s].data && ((uint64_t(uint32_t(cache_[s].layer)) << 32) | cache_[s].chunk) == k) {
+        data = cache_[s].data;
+        used[s] = true;
+        break;
+      }
+    }
+  }
+  for (auto& [k, data] : need) {
+    if (data) continue;
+    const int32_t l = int32_t(k >> 32);
+    const uint32_t ci = uint32_t(k);
+    VMSNAP_ASSIGN_OR_RETURN(const uint8_t* in_file, Raw(l, ci));
+    if (in_file) {
+      data = in_file;
+      continue;
+    }
+    size_t s = 0;
+    for (size_t t = 0; t < cache_.size(); ++t) {
+      const size_t cand = (next_slot_ + t) % cache_.size();
+      if (!used[cand]) {
+        s = cand;
+        break;
+      }
+    }
+    next_slot_ = unsigned((s + 1) % cache_.size());
+    used[s] = true;
+    Decoded& d = cache_[s];
+    d.data = nullptr;
+    const SnapshotReader& r = *layers[size_t(l)];
+    const ChunkInfo& c = r.chunk_index()[ci];
+    if (d.buf.size() < c.raw_length) d.buf.resize(c.raw_length);
+    auto stored = r.StoredBytes(ci);
+    if (!stored.ok()) return stored.status().Context(r.path());
+    VMSNAP_RETURN_IF_ERROR(Decompress(l, ci, *stored, d.buf.data()));
+    d.layer = l;
+    d.chunk = ci;
+    d.data = d.buf.data();
+    data = d.data;
+  }
+
+  auto data_of = [&](const PageRef& ref) {
+    const uint64_t k = key_of(ref);
+    for (const auto& e : need) {
+      if (e.first == k) return e.second;
+    }
+    return static_cast<const uint8_t*>(nullptr);
+  };
+  uint32_t p = 0;
+  while (p < n) {
+    const PageRef first = refs_[p];
+    uint32_t q = p + 1;
+    if (first.layer < 0) {
+      while (q < n && refs_[q].layer < 0) ++q;
+      VMSNAP_RETURN_IF_ERROR(emit(Run{p, q - p, nullptr}));
+    } else {
+      while (q < n && refs_[q].layer == first.layer && refs_[q].chunk == first.chunk &&
+             refs_[q].raw == first.raw + (q - p)) {
+        ++q;
+      }
+      VMSNAP_RETURN_IF_ERROR(emit(Run{p, q - p, data_of(first) + uint64_t(first.raw) * ps}));
+    }
+    p = q;
+  }
+  return Status::Ok();
+}
+
+}  // namespace vmsnap::memory::internal

@@ -1,0 +1,100 @@
+// Internal to the memory loaders: the block grid over guest regions, where each
+// page of a block comes from in a chain, and a per-thread chunk decoder.
+#pragma once
+
+#include <zstd.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "format/chain.h"
+#include "format/status.h"
+#include "restore/memory/loader.h"
+
+namespace vmsnap::memory::internal {
+
+// Guest regions cut into blocks of `block_bytes` aligned to each region start.
+class BlockGrid {
+ public:
+  Status Init(const SnapshotChain& chain, std::span<const GuestRegion> regions);
+  size_t count() const { return blocks_.size(); }
+  uint32_t page_size() const { return page_size_; }
+  struct Block {
+    uint8_t* host;
+    uint64_t gpa;
+    uint32_t pages;
+  };
+  const Block& block(size_t i) const { return blocks_[i]; }
+  // The block holding host address `p`, or -1.
+  long Find(const uint8_t* p) const;
+  uint64_t total_bytes() const { return total_bytes_; }
+  const std::vector<GuestRegion>& regions() const { return regions_; }
+
+ private:
+  std::vector<GuestRegion> regions_;
+  std::vector<size_t> first_block_;  // per region
+  std::vector<Block> blocks_;
+  uint64_t block_bytes_ = 0;
+  uint32_t page_size_ = 4096;
+  uint64_t total_bytes_ = 0;
+};
+
+// A run of pages of one block with one source: either zero pages (src null)
+// or pages stored back to back in one decoded chunk.
+struct Run {
+  uint32_t first_page;  // index within the block
+  uint32_t pages;
+  const uint8_t* src;   // nullptr: zero pages
+};
+
+// Decodes chunks of one chain on one thread, keeping the last two decoded.
+class BlockReader {
+ public:
+  explicit BlockReader(const SnapshotChain& chain);
+  BlockReader(const BlockReader&) = delete;
+  BlockReader& operator=(const BlockReader&) = delete;
+
+  // Resolves where each page of `block` comes from (leaf layer first), decodes
+  // and checks every chunk it needs, then hands the block's runs to `emit` in
+  // ascending order. Nothing is emitted if a chunk fails: errors come before
+  // any run, so a failed block never has some of its pages filled.
+  //
+  // With `direct` set, a block that is exactly one dense compressed chunk is
+  // decompressed straight into `direct` (the block's memory) instead, and
+  // `emit` is not called; *wrote_direct tells which happened.
+  Status Read(const BlockGrid::Block& block, const std::function<Status(const Run&)>& emit,
+              uint8_t* direct = nullptr, bool* wrote_direct = nullptr);
+
+ private:
+  struct PageRef {
+    int32_t layer;   // -1: zero
+    uint32_t chunk;
+    uint32_t raw;    // index among the chunk's stored pages
+  };
+  struct Decoded {
+    int32_t layer = -1;
+    uint32_t chunk = 0;
+    const uint8_t* data = nullptr;  // raw stored pages back to back
+    std::vector<uint8_t> buf;
+  };
+  Result<const uint8_t*> Raw(int32_t layer, uint32_t chunk);
+  Status Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored, uint8_t* out);
+
+  const SnapshotChain& chain_;
+  struct DctxFree {
+    void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+  };
+  std::unique_ptr<ZSTD_DCtx, DctxFree> dctx_;
+  std::vector<PageRef> refs_;
+  std::vector<Decoded> cache_;
+  unsigned next_slot_ = 0;
+};
+
+// "PATH: chunk N (gpa A-B) at file offset X" as the reader names chunks.
+std::string ChunkName(const SnapshotReader& r, size_t index);
+
+}  // namespace vmsnap::memory::internal

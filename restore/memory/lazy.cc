@@ -1,0 +1,478 @@
+// Lazy load through userfaultfd: guest memory is registered in missing mode, a
+// handler thread serves each fault by filling the faulting block with
+// UFFDIO_COPY, and background threads fill the remaining blocks, those after
+// recent faults first, then from low memory up.
+//
+// Exactly-once filling: each block has a state (empty, filling, filled,
+// failed) changed by compare-and-swap, so the handler and the background never
+// copy the same block twice. Only non-zero pages are copied; a fault on a zero
+// page of a filled block is answered with UFFDIO_ZEROPAGE (EEXIST from a race
+// with a copy, or from a second fault on the same page, is answered with a
+// wake). When every block is filled the regions are unregistered and the zero
+// pages nobody touched become ordinary anonymous memory.
+//
+// Failure: a block whose chunk fails its checksum is marked failed and never
+// filled: a thread that faulted on it stays blocked, the error callback stops
+// the VM, and the destructor poisons every page that was never filled so that
+// no later access can read a zero page in its place.
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+
+#include "format/layout.h"
+#include "restore/memory/blocks.h"
+#include "restore/memory/loader.h"
+
+// UFFDIO_POISON (Linux 6.6) is newer than this system's kernel headers.
+#ifndef UFFDIO_POISON
+#define VMSNAP_UFFDIO_POISON_NR 0x08
+struct uffdio_poison {
+  struct uffdio_range range;
+  __u64 mode;
+  __s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, VMSNAP_UFFDIO_POISON_NR, struct uffdio_poison)
+#define UFFD_FEATURE_POISON (1 << 14)
+#else
+#define VMSNAP_UFFDIO_POISON_NR _UFFDIO_POISON
+#endif
+
+namespace vmsnap::memory {
+namespace {
+
+using layout::Hex;
+
+enum BlockState : uint8_t { kEmpty = 0, kFilling = 1, kFilled = 2, kFailed = 3 };
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  void reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+// A userfaultfd with the API handshake done, from the syscall or, where the
+// syscall is refused, from /dev/userfaultfd. Not UFFD_USER_MODE_ONLY: KVM's
+// own accesses to guest memory are kernel-mode faults and must reach us too.
+Result<int> OpenUserfaultfd(uint64_t features) {
+  int fd = int(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (fd < 0) {
+    const int e = errno;
+    int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (dev >= 0) {
+      fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+      ::close(dev);
+    }
+    if (fd < 0) {
+      return Status::Unsupported(
+          std::string("userfaultfd is not available (") + std::strerror(e) +
+          "): lazy memory needs root, CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access "
+          "to /dev/userfaultfd; use --memory eager");
+    }
+  }
+  struct uffdio_api api = {};
+  api.api = UFFD_API;
+  api.features = features;
+  if (::ioctl(fd, UFFDIO_API, &api) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return Status::FromErrno(e, "userfaultfd UFFDIO_API");
+  }
+  return fd;
+}
+
+}  // namespace
+
+struct LazyPager::Impl {
+  explicit Impl(const SnapshotChain& c) : chain(c), handler_reader(c) {}
+
+  const SnapshotChain& chain;
+  internal::BlockGrid grid;
+  LazyOptions opts;
+  uint32_t ps = 4096;
+  Fd uffd;
+  Fd stop_efd;
+  bool can_poison = false;
+  std::unique_ptr<std::atomic<uint8_t>[]> state;
+  std::atomic<size_t> filled{0};
+  std::atomic<size_t> sweep{0};
+  std::atomic<bool> failed{false};
+  std::atomic<bool> unregistered{false};
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::deque<size_t> hints;  // blocks after recent faults, most recent first
+  bool stopping = false;
+  bool done = false;
+  Status error;
+
+  std::atomic<uint64_t> n_faults{0}, n_fault_fills{0}, n_background_fills{0}, n_zero{0},
+      n_bytes{0};
+
+  internal::BlockReader handler_reader;  // used only by the handler thread
+  std::thread handler;
+  std::vector<std::thread> background;
+
+  void ReportError(const Status& s) {
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (error.ok()) {
+        error = s;
+        first = true;
+      }
+      failed = true;
+    }
+    cv.notify_all();
+    if (first && opts.on_error) opts.on_error(s);
+  }
+
+  // UFFDIO_COPY of [dst, dst+len) from src. Pages that already exist (EEXIST)
+  // are skipped: someone else answered that page, with the same content.
+  Status Copy(uint8_t* dst, const uint8_t* src, uint64_t len) {
+    uint64_t off = 0;
+    while (off < len) {
+      struct uffdio_copy c = {};
+      c.dst = reinterpret_cast<uintptr_t>(dst + off);
+      c.src = reinterpret_cast<uintptr_t>(src + off);
+      c.len = len - off;
+      if (::ioctl(uffd.get(), UFFDIO_COPY, &c) == 0) {
+        off = len;
+        break;
+      }
+      const int e = errno;
+      if (c.copy > 0) off += uint64_t(c.copy);
+      if (e == EAGAIN) continue;
+      if (e == EEXIST) {
+        off += ps;
+        continue;
+      }
+      return Status::FromErrno(e, "userfaultfd UFFDIO_COPY at host address " +
+                                      Hex(reinterpret_cast<uintptr_t>(dst + off)));
+    }
+    return Status::Ok();
+  }
+
+  void Wake(uint8_t* page) {
+    struct uffdio_range r = {reinterpret_cast<uintptr_t>(page), ps};
+    (void)::ioctl(uffd.get(), UFFDIO_WAKE, &r);
+  }
+
+  // Answers a fault on a page of a filled block: every non-zero page of it is
+  // mapped, so a missing page is a zero page.
+  Status ZeroPage(uint8_t* page) {
+    for (;;) {
+      struct uffdio_zeropage z = {};
+      z.range.start = reinterpret_cast<uintptr_t>(page);
+      z.range.len = ps;
+      if (::ioctl(uffd.get(), UFFDIO_ZEROPAGE, &z) == 0) {
+        n_zero.fetch_add(1, std::memory_order_relaxed);
+        return Status::Ok();
+      }
+      const int e = errno;
+      if (e == EAGAIN) continue;
+      if (e == EEXIST) {
+        Wake(page);
+        return Status::Ok();
+      }
+      if (unregistered.load()) return Status::Ok();  // raced with the end: the kernel woke it
+      return Status::FromErrno(e, "userfaultfd UFFDIO_ZEROPAGE at host address " +
+                                      Hex(reinterpret_cast<uintptr_t>(page)));
+    }
+  }
+
+  // Fills block i, which the caller has claimed (state kFilling).
+  void FillClaimed(size_t i, internal::BlockReader& reader) {
+    const internal::BlockGrid::Block& blk = grid.block(i);
+    uint64_t bytes = 0;
+    Status s = reader.Read(blk, [&](const internal::Run& run) {
+      if (!run.src) return Status::Ok();  // zero pages: left missing until touched
+      const uint64_t len = uint64_t(run.pages) * ps;
+      bytes += len;
+      return Copy(blk.host + uint64_t(run.first_page) * ps, run.src, len);
+    });
+    if (!s.ok()) {
+      state[i].store(kFailed);
+      state[i].notify_all();
+      ReportError(s);
+      return;
+    }
+    n_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    state[i].store(kFilled);
+    state[i].notify_all();
+    if (filled.fetch_add(1) + 1 == grid.count()) {
+      { std::lock_guard<std::mutex> lock(mu); }
+      cv.notify_all();
+    }
+  }
+
+  bool Claim(size_t i) {
+    uint8_t expected = kEmpty;
+    return state[i].compare_exchange_strong(expected, kFilling);
+  }
+
+  void ServeFault(uint8_t* page) {
+    n_faults.fetch_add(1, std::memory_order_relaxed);
+    const long bi = grid.Find(page);
+    if (bi < 0) {
+      Wake(page);  // not ours: cannot happen with missing-mode registration of our regions only
+      return;
+    }
+    const size_t i = size_t(bi);
+    // Guests tend to walk memory upwards: the next blocks are likely next.
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (size_t k = 2; k >= 1; --k) {
+        if (i + k < grid.count()) hints.push_front(i + k);
+      }
+      while (hints.size() > 64) hints.pop_back();
+    }
+    cv.notify_all();
+    for (;;) {
+      const uint8_t st = state[i].load();
+      if (st == kEmpty) {
+        if (Claim(i)) {
+          n_fault_fills.fetch_add(1, std::memory_order_relaxed);
+          FillClaimed(i, handler_reader);
+        }
+        continue;
+      }
+      if (st == kFilling) {
+        state[i].wait(kFilling);
+        continue;
+      }
+      if (st == kFilled) {
+        Status s = ZeroPage(page);
+        if (!s.ok()) ReportError(s);
+        return;
+      }
+      return;  // kFailed: never hand this thread a page
+    }
+  }
+
+  void HandlerLoop() {
+    struct uffd_msg msgs[16];
+    for (;;) {
+      struct pollfd fds[2] = {{uffd.get(), POLLIN, 0}, {stop_efd.get(), POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        ReportError(Status::FromErrno(errno, "poll on userfaultfd"));
+        return;
+      }
+      if (fds[1].revents) return;
+      const ssize_t n = ::read(uffd.get(), msgs, sizeof(msgs));
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) continue;
+        ReportError(Status::FromErrno(errno, "read from userfaultfd"));
+        return;
+      }
+      for (size_t k = 0; k < size_t(n) / sizeof(msgs[0]); ++k) {
+        if (msgs[k].event != UFFD_EVENT_PAGEFAULT) continue;
+        const uint64_t addr = msgs[k].arg.pagefault.address & ~uint64_t(ps - 1);
+        ServeFault(reinterpret_cast<uint8_t*>(addr));
+      }
+    }
+  }
+
+  void BackgroundLoop(bool finisher) {
+    internal::BlockReader reader(chain);
+    for (;;) {
+      if (failed.load()) break;
+      size_t i;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        if (stopping) break;
+        if (!hints.empty()) {
+          i = hints.front();
+          hints.pop_front();
+        } else {
+          i = sweep.fetch_add(1);
+          if (i >= grid.count()) break;
+        }
+      }
+      if (state[i].load() == kEmpty && Claim(i)) {
+        n_background_fills.fetch_add(1, std::memory_order_relaxed);
+        FillClaimed(i, reader);
+      }
+    }
+    if (!finisher) return;
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return stopping || failed.load() || filled.load() == grid.count(); });
+    if (stopping || failed.load()) return;
+    lock.unlock();
+    // Every non-zero page is in place: hand the rest back to the kernel. The
+    // unregister wakes anyone still waiting; they retry as ordinary faults.
+    Status s;
+    unregistered = true;
+    for (const GuestRegion& r : grid.regions()) {
+      struct uffdio_range range = {reinterpret_cast<uintptr_t>(r.host), r.size};
+      if (::ioctl(uffd.get(), UFFDIO_UNREGISTER, &range) != 0 && s.ok()) {
+        s = Status::FromErrno(errno, "userfaultfd UFFDIO_UNREGISTER of gpa " + Hex(r.gpa));
+      }
+    }
+    if (!s.ok()) {
+      ReportError(s);
+      return;
+    }
+    lock.lock();
+    done = true;
+    lock.unlock();
+    cv.notify_all();
+  }
+
+  // Makes every page of a block that was never filled fault with SIGBUS
+  // (UFFDIO_POISON) or SIGSEGV (PROT_NONE) rather than read as zero once the
+  // userfaultfd is closed.
+  void FenceUnfilled() {
+    for (size_t i = 0; i < grid.count(); ++i) {
+      if (state[i].load() == kFilled) continue;
+      const internal::BlockGrid::Block& blk = grid.block(i);
+      const uint64_t len = uint64_t(blk.pages) * ps;
+      bool ok = false;
+      if (can_poison) {
+        ok = true;
+        uint64_t off = 0;
+        while (off < len) {
+          struct uffdio_poison p = {};
+          p.range.start = reinterpret_cast<uintptr_t>(blk.host + off);
+          p.range.len = len - off;
+          if (::ioctl(uffd.get(), UFFDIO_POISON, &p) == 0) break;
+          const int e = errno;
+          if (p.updated > 0) off += uint64_t(p.updated);
+          if (e == EAGAIN) continue;
+          if (e == EEXIST) {
+            off += ps;
+            continue;
+          }
+          ok = false;
+          break;
+        }
+      }
+      if (!ok) (void)::mprotect(blk.host, len, PROT_NONE);
+    }
+  }
+};
+
+Status CheckUserfaultfd() {
+  VMSNAP_ASSIGN_OR_RETURN(int fd, OpenUserfaultfd(0));
+  ::close(fd);
+  return Status::Ok();
+}
+
+LazyPager::LazyPager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,
+                                                    std::span<const GuestRegion> regions,
+                                                    LazyOptions options) {
+  auto impl = std::make_unique<Impl>(chain);
+  VMSNAP_RETURN_IF_ERROR(impl->grid.Init(chain, regions));
+  impl->ps = impl->grid.page_size();
+  impl->opts = std::move(options);
+  // Ask for UFFDIO_POISON where the kernel has it; older kernels reject the
+  // unknown feature, so retry without.
+  auto fd = OpenUserfaultfd(UFFD_FEATURE_POISON);
+  if (!fd.ok()) {
+    if (fd.status().code() == Code::kUnsupported) return fd.status();
+    fd = OpenUserfaultfd(0);
+  } else {
+    impl->can_poison = true;
+  }
+  if (!fd.ok()) return fd.status();
+  impl->uffd.reset(fd.value());
+  for (const GuestRegion& r : impl->grid.regions()) {
+    struct uffdio_register reg = {};
+    reg.range.start = reinterpret_cast<uintptr_t>(r.host);
+    reg.range.len = r.size;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (::ioctl(impl->uffd.get(), UFFDIO_REGISTER, &reg) != 0) {
+      return Status::FromErrno(errno, "userfaultfd UFFDIO_REGISTER of guest memory at gpa " +
+                                          Hex(r.gpa) + " (" + std::to_string(r.size) +
+                                          " bytes; it must be private anonymous memory)");
+    }
+    const uint64_t need = (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_ZEROPAGE) | (1ull << _UFFDIO_WAKE);
+    if ((reg.ioctls & need) != need) {
+      return Status::Unsupported("userfaultfd cannot copy or zero pages into guest memory at gpa " +
+                                 Hex(r.gpa));
+    }
+    if (!(reg.ioctls & (1ull << VMSNAP_UFFDIO_POISON_NR))) impl->can_poison = false;
+  }
+  impl->stop_efd.reset(::eventfd(0, EFD_CLOEXEC));
+  if (impl->stop_efd.get() < 0) return Status::FromErrno(errno, "eventfd");
+  impl->state = std::make_unique<std::atomic<uint8_t>[]>(impl->grid.count());
+
+  unsigned bg = impl->opts.background_threads;
+  if (bg == 0) bg = std::max(1u, std::thread::hardware_concurrency() - 1);
+  Impl* p = impl.get();
+  std::unique_ptr<LazyPager> pager(new LazyPager(std::move(impl)));
+  p->handler = std::thread([p] { p->HandlerLoop(); });
+  for (unsigned t = 0; t < bg; ++t) {
+    p->background.emplace_back([p, t] { p->BackgroundLoop(t == 0); });
+  }
+  return pager;
+}
+
+LazyPager::~LazyPager() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  for (auto& t : impl_->background) t.join();
+  const uint64_t one = 1;
+  // An eventfd write of 1 cannot fail short of a kernel bug; the handler polls it.
+  (void)!::write(impl_->stop_efd.get(), &one, sizeof(one));
+  impl_->handler.join();
+  if (!impl_->done) impl_->FenceUnfilled();
+}
+
+Status LazyPager::Wait() {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->cv.wait(lock, [&] { return impl_->done || !impl_->error.ok() || impl_->stopping; });
+  return impl_->error;
+}
+
+bool LazyPager::done() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->done;
+}
+
+Status LazyPager::first_error() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->error;
+}
+
+LazyStats LazyPager::stats() const {
+  LazyStats s;
+  s.faults = impl_->n_faults.load();
+  s.fault_fills = impl_->n_fault_fills.load();
+  s.background_fills = impl_->n_background_fills.load();
+  s.zero_page_faults = impl_->n_zero.load();
+  s.bytes_filled = impl_->n_bytes.load();
+  return s;
+}
+
+uint64_t LazyPager::total_bytes() const { return impl_->grid.total_bytes(); }
+
+}  // namespace vmsnap::memory

@@ -1,0 +1,122 @@
+// Guest memory loaders: fill a VM's memory from a snapshot chain, either at
+// once on every core (eager) or on demand through userfaultfd (lazy), so that a
+// VM can start running before its memory has been read.
+//
+// Both loaders work in blocks: each guest region is cut into blocks the size of
+// the snapshot's chunks (aligned to the region start, as the writer cuts them),
+// and a block is the unit that is decoded, checked and filled exactly once.
+// Where a page comes from is resolved per block, leaf layer first, so an
+// incremental chain costs no more than a full snapshot and nothing proportional
+// to memory size happens before the lazy pager starts.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "format/chain.h"
+#include "format/status.h"
+
+namespace vmsnap::memory {
+
+// One range of guest memory as the VMM mapped it. `host` must be page-aligned
+// private anonymous memory (for the lazy pager: never touched before Start()).
+struct GuestRegion {
+  uint8_t* host = nullptr;
+  uint64_t gpa = 0;
+  uint64_t size = 0;
+};
+
+// Called with (bytes done, bytes total) from the thread that called LoadEager.
+using LoadProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct EagerOptions {
+  unsigned threads = 0;          // 0 = one per core
+  // The regions are freshly mapped anonymous memory that reads as zero, so
+  // zero pages need not be written (and do not cost resident memory).
+  bool destination_zeroed = true;
+  LoadProgressFn progress;       // may be empty; called at most every ~50 ms and at the end
+};
+
+// Fills `regions` with the chain's memory as of its leaf, decoding blocks on
+// `threads` threads. Pages of the regions that no layer defines are zero.
+// Returns the first error (naming the file and the chunk); on error the
+// memory's content is unspecified.
+Status LoadEager(const SnapshotChain& chain, std::span<const GuestRegion> regions,
+                 const EagerOptions& options = {});
+
+struct LazyOptions {
+  unsigned background_threads = 0;  // 0 = max(1, cores - 1): leave a core to the vCPUs
+  // Called once, from a pager thread, with the first error (a chunk that fails
+  // its checksum or does not decode, a failed userfaultfd call). The VMM must
+  // stop the VM here: a thread that faulted on a page of a block that failed
+  // is never woken with a page (it stays blocked), and when the pager is
+  // destroyed every page that was never filled is poisoned (or, on kernels
+  // without UFFDIO_POISON, made inaccessible), so no access ever reads a wrong
+  // page.
+  std::function<void(const Status&)> on_error;
+};
+
+// Counters, for tests and the benchmark.
+struct LazyStats {
+  uint64_t faults = 0;             // page-fault messages served
+  uint64_t fault_fills = 0;        // blocks filled by the fault handler
+  uint64_t background_fills = 0;   // blocks filled by background threads
+  uint64_t zero_page_faults = 0;   // faults resolved with the zero page
+  uint64_t bytes_filled = 0;       // bytes of non-zero pages copied in
+};
+
+// Whether userfaultfd can serve this process's (and KVM's) faults: the syscall
+// or /dev/userfaultfd works and the API handshake succeeds. The message says
+// why not (e.g. vm.unprivileged_userfaultfd=0 without CAP_SYS_PTRACE).
+Status CheckUserfaultfd();
+
+// The lazy loader: registers the regions with userfaultfd (missing mode) and
+// serves faults from the chain while background threads fill the rest, blocks
+// nearest recent faults first, then from low memory up. Once every block is
+// filled the regions are unregistered, so the zero pages that were never
+// touched fault in as ordinary anonymous memory.
+class LazyPager {
+ public:
+  // Returns once the regions are registered and the threads started: no work
+  // proportional to memory size happens here. `chain` must outlive the pager.
+  static Result<std::unique_ptr<LazyPager>> Start(const SnapshotChain& chain,
+                                                  std::span<const GuestRegion> regions,
+                                                  LazyOptions options = {});
+  ~LazyPager();
+  LazyPager(const LazyPager&) = delete;
+  LazyPager& operator=(const LazyPager&) = delete;
+
+  // Blocks until every block is filled and the regions are unregistered, or
+  // until the first error. Returns that error, or Ok.
+  Status Wait();
+  bool done() const;
+  Status first_error() const;
+  LazyStats stats() const;
+  uint64_t total_bytes() const;
+
+  struct Impl;
+
+ private:
+  explicit LazyPager(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Maps the chain's stored pages copy-on-write straight from the snapshot file
+// (MAP_PRIVATE | MAP_FIXED over the regions), for a single uncompressed
+// snapshot: no page is read until the guest touches it, and zero pages stay
+// anonymous. Unsupported (and nothing mapped) for compressed or incremental
+// snapshots or when the stored runs would need more mappings than
+// `max_mappings`. Checksums are NOT checked before the guest sees a page;
+// callers that need that guarantee use LazyPager (or verify the file first).
+Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> regions,
+                      uint64_t max_mappings = 16384);
+
+}  // namespace vmsnap::memory

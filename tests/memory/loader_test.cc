@@ -1,0 +1,428 @@
+// Guest memory loaders against snapshots written by the real writer: every page
+// read back (by touching it from several threads, as vCPUs would) is exactly
+// the saved page; eager and lazy agree; a corrupt chunk is named and never
+// handed to the faulting thread.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "format/chain.h"
+#include "format/reader.h"
+#include "format/writer.h"
+#include "restore/memory/loader.h"
+
+namespace vmsnap::memory {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+using Bytes = std::vector<uint8_t>;
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/vmsnap-memtest-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) std::abort();
+    path_ = tmpl;
+  }
+  ~TempDir() { (void)std::system(("rm -rf '" + path_ + "'").c_str()); }
+  std::string operator/(const std::string& n) const { return path_ + "/" + n; }
+
+ private:
+  std::string path_;
+};
+
+// Page kinds in runs, as guest memory tends to look: zero, text-like, random.
+void FillMixed(std::mt19937_64& rng, uint8_t* p, uint64_t pages) {
+  static const char kWords[] = "the quick brown fox jumps over the lazy dog kvm snapshot page ";
+  uint64_t i = 0;
+  while (i < pages) {
+    const uint64_t run = std::min<uint64_t>(pages - i, 1 + rng() % 24);
+    const int kind = int(rng() % 3);
+    for (uint64_t k = 0; k < run; ++k, ++i) {
+      uint8_t* pg = p + i * kPage;
+      if (kind == 0) {
+        std::memset(pg, 0, kPage);
+      } else if (kind == 1) {
+        const uint64_t off = rng() % (sizeof(kWords) - 1);
+        for (uint64_t b = 0; b < kPage; ++b) pg[b] = uint8_t(kWords[(off + b) % (sizeof(kWords) - 1)]);
+        std::snprintf(reinterpret_cast<char*>(pg), 32, "page %llu", (unsigned long long)i);
+      } else {
+        for (uint64_t b = 0; b < kPage; b += 8) {
+          const uint64_t v = rng();
+          std::memcpy(pg + b, &v, 8);
+        }
+      }
+    }
+  }
+}
+
+struct Region {
+  uint64_t gpa;
+  Bytes data;
+};
+
+// Three regions; sizes that the 64-page chunks do not divide.
+std::vector<Region> MakeRegions(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Region> regs;
+  const std::pair<uint64_t, uint64_t> shape[] = {{0x0, 160}, {0x200000, 700}, {0x40000000, 1000}};
+  for (auto [gpa, pages] : shape) {
+    Region r{gpa, Bytes(pages * kPage)};
+    FillMixed(rng, r.data.data(), pages);
+    regs.push_back(std::move(r));
+  }
+  return regs;
+}
+
+Status Write(const std::string& path, const std::vector<Region>& regs, schema::Compression comp,
+             const std::vector<Bytes>* defined = nullptr, const SnapshotReader* parent = nullptr,
+             const std::string& parent_name = "") {
+  WriterOptions o;
+  o.chunk_pages = 64;
+  o.compression = comp;
+  VMSNAP_ASSIGN_OR_RETURN(auto w, SnapshotWriter::Create(path, o));
+  auto l = w->manifest().getMemory().initRegions(unsigned(regs.size()));
+  for (unsigned i = 0; i < regs.size(); ++i) {
+    l[i].setSlot(i);
+    l[i].setGuestPhysAddr(regs[i].gpa);
+    l[i].setSize(regs[i].data.size());
+  }
+  if (parent) {
+    auto pr = w->manifest().initParent();
+    auto id = parent->id();
+    pr.setSnapshotId(kj::arrayPtr(id.data(), id.size()));
+    pr.setPath(parent_name.c_str());
+    pr.setDepth(1);
+  }
+  for (size_t i = 0; i < regs.size(); ++i) {
+    const auto& r = regs[i];
+    if (defined) {
+      VMSNAP_RETURN_IF_ERROR(w->AddPages(r.gpa, r.data.data(), r.data.size(), (*defined)[i].data()));
+    } else {
+      VMSNAP_RETURN_IF_ERROR(w->AddMemory(r.gpa, r.data.data(), r.data.size()));
+    }
+  }
+  return w->Commit();
+}
+
+// Private anonymous memory laid out like the regions, as the VMM maps it.
+class GuestMemory {
+ public:
+  explicit GuestMemory(const std::vector<Region>& regs) {
+    for (const auto& r : regs) {
+      void* p = ::mmap(nullptr, r.data.size(), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) std::abort();
+      maps_.push_back({static_cast<uint8_t*>(p), r.gpa, r.data.size()});
+    }
+  }
+  ~GuestMemory() {
+    for (auto& m : maps_) ::munmap(m.host, m.size);
+  }
+  std::span<const GuestRegion> regions() const { return maps_; }
+  uint8_t* host(size_t i) const { return maps_[i].host; }
+
+ private:
+  std::vector<GuestRegion> maps_;
+};
+
+bool UffdUsable() { return CheckUserfaultfd().ok(); }
+
+// Reads every page of `mem` from `threads` threads in a shuffled order (each
+// read is a fault under lazy loading) and counts pages that differ from `want`.
+size_t TouchAndCompare(const GuestMemory& mem, const std::vector<Region>& want, unsigned threads) {
+  std::vector<std::pair<size_t, uint64_t>> pages;
+  for (size_t r = 0; r < want.size(); ++r) {
+    for (uint64_t p = 0; p < want[r].data.size() / kPage; ++p) pages.emplace_back(r, p);
+  }
+  std::shuffle(pages.begin(), pages.end(), std::mt19937_64(7));
+  std::atomic<size_t> bad{0}, next{0};
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < threads; ++t) {
+    ts.emplace_back([&] {
+      for (;;) {
+        const size_t k = next.fetch_add(1);
+        if (k >= pages.size()) return;
+        auto [r, p] = pages[k];
+        if (std::memcmp(mem.host(r) + p * kPage, want[r].data.data() + p * kPage, kPage) != 0) {
+          bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  return bad.load();
+}
+
+size_t CountDifferentPages(const GuestMemory& mem, const std::vector<Region>& want) {
+  size_t bad = 0;
+  for (size_t r = 0; r < want.size(); ++r) {
+    for (uint64_t p = 0; p < want[r].data.size() / kPage; ++p) {
+      if (std::memcmp(mem.host(r) + p * kPage, want[r].data.data() + p * kPage, kPage) != 0) ++bad;
+    }
+  }
+  return bad;
+}
+
+class Loader : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    regs_ = MakeRegions(1);
+    ASSERT_TRUE(Write(dir_ / "z.vmsnap", regs_, schema::Compression::ZSTD).ok());
+    ASSERT_TRUE(Write(dir_ / "raw.vmsnap", regs_, schema::Compression::NONE).ok());
+    // A 3-layer chain: layer 1 zeroes and rewrites a stretch (zero pages over
+    // pages its parent stored), layer 2 rewrites every 7th page everywhere.
+    std::mt19937_64 rng(2);
+    chain_state_ = regs_;
+    ASSERT_TRUE(Write(dir_ / "c0.vmsnap", chain_state_, schema::Compression::ZSTD).ok());
+    for (int layer = 1; layer <= 2; ++layer) {
+      std::vector<Bytes> defined;
+      for (auto& r : chain_state_) {
+        const uint64_t pages = r.data.size() / kPage;
+        Bytes def((pages + 7) / 8, 0);
+        for (uint64_t p = 0; p < pages; ++p) {
+          const bool dirty = layer == 1 ? (p >= 20 && p < 150) : (p % 7 == 3);
+          if (!dirty) continue;
+          def[p / 8] |= uint8_t(1 << (p % 8));
+          uint8_t* pg = r.data.data() + p * kPage;
+          if (layer == 1 && p % 3 == 0) std::memset(pg, 0, kPage);
+          else FillMixed(rng, pg, 1);
+        }
+        defined.push_back(std::move(def));
+      }
+      const std::string prev = "c" + std::to_string(layer - 1) + ".vmsnap";
+      auto parent = SnapshotReader::Open(dir_ / prev);
+      ASSERT_TRUE(parent.ok());
+      ASSERT_TRUE(Write(dir_ / ("c" + std::to_string(layer) + ".vmsnap"), chain_state_,
+                        schema::Compression::ZSTD, &defined, parent.value().get(), prev)
+                      .ok());
+    }
+  }
+
+  SnapshotChain Open(const std::string& name) {
+    auto c = SnapshotChain::Open(dir_ / name);
+    EXPECT_TRUE(c.ok()) << c.status().message();
+    return std::move(c).value();
+  }
+
+  // Flips one byte inside the stored bytes of chunk `index` of `name`.
+  void CorruptChunk(const std::string& name, size_t index) {
+    uint64_t off;
+    {
+      auto r = SnapshotReader::Open(dir_ / name);
+      ASSERT_TRUE(r.ok());
+      ASSERT_GT(r.value()->chunk_index()[index].stored_length, 100u);
+      off = r.value()->chunk_index()[index].file_offset + 77;
+    }
+    FILE* f = std::fopen((dir_ / name).c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, long(off), SEEK_SET);
+    const int c = std::fgetc(f);
+    std::fseek(f, long(off), SEEK_SET);
+    std::fputc(c ^ 0x5a, f);
+    std::fclose(f);
+  }
+
+  TempDir dir_;
+  std::vector<Region> regs_, chain_state_;
+};
+
+TEST_F(Loader, EagerRestoresEveryPageCompressedRawAndChain) {
+  for (const char* name : {"z.vmsnap", "raw.vmsnap", "c2.vmsnap"}) {
+    const auto& want = std::string(name) == "c2.vmsnap" ? chain_state_ : regs_;
+    for (unsigned threads : {1u, 3u}) {
+      SnapshotChain chain = Open(name);
+      GuestMemory mem(want);
+      EagerOptions o;
+      o.threads = threads;
+      Status s = LoadEager(chain, mem.regions(), o);
+      ASSERT_TRUE(s.ok()) << s.message();
+      EXPECT_EQ(CountDifferentPages(mem, want), 0u) << name << " threads " << threads;
+    }
+  }
+}
+
+TEST_F(Loader, EagerOverwritesMemoryThatWasNotZero) {
+  SnapshotChain chain = Open("c2.vmsnap");
+  GuestMemory mem(chain_state_);
+  for (size_t r = 0; r < chain_state_.size(); ++r) {
+    std::memset(mem.host(r), 0xcc, chain_state_[r].data.size());
+  }
+  EagerOptions o;
+  o.destination_zeroed = false;
+  ASSERT_TRUE(LoadEager(chain, mem.regions(), o).ok());
+  EXPECT_EQ(CountDifferentPages(mem, chain_state_), 0u);
+}
+
+TEST_F(Loader, EagerReportsProgressUpToTheTotal) {
+  SnapshotChain chain = Open("z.vmsnap");
+  GuestMemory mem(regs_);
+  uint64_t last_done = 0, last_total = 0;
+  EagerOptions o;
+  o.progress = [&](uint64_t d, uint64_t t) {
+    EXPECT_GE(d, last_done);
+    last_done = d;
+    last_total = t;
+  };
+  ASSERT_TRUE(LoadEager(chain, mem.regions(), o).ok());
+  EXPECT_EQ(last_total, (160u + 700u + 1000u) * kPage);
+  EXPECT_EQ(last_done, last_total);
+}
+
+TEST_F(Loader, EagerNamesTheCorruptChunk) {
+  CorruptChunk("z.vmsnap", 5);
+  SnapshotChain chain = Open("z.vmsnap");
+  GuestMemory mem(regs_);
+  Status s = LoadEager(chain, mem.regions());
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("chunk 5 "), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
+}
+
+TEST_F(Loader, LazyEveryTouchedPageIsTheSavedPage) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable: " << CheckUserfaultfd().message();
+  for (const char* name : {"z.vmsnap", "raw.vmsnap", "c2.vmsnap"}) {
+    const auto& want = std::string(name) == "c2.vmsnap" ? chain_state_ : regs_;
+    SnapshotChain chain = Open(name);
+    GuestMemory mem(want);
+    LazyOptions o;
+    o.background_threads = 1;
+    auto pager = LazyPager::Start(chain, mem.regions(), o);
+    ASSERT_TRUE(pager.ok()) << pager.status().message();
+    // Touching starts at once, racing the background thread.
+    EXPECT_EQ(TouchAndCompare(mem, want, 4), 0u) << name;
+    Status s = pager.value()->Wait();
+    ASSERT_TRUE(s.ok()) << s.message();
+    EXPECT_TRUE(pager.value()->done());
+    const LazyStats st = pager.value()->stats();
+    EXPECT_EQ(st.fault_fills + st.background_fills, 3u + 11u + 16u) << name;  // every block once
+    // After the pager finished, memory is ordinary memory with the same content.
+    pager.value().reset();
+    EXPECT_EQ(CountDifferentPages(mem, want), 0u) << name;
+  }
+}
+
+TEST_F(Loader, LazyFaultsAreServedBeforeTheBackgroundGetsThere) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  SnapshotChain chain = Open("z.vmsnap");
+  GuestMemory mem(regs_);
+  auto pager = LazyPager::Start(chain, mem.regions());
+  ASSERT_TRUE(pager.ok()) << pager.status().message();
+  // The last page of the highest region: the low-first sweep reaches it last.
+  const uint64_t p = 999;
+  EXPECT_EQ(std::memcmp(mem.host(2) + p * kPage, regs_[2].data.data() + p * kPage, kPage), 0);
+  ASSERT_TRUE(pager.value()->Wait().ok());
+  EXPECT_GE(pager.value()->stats().faults, 1u);
+}
+
+TEST_F(Loader, EagerAndLazyGiveIdenticalMemory) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  SnapshotChain chain = Open("c2.vmsnap");
+  GuestMemory a(chain_state_), b(chain_state_);
+  ASSERT_TRUE(LoadEager(chain, a.regions()).ok());
+  auto pager = LazyPager::Start(chain, b.regions());
+  ASSERT_TRUE(pager.ok());
+  ASSERT_TRUE(pager.value()->Wait().ok());
+  for (size_t r = 0; r < chain_state_.size(); ++r) {
+    EXPECT_EQ(std::memcmp(a.host(r), b.host(r), chain_state_[r].data.size()), 0) << "region " << r;
+  }
+}
+
+TEST_F(Loader, LazyCorruptChunkFoundInTheBackgroundIsReported) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  CorruptChunk("z.vmsnap", 7);
+  SnapshotChain chain = Open("z.vmsnap");
+  GuestMemory mem(regs_);
+  std::atomic<int> calls{0};
+  std::string reported;
+  LazyOptions o;
+  o.on_error = [&](const Status& s) {
+    reported = s.message();
+    calls.fetch_add(1);
+  };
+  auto pager = LazyPager::Start(chain, mem.regions(), o);
+  ASSERT_TRUE(pager.ok());
+  Status s = pager.value()->Wait();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("chunk 7 "), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(reported, s.message());
+  EXPECT_FALSE(pager.value()->done());
+}
+
+// The faulting thread must never get a page of a block that failed its
+// checksum: it stays blocked while the error callback stops the VM, and when
+// the pager goes away the page faults with a signal instead of reading zeros.
+// Run in a child process, since the end of the story is a fatal signal.
+TEST_F(Loader, LazyFaultOnCorruptChunkStopsWithTheChunkNamed) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // Chunk 9 is region 1's seventh chunk: pages 384..447, gpa 0x380000-0x3bffff.
+  CorruptChunk("z.vmsnap", 9);
+  auto scenario = [&] {
+    SnapshotChain chain = Open("z.vmsnap");
+    GuestMemory mem(regs_);
+    std::atomic<bool> called{false}, returned{false};
+    LazyOptions o;
+    o.on_error = [&](const Status& s) {
+      std::fprintf(stderr, "stopped: %s\n", s.message().c_str());
+      called = true;
+    };
+    auto pager = LazyPager::Start(chain, mem.regions(), o);
+    if (!pager.ok()) std::_Exit(10);
+    std::thread vcpu([&] {
+      volatile uint8_t v = mem.host(1)[400 * kPage + 5];
+      (void)v;
+      returned = true;
+      std::fprintf(stderr, "WRONG: the faulting thread got a page\n");
+      std::_Exit(11);
+    });
+    for (int i = 0; i < 500 && !called; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!called) std::_Exit(12);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (returned) std::_Exit(13);
+    std::fprintf(stderr, "faulting thread still blocked\n");
+    pager.value().reset();  // poisons the failed block: the blocked read now gets a signal
+    vcpu.join();
+    std::_Exit(14);
+  };
+  EXPECT_EXIT(scenario(),
+              [](int st) {
+                return WIFSIGNALED(st) && (WTERMSIG(st) == SIGBUS || WTERMSIG(st) == SIGSEGV);
+              },
+              "stopped: .*chunk 9 \\(gpa 0x380000-0x3bffff\\).*checksum mismatch"
+              "(.|\n)*faulting thread still blocked");
+}
+
+TEST_F(Loader, CopyOnWriteMappingOfAnUncompressedSnapshot) {
+  SnapshotChain chain = Open("raw.vmsnap");
+  GuestMemory mem(regs_);
+  Status s = MapCopyOnWrite(chain, mem.regions());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(CountDifferentPages(mem, regs_), 0u);
+  // Writes stay private: the snapshot file still verifies.
+  std::memset(mem.host(1), 0xab, 64 * kPage);
+  auto reader = SnapshotReader::Open(dir_ / "raw.vmsnap");
+  ASSERT_TRUE(reader.ok());
+  EXPECT_TRUE(reader.value()->VerifyAll().ok());
+
+  SnapshotChain z = Open("z.vmsnap");
+  GuestMemory mem2(regs_);
+  EXPECT_EQ(MapCopyOnWrite(z, mem2.regions()).code(), Code::kUnsupported);
+}
+
+}  // namespace
+}  // namespace vmsnap::memory
