@@ -1,17 +1,78 @@
-// vmsnap export: placeholder until its issue lands.
-#include <cstdio>
+// vmsnap export: guest memory (and, for ELF, vCPU registers) of a snapshot
+// chain as an ELF64 core, a LiME image or a raw physical image.
+#include <unistd.h>
 
+#include <cinttypes>
+#include <cstdio>
+#include <string>
+
+#include "format/chain.h"
 #include "tools/command.h"
+#include "tools/forensics/export.h"
+#include "tools/forensics/memory.h"
 
 namespace vmsnap::cli {
+namespace {
+
+// A one-line progress display on stderr, redrawn at most once per percent.
+// (Minimal and local: no shared progress helper exists in tools/ yet.)
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled) {}
+  void Update(uint64_t done, uint64_t total) {
+    if (!enabled_ || total == 0) return;
+    const int pct = static_cast<int>(done * 100 / total);
+    if (pct == last_) return;
+    last_ = pct;
+    std::fprintf(stderr, "\rexport: %3d%% (%" PRIu64 " of %" PRIu64 " MiB)", pct, done >> 20, total >> 20);
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  void Finish() {
+    if (drawn_) std::fputc('\n', stderr);
+    drawn_ = false;
+  }
+
+ private:
+  bool enabled_;
+  bool drawn_ = false;
+  int last_ = -1;
+};
+
+int RunExport(const std::string& snapshot, const std::string& format_name, const std::string& out) {
+  auto fail = [](const Status& s) {
+    std::fprintf(stderr, "vmsnap export: %s\n", s.message().c_str());
+    return kExitError;
+  };
+  auto format = forensics::ParseExportFormat(format_name);
+  if (!format.ok()) return fail(format.status());
+  auto chain = SnapshotChain::Open(snapshot);
+  if (!chain.ok()) return fail(chain.status());
+  auto memory = forensics::ChainMemory::Create(*chain);
+  if (!memory.ok()) return fail(memory.status());
+
+  Progress progress(::isatty(STDERR_FILENO) == 1);
+  forensics::ExportOptions options;
+  options.progress = [&progress](uint64_t done, uint64_t total) { progress.Update(done, total); };
+  auto stats = forensics::Export(**memory, chain->leaf().manifest(), *format, out, options);
+  progress.Finish();
+  if (!stats.ok()) return fail(stats.status());
+  return kExitOk;
+}
+
+}  // namespace
 
 void RegisterExport(CLI::App& app, int* exit_code) {
-  CLI::App* sub = app.add_subcommand("export", "(not implemented yet)");
-  sub->allow_extras();
-  sub->callback([exit_code] {
-    std::fprintf(stderr, "vmsnap export: not implemented yet\n");
-    *exit_code = kExitError;
-  });
+  CLI::App* sub = app.add_subcommand(
+      "export", "Write a snapshot's guest memory as an ELF core (gdb, crash), LiME or raw image");
+  auto snapshot = std::make_shared<std::string>();
+  auto format = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  sub->add_option("SNAPSHOT", *snapshot, "Snapshot file (its parents are followed)")->required();
+  sub->add_option("--format", *format, "elf, lime or raw")->required();
+  sub->add_option("-o,--output", *out, "Output file (written to a temporary name, then renamed)")
+      ->required();
+  sub->callback([exit_code, snapshot, format, out] { *exit_code = RunExport(*snapshot, *format, *out); });
 }
 
 }  // namespace vmsnap::cli

@@ -1,0 +1,196 @@
+// The page walker and the header builders, in-process over memory held in a
+// test buffer: every paging mode, page size and stop reason.
+#include <gtest/gtest.h>
+
+#include <capnp/message.h>
+
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "tools/forensics/cli_util.h"
+#include "tools/forensics/export.h"
+#include "tools/forensics/paging.h"
+
+namespace vmsnap::forensics {
+namespace {
+
+// One region of guest memory at gpa 0.
+class BufferMemory : public PhysicalMemory {
+ public:
+  explicit BufferMemory(uint64_t size) : bytes_(size), regions_{{0, size, "ram"}} {}
+  const std::vector<Region>& regions() const override { return regions_; }
+  Status Read(uint64_t gpa, uint64_t len, uint8_t* out) const override {
+    VMSNAP_RETURN_IF_ERROR(CheckInside(regions_, gpa, len));
+    std::memcpy(out, bytes_.data() + gpa, len);
+    ++reads;
+    return Status::Ok();
+  }
+  void Put(uint64_t gpa, uint64_t v, unsigned n = 8) {
+    for (unsigned i = 0; i < n; ++i) bytes_[gpa + i] = static_cast<uint8_t>(v >> (8 * i));
+  }
+  mutable int reads = 0;
+
+ private:
+  std::vector<uint8_t> bytes_;
+  std::vector<Region> regions_;
+};
+
+constexpr uint64_t kP = 1, kRW = 2, kPS = 0x80;
+constexpr uint64_t kPg = 1ull << 31, kPae = 1ull << 5, kPse = 1ull << 4, kLa57 = 1ull << 12;
+constexpr uint64_t kLma = 1ull << 10;
+
+TEST(Paging, ModesFollowControlRegisters) {
+  EXPECT_EQ(ModeOf({0x11, 0, 0, 0}), PagingMode::kNone);
+  EXPECT_EQ(ModeOf({kPg | 1, 0, 0, 0}), PagingMode::kLegacy32);
+  EXPECT_EQ(ModeOf({kPg | 1, 0, kPae, 0}), PagingMode::kPae);
+  EXPECT_EQ(ModeOf({kPg | 1, 0, kPae, kLma | 0x100}), PagingMode::kLong4);
+  EXPECT_EQ(ModeOf({kPg | 1, 0, kPae | kLa57, kLma | 0x100}), PagingMode::kLong5);
+}
+
+TEST(Paging, NoPagingIsIdentityBelow4G) {
+  BufferMemory mem(1 << 20);
+  auto t = Translate(mem, {0x11, 0, 0, 0}, 0x1234);
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->mapped);
+  EXPECT_EQ(t->gpa, 0x1234u);
+  EXPECT_FALSE(Translate(mem, {0x11, 0, 0, 0}, 0x100000000ull).ok());
+}
+
+TEST(Paging, Legacy32With4KAnd4MPages) {
+  BufferMemory mem(16 << 20);
+  // PD at 0x1000; gva 0x00401000 -> PT at 0x2000 -> page 0x5000; gva 0x00800000 -> 4 MiB page 0xc00000.
+  mem.Put(0x1000 + 4 * 1, 0x2000 | kP | kRW, 4);
+  mem.Put(0x2000 + 4 * 1, 0x5000 | kP | kRW, 4);
+  mem.Put(0x1000 + 4 * 2, 0xc00000 | kP | kRW | kPS, 4);
+  PagingRegs regs{kPg | 1, 0x1000, kPse, 0};
+  auto t = Translate(mem, regs, 0x00401abc);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->mapped);
+  EXPECT_EQ(t->gpa, 0x5abcu);
+  ASSERT_EQ(t->steps.size(), 2u);
+  EXPECT_EQ(t->steps[0].entry_bytes, 4u);
+  auto big = Translate(mem, regs, 0x00923456);
+  ASSERT_TRUE(big.ok());
+  ASSERT_TRUE(big->mapped);
+  EXPECT_EQ(big->page_size, 4u << 20);
+  EXPECT_EQ(big->gpa, 0xd23456u);
+}
+
+TEST(Paging, PaeWith2MPages) {
+  BufferMemory mem(16 << 20);
+  // CR3 -> PDPT at 0x1020 (32-byte aligned); PDPTE 1 -> PD at 0x3000; PDE 2 -> 2 MiB page at 0x600000.
+  mem.Put(0x1020 + 8 * 1, 0x3000 | kP);
+  mem.Put(0x3000 + 8 * 2, 0x600000 | kP | kRW | kPS);
+  auto t = Translate(mem, {kPg | 1, 0x1020, kPae, 0}, 0x40400000 + 0x1234);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->mapped);
+  EXPECT_EQ(t->gpa, 0x601234u);
+  ASSERT_EQ(t->steps.size(), 2u);
+  EXPECT_STREQ(t->steps[0].level, "PDPT");
+  EXPECT_EQ(t->steps[0].index, 1u);
+}
+
+TEST(Paging, LongModeStopsAtNonPresentEntryWithItsAddress) {
+  BufferMemory mem(1 << 20);
+  mem.Put(0x1000, 0x2000 | kP | kRW);  // PML4[0] -> PDPT at 0x2000, PDPT empty
+  auto t = Translate(mem, {kPg | 1, 0x1000, kPae, kLma}, 0x40000000);
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->mapped);
+  ASSERT_EQ(t->steps.size(), 2u);
+  EXPECT_STREQ(t->steps.back().level, "PDPT");
+  EXPECT_EQ(t->steps.back().entry_gpa, 0x2008u);
+  EXPECT_EQ(FaultMessage(*t),
+            "gva 0x40000000 is not mapped: PDPT entry 1 at gpa 0x2008 is 0x0000000000000000 (not present)");
+}
+
+TEST(Paging, LongModeRejectsNonCanonicalAndPsInPml4) {
+  BufferMemory mem(1 << 20);
+  mem.Put(0x1000, 0x2000 | kP | kPS);
+  PagingRegs regs{kPg | 1, 0x1000, kPae, kLma};
+  EXPECT_FALSE(Translate(mem, regs, 0x0000800000000000ull).ok());
+  auto t = Translate(mem, regs, 0x1000);
+  ASSERT_TRUE(t.ok());
+  EXPECT_FALSE(t->mapped);
+  EXPECT_NE(t->fault.find("reserved"), std::string::npos);
+  // With LA57 the same address is canonical.
+  PagingRegs five{kPg | 1, 0x1000, kPae | kLa57, kLma};
+  EXPECT_TRUE(Translate(mem, five, 0x0000800000000000ull).ok());
+}
+
+TEST(Paging, TableOutsideMemoryIsAnError) {
+  BufferMemory mem(1 << 20);
+  mem.Put(0x1000, 0x40000000 | kP);
+  auto t = Translate(mem, {kPg | 1, 0x1000, kPae, kLma}, 0x1000);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("PDPT entry at 0x40000000"), std::string::npos) << t.status().message();
+}
+
+TEST(PageCache, ServesRepeatedEntryReadsFromOnePageRead) {
+  BufferMemory mem(1 << 20);
+  mem.Put(0x1008, 0x1122334455667788ull);
+  PageCache cache(mem);
+  uint8_t b[8];
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(cache.Read(0x1008, 8, b).ok());
+  EXPECT_EQ(mem.reads, 1);
+  EXPECT_EQ(b[0], 0x88);
+}
+
+TEST(ParseNumber, HexDecimalAndSuffixes) {
+  EXPECT_EQ(ParseNumber("0x1000", "x").value(), 0x1000u);
+  EXPECT_EQ(ParseNumber("4096", "x").value(), 4096u);
+  EXPECT_EQ(ParseNumber("2M", "x", true).value(), 2u << 20);
+  EXPECT_EQ(ParseNumber("0xffff_8000_0000_0000", "x").value(), 0xffff800000000000ull);
+  EXPECT_FALSE(ParseNumber("12abc", "x").ok());
+  EXPECT_FALSE(ParseNumber("0x1ffffffffffffffff", "x").ok());
+  EXPECT_FALSE(ParseNumber("2M", "x", false).ok());
+}
+
+uint64_t Le64(const std::vector<uint8_t>& b, size_t off) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{b[off + i]} << (8 * i);
+  return v;
+}
+
+TEST(Headers, PrstatusHasUserRegsInGdbOrder) {
+  capnp::MallocMessageBuilder msg;
+  auto v = msg.initRoot<schema::x86::Vcpu>();
+  auto r = v.initRegs();
+  r.setR15(15);
+  r.setRax(0xaa);
+  r.setRip(0x1234);
+  r.setRsp(0x8000);
+  r.setRflags(0x202);
+  auto s = v.initSregs();
+  s.initCs().setSelector(0x08);
+  s.initSs().setSelector(0x10);
+  s.initFs().setBase(0xf5);
+  s.initGs().setBase(0x65);
+  auto b = X86Prstatus(v.asReader(), 2);
+  ASSERT_EQ(b.size(), 336u);
+  EXPECT_EQ(b[32], 3);                      // pr_pid = index + 1
+  constexpr size_t kReg = 112;              // offsetof(elf_prstatus, pr_reg)
+  EXPECT_EQ(Le64(b, kReg + 0 * 8), 15u);    // r15
+  EXPECT_EQ(Le64(b, kReg + 10 * 8), 0xaau); // rax
+  EXPECT_EQ(Le64(b, kReg + 15 * 8), ~0ull); // orig_rax
+  EXPECT_EQ(Le64(b, kReg + 16 * 8), 0x1234u);  // rip
+  EXPECT_EQ(Le64(b, kReg + 17 * 8), 0x08u);    // cs
+  EXPECT_EQ(Le64(b, kReg + 18 * 8), 0x202u);   // eflags
+  EXPECT_EQ(Le64(b, kReg + 19 * 8), 0x8000u);  // rsp
+  EXPECT_EQ(Le64(b, kReg + 20 * 8), 0x10u);    // ss
+  EXPECT_EQ(Le64(b, kReg + 21 * 8), 0xf5u);    // fs_base
+  EXPECT_EQ(Le64(b, kReg + 22 * 8), 0x65u);    // gs_base
+}
+
+TEST(Headers, LimeHeaderBytes) {
+  auto b = LimeHeader(0x100000, 0x1fffff);
+  ASSERT_EQ(b.size(), 32u);
+  const uint8_t magic[] = {0x45, 0x4d, 0x69, 0x4c, 1, 0, 0, 0};
+  EXPECT_EQ(std::memcmp(b.data(), magic, 8), 0);
+  EXPECT_EQ(Le64(b, 8), 0x100000u);
+  EXPECT_EQ(Le64(b, 16), 0x1fffffu);
+  EXPECT_EQ(Le64(b, 24), 0u);
+}
+
+}  // namespace
+}  // namespace vmsnap::forensics

@@ -1,0 +1,68 @@
+// Number parsing and the page cache used by read and translate.
+#include "tools/forensics/cli_util.h"
+
+#include <cstring>
+
+namespace vmsnap::forensics {
+
+Result<uint64_t> ParseNumber(std::string_view text, std::string_view what, bool allow_suffix) {
+  auto bad = [&] {
+    return Status::InvalidArgument("bad " + std::string(what) + " '" + std::string(text) + "'" +
+                                   (allow_suffix ? " (expected a number, 0x-hex, with optional K/M/G)"
+                                                 : " (expected a number or 0x-hex)"));
+  };
+  std::string_view s = text;
+  uint64_t mult = 1;
+  if (allow_suffix && !s.empty()) {
+    const char c = s.back();
+    if (c == 'k' || c == 'K') mult = 1ull << 10;
+    if (c == 'm' || c == 'M') mult = 1ull << 20;
+    if (c == 'g' || c == 'G') mult = 1ull << 30;
+    if (mult != 1) s.remove_suffix(1);
+  }
+  unsigned base = 10;
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+    base = 16;
+    s.remove_prefix(2);
+  }
+  if (s.empty()) return bad();
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c == '_' && base == 16) continue;  // 0xffff_8000_0000_0000
+    unsigned d;
+    if (c >= '0' && c <= '9') d = static_cast<unsigned>(c - '0');
+    else if (base == 16 && c >= 'a' && c <= 'f') d = static_cast<unsigned>(c - 'a' + 10);
+    else if (base == 16 && c >= 'A' && c <= 'F') d = static_cast<unsigned>(c - 'A' + 10);
+    else return bad();
+    if (v > (~0ull - d) / base) return bad();
+    v = v * base + d;
+  }
+  if (v > ~0ull / mult) return bad();
+  return v * mult;
+}
+
+Status PageCache::Read(uint64_t gpa, uint64_t len, uint8_t* out) const {
+  constexpr uint64_t kPage = 4096;
+  if (len == 0 || gpa / kPage != (gpa + len - 1) / kPage) return below_.Read(gpa, len, out);
+  const uint64_t page = gpa / kPage * kPage;
+  auto it = index_.find(page);
+  if (it == index_.end()) {
+    // The page may run past the end of a region; read just what the caller asked then.
+    Status inside = CheckInside(below_.regions(), page, kPage);
+    if (!inside.ok()) return below_.Read(gpa, len, out);
+    std::vector<uint8_t> bytes(kPage);
+    VMSNAP_RETURN_IF_ERROR(below_.Read(page, kPage, bytes.data()));
+    lru_.emplace_front(page, std::move(bytes));
+    it = index_.emplace(page, lru_.begin()).first;
+    if (lru_.size() > max_pages_) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+  } else {
+    lru_.splice(lru_.begin(), lru_, it->second);
+  }
+  std::memcpy(out, it->second->second.data() + (gpa - page), len);
+  return Status::Ok();
+}
+
+}  // namespace vmsnap::forensics

@@ -1,0 +1,50 @@
+// Writers of guest memory in the formats forensic tools read: an ELF64 core
+// (gdb, crash), LiME (Volatility) and a flat raw image. They stream: memory is
+// read and written a piece at a time, and zero pages become holes in the output.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/status.h"
+#include "schemas/manifest.capnp.h"
+#include "tools/forensics/memory.h"
+
+namespace vmsnap::forensics {
+
+enum class ExportFormat { kElf, kLime, kRaw };
+Result<ExportFormat> ParseExportFormat(std::string_view name);
+
+struct ExportOptions {
+  // Bytes of guest memory read at a time; bounds the memory export uses.
+  uint64_t piece_bytes = 4ull << 20;
+  // Called with (bytes of guest memory done, total) after each piece.
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct ExportStats {
+  uint64_t file_size = 0;      // logical size of the output
+  uint64_t data_written = 0;   // bytes of memory actually written (non-zero pages)
+  uint64_t memory_bytes = 0;   // guest memory covered
+};
+
+// Writes `memory` (and, for ELF, the vCPU registers from `manifest`) to
+// `out_path`: through a temporary file in the same directory, created mode
+// 0600, fsynced and renamed into place. Nothing appears at `out_path` on error.
+Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reader manifest,
+                           ExportFormat format, const std::string& out_path,
+                           const ExportOptions& options = {});
+
+// Builders of the headers, exposed for tests. Both write explicit byte orders.
+
+// struct elf_prstatus for x86-64 (336 bytes) holding vCPU `index`'s registers,
+// pr_pid = index + 1.
+std::vector<uint8_t> X86Prstatus(schema::x86::Vcpu::Reader vcpu, uint32_t index);
+
+// struct lime_mem_range_header (32 bytes, little-endian).
+std::vector<uint8_t> LimeHeader(uint64_t start, uint64_t end_inclusive);
+
+}  // namespace vmsnap::forensics

@@ -1,0 +1,69 @@
+// x86 address translation over captured guest memory: walks the page tables a
+// vCPU's CR0/CR3/CR4/EFER select (no paging, 32-bit, PAE, 4- and 5-level long
+// mode) and records every step, so `translate` can show the walk and `read`
+// can report exactly where it stopped.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "format/status.h"
+#include "schemas/manifest.capnp.h"
+#include "tools/forensics/memory.h"
+
+namespace vmsnap::forensics {
+
+struct PagingRegs {
+  uint64_t cr0 = 0;
+  uint64_t cr3 = 0;
+  uint64_t cr4 = 0;
+  uint64_t efer = 0;
+};
+
+enum class PagingMode { kNone, kLegacy32, kPae, kLong4, kLong5 };
+
+// Decided as the CPU does: CR0.PG, then CR4.PAE, EFER.LMA, CR4.LA57.
+PagingMode ModeOf(const PagingRegs& regs);
+const char* ModeName(PagingMode mode);  // "none", "32-bit", "pae", "4-level", "5-level"
+
+// The control registers of vCPU `vcpu` (an index into the manifest's vCPUs).
+// WrongArch for a snapshot that is not x86_64; InvalidArgument for an index
+// out of range.
+Result<PagingRegs> PagingRegsOf(schema::Manifest::Reader manifest, uint64_t vcpu);
+
+struct WalkStep {
+  const char* level = "";  // "PML5", "PML4", "PDPT", "PD", "PT"
+  uint64_t table_gpa = 0;
+  unsigned index = 0;
+  uint64_t entry_gpa = 0;
+  uint64_t entry = 0;
+  unsigned entry_bytes = 8;  // 4 in 32-bit paging
+  bool leaf = false;         // this entry maps the page
+};
+
+struct Translation {
+  PagingMode mode = PagingMode::kNone;
+  uint64_t gva = 0;
+  std::vector<WalkStep> steps;
+  // True when the walk reached a page. Otherwise steps.back() is the entry
+  // where it stopped and `fault` says why ("not present", a reserved bit).
+  bool mapped = false;
+  std::string fault;
+  uint64_t gpa = 0;        // valid when mapped
+  uint64_t page_size = 0;  // 4 KiB, 2 MiB, 4 MiB or 1 GiB; with no paging, 4 KiB
+};
+
+// Translates `gva`. Memory errors (a table outside guest memory, a corrupt
+// chunk) and addresses the mode cannot express (non-canonical, above 4 GiB in
+// 32-bit modes) are errors; a walk that stops on an entry is a Translation
+// with mapped == false.
+Result<Translation> Translate(const PhysicalMemory& memory, const PagingRegs& regs, uint64_t gva);
+
+// One line: "gva 0x.. is not mapped: PT entry 5 at gpa 0x.. is 0x.. (not present)".
+std::string FaultMessage(const Translation& t);
+
+// The set flags of a page-table entry, e.g. "P RW US A D PS NX".
+std::string EntryFlags(const WalkStep& step);
+
+}  // namespace vmsnap::forensics
