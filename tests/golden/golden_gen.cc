@@ -557,4 +557,43 @@ Status GenerateAll(const std::string& dir) {
   return Status::Ok();
 }
 
+Status GenerateFuzzSeeds(const std::string& dir) {
+  Bytes mem(4 * 4096, 0);
+  TextPage(mem.data() + 3 * 4096, 4096, "fuzz seed page");
+  testing::Rng rng(1);
+  auto region = [&](schema::Manifest::Builder m) {
+    auto r = m.getMemory().initRegions(1);
+    r[0].setGuestPhysAddr(0x10000);
+    r[0].setSize(mem.size());
+  };
+  VMSNAP_RETURN_IF_ERROR(Write(dir + "/tiny-empty.vmsnap", Opts(4096, 2), [&](SnapshotWriter& w) {
+    w.manifest().initVcpus(1)[0].initX8664().initRegs().setRip(0xfff0);
+    return Status::Ok();
+  }));
+  VMSNAP_RETURN_IF_ERROR(Write(dir + "/tiny-zstd.vmsnap", Opts(4096, 2), [&](SnapshotWriter& w) {
+    region(w.manifest());
+    return w.AddMemory(0x10000, mem.data(), mem.size());
+  }));
+  Bytes one(4096);
+  rng.Fill(one.data(), one.size());
+  VMSNAP_RETURN_IF_ERROR(Write(dir + "/tiny-raw.vmsnap", [] {
+    WriterOptions o = Opts(4096, 1);
+    o.compression = schema::Compression::NONE;
+    return o;
+  }(), [&](SnapshotWriter& w) {
+    auto r = w.manifest().getMemory().initRegions(1);
+    r[0].setSize(4096);
+    return w.AddMemory(0, one.data(), one.size());
+  }));
+  return Write(dir + "/tiny-incremental.vmsnap", Opts(4096, 4), [&](SnapshotWriter& w) {
+    region(w.manifest());
+    auto p = w.manifest().initParent();
+    p.initSnapshotId(16);
+    p.setPath("tiny-zstd.vmsnap");
+    p.setDepth(1);
+    const uint8_t defined = 0x9;  // pages 0 and 3
+    return w.AddPages(0x10000, mem.data(), mem.size(), &defined);
+  });
+}
+
 }  // namespace vmsnap::golden

@@ -29,4 +29,7 @@ inline constexpr const char* kAllFiles[] = {kX86,      kX86Child,   kS390,      
 
 Status GenerateAll(const std::string& dir);
 
+// Small valid files for the fuzzer's seed corpus (tests/fuzz/corpus).
+Status GenerateFuzzSeeds(const std::string& dir);
+
 }  // namespace vmsnap::golden
