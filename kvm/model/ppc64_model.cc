@@ -50,12 +50,26 @@ class HtabCtx final : public ppc::HtabFile {
     Fault f;
     if (vm_->Inject("write", &f)) {
       if (f.err) return -f.err;
-      if (f.short_len < len) len = f.short_len;
+      len = RecordBoundary(static_cast<const uint8_t*>(buf), len, f.short_len);
     }
     return vm_->HtabWrite(static_cast<const uint8_t*>(buf), len);
   }
 
  private:
+  // A short write is the kernel consuming fewer whole records than it was
+  // given: the end of the last whole record within `limit` bytes (at least
+  // the first record, which the kernel always takes when it fits in len).
+  static size_t RecordBoundary(const uint8_t* buf, size_t len, size_t limit) {
+    size_t off = 0;
+    while (off + sizeof(ppc::HtabHeader) <= len) {
+      ppc::HtabHeader hdr;
+      std::memcpy(&hdr, buf + off, sizeof(hdr));
+      size_t end = off + sizeof(hdr) + hdr.n_valid * ppc::kHpteSize;
+      if (end > len || (off > 0 && end > limit)) break;
+      off = end;
+    }
+    return off;
+  }
   PpcModel* vm_;
   HtabState st_;
   bool write_;
