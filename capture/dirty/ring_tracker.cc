@@ -9,7 +9,9 @@
 namespace vmsnap::capture::dirty {
 namespace {
 
-constexpr uint32_t kDefaultRingBytes = 64 * 1024;
+// 16384 entries per vCPU: fewer ring-full exits, and fewer chances of the
+// overflow described in HarvestRingsLocked.
+constexpr uint32_t kDefaultRingBytes = 256 * 1024;
 
 class RingTracker final : public DirtyTracker {
  public:
@@ -73,28 +75,67 @@ class RingTracker final : public DirtyTracker {
   struct Ring {
     std::unique_ptr<kvm::dirty::DirtyRingMapping> map;
     uint32_t fetch = 0;  // free-running, like the kernel's indexes
+    bool desync = false; // KVM overflowed this ring once
   };
 
   Status HarvestRingsLocked(PageSet& found) {
     uint64_t harvested = 0;
     for (Ring& ring : rings_) {
       kvm_dirty_gfn* e = ring.map->entries();
-      uint32_t mask = ring.map->count() - 1;
+      uint32_t count = ring.map->count();
+      uint32_t mask = count - 1;
+      uint32_t n = 0;
       for (;;) {
         kvm_dirty_gfn& g = e[ring.fetch & mask];
         // Acquire pairs with KVM's release when it publishes the entry, so
         // slot and offset are read after the flag says they are valid.
         uint32_t flags = std::atomic_ref<uint32_t>(g.flags).load(std::memory_order_acquire);
-        if (!(flags & KVM_DIRTY_GFN_F_DIRTY)) break;
+        if (!(flags & KVM_DIRTY_GFN_F_DIRTY)) {
+          if (ring.desync && n < count && Resync(ring)) continue;
+          break;
+        }
         if (auto i = layout_.IndexOfSlotPage(g.slot, g.offset)) found.Set(*i);
         // Release: our reads of the entry happen before KVM may reuse it.
         std::atomic_ref<uint32_t>(g.flags).store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
         ++ring.fetch;
         ++harvested;
+        ++n;
+      }
+      if (n >= count) {
+        // Every slot was dirty: KVM filled the ring past its soft limit and
+        // may have overwritten entries (it happens when a vCPU dirties pages
+        // inside an in-kernel emulation burst and only checks for a full
+        // ring afterwards). Those pages are unknown, so report every page,
+        // and from now on look past KVM's index gap (Resync).
+        ring.desync = true;
+        ring_overflows_.fetch_add(1);
+        marked_.SetAll();
       }
     }
     if (harvested) VMSNAP_RETURN_IF_ERROR(ops_.ResetDirtyRings().status());
     return Status::Ok();
+  }
+
+  // After an overflow KVM's next entry may sit beyond our fetch index, with
+  // cleared entries between. Finds the next published entry in ring order,
+  // marks the gap harvested (KVM resets entries strictly in order, so the gap
+  // must be passed for the ring to drain) and moves the fetch index to it.
+  bool Resync(Ring& ring) {
+    kvm_dirty_gfn* e = ring.map->entries();
+    uint32_t count = ring.map->count();
+    uint32_t mask = count - 1;
+    for (uint32_t i = 1; i < count; ++i) {
+      uint32_t flags = std::atomic_ref<uint32_t>(e[(ring.fetch + i) & mask].flags).load(std::memory_order_acquire);
+      if (flags & KVM_DIRTY_GFN_F_DIRTY) {
+        for (uint32_t k = 0; k < i; ++k) {
+          std::atomic_ref<uint32_t>(e[(ring.fetch + k) & mask].flags)
+              .store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
+        }
+        ring.fetch += i;
+        return true;
+      }
+    }
+    return false;
   }
 
   kvm::dirty::DirtyLogOps& ops_;

@@ -81,6 +81,9 @@ class DirtyTracker {
   // Ring: maps a vCPU's ring; call for each vCPU after creating it.
   virtual Status AttachVcpu(int vcpu_fd, int vcpu_index) { return Status::Ok(); }
   uint64_t ring_full_exits() const { return ring_full_exits_.load(); }
+  // Times KVM overfilled a ring (entries lost): the next Collect then
+  // reports every page, so nothing is missed.
+  uint64_t ring_overflows() const { return ring_overflows_.load(); }
 
  protected:
   explicit DirtyTracker(PageLayout layout);
@@ -95,11 +98,12 @@ class DirtyTracker {
   PageSet marked_;     // MarkDirty since the last Collect
   PageSet scratch_;
   std::atomic<uint64_t> ring_full_exits_{0};
+  std::atomic<uint64_t> ring_overflows_{0};
 };
 
 struct TrackerOptions {
   uint32_t page_size = 4096;
-  // Ring: bytes per vCPU (a power of two); 0 = 64 KiB (4096 entries).
+  // Ring: bytes per vCPU (a power of two); 0 = 256 KiB (16384 entries).
   uint32_t ring_bytes = 0;
 };
 
