@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <capnp/dynamic.h>
+
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -56,6 +58,30 @@ std::string ChunkName(size_t i, const ChunkInfo& c, uint32_t ps) {
   return s;
 }
 
+// Reads every field of the message with its schema type. totalSize() checks
+// that pointers stay in bounds but not that each points at what the schema
+// says (a struct where Data is expected); a tool reading such a field would
+// get an exception. Reading everything once here moves that failure into
+// Open(), as a Corruption status.
+void TouchAll(const capnp::DynamicValue::Reader& v) {
+  switch (v.getType()) {
+    case capnp::DynamicValue::STRUCT: {
+      auto s = v.as<capnp::DynamicStruct>();
+      for (auto f : s.getSchema().getNonUnionFields()) TouchAll(s.get(f));
+      KJ_IF_MAYBE(f, s.which()) { TouchAll(s.get(*f)); }
+      break;
+    }
+    case capnp::DynamicValue::LIST: {
+      auto l = v.as<capnp::DynamicList>();
+      for (unsigned i = 0; i < l.size(); ++i) TouchAll(l[i]);
+      break;
+    }
+    case capnp::DynamicValue::TEXT: (void)v.as<capnp::Text>(); break;
+    case capnp::DynamicValue::DATA: (void)v.as<capnp::Data>(); break;
+    default: break;
+  }
+}
+
 size_t Popcount(const uint8_t* p, size_t n) {
   size_t k = 0;
   for (size_t i = 0; i < n; ++i) k += size_t(std::popcount(unsigned(p[i])));
@@ -86,9 +112,9 @@ class ReaderImpl final : public SnapshotReader {
       words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(mp), nwords);
     } else {
       // Cap'n Proto reads words in place; a misaligned buffer gets an aligned copy.
-      aligned_copy_.resize(nwords);
-      std::memcpy(aligned_copy_.data(), mp, mlen);
-      words = kj::arrayPtr(aligned_copy_.data(), nwords);
+      aligned_copy_ = kj::heapArray<capnp::word>(nwords);
+      std::memcpy(aligned_copy_.begin(), mp, mlen);
+      words = aligned_copy_.asPtr();
     }
     capnp::ReaderOptions ro;
     uint64_t limit = std::max<uint64_t>(uint64_t(nwords) * layout::kTraversalFactor, 1u << 16);
@@ -102,9 +128,10 @@ class ReaderImpl final : public SnapshotReader {
                                   " bytes after the Cap'n Proto message");
       }
       manifest_ = message_->getRoot<schema::Manifest>();
-      // Walks every pointer once, so a malformed message fails here and not
-      // later in a tool that trusts what Open() returned.
+      // Walks every pointer, then every field by type, so a malformed
+      // message fails here and not later in a tool that trusts Open().
       (void)manifest_.totalSize();
+      TouchAll(capnp::toDynamic(manifest_));
       return Validate(where);
     } catch (const kj::Exception& e) {
       return Status::Corruption(where + ": malformed Cap'n Proto message: " +
@@ -363,7 +390,7 @@ class ReaderImpl final : public SnapshotReader {
   layout::Footer footer_;
   layout::SnapshotId id_{};
   uint32_t page_size_ = 0;
-  std::vector<capnp::word> aligned_copy_;
+  kj::Array<capnp::word> aligned_copy_;
   std::unique_ptr<capnp::FlatArrayMessageReader> message_;
   schema::Manifest::Reader manifest_;
   std::vector<ChunkInfo> chunks_;

@@ -100,9 +100,9 @@ inline Sections FindSections(const Bytes& file) {
 inline Bytes RewriteManifest(const Bytes& file,
                              const std::function<void(schema::Manifest::Builder)>& edit) {
   Sections s = FindSections(file);
-  std::vector<capnp::word> words(s.manifest_length / 8);
-  std::memcpy(words.data(), file.data() + s.manifest_offset, s.manifest_length);
-  capnp::FlatArrayMessageReader in(kj::arrayPtr(words.data(), words.size()));
+  auto words = kj::heapArray<capnp::word>(s.manifest_length / 8);
+  std::memcpy(words.begin(), file.data() + s.manifest_offset, s.manifest_length);
+  capnp::FlatArrayMessageReader in(words.asPtr());
   capnp::MallocMessageBuilder out;
   out.setRoot(in.getRoot<schema::Manifest>());
   edit(out.getRoot<schema::Manifest>());
