@@ -1,17 +1,72 @@
-// vmsnap save: placeholder until its issue lands.
+// vmsnap save: asks a running VMM, over its control socket, to save a snapshot.
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
 #include "tools/command.h"
+
+#if defined(VMSNAP_HAVE_X86_KVM)
+#include "vmm/control.h"
 
 namespace vmsnap::cli {
 
 void RegisterSave(CLI::App& app, int* exit_code) {
-  CLI::App* sub = app.add_subcommand("save", "(not implemented yet)");
+  CLI::App* sub = app.add_subcommand("save", "Save a snapshot of a VM started with --control");
+  struct Args {
+    std::string control;
+    std::string output;
+    bool stop = false;
+    std::string parent;
+    bool live = false;
+  };
+  auto args = std::make_shared<Args>();
+  sub->add_option("--control", args->control, "the VMM's control socket")->required();
+  sub->add_option("OUTPUT", args->output, "snapshot file to write")->required();
+  sub->add_flag("--stop", args->stop, "end the VM after saving");
+  sub->add_option("--parent", args->parent, "incremental snapshot on top of PARENT (not supported yet)");
+  sub->add_flag("--live", args->live, "copy memory while the guest runs (not supported yet)");
+  sub->callback([args, exit_code] {
+    // The VMM may run in another directory: send it an absolute path.
+    std::error_code ec;
+    std::string out = std::filesystem::absolute(args->output, ec).string();
+    if (ec) out = args->output;
+    nlohmann::json req{{"cmd", "save"}, {"path", out}, {"stop", args->stop}};
+    if (args->live) req["live"] = true;
+    if (!args->parent.empty()) req["parent"] = std::filesystem::absolute(args->parent, ec).string();
+    auto reply = vmm::ControlRequest(args->control, req);
+    if (!reply.ok()) {
+      std::fprintf(stderr, "vmsnap save: %s\n", reply.status().message().c_str());
+      *exit_code = kExitError;
+      return;
+    }
+    if (!reply->value("ok", false)) {
+      std::fprintf(stderr, "vmsnap save: %s\n", reply->value("error", std::string("the VMM reported an error")).c_str());
+      *exit_code = kExitError;
+      return;
+    }
+    std::printf("saved %s (%llu bytes)%s\n", reply->value("path", out).c_str(),
+                static_cast<unsigned long long>(reply->value("bytes", 0ull)), args->stop ? "; VM stopped" : "");
+    *exit_code = kExitOk;
+  });
+}
+
+}  // namespace vmsnap::cli
+
+#else  // no x86-64 KVM in this build (portable cross builds)
+
+namespace vmsnap::cli {
+
+void RegisterSave(CLI::App& app, int* exit_code) {
+  CLI::App* sub = app.add_subcommand("save", "(needs an x86-64 host with KVM)");
   sub->allow_extras();
   sub->callback([exit_code] {
-    std::fprintf(stderr, "vmsnap save: not implemented yet\n");
+    std::fprintf(stderr, "vmsnap save: this build has no x86-64 KVM support\n");
     *exit_code = kExitError;
   });
 }
 
 }  // namespace vmsnap::cli
+
+#endif

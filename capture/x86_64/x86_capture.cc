@@ -81,8 +81,13 @@ Result<std::vector<uint32_t>> X86Capturer::SavedMsrs() {
   if (msrs_probed_) return msrs_;
   if (vcpus_.empty()) return Status::InvalidArgument("capture: VM has no vCPUs");
   VMSNAP_ASSIGN_OR_RETURN(std::vector<uint32_t> listed, vm_->MsrIndexList());
+  std::sort(listed.begin(), listed.end());
   std::set<uint32_t> candidates(listed.begin(), listed.end());
   for (uint32_t m : kx::UnlistedSavedMsrs()) candidates.insert(m);
+  std::set<uint32_t> unlisted;
+  for (uint32_t m : kx::UnlistedSavedMsrs()) {
+    if (!std::binary_search(listed.begin(), listed.end(), m)) unlisted.insert(m);
+  }
   std::vector<uint32_t> keep;
   for (uint32_t index : candidates) {
     // KVM lists some MSRs the vCPU's CPUID does not enable; a one-entry read
@@ -90,7 +95,15 @@ Result<std::vector<uint32_t>> X86Capturer::SavedMsrs() {
     std::vector<kvm_msr_entry> one(1);
     one[0].index = index;
     VMSNAP_ASSIGN_OR_RETURN(size_t n, vcpus_[0]->GetMsrs(one));
-    if (n == 1) keep.push_back(index);
+    if (n != 1) continue;
+    if (unlisted.count(index)) {
+      // An unlisted MSR is saved only if KVM also takes it back: writing the
+      // value just read is harmless for these (MTRRs, TSC_AUX, XSS,
+      // SPEC_CTRL), and some hosts read IA32_XSS but refuse to set it.
+      VMSNAP_ASSIGN_OR_RETURN(size_t w, vcpus_[0]->SetMsrs(one));
+      if (w != 1) continue;
+    }
+    keep.push_back(index);
   }
   msrs_ = std::move(keep);
   msrs_probed_ = true;

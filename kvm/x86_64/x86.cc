@@ -16,12 +16,33 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-// kvm_msrs / kvm_cpuid2 end in a flexible array: one heap buffer holds both.
-template <typename Head, typename Entry>
+// The uapi structs ending in __DECLARE_FLEX_ARRAY have a different sizeof in
+// C++ than in C (the empty-struct trick adds bytes), which changes both where
+// the entries start and the size encoded in the ioctl numbers built from
+// them. So the C layout is spelled out here: header bytes, and ioctl numbers
+// with the kernel's sizes.
+constexpr size_t kMsrsHeader = 8;      // struct kvm_msrs {nmsrs, pad}
+constexpr size_t kMsrListHeader = 4;   // struct kvm_msr_list {nmsrs}
+constexpr size_t kCpuid2Header = 8;    // struct kvm_cpuid2 {nent, padding}
+constexpr size_t kXsaveLegacy = 4096;  // struct kvm_xsave without `extra`
+constexpr unsigned long kIocGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, kMsrsHeader);
+constexpr unsigned long kIocSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, kMsrsHeader);
+constexpr unsigned long kIocGetMsrIndexList = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x02, kMsrListHeader);
+constexpr unsigned long kIocGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, kCpuid2Header);
+constexpr unsigned long kIocSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, kCpuid2Header);
+constexpr unsigned long kIocGetCpuid2 = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x91, kCpuid2Header);
+constexpr unsigned long kIocGetXsave = _IOC(_IOC_READ, KVMIO, 0xa4, kXsaveLegacy);
+constexpr unsigned long kIocSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, kXsaveLegacy);
+constexpr unsigned long kIocGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, kXsaveLegacy);
+
+// A 32-bit count, padding to `header` bytes, then the entries: one buffer.
+template <typename Entry>
 struct FlexBuffer {
-  explicit FlexBuffer(size_t n) : bytes(sizeof(Head) + n * sizeof(Entry), 0) {}
-  Head* head() { return reinterpret_cast<Head*>(bytes.data()); }
-  Entry* entries() { return reinterpret_cast<Entry*>(bytes.data() + sizeof(Head)); }
+  FlexBuffer(size_t header, size_t n) : header_size(header), bytes(header + n * sizeof(Entry), 0) {}
+  uint32_t& count() { return *reinterpret_cast<uint32_t*>(bytes.data()); }
+  Entry* entries() { return reinterpret_cast<Entry*>(bytes.data() + header_size); }
+  void* data() { return bytes.data(); }
+  size_t header_size;
   std::vector<uint8_t> bytes;
 };
 
@@ -120,53 +141,53 @@ Result<kvm_vcpu_events> RealVcpuOps::GetVcpuEvents() { VCPU_GET(kvm_vcpu_events,
 Status RealVcpuOps::SetVcpuEvents(const kvm_vcpu_events& e) { VCPU_SET(KVM_SET_VCPU_EVENTS, "KVM_SET_VCPU_EVENTS", e); }
 
 Result<std::vector<uint8_t>> RealVcpuOps::GetXsave(size_t size) {
-  if (size < sizeof(kvm_xsave)) size = sizeof(kvm_xsave);
+  if (size < kXsaveLegacy) size = kXsaveLegacy;
   std::vector<uint8_t> area(size, 0);
   // KVM_GET_XSAVE2 writes as many bytes as KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2)
   // said; plain KVM_GET_XSAVE only the legacy 4096.
-  unsigned long req = size > sizeof(kvm_xsave) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
-  const char* name = size > sizeof(kvm_xsave) ? "KVM_GET_XSAVE2" : "KVM_GET_XSAVE";
+  unsigned long req = size > kXsaveLegacy ? kIocGetXsave2 : kIocGetXsave;
+  const char* name = size > kXsaveLegacy ? "KVM_GET_XSAVE2" : "KVM_GET_XSAVE";
   VMSNAP_RETURN_IF_ERROR(Ioctl(vcpu_->fd(), req, area.data(), name, vcpu_->where()).status());
   return area;
 }
 
 Status RealVcpuOps::SetXsave(std::span<const uint8_t> area) {
-  if (area.size() < sizeof(kvm_xsave)) {
+  if (area.size() < kXsaveLegacy) {
     return Status::InvalidArgument("KVM_SET_XSAVE" + vcpu_->where() + ": area of " +
                                    std::to_string(area.size()) + " bytes is shorter than 4096");
   }
   std::vector<uint8_t> copy(area.begin(), area.end());
-  return Ioctl(vcpu_->fd(), KVM_SET_XSAVE, copy.data(), "KVM_SET_XSAVE", vcpu_->where()).status();
+  return Ioctl(vcpu_->fd(), kIocSetXsave, copy.data(), "KVM_SET_XSAVE", vcpu_->where()).status();
 }
 
 Result<size_t> RealVcpuOps::GetMsrs(std::vector<kvm_msr_entry>& entries) {
-  FlexBuffer<kvm_msrs, kvm_msr_entry> buf(entries.size());
-  buf.head()->nmsrs = static_cast<uint32_t>(entries.size());
+  FlexBuffer<kvm_msr_entry> buf(kMsrsHeader, entries.size());
+  buf.count() = static_cast<uint32_t>(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) buf.entries()[i].index = entries[i].index;
-  VMSNAP_ASSIGN_OR_RETURN(int n, Ioctl(vcpu_->fd(), KVM_GET_MSRS, buf.head(), "KVM_GET_MSRS", vcpu_->where()));
+  VMSNAP_ASSIGN_OR_RETURN(int n, Ioctl(vcpu_->fd(), kIocGetMsrs, buf.data(), "KVM_GET_MSRS", vcpu_->where()));
   for (size_t i = 0; i < entries.size() && i < static_cast<size_t>(n); ++i) entries[i].data = buf.entries()[i].data;
   return static_cast<size_t>(n);
 }
 
 Result<size_t> RealVcpuOps::SetMsrs(std::span<const kvm_msr_entry> entries) {
-  FlexBuffer<kvm_msrs, kvm_msr_entry> buf(entries.size());
-  buf.head()->nmsrs = static_cast<uint32_t>(entries.size());
+  FlexBuffer<kvm_msr_entry> buf(kMsrsHeader, entries.size());
+  buf.count() = static_cast<uint32_t>(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) buf.entries()[i] = entries[i];
-  VMSNAP_ASSIGN_OR_RETURN(int n, Ioctl(vcpu_->fd(), KVM_SET_MSRS, buf.head(), "KVM_SET_MSRS", vcpu_->where()));
+  VMSNAP_ASSIGN_OR_RETURN(int n, Ioctl(vcpu_->fd(), kIocSetMsrs, buf.data(), "KVM_SET_MSRS", vcpu_->where()));
   return static_cast<size_t>(n);
 }
 
 Result<std::vector<kvm_cpuid_entry2>> RealVcpuOps::GetCpuid() {
   for (size_t cap = 128; cap <= 4096; cap *= 2) {
-    FlexBuffer<kvm_cpuid2, kvm_cpuid_entry2> buf(cap);
-    buf.head()->nent = static_cast<uint32_t>(cap);
-    int r = ::ioctl(vcpu_->fd(), KVM_GET_CPUID2, buf.head());
+    FlexBuffer<kvm_cpuid_entry2> buf(kCpuid2Header, cap);
+    buf.count() = static_cast<uint32_t>(cap);
+    int r = ::ioctl(vcpu_->fd(), kIocGetCpuid2, buf.data());
     if (r < 0 && errno == E2BIG) continue;
     if (r < 0) {
       int err = errno;
       return Status::Kvm("KVM_GET_CPUID2" + vcpu_->where() + ": " + std::strerror(err));
     }
-    std::vector<kvm_cpuid_entry2> out(buf.entries(), buf.entries() + buf.head()->nent);
+    std::vector<kvm_cpuid_entry2> out(buf.entries(), buf.entries() + buf.count());
     // KVM does not trim nent to the entries it filled.
     while (!out.empty() && EmptyCpuidEntry(out.back())) out.pop_back();
     return out;
@@ -175,10 +196,10 @@ Result<std::vector<kvm_cpuid_entry2>> RealVcpuOps::GetCpuid() {
 }
 
 Status RealVcpuOps::SetCpuid(std::span<const kvm_cpuid_entry2> entries) {
-  FlexBuffer<kvm_cpuid2, kvm_cpuid_entry2> buf(entries.size());
-  buf.head()->nent = static_cast<uint32_t>(entries.size());
+  FlexBuffer<kvm_cpuid_entry2> buf(kCpuid2Header, entries.size());
+  buf.count() = static_cast<uint32_t>(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) buf.entries()[i] = entries[i];
-  return Ioctl(vcpu_->fd(), KVM_SET_CPUID2, buf.head(), "KVM_SET_CPUID2", vcpu_->where()).status();
+  return Ioctl(vcpu_->fd(), kIocSetCpuid2, buf.data(), "KVM_SET_CPUID2", vcpu_->where()).status();
 }
 
 Result<uint32_t> RealVcpuOps::GetTscKhz() {
@@ -259,30 +280,30 @@ Status RealVmOps::CreatePit2(uint32_t flags) {
 
 Result<std::vector<kvm_cpuid_entry2>> RealVmOps::SupportedCpuid() {
   for (size_t cap = 128; cap <= 4096; cap *= 2) {
-    FlexBuffer<kvm_cpuid2, kvm_cpuid_entry2> buf(cap);
-    buf.head()->nent = static_cast<uint32_t>(cap);
-    int r = ::ioctl(vm_->system().fd(), KVM_GET_SUPPORTED_CPUID, buf.head());
+    FlexBuffer<kvm_cpuid_entry2> buf(kCpuid2Header, cap);
+    buf.count() = static_cast<uint32_t>(cap);
+    int r = ::ioctl(vm_->system().fd(), kIocGetSupportedCpuid, buf.data());
     if (r < 0 && errno == E2BIG) continue;
     if (r < 0) {
       int err = errno;
       return Status::Kvm(std::string("KVM_GET_SUPPORTED_CPUID: ") + std::strerror(err));
     }
-    return std::vector<kvm_cpuid_entry2>(buf.entries(), buf.entries() + buf.head()->nent);
+    return std::vector<kvm_cpuid_entry2>(buf.entries(), buf.entries() + buf.count());
   }
   return Status::Kvm("KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 }
 
 Result<std::vector<uint32_t>> RealVmOps::MsrIndexList() {
   for (size_t cap = 64; cap <= 8192; cap *= 2) {
-    FlexBuffer<kvm_msr_list, uint32_t> buf(cap);
-    buf.head()->nmsrs = static_cast<uint32_t>(cap);
-    int r = ::ioctl(vm_->system().fd(), KVM_GET_MSR_INDEX_LIST, buf.head());
+    FlexBuffer<uint32_t> buf(kMsrListHeader, cap);
+    buf.count() = static_cast<uint32_t>(cap);
+    int r = ::ioctl(vm_->system().fd(), kIocGetMsrIndexList, buf.data());
     if (r < 0 && errno == E2BIG) continue;
     if (r < 0) {
       int err = errno;
       return Status::Kvm(std::string("KVM_GET_MSR_INDEX_LIST: ") + std::strerror(err));
     }
-    return std::vector<uint32_t>(buf.entries(), buf.entries() + buf.head()->nmsrs);
+    return std::vector<uint32_t>(buf.entries(), buf.entries() + buf.count());
   }
   return Status::Kvm("KVM_GET_MSR_INDEX_LIST: more than 8192 MSRs");
 }

@@ -224,11 +224,9 @@ Status CheckHost(kx::VmOps& vm, schema::Manifest::Reader m) {
   if (!m.getVm().isX8664()) return Status::Corruption("x86_64 snapshot without x86_64 VM state");
   if (m.getVcpus().size() == 0) return Status::Corruption("snapshot has no vCPUs");
   VMSNAP_ASSIGN_OR_RETURN(kx::HostCaps caps, vm.ProbeCaps());
-  VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, vm.SupportedCpuid());
   for (auto v : m.getVcpus()) {
     if (!v.isX8664()) return Status::Corruption("vCPU " + std::to_string(v.getId()) + " has no x86_64 state");
     auto x = v.getX8664();
-    VMSNAP_RETURN_IF_ERROR(CheckCpuidSupported(x.getCpuid(), supported));
     if (x.hasXsave() && x.getXsave().size() > caps.xsave_size) {
       return Status::Unsupported("vCPU " + std::to_string(v.getId()) + ": XSAVE area of " +
                                  std::to_string(x.getXsave().size()) + " bytes is larger than this host's " +
@@ -238,6 +236,37 @@ Status CheckHost(kx::VmOps& vm, schema::Manifest::Reader m) {
       return Status::Corruption("vCPU " + std::to_string(v.getId()) + ": LAPIC image is " +
                                 std::to_string(x.getLapic().size()) + " bytes, expected 1024");
     }
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<kvm_cpuid_entry2>> HostCpuid(kx::VmOps& vm, kx::VcpuOps& fresh_vcpu) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> supported, vm.SupportedCpuid());
+  VMSNAP_RETURN_IF_ERROR(fresh_vcpu.SetCpuid(supported));
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> presented, fresh_vcpu.GetCpuid());
+  std::vector<kvm_cpuid_entry2> merged = supported;
+  for (const auto& p : presented) {
+    bool found = false;
+    for (auto& e : merged) {
+      if (e.function == p.function && e.index == p.index) {
+        e.eax |= p.eax;
+        e.ebx |= p.ebx;
+        e.ecx |= p.ecx;
+        e.edx |= p.edx;
+        found = true;
+      }
+    }
+    if (!found) merged.push_back(p);
+  }
+  return merged;
+}
+
+Status CheckCpuid(kx::VmOps& vm, kx::VcpuOps& fresh_vcpu, schema::Manifest::Reader m) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> host, HostCpuid(vm, fresh_vcpu));
+  for (auto v : m.getVcpus()) {
+    if (!v.isX8664()) return Status::Corruption("vCPU " + std::to_string(v.getId()) + " has no x86_64 state");
+    VMSNAP_RETURN_IF_ERROR(CheckCpuidSupported(v.getX8664().getCpuid(), host)
+                               .Context("vCPU " + std::to_string(v.getId())));
   }
   return Status::Ok();
 }

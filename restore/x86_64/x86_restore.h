@@ -27,8 +27,18 @@ Status CheckCpuidSupported(capnp::List<schema::x86::CpuidEntry>::Reader wanted,
                            const std::vector<kvm_cpuid_entry2>& supported);
 
 // Everything that can be checked before the VM is built: vCPU list shape,
-// CPUID features, XSAVE size.
+// LAPIC image size, XSAVE size.
 Status CheckHost(kvm::x86::VmOps& vm, schema::Manifest::Reader manifest);
+
+// The CPUID feature bits this host can give a guest: KVM_GET_SUPPORTED_CPUID,
+// united with what KVM_GET_CPUID2 reports back on `fresh_vcpu` after it was
+// given that set (on some hosts, this one included, KVM presents more than
+// KVM_GET_SUPPORTED_CPUID lists; see docs/state-coverage.md). `fresh_vcpu`
+// must never have run; its CPUID is set again by RestoreVcpu.
+Result<std::vector<kvm_cpuid_entry2>> HostCpuid(kvm::x86::VmOps& vm, kvm::x86::VcpuOps& fresh_vcpu);
+
+// CheckCpuidSupported for every vCPU of the snapshot against HostCpuid.
+Status CheckCpuid(kvm::x86::VmOps& vm, kvm::x86::VcpuOps& fresh_vcpu, schema::Manifest::Reader manifest);
 
 // Restores one vCPU (steps 1-9 of docs/state-coverage.md). The vCPU must be
 // fresh (never run).

@@ -1,0 +1,62 @@
+// Flags that `vmsnap run` and `vmsnap load` share (devices and snapshots),
+// and size parsing.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "format/status.h"
+#include "vmm/vmm.h"
+
+namespace vmsnap::cli {
+
+struct VmmFlags {
+  std::string serial = "-";
+  std::string control;
+  std::string doorbell;
+  bool incremental = false;
+};
+
+inline void AddVmmFlags(CLI::App* sub, VmmFlags& f) {
+  sub->add_option("--serial", f.serial, "where guest serial output goes: a file, or - for stdout (default)");
+  sub->add_option("--control", f.control, "control socket for `vmsnap save` (created mode 0600)");
+  auto* door = sub->add_option("--snapshot-on-doorbell", f.doorbell,
+                               "save a snapshot here at each doorbell; {n} is replaced by its number from 1");
+  sub->add_flag("--incremental", f.incremental, "doorbell snapshots after the first store only dirtied pages "
+                                                "(not supported yet)")
+      ->needs(door);
+}
+
+inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
+  if (f.incremental) return Status::Unsupported("--incremental is not supported yet");
+  vmm::VmmOptions o;
+  o.serial = f.serial;
+  o.control_socket = f.control;
+  o.doorbell_snapshot = f.doorbell;
+  o.tool_version = VMSNAP_VERSION;
+  return o;
+}
+
+// "64M", "1G", "4096", "512K" -> bytes.
+inline Result<uint64_t> ParseSize(const std::string& s) {
+  if (s.empty()) return Status::InvalidArgument("empty size");
+  size_t pos = 0;
+  unsigned long long v = 0;
+  try {
+    v = std::stoull(s, &pos, 0);
+  } catch (...) {
+    return Status::InvalidArgument("bad size '" + s + "'");
+  }
+  std::string suffix = s.substr(pos);
+  uint64_t mult = 1;
+  if (suffix == "K" || suffix == "k") mult = 1ull << 10;
+  else if (suffix == "M" || suffix == "m") mult = 1ull << 20;
+  else if (suffix == "G" || suffix == "g") mult = 1ull << 30;
+  else if (!suffix.empty()) return Status::InvalidArgument("bad size suffix in '" + s + "' (use K, M or G)");
+  if (v == 0 || v > (1ull << 40) / mult) return Status::InvalidArgument("size '" + s + "' out of range");
+  return v * mult;
+}
+
+}  // namespace vmsnap::cli

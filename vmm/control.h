@@ -1,0 +1,28 @@
+// The VMM's control socket protocol (docs/guest-abi.md, "Control socket"):
+// one JSON object per line each way over an AF_UNIX stream socket.
+//   request:  {"cmd":"save","path":"/abs/out.vmsnap","stop":false}
+//   reply:    {"ok":true,"path":"/abs/out.vmsnap","bytes":12345}
+//             {"ok":false,"error":"message"}
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "format/status.h"
+#include "kvm/fd.h"
+
+namespace vmsnap::vmm {
+
+// Creates the listening socket at `path`, mode 0600 (it lets its user read
+// all guest memory). An existing socket file at `path` is replaced.
+Result<kvm::UniqueFd> ListenControl(const std::string& path);
+
+// Client side: connects, sends one request, returns the reply object.
+Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request);
+
+// Reads one '\n'-terminated line from a connected socket (at most 64 KiB).
+Result<std::string> ReadLine(int fd);
+Status WriteLine(int fd, const std::string& line);
+
+}  // namespace vmsnap::vmm

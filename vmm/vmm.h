@@ -1,0 +1,128 @@
+// The built-in x86-64 VMM behind `vmsnap run` and `vmsnap load`: one VM, its
+// guest RAM regions, one thread per vCPU, the serial/exit/doorbell ports, a
+// consistent pause/resume of all vCPUs, snapshots, and the control socket.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "capture/capture.h"
+#include "capture/x86_64/x86_capture.h"
+#include "format/status.h"
+#include "kvm/kvm.h"
+#include "kvm/x86_64/x86.h"
+#include "restore/restore.h"
+#include "vmm/memory.h"
+
+namespace vmsnap::vmm {
+
+// Devices and options shared by `run` and `load`.
+struct VmmOptions {
+  std::string serial = "-";            // "-": stdout; else a file, truncated
+  std::string control_socket;          // empty: no control socket
+  std::string doorbell_snapshot;       // empty: the doorbell only pauses; "{n}" numbered from 1
+  std::string kvm_device;              // empty: kvm::DevicePath()
+  std::string tool_version = "unknown";
+};
+
+struct BootConfig {
+  std::string image;
+  uint64_t mem_size = 64ull << 20;
+  std::string mem_file;                // non-empty: RAM backed by this file, MAP_SHARED
+  int vcpus = 1;
+};
+
+// Called with every region right after a pause completes and before the
+// snapshot is captured; a dirty tracker plugs in here (and in
+// CaptureOptions::memory) to harvest what changed.
+using PauseHook = std::function<Status(GuestMemory&)>;
+
+class Vmm {
+ public:
+  static Result<std::unique_ptr<Vmm>> Boot(const BootConfig& boot, const VmmOptions& options);
+  // Restores SNAPSHOT into a new VM. `loader` fills memory (nullptr: eager).
+  static Result<std::unique_ptr<Vmm>> Restore(const std::string& snapshot, const VmmOptions& options,
+                                              restore::MemoryLoader* loader = nullptr);
+  ~Vmm();
+  Vmm(const Vmm&) = delete;
+  Vmm& operator=(const Vmm&) = delete;
+
+  // Runs the VM until the guest writes the exit port (returns its value &
+  // 0xff), a `save --stop` ends it (returns 0), or something fails.
+  Result<int> Run();
+
+  // Writes a snapshot to `path`. While Run() is active this pauses every vCPU
+  // consistently and resumes them afterwards; otherwise it captures directly.
+  Result<capture::CaptureResult> Save(const std::string& path);
+
+  // The pause primitive. RequestPause() kicks every vCPU out of KVM_RUN
+  // (signal + immediate_exit); WaitPaused() returns once each has completed
+  // any pending port I/O and parked; Resume() lets them go. Pauses nest.
+  void RequestPause();
+  void WaitPaused();
+  void Resume();
+
+  void set_pause_hook(PauseHook hook) { pause_hook_ = std::move(hook); }
+  GuestMemory& memory() { return *memory_; }
+  size_t vcpu_count() const { return vcpus_.size(); }
+  kvm::x86::VcpuOps& vcpu_ops(size_t i) { return *vcpu_ops_[i]; }
+  kvm::x86::VmOps& vm_ops() { return *vm_ops_; }
+  kvm::Vm& vm() { return *vm_; }
+
+ private:
+  Vmm() = default;
+  Status Init(const VmmOptions& options);
+  Status CreateVm(const kvm::x86::VmConfig& config);
+  Status CreateVcpus(int count);
+  void VcpuLoop(size_t i);
+  // Returns false when the loop should end.
+  bool HandleExit(size_t i);
+  Status ParkVcpu(size_t i);
+  void Stop(std::optional<int> exit_status, Status error);
+  void Notify();
+  Status HandleDoorbell();
+  void HandleControlClient(int fd);
+  Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns);
+  void SerialWrite(const uint8_t* data, size_t len);
+
+  VmmOptions options_;
+  std::unique_ptr<kvm::System> system_;
+  std::unique_ptr<kvm::Vm> vm_;
+  std::unique_ptr<kvm::x86::RealVmOps> vm_ops_;
+  kvm::x86::VmConfig vm_config_;
+  std::unique_ptr<GuestMemory> memory_;
+  std::vector<std::unique_ptr<kvm::Vcpu>> vcpus_;
+  std::vector<std::unique_ptr<kvm::x86::RealVcpuOps>> vcpu_ops_;
+  std::unique_ptr<capture::x86::X86Capturer> capturer_;
+  PauseHook pause_hook_;
+
+  FILE* serial_ = nullptr;
+  bool own_serial_ = false;
+  std::mutex serial_mu_;
+
+  // Run state, guarded by mu_.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  bool running_ = false;
+  int pause_depth_ = 0;
+  size_t parked_ = 0;
+  bool stop_ = false;
+  std::optional<int> exit_status_;
+  Status error_;
+  int pending_doorbells_ = 0;
+  int doorbell_seq_ = 0;
+  int event_fd_ = -1;
+};
+
+}  // namespace vmsnap::vmm
