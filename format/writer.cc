@@ -119,6 +119,11 @@ class WriterImpl final : public SnapshotWriter {
   }
 
   ~WriterImpl() override {
+    {
+      // Abandoned: drop queued chunks instead of compressing them for nothing.
+      std::lock_guard<std::mutex> lk(mu_);
+      abandon_ = true;
+    }
     StopThreads();
     if (!committed_) {
       file_.reset();
@@ -243,7 +248,7 @@ class WriterImpl final : public SnapshotWriter {
       {
         std::unique_lock<std::mutex> lk(mu_);
         cv_work_.wait(lk, [&] { return !pending_.empty() || stop_; });
-        if (pending_.empty()) return;
+        if (pending_.empty() || abandon_) return;
         slot = pending_.front();
         pending_.pop_front();
       }
@@ -384,8 +389,10 @@ class WriterImpl final : public SnapshotWriter {
         std::unique_lock<std::mutex> lk(mu_);
         cv_done_.wait(lk, [&] {
           return ring_[next_write_ % ring_.size()] != nullptr ||
-                 ((finishing_ || stop_) && next_write_ == submitted_) || (stop_ && !error_.ok());
+                 ((finishing_ || stop_) && next_write_ == submitted_) ||
+                 (stop_ && (!error_.ok() || abandon_));
         });
+        if (abandon_) return;
         s = ring_[next_write_ % ring_.size()];
         if (s == nullptr) return;
         ring_[next_write_ % ring_.size()] = nullptr;
@@ -522,6 +529,7 @@ class WriterImpl final : public SnapshotWriter {
   uint64_t next_write_ = 0;
   bool stop_ = false;
   bool finishing_ = false;
+  bool abandon_ = false;
   Status error_;
   uint64_t done_bytes_ = 0;
   uint64_t added_bytes_ = 0;

@@ -39,6 +39,8 @@ class SnapshotWriter {
   static Result<std::unique_ptr<SnapshotWriter>> Create(const std::string& path,
                                                          const WriterOptions& options);
   // Without a successful Commit(), removes the temporary file.
+  // Threads: AddMemory/AddPages/Commit from one thread. The progress
+  // callback runs on the writer's I/O thread.
   virtual ~SnapshotWriter() = default;
 
   // The manifest under construction. The caller fills everything except
@@ -49,8 +51,9 @@ class SnapshotWriter {
   // range added before (ascending, non-overlapping). Every page of the range
   // becomes defined by this snapshot: zero pages are recorded as zero and
   // never stored, the others are stored. `data` is read once, before return
-  // or (with worker threads) before the next call that returns an error or
-  // Commit(); the caller keeps it unchanged until then.
+  // or (with worker threads) before the next call that returns an error,
+  // Commit() returns, or the writer is destroyed; the caller keeps it
+  // unchanged and alive until then.
   virtual Status AddMemory(uint64_t gpa, const uint8_t* data, uint64_t len) = 0;
 
   // As AddMemory, but only the pages whose bit is set in `defined` (one bit

@@ -175,10 +175,10 @@ TEST(Faults, EachFailureIsReportedWithItsCause) {
 
 TEST(Faults, AbandonedWriterRemovesItsTempFile) {
   TempDir d;
+  Bytes page(4096, 3);  // outlives the writer, as AddMemory requires
   {
     auto w = SnapshotWriter::Create(d / "s.vmsnap", WriterOptions{});
     ASSERT_TRUE(w.ok());
-    Bytes page(4096, 3);
     ASSERT_TRUE((*w)->AddMemory(0, page.data(), page.size()).ok());
     EXPECT_EQ(d.List().size(), 1u);
     EXPECT_EQ(d.List().begin()->rfind(".s.vmsnap.tmp-", 0), 0u);
