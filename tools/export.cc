@@ -1,8 +1,5 @@
 // vmsnap export: guest memory (and, for ELF, vCPU registers) of a snapshot
 // chain as an ELF64 core, a LiME image or a raw physical image.
-#include <unistd.h>
-
-#include <cinttypes>
 #include <cstdio>
 #include <string>
 
@@ -10,34 +7,10 @@
 #include "tools/command.h"
 #include "tools/forensics/export.h"
 #include "tools/forensics/memory.h"
+#include "tools/progress.h"
 
 namespace vmsnap::cli {
 namespace {
-
-// A one-line progress display on stderr, redrawn at most once per percent.
-// (Minimal and local: no shared progress helper exists in tools/ yet.)
-class Progress {
- public:
-  explicit Progress(bool enabled) : enabled_(enabled) {}
-  void Update(uint64_t done, uint64_t total) {
-    if (!enabled_ || total == 0) return;
-    const int pct = static_cast<int>(done * 100 / total);
-    if (pct == last_) return;
-    last_ = pct;
-    std::fprintf(stderr, "\rexport: %3d%% (%" PRIu64 " of %" PRIu64 " MiB)", pct, done >> 20, total >> 20);
-    std::fflush(stderr);
-    drawn_ = true;
-  }
-  void Finish() {
-    if (drawn_) std::fputc('\n', stderr);
-    drawn_ = false;
-  }
-
- private:
-  bool enabled_;
-  bool drawn_ = false;
-  int last_ = -1;
-};
 
 int RunExport(const std::string& snapshot, const std::string& format_name, const std::string& out) {
   auto fail = [](const Status& s) {
@@ -51,9 +24,11 @@ int RunExport(const std::string& snapshot, const std::string& format_name, const
   auto memory = forensics::ChainMemory::Create(*chain);
   if (!memory.ok()) return fail(memory.status());
 
-  Progress progress(::isatty(STDERR_FILENO) == 1);
+  uint64_t total = 0;
+  for (const auto& r : (*memory)->regions()) total += r.size;
+  tools::ProgressBar progress("exporting", total);
   forensics::ExportOptions options;
-  options.progress = [&progress](uint64_t done, uint64_t total) { progress.Update(done, total); };
+  options.progress = [&progress](uint64_t done, uint64_t) { progress.Update(done); };
   auto stats = forensics::Export(**memory, chain->leaf().manifest(), *format, out, options);
   progress.Finish();
   if (!stats.ok()) return fail(stats.status());
