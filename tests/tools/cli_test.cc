@@ -1,4 +1,571 @@
-// The vmsnap binary on snapshot files: placeholder until format/ lands.
+// The built vmsnap binary on snapshot files written through SnapshotWriter (and
+// the golden files): inspect --json keys and decoded registers, verify on good
+// and corrupt files, diff of equal and differing snapshots, flatten of a chain.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-TEST(ToolsCli, Placeholder) { SUCCEED(); }
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "format/reader.h"
+#include "format/writer.h"
+
+namespace vmsnap {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+struct RunResult {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') q += "'\\''";
+    else q += c;
+  }
+  return q + "'";
+}
+
+class ToolsCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/vmsnap-tools-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+
+  RunResult Run(const std::string& args) {
+    std::string err_file = Path("stderr.txt");
+    std::string cmd = std::string(VMSNAP_BIN) + " " + args + " 2>" + Quote(err_file);
+    RunResult r;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return r;
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    int st = pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    std::ifstream e(err_file);
+    r.err.assign(std::istreambuf_iterator<char>(e), {});
+    return r;
+  }
+
+  json InspectJson(const std::string& path) {
+    RunResult r = Run("inspect --json " + Quote(path));
+    EXPECT_EQ(r.status, 0) << r.err;
+    return json::parse(r.out);
+  }
+
+  std::string dir_;
+};
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kHighBase = 0x100000000ull;
+
+// Guest memory of the test snapshots: 1 MiB at 0 and 256 KiB at 4 GiB.
+struct Memory {
+  std::vector<uint8_t> low = std::vector<uint8_t>(1 << 20, 0);
+  std::vector<uint8_t> high = std::vector<uint8_t>(256 << 10, 0);
+  uint8_t* At(uint64_t gpa) { return gpa >= kHighBase ? &high[gpa - kHighBase] : &low[gpa]; }
+  void Fill(uint64_t gpa, uint8_t v) { std::memset(At(gpa), v, kPage); }
+};
+
+Memory BaseMemory() {
+  Memory m;
+  m.Fill(0x0, 0x11);
+  m.Fill(0x1000, 0x22);
+  for (uint64_t p = 0x80000; p < 0x90000; p += kPage) m.Fill(p, uint8_t(p >> 12));
+  m.Fill(kHighBase + 0x3000, 0x44);
+  return m;
+}
+
+std::vector<uint8_t> Xsave() {
+  std::vector<uint8_t> a(4096, 0);
+  a[0] = 0x7f; a[1] = 0x03;                  // FCW 0x37f
+  a[24] = 0x80; a[25] = 0x1f;                // MXCSR 0x1f80
+  for (int i = 0; i < 16; i++) a[160 + 16 * 5 + i] = uint8_t(0xa0 + i);  // XMM5
+  a[512] = 0x7;                              // XSTATE_BV
+  for (int i = 0; i < 16; i++) a[576 + 16 * 5 + i] = uint8_t(0xb0 + i);  // YMM5 upper
+  return a;
+}
+
+std::vector<uint8_t> Lapic(uint32_t tmcct) {
+  std::vector<uint8_t> p(1024, 0);
+  auto put = [&](size_t off, uint32_t v) { for (int i = 0; i < 4; i++) p[off + i] = uint8_t(v >> (8 * i)); };
+  put(0x20, 0x01000000);
+  put(0x30, 0x50014);
+  put(0xf0, 0x1ff);
+  put(0x200 + 16 * 1, 1u << 16);  // IRR vector 48
+  put(0x320, 0x400ec);            // TSC-deadline, vector 0xec
+  put(0x390, tmcct);
+  return p;
+}
+
+struct X86State {
+  uint64_t rip1 = 0x200000;
+  uint64_t tsc = 1000000;
+  uint32_t tmcct = 0x100;
+};
+
+void FillX86(schema::Manifest::Builder m, const X86State& st) {
+  m.setArch(schema::Arch::X8664);
+  m.getCreated().setToolVersion("test");
+  m.getCreated().setTimeUnixNs(1700000000000000000);
+  auto mem = m.getMemory();
+  mem.setPageSize(kPage);
+  auto regions = mem.initRegions(2);
+  regions[0].setSlot(0);
+  regions[0].setGuestPhysAddr(0);
+  regions[0].setSize(1 << 20);
+  regions[0].setName("low");
+  regions[1].setSlot(1);
+  regions[1].setGuestPhysAddr(kHighBase);
+  regions[1].setSize(256 << 10);
+  regions[1].setName("high");
+  auto vcpus = m.initVcpus(2);
+  auto xs = Xsave();
+  auto lapic = Lapic(st.tmcct);
+  for (uint32_t i = 0; i < 2; i++) {
+    vcpus[i].setId(i);
+    auto x = vcpus[i].initX8664();
+    x.setMpState(i == 0 ? 0 : 3);
+    auto regs = x.getRegs();
+    regs.setRip(i == 0 ? 0x100000 : st.rip1);
+    regs.setRflags(0x246);
+    regs.setRsp(0x7000 + i);
+    regs.setRdi(i);
+    auto sregs = x.getSregs();
+    sregs.setCr0(0x80050033);
+    sregs.setCr3(0x9000);
+    sregs.setCr4(0x20);
+    sregs.setEfer(0x500);
+    sregs.setApicBase(0xfee00900);
+    x.getDebugregs().setDr7(0x400);
+    x.setXsave(capnp::Data::Reader(xs.data(), xs.size()));
+    x.setLapic(capnp::Data::Reader(lapic.data(), lapic.size()));
+    auto msrs = x.initMsrs(3);
+    msrs[0].setIndex(0x10);
+    msrs[0].setValue(st.tsc);
+    msrs[1].setIndex(0xc0000080);
+    msrs[1].setValue(0x500);
+    msrs[2].setIndex(0xc0000082);
+    msrs[2].setValue(0xffffffff81800000);
+    x.getEvents().getNmi().setMasked(1);
+    x.setTscKhz(2500000);
+  }
+  auto vm = m.getVm().initX8664();
+  vm.getClock().setClock(st.tsc * 3);
+  vm.getConfig().setIrqchip(true);
+}
+
+// Writes a full snapshot of `mem` (or, with `parent`, the pages `dirty` lists).
+Result<layout::SnapshotId> Write(const std::string& path, const X86State& st, Memory& mem,
+                                 const std::string* parent = nullptr,
+                                 const layout::SnapshotId* parent_id = nullptr,
+                                 const std::vector<uint64_t>& dirty = {}) {
+  WriterOptions o;
+  o.threads = 1;
+  VMSNAP_ASSIGN_OR_RETURN(auto w, SnapshotWriter::Create(path, o));
+  FillX86(w->manifest(), st);
+  if (parent) {
+    auto p = w->manifest().initParent();
+    p.setSnapshotId(capnp::Data::Reader(parent_id->data(), parent_id->size()));
+    p.setPath(fs::path(*parent).filename().string());
+    p.setDepth(1);
+    for (auto [base, data] : {std::pair<uint64_t, std::vector<uint8_t>*>{0, &mem.low},
+                              {kHighBase, &mem.high}}) {
+      std::vector<uint8_t> defined((data->size() / kPage + 7) / 8, 0);
+      for (uint64_t g : dirty) {
+        if (g >= base && g < base + data->size()) {
+          uint64_t i = (g - base) / kPage;
+          defined[i / 8] |= uint8_t(1 << (i % 8));
+        }
+      }
+      VMSNAP_RETURN_IF_ERROR(w->AddPages(base, data->data(), data->size(), defined.data()));
+    }
+  } else {
+    VMSNAP_RETURN_IF_ERROR(w->AddMemory(0, mem.low.data(), mem.low.size()));
+    VMSNAP_RETURN_IF_ERROR(w->AddMemory(kHighBase, mem.high.data(), mem.high.size()));
+  }
+  VMSNAP_RETURN_IF_ERROR(w->Commit());
+  return w->id();
+}
+
+std::string WriteOrDie(ToolsCli* t, const std::string& path, const X86State& st, Memory& mem) {
+  auto r = Write(path, st, mem);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return path;
+}
+
+TEST_F(ToolsCli, InspectJsonHasTheContractKeysAndDecodedRegisters) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  json j = InspectJson(a);
+  EXPECT_EQ(j["format_version"], "1.0");
+  EXPECT_EQ(j["arch"], "x86_64");
+  EXPECT_TRUE(j["parent"].is_null());
+  EXPECT_EQ(j["id"].get<std::string>().size(), 32u);
+  ASSERT_EQ(j["vcpus"].size(), 2u);
+  const json& v1 = j["vcpus"][1];
+  EXPECT_EQ(v1["id"], 1);
+  EXPECT_EQ(v1["mp_state"], "HALTED");
+  EXPECT_EQ(j["vcpus"][0]["mp_state"], "RUNNABLE");
+  EXPECT_EQ(v1["regs"]["rip"], "0x200000");
+  EXPECT_EQ(v1["regs"]["rflags"], "0x246");
+  EXPECT_EQ(v1["regs"]["rsp"], "0x7001");
+  for (const char* r : {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10",
+                        "r11", "r12", "r13", "r14", "r15"}) {
+    EXPECT_TRUE(v1["regs"].contains(r)) << r;
+  }
+  EXPECT_EQ(v1["sregs"]["cr0"], "0x80050033");
+  EXPECT_EQ(v1["sregs"]["cr3"], "0x9000");
+  EXPECT_EQ(v1["sregs"]["efer"], "0x500");
+  EXPECT_EQ(v1["sregs"]["apic_base"], "0xfee00900");
+  EXPECT_EQ(v1["debugregs"]["dr7"], "0x400");
+  EXPECT_EQ(v1["msrs"]["0x10"], "0xf4240");
+  EXPECT_EQ(v1["msrs"]["0xc0000082"], "0xffffffff81800000");
+  EXPECT_EQ(v1["events"]["nmi"]["masked"], "0x1");
+  EXPECT_EQ(v1["xsave_decoded"]["fcw"], "0x37f");
+  EXPECT_EQ(v1["xsave_decoded"]["mxcsr"], "0x1f80");
+  EXPECT_EQ(v1["xsave_decoded"]["xmm5"], "0xafaeadacabaaa9a8a7a6a5a4a3a2a1a0");
+  EXPECT_EQ(v1["xsave_decoded"]["ymm5"],
+            "0xbfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a0");
+  EXPECT_EQ(v1["lapic_decoded"]["version"], "0x50014");
+  EXPECT_EQ(v1["lapic_decoded"]["irr"], json::array({48}));
+  EXPECT_EQ(v1["lapic_decoded"]["timer_mode"], "tsc-deadline");
+  EXPECT_EQ(v1["tsc_khz"], 2500000);
+  EXPECT_EQ(j["vm"]["config"]["irqchip"], true);
+  const json& m = j["memory"];
+  EXPECT_EQ(m["size"], (1 << 20) + (256 << 10));
+  EXPECT_EQ(m["page_size"], 4096);
+  EXPECT_EQ(m["regions"].size(), 2u);
+  EXPECT_EQ(m["regions"][1]["guest_phys_addr"], "0x100000000");
+  EXPECT_EQ(m["present_pages"], 2 + 16 + 1);
+  EXPECT_EQ(m["zero_pages"], 256 + 64 - 19);
+  EXPECT_GT(m["stored_bytes"].get<uint64_t>(), 0u);
+  EXPECT_GE(m["chunks"].get<uint64_t>(), 2u);
+}
+
+TEST_F(ToolsCli, InspectReportNamesRegistersAndMsrs) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  RunResult r = Run("inspect " + Quote(a));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* s : {"x86_64", "vCPU 1  HALTED", "rip", "0x200000", "EFER", "LSTAR",
+                        "0xffffffff81800000", "xmm5", "lvt_timer", "region slot 1"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
+  }
+  r = Run("inspect --memory-map " + Quote(a));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("0x80000            0x90000            present"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsCli, MemoryMapJsonListsRangesPerRegion) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  RunResult r = Run("inspect --json --memory-map " + Quote(a));
+  ASSERT_EQ(r.status, 0) << r.err;
+  json map = json::parse(r.out)["memory_map"];
+  ASSERT_EQ(map.size(), 2u);
+  json expect_high = json::parse(R"([
+    {"start":"0x100000000","end":"0x100003000","state":"zero","pages":3,"bytes":12288},
+    {"start":"0x100003000","end":"0x100004000","state":"present","pages":1,"bytes":4096},
+    {"start":"0x100004000","end":"0x100040000","state":"zero","pages":60,"bytes":245760}])");
+  EXPECT_EQ(map[1]["ranges"], expect_high);
+}
+
+TEST_F(ToolsCli, VerifyReportsOk) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  auto rd = SnapshotReader::Open(a);
+  ASSERT_TRUE(rd.ok());
+  RunResult r = Run("verify " + Quote(a));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, a + ": ok (" + std::to_string(rd.value()->chunk_index().size()) + " chunks, " +
+                       std::to_string(rd.value()->file_size()) + " bytes)\n");
+}
+
+std::vector<uint8_t> ReadFile(const std::string& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+void WriteFile(const std::string& p, const std::vector<uint8_t>& b) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+TEST_F(ToolsCli, VerifyRejectsEveryCorruption) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  auto rd = SnapshotReader::Open(a);
+  ASSERT_TRUE(rd.ok());
+  const auto good = ReadFile(a);
+  const uint64_t size = good.size();
+  const uint64_t mo = rd.value()->manifest_offset(), ml = rd.value()->manifest_length();
+  const auto chunks = rd.value()->chunk_index();
+  ASSERT_GE(chunks.size(), 2u);
+  std::string bad = Path("bad.vmsnap");
+
+  struct Case {
+    std::string what;
+    std::vector<uint8_t> bytes;
+    std::string expect;  // a word the message must contain
+  };
+  std::vector<Case> cases;
+  auto truncated = [&](uint64_t n) { return std::vector<uint8_t>(good.begin(), good.begin() + long(n)); };
+  auto flipped = [&](uint64_t off) {
+    auto b = good;
+    b[off] ^= 0x10;
+    return b;
+  };
+  cases.push_back({"empty file", {}, ""});
+  cases.push_back({"truncated inside the header", truncated(30), ""});
+  cases.push_back({"truncated after the header", truncated(64), ""});
+  cases.push_back({"truncated inside chunk 0", truncated(chunks[0].file_offset + chunks[0].stored_length / 2), ""});
+  cases.push_back({"truncated at the manifest", truncated(mo), ""});
+  cases.push_back({"truncated inside the manifest", truncated(mo + ml / 2), ""});
+  cases.push_back({"truncated at the footer", truncated(size - 64), ""});
+  cases.push_back({"truncated by one byte", truncated(size - 1), ""});
+  cases.push_back({"bit flip in the header", flipped(9), "header"});
+  for (size_t i = 0; i < chunks.size(); i++) {
+    cases.push_back({"bit flip in chunk " + std::to_string(i),
+                     flipped(chunks[i].file_offset + chunks[i].stored_length / 2), "chunk"});
+  }
+  cases.push_back({"bit flip in the manifest", flipped(mo + ml / 2), "manifest"});
+  cases.push_back({"bit flip in the footer", flipped(size - 40), "footer"});
+  for (const Case& c : cases) {
+    WriteFile(bad, c.bytes);
+    RunResult r = Run("verify " + Quote(bad));
+    EXPECT_EQ(r.status, 2) << c.what << ": " << r.out << r.err;
+    EXPECT_EQ(r.out, "") << c.what;
+    EXPECT_NE(r.err.find(bad), std::string::npos) << c.what << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.what << ": " << r.err;
+    if (!c.expect.empty()) EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.what << ": " << r.err;
+    // inspect and diff stay well-behaved on the same input.
+    RunResult i = Run("inspect --json " + Quote(bad));
+    EXPECT_TRUE(i.status == 0 || i.status == 2) << c.what << ": " << i.err;
+    RunResult d = Run("diff " + Quote(a) + " " + Quote(bad));
+    EXPECT_TRUE(d.status == 1 || d.status == 2) << c.what << ": " << d.err;
+  }
+}
+
+TEST_F(ToolsCli, MissingAndGarbageInputsAreErrorsNotCrashes) {
+  std::string missing = Path("nope.vmsnap");
+  for (const std::string cmd : {"inspect", "inspect --json", "verify"}) {
+    RunResult r = Run(cmd + " " + Quote(missing));
+    EXPECT_EQ(r.status, 2) << cmd;
+    EXPECT_NE(r.err.find("nope.vmsnap"), std::string::npos) << r.err;
+  }
+  std::string junk = Path("junk.vmsnap");
+  std::vector<uint8_t> bytes(10000);
+  for (size_t i = 0; i < bytes.size(); i++) bytes[i] = uint8_t(i * 131 + 7);
+  WriteFile(junk, bytes);
+  EXPECT_EQ(Run("verify " + Quote(junk)).status, 2);
+  EXPECT_EQ(Run("diff " + Quote(junk) + " " + Quote(junk)).status, 2);
+  EXPECT_EQ(Run("diff " + Quote(missing)).status, 2);  // usage error
+  EXPECT_EQ(Run("flatten " + Quote(junk) + " -o " + Quote(Path("out.vmsnap"))).status, 2);
+  EXPECT_FALSE(fs::exists(Path("out.vmsnap")));
+}
+
+TEST_F(ToolsCli, DiffOfAFileWithItselfIsIdentical) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  RunResult r = Run("diff --json " + Quote(a) + " " + Quote(a));
+  ASSERT_EQ(r.status, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["identical"], true);
+  EXPECT_EQ(j["differences"], json::array());
+  EXPECT_EQ(j["memory"]["differing_pages"], 0);
+  EXPECT_EQ(j["memory"]["ranges"], json::array());
+  r = Run("diff " + Quote(a) + " " + Quote(a));
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.out, "identical\n");
+}
+
+TEST_F(ToolsCli, DiffNamesTheRegisterAndThePages) {
+  Memory ma = BaseMemory();
+  Memory mb = BaseMemory();
+  mb.Fill(0x5000, 0x55);                        // zero in A
+  mb.Fill(0x6000, 0x66);                        // adjacent: one range
+  mb.At(0x81000)[100] ^= 1;                     // one byte of a stored page
+  mb.Fill(kHighBase + 0x3000, 0);               // stored in A, zero in B
+  std::string a = Path("a.vmsnap"), b = Path("b.vmsnap");
+  ASSERT_TRUE(Write(a, {}, ma).ok());
+  X86State sb;
+  sb.rip1 = 0x200004;
+  ASSERT_TRUE(Write(b, sb, mb).ok());
+  RunResult r = Run("diff --json " + Quote(a) + " " + Quote(b));
+  ASSERT_EQ(r.status, 1) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["identical"], false);
+  EXPECT_EQ(j["differences"], json::parse(R"([{"path":"vcpus[1].regs.rip","a":"0x200000","b":"0x200004"}])"));
+  EXPECT_EQ(j["memory"]["differing_pages"], 4);
+  EXPECT_EQ(j["memory"]["ranges"], json::parse(R"([{"start":"0x5000","end":"0x7000"},
+      {"start":"0x81000","end":"0x82000"},{"start":"0x100003000","end":"0x100004000"}])"));
+  r = Run("diff " + Quote(a) + " " + Quote(b));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("vcpus[1].regs.rip: 0x200000 -> 0x200004\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("memory: 4 page(s) differ in 3 range(s)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("0x5000-0x7000"), std::string::npos) << r.out;
+}
+
+TEST_F(ToolsCli, IgnoreVolatileSkipsTimeBasedState) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap"), b = Path("b.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  X86State later;
+  later.tsc = 5000000;     // TSC MSR and kvmclock moved on
+  later.tmcct = 0x80;      // LAPIC timer counted down
+  ASSERT_TRUE(Write(b, later, mem).ok());
+  RunResult r = Run("diff --json " + Quote(a) + " " + Quote(b));
+  ASSERT_EQ(r.status, 1) << r.err;
+  std::vector<std::string> paths;
+  json doc = json::parse(r.out);
+  for (const auto& d : doc["differences"]) paths.push_back(d["path"]);
+  EXPECT_EQ(paths, (std::vector<std::string>{
+                       "vcpus[0].lapic_decoded.timer_current_count", "vcpus[0].msrs.0x10",
+                       "vcpus[1].lapic_decoded.timer_current_count", "vcpus[1].msrs.0x10",
+                       "vm.clock.clock"}));
+  r = Run("diff --ignore-volatile " + Quote(a) + " " + Quote(b));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+}
+
+TEST_F(ToolsCli, ChainInspectVerifyAndFlatten) {
+  Memory base = BaseMemory();
+  std::string p = Path("base.vmsnap"), c = Path("child.vmsnap"), f = Path("flat.vmsnap");
+  auto pid = Write(p, {}, base);
+  ASSERT_TRUE(pid.ok()) << pid.status().message();
+  Memory now = base;
+  now.Fill(0x1000, 0);            // stored page becomes zero
+  now.Fill(0x2000, 0x77);         // zero page becomes stored
+  now.Fill(kHighBase + 0x20000, 0x99);
+  X86State st;
+  st.rip1 = 0x300000;
+  auto cid = Write(c, st, now, &p, &pid.value(), {0x1000, 0x2000, kHighBase + 0x20000});
+  ASSERT_TRUE(cid.ok()) << cid.status().message();
+
+  json j = InspectJson(c);
+  ASSERT_TRUE(j["parent"].is_object());
+  EXPECT_EQ(j["parent"]["path"], "base.vmsnap");
+  EXPECT_EQ(j["parent"]["depth"], 1);
+  ASSERT_EQ(j["chain"].size(), 2u);
+  EXPECT_EQ(j["chain"][0]["found"], true);
+  EXPECT_EQ(j["chain"][0]["matches"], true);
+  EXPECT_EQ(j["memory"]["present_pages"], 2);
+  EXPECT_EQ(j["memory"]["zero_pages"], 1);
+
+  RunResult r = Run("verify " + Quote(c));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("chain of 2 snapshots"), std::string::npos) << r.out;
+
+  r = Run("flatten " + Quote(c) + " -o " + Quote(f));
+  ASSERT_EQ(r.status, 0) << r.err;
+  json jf = InspectJson(f);
+  EXPECT_TRUE(jf["parent"].is_null());
+  EXPECT_EQ(jf["vcpus"][1]["regs"]["rip"], "0x300000");
+  EXPECT_EQ(Run("verify " + Quote(f)).status, 0);
+  r = Run("diff --json " + Quote(c) + " " + Quote(f));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  // And the memory is really the merged chain, not the leaf's pages alone.
+  r = Run("diff --json " + Quote(p) + " " + Quote(f));
+  EXPECT_EQ(r.status, 1);
+  json d = json::parse(r.out);
+  EXPECT_EQ(d["memory"]["differing_pages"], 3);
+
+  // A parent that changed under the child: inspect shows it, verify refuses.
+  Memory other = BaseMemory();
+  other.Fill(0x9000, 0x5a);
+  fs::remove(p);
+  ASSERT_TRUE(Write(p, {}, other).ok());
+  j = InspectJson(c);
+  EXPECT_EQ(j["chain"][0]["found"], true);
+  EXPECT_EQ(j["chain"][0]["matches"], false);
+  r = Run("verify " + Quote(c));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("not the recorded file"), std::string::npos) << r.err;
+  fs::remove(p);
+  j = InspectJson(c);
+  EXPECT_EQ(j["chain"][0]["found"], false);
+  r = Run("verify " + Quote(c));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
+}
+
+TEST_F(ToolsCli, HelpDescribesEachCommand) {
+  for (const char* cmd : {"inspect", "verify", "diff", "flatten"}) {
+    RunResult r = Run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.status, 0) << cmd;
+    EXPECT_NE(r.out.find("Exit status"), std::string::npos) << cmd << r.out;
+  }
+  RunResult r = Run("diff --help");
+  EXPECT_NE(r.out.find("end is exclusive"), std::string::npos);
+  EXPECT_NE(r.out.find("TSC_DEADLINE"), std::string::npos);
+}
+
+// The golden files of tests/golden (written by the first format version): the
+// good ones inspect and verify on every later version; each bad one fails with
+// exit 2 and a message naming what is wrong.
+TEST_F(ToolsCli, GoldenFiles) {
+  const std::string g = std::string(VMSNAP_GOLDEN_DIR) + "/";
+  if (!fs::exists(g + "x86_64.vmsnap")) GTEST_SKIP() << "no golden files in " << g;
+  struct Good {
+    const char* file;
+    const char* arch;
+  };
+  for (Good f : {Good{"x86_64.vmsnap", "x86_64"}, Good{"x86_64-child.vmsnap", "x86_64"},
+                 Good{"s390x.vmsnap", "s390x"}, Good{"ppc64.vmsnap", "ppc64"},
+                 Good{"newer-minor.vmsnap", nullptr}}) {
+    std::string p = g + f.file;
+    if (!fs::exists(p)) continue;
+    json j = InspectJson(p);
+    if (f.arch) EXPECT_EQ(j["arch"], f.arch) << p;
+    EXPECT_GT(j["vcpus"].size(), 0u) << p;
+    EXPECT_GT(j["memory"]["present_pages"].get<uint64_t>(), 0u) << p;
+    RunResult r = Run("verify " + Quote(p));
+    EXPECT_EQ(r.status, 0) << p << ": " << r.err;
+    EXPECT_NE(r.out.find(": ok ("), std::string::npos) << r.out;
+    EXPECT_EQ(Run("inspect " + Quote(p)).status, 0) << p;
+    EXPECT_EQ(Run("diff " + Quote(p) + " " + Quote(p)).status, 0) << p;
+  }
+  struct Bad {
+    const char* file;
+    const char* message;
+  };
+  for (Bad f : {Bad{"bad-chunk-checksum.vmsnap", "chunk 1 (gpa 0x8000-0xffff) at file offset 0x2000: checksum mismatch"},
+                Bad{"bad-magic.vmsnap", "bad magic"},
+                Bad{"bad-manifest-checksum.vmsnap", "manifest at file offset"},
+                Bad{"missing-parent.vmsnap", "is missing"},
+                Bad{"newer-major.vmsnap", "unsupported format version 2.0"},
+                Bad{"truncated.vmsnap", "footer"}}) {
+    std::string p = g + f.file;
+    if (!fs::exists(p)) continue;
+    RunResult r = Run("verify " + Quote(p));
+    EXPECT_EQ(r.status, 2) << p;
+    EXPECT_NE(r.err.find(f.message), std::string::npos) << p << ": " << r.err;
+    EXPECT_NE(r.err.find(f.file), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace vmsnap
