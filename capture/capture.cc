@@ -88,8 +88,8 @@ Result<CaptureResult> WriteSnapshot(const std::string& path, ArchCapturer& arch,
   MemorySource* source = options.memory ? options.memory : &full;
   VMSNAP_RETURN_IF_ERROR(source->Feed(sorted, *writer));
   auto stats = m.initSave();
-  stats.setLive(false);
-  stats.setRounds(1);
+  stats.setLive(options.live);
+  stats.setRounds(options.rounds);
   stats.setPauseNs(options.pause_ns);
   stats.setCompression(wopts.compression == schema::Compression::ZSTD
                            ? "zstd:" + std::to_string(wopts.zstd_level)

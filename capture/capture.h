@@ -45,6 +45,9 @@ struct CaptureOptions {
   MemorySource* memory = nullptr;  // nullptr: FullMemory
   // Filled by the caller when it knows (how long the vCPUs were paused).
   uint64_t pause_ns = 0;
+  // SaveStats of a live save (capture/dirty/live.h): memory copy rounds.
+  bool live = false;
+  uint32_t rounds = 1;
 };
 
 struct CaptureResult {

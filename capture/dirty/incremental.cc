@@ -115,4 +115,9 @@ Result<PageSet> VmDirtyTracking::TakeSinceLastSnapshot() {
   return out;
 }
 
+void VmDirtyTracking::GiveBack(const PageSet& pages) {
+  std::lock_guard lock(mu_);
+  since_last_.Merge(pages);
+}
+
 }  // namespace vmsnap::capture::dirty

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -80,6 +81,10 @@ class VmDirtyTracking {
   // At a snapshot point (vCPUs paused): Collect, then hand over and clear
   // the pages dirtied since the last snapshot point.
   Result<PageSet> TakeSinceLastSnapshot();
+
+  // A snapshot that took the pages failed: they are dirty since the last
+  // snapshot point again.
+  void GiveBack(const PageSet& pages);
 
   const std::optional<ParentInfo>& last_snapshot() const { return last_; }
   void set_last_snapshot(ParentInfo p) { last_ = std::move(p); }
