@@ -125,6 +125,7 @@ struct LazyPager::Impl {
   std::deque<size_t> hints;  // blocks after recent faults, most recent first
   bool stopping = false;
   bool done = false;
+  bool error_claimed = false;
   Status error;
 
   std::atomic<uint64_t> n_faults{0}, n_fault_fills{0}, n_background_fills{0}, n_zero{0},
@@ -134,18 +135,23 @@ struct LazyPager::Impl {
   std::thread handler;
   std::vector<std::thread> background;
 
+  // The callback runs before Wait() and first_error() see the error, so a
+  // caller woken by Wait() knows the VM has already been told to stop.
   void ReportError(const Status& s) {
-    bool first = false;
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (error.ok()) {
-        error = s;
-        first = true;
-      }
-      failed = true;
+      // Once the owner tears the pager down (the VM ended, memory is going
+      // away), failures of unfinished work are no longer the VM's errors.
+      if (stopping || error_claimed) return;
+      error_claimed = true;
+    }
+    failed = true;
+    if (opts.on_error) opts.on_error(s);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      error = s;
     }
     cv.notify_all();
-    if (first && opts.on_error) opts.on_error(s);
   }
 
   // UFFDIO_COPY of [dst, dst+len) from src. Pages that already exist (EEXIST)
@@ -196,7 +202,13 @@ struct LazyPager::Impl {
         Wake(page);
         return Status::Ok();
       }
-      if (unregistered.load()) return Status::Ok();  // raced with the end: the kernel woke it
+      if (unregistered.load()) {
+        // A fault queued while the regions were being unregistered (per-VMA
+        // locked faults can slip in after the kernel's own wake): wake it, it
+        // retries as an ordinary fault on what is now plain anonymous memory.
+        Wake(page);
+        return Status::Ok();
+      }
       return Status::FromErrno(e, "userfaultfd UFFDIO_ZEROPAGE at host address " +
                                       Hex(reinterpret_cast<uintptr_t>(page)));
     }
@@ -303,7 +315,7 @@ struct LazyPager::Impl {
       {
         std::unique_lock<std::mutex> lock(mu);
         if (stopping) break;
-        if (!hints.empty()) {
+        if (!hints.empty() && opts.background) {
           i = hints.front();
           hints.pop_front();
         } else {
@@ -423,6 +435,10 @@ Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,
 
   unsigned bg = impl->opts.background_threads;
   if (bg == 0) bg = std::max(1u, std::thread::hardware_concurrency() - 1);
+  if (!impl->opts.background) {
+    bg = 1;  // only the finisher, which fills nothing
+    impl->sweep = impl->grid.count();
+  }
   Impl* p = impl.get();
   std::unique_ptr<LazyPager> pager(new LazyPager(std::move(impl)));
   p->handler = std::thread([p] { p->HandlerLoop(); });

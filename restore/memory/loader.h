@@ -54,6 +54,8 @@ Status LoadEager(const SnapshotChain& chain, std::span<const GuestRegion> region
 
 struct LazyOptions {
   unsigned background_threads = 0;  // 0 = max(1, cores - 1): leave a core to the vCPUs
+  // false: fill only on faults (demand paging alone; for tests and measurements).
+  bool background = true;
   // Called once, from a pager thread, with the first error (a chunk that fails
   // its checksum or does not decode, a failed userfaultfd call). The VMM must
   // stop the VM here: a thread that faulted on a page of a block that failed

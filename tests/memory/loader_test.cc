@@ -22,6 +22,7 @@
 #include "format/reader.h"
 #include "format/writer.h"
 #include "restore/memory/loader.h"
+#include "restore/memory/vmm_loader.h"
 
 namespace vmsnap::memory {
 namespace {
@@ -314,17 +315,28 @@ TEST_F(Loader, LazyEveryTouchedPageIsTheSavedPage) {
   }
 }
 
-TEST_F(Loader, LazyFaultsAreServedBeforeTheBackgroundGetsThere) {
+TEST_F(Loader, LazyFaultFillsOnlyItsBlockWithoutBackground) {
   if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
   SnapshotChain chain = Open("z.vmsnap");
   GuestMemory mem(regs_);
-  auto pager = LazyPager::Start(chain, mem.regions());
+  LazyOptions o;
+  o.background = false;
+  auto pager = LazyPager::Start(chain, mem.regions(), o);
   ASSERT_TRUE(pager.ok()) << pager.status().message();
-  // The last page of the highest region: the low-first sweep reaches it last.
+  // The last page of the highest region.
   const uint64_t p = 999;
   EXPECT_EQ(std::memcmp(mem.host(2) + p * kPage, regs_[2].data.data() + p * kPage, kPage), 0);
+  LazyStats st = pager.value()->stats();
+  EXPECT_GE(st.faults, 1u);
+  EXPECT_EQ(st.fault_fills, 1u);
+  EXPECT_EQ(st.background_fills, 0u);
+  EXPECT_FALSE(pager.value()->done());
+  // Touching everything completes the load through faults alone.
+  EXPECT_EQ(TouchAndCompare(mem, regs_, 3), 0u);
   ASSERT_TRUE(pager.value()->Wait().ok());
-  EXPECT_GE(pager.value()->stats().faults, 1u);
+  st = pager.value()->stats();
+  EXPECT_EQ(st.fault_fills, 30u);
+  EXPECT_EQ(st.background_fills, 0u);
 }
 
 TEST_F(Loader, EagerAndLazyGiveIdenticalMemory) {
@@ -422,6 +434,35 @@ TEST_F(Loader, CopyOnWriteMappingOfAnUncompressedSnapshot) {
   SnapshotChain z = Open("z.vmsnap");
   GuestMemory mem2(regs_);
   EXPECT_EQ(MapCopyOnWrite(z, mem2.regions()).code(), Code::kUnsupported);
+}
+
+// The VMM's seam: the lazy loader outlives the VMM's own chain object.
+TEST_F(Loader, VmmLazyLoaderKeepsItsOwnChainAndServesAfterTheCallersChainIsGone) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  GuestMemory mem(chain_state_);
+  std::vector<kvm::GuestRegion> views;
+  for (const GuestRegion& r : mem.regions()) {
+    kvm::GuestRegion v;
+    v.host = r.host;
+    v.gpa = r.gpa;
+    v.size = r.size;
+    views.push_back(v);
+  }
+  LazyLoader loader;
+  {
+    SnapshotChain chain = Open("c2.vmsnap");
+    ASSERT_TRUE(loader.Load(chain, views).ok());
+  }
+  EXPECT_EQ(TouchAndCompare(mem, chain_state_, 2), 0u);
+  ASSERT_TRUE(loader.pager()->Wait().ok());
+  loader.Stop();
+
+  GuestMemory mem2(chain_state_);
+  ParallelEagerLoader eager;
+  SnapshotChain chain = Open("c2.vmsnap");
+  for (size_t i = 0; i < views.size(); ++i) views[i].host = mem2.host(i);
+  ASSERT_TRUE(eager.Load(chain, views).ok());
+  EXPECT_EQ(CountDifferentPages(mem2, chain_state_), 0u);
 }
 
 }  // namespace

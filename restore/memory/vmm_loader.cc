@@ -1,0 +1,41 @@
+// restore::MemoryLoader adapters over LoadEager and LazyPager.
+#include "restore/memory/vmm_loader.h"
+
+#include "format/layout.h"
+
+namespace vmsnap::memory {
+
+std::vector<GuestRegion> ToGuestRegions(std::span<const kvm::GuestRegion> regions) {
+  std::vector<GuestRegion> out;
+  out.reserve(regions.size());
+  for (const kvm::GuestRegion& r : regions) out.push_back(GuestRegion{r.host, r.gpa, r.size});
+  return out;
+}
+
+Status ParallelEagerLoader::Load(const SnapshotChain& chain,
+                                 std::span<const kvm::GuestRegion> regions) {
+  return LoadEager(chain, ToGuestRegions(regions), options_);
+}
+
+Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) {
+  Stop();
+  auto own = SnapshotChain::Open(chain.leaf().path());
+  if (!own.ok()) return own.status();
+  if (own.value().leaf().id() != chain.leaf().id() ||
+      own.value().layers().size() != chain.layers().size()) {
+    return Status::Corruption("snapshot " + chain.leaf().path() +
+                              " changed while it was being loaded (snapshot id " +
+                              layout::IdToHex(own.value().leaf().id()) + ", expected " +
+                              layout::IdToHex(chain.leaf().id()) + ")");
+  }
+  chain_.emplace(std::move(own).value());
+  auto pager = LazyPager::Start(*chain_, ToGuestRegions(regions), options_);
+  if (!pager.ok()) {
+    chain_.reset();
+    return pager.status();
+  }
+  pager_ = std::move(pager).value();
+  return Status::Ok();
+}
+
+}  // namespace vmsnap::memory

@@ -1,0 +1,51 @@
+// The memory loaders behind the VMM's restore::MemoryLoader seam, for
+// `vmsnap load --memory eager|lazy`.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "format/chain.h"
+#include "restore/memory/loader.h"
+#include "restore/restore.h"
+
+namespace vmsnap::memory {
+
+std::vector<GuestRegion> ToGuestRegions(std::span<const kvm::GuestRegion> regions);
+
+// All cores decode into guest memory before the vCPUs start.
+class ParallelEagerLoader final : public restore::MemoryLoader {
+ public:
+  explicit ParallelEagerLoader(EagerOptions options = {}) : options_(std::move(options)) {}
+  Status Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) override;
+
+ private:
+  EagerOptions options_;
+};
+
+// Registers guest memory with userfaultfd and returns at once; the pager runs
+// until every page is in, or until Stop(). The VMM's chain is not kept past
+// Load(), so the loader opens its own copy of the same snapshot (checked to
+// be the same file by snapshot id). Keep the loader alive while the VM runs
+// and call Stop() before guest memory is unmapped.
+class LazyLoader final : public restore::MemoryLoader {
+ public:
+  explicit LazyLoader(LazyOptions options = {}) : options_(std::move(options)) {}
+  ~LazyLoader() override { Stop(); }
+  Status Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) override;
+  // Stops the pager's threads (pages never filled are poisoned, see LazyPager).
+  void Stop() {
+    pager_.reset();
+    chain_.reset();
+  }
+  LazyPager* pager() { return pager_.get(); }
+
+ private:
+  LazyOptions options_;
+  std::optional<SnapshotChain> chain_;
+  std::unique_ptr<LazyPager> pager_;
+};
+
+}  // namespace vmsnap::memory
