@@ -190,7 +190,10 @@ class WriterImpl final : public SnapshotWriter {
     }
     have_last_ = true;
     last_end_ = gpa + len;
-    added_bytes_ += len;
+    {
+      std::lock_guard<std::mutex> lk(mu_);  // the I/O thread reads it for progress
+      added_bytes_ += len;
+    }
 
     const uint64_t total_pages = len / ps;
     for (uint64_t first = 0; first < total_pages; first += opts_.chunk_pages) {
