@@ -25,8 +25,11 @@ void RegisterSave(CLI::App& app, int* exit_code) {
   sub->add_option("--control", args->control, "the VMM's control socket")->required();
   sub->add_option("OUTPUT", args->output, "snapshot file to write")->required();
   sub->add_flag("--stop", args->stop, "end the VM after saving");
-  sub->add_option("--parent", args->parent, "incremental snapshot on top of PARENT (not supported yet)");
-  sub->add_flag("--live", args->live, "copy memory while the guest runs (not supported yet)");
+  sub->add_option("--parent", args->parent,
+                  "incremental snapshot on top of PARENT, which must be the VM's last snapshot (or the one it "
+                  "was loaded from): only pages dirtied since are stored");
+  sub->add_flag("--live", args->live,
+                "copy memory while the guest runs, in rounds, then pause it briefly for the last round");
   sub->callback([args, exit_code] {
     // The VMM may run in another directory: send it an absolute path.
     std::error_code ec;
@@ -48,6 +51,10 @@ void RegisterSave(CLI::App& app, int* exit_code) {
     }
     std::printf("saved %s (%llu bytes)%s\n", reply->value("path", out).c_str(),
                 static_cast<unsigned long long>(reply->value("bytes", 0ull)), args->stop ? "; VM stopped" : "");
+    if (args->live) {
+      std::printf("live: %u rounds, paused %.3f ms\n", reply->value("rounds", 0u),
+                  static_cast<double>(reply->value("pause_ns", 0ull)) / 1e6);
+    }
     *exit_code = kExitOk;
   });
 }

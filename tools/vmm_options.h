@@ -24,17 +24,18 @@ inline void AddVmmFlags(CLI::App* sub, VmmFlags& f) {
   sub->add_option("--control", f.control, "control socket for `vmsnap save` (created mode 0600)");
   auto* door = sub->add_option("--snapshot-on-doorbell", f.doorbell,
                                "save a snapshot here at each doorbell; {n} is replaced by its number from 1");
-  sub->add_flag("--incremental", f.incremental, "doorbell snapshots after the first store only dirtied pages "
-                                                "(not supported yet)")
+  sub->add_flag("--incremental", f.incremental,
+                "each doorbell snapshot after the first (after load: every one) names the previous one as "
+                "parent and stores only the pages dirtied since")
       ->needs(door);
 }
 
 inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
-  if (f.incremental) return Status::Unsupported("--incremental is not supported yet");
   vmm::VmmOptions o;
   o.serial = f.serial;
   o.control_socket = f.control;
   o.doorbell_snapshot = f.doorbell;
+  o.incremental = f.incremental;
   o.tool_version = VMSNAP_VERSION;
   return o;
 }

@@ -89,18 +89,25 @@ Status Vmm::Init(const VmmOptions& options) {
   VMSNAP_ASSIGN_OR_RETURN(system_, kvm::System::Open(device));
   VMSNAP_ASSIGN_OR_RETURN(vm_, system_->CreateVm());
   vm_ops_ = std::make_unique<kvm::x86::RealVmOps>(vm_.get());
+  // The dirty ring can only be enabled before any vCPU exists.
+  if (options_.dirty_tracking != capture::dirty::Mode::kOff) {
+    VMSNAP_ASSIGN_OR_RETURN(dirty_, capture::dirty::VmDirtyTracking::Prepare(vm_->fd(), options_.dirty_tracking));
+  }
   return Status::Ok();
 }
 
 Status Vmm::CreateVm(const kvm::x86::VmConfig& config) {
   vm_config_ = config;
   VMSNAP_RETURN_IF_ERROR(restore::x86::ApplyVmConfig(*vm_ops_, config));
-  return memory_->Register(*vm_);
+  VMSNAP_RETURN_IF_ERROR(memory_->Register(*vm_));
+  if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->SetRegions(memory_->views()));
+  return Status::Ok();
 }
 
 Status Vmm::CreateVcpus(int count) {
   for (int i = 0; i < count; ++i) {
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<kvm::Vcpu> v, vm_->CreateVcpu(i));
+    if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->AttachVcpu(v->fd(), i));
     vcpu_ops_.push_back(std::make_unique<kvm::x86::RealVcpuOps>(v.get()));
     vcpus_.push_back(std::move(v));
   }
@@ -190,6 +197,11 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
   std::vector<kvm::x86::VcpuOps*> ops;
   for (auto& o : vmm->vcpu_ops_) ops.push_back(o.get());
   VMSNAP_RETURN_IF_ERROR(restore::x86::RestoreState(*vmm->vm_ops_, ops, m));
+  // The restored memory is SNAPSHOT's: incremental snapshots build on it.
+  if (vmm->dirty_) {
+    VMSNAP_ASSIGN_OR_RETURN(capture::dirty::ParentInfo loaded, capture::dirty::ReadParentInfo(snapshot));
+    vmm->dirty_->set_last_snapshot(loaded);
+  }
   return vmm;
 }
 
@@ -300,6 +312,16 @@ bool Vmm::HandleExit(size_t i) {
     case KVM_EXIT_HLT:
     case KVM_EXIT_INTR:
       return true;
+    case KVM_EXIT_DIRTY_RING_FULL:
+      // Harvest and reset the rings, then re-enter (docs/checkpoint-cycles.md).
+      if (dirty_) {
+        Status s = dirty_->tracker().HandleRingFull(static_cast<int>(i));
+        if (!s.ok()) {
+          Stop(std::nullopt, s);
+          return false;
+        }
+      }
+      return true;
     case KVM_EXIT_SHUTDOWN:
       Stop(std::nullopt, Status::Guest("guest shut down (triple fault)" + v.where()));
       return false;
@@ -362,13 +384,14 @@ void Vmm::VcpuLoop(size_t i) {
   }
 }
 
-Result<capture::CaptureResult> Vmm::CaptureNow(const std::string& path, uint64_t pause_ns) {
+Result<capture::CaptureResult> Vmm::CaptureNow(const std::string& path, uint64_t pause_ns,
+                                               const capture::dirty::SnapshotPlan& plan) {
   if (pause_hook_) VMSNAP_RETURN_IF_ERROR(pause_hook_(*memory_));
   capture::CaptureOptions opts;
   opts.tool_version = options_.tool_version;
   opts.pause_ns = pause_ns;
   std::vector<kvm::GuestRegion> views = memory_->views();
-  return capture::WriteSnapshot(path, *capturer_, views, opts);
+  return capture::dirty::SavePaused(dirty_.get(), *capturer_, views, path, plan, opts);
 }
 
 Result<capture::CaptureResult> Vmm::Save(const std::string& path) {
@@ -388,6 +411,40 @@ Result<capture::CaptureResult> Vmm::Save(const std::string& path) {
   return r;
 }
 
+Result<capture::CaptureResult> Vmm::Save(const SaveRequest& request, capture::dirty::LiveStats* live_stats) {
+  capture::dirty::SnapshotPlan plan;
+  if (!request.parent.empty()) {
+    plan.parent = capture::dirty::ParentMode::kExplicit;
+    plan.parent_path = request.parent;
+  }
+  if (!request.live || threads_.empty()) {
+    if (plan.parent == capture::dirty::ParentMode::kFull) return Save(request.path);
+    if (threads_.empty()) return CaptureNow(request.path, 0, plan);
+    uint64_t t0 = NowNs();
+    RequestPause();
+    WaitPaused();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (stop_) {
+        --pause_depth_;
+        return Status::Internal("the VM stopped before it could be paused");
+      }
+    }
+    auto r = CaptureNow(request.path, NowNs() - t0, plan);
+    Resume();
+    return r;
+  }
+  capture::CaptureOptions opts;
+  opts.tool_version = options_.tool_version;
+  capture::dirty::LivePause vm{[this] {
+                                 RequestPause();
+                                 WaitPaused();
+                               },
+                               [this] { Resume(); }};
+  return capture::dirty::SaveLive(dirty_.get(), *capturer_, request.path, plan, opts, vm,
+                                  capture::dirty::LiveOptions{}, live_stats);
+}
+
 Status Vmm::HandleDoorbell() {
   // The ringing vCPU already requested the pause (HandleExit).
   uint64_t t0 = NowNs();
@@ -400,7 +457,9 @@ Status Vmm::HandleDoorbell() {
   Status s;
   if (!options_.doorbell_snapshot.empty()) {
     std::string path = Numbered(options_.doorbell_snapshot, doorbell_seq_);
-    auto r = CaptureNow(path, NowNs() - t0);
+    capture::dirty::SnapshotPlan plan;
+    if (options_.incremental) plan.parent = capture::dirty::ParentMode::kAuto;
+    auto r = CaptureNow(path, NowNs() - t0, plan);
     if (!r.ok()) s = r.status().Context("snapshot on doorbell " + std::to_string(doorbell_seq_));
   }
   Resume();
@@ -426,14 +485,20 @@ void Vmm::HandleControlClient(int fd) {
   }
   if (cmd != "save") return reply_error("unknown command \"" + cmd + "\"");
   if (!req.contains("path") || !req["path"].is_string()) return reply_error("save: missing \"path\"");
-  if (req.value("live", false)) return reply_error("save --live is not supported yet");
-  if (req.contains("parent") && !req["parent"].is_null()) return reply_error("save --parent is not supported yet");
+  SaveRequest sreq;
+  sreq.path = req["path"].get<std::string>();
+  if (req.contains("parent") && req["parent"].is_string()) sreq.parent = req["parent"].get<std::string>();
+  sreq.live = req.value("live", false);
   bool stop = req.value("stop", false);
-  auto r = Save(req["path"].get<std::string>());
+  capture::dirty::LiveStats live_stats;
+  auto r = Save(sreq, &live_stats);
   if (!r.ok()) return reply_error(r.status().message());
-  (void)WriteLine(fd, nlohmann::json{{"ok", true}, {"path", r->path}, {"bytes", r->file_size},
-                                     {"id", layout::IdToHex(r->id)}}
-                          .dump());
+  nlohmann::json reply{{"ok", true}, {"path", r->path}, {"bytes", r->file_size}, {"id", layout::IdToHex(r->id)}};
+  if (sreq.live) {
+    reply["rounds"] = live_stats.rounds;
+    reply["pause_ns"] = live_stats.pause_ns;
+  }
+  (void)WriteLine(fd, reply.dump());
   if (stop) Stop(0, Status::Ok());
 }
 
@@ -442,6 +507,8 @@ Result<int> Vmm::Run() {
   if (!options_.control_socket.empty()) {
     VMSNAP_ASSIGN_OR_RETURN(listen_fd, ListenControl(options_.control_socket));
   }
+  // Memory as it is now is the base of the first incremental snapshot.
+  if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->Start());
   {
     // Threads start under the lock, so a kick never sees a half-built list.
     std::lock_guard<std::mutex> lk(mu_);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "capture/capture.h"
+#include "capture/dirty/snapshot.h"
 #include "capture/x86_64/x86_capture.h"
 #include "format/status.h"
 #include "kvm/kvm.h"
@@ -33,6 +34,19 @@ struct VmmOptions {
   std::string doorbell_snapshot;       // empty: the doorbell only pauses; "{n}" numbered from 1
   std::string kvm_device;              // empty: kvm::DevicePath()
   std::string tool_version = "unknown";
+  // Dirty tracking (docs/checkpoint-cycles.md): kOff, or nullopt for the
+  // ring when the host has it, else the bitmap.
+  std::optional<capture::dirty::Mode> dirty_tracking;
+  // Doorbell snapshots after the process's first (after `load`: all of them)
+  // are incremental on the previous one.
+  bool incremental = false;
+};
+
+// A `save` over the control socket.
+struct SaveRequest {
+  std::string path;
+  std::string parent;  // non-empty: incremental on this snapshot (the VM's last)
+  bool live = false;   // copy memory while the guest runs
 };
 
 struct BootConfig {
@@ -64,6 +78,8 @@ class Vmm {
   // Writes a snapshot to `path`. While Run() is active this pauses every vCPU
   // consistently and resumes them afterwards; otherwise it captures directly.
   Result<capture::CaptureResult> Save(const std::string& path);
+  // Save with a parent and/or live; `live_stats` (may be null) gets the rounds.
+  Result<capture::CaptureResult> Save(const SaveRequest& request, capture::dirty::LiveStats* live_stats);
 
   // The pause primitive. RequestPause() kicks every vCPU out of KVM_RUN
   // (signal + immediate_exit); WaitPaused() returns once each has completed
@@ -92,7 +108,8 @@ class Vmm {
   void Notify();
   Status HandleDoorbell();
   void HandleControlClient(int fd);
-  Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns);
+  Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
+                                            const capture::dirty::SnapshotPlan& plan = {});
   void SerialWrite(const uint8_t* data, size_t len);
 
   VmmOptions options_;
@@ -105,6 +122,7 @@ class Vmm {
   std::vector<std::unique_ptr<kvm::x86::RealVcpuOps>> vcpu_ops_;
   std::unique_ptr<capture::x86::X86Capturer> capturer_;
   PauseHook pause_hook_;
+  std::unique_ptr<capture::dirty::VmDirtyTracking> dirty_;  // null: tracking off
 
   FILE* serial_ = nullptr;
   bool own_serial_ = false;
