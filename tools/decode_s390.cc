@@ -5,7 +5,9 @@
 // keeps the bits `(pgste >> 24) & 0x43`): bits 0-1 (value & 3) are the ESSA
 // usage state -- 0 stable, 1 unused, 2 potentially volatile, 3 volatile -- and
 // 0x40 is the "no DAT" flag (ESSA_SET_STABLE_NODAT). Unused and volatile pages
-// may be discarded by the host and then read as zero to the guest.
+// may be discarded by the host and then read as zero to the guest. The kernel
+// never reports other bits; a value with any is counted under "other_bits"
+// and its run shows them, rather than being silently folded into a state.
 //
 // Storage keys (z/Architecture Principles of Operation, "Storage Key"): a 7-bit
 // key per 4 KiB frame, held in a byte with the bits numbered 0-7 from the most
@@ -25,16 +27,17 @@ using json = nlohmann::ordered_json;
 
 const char* const kCmmaStates[] = {"stable", "unused", "potentially_volatile", "volatile"};
 constexpr uint8_t kCmmaNodat = 0x40;
+constexpr uint8_t kCmmaKnownBits = 0x43;
 }  // namespace
 
 json DecodeCmma(capnp::List<schema::s390::CmmaRun>::Reader runs) {
   std::array<uint64_t, 4> counts{};
-  uint64_t nodat = 0, pages = 0;
+  uint64_t nodat = 0, pages = 0, other = 0;
   json out_runs = json::array();
   // A run of the output: consecutive gfns with the same state and nodat flag.
   bool open = false;
   uint64_t run_start = 0, run_len = 0;
-  uint8_t run_state = 0;
+  uint8_t run_state = 0, run_other = 0;
   bool run_nodat = false;
   auto flush = [&] {
     if (!open) return;
@@ -43,6 +46,7 @@ json DecodeCmma(capnp::List<schema::s390::CmmaRun>::Reader runs) {
     r["pages"] = run_len;
     r["state"] = kCmmaStates[run_state];
     r["nodat"] = run_nodat;
+    if (run_other) r["other_bits"] = Hex(run_other);
     out_runs.push_back(std::move(r));
     open = false;
   };
@@ -52,10 +56,13 @@ json DecodeCmma(capnp::List<schema::s390::CmmaRun>::Reader runs) {
     for (size_t i = 0; i < values.size(); i++, gfn++) {
       uint8_t state = values[i] & 3;
       bool nd = (values[i] & kCmmaNodat) != 0;
+      uint8_t ob = values[i] & uint8_t(~kCmmaKnownBits);
       counts[state]++;
       nodat += nd;
+      other += ob != 0;
       pages++;
-      if (open && gfn == run_start + run_len && state == run_state && nd == run_nodat) {
+      if (open && gfn == run_start + run_len && state == run_state && nd == run_nodat &&
+          ob == run_other) {
         run_len++;
         continue;
       }
@@ -65,6 +72,7 @@ json DecodeCmma(capnp::List<schema::s390::CmmaRun>::Reader runs) {
       run_len = 1;
       run_state = state;
       run_nodat = nd;
+      run_other = ob;
     }
   }
   flush();
@@ -73,6 +81,7 @@ json DecodeCmma(capnp::List<schema::s390::CmmaRun>::Reader runs) {
   json c = json::object();
   for (int s = 0; s < 4; s++) c[kCmmaStates[s]] = counts[s];
   c["nodat"] = nodat;
+  c["other_bits"] = other;
   j["counts"] = std::move(c);
   j["runs"] = std::move(out_runs);
   return j;

@@ -206,12 +206,6 @@ Result<layout::SnapshotId> Write(const std::string& path, const X86State& st, Me
   return w->id();
 }
 
-std::string WriteOrDie(ToolsCli* t, const std::string& path, const X86State& st, Memory& mem) {
-  auto r = Write(path, st, mem);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  return path;
-}
-
 TEST_F(ToolsCli, InspectJsonHasTheContractKeysAndDecodedRegisters) {
   Memory mem = BaseMemory();
   std::string a = Path("a.vmsnap");
@@ -360,7 +354,9 @@ TEST_F(ToolsCli, VerifyRejectsEveryCorruption) {
     EXPECT_EQ(r.out, "") << c.what;
     EXPECT_NE(r.err.find(bad), std::string::npos) << c.what << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.what << ": " << r.err;
-    if (!c.expect.empty()) EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.what << ": " << r.err;
+    if (!c.expect.empty()) {
+      EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.what << ": " << r.err;
+    }
     // inspect and diff stay well-behaved on the same input.
     RunResult i = Run("inspect --json " + Quote(bad));
     EXPECT_TRUE(i.status == 0 || i.status == 2) << c.what << ": " << i.err;
@@ -539,7 +535,9 @@ TEST_F(ToolsCli, GoldenFiles) {
     std::string p = g + f.file;
     if (!fs::exists(p)) continue;
     json j = InspectJson(p);
-    if (f.arch) EXPECT_EQ(j["arch"], f.arch) << p;
+    if (f.arch) {
+      EXPECT_EQ(j["arch"], f.arch) << p;
+    }
     EXPECT_GT(j["vcpus"].size(), 0u) << p;
     EXPECT_GT(j["memory"]["present_pages"].get<uint64_t>(), 0u) << p;
     RunResult r = Run("verify " + Quote(p));
@@ -548,6 +546,69 @@ TEST_F(ToolsCli, GoldenFiles) {
     EXPECT_EQ(Run("inspect " + Quote(p)).status, 0) << p;
     EXPECT_EQ(Run("diff " + Quote(p) + " " + Quote(p)).status, 0) << p;
   }
+  // Values the golden README documents, as inspect --json shows them.
+  json x = InspectJson(g + "x86_64.vmsnap");
+  EXPECT_EQ(x["id"], "696083639facf1d9f29520e6aac356a4");
+  EXPECT_EQ(x["vcpus"][0]["mp_state"], "RUNNABLE");
+  EXPECT_EQ(x["vcpus"][1]["mp_state"], "HALTED");
+  EXPECT_EQ(x["vcpus"][0]["regs"]["rip"], "0x100000");
+  EXPECT_EQ(x["vcpus"][1]["regs"]["rip"], "0x100010");
+  EXPECT_EQ(x["vcpus"][0]["sregs"]["efer"], "0xd01");
+  EXPECT_EQ(x["vcpus"][1]["debugregs"]["dr7"], "0x40d");
+  EXPECT_EQ(x["vcpus"][0]["msrs"]["0xc0000082"], "0xffffffff81c00080");
+  EXPECT_EQ(x["vcpus"][1]["msrs"]["0xc0000103"], "0x1");
+  EXPECT_EQ(x["vcpus"][0]["xsave_decoded"]["fcw"], "0x37f");
+  EXPECT_EQ(x["vcpus"][0]["xsave_decoded"]["st0"], "0x3fff8000000000000000");  // 1.0
+  EXPECT_EQ(x["vcpus"][0]["xsave_decoded"]["st1"], "0xc000a000000000000000");  // -2.5
+  EXPECT_EQ(x["vcpus"][1]["lapic_decoded"]["id"], "0x1000000");
+  EXPECT_EQ(x["vcpus"][0]["lapic_decoded"]["isr"], json::array({0x21}));
+  EXPECT_EQ(x["vcpus"][0]["lapic_decoded"]["irr"], json::array({0x23}));
+  EXPECT_EQ(x["vcpus"][1]["events"]["exception"]["nr"], "0xe");
+  EXPECT_EQ(x["memory"]["present_pages"], 10);
+  EXPECT_EQ(x["memory"]["zero_pages"], 70);
+  EXPECT_EQ(x["memory"]["stored_bytes"], 8352);
+  EXPECT_EQ(x["memory"]["size"], 327680);
+  json c = InspectJson(g + "x86_64-child.vmsnap");
+  EXPECT_EQ(c["parent"]["id"], "696083639facf1d9f29520e6aac356a4");
+  EXPECT_EQ(c["memory"]["present_pages"], 2);
+  EXPECT_EQ(c["memory"]["zero_pages"], 1);
+  EXPECT_EQ(c["memory"]["absent_pages"], 77);
+  {
+    // The child against its parent: the two rips and the three pages it defines.
+    RunResult r = Run("diff --json " + Quote(g + "x86_64.vmsnap") + " " + Quote(g + "x86_64-child.vmsnap"));
+    EXPECT_EQ(r.status, 1) << r.err;
+    json d = json::parse(r.out);
+    // The child was written without the parent's device record.
+    ASSERT_EQ(d["differences"].size(), 3u) << d.dump();
+    EXPECT_EQ(d["differences"][0]["path"], "vcpus[0].regs.rip");
+    EXPECT_EQ(d["differences"][1]["path"], "vcpus[1].regs.rip");
+    EXPECT_EQ(d["differences"][1]["b"], "0x100210");
+    EXPECT_EQ(d["differences"][2]["path"], "devices[0]");
+    EXPECT_TRUE(d["differences"][2]["b"].is_null());
+    EXPECT_EQ(d["memory"]["differing_pages"], 3);
+  }
+  json s = InspectJson(g + "s390x.vmsnap");
+  EXPECT_EQ(s["vcpus"][0]["mp_state"], "OPERATING");
+  // The golden file stores 4 for vCPU 1, after the schema comment "STOPPED (4)";
+  // in include/uapi/linux/kvm.h 4 is SIPI_RECEIVED and STOPPED is 5.
+  EXPECT_EQ(s["vcpus"][1]["mp_state"], "SIPI_RECEIVED");
+  EXPECT_EQ(s["vm"]["cmma_decoded"]["counts"]["unused"], 6);
+  EXPECT_EQ(s["vm"]["cmma_decoded"]["counts"]["potentially_volatile"], 1);
+  EXPECT_EQ(s["vm"]["cmma_decoded"]["counts"]["volatile"], 1);
+  EXPECT_EQ(s["vm"]["skeys_decoded"]["referenced"], 16);
+  EXPECT_EQ(s["vm"]["skeys_decoded"]["runs"][3]["access_key"], 3);
+  EXPECT_EQ(s["vm"]["skeys_decoded"]["runs"][3]["changed"], true);
+  json pp = InspectJson(g + "ppc64.vmsnap");
+  EXPECT_EQ(pp["memory"]["page_size"], 65536);
+  const json& e = pp["vm"]["htab"]["entries"];
+  ASSERT_EQ(e.size(), 3u);
+  EXPECT_EQ(e[0]["bolted"], true);
+  EXPECT_EQ(e[1]["index"], 8);
+  EXPECT_EQ(e[1]["bolted"], false);
+  EXPECT_EQ(e[1]["valid"], true);
+  EXPECT_EQ(e[2]["index"], 4095);
+  EXPECT_EQ(e[2]["pp"], "0x3");
+
   struct Bad {
     const char* file;
     const char* message;
