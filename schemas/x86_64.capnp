@@ -207,7 +207,7 @@ struct PitChannel {
 # struct kvm_clock_data
 struct Clock {
   clock @0 :UInt64 $Common.volatile;
-  flags @1 :UInt32;
+  flags @1 :UInt32 $Common.volatile;   # KVM_CLOCK_* describe the host clocksource at capture time
   realtime @2 :UInt64 $Common.volatile;
   hostTsc @3 :UInt64 $Common.volatile;
 }

@@ -15,7 +15,7 @@ cpu0:   PUTS hello
         cmpl $1, armed(%rip)
         jne 1b
         # Let vCPU 1 reach its hlt.
-        mov $200000, %rcx
+        mov $2000, %rcx
 2:      pause
         dec %rcx
         jnz 2b
