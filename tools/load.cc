@@ -5,6 +5,13 @@
 #include "tools/command.h"
 
 #if defined(VMSNAP_HAVE_X86_KVM)
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+
+#include "restore/memory/vmm_loader.h"
+#include "tools/progress.h"
 #include "tools/vmm_options.h"
 #include "vmm/vmm.h"
 
@@ -15,27 +22,65 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
   struct Args {
     std::string snapshot;
     VmmFlags vmm;
-    std::string memory = "eager";
+    std::string memory = "lazy";
   };
   auto args = std::make_shared<Args>();
   sub->add_option("SNAPSHOT", args->snapshot, "snapshot file (.vmsnap)")->required();
   AddVmmFlags(sub, args->vmm);
-  sub->add_option("--memory", args->memory, "eager: copy memory in before running (default); lazy: falls back "
-                                            "to eager for now")
+  sub->add_option("--memory", args->memory,
+                  "lazy (default): start the vCPUs at once and page memory in on demand "
+                  "(userfaultfd) while background threads fill the rest; eager: decode all "
+                  "memory on every core before the vCPUs start")
       ->check(CLI::IsMember({"eager", "lazy"}));
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap load: %s\n", msg.c_str());
       *exit_code = kExitVmmFailed;
     };
-    if (args->memory == "lazy") {
-      std::fprintf(stderr, "vmsnap load: --memory lazy is not supported yet; loading memory eagerly\n");
-    }
     auto options = ToVmmOptions(args->vmm);
     if (!options.ok()) return fail(options.status().message());
-    auto machine = vmm::Vmm::Restore(args->snapshot, *options);
+
+    std::unique_ptr<restore::MemoryLoader> loader;
+    memory::LazyLoader* lazy = nullptr;
+    // While Restore runs, a pager error is only recorded (Restore's own error,
+    // if any, explains more); once the VM runs, a chunk that fails its
+    // checksum ends the process: a vCPU blocked on that page cannot be
+    // interrupted, and it must never be handed a wrong page.
+    auto vm_running = std::make_shared<std::atomic<bool>>(false);
+    std::unique_ptr<tools::ProgressBar> bar;
+    if (args->memory == "lazy") {
+      memory::LazyOptions lo;
+      lo.on_error = [vm_running](const Status& s) {
+        if (!vm_running->load()) return;
+        std::fprintf(stderr, "vmsnap load: stopping the VM: %s\n", s.message().c_str());
+        std::fflush(stderr);
+        ::_exit(kExitVmmFailed);
+      };
+      auto l = std::make_unique<memory::LazyLoader>(std::move(lo));
+      lazy = l.get();
+      loader = std::move(l);
+    } else {
+      memory::EagerOptions eo;
+      eo.progress = [&bar](uint64_t done, uint64_t total) {
+        if (!bar) bar = std::make_unique<tools::ProgressBar>("loading memory", total);
+        bar->Update(done);
+      };
+      loader = std::make_unique<memory::ParallelEagerLoader>(std::move(eo));
+    }
+    auto machine = vmm::Vmm::Restore(args->snapshot, *options, loader.get());
+    if (bar) bar->Finish();
     if (!machine.ok()) return fail(machine.status().message());
+    if (lazy != nullptr) {
+      vm_running->store(true);
+      if (lazy->pager()) {
+        Status s = lazy->pager()->first_error();
+        if (!s.ok()) return fail(s.message());
+      }
+    }
     auto status = (*machine)->Run();
+    // The pager must stop before the VM's memory is unmapped.
+    vm_running->store(false);
+    if (lazy != nullptr) lazy->Stop();
     if (!status.ok()) return fail(status.status().message());
     *exit_code = *status & 0xff;
   });

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""vmsnap beside QEMU on the same guest memory: save, file size, peak RSS,
+eager load, lazy load to the first guest instruction; and the machine's limits.
+Run through bench/run.sh (which builds first); prints a Markdown table and
+writes every measurement to WORK/results.json. See docs/performance.md."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+MiB = 1 << 20
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.005)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def kill(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Qmp:
+    """Just enough QMP: commands, replies, events skipped, fd passing."""
+
+    def __init__(self, path, timeout=30):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.002)
+        self.buf = b""
+        self._read()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, fds=None, **args):
+        msg = json.dumps({"execute": name, "arguments": args}).encode() + b"\n"
+        if fds:
+            socket.send_fds(self.sock, [msg], fds)
+        else:
+            self.sock.sendall(msg)
+        while True:
+            r = self._read()
+            if "event" in r:
+                continue
+            if "error" in r:
+                raise RuntimeError(f"QMP {name}: {r['error']}")
+            return r.get("return")
+
+    def close(self):
+        self.sock.close()
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.vmsnap = os.path.join(a.build, "tools", "vmsnap")
+        self.guest = os.path.join(a.build, "bench", "bench_guest.bin")
+        self.mkimage = os.path.join(a.build, "bench", "vmsnap_bench_mkimage")
+        self.limits_bin = os.path.join(a.build, "bench", "vmsnap_bench_limits")
+        self.work = a.work
+        self.qemu = a.qemu
+        os.makedirs(self.work, exist_ok=True)
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    # --- the memory image -------------------------------------------------
+    def image(self, mib):
+        img = self.path(f"image-{mib}M.raw")
+        log(f"generating {img}")
+        out = subprocess.run([self.mkimage, img, str(mib)], check=True, capture_output=True, text=True)
+        # Written back before anything is timed, so no save pays for it.
+        subprocess.run(["sync", img], check=True)
+        return img, json.loads(out.stdout)
+
+    # --- vmsnap -------------------------------------------------------------
+    def vmsnap_save(self, img, out):
+        sock = self.path("vmsnap.sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        vm = subprocess.Popen([self.vmsnap, "run", self.guest, "--mem-file", img, "--serial", "/dev/null",
+                               "--control", sock], stdout=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: os.path.exists(sock), 60, "the control socket")
+            time.sleep(0.3)  # the guest is spinning on the serial port
+            if os.path.exists(out):
+                os.unlink(out)
+            t0 = time.monotonic()
+            subprocess.run([self.vmsnap, "save", "--control", sock, out], check=True,
+                           stdout=subprocess.DEVNULL)
+            t = time.monotonic() - t0
+            rss = vm_hwm_kib(vm.pid) * 1024
+        finally:
+            kill(vm)
+        return t, os.path.getsize(out), rss
+
+    def vmsnap_load(self, snap, mode):
+        """Seconds from starting `vmsnap load` to the guest's first serial byte."""
+        t0 = time.monotonic()
+        vm = subprocess.Popen([self.vmsnap, "load", snap, "--memory", mode, "--serial", "-"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            b = vm.stdout.read(1)
+            t = time.monotonic() - t0
+            if not b:
+                raise RuntimeError(f"vmsnap load --memory {mode} printed nothing: "
+                                   f"{vm.stderr.read().decode(errors='replace')}")
+        finally:
+            kill(vm)
+        return t
+
+    # --- QEMU ---------------------------------------------------------------
+    def qemu_cmd(self, mib, backend, sock):
+        return [self.qemu, "-accel", "kvm", "-machine", "q35,memory-backend=m", "-m", f"{mib}M",
+                "-object", backend, "-nodefaults", "-nographic", "-display", "none", "-S",
+                "-qmp", f"unix:{sock},server=on,wait=off"]
+
+    def qemu_save(self, img, mib, out):
+        sock = self.path("qemu.sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        # share=off: the image is mapped private, so QEMU reads its contents and
+        # never writes to it.
+        backend = f"memory-backend-file,id=m,size={mib}M,mem-path={img},share=off"
+        vm = subprocess.Popen(self.qemu_cmd(mib, backend, sock), stdout=subprocess.DEVNULL)
+        try:
+            q = Qmp(sock)
+            q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            t0 = time.monotonic()
+            q.cmd("getfd", fds=[fd], fdname="out")
+            q.cmd("migrate", uri="fd:out")
+            while True:
+                st = q.cmd("query-migrate").get("status")
+                if st == "completed":
+                    break
+                if st in ("failed", "cancelled"):
+                    raise RuntimeError(f"QEMU migration {st}")
+                time.sleep(0.005)
+            os.fsync(fd)  # the same durability as vmsnap's save
+            t = time.monotonic() - t0
+            os.close(fd)
+            rss = vm_hwm_kib(vm.pid) * 1024
+            q.close()
+        finally:
+            kill(vm)
+        return t, os.path.getsize(out), rss
+
+    def qemu_load(self, snap, mib):
+        sock = self.path("qemu-in.sock")
+        if os.path.exists(sock):
+            os.unlink(sock)
+        backend = f"memory-backend-ram,id=m,size={mib}M"
+        t0 = time.monotonic()
+        vm = subprocess.Popen(self.qemu_cmd(mib, backend, sock) + ["-incoming", f"exec:cat {snap}"],
+                              stdout=subprocess.DEVNULL)
+        try:
+            q = Qmp(sock)
+            while True:
+                st = q.cmd("query-migrate").get("status")
+                if st == "completed":
+                    break
+                if st in ("failed", "cancelled"):
+                    raise RuntimeError(f"QEMU incoming migration {st}")
+                time.sleep(0.005)
+            t = time.monotonic() - t0
+            q.close()
+        finally:
+            kill(vm)
+        return t
+
+    # --- everything ---------------------------------------------------------
+    def run(self):
+        results = {"date": datetime.date.today().isoformat(), "host": platform.node(),
+                   "kernel": platform.release(), "cpus": os.cpu_count(), "runs": self.a.runs,
+                   "sizes": {}}
+        qv = subprocess.run([self.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        results["qemu"] = qv
+        for mib in self.a.sizes:
+            img, mix = self.image(mib)
+            if mib == self.a.sizes[0]:
+                log("measuring the machine's limits")
+                out = subprocess.run([self.limits_bin, img, self.path("scratch.tmp"), "3"], check=True,
+                                     capture_output=True, text=True).stdout
+                results["limits"] = json.loads(out)
+            r = {"mix": mix, "vmsnap_save_s": [], "vmsnap_size": [], "vmsnap_rss": [],
+                 "vmsnap_eager_s": [], "vmsnap_lazy_s": [], "qemu_save_s": [], "qemu_size": [],
+                 "qemu_rss": [], "qemu_load_s": []}
+            snap = self.path(f"vmsnap-{mib}M.vmsnap")
+            qfile = self.path(f"qemu-{mib}M.mig")
+            for i in range(self.a.runs):
+                log(f"{mib} MiB run {i + 1}/{self.a.runs}: vmsnap save")
+                t, size, rss = self.vmsnap_save(img, snap)
+                r["vmsnap_save_s"].append(t); r["vmsnap_size"].append(size); r["vmsnap_rss"].append(rss)
+                log(f"  {t:.3f} s, {size / MiB:.1f} MiB, peak RSS {rss / MiB:.0f} MiB; vmsnap load")
+                r["vmsnap_eager_s"].append(self.vmsnap_load(snap, "eager"))
+                r["vmsnap_lazy_s"].append(self.vmsnap_load(snap, "lazy"))
+                log(f"  eager {r['vmsnap_eager_s'][-1]:.3f} s, lazy {r['vmsnap_lazy_s'][-1] * 1e3:.1f} ms;"
+                    " QEMU save")
+                t, size, rss = self.qemu_save(img, mib, qfile)
+                r["qemu_save_s"].append(t); r["qemu_size"].append(size); r["qemu_rss"].append(rss)
+                log(f"  {t:.3f} s, {size / MiB:.1f} MiB; QEMU load")
+                r["qemu_load_s"].append(self.qemu_load(qfile, mib))
+                log(f"  {r['qemu_load_s'][-1]:.3f} s")
+            for k in list(r):
+                if isinstance(r[k], list) and r[k]:
+                    r[k + "_median"] = statistics.median(r[k])
+            results["sizes"][str(mib)] = r
+            for f in (snap, qfile):
+                if os.path.exists(f) and not self.a.keep:
+                    os.unlink(f)
+            if not self.a.keep:
+                os.unlink(img)
+        with open(self.path("results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        print(table(results))
+
+
+def table(res):
+    L = res["limits"]
+    out = [f"Measured {res['date']} on {res['cpus']} cores, Linux {res['kernel']}, {res['qemu']}; "
+           f"median of {res['runs']} runs; both sides fsync their file.", ""]
+    out.append("| guest memory | | vmsnap | QEMU | QEMU / vmsnap | target | met |")
+    out.append("|---|---|---|---|---|---|---|")
+    for mib, r in res["sizes"].items():
+        g = f"{int(mib) // 1024} GiB" if int(mib) >= 1024 else f"{mib} MiB"
+        vs, qs = r["vmsnap_save_s_median"], r["qemu_save_s_median"]
+        vz, qz = r["vmsnap_size_median"], r["qemu_size_median"]
+        ve, ql = r["vmsnap_eager_s_median"], r["qemu_load_s_median"]
+        lz = r["vmsnap_lazy_s_median"]
+        rss = r["vmsnap_rss_median"]
+        limit = int(mib) * MiB + 256 * MiB
+        out.append(f"| {g} | save time | {vs:.2f} s | {qs:.2f} s | {qs / vs:.2f}x faster | >= 3x | "
+                   f"{'yes' if qs / vs >= 3 else 'no'} |")
+        out.append(f"| {g} | file size | {vz / MiB:.0f} MiB | {qz / MiB:.0f} MiB | {vz / qz:.2f}x the size | "
+                   f"<= 0.6x | {'yes' if vz / qz <= 0.6 else 'no'} |")
+        out.append(f"| {g} | save peak RSS | {rss / MiB:.0f} MiB | {r['qemu_rss_median'] / MiB:.0f} MiB | | "
+                   f"<= {limit // MiB} MiB | {'yes' if rss <= limit else 'no'} |")
+        out.append(f"| {g} | eager load (to first guest instruction) | {ve:.2f} s | {ql:.2f} s (incoming "
+                   f"completed) | {ql / ve:.2f}x faster | >= 2x | {'yes' if ql / ve >= 2 else 'no'} |")
+        out.append(f"| {g} | lazy load (to first guest instruction) | {lz * 1e3:.1f} ms | | | <= 10 ms | "
+                   f"{'yes' if lz <= 0.010 else 'no'} |")
+    out.append("")
+    out.append(f"Machine limits: memcpy {L['memcpy_gbs']:.2f} GB/s; zstd -{L['zstd_level']} on one core "
+               f"{L['zstd_compress_mbs']:.0f} MB/s compress, {L['zstd_decompress_mbs']:.0f} MB/s decompress "
+               f"(ratio {L['zstd_ratio']:.2f} on the non-zero pages); disk write with fsync "
+               f"{L['disk_write_fsync_mbs']:.0f} MB/s.")
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--build", required=True)
+    p.add_argument("--work", default="/var/tmp/vmsnap-bench")
+    p.add_argument("--sizes", default="1024,4096", help="guest memory sizes in MiB")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--qemu", default="qemu-system-x86_64")
+    p.add_argument("--keep", action="store_true", help="keep images and snapshots")
+    p.add_argument("--table-only", action="store_true", help="print the table of WORK/results.json")
+    a = p.parse_args()
+    a.sizes = [int(s) for s in a.sizes.split(",")]
+    if a.table_only:
+        with open(os.path.join(a.work, "results.json")) as f:
+            print(table(json.load(f)))
+        return
+    if shutil.which(a.qemu) is None:
+        sys.exit(f"{a.qemu} not found (Debian package qemu-system-x86)")
+    Bench(a).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+#!/bin/sh
+# The benchmark in one command: builds vmsnap and the bench helpers (Release),
+# then measures vmsnap beside QEMU on 1 GiB and 4 GiB guests and prints the
+# table that docs/performance.md shows. Needs root (KVM, userfaultfd), QEMU
+# (qemu-system-x86) and about 12 GiB free under WORK.
+#
+#   bench/run.sh [--runs N] [--sizes 1024,4096] [--work DIR] [--keep]
+#
+# BUILD (default build-bench beside the sources) may name an existing build.
+set -eu
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-$SRC/build-bench}
+if [ ! -f "$BUILD/build.ninja" ]; then
+  cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVMSNAP_BUILD_TESTS=OFF >/dev/null
+fi
+ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest >/dev/null
+exec python3 "$SRC/bench/bench.py" --build "$BUILD" "$@"
