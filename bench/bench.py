@@ -47,6 +47,13 @@ def vm_hwm_kib(pid):
     return 0
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process (all threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Qmp:
     """Just enough QMP: commands, replies, events skipped, fd passing."""
 
@@ -127,14 +134,16 @@ class Bench:
             time.sleep(0.3)  # the guest is spinning on the serial port
             if os.path.exists(out):
                 os.unlink(out)
+            c0 = cpu_s(vm.pid)
             t0 = time.monotonic()
             subprocess.run([self.vmsnap, "save", "--control", sock, out], check=True,
                            stdout=subprocess.DEVNULL)
             t = time.monotonic() - t0
+            cpu = cpu_s(vm.pid) - c0
             rss = vm_hwm_kib(vm.pid) * 1024
         finally:
             kill(vm)
-        return t, os.path.getsize(out), rss
+        return t, os.path.getsize(out), rss, cpu
 
     def vmsnap_load(self, snap, mode):
         """Seconds from starting `vmsnap load` to the guest's first serial byte."""
@@ -144,12 +153,13 @@ class Bench:
         try:
             b = vm.stdout.read(1)
             t = time.monotonic() - t0
+            cpu = cpu_s(vm.pid)
             if not b:
                 raise RuntimeError(f"vmsnap load --memory {mode} printed nothing: "
                                    f"{vm.stderr.read().decode(errors='replace')}")
         finally:
             kill(vm)
-        return t
+        return t, cpu
 
     # --- QEMU ---------------------------------------------------------------
     def qemu_cmd(self, mib, backend, sock):
@@ -169,6 +179,7 @@ class Bench:
             q = Qmp(sock)
             q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            c0 = cpu_s(vm.pid)
             t0 = time.monotonic()
             q.cmd("getfd", fds=[fd], fdname="out")
             q.cmd("migrate", uri="fd:out")
@@ -181,12 +192,13 @@ class Bench:
                 time.sleep(0.005)
             os.fsync(fd)  # the same durability as vmsnap's save
             t = time.monotonic() - t0
+            cpu = cpu_s(vm.pid) - c0
             os.close(fd)
             rss = vm_hwm_kib(vm.pid) * 1024
             q.close()
         finally:
             kill(vm)
-        return t, os.path.getsize(out), rss
+        return t, os.path.getsize(out), rss, cpu
 
     def qemu_load(self, snap, mib):
         sock = self.path("qemu-in.sock")
@@ -206,16 +218,18 @@ class Bench:
                     raise RuntimeError(f"QEMU incoming migration {st}")
                 time.sleep(0.005)
             t = time.monotonic() - t0
+            cpu = cpu_s(vm.pid)
             q.close()
         finally:
             kill(vm)
-        return t
+        return t, cpu
 
     # --- everything ---------------------------------------------------------
     def run(self):
         results = {"date": datetime.date.today().isoformat(), "host": platform.node(),
                    "kernel": platform.release(), "cpus": os.cpu_count(), "runs": self.a.runs,
                    "sizes": {}}
+        results["loadavg"] = open("/proc/loadavg").read().split()[0]
         qv = subprocess.run([self.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
         results["qemu"] = qv
         for mib in self.a.sizes:
@@ -225,25 +239,33 @@ class Bench:
                 out = subprocess.run([self.limits_bin, img, self.path("scratch.tmp"), "3"], check=True,
                                      capture_output=True, text=True).stdout
                 results["limits"] = json.loads(out)
-            r = {"mix": mix, "vmsnap_save_s": [], "vmsnap_size": [], "vmsnap_rss": [],
-                 "vmsnap_eager_s": [], "vmsnap_lazy_s": [], "qemu_save_s": [], "qemu_size": [],
-                 "qemu_rss": [], "qemu_load_s": []}
+            keys = ["vmsnap_save_s", "vmsnap_save_cpu", "vmsnap_size", "vmsnap_rss", "vmsnap_eager_s",
+                    "vmsnap_eager_cpu", "vmsnap_lazy_s", "vmsnap_lazy_cpu", "qemu_save_s", "qemu_save_cpu",
+                    "qemu_size", "qemu_rss", "qemu_load_s", "qemu_load_cpu"]
+            r = {"mix": mix, **{k: [] for k in keys}}
             snap = self.path(f"vmsnap-{mib}M.vmsnap")
             qfile = self.path(f"qemu-{mib}M.mig")
+
+            def add(**kv):
+                for k, v in kv.items():
+                    r[k].append(v)
             for i in range(self.a.runs):
                 log(f"{mib} MiB run {i + 1}/{self.a.runs}: vmsnap save")
-                t, size, rss = self.vmsnap_save(img, snap)
-                r["vmsnap_save_s"].append(t); r["vmsnap_size"].append(size); r["vmsnap_rss"].append(rss)
-                log(f"  {t:.3f} s, {size / MiB:.1f} MiB, peak RSS {rss / MiB:.0f} MiB; vmsnap load")
-                r["vmsnap_eager_s"].append(self.vmsnap_load(snap, "eager"))
-                r["vmsnap_lazy_s"].append(self.vmsnap_load(snap, "lazy"))
-                log(f"  eager {r['vmsnap_eager_s'][-1]:.3f} s, lazy {r['vmsnap_lazy_s'][-1] * 1e3:.1f} ms;"
-                    " QEMU save")
-                t, size, rss = self.qemu_save(img, mib, qfile)
-                r["qemu_save_s"].append(t); r["qemu_size"].append(size); r["qemu_rss"].append(rss)
-                log(f"  {t:.3f} s, {size / MiB:.1f} MiB; QEMU load")
-                r["qemu_load_s"].append(self.qemu_load(qfile, mib))
-                log(f"  {r['qemu_load_s'][-1]:.3f} s")
+                t, size, rss, cpu = self.vmsnap_save(img, snap)
+                add(vmsnap_save_s=t, vmsnap_size=size, vmsnap_rss=rss, vmsnap_save_cpu=cpu)
+                log(f"  {t:.3f} s ({cpu:.2f} CPU s), {size / MiB:.1f} MiB, peak RSS {rss / MiB:.0f} MiB")
+                t, cpu = self.vmsnap_load(snap, "eager")
+                add(vmsnap_eager_s=t, vmsnap_eager_cpu=cpu)
+                log(f"  eager load {t:.3f} s ({cpu:.2f} CPU s)")
+                t, cpu = self.vmsnap_load(snap, "lazy")
+                add(vmsnap_lazy_s=t, vmsnap_lazy_cpu=cpu)
+                log(f"  lazy load {t * 1e3:.1f} ms ({cpu * 1e3:.0f} CPU ms)")
+                t, size, rss, cpu = self.qemu_save(img, mib, qfile)
+                add(qemu_save_s=t, qemu_size=size, qemu_rss=rss, qemu_save_cpu=cpu)
+                log(f"  QEMU save {t:.3f} s ({cpu:.2f} CPU s), {size / MiB:.1f} MiB")
+                t, cpu = self.qemu_load(qfile, mib)
+                add(qemu_load_s=t, qemu_load_cpu=cpu)
+                log(f"  QEMU load {t:.3f} s ({cpu:.2f} CPU s)")
             for k in list(r):
                 if isinstance(r[k], list) and r[k]:
                     r[k + "_median"] = statistics.median(r[k])
@@ -260,8 +282,10 @@ class Bench:
 
 def table(res):
     L = res["limits"]
+    load = res.get("loadavg", "")
     out = [f"Measured {res['date']} on {res['cpus']} cores, Linux {res['kernel']}, {res['qemu']}; "
-           f"median of {res['runs']} runs; both sides fsync their file.", ""]
+           f"median of {res['runs']} runs; both sides fsync their file; load average at the start "
+           f"{load}.", ""]
     out.append("| guest memory | | vmsnap | QEMU | QEMU / vmsnap | target | met |")
     out.append("|---|---|---|---|---|---|---|")
     for mib, r in res["sizes"].items():
@@ -280,6 +304,9 @@ def table(res):
                    f"<= {limit // MiB} MiB | {'yes' if rss <= limit else 'no'} |")
         out.append(f"| {g} | eager load (to first guest instruction) | {ve:.2f} s | {ql:.2f} s (incoming "
                    f"completed) | {ql / ve:.2f}x faster | >= 2x | {'yes' if ql / ve >= 2 else 'no'} |")
+        out.append(f"| {g} | CPU seconds: save / eager load / lazy load | {r['vmsnap_save_cpu_median']:.2f} / "
+                   f"{r['vmsnap_eager_cpu_median']:.2f} / {r['vmsnap_lazy_cpu_median']:.3f} | "
+                   f"{r['qemu_save_cpu_median']:.2f} / {r['qemu_load_cpu_median']:.2f} / - | | | |")
         out.append(f"| {g} | lazy load (to first guest instruction) | {lz * 1e3:.1f} ms | | | <= 10 ms | "
                    f"{'yes' if lz <= 0.010 else 'no'} |")
     out.append("")
