@@ -146,7 +146,18 @@ int RunDiff(const DiffOptions& o) {
     out = "identical\n";
   } else {
     for (const auto& d : fields) {
-      out += d.path + ": " + tools::ShortValue(d.a) + " -> " + tools::ShortValue(d.b) + "\n";
+      out += d.path + ": " + tools::ShortValue(d.a) + " -> " + tools::ShortValue(d.b);
+      // Two blobs too long to print: say where they start to differ.
+      if (d.a.is_string() && d.b.is_string()) {
+        const std::string& x = d.a.get_ref<const std::string&>();
+        const std::string& y = d.b.get_ref<const std::string&>();
+        if (x.size() > 80 && y.size() > 80) {
+          size_t i = 0;
+          while (i < x.size() && i < y.size() && x[i] == y[i]) i++;
+          out += "  (first difference at byte " + tools::Hex(i / 2) + ")";
+        }
+      }
+      out += "\n";
     }
     if (mem->differing_pages) {
       out += "memory: " + std::to_string(mem->differing_pages) + " page(s) differ in " +

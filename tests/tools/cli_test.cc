@@ -177,11 +177,13 @@ void FillX86(schema::Manifest::Builder m, const X86State& st) {
 Result<layout::SnapshotId> Write(const std::string& path, const X86State& st, Memory& mem,
                                  const std::string* parent = nullptr,
                                  const layout::SnapshotId* parent_id = nullptr,
-                                 const std::vector<uint64_t>& dirty = {}) {
+                                 const std::vector<uint64_t>& dirty = {},
+                                 const std::function<void(schema::Manifest::Builder)>& tweak = {}) {
   WriterOptions o;
   o.threads = 1;
   VMSNAP_ASSIGN_OR_RETURN(auto w, SnapshotWriter::Create(path, o));
   FillX86(w->manifest(), st);
+  if (tweak) tweak(w->manifest());
   if (parent) {
     auto p = w->manifest().initParent();
     p.setSnapshotId(capnp::Data::Reader(parent_id->data(), parent_id->size()));
@@ -381,6 +383,51 @@ TEST_F(ToolsCli, MissingAndGarbageInputsAreErrorsNotCrashes) {
   EXPECT_EQ(Run("diff " + Quote(missing)).status, 2);  // usage error
   EXPECT_EQ(Run("flatten " + Quote(junk) + " -o " + Quote(Path("out.vmsnap"))).status, 2);
   EXPECT_FALSE(fs::exists(Path("out.vmsnap")));
+}
+
+// Manifests that pass every checksum but hold odd content: the tools show
+// what is there and never crash.
+TEST_F(ToolsCli, OddButWellFormedManifestsDoNotCrash) {
+  Memory mem = BaseMemory();
+  std::vector<std::function<void(schema::Manifest::Builder)>> tweaks = {
+      [](schema::Manifest::Builder m) {
+        uint8_t three[3] = {1, 2, 3};
+        m.getVcpus()[0].getX8664().setXsave(capnp::Data::Reader(three, 3));
+        m.getVcpus()[1].getX8664().setLapic(capnp::Data::Reader(three, 0));
+        m.getVcpus()[1].getX8664().setMpState(0xffffffff);
+      },
+      [](schema::Manifest::Builder m) { m.setArch(static_cast<schema::Arch>(9)); },
+      [](schema::Manifest::Builder m) {
+        m.initVcpus(1)[0].initS390x();  // an s390x vCPU in an x86_64 snapshot
+        auto vm = m.getVm().initS390x();
+        vm.initCmma(1)[0].setStartGfn(~0ull);
+        auto k = vm.initSkeys(1)[0];
+        uint8_t keys[2] = {0xff, 0xff};
+        k.setStartGfn(~0ull);
+        k.setKeys(capnp::Data::Reader(keys, 2));
+      },
+      [](schema::Manifest::Builder m) {
+        auto e = m.getVm().initPpc64().getHtab().initEntries(1)[0];
+        e.setV(~0ull);
+        e.setR(~0ull);
+        m.initDevices(1)[0].setName(std::string(5000, 'x'));
+      },
+  };
+  int n = 0;
+  for (auto& t : tweaks) {
+    std::string p = Path("odd" + std::to_string(n++) + ".vmsnap");
+    ASSERT_TRUE(Write(p, {}, mem, nullptr, nullptr, {}, t).ok());
+    for (const std::string cmd : {"inspect", "inspect --json --memory-map", "verify"}) {
+      RunResult r = Run(cmd + " " + Quote(p));
+      EXPECT_TRUE(r.status == 0 || r.status == 2) << cmd << " " << p << ": " << r.err;
+    }
+    RunResult r = Run("diff " + Quote(p) + " " + Quote(p));
+    EXPECT_EQ(r.status, 0) << p << ": " << r.err;
+  }
+  json j = InspectJson(Path("odd0.vmsnap"));
+  EXPECT_TRUE(j["vcpus"][0]["xsave_decoded"].contains("error"));
+  EXPECT_EQ(j["vcpus"][1]["mp_state"], "UNKNOWN(4294967295)");
+  EXPECT_EQ(InspectJson(Path("odd1.vmsnap"))["arch"], "unknown(9)");
 }
 
 TEST_F(ToolsCli, DiffOfAFileWithItselfIsIdentical) {
