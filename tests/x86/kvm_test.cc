@@ -158,8 +158,19 @@ TEST_P(GuestRoundTrip, LoadContinuesLikeTheUninterruptedRun) {
     auto saved = (*machine)->Save(Path("again.vmsnap"));
     ASSERT_TRUE(saved.ok()) << saved.status().message();
   }
-  Proc diff = Vmsnap({"diff", "--ignore-volatile", Path("snap-1.vmsnap"), Path("again.vmsnap")});
-  EXPECT_EQ(diff.status, 0) << diff.out << diff.err;
+  Proc diff = Vmsnap({"diff", "--json", "--ignore-volatile", Path("snap-1.vmsnap"), Path("again.vmsnap")});
+  ASSERT_NE(diff.status, 2) << diff.err;
+  nlohmann::json j = nlohmann::json::parse(diff.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << diff.out;
+  EXPECT_EQ(j["memory"]["differing_pages"], 0) << diff.out;
+  for (const auto& d : j["differences"]) {
+    // The PIT keeps counting in the kernel while the restored VM sits
+    // unrun; a tick between restore and capture latches IRQ0 in the PIC's
+    // IRR (docs/state-coverage.md lists this among the fields that move).
+    std::string path = d["path"];
+    bool pit_tick = path == "vm.pic_master.irr" || path == "vm.pic_master.last_irr";
+    EXPECT_TRUE(pit_tick) << "unexpected difference: " << d.dump();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -384,12 +395,6 @@ TEST_F(KvmTest, BadInputExits125) {
     ASSERT_TRUE((*w)->Commit().ok());
   }
   ExpectOneLineError(Vmsnap({"load", Path("s390.vmsnap")}), "wrong architecture");
-}
-
-TEST_F(KvmTest, NotSupportedYetOptionsAreRefused) {
-  ExpectOneLineError(Vmsnap({"run", Guest("regs.elf"), "--dirty-tracking", "ring"}), "not supported yet");
-  ExpectOneLineError(Vmsnap({"run", Guest("regs.elf"), "--snapshot-on-doorbell", Path("x"), "--incremental"}),
-                     "not supported yet");
 }
 
 }  // namespace
