@@ -7,7 +7,7 @@
 #if defined(VMSNAP_HAVE_X86_KVM)
 #include <unistd.h>
 
-#include <atomic>
+#include <mutex>
 #include <memory>
 
 #include "restore/memory/vmm_loader.h"
@@ -46,12 +46,23 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     // if any, explains more); once the VM runs, a chunk that fails its
     // checksum ends the process: a vCPU blocked on that page cannot be
     // interrupted, and it must never be handed a wrong page.
-    auto vm_running = std::make_shared<std::atomic<bool>>(false);
+    struct PagerState {
+      std::mutex mu;
+      bool vm_running = false;
+      Status pending;  // an error reported while Restore was still running
+    };
+    auto ps = std::make_shared<PagerState>();
     std::unique_ptr<tools::ProgressBar> bar;
     if (args->memory == "lazy") {
       memory::LazyOptions lo;
-      lo.on_error = [vm_running](const Status& s) {
-        if (!vm_running->load()) return;
+      lo.on_error = [ps](const Status& s) {
+        {
+          std::lock_guard<std::mutex> lock(ps->mu);
+          if (!ps->vm_running) {
+            ps->pending = s;
+            return;
+          }
+        }
         std::fprintf(stderr, "vmsnap load: stopping the VM: %s\n", s.message().c_str());
         std::fflush(stderr);
         ::_exit(kExitVmmFailed);
@@ -71,16 +82,20 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     if (bar) bar->Finish();
     if (!machine.ok()) return fail(machine.status().message());
     if (lazy != nullptr) {
-      vm_running->store(true);
-      if (lazy->pager()) {
-        Status s = lazy->pager()->first_error();
-        if (!s.ok()) return fail(s.message());
-      }
+      std::lock_guard<std::mutex> lock(ps->mu);
+      if (!ps->pending.ok()) return fail(ps->pending.message());
+      ps->vm_running = true;
     }
     auto status = (*machine)->Run();
-    // The pager must stop before the VM's memory is unmapped.
-    vm_running->store(false);
-    if (lazy != nullptr) lazy->Stop();
+    // The pager must stop before the VM's memory is unmapped; errors of the
+    // unfinished fill no longer matter once the VM has ended.
+    if (lazy != nullptr) {
+      {
+        std::lock_guard<std::mutex> lock(ps->mu);
+        ps->vm_running = false;
+      }
+      lazy->Stop();
+    }
     if (!status.ok()) return fail(status.status().message());
     *exit_code = *status & 0xff;
   });
