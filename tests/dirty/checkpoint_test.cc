@@ -382,6 +382,50 @@ TEST_P(CheckpointKvmTest, CyclesOnRealKvm) {
   EXPECT_EQ(seen, want);
 }
 
+// The dirty trigger forces the vCPU out of KVM_RUN once the cycle has the
+// chosen number of dirty pages, long before the guest is done.
+TEST_P(CheckpointKvmTest, TriggerMakesTheVcpuExit) {
+  auto vm = MiniVm::Create(64 << 20, GetParam());
+  ASSERT_TRUE(vm.ok()) << vm.status().message();
+  std::vector<uint32_t> table;
+  const uint64_t pages = 12000;
+  for (uint64_t p = 0; p < pages; ++p) table.push_back(static_cast<uint32_t>(kFirstDataPage + p));
+  table.push_back(kEnd);
+  (*vm)->SetTable(table);
+  CheckpointOptions o;
+  o.max_dirty_per_cycle = 4096;
+  o.poll_interval = 200us;
+  auto cp = CheckpointTracker::Init(*(*vm)->tracker(), o);
+  ASSERT_TRUE(cp.ok());
+  ASSERT_TRUE((*cp)->Enable().ok());
+  ASSERT_TRUE((*cp)->PrepareCycle(1).ok());
+  std::atomic<int> kicks{0};
+  (*cp)->SetDirtyTrigger(200, [&] {
+    kicks.fetch_add(1);
+    (*vm)->Kick();
+  });
+  uint64_t at_exit = 0;
+  auto r = (*vm)->RunKickable([&] {
+    EXPECT_TRUE((*cp)->MarkQuiesced().ok());
+    at_exit = (*cp)->dirty_count();
+    return false;
+  });
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(*r, -1) << "the guest ran to its end: the trigger never made the vCPU exit";
+  EXPECT_EQ(kicks.load(), 1);
+  EXPECT_GE(at_exit, 200u);
+  EXPECT_LT(at_exit, pages);
+  // The quiesced cycle hands out exactly what was dirtied before the exit.
+  uint64_t fetched = 0;
+  for (;;) {
+    auto s = (*cp)->Fetch({.max_pages = 64});
+    ASSERT_TRUE(s.ok());
+    if (s->gpas.empty()) break;
+    fetched += s->gpas.size();
+  }
+  EXPECT_EQ(fetched, at_exit);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, CheckpointKvmTest, ::testing::Values(Mode::kBitmap, Mode::kRing),
                          [](const ::testing::TestParamInfo<Mode>& p) {
                            return std::string(capture::dirty::ModeName(p.param));

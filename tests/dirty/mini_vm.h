@@ -4,6 +4,8 @@
 #pragma once
 
 #include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 
 #include <cstdint>
@@ -137,6 +139,41 @@ class MiniVm {
     }
   }
 
+  // Like Run, but when KVM_RUN is interrupted (Kick) asks `on_kick` whether
+  // to go on. Returns -1 when stopped that way, else the number of doorbells.
+  Result<int> RunKickable(const std::function<bool()>& on_kick) {
+    runner_ = ::pthread_self();
+    for (;;) {
+      VMSNAP_ASSIGN_OR_RETURN(auto rr, vcpu_->Run());
+      if (rr == kvm::Vcpu::RunResult::kInterrupted) {
+        vcpu_->run()->immediate_exit = 0;
+        if (!on_kick()) return -1;
+        continue;
+      }
+      kvm_run* run = vcpu_->run();
+      if (run->exit_reason == KVM_EXIT_IO && run->io.port == 0xF4) return 0;
+      if (run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
+        VMSNAP_RETURN_IF_ERROR(tracker_->HandleRingFull(0));
+        continue;
+      }
+      if (run->exit_reason != KVM_EXIT_IO) return Status::Guest("unexpected exit " + std::to_string(run->exit_reason));
+    }
+  }
+  // From any thread: makes the vCPU leave KVM_RUN (immediate_exit covers a
+  // thread about to enter it, the signal one inside it).
+  void Kick() {
+    static const bool installed = [] {
+      struct sigaction sa {};
+      sa.sa_handler = [](int) {};
+      sigemptyset(&sa.sa_mask);
+      ::sigaction(SIGUSR2, &sa, nullptr);
+      return true;
+    }();
+    (void)installed;
+    vcpu_->run()->immediate_exit = 1;
+    ::pthread_kill(runner_, SIGUSR2);
+  }
+
   capture::dirty::DirtyTracker* tracker() { return tracker_.get(); }
   uint8_t* mem() { return mem_; }
   uint64_t mem_size() const { return mem_size_; }
@@ -154,6 +191,7 @@ class MiniVm {
   uint8_t* mem_ = nullptr;
   uint64_t mem_size_ = 0;
   uint32_t ring_bytes_ = 0;
+  pthread_t runner_{};
 };
 
 // True when /dev/kvm can be opened.
