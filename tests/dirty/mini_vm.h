@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -26,6 +27,7 @@ namespace vmsnap::testing {
 
 inline constexpr uint32_t kBell = 0xFFFFFFFF;
 inline constexpr uint32_t kEnd = 0xFFFFFFFE;
+inline constexpr uint32_t kRestart = 0xFFFFFFFD;
 inline constexpr uint64_t kCodeGpa = 0x1000;
 inline constexpr uint64_t kTableGpa = 0x2000;
 // Pages the table may name start here (after the code and the table).
@@ -142,11 +144,11 @@ class MiniVm {
   // Like Run, but when KVM_RUN is interrupted (Kick) asks `on_kick` whether
   // to go on. Returns -1 when stopped that way, else the number of doorbells.
   Result<int> RunKickable(const std::function<bool()>& on_kick) {
-    runner_ = ::pthread_self();
+    runner_.store(::pthread_self());
     for (;;) {
       VMSNAP_ASSIGN_OR_RETURN(auto rr, vcpu_->Run());
       if (rr == kvm::Vcpu::RunResult::kInterrupted) {
-        vcpu_->run()->immediate_exit = 0;
+        std::atomic_ref<uint8_t>(vcpu_->run()->immediate_exit).store(0);
         if (!on_kick()) return -1;
         continue;
       }
@@ -170,8 +172,9 @@ class MiniVm {
       return true;
     }();
     (void)installed;
-    vcpu_->run()->immediate_exit = 1;
-    ::pthread_kill(runner_, SIGUSR2);
+    // The kvm_run area is shared with KVM and with this thread's runner.
+    std::atomic_ref<uint8_t>(vcpu_->run()->immediate_exit).store(1);
+    ::pthread_kill(runner_.load(), SIGUSR2);
   }
 
   capture::dirty::DirtyTracker* tracker() { return tracker_.get(); }
@@ -191,7 +194,7 @@ class MiniVm {
   uint8_t* mem_ = nullptr;
   uint64_t mem_size_ = 0;
   uint32_t ring_bytes_ = 0;
-  pthread_t runner_{};
+  std::atomic<pthread_t> runner_{};
 };
 
 // True when /dev/kvm can be opened.
