@@ -31,6 +31,12 @@ class MemoryLoader {
   virtual ~MemoryLoader() = default;
   // `regions` were created to match the manifest's memory map and are zero.
   virtual Status Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) = 0;
+  // The same, for a loader that may keep the chain past the call (a lazy one
+  // pages from it while the VM runs) instead of opening it again.
+  virtual Status LoadShared(std::shared_ptr<const SnapshotChain> chain,
+                            std::span<const kvm::GuestRegion> regions) {
+    return Load(*chain, regions);
+  }
 };
 
 class EagerMemoryLoader final : public MemoryLoader {

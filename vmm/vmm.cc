@@ -155,7 +155,10 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
                                           restore::MemoryLoader* loader) {
   // The snapshot is checked before any KVM object exists, so a bad or
   // foreign snapshot fails the same way on any host.
-  VMSNAP_ASSIGN_OR_RETURN(SnapshotChain chain, restore::OpenSnapshot(snapshot));
+  // Opened once: the loader and the dirty tracking's parent use this copy.
+  VMSNAP_ASSIGN_OR_RETURN(SnapshotChain opened, restore::OpenSnapshot(snapshot));
+  auto shared = std::make_shared<const SnapshotChain>(std::move(opened));
+  const SnapshotChain& chain = *shared;
   VMSNAP_RETURN_IF_ERROR(restore::CheckArch(chain, schema::Arch::X8664));
   schema::Manifest::Reader m = chain.leaf().manifest();
   if (!m.getVm().isX8664()) return Status::Corruption("snapshot " + snapshot + " has no x86_64 VM state");
@@ -190,7 +193,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
   // exist before vCPUs; then the slots.
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(restore::x86::ConfigFromManifest(m.getVm().getX8664().getConfig())));
   restore::EagerMemoryLoader eager;
-  VMSNAP_RETURN_IF_ERROR((loader ? loader : &eager)->Load(chain, vmm->memory_->views()));
+  VMSNAP_RETURN_IF_ERROR((loader ? loader : &eager)->LoadShared(shared, vmm->memory_->views()));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(static_cast<int>(vcpus.size())));
   // Still before anything runs: refuse CPUID features this host lacks.
   VMSNAP_RETURN_IF_ERROR(restore::x86::CheckCpuid(*vmm->vm_ops_, *vmm->vcpu_ops_[0], m));
@@ -199,8 +202,11 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
   VMSNAP_RETURN_IF_ERROR(restore::x86::RestoreState(*vmm->vm_ops_, ops, m));
   // The restored memory is SNAPSHOT's: incremental snapshots build on it.
   if (vmm->dirty_) {
-    VMSNAP_ASSIGN_OR_RETURN(capture::dirty::ParentInfo loaded, capture::dirty::ReadParentInfo(snapshot));
-    vmm->dirty_->set_last_snapshot(loaded);
+    capture::dirty::ParentInfo loaded;
+    loaded.id = chain.leaf().id();
+    loaded.path = snapshot;
+    loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
+    vmm->dirty_->set_last_snapshot(std::move(loaded));
   }
   return vmm;
 }

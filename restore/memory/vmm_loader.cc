@@ -28,7 +28,13 @@ Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRe
                               layout::IdToHex(own.value().leaf().id()) + ", expected " +
                               layout::IdToHex(chain.leaf().id()) + ")");
   }
-  chain_.emplace(std::move(own).value());
+  return LoadShared(std::make_shared<const SnapshotChain>(std::move(own).value()), regions);
+}
+
+Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
+                              std::span<const kvm::GuestRegion> regions) {
+  Stop();
+  chain_ = std::move(chain);
   auto pager = LazyPager::Start(*chain_, ToGuestRegions(regions), options_);
   if (!pager.ok()) {
     chain_.reset();

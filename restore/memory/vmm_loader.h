@@ -26,15 +26,18 @@ class ParallelEagerLoader final : public restore::MemoryLoader {
 };
 
 // Registers guest memory with userfaultfd and returns at once; the pager runs
-// until every page is in, or until Stop(). The VMM's chain is not kept past
-// Load(), so the loader opens its own copy of the same snapshot (checked to
-// be the same file by snapshot id). Keep the loader alive while the VM runs
-// and call Stop() before guest memory is unmapped.
+// until every page is in, or until Stop(). LoadShared keeps the caller's
+// chain; Load, whose chain is not kept past the call, opens its own copy of
+// the same snapshot (checked to be the same file by snapshot id). Keep the
+// loader alive while the VM runs and call Stop() before guest memory is
+// unmapped.
 class LazyLoader final : public restore::MemoryLoader {
  public:
   explicit LazyLoader(LazyOptions options = {}) : options_(std::move(options)) {}
   ~LazyLoader() override { Stop(); }
   Status Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) override;
+  Status LoadShared(std::shared_ptr<const SnapshotChain> chain,
+                    std::span<const kvm::GuestRegion> regions) override;
   // Stops the pager's threads (pages never filled are poisoned, see LazyPager).
   void Stop() {
     pager_.reset();
@@ -44,7 +47,7 @@ class LazyLoader final : public restore::MemoryLoader {
 
  private:
   LazyOptions options_;
-  std::optional<SnapshotChain> chain_;
+  std::shared_ptr<const SnapshotChain> chain_;
   std::unique_ptr<LazyPager> pager_;
 };
 
