@@ -48,7 +48,10 @@ ProgressBar::~ProgressBar() { Finish(); }
 std::string ProgressBar::Render(const std::string& label, uint64_t done, uint64_t total,
                                 double elapsed_s, int width) {
   double rate = elapsed_s > 0 ? static_cast<double>(done) / elapsed_s : 0;
-  std::string tail = " " + HumanBytes(done);
+  // Built by appending: GCC 12 at -O3 warns falsely (-Wrestrict) on
+  // `"literal" + std::string&&`.
+  std::string tail(" ");
+  tail += HumanBytes(done);
   if (total) tail += " / " + HumanBytes(total);
   tail += "  " + HumanBytes(static_cast<uint64_t>(rate)) + "/s";
   if (total && done < total && rate > 0) {
