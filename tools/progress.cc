@@ -66,7 +66,10 @@ std::string ProgressBar::Render(const std::string& label, uint64_t done, uint64_
   if (total && bar >= 10) {
     double frac = done >= total ? 1.0 : static_cast<double>(done) / static_cast<double>(total);
     int fill = static_cast<int>(frac * bar);
-    line += "[" + std::string(fill, '#') + std::string(bar - fill, ' ') + "]";
+    line += '[';
+    line.append(static_cast<size_t>(fill), '#');
+    line.append(static_cast<size_t>(bar - fill), ' ');
+    line += ']';
     char pct[8];
     std::snprintf(pct, sizeof pct, " %3d%%", static_cast<int>(frac * 100));
     line += pct;
