@@ -7,7 +7,7 @@ $Cxx.namespace("vmsnap::schema::s390");
 using Common = import "common.capnp";
 
 struct Vcpu {
-  mpState @0 :UInt32;              # KVM_MP_STATE_STOPPED (4), _OPERATING (7), _LOAD (8), _CHECK_STOP (6)
+  mpState @0 :UInt32;              # KVM_MP_STATE_STOPPED (5), _CHECK_STOP (6), _OPERATING (7), _LOAD (8)
   gprs @1 :List(UInt64);           # 16
   acrs @2 :List(UInt32);           # 16 access registers
   crs @3 :List(UInt64);            # 16 control registers
@@ -34,7 +34,8 @@ struct Vm {
 
 # A run of consecutive guest frames and their CMMA values, one byte per page, as
 # KVM_S390_GET_CMMA_BITS returns them (bits 0-1 usage state: 0 stable, 1 unused,
-# 2 potentially volatile, 3 volatile; bit 2 "NODAT"; inspect decodes).
+# 2 potentially volatile, 3 volatile; 0x40 "NODAT", as the kernel keeps
+# (pgste >> 24) & 0x43; inspect decodes).
 struct CmmaRun {
   startGfn @0 :UInt64;
   values @1 :Data;
