@@ -17,14 +17,7 @@ class BitmapTracker final : public DirtyTracker {
 
   Status Start() override {
     std::lock_guard lock(mu_);
-    const auto& regions = layout_.regions();
-    flag_added_.assign(regions.size(), false);
-    for (size_t i = 0; i < regions.size(); ++i) {
-      if (!(regions[i].flags & KVM_MEM_LOG_DIRTY_PAGES)) {
-        VMSNAP_RETURN_IF_ERROR(ops_.SetSlotFlags(regions[i], regions[i].flags | KVM_MEM_LOG_DIRTY_PAGES));
-        flag_added_[i] = true;
-      }
-    }
+    VMSNAP_RETURN_IF_ERROR(logging_.Enable(ops_, layout_.regions()));
     // Forget what was logged before and arm every page. With
     // KVM_DIRTY_LOG_INITIALLY_SET a freshly logged slot starts all-dirty and
     // unprotected, so this clear is what write-protects it.
@@ -38,12 +31,7 @@ class BitmapTracker final : public DirtyTracker {
 
   Status Stop() override {
     std::lock_guard lock(mu_);
-    const auto& regions = layout_.regions();
-    for (size_t i = 0; i < regions.size() && i < flag_added_.size(); ++i) {
-      if (flag_added_[i]) VMSNAP_RETURN_IF_ERROR(ops_.SetSlotFlags(regions[i], regions[i].flags));
-    }
-    flag_added_.clear();
-    return Status::Ok();
+    return logging_.Disable(ops_, layout_.regions());
   }
 
  protected:
@@ -97,7 +85,7 @@ class BitmapTracker final : public DirtyTracker {
  private:
   kvm::dirty::DirtyLogOps& ops_;
   bool manual_;
-  std::vector<bool> flag_added_;
+  SlotDirtyLogging logging_;
   std::vector<uint64_t> buf_;
 };
 

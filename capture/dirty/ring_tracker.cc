@@ -29,14 +29,7 @@ class RingTracker final : public DirtyTracker {
 
   Status Start() override {
     std::lock_guard lock(mu_);
-    const auto& regions = layout_.regions();
-    flag_added_.assign(regions.size(), false);
-    for (size_t i = 0; i < regions.size(); ++i) {
-      if (!(regions[i].flags & KVM_MEM_LOG_DIRTY_PAGES)) {
-        VMSNAP_RETURN_IF_ERROR(ops_.SetSlotFlags(regions[i], regions[i].flags | KVM_MEM_LOG_DIRTY_PAGES));
-        flag_added_[i] = true;
-      }
-    }
+    VMSNAP_RETURN_IF_ERROR(logging_.Enable(ops_, layout_.regions()));
     scratch_.Reset();
     VMSNAP_RETURN_IF_ERROR(HarvestLocked(scratch_));
     reported_.Reset();
@@ -46,12 +39,7 @@ class RingTracker final : public DirtyTracker {
 
   Status Stop() override {
     std::lock_guard lock(mu_);
-    const auto& regions = layout_.regions();
-    for (size_t i = 0; i < regions.size() && i < flag_added_.size(); ++i) {
-      if (flag_added_[i]) VMSNAP_RETURN_IF_ERROR(ops_.SetSlotFlags(regions[i], regions[i].flags));
-    }
-    flag_added_.clear();
-    return Status::Ok();
+    return logging_.Disable(ops_, layout_.regions());
   }
 
   Status HandleRingFull(int vcpu_index) override {
@@ -141,7 +129,7 @@ class RingTracker final : public DirtyTracker {
   kvm::dirty::DirtyLogOps& ops_;
   uint32_t ring_bytes_;
   std::vector<Ring> rings_;
-  std::vector<bool> flag_added_;
+  SlotDirtyLogging logging_;
   PageSet full_pending_;  // harvested on ring-full exits, not collected yet
 };
 

@@ -4,6 +4,27 @@
 
 namespace vmsnap::capture::dirty {
 
+Status SlotDirtyLogging::Enable(kvm::dirty::DirtyLogOps& ops,
+                                const std::vector<kvm::GuestRegion>& regions) {
+  added_.assign(regions.size(), false);
+  for (size_t i = 0; i < regions.size(); ++i) {
+    if (!(regions[i].flags & KVM_MEM_LOG_DIRTY_PAGES)) {
+      VMSNAP_RETURN_IF_ERROR(ops.SetSlotFlags(regions[i], regions[i].flags | KVM_MEM_LOG_DIRTY_PAGES));
+      added_[i] = true;
+    }
+  }
+  return Status::Ok();
+}
+
+Status SlotDirtyLogging::Disable(kvm::dirty::DirtyLogOps& ops,
+                                 const std::vector<kvm::GuestRegion>& regions) {
+  for (size_t i = 0; i < regions.size() && i < added_.size(); ++i) {
+    if (added_[i]) VMSNAP_RETURN_IF_ERROR(ops.SetSlotFlags(regions[i], regions[i].flags));
+  }
+  added_.clear();
+  return Status::Ok();
+}
+
 std::string_view ModeName(Mode m) {
   switch (m) {
     case Mode::kOff: return "off";

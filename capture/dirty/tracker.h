@@ -101,6 +101,18 @@ class DirtyTracker {
   std::atomic<uint64_t> ring_overflows_{0};
 };
 
+// Switches KVM_MEM_LOG_DIRTY_PAGES on for the slots that lack it, and back
+// off on Disable for exactly those. Both trackers need it: KVM records writes,
+// in the bitmap or in the ring, only for slots that carry the flag.
+class SlotDirtyLogging {
+ public:
+  Status Enable(kvm::dirty::DirtyLogOps& ops, const std::vector<kvm::GuestRegion>& regions);
+  Status Disable(kvm::dirty::DirtyLogOps& ops, const std::vector<kvm::GuestRegion>& regions);
+
+ private:
+  std::vector<bool> added_;  // by region: Enable set the flag
+};
+
 struct TrackerOptions {
   uint32_t page_size = 4096;
   // Ring: bytes per vCPU (a power of two); 0 = 256 KiB (16384 entries).
