@@ -9,8 +9,10 @@
 #include <vector>
 
 #include "format/chain.h"
+#include "format/compression_spec.h"
 #include "format/writer.h"
 #include "tools/command.h"
+#include "tools/compression_flag.h"
 #include "tools/progress.h"
 #include "tools/tool_util.h"
 
@@ -19,6 +21,7 @@ namespace {
 
 struct FlattenOptions {
   std::string input, output;
+  std::string compress;  // empty: raw if every input chunk is raw, else zstd:3
 };
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -41,10 +44,17 @@ int RunFlatten(const FlattenOptions& o) {
   std::atomic<uint64_t> released{0};
   WriterOptions wo;
   wo.page_size = static_cast<uint32_t>(ps);
-  wo.compression = schema::Compression::ZSTD;
-  bool all_raw = lm.getChunks().size() > 0;
-  for (auto c : lm.getChunks()) all_raw &= c.getCompression() == schema::Compression::NONE;
-  if (all_raw) wo.compression = schema::Compression::NONE;  // keep a mappable chain mappable
+  CompressionSpec spec;
+  if (!o.compress.empty()) {
+    auto parsed = ParseCompressionSpec(o.compress);
+    if (!parsed.ok()) return tools::Fail("flatten", "", parsed.status(), kExitError);
+    spec = *parsed;
+  } else {
+    bool all_raw = lm.getChunks().size() > 0;
+    for (auto c : lm.getChunks()) all_raw &= c.getCompression() == schema::Compression::NONE;
+    if (all_raw) spec.codec = schema::Compression::NONE;  // keep a mappable chain mappable
+  }
+  Apply(spec, wo);
   wo.progress = [&released](uint64_t done, uint64_t) { released.store(done); };
   auto writer = SnapshotWriter::Create(o.output, wo);
   if (!writer.ok()) return tools::Fail("flatten", o.output, writer.status(), kExitError);
@@ -54,6 +64,8 @@ int RunFlatten(const FlattenOptions& o) {
   mb.setArch(lm.getArch());
   mb.setCreated(lm.getCreated());
   mb.setSave(lm.getSave());
+  // The save figures are the leaf's, but the memory is stored as we store it.
+  mb.getSave().setCompression(ToString(spec));
   mb.setMemory(lm.getMemory());
   mb.setVcpus(lm.getVcpus());
   mb.setVm(lm.getVm());
@@ -128,6 +140,8 @@ void RegisterFlatten(CLI::App& app, int* exit_code) {
   sub->add_option("SNAPSHOT", o->input, "Snapshot to flatten (any snapshot; a full one is copied)")
       ->required();
   sub->add_option("-o,--output", o->output, "Where to write the full snapshot")->required();
+  AddCompressFlag(sub, o->compress,
+                  "compression of the output (default: none if every chunk of SNAPSHOT is raw, else zstd:3)");
   sub->footer(
       "The output is written to a temporary name beside OUTPUT and renamed into place only when "
       "complete; it is created mode 0600. Exit status: 0 success, 2 error.");

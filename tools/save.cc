@@ -8,6 +8,7 @@
 #include "tools/command.h"
 
 #if defined(VMSNAP_HAVE_X86_KVM)
+#include "tools/compression_flag.h"
 #include "vmm/control.h"
 
 namespace vmsnap::cli {
@@ -20,6 +21,7 @@ void RegisterSave(CLI::App& app, int* exit_code) {
     bool stop = false;
     std::string parent;
     bool live = false;
+    std::string compress;
   };
   auto args = std::make_shared<Args>();
   sub->add_option("--control", args->control, "the VMM's control socket")->required();
@@ -30,6 +32,7 @@ void RegisterSave(CLI::App& app, int* exit_code) {
                   "was loaded from): only pages dirtied since are stored");
   sub->add_flag("--live", args->live,
                 "copy memory while the guest runs, in rounds, then pause it briefly for the last round");
+  AddCompressFlag(sub, args->compress, "compression of this snapshot (default: the VMM's --compress)");
   sub->callback([args, exit_code] {
     // The VMM may run in another directory: send it an absolute path.
     std::error_code ec;
@@ -37,6 +40,7 @@ void RegisterSave(CLI::App& app, int* exit_code) {
     if (ec) out = args->output;
     nlohmann::json req{{"cmd", "save"}, {"path", out}, {"stop", args->stop}};
     if (args->live) req["live"] = true;
+    if (!args->compress.empty()) req["compress"] = args->compress;
     if (!args->parent.empty()) req["parent"] = std::filesystem::absolute(args->parent, ec).string();
     auto reply = vmm::ControlRequest(args->control, req);
     if (!reply.ok()) {

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <string>
 
+#include "format/compression_spec.h"
 #include "format/status.h"
+#include "tools/compression_flag.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::cli {
@@ -17,6 +19,7 @@ struct VmmFlags {
   std::string control;
   std::string doorbell;
   bool incremental = false;
+  std::string compress;  // empty: zstd:3
 };
 
 inline void AddVmmFlags(CLI::App* sub, VmmFlags& f) {
@@ -28,6 +31,8 @@ inline void AddVmmFlags(CLI::App* sub, VmmFlags& f) {
                 "each doorbell snapshot after the first (after load: every one) names the previous one as "
                 "parent and stores only the pages dirtied since")
       ->needs(door);
+  AddCompressFlag(sub, f.compress,
+                  "compression of doorbell snapshots, and of `vmsnap save` without --compress");
 }
 
 inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
@@ -36,6 +41,9 @@ inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
   o.control_socket = f.control;
   o.doorbell_snapshot = f.doorbell;
   o.incremental = f.incremental;
+  if (!f.compress.empty()) {
+    VMSNAP_ASSIGN_OR_RETURN(o.compression, ParseCompressionSpec(f.compress));
+  }
   o.tool_version = VMSNAP_VERSION;
   return o;
 }

@@ -19,6 +19,7 @@
 #include "capture/capture.h"
 #include "capture/dirty/snapshot.h"
 #include "capture/x86_64/x86_capture.h"
+#include "format/compression_spec.h"
 #include "format/status.h"
 #include "kvm/kvm.h"
 #include "kvm/x86_64/x86.h"
@@ -40,6 +41,8 @@ struct VmmOptions {
   // Doorbell snapshots after the process's first (after `load`: all of them)
   // are incremental on the previous one.
   bool incremental = false;
+  // Codec of doorbell snapshots, and of control-socket saves that name none.
+  CompressionSpec compression;
 };
 
 // A `save` over the control socket.
@@ -47,6 +50,7 @@ struct SaveRequest {
   std::string path;
   std::string parent;  // non-empty: incremental on this snapshot (the VM's last)
   bool live = false;   // copy memory while the guest runs
+  std::optional<CompressionSpec> compression;  // nullopt: VmmOptions::compression
 };
 
 struct BootConfig {
@@ -109,7 +113,11 @@ class Vmm {
   Status HandleDoorbell();
   void HandleControlClient(int fd);
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
-                                            const capture::dirty::SnapshotPlan& plan = {});
+                                            const capture::dirty::SnapshotPlan& plan,
+                                            const CompressionSpec& compression);
+  // Pauses the running VM (if it runs), captures, resumes.
+  Result<capture::CaptureResult> SavePausedNow(const std::string& path, const capture::dirty::SnapshotPlan& plan,
+                                               const CompressionSpec& compression);
   void SerialWrite(const uint8_t* data, size_t len);
 
   VmmOptions options_;
