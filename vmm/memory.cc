@@ -109,8 +109,12 @@ uint8_t* GuestMemory::HostPtr(uint64_t gpa, uint64_t len) const {
   return nullptr;
 }
 
-Status GuestMemory::Register(kvm::Vm& vm) const {
-  for (const auto& r : regions_) VMSNAP_RETURN_IF_ERROR(vm.SetUserMemoryRegion(r->slot_spec()));
+Status GuestMemory::Register(kvm::Vm& vm, uint32_t extra_flags) const {
+  for (const auto& r : regions_) {
+    kvm::MemorySlot spec = r->slot_spec();
+    spec.flags |= extra_flags;
+    VMSNAP_RETURN_IF_ERROR(vm.SetUserMemoryRegion(spec));
+  }
   return Status::Ok();
 }
 
