@@ -1,0 +1,304 @@
+// `--compress` end to end on real KVM: what `save`, `run`/`load` doorbell
+// snapshots and `flatten` store for each spec, that raw snapshots load and
+// chains flatten to the same memory, and how bad specs are refused.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "format/reader.h"
+#include "vmm/control.h"
+
+namespace vmsnap {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+std::string Guest(const std::string& name) { return std::string(VMSNAP_GUEST_DIR) + "/" + name + ".elf"; }
+std::string DirtyGuest(const std::string& name) {
+  return std::string(VMSNAP_DIRTY_GUEST_DIR) + "/" + name + ".elf";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct RunResult {
+  int status = -1;
+  std::string out, err;
+};
+
+class CompressCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/kvm is not available: skipping real-KVM test";
+    char tmpl[] = "/tmp/vmsnap-compress-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    for (pid_t p : children_) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string Path(const std::string& n) const { return dir_ + "/" + n; }
+
+  // Runs `vmsnap ARGS` (a shell command line) in dir_.
+  RunResult Run(const std::string& args) {
+    std::string cmd = "cd " + dir_ + " && timeout 120 " + VMSNAP_BIN + " " + args + " 2>" + Path("stderr.txt");
+    RunResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    int st = ::pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.err = ReadFile(Path("stderr.txt"));
+    return r;
+  }
+
+  // Starts `vmsnap ARGS` in the background, in dir_.
+  pid_t Spawn(const std::vector<std::string>& args) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::chdir(dir_.c_str()) != 0) _exit(126);
+      std::vector<char*> argv;
+      std::string bin = VMSNAP_BIN;
+      argv.push_back(bin.data());
+      std::vector<std::string> copy = args;
+      for (auto& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(bin.c_str(), argv.data());
+      _exit(127);
+    }
+    children_.push_back(pid);
+    return pid;
+  }
+  int Wait(pid_t pid) {
+    int st = 0;
+    for (int i = 0; i < 6000; ++i) {
+      if (::waitpid(pid, &st, WNOHANG) == pid) {
+        children_.erase(std::remove(children_.begin(), children_.end(), pid), children_.end());
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -2;  // TearDown kills it
+  }
+  // Waits until `file` holds `needle`.
+  bool WaitFor(const std::string& file, const std::string& needle) {
+    for (int i = 0; i < 6000; ++i) {
+      if (ReadFile(file).find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+  bool WaitForSocket(const std::string& path) {
+    for (int i = 0; i < 3000; ++i) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+  json Inspect(const std::string& file) {
+    RunResult r = Run("inspect --json " + file);
+    EXPECT_EQ(r.status, 0) << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  }
+
+  std::string dir_;
+  std::vector<pid_t> children_;
+};
+
+// raw: every chunk of `file` is stored raw at a page-aligned offset
+// (mappable). Else chunks are zstd frames (the writer keeps a chunk raw only
+// where zstd would not shrink it, so at least one must be compressed here:
+// the guests' pages are mostly zeros and code).
+void ExpectChunks(const std::string& file, bool raw) {
+  auto r = SnapshotReader::Open(file);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_FALSE((*r)->chunk_index().empty()) << file;
+  size_t compressed = 0;
+  for (const ChunkInfo& c : (*r)->chunk_index()) {
+    compressed += c.compressed;
+    if (raw) {
+      EXPECT_FALSE(c.compressed) << file << " chunk at gpa 0x" << std::hex << c.gpa;
+      EXPECT_EQ(c.file_offset % 4096, 0u) << file << " raw chunk at gpa 0x" << std::hex << c.gpa;
+      EXPECT_EQ(c.stored_length, c.raw_length) << file;
+    }
+  }
+  if (!raw) {
+    EXPECT_GT(compressed, 0u) << file << " has no zstd chunk";
+  }
+}
+
+// What a raw snapshot's inspect says: compression none and one page of file
+// per present page.
+void ExpectRawFigures(const json& j, const std::string& what) {
+  EXPECT_EQ(j["save"]["compression"], "none") << what;
+  uint64_t present = j["memory"]["present_pages"].get<uint64_t>();
+  EXPECT_GT(present, 0u) << what;
+  EXPECT_EQ(j["memory"]["stored_bytes"].get<uint64_t>(), present * 4096) << what;
+}
+
+// (a) save --compress none: a raw snapshot that loads and ends as the
+// uninterrupted run does.
+TEST_F(CompressCli, SaveNoneStoresRawPagesAndLoadsToTheSameEnd) {
+  RunResult full = Run("run " + Guest("spin") + " --mem 32M --serial full.txt");
+  ASSERT_EQ(full.status, 46) << full.err;
+  const std::string uninterrupted = ReadFile(Path("full.txt"));
+  ASSERT_NE(uninterrupted.find("spin: done"), std::string::npos) << uninterrupted;
+
+  pid_t vm = Spawn({"run", Guest("spin"), "--mem", "32M", "--serial", "run.txt", "--control", Path("ctl")});
+  ASSERT_TRUE(WaitForSocket(Path("ctl")));
+  ASSERT_TRUE(WaitFor(Path("run.txt"), "tick group")) << "save mid-run";
+  RunResult save = Run("save --control ctl --compress none --stop raw.vmsnap");
+  ASSERT_EQ(save.status, 0) << save.err;
+  EXPECT_EQ(Wait(vm), 0);
+
+  json j = Inspect("raw.vmsnap");
+  ExpectRawFigures(j, "raw.vmsnap");
+  ExpectChunks(Path("raw.vmsnap"), /*raw=*/true);
+  EXPECT_EQ(Run("verify raw.vmsnap").status, 0);
+
+  for (const char* memory : {"lazy", "eager"}) {
+    SCOPED_TRACE(memory);
+    RunResult load = Run("load raw.vmsnap --memory " + std::string(memory) + " --serial load.txt");
+    EXPECT_EQ(load.status, 46) << load.err;
+    std::string after = ReadFile(Path("load.txt"));
+    ASSERT_FALSE(after.empty());
+    ASSERT_LT(after.size(), uninterrupted.size()) << "the load should resume mid-run";
+    EXPECT_EQ(uninterrupted.substr(uninterrupted.size() - after.size()), after)
+        << "load output is not the uninterrupted run's tail";
+  }
+}
+
+// (b) Per-save levels on one VM: the VMM's --compress is the default of a save
+// without --compress, and each save records what it used.
+TEST_F(CompressCli, EachSaveRecordsItsLevelAndTheVmmsIsTheDefault) {
+  pid_t vm = Spawn({"run", DirtyGuest("live_checksum"), "--mem", "32M", "--serial", "run.txt", "--control",
+                    Path("ctl"), "--compress", "zstd:-5"});
+  ASSERT_TRUE(WaitFor(Path("run.txt"), "verified"));
+  ASSERT_EQ(Run("save --control ctl dflt.vmsnap").status, 0);
+  ASSERT_EQ(Run("save --control ctl --compress zstd:19 hi.vmsnap").status, 0);
+
+  // The protocol itself refuses a bad "compress" and names it; the VM runs on.
+  auto bad = vmm::ControlRequest(Path("ctl"), json{{"cmd", "save"}, {"path", Path("x.vmsnap")}, {"compress", "lz4"}});
+  ASSERT_TRUE(bad.ok()) << bad.status().message();
+  EXPECT_EQ((*bad)["ok"], false);
+  EXPECT_NE((*bad)["error"].get<std::string>().find("'lz4'"), std::string::npos) << bad->dump();
+  auto nonstring = vmm::ControlRequest(Path("ctl"), json{{"cmd", "save"}, {"path", Path("x.vmsnap")}, {"compress", 5}});
+  ASSERT_TRUE(nonstring.ok());
+  EXPECT_EQ((*nonstring)["ok"], false);
+  EXPECT_NE((*nonstring)["error"].get<std::string>().find("compress"), std::string::npos) << nonstring->dump();
+  EXPECT_FALSE(fs::exists(Path("x.vmsnap")));
+
+  RunResult lo = Run("save --control ctl --compress zstd:1 --stop lo.vmsnap");
+  ASSERT_EQ(lo.status, 0) << lo.err;
+  EXPECT_EQ(Wait(vm), 0);
+
+  for (auto [file, text] : {std::pair{"dflt.vmsnap", "zstd:-5"}, {"hi.vmsnap", "zstd:19"}, {"lo.vmsnap", "zstd:1"}}) {
+    RunResult v = Run(std::string("verify ") + file);
+    EXPECT_EQ(v.status, 0) << file << ": " << v.err;
+    EXPECT_EQ(Inspect(file)["save"]["compression"], text) << file;
+    ExpectChunks(Path(file), /*raw=*/false);
+  }
+}
+
+// (c) and (e): doorbell snapshots follow `run --compress`; flatten --compress
+// none turns a zstd chain into raw chunks holding the same memory.
+TEST_F(CompressCli, DoorbellSnapshotsAndFlattenFollowCompress) {
+  RunResult raw = Run("run " + DirtyGuest("incr_rounds") +
+                      " --mem 32M --compress none --snapshot-on-doorbell 'raw-{n}.vmsnap' --serial /dev/null");
+  ASSERT_EQ(raw.status, 0) << raw.err;
+  for (const char* f : {"raw-1.vmsnap", "raw-5.vmsnap"}) {
+    ExpectRawFigures(Inspect(f), f);
+    ExpectChunks(Path(f), /*raw=*/true);
+  }
+  // Without --compress, flatten keeps an all-raw snapshot raw.
+  ASSERT_EQ(Run("flatten raw-5.vmsnap -o raw-copy.vmsnap").status, 0);
+  ExpectChunks(Path("raw-copy.vmsnap"), /*raw=*/true);
+
+  RunResult inc = Run("run " + DirtyGuest("incr_rounds") +
+                      " --mem 32M --snapshot-on-doorbell 'z-{n}.vmsnap' --incremental --serial /dev/null");
+  ASSERT_EQ(inc.status, 0) << inc.err;
+  EXPECT_EQ(Inspect("z-5.vmsnap")["save"]["compression"], "zstd:3");
+  ExpectChunks(Path("z-5.vmsnap"), /*raw=*/false);
+
+  RunResult flat = Run("flatten z-5.vmsnap --compress none -o flat.vmsnap");
+  ASSERT_EQ(flat.status, 0) << flat.err;
+  json j = Inspect("flat.vmsnap");
+  EXPECT_TRUE(j["parent"].is_null());
+  ExpectRawFigures(j, "flat.vmsnap");
+  ExpectChunks(Path("flat.vmsnap"), /*raw=*/true);
+  RunResult d = Run("diff --json z-5.vmsnap flat.vmsnap");
+  EXPECT_EQ(d.status, 0) << d.out << d.err;
+  json dj = json::parse(d.out, nullptr, false);
+  ASSERT_FALSE(dj.is_discarded()) << d.out;
+  EXPECT_EQ(dj["memory"]["differing_pages"], 0);
+
+  // Without --compress, a zstd chain flattens to zstd:3.
+  ASSERT_EQ(Run("flatten z-5.vmsnap -o flat-z.vmsnap").status, 0);
+  EXPECT_EQ(Inspect("flat-z.vmsnap")["save"]["compression"], "zstd:3");
+  ExpectChunks(Path("flat-z.vmsnap"), /*raw=*/false);
+  ASSERT_EQ(Run("flatten z-5.vmsnap --compress zstd:-3 -o flat-fast.vmsnap").status, 0);
+  EXPECT_EQ(Inspect("flat-fast.vmsnap")["save"]["compression"], "zstd:-3");
+  EXPECT_EQ(Run("diff flat-fast.vmsnap flat.vmsnap").status, 0);
+}
+
+// (d) A bad spec is a usage error: one line naming it, status 2 for save and
+// flatten, 125 for run and load (as for their other bad option values), and
+// nothing is started, contacted or written.
+TEST_F(CompressCli, BadSpecsAreOneLineUsageErrors) {
+  struct Case {
+    std::string args;
+    std::string spec;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {"save --control nobody.sock out.vmsnap --compress lz4", "lz4", 2},
+      {"save --control nobody.sock out.vmsnap --compress zstd:", "zstd:", 2},
+      {"flatten missing.vmsnap -o out.vmsnap --compress zstd:3x", "zstd:3x", 2},
+      {"flatten missing.vmsnap -o out.vmsnap --compress ZSTD:99", "ZSTD:99", 2},
+      {"run " + Guest("spin") + " --mem 32M --compress zstd:23", "zstd:23", 125},
+      {"load missing.vmsnap --compress zstd:-999999", "zstd:-999999", 125},
+  };
+  for (const Case& c : cases) {
+    RunResult r = Run(c.args);
+    EXPECT_EQ(r.status, c.status) << c.args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.args << ": " << r.err;
+    EXPECT_NE(r.err.find("--compress"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("'" + c.spec + "'"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("none, zstd or zstd:LEVEL"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("cannot connect"), std::string::npos) << "checked before contacting the VMM: " << r.err;
+    EXPECT_EQ(r.out.find("spin"), std::string::npos) << "the guest must not start: " << r.out;
+    EXPECT_FALSE(fs::exists(Path("out.vmsnap")));
+  }
+}
+
+}  // namespace
+}  // namespace vmsnap
