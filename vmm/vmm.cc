@@ -420,7 +420,7 @@ Result<capture::CaptureResult> Vmm::CaptureNow(const std::string& path, uint64_t
 }
 
 Result<capture::CaptureResult> Vmm::SavePausedNow(const std::string& path, const capture::dirty::SnapshotPlan& plan,
-                                                  const CompressionSpec& compression) {
+                                                  const CompressionSpec& compression, bool stop_after) {
   if (threads_.empty()) return CaptureNow(path, 0, plan, compression);
   uint64_t t0 = NowNs();
   RequestPause();
@@ -433,7 +433,11 @@ Result<capture::CaptureResult> Vmm::SavePausedNow(const std::string& path, const
     }
   }
   auto r = CaptureNow(path, NowNs() - t0, plan, compression);
-  Resume();
+  if (r.ok() && stop_after) {
+    Stop(0, Status::Ok());  // the parked vCPUs see stop_ and end without running
+  } else {
+    Resume();
+  }
   return r;
 }
 
@@ -448,17 +452,31 @@ Result<capture::CaptureResult> Vmm::Save(const SaveRequest& request, capture::di
     plan.parent = capture::dirty::ParentMode::kExplicit;
     plan.parent_path = request.parent;
   }
-  if (!request.live || threads_.empty()) return SavePausedNow(request.path, plan, compression);
+  if (!request.live || threads_.empty()) return SavePausedNow(request.path, plan, compression, request.stop);
   capture::CaptureOptions opts;
   opts.tool_version = options_.tool_version;
   Apply(compression, opts.writer);
+  // SaveLive pauses once, for the last round, and resumes before it writes
+  // the file. With `stop` the VM stays paused instead: it ends once the
+  // file is written, or resumes if the save failed.
+  const bool stop = request.stop;
   capture::dirty::LivePause vm{[this] {
                                  RequestPause();
                                  WaitPaused();
                                },
-                               [this] { Resume(); }};
-  return capture::dirty::SaveLive(dirty_.get(), *capturer_, request.path, plan, opts, vm,
-                                  capture::dirty::LiveOptions{}, live_stats);
+                               [this, stop] {
+                                 if (!stop) Resume();
+                               }};
+  auto r = capture::dirty::SaveLive(dirty_.get(), *capturer_, request.path, plan, opts, vm,
+                                    capture::dirty::LiveOptions{}, live_stats);
+  if (stop) {
+    if (r.ok()) {
+      Stop(0, Status::Ok());
+    } else {
+      Resume();
+    }
+  }
+  return r;
 }
 
 Status Vmm::HandleDoorbell() {
@@ -514,6 +532,7 @@ void Vmm::HandleControlClient(int fd) {
     sreq.compression = *spec;
   }
   bool stop = req.value("stop", false);
+  sreq.stop = stop;
   capture::dirty::LiveStats live_stats;
   auto r = Save(sreq, &live_stats);
   if (!r.ok()) return reply_error(r.status().message());

@@ -51,6 +51,11 @@ struct SaveRequest {
   std::string parent;  // non-empty: incremental on this snapshot (the VM's last)
   bool live = false;   // copy memory while the guest runs
   std::optional<CompressionSpec> compression;  // nullopt: VmmOptions::compression
+  // End the VM (exit status 0) once the snapshot is written, without letting
+  // the vCPUs run again: nothing the guest does after the snapshot point
+  // (serial output, device I/O) happens twice when the snapshot is loaded.
+  // A failed save resumes the VM instead.
+  bool stop = false;
 };
 
 struct BootConfig {
@@ -115,9 +120,10 @@ class Vmm {
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
                                             const capture::dirty::SnapshotPlan& plan,
                                             const CompressionSpec& compression);
-  // Pauses the running VM (if it runs), captures, resumes.
+  // Pauses the running VM (if it runs), captures, then resumes (or, with `stop_after` and a good
+  // snapshot, ends the VM without letting it run again).
   Result<capture::CaptureResult> SavePausedNow(const std::string& path, const capture::dirty::SnapshotPlan& plan,
-                                               const CompressionSpec& compression);
+                                               const CompressionSpec& compression, bool stop_after = false);
   void SerialWrite(const uint8_t* data, size_t len);
 
   VmmOptions options_;

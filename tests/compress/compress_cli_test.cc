@@ -194,6 +194,10 @@ TEST_F(CompressCli, SaveNoneStoresRawPagesAndLoadsToTheSameEnd) {
     ASSERT_LT(after.size(), uninterrupted.size()) << "the load should resume mid-run";
     EXPECT_EQ(uninterrupted.substr(uninterrupted.size() - after.size()), after)
         << "load output is not the uninterrupted run's tail";
+    // save --stop ends the VM at the snapshot point: what it printed before
+    // and what the loaded VM prints are the uninterrupted run, nothing twice.
+    EXPECT_EQ(ReadFile(Path("run.txt")) + after, uninterrupted)
+        << "the VM ran on after save --stop, or the load repeated output";
   }
 }
 
