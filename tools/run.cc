@@ -18,7 +18,6 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     std::string mem_file;
     int vcpus = 1;
     VmmFlags vmm;
-    std::string dirty_tracking;  // empty: the ring when the host has it, else the bitmap
   };
   auto args = std::make_shared<Args>();
   sub->add_option("GUEST", args->image, "guest image: ELF64 x86-64 executable or flat binary")->required();
@@ -27,10 +26,6 @@ void RegisterRun(CLI::App& app, int* exit_code) {
       ->excludes(mem);
   sub->add_option("--vcpus", args->vcpus, "number of vCPUs (default 1)");
   AddVmmFlags(sub, args->vmm);
-  sub->add_option("--dirty-tracking", args->dirty_tracking,
-                  "ring|bitmap|off: how pages dirtied between snapshots are tracked (default: the ring when the "
-                  "host has it, else the bitmap)")
-      ->check(CLI::IsMember({"ring", "bitmap", "off"}));
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap run: %s\n", msg.c_str());
@@ -45,11 +40,6 @@ void RegisterRun(CLI::App& app, int* exit_code) {
     boot.vcpus = args->vcpus;
     auto options = ToVmmOptions(args->vmm);
     if (!options.ok()) return fail(options.status().message());
-    if (!args->dirty_tracking.empty()) {
-      auto mode = capture::dirty::ParseMode(args->dirty_tracking);
-      if (!mode.ok()) return fail(mode.status().message());
-      options->dirty_tracking = *mode;
-    }
     auto machine = vmm::Vmm::Boot(boot, *options);
     if (!machine.ok()) return fail(machine.status().message());
     auto status = (*machine)->Run();

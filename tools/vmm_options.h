@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "capture/dirty/tracker.h"
 #include "format/compression_spec.h"
 #include "format/status.h"
 #include "tools/compression_flag.h"
@@ -20,6 +21,7 @@ struct VmmFlags {
   std::string doorbell;
   bool incremental = false;
   std::string compress;  // empty: zstd:3
+  std::string dirty_tracking;  // empty: the ring when the host has it, else the bitmap
 };
 
 inline void AddVmmFlags(CLI::App* sub, VmmFlags& f) {
@@ -33,6 +35,10 @@ inline void AddVmmFlags(CLI::App* sub, VmmFlags& f) {
       ->needs(door);
   AddCompressFlag(sub, f.compress,
                   "compression of doorbell snapshots, and of `vmsnap save` without --compress");
+  sub->add_option("--dirty-tracking", f.dirty_tracking,
+                  "ring|bitmap|off: how pages dirtied between snapshots are tracked, for incremental and live "
+                  "snapshots (default: the ring when the host has it, else the bitmap)")
+      ->check(CLI::IsMember({"ring", "bitmap", "off"}));
 }
 
 inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
@@ -43,6 +49,13 @@ inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
   o.incremental = f.incremental;
   if (!f.compress.empty()) {
     VMSNAP_ASSIGN_OR_RETURN(o.compression, ParseCompressionSpec(f.compress));
+  }
+  if (!f.dirty_tracking.empty()) {
+    VMSNAP_ASSIGN_OR_RETURN(o.dirty_tracking, capture::dirty::ParseMode(f.dirty_tracking));
+  }
+  // Refused here rather than quietly writing full snapshots at each doorbell.
+  if (o.incremental && o.dirty_tracking == capture::dirty::Mode::kOff) {
+    return Status::InvalidArgument("--incremental needs dirty tracking; it cannot be used with --dirty-tracking off");
   }
   o.tool_version = VMSNAP_VERSION;
   return o;

@@ -211,12 +211,18 @@ TEST_F(DirtyCli, LoadRefusesAChainWithAMissingOrReplacedParent) {
   EXPECT_NE(replaced.err.find("is not the recorded file"), std::string::npos) << replaced.err;
 }
 
-TEST_F(DirtyCli, LoadThenIncrementalDoorbellsBuildOnTheLoadedSnapshot) {
+class LoadIncremental : public DirtyCli, public ::testing::WithParamInterface<const char*> {};
+
+// `load --dirty-tracking MODE`: the loaded VM tracks with that mode from its
+// first instruction, so its first doorbell snapshot holds exactly the pages
+// the guest dirtied after the loaded one.
+TEST_P(LoadIncremental, DoorbellsBuildOnTheLoadedSnapshot) {
   ASSERT_EQ(Run("run " + Guest("incr_rounds") + " --snapshot-on-doorbell 'a-{n}.vmsnap' --serial /dev/null").status,
             0);
   // Resume from doorbell 2: the next three doorbells are all incremental,
   // the first on a-2.
-  RunResult load = Run("load a-2.vmsnap --snapshot-on-doorbell 'b-{n}.vmsnap' --incremental --serial /dev/null");
+  RunResult load = Run("load a-2.vmsnap --dirty-tracking " + std::string(GetParam()) +
+                       " --snapshot-on-doorbell 'b-{n}.vmsnap' --incremental --serial /dev/null");
   ASSERT_EQ(load.status, 0) << load.err;
   auto b1 = SnapshotReader::Open(Path("b-1.vmsnap"));
   auto a2 = SnapshotReader::Open(Path("a-2.vmsnap"));
@@ -228,6 +234,19 @@ TEST_F(DirtyCli, LoadThenIncrementalDoorbellsBuildOnTheLoadedSnapshot) {
   auto chain = SnapshotChain::Open(Path("b-3.vmsnap"));
   ASSERT_TRUE(chain.ok()) << chain.status().message();
   EXPECT_EQ(chain->layers().size(), 4u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, LoadIncremental, ::testing::Values("ring", "bitmap"));
+
+// Without tracking, `load` has nothing to build an incremental snapshot on.
+TEST_F(DirtyCli, LoadWithoutTrackingRefusesIncrementalDoorbells) {
+  ASSERT_EQ(Run("run " + Guest("incr_rounds") + " --snapshot-on-doorbell 'a-{n}.vmsnap' --serial /dev/null").status,
+            0);
+  RunResult load = Run("load a-2.vmsnap --dirty-tracking off --snapshot-on-doorbell 'b-{n}.vmsnap' --incremental "
+                       "--serial /dev/null");
+  EXPECT_EQ(load.status, 125);
+  EXPECT_NE(load.err.find("dirty tracking"), std::string::npos) << load.err;
+  EXPECT_FALSE(std::filesystem::exists(Path("b-1.vmsnap")));
 }
 
 TEST_F(DirtyCli, SaveParentOverTheControlSocket) {
