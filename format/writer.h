@@ -18,7 +18,11 @@
 
 namespace vmsnap {
 
-// Called with (bytes done, bytes total) as memory is processed.
+// Called with (bytes done, bytes total) as memory is processed, on the
+// writer's I/O thread. `done` counts memory in the order it was added, and
+// is reported only once the chunks covering it are written: from then on the
+// writer never reads the first `done` bytes added again, so a caller that
+// streams memory through a few buffers (flatten) may reuse those.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 struct WriterOptions {

@@ -38,9 +38,9 @@ int RunFlatten(const FlattenOptions& o) {
   auto lm = leaf.manifest();
   const uint64_t ps = leaf.page_size();
 
-  // The writer keeps referring to the memory we hand it until it has written
-  // the chunk out; chunks are written in order and then reported through the
-  // progress callback, so `released` bytes of what we added are free again.
+  // The writer reads the memory we hand it until its progress callback
+  // reports it done (writer.h promises that), so `released` bytes of what
+  // we added are free again.
   std::atomic<uint64_t> released{0};
   WriterOptions wo;
   wo.page_size = static_cast<uint32_t>(ps);
