@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "format/reader.h"
+#include "tests/cli_fixture.h"
 #include "vmm/control.h"
 
 namespace vmsnap {
@@ -33,95 +34,12 @@ std::string DirtyGuest(const std::string& name) {
   return std::string(VMSNAP_DIRTY_GUEST_DIR) + "/" + name + ".elf";
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::CliTest;
+using testing::ReadFile;
+using testing::RunResult;
 
-struct RunResult {
-  int status = -1;
-  std::string out, err;
-};
-
-class CompressCli : public ::testing::Test {
+class CompressCli : public CliTest {
  protected:
-  void SetUp() override {
-    if (::access("/dev/kvm", R_OK | W_OK) != 0) GTEST_SKIP() << "/dev/kvm is not available: skipping real-KVM test";
-    char tmpl[] = "/tmp/vmsnap-compress-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    for (pid_t p : children_) {
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  std::string Path(const std::string& n) const { return dir_ + "/" + n; }
-
-  // Runs `vmsnap ARGS` (a shell command line) in dir_.
-  RunResult Run(const std::string& args) {
-    std::string cmd = "cd " + dir_ + " && timeout 120 " + VMSNAP_BIN + " " + args + " 2>" + Path("stderr.txt");
-    RunResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.err = ReadFile(Path("stderr.txt"));
-    return r;
-  }
-
-  // Starts `vmsnap ARGS` in the background, in dir_.
-  pid_t Spawn(const std::vector<std::string>& args) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      if (::chdir(dir_.c_str()) != 0) _exit(126);
-      std::vector<char*> argv;
-      std::string bin = VMSNAP_BIN;
-      argv.push_back(bin.data());
-      std::vector<std::string> copy = args;
-      for (auto& a : copy) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(bin.c_str(), argv.data());
-      _exit(127);
-    }
-    children_.push_back(pid);
-    return pid;
-  }
-  int Wait(pid_t pid) {
-    int st = 0;
-    for (int i = 0; i < 6000; ++i) {
-      if (::waitpid(pid, &st, WNOHANG) == pid) {
-        children_.erase(std::remove(children_.begin(), children_.end(), pid), children_.end());
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -2;  // TearDown kills it
-  }
-  // Waits until `file` holds `needle`.
-  bool WaitFor(const std::string& file, const std::string& needle) {
-    for (int i = 0; i < 6000; ++i) {
-      if (ReadFile(file).find(needle) != std::string::npos) return true;
-      std::this_thread::sleep_for(10ms);
-    }
-    return false;
-  }
-  bool WaitForSocket(const std::string& path) {
-    for (int i = 0; i < 3000; ++i) {
-      struct stat st {};
-      if (::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return true;
-      std::this_thread::sleep_for(10ms);
-    }
-    return false;
-  }
-
   json Inspect(const std::string& file) {
     RunResult r = Run("inspect --json " + file);
     EXPECT_EQ(r.status, 0) << r.err;
@@ -129,9 +47,6 @@ class CompressCli : public ::testing::Test {
     EXPECT_FALSE(j.is_discarded()) << r.out;
     return j;
   }
-
-  std::string dir_;
-  std::vector<pid_t> children_;
 };
 
 // raw: every chunk of `file` is stored raw at a page-aligned offset

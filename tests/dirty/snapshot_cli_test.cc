@@ -19,6 +19,7 @@
 #include "format/chain.h"
 #include "format/reader.h"
 #include "kvm/kvm.h"
+#include "tests/cli_fixture.h"
 
 namespace vmsnap::testing {
 namespace {
@@ -31,91 +32,8 @@ constexpr uint64_t kDataPages = 512;
 
 std::string Guest(const std::string& name) { return std::string(VMSNAP_DIRTY_GUEST_DIR) + "/" + name + ".elf"; }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct RunResult {
-  int status = -1;
-  std::string out, err;
-};
-
-class DirtyCli : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!kvm::System::Open().ok()) GTEST_SKIP() << "needs /dev/kvm";
-    char tmpl[] = "/tmp/vmsnap-dirty-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    for (pid_t p : children_) {
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  std::string Path(const std::string& n) const { return dir_ + "/" + n; }
-
-  RunResult Run(const std::string& args) {
-    std::string cmd = "cd " + dir_ + " && " + VMSNAP_BIN + " " + args + " 2>" + Path("stderr.txt");
-    RunResult r;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    int st = pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r.err = ReadFile(Path("stderr.txt"));
-    return r;
-  }
-
-  // Starts `vmsnap ARGS` in the background (in dir_).
-  pid_t Spawn(const std::vector<std::string>& args) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      if (::chdir(dir_.c_str()) != 0) _exit(126);
-      std::vector<char*> argv;
-      std::string bin = VMSNAP_BIN;
-      argv.push_back(bin.data());
-      std::vector<std::string> copy = args;
-      for (auto& a : copy) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(bin.c_str(), argv.data());
-      _exit(127);
-    }
-    children_.push_back(pid);
-    return pid;
-  }
-  int Wait(pid_t pid) {
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    children_.erase(std::remove(children_.begin(), children_.end(), pid), children_.end());
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-  int CountLines(const std::string& file, const std::string& prefix) {
-    std::istringstream in(ReadFile(file));
-    int count = 0;
-    for (std::string line; std::getline(in, line);) count += line.rfind(prefix, 0) == 0;
-    return count;
-  }
-  // Waits until `file` has at least `n` lines starting with `prefix`.
-  bool WaitForLines(const std::string& file, const std::string& prefix, int n, std::chrono::seconds limit) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-      if (CountLines(file, prefix) >= n) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-
-  std::string dir_;
-  std::vector<pid_t> children_;
-};
+// The end-to-end fixture (tests/cli_fixture.h).
+class DirtyCli : public CliTest {};
 
 // Guest-physical addresses of the pages a snapshot defines itself.
 std::set<uint64_t> DefinedPages(const SnapshotReader& r) {
