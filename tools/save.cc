@@ -26,7 +26,8 @@ void RegisterSave(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<Args>();
   sub->add_option("--control", args->control, "the VMM's control socket")->required();
   sub->add_option("OUTPUT", args->output, "snapshot file to write")->required();
-  sub->add_flag("--stop", args->stop, "end the VM after saving");
+  sub->add_flag("--stop", args->stop,
+                "end the VM at the snapshot point, without letting it run again (if the save fails, it runs on)");
   sub->add_option("--parent", args->parent,
                   "incremental snapshot on top of PARENT, which must be the VM's last snapshot (or the one it "
                   "was loaded from): only pages dirtied since are stored");
