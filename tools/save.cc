@@ -3,12 +3,14 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "tools/command.h"
 
 #if defined(VMSNAP_HAVE_X86_KVM)
 #include "tools/compression_flag.h"
+#include "tools/progress.h"
 #include "vmm/control.h"
 
 namespace vmsnap::cli {
@@ -43,7 +45,17 @@ void RegisterSave(CLI::App& app, int* exit_code) {
     if (args->live) req["live"] = true;
     if (!args->compress.empty()) req["compress"] = args->compress;
     if (!args->parent.empty()) req["parent"] = std::filesystem::absolute(args->parent, ec).string();
-    auto reply = vmm::ControlRequest(args->control, req);
+    // Progress lines are asked for only when there is a terminal to draw
+    // the bar on (ProgressBar is silent otherwise).
+    std::unique_ptr<tools::ProgressBar> bar;
+    if (::isatty(STDERR_FILENO)) req["progress"] = true;
+    auto reply = vmm::ControlRequest(args->control, req, [&bar](const nlohmann::json& p) {
+      const uint64_t done = p.value("done", 0ull), total = p.value("total", 0ull);
+      if (!bar) bar = std::make_unique<tools::ProgressBar>("saving", total);
+      bar->SetTotal(total);
+      bar->Update(done);
+    });
+    if (bar) bar->Finish();
     if (!reply.ok()) {
       std::fprintf(stderr, "vmsnap save: %s\n", reply.status().message().c_str());
       *exit_code = kExitError;

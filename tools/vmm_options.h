@@ -5,12 +5,14 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "capture/dirty/tracker.h"
 #include "format/compression_spec.h"
 #include "format/status.h"
 #include "tools/compression_flag.h"
+#include "tools/progress.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::cli {
@@ -57,6 +59,16 @@ inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
   if (o.incremental && o.dirty_tracking == capture::dirty::Mode::kOff) {
     return Status::InvalidArgument("--incremental needs dirty tracking; it cannot be used with --dirty-tracking off");
   }
+  // Doorbell snapshots get a progress bar on stderr (shown only on a
+  // terminal, and only for a save that takes more than half a second).
+  o.doorbell_progress = [] {
+    auto bar = std::make_shared<tools::ProgressBar>("saving snapshot", 0);
+    return vmm::SaveProgressFn([bar](uint64_t done, uint64_t total) {
+      bar->SetTotal(total);
+      bar->Update(done);
+      if (done >= total) bar->Finish();
+    });
+  };
   o.tool_version = VMSNAP_VERSION;
   return o;
 }

@@ -68,7 +68,8 @@ Status WriteLine(int fd, const std::string& line) {
   return Status::Ok();
 }
 
-Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request) {
+Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request,
+                                      const std::function<void(const nlohmann::json&)>& on_progress) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
   kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
@@ -77,12 +78,18 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
     return Status(Code::kIo, "cannot connect to control socket " + path + ": " + std::strerror(err));
   }
   VMSNAP_RETURN_IF_ERROR(WriteLine(fd.get(), request.dump()));
-  VMSNAP_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get()));
-  nlohmann::json reply = nlohmann::json::parse(line, nullptr, false);
-  if (reply.is_discarded() || !reply.is_object()) {
-    return Status::Io("control socket " + path + " sent a malformed reply");
+  for (;;) {
+    VMSNAP_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get()));
+    nlohmann::json reply = nlohmann::json::parse(line, nullptr, false);
+    if (reply.is_discarded() || !reply.is_object()) {
+      return Status::Io("control socket " + path + " sent a malformed reply");
+    }
+    if (reply.contains("progress") && !reply.contains("ok")) {
+      if (on_progress) on_progress(reply["progress"]);
+      continue;
+    }
+    return reply;
   }
-  return reply;
 }
 
 }  // namespace vmsnap::vmm

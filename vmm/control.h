@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 
 #include "format/status.h"
@@ -19,7 +20,10 @@ namespace vmsnap::vmm {
 Result<kvm::UniqueFd> ListenControl(const std::string& path);
 
 // Client side: connects, sends one request, returns the reply object.
-Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request);
+// Progress lines the VMM sends before the reply (objects with a "progress"
+// key and no "ok": {"progress":{"done":N,"total":M}}) go to `on_progress`.
+Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request,
+                                      const std::function<void(const nlohmann::json&)>& on_progress = {});
 
 // Reads one '\n'-terminated line from a connected socket (at most 64 KiB).
 Result<std::string> ReadLine(int fd);

@@ -415,6 +415,7 @@ Result<capture::CaptureResult> Vmm::CaptureNow(const std::string& path, uint64_t
   opts.tool_version = options_.tool_version;
   opts.pause_ns = pause_ns;
   Apply(compression, opts.writer);
+  opts.writer.progress = save_progress_;
   std::vector<kvm::GuestRegion> views = memory_->views();
   return capture::dirty::SavePaused(dirty_.get(), *capturer_, views, path, plan, opts);
 }
@@ -456,6 +457,7 @@ Result<capture::CaptureResult> Vmm::Save(const SaveRequest& request, capture::di
   capture::CaptureOptions opts;
   opts.tool_version = options_.tool_version;
   Apply(compression, opts.writer);
+  opts.writer.progress = save_progress_;
   // SaveLive pauses once, for the last round, and resumes before it writes
   // the file. With `stop` the VM stays paused instead: it ends once the
   // file is written, or resumes if the save failed.
@@ -491,9 +493,11 @@ Status Vmm::HandleDoorbell() {
   Status s;
   if (!options_.doorbell_snapshot.empty()) {
     std::string path = Numbered(options_.doorbell_snapshot, doorbell_seq_);
+    if (options_.doorbell_progress) save_progress_ = options_.doorbell_progress();
     capture::dirty::SnapshotPlan plan;
     if (options_.incremental) plan.parent = capture::dirty::ParentMode::kAuto;
     auto r = CaptureNow(path, NowNs() - t0, plan, options_.compression);
+    save_progress_ = nullptr;  // a bar it owns is finished and cleared here
     if (!r.ok()) s = r.status().Context("snapshot on doorbell " + std::to_string(doorbell_seq_));
   }
   Resume();
@@ -533,8 +537,20 @@ void Vmm::HandleControlClient(int fd) {
   }
   bool stop = req.value("stop", false);
   sreq.stop = stop;
+  if (req.value("progress", false)) {
+    // Progress lines before the reply, at most every 100 ms and the last
+    // one always; a client that went away only makes these sends fail.
+    auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+    save_progress_ = [fd, last](uint64_t done, uint64_t total) {
+      auto now = std::chrono::steady_clock::now();
+      if (done < total && now - *last < std::chrono::milliseconds(100)) return;
+      *last = now;
+      (void)WriteLine(fd, nlohmann::json{{"progress", {{"done", done}, {"total", total}}}}.dump());
+    };
+  }
   capture::dirty::LiveStats live_stats;
   auto r = Save(sreq, &live_stats);
+  save_progress_ = nullptr;
   if (!r.ok()) return reply_error(r.status().message());
   nlohmann::json reply{{"ok", true}, {"path", r->path}, {"bytes", r->file_size}, {"id", layout::IdToHex(r->id)}};
   if (sreq.live) {

@@ -28,6 +28,10 @@
 
 namespace vmsnap::vmm {
 
+// Called with (bytes of guest memory done, total) while a snapshot is written
+// (on the writer's I/O thread).
+using SaveProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
 // Devices and options shared by `run` and `load`.
 struct VmmOptions {
   std::string serial = "-";            // "-": stdout; else a file, truncated
@@ -43,6 +47,9 @@ struct VmmOptions {
   bool incremental = false;
   // Codec of doorbell snapshots, and of control-socket saves that name none.
   CompressionSpec compression;
+  // A fresh progress callback for each doorbell snapshot (e.g. a progress
+  // bar on a terminal); empty: none.
+  std::function<SaveProgressFn()> doorbell_progress;
 };
 
 // A `save` over the control socket.
@@ -127,6 +134,9 @@ class Vmm {
   void SerialWrite(const uint8_t* data, size_t len);
 
   VmmOptions options_;
+  // Progress of the snapshot being written, if someone watches it: set by
+  // the Run thread around one save (control request or doorbell).
+  SaveProgressFn save_progress_;
   std::unique_ptr<kvm::System> system_;
   std::unique_ptr<kvm::Vm> vm_;
   std::unique_ptr<kvm::x86::RealVmOps> vm_ops_;

@@ -116,6 +116,41 @@ TEST_F(CompressCli, SaveNoneStoresRawPagesAndLoadsToTheSameEnd) {
   }
 }
 
+// A save asked for progress streams {"progress":{"done","total"}} lines
+// before its reply (what `vmsnap save` draws its bar from on a terminal);
+// one not asked gets none.
+TEST_F(CompressCli, SaveStreamsProgressBeforeTheReplyOnlyWhenAsked) {
+  Spawn({"run", DirtyGuest("live_checksum"), "--mem", "256M", "--serial", "run.txt", "--control", Path("ctl")});
+  ASSERT_TRUE(WaitFor(Path("run.txt"), "verified"));
+  std::vector<json> progress;
+  auto reply = vmm::ControlRequest(Path("ctl"), json{{"cmd", "save"}, {"path", Path("p.vmsnap")}, {"progress", true}},
+                                   [&](const json& p) { progress.push_back(p); });
+  ASSERT_TRUE(reply.ok()) << reply.status().message();
+  EXPECT_EQ((*reply)["ok"], true) << reply->dump();
+  ASSERT_FALSE(progress.empty());
+  uint64_t prev = 0;
+  for (const json& p : progress) {
+    const uint64_t done = p["done"].get<uint64_t>(), total = p["total"].get<uint64_t>();
+    EXPECT_EQ(total, 256ull << 20) << p.dump();
+    EXPECT_GE(done, prev) << p.dump();
+    EXPECT_LE(done, total) << p.dump();
+    prev = done;
+  }
+  EXPECT_EQ(prev, 256ull << 20) << "the last progress line is not the whole memory";
+
+  std::vector<json> unasked;
+  auto quiet = vmm::ControlRequest(Path("ctl"), json{{"cmd", "save"}, {"path", Path("q.vmsnap")}},
+                                   [&](const json& p) { unasked.push_back(p); });
+  ASSERT_TRUE(quiet.ok()) << quiet.status().message();
+  EXPECT_EQ((*quiet)["ok"], true);
+  EXPECT_TRUE(unasked.empty());
+  // Not on a terminal, `vmsnap save` asks for none and prints its one line.
+  RunResult save = Run("save --control ctl --stop r.vmsnap");
+  EXPECT_EQ(save.status, 0) << save.err;
+  EXPECT_EQ(save.out.rfind("saved ", 0), 0u) << save.out;
+  EXPECT_EQ(Run("verify p.vmsnap").status, 0);
+}
+
 // (b) Per-save levels on one VM: the VMM's --compress is the default of a save
 // without --compress, and each save records what it used.
 TEST_F(CompressCli, EachSaveRecordsItsLevelAndTheVmmsIsTheDefault) {
