@@ -53,9 +53,10 @@ class CliTest : public ::testing::Test {
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
 
   // Runs `vmsnap ARGS` (a shell command line) in the scratch directory; a
-  // command that hangs is killed after two minutes.
-  RunResult Run(const std::string& args) {
-    std::string cmd = "cd " + dir_ + " && timeout 120 " + VMSNAP_BIN + " " + args + " 2>" + Path("stderr.txt");
+  // command still running after `timeout_s` is killed and gets status 124.
+  RunResult Run(const std::string& args, int timeout_s = 120) {
+    std::string cmd = "cd " + dir_ + " && timeout " + std::to_string(timeout_s) + " " + VMSNAP_BIN + " " + args +
+                      " 2>" + Path("stderr.txt");
     RunResult r;
     FILE* p = ::popen(cmd.c_str(), "r");
     if (!p) return r;
