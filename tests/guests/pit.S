@@ -5,32 +5,7 @@
         .text
         .globl _start
 _start:
-        mov $0x20, %rdi
-        lea pit_isr(%rip), %rsi
-        call set_gate
-        call load_idt
-        mov $LAPIC, %rbx
-        movl $0x1ff, 0xf0(%rbx)     # LAPIC on
-        movl $0x700, 0x350(%rbx)    # LINT0: ExtINT, unmasked
-        # PIC: ICW1-4, vectors 0x20/0x28, cascade on IRQ2, 8086 mode.
-        .macro OUTB port, val
-        mov $\val, %al
-        out %al, $\port
-        .endm
-        OUTB 0x20, 0x11
-        OUTB 0xa0, 0x11
-        OUTB 0x21, 0x20
-        OUTB 0xa1, 0x28
-        OUTB 0x21, 0x04
-        OUTB 0xa1, 0x02
-        OUTB 0x21, 0x01
-        OUTB 0xa1, 0x01
-        OUTB 0x21, 0xfe             # only IRQ0
-        OUTB 0xa1, 0xff
-        # PIT channel 0, lobyte/hibyte, mode 2, 11932 -> ~100 Hz.
-        OUTB 0x43, 0x34
-        OUTB 0x40, 0x9c
-        OUTB 0x40, 0x2e
+        PIT_IRQ0 pit_isr
         PUTS hello
         sti
 1:      hlt

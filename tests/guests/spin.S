@@ -5,30 +5,7 @@
         .text
         .globl _start
 _start:
-        mov $0x20, %rdi
-        lea pit_isr(%rip), %rsi
-        call set_gate
-        call load_idt
-        mov $LAPIC, %rbx
-        movl $0x1ff, 0xf0(%rbx)
-        movl $0x700, 0x350(%rbx)
-        .macro OUTB port, val
-        mov $\val, %al
-        out %al, $\port
-        .endm
-        OUTB 0x20, 0x11
-        OUTB 0xa0, 0x11
-        OUTB 0x21, 0x20
-        OUTB 0xa1, 0x28
-        OUTB 0x21, 0x04
-        OUTB 0xa1, 0x02
-        OUTB 0x21, 0x01
-        OUTB 0xa1, 0x01
-        OUTB 0x21, 0xfe
-        OUTB 0xa1, 0xff
-        OUTB 0x43, 0x34
-        OUTB 0x40, 0x9c
-        OUTB 0x40, 0x2e
+        PIT_IRQ0 pit_isr
         PUTS hello
         xor %r12, %r12              # lines printed
         sti
