@@ -95,6 +95,16 @@ class Qmp:
                 raise RuntimeError(f"QMP {name}: {r['error']}")
             return r.get("return")
 
+    def wait_migration(self, what):
+        """Polls query-migrate every 5 ms until it completes."""
+        while True:
+            st = self.cmd("query-migrate").get("status")
+            if st == "completed":
+                return
+            if st in ("failed", "cancelled"):
+                raise RuntimeError(f"QEMU {what} {st}")
+            time.sleep(0.005)
+
     def close(self):
         self.sock.close()
 
@@ -183,13 +193,7 @@ class Bench:
             t0 = time.monotonic()
             q.cmd("getfd", fds=[fd], fdname="out")
             q.cmd("migrate", uri="fd:out")
-            while True:
-                st = q.cmd("query-migrate").get("status")
-                if st == "completed":
-                    break
-                if st in ("failed", "cancelled"):
-                    raise RuntimeError(f"QEMU migration {st}")
-                time.sleep(0.005)
+            q.wait_migration("migration")
             os.fsync(fd)  # the same durability as vmsnap's save
             t = time.monotonic() - t0
             cpu = cpu_s(vm.pid) - c0
@@ -210,13 +214,7 @@ class Bench:
                               stdout=subprocess.DEVNULL)
         try:
             q = Qmp(sock)
-            while True:
-                st = q.cmd("query-migrate").get("status")
-                if st == "completed":
-                    break
-                if st in ("failed", "cancelled"):
-                    raise RuntimeError(f"QEMU incoming migration {st}")
-                time.sleep(0.005)
+            q.wait_migration("incoming migration")
             t = time.monotonic() - t0
             cpu = cpu_s(vm.pid)
             q.close()
