@@ -33,6 +33,17 @@ struct Proc {
   std::string err;
 };
 
+// In a forked child: becomes `vmsnap ARGS`; exits 127 if that fails.
+[[noreturn]] void ExecVmsnap(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  std::string bin = VMSNAP_BIN;
+  argv.push_back(bin.data());
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  execv(bin.c_str(), argv.data());
+  _exit(127);
+}
+
 // Runs vmsnap with `args`; `env` entries "K=V" are added. Kills it after
 // `timeout_s` seconds.
 Proc Vmsnap(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
@@ -45,13 +56,7 @@ Proc Vmsnap(const std::vector<std::string>& args, const std::vector<std::string>
     dup2(out[1], 1);
     dup2(err[1], 2);
     for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> argv;
-    std::string bin = VMSNAP_BIN;
-    argv.push_back(bin.data());
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(bin.c_str(), argv.data());
-    _exit(127);
+    ExecVmsnap(args);
   }
   close(out[1]);
   close(err[1]);
@@ -258,13 +263,7 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& out_file) {
     int fd = open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(fd, 1);
     dup2(fd, 2);
-    std::vector<char*> argv;
-    std::string bin = VMSNAP_BIN;
-    argv.push_back(bin.data());
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(bin.c_str(), argv.data());
-    _exit(127);
+    ExecVmsnap(args);
   }
   return pid;
 }
