@@ -21,6 +21,7 @@
 
 #include "format/reader.h"
 #include "format/writer.h"
+#include "tests/forensics/shell.h"
 
 namespace vmsnap {
 namespace {
@@ -151,29 +152,9 @@ void WriteSnapshot(const std::string& path, Image& image, uint64_t cr3, uint64_t
   ASSERT_TRUE(s.ok()) << s.message();
 }
 
-struct RunResult {
-  int exit = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-RunResult Shell(const std::string& dir, const std::string& cmd) {
-  const std::string out = dir + "/stdout", err = dir + "/stderr";
-  const std::string full = cmd + " >" + out + " 2>" + err;
-  const int rc = std::system(full.c_str());
-  RunResult r;
-  r.exit = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  r.out = Slurp(out);
-  r.err = Slurp(err);
-  return r;
-}
+using forensics_test::RunResult;
+using forensics_test::Shell;
+using forensics_test::Slurp;
 
 RunResult Vmsnap(const std::string& dir, const std::string& args) {
   return Shell(dir, std::string(VMSNAP_BIN) + " " + args);

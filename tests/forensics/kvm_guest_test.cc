@@ -15,30 +15,13 @@
 #include <sstream>
 #include <string>
 
+#include "tests/forensics/shell.h"
+
 namespace {
 
-struct RunResult {
-  int exit = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-RunResult Shell(const std::string& dir, const std::string& cmd) {
-  const std::string full = cmd + " >" + dir + "/stdout 2>" + dir + "/stderr";
-  const int rc = std::system(full.c_str());
-  RunResult r;
-  r.exit = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  r.out = Slurp(dir + "/stdout");
-  r.err = Slurp(dir + "/stderr");
-  return r;
-}
+using vmsnap::forensics_test::RunResult;
+using vmsnap::forensics_test::Shell;
+using vmsnap::forensics_test::Slurp;
 
 class PagingGuest : public ::testing::Test {
  protected:
