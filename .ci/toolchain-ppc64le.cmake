@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Cross toolchain for ppc64le (Debian's powerpc64le-linux-gnu cross compiler and multiarch
 # libraries). Test binaries run under qemu-user; the Cap'n Proto compiler runs
 # on the build host. Used by .ci/cross.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """vmsnap beside QEMU on the same guest memory: save, file size, peak RSS,
 eager load, lazy load to the first guest instruction; and the machine's limits.
 Run through bench/run.sh (which builds first); prints a Markdown table and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Peak RSS of `vmsnap export` on a large snapshot (issue 7: under 256 MiB for a
 # 4 GiB snapshot). Builds the snapshot with the writer API, then exports it in
 # each format under /usr/bin/time -v and prints one line per format.

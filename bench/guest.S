@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 /* Benchmark guest: a flat binary (loaded at 0x100000, entered in long mode,
    docs/guest-abi.md) that writes '\n' to the serial port forever. Wherever a
    save stops it, the first or second instruction after a load is the `out`,

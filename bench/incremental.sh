@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Incremental snapshot size against the share of guest memory dirtied.
 # A 1 GiB guest whose RAM starts full of random bytes (--mem-file), so a full
 # snapshot of it is about 1 GiB at any point, rings the doorbell once, then

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The machine's limits, for the benchmark table: memory copy bandwidth
 // (memcpy of 1 GiB), single-core zstd compress/decompress speed on the
 // benchmark image in 1 MiB chunks at the level vmsnap uses, and disk write

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Deterministic guest memory image for the benchmark (docs/performance.md,
 // "The memory image"): pages in runs of 1-64, each run zero (1/2), text-like
 // (1/4) or random (1/4), from a fixed-seed xorshift64* generator, so every run

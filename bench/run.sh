@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The benchmark in one command: builds vmsnap and the bench helpers (Release),
 # then measures vmsnap beside QEMU on 1 GiB and 4 GiB guests and prints the
 # table that docs/performance.md shows. Needs root (KVM, userfaultfd), QEMU

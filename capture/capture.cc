@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The arch-neutral capture driver: see capture.h.
 #include "capture/capture.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The arch-neutral capture driver: turns a paused VM (its arch state through
 // an ArchCapturer, its memory through GuestRegion views) into a .vmsnap file.
 #pragma once

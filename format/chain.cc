@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SnapshotChain: opens a snapshot and its parents and answers "where does this
 // page come from" by binary search in each layer's sorted chunk index.
 #include "format/chain.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A snapshot and its parents, oldest first, as one guest memory image.
 // Opening follows each ParentRef (path relative to the child's directory),
 // and checks the parent's snapshot id against the one the child recorded.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Parsing and printing of compression specs: see compression_spec.h.
 #include "format/compression_spec.h"
 

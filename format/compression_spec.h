@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // How a snapshot's memory chunks are compressed, as users write it on the
 // command line and in control-socket requests: "none", "zstd" or "zstd:LEVEL".
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Env::Default: the POSIX file system behind the format library's I/O seam.
 #include "format/io.h"
 

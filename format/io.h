@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The I/O seam of the format library: the writer reaches the file system only
 // through Env, so tests can inject ENOSPC, short writes and fsync failures.
 #pragma once

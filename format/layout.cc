@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Encoding and decoding of the fixed-size header and footer (docs/format.md).
 #include "format/layout.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Byte layout of the .vmsnap container: header, chunk area, manifest, footer.
 // See ../docs/format.md for the drawing and the meaning of every field; a change
 // here is a change there, in the same commit.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Page iteration over a snapshot chain and memory statistics of one snapshot.
 #include "format/memory.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers over a snapshot's memory for capture, restore and the tools: page
 // iteration over a chain, and the memory statistics `inspect` reports.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SnapshotReader: maps a .vmsnap file and validates every part of it before use.
 //
 // Order of checks (docs/format.md, "Reading"): header magic, header checksum,

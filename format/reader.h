@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Reader of .vmsnap files. Open() maps the file and checks the header, footer,
 // versions, the manifest checksum and every offset and length in the chunk
 // index against the file size before anything is used; each chunk's checksum

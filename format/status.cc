@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Status helpers.
 #include "format/status.h"
 

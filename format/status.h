@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Errors as values: Status (a kind and a message) and Result<T>, used by every layer.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // SnapshotWriter: a pipeline that detects zero pages and compresses chunks on
 // worker threads while one I/O thread writes finished chunks in order.
 //

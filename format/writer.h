@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Streaming writer of .vmsnap files: memory chunks first, then the manifest and
 // the footer. Writes to a temporary name beside the destination, fsyncs and
 // renames, so an existing file at the destination is never damaged by a failed

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // RAII owner of a file descriptor, used for the KVM system, VM and vCPU fds.
 #pragma once
 

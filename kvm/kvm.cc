@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Generic KVM handles: see kvm.h.
 #include "kvm/kvm.h"
 

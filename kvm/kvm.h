@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Generic KVM handles: the system (/dev/kvm), VM and vCPU fds, the mmapped vCPU
 // run area, memory slots and capability checks. The only place (with
 // kvm/<arch>/) that calls ioctl(); every call returns an error value naming

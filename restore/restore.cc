@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The arch-neutral restore driver: see restore.h.
 #include "restore/restore.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The arch-neutral restore driver: opens and checks a snapshot (and its
 // parents), checks its architecture, and loads guest memory into the regions
 // a VMM created for it.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Annotations shared by the vmsnap schemas.
 @0x9fff64e1cbc08b08;
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The .vmsnap manifest: one Cap'n Proto message at the end of every snapshot file.
 # See ../docs/format.md for where it sits in the file and how it is checked.
 #

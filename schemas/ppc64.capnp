@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # ppc64 (book3s HV) vCPU and VM state: registers a resume needs and the hashed page table.
 # Field names follow arch/powerpc/include/uapi/asm/kvm.h.
 @0xef44db90327a5af2;

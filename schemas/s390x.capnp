@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # s390x vCPU and VM state: registers a resume needs, CMMA values and storage keys.
 # Field names follow arch/s390/include/uapi/asm/kvm.h.
 @0xe13049662817a652;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # x86-64 vCPU and VM state, one named field per piece of KVM state.
 # Field names follow the kernel's uapi structs (arch/x86/include/uapi/asm/kvm.h);
 # docs/state-coverage.md says which ioctl fills and restores each.

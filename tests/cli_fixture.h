@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A test fixture for end-to-end tests that drive the `vmsnap` binary on real
 // KVM: a scratch directory per test, commands run in it (in the foreground or
 // the background), and waits on the files the VMs write. The including target

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The subcommand table: each tools/<name>.cc defines one Register function;
 // main.cc lists them all in one table.
 #pragma once

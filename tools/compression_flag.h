@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The --compress SPEC option that save, flatten, run and load share: one help
 // text and one check, so a bad SPEC is a usage error (one line, the
 // subcommand's usage exit status) before anything is started or contacted.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ppc64 HPTE decoder.
 //
 // Layout (Power ISA v2.07 Book III, 5.7.7.1 "Page Table Entry"; the format the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Decoder for ppc64 hashed page table entries (HPTEs).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // s390x CMMA and storage-key decoders.
 //
 // CMMA values: KVM_S390_GET_CMMA_BITS (Documentation/virt/kvm/api.rst) returns

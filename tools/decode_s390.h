@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Decoders for s390x memory metadata: CMMA page states and storage keys.
 #pragma once
 

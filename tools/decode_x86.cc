@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // XSAVE area and local APIC page decoders.
 //
 // XSAVE (Intel SDM vol. 1, 10.5.1 "FXSAVE area" and 13.4-13.5 "XSAVE area"):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Decoders for the x86 architectural images a snapshot stores as blobs: the
 // XSAVE area and the local APIC register page. inspect and diff show these.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap diff: what differs between two snapshots -- vCPU, VM and device state
 // by field name, and guest memory page by page.
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap export: guest memory (and, for ELF, vCPU registers) of a snapshot
 // chain as an ELF64 core, a LiME image or a raw physical image.
 #include <cstdio>

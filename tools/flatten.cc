@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap flatten: turn an incremental snapshot and its parents into one
 // equivalent full snapshot.
 #include <algorithm>

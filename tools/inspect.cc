@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap inspect: everything a snapshot file holds, as a report or as JSON.
 #include <cstdio>
 #include <memory>

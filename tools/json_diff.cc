@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Leaf-by-leaf JSON model comparison.
 #include "tools/json_diff.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Leaf-by-leaf comparison of two snapshot JSON models (tools/state_json.h):
 // what `vmsnap diff` reports for vCPU, VM and device fields.
 #pragma once

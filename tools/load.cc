@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap load: restores a snapshot into a new VM in this process and runs it.
 #include <cstdio>
 #include <string>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap: the command-line entry point. One subcommand per tools/<name>.cc.
 #include <cstdio>
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Page-level view of the chunk index.
 #include "tools/memory_map.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Page-level view of a snapshot's chunk index: which pages this file stores,
 // records as zero, or leaves undefined. Used by inspect (--memory-map) and the
 // JSON model's memory figures.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Terminal progress bar.
 #include "tools/progress.h"
 

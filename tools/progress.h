@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A one-line progress bar on stderr for long commands (verify, diff, flatten,
 // save, export): bytes done, rate and time left. Silent unless stderr is a
 // terminal, and only shown once the work has taken more than half a second.

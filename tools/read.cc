@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap read: bytes of guest memory by physical address, or by virtual
 // address through a vCPU's page tables as captured.
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap run: boots a guest image in the built-in VMM (docs/guest-abi.md).
 #include <cstdio>
 #include <string>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap save: asks a running VMM, over its control socket, to save a snapshot.
 #include <unistd.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The JSON model of a snapshot, built by walking the manifest with Cap'n Proto
 // reflection so that a field added to a schema shows up in inspect and diff
 // without code here.

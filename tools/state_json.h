@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The JSON model of a snapshot that inspect, diff and the other offline tools
 // share: the manifest walked by Cap'n Proto reflection (every field of every
 // architecture, snake_case keys), plus decoded views of architectural blobs

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Human-readable snapshot report.
 #include "tools/state_text.h"
 

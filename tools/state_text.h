@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The human-readable rendering of a snapshot's JSON model (tools/state_json.h)
 // for `vmsnap inspect`: an aligned report, raw blobs replaced by their decoded
 // views, long lists cut short with a pointer to --json.

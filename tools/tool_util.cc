@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Shared helpers of the offline subcommands.
 #include "tools/tool_util.h"
 

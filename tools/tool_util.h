@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Small helpers the offline subcommands share: the one-line error report and
 // opening snapshots with the error naming the file.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap translate: shows each level of the page walk that turns a guest-virtual
 // address into a guest-physical one, as a vCPU's captured registers set it up.
 #include <cinttypes>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // vmsnap verify: check every checksum and decompress every chunk of a snapshot
 // and of its parents.
 #include <cstdio>

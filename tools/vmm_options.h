@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Flags that `vmsnap run` and `vmsnap load` share (devices and snapshots),
 // and size parsing.
 #pragma once

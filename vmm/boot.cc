@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest boot: see boot.h and docs/guest-abi.md.
 #include "vmm/boot.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Boot of a fresh guest per docs/guest-abi.md: loading the image (ELF64 by
 // PT_LOAD, else flat at 0x100000), the GDT and identity page tables, and the
 // long-mode entry state of every vCPU.

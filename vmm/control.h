@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The VMM's control socket protocol (docs/guest-abi.md, "Control socket"):
 // one JSON object per line each way over an AF_UNIX stream socket.
 //   request:  {"cmd":"save","path":"/abs/out.vmsnap","stop":false}

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest RAM regions: see memory.h.
 #include "vmm/memory.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest RAM as objects the VMM owns: each region knows its host mapping,
 // guest-physical address, size, KVM slot and flags, and is backed by
 // anonymous memory or by a file mapped MAP_SHARED (--mem-file).

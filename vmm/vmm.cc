@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The built-in VMM: see vmm.h and docs/guest-abi.md.
 #include "vmm/vmm.h"
 

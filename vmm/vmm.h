@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The built-in x86-64 VMM behind `vmsnap run` and `vmsnap load`: one VM, its
 // guest RAM regions, one thread per vCPU, the serial/exit/doorbell ports, a
 // consistent pause/resume of all vCPUs, snapshots, and the control socket.

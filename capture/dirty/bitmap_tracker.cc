@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The dirty-bitmap tracker: KVM_MEM_LOG_DIRTY_PAGES on each slot,
 // KVM_GET_DIRTY_LOG to read, and with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
 // KVM_CLEAR_DIRTY_LOG to re-protect only the pages the caller re-arms.

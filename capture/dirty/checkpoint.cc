@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Checkpoint cycles over a DirtyTracker: see checkpoint.h.
 #include "capture/dirty/checkpoint.h"
 

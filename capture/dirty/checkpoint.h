@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Checkpoint cycles over a DirtyTracker: the semantics of the never-merged KVM
 // memory-tracking proposal (KVM_INIT_MT, KVM_ENABLE_MT, KVM_PREPARE_MT_CP,
 // KVM_MT_SUBLIST_FETCH, KVM_REARM_DIRTY_PAGES, KVM_MT_VM_QUIESCED,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Incremental snapshots: see incremental.h.
 #include "capture/dirty/incremental.h"
 

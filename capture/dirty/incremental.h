@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Incremental snapshots: the parent a snapshot names (by id and path), the
 // dirty pages a VMM accumulates between two snapshot points, and a
 // MemorySource that stores only those pages (SnapshotWriter::AddPages).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Live snapshots: see live.h.
 #include "capture/dirty/live.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Live snapshots: guest memory is copied into a shadow while the guest keeps
 // running, in rounds driven by a dirty tracker, then the VM is paused for a
 // final round (the pages dirtied since the last round, and the vCPU and VM

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // PageLayout and PageSet: see page_set.h.
 #include "capture/dirty/page_set.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The guest pages a dirty tracker covers (PageLayout: regions in guest-physical
 // order, each page given a dense index) and a set of those pages (PageSet).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The dirty-ring tracker: one ring per vCPU, mapped from the vCPU fd; entries
 // harvested strictly in order (acquire load of flags), marked harvested
 // (release store of KVM_DIRTY_GFN_F_RESET), then KVM_RESET_DIRTY_RINGS

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Snapshots with dirty tracking: see snapshot.h.
 #include "capture/dirty/snapshot.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Snapshots a VMM takes with dirty tracking: full or incremental (against the
 // VM's last snapshot, named automatically or with `save --parent`), stopped
 // or live. The VMM supplies its pause and its ArchCapturer; everything about

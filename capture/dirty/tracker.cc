@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The tracker base (masking, re-arm bookkeeping, VMM marks) and host probing:
 // see tracker.h.
 #include "capture/dirty/tracker.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Dirty-page tracking behind one interface, over KVM's two mechanisms: the
 // per-slot dirty bitmap and the per-vCPU dirty ring. See
 // docs/checkpoint-cycles.md for how each operation maps onto both.

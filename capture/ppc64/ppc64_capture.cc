@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ppc64 capture: see ppc64_capture.h.
 #include "capture/ppc64/ppc64_capture.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ppc64 capture: the hashed page table through the KVM_PPC_GET_HTAB_FD read fd
 // (a first pass over the whole table, then passes with only the entries that
 // changed, for live snapshots; bolted-only as an option), and each vCPU's

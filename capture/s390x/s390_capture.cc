@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // s390x capture: see s390_capture.h.
 #include "capture/s390x/s390_capture.h"
 

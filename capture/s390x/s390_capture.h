@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // s390x capture: CMMA values (a peek pass, or migration-mode passes that a live
 // snapshot repeats while the guest runs), storage keys, the TOD clock and each
 // vCPU's registers, into the manifest's s390 structs. Guest memory itself is

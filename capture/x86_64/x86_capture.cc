@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 capture: see x86_capture.h. The order of reads is documented in
 // docs/state-coverage.md.
 #include "capture/x86_64/x86_capture.h"

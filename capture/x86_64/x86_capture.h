@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 capture: reads every piece of vCPU and VM state through the
 // kvm::x86 interfaces into the schema::x86 manifest fields.
 #pragma once

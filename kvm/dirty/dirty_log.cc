@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Typed dirty-logging ioctls: see dirty_log.h.
 #include "kvm/dirty/dirty_log.h"
 

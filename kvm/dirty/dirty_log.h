@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Typed dirty-logging ioctls (bitmap and ring) over a VM fd and vCPU fds:
 // KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG, the MANUAL_DIRTY_LOG_PROTECT2 and
 // DIRTY_LOG_RING(_ACQ_REL) capabilities, the per-vCPU ring mapping and

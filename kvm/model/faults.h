@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Fault injection and "user memory" checks shared by the kernel models: a test
 // arms a fault for the Nth next call of one operation, and can restrict which
 // user addresses the model may copy to or from (for EFAULT on bad buffers).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A model of the book3s HV kernel's side of KVM_PPC_GET_HTAB_FD (read and
 // write fds), KVM_PPC_ALLOCATE_HTAB and the vCPU register calls, behind the
 // same interface as the real calls (kvm/ppc64/ppc64.h). It follows

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A model of the s390 kernel's side of the CMMA, storage-key, migration-mode,
 // TOD and vCPU register ioctls, behind the same interface as the real calls
 // (kvm/s390x/s390.h). It follows Documentation/virt/kvm/api.rst and

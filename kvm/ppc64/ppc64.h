@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ppc64 (book3s HV) KVM interface: the hashed page table fd, HPT allocation and
 // the vCPU register calls, behind abstract classes so capture/restore run the
 // same against real KVM (on a POWER host) and the kernel model

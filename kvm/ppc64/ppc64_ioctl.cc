@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The ppc64 interface over real ioctls (usable on a POWER KVM host only).
 #include <sys/ioctl.h>
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // s390x KVM interface: the VM ioctls for CMMA values, storage keys, migration
 // mode and the TOD clock, and the vCPU register calls, behind abstract classes
 // so capture/restore run the same against real KVM (on an s390 host) and the

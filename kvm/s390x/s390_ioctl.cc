@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The s390x interface over real ioctls (usable on an s390 KVM host only).
 #include <sys/ioctl.h>
 

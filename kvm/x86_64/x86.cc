@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Real x86-64 KVM state ioctls and host capability probing: see x86.h.
 #include "kvm/x86_64/x86.h"
 

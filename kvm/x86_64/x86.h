@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 KVM state ioctls behind interfaces (per vCPU and per VM), so capture
 // and restore can be handed a recording or fault-injecting double, plus the
 // real implementations over kvm::Vcpu / kvm::Vm and host capability probing.

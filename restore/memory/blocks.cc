@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Block grid, page-source resolution over a chain and chunk decoding shared by
 // the eager and lazy loaders.
 #include "restore/memory/blocks.h"

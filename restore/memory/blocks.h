@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Internal to the memory loaders: the block grid over guest regions, where each
 // page of a block comes from in a chain, and a per-thread chunk decoder.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Copy-on-write mapping of an uncompressed snapshot's stored pages straight
 // from the file: the page cache serves the guest's first reads, writes get
 // private copies, and the file is never modified.

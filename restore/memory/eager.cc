@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Eager load: every block decoded and copied into guest memory before the VM
 // starts, blocks handed out to one thread per core.
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Lazy load through userfaultfd: guest memory is registered in missing mode, a
 // handler thread serves each fault by filling the faulting block with
 // UFFDIO_COPY, and background threads fill the remaining blocks, those after

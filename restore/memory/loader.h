@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest memory loaders: fill a VM's memory from a snapshot chain, either at
 // once on every core (eager) or on demand through userfaultfd (lazy), so that a
 // VM can start running before its memory has been read.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // restore::MemoryLoader adapters over LoadEager and LazyPager.
 #include "restore/memory/vmm_loader.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The memory loaders behind the VMM's restore::MemoryLoader seam, for
 // `vmsnap load --memory eager|lazy`.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ppc64 restore: see ppc64_restore.h.
 #include "restore/ppc64/ppc64_restore.h"
 

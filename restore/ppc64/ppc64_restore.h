@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ppc64 restore: the hashed page table (allocated at the saved size, then
 // written through a KVM_GET_HTAB_WRITE fd as coalesced records of big-endian
 // HPTEs) and each vCPU's registers, from the manifest's ppc64 structs.

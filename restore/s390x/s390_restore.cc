@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // s390x restore: see s390_restore.h.
 #include "restore/s390x/s390_restore.h"
 

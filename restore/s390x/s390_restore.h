@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // s390x restore: replays CMMA enablement before vCPUs exist, then storage keys,
 // CMMA values (KVM_S390_SET_CMMA_BITS in blocks, mask all ones), the TOD
 // clock and each vCPU's registers from the manifest's s390 structs.

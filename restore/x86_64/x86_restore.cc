@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 restore: see x86_restore.h. Each ordering constraint is written next
 // to the step that it affects, and in docs/state-coverage.md.
 #include "restore/x86_64/x86_restore.h"

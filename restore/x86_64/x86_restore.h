@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 restore: replays the VM configuration, then every vCPU's state and
 // the VM-level state into a fresh VM, in the order docs/state-coverage.md
 // documents; and refuses snapshots this host cannot run.

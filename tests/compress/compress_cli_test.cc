@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `--compress` end to end on real KVM: what `save`, `run`/`load` doorbell
 // snapshots and `flatten` store for each spec, that raw snapshots load and
 // chains flatten to the same memory, and how bad specs are refused.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Checkpoint cycles (capture/dirty/checkpoint.h) over a tracker double that
 // behaves like KVM's bitmap with manual protect, and over real KVM.
 #include "capture/dirty/checkpoint.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A minimal VM for the dirty-tracking tests: one memory slot at guest-physical
 // 0, one vCPU in 32-bit flat protected mode running page_writer_guest.S, and
 // a run loop that hands doorbells and ring-full exits to the test.

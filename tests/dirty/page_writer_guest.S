@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 // Test guest for the dirty-tracking tests' own minimal VM (mini_vm.h): 32-bit
 // flat protected mode, integer only. Walks a table of 32-bit words at guest
 // 0x2000: a page number means "increment the first dword of that page";

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Incremental and live snapshots end to end, through the `vmsnap` binary on
 // real KVM: run a guest, snapshot at doorbells or over the control socket,
 // check what each file holds, load it and compare the guest's output.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The bitmap and ring trackers on real KVM: a guest writes chosen pages between
 // doorbells, and each Collect reports exactly those pages.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The forensic subcommands as a user runs them: snapshots with hand-built page
 // tables (4- and 5-level; 4 KiB, 2 MiB and 1 GiB pages) are written with the
 // SnapshotWriter, then `vmsnap read`, `translate` and `export` are run and their

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // On real KVM: the `paging` guest maps chosen virtual addresses with 4 KiB,
 // 2 MiB and 1 GiB pages in page tables of its own, writes known bytes through
 // them and rings the doorbell. `vmsnap read --gva` on the doorbell snapshot

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Writes an x86_64 snapshot of a given memory size with generated contents (3
 // of every 4 MiB filled with a compressible pattern, the 4th left zero), for
 // bench/export_rss.sh. The memory is staged in a sparse file beside the output

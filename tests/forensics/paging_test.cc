@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The page walker and the header builders, in-process over memory held in a
 // test buffer: every paging mode, page size and stop reason.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Running shell commands (the vmsnap binary, readelf, gdb) from the forensics
 // tests, with stdout and stderr captured through files in a scratch dir.
 // Not tied to KVM: the file-based tests run on every host, cross builds too.

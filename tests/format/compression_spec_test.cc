@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The --compress / "compress" syntax: what parses, what is refused and how the
 // refusal reads, and that printing gives what SaveStats records.
 #include <gtest/gtest.h>

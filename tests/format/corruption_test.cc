@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Damaged files: truncation at every section boundary and at random points,
 // bit flips in every section, and structurally wrong manifests with valid
 // checksums. Each must give a non-ok Status naming what is bad, never a crash.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A failed save never damages the destination: ENOSPC after N bytes, a short
 // write followed by an error, fsync, close and rename failures each leave no
 // file at the destination (or the old one byte for byte) and no temp file.

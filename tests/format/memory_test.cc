@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest memory through the writer and back: zero, repeated and random pages in
 // several regions, both codecs, chunk sizes that do not divide the regions;
 // incremental chains; parent errors; page iteration and statistics.

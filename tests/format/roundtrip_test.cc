@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Round trip of every manifest field of every architecture, driven by Cap'n
 // Proto reflection: a field added to the schema later is filled and compared
 // without touching this test.

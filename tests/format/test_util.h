@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Helpers shared by the format tests and the golden-file generator: temporary
 // directories, whole-file I/O, and surgery on .vmsnap bytes (rewriting the
 // header or the manifest with valid checksums, to reach deeper checks).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Replays every file of tests/fuzz/corpus through the fuzz entry point, so
 // each input the fuzzer ever found keeps being checked in the normal build.
 #include <dirent.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Body of the reader fuzz target (see fuzz_entry.h).
 #include "tests/fuzz/fuzz_entry.h"
 

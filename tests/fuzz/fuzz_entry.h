@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The reader fuzz entry point, shared by the libFuzzer target and the corpus
 // replay test so the corpus runs as an ordinary ctest in every build.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libFuzzer target for the .vmsnap reader (built with -DVMSNAP_FUZZ=ON and clang).
 #include "tests/fuzz/fuzz_entry.h"
 

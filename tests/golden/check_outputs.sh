@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Byte-order proof for the offline tools: `inspect --json` and `verify` on every
 # golden file must print exactly the committed expected output (and exit with
 # the committed status) on every host. CI runs this natively on x86_64 and

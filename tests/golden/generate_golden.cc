@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Regenerates the golden files: generate_golden <dir> (normally tests/golden).
 // Built by CMake, never run by CI: the committed files are the compatibility
 // record, and regenerating them is a deliberate act (see README.md).

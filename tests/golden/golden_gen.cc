@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The golden files' content: realistic, recognisable state for each
 // architecture, and known-bad variants made by file surgery.
 #include "tests/golden/golden_gen.h"

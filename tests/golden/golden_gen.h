@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Writes the golden .vmsnap files (good and known-bad) into a directory.
 // Deterministic: fixed times, host strings and pseudo-random content, so
 // running it again gives the same bytes (with the same zstd version).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Reads every committed golden file on every run: the promise that files
 // written by this version stay readable, and that known-bad files keep
 // failing with the same message. Also checks the generator still reproduces

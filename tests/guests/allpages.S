@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # allpages: reads every page of its RAM after a snapshot and checks it holds
 # what it held before. It writes a pseudo-random qword at offset 2048 of two
 # pages in three from 4 MiB to the end of RAM (the third stays zero), sums

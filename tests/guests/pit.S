@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # pit: the PIT (channel 0, 100 Hz) interrupts through the PIC (IRQ0 ->
 # vector 0x20, LAPIC LINT0 as ExtINT). The doorbell rings after 5 ticks;
 # ticks keep coming after it (and after a load). Exits 44 after 10 ticks.

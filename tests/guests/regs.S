@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # regs: chosen values in GPRs, SSE registers, DR0-DR3/DR7 and guest-written
 # MSRs (STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, FS/GS base, EFER.NXE)
 # survive a doorbell snapshot. Built as a flat binary. Exits 42 when all match.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # smp: every vCPU (2-4) computes its own series, holding its running value
 # in r12/r13 across the doorbell snapshot; vCPU 0 prints every result at
 # the end. Exits 45.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # spin: runs ~1 s on PIT ticks (100 Hz through the PIC), printing a line
 # every 10 ticks, so there is time to save it through the control socket
 # while it runs. Exits 46.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # timer: 2 vCPUs. vCPU 1 arms its LAPIC timer (one-shot, ~300 ms) and halts
 # with hlt; vCPU 0 rings the doorbell while vCPU 1 is halted, so a snapshot
 # holds a HALTED vCPU with a pending timer. After the doorbell (or a load),

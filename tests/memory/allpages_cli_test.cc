@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest memory comes back whole: a guest (tests/guests/allpages.S) sums one
 // qword of every page of its RAM, rings the doorbell (a snapshot), and sums
 // again; loaded from that snapshot, lazily or eagerly, compressed or raw, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `vmsnap load --memory lazy|eager` end to end: a guest saved over the control
 // socket comes back under both modes, and a chunk that fails its checksum
 // under lazy loading stops the VM with exit 125 and a message naming it.

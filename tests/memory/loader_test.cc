@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest memory loaders against snapshots written by the real writer: every page
 // read back (by touching it from several threads, as vCPUs would) is exactly
 // the saved page; eager and lazy agree; a corrupt chunk is named and never

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The ppc64 kernel model pins each documented behaviour of KVM_PPC_GET_HTAB_FD
 // (read passes, record layout and coalescing, bolted-only, write fds) and of
 // the vCPU register calls.

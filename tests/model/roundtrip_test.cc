@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Save/restore round trips through the kernel models: capture a source model's
 // state (stopped, and live with the guest changing CMMA values and HPTEs
 // between passes), restore it into a fresh model, and compare. Also through a

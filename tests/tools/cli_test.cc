@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The built vmsnap binary on snapshot files written through SnapshotWriter (and
 // the golden files): inspect --json keys and decoded registers, verify on good
 // and corrupt files, diff of equal and differing snapshots, flatten of a chain.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The JSON model and decoders on manifests built in memory: every key CONTRACT.md
 // promises, decoded XSAVE/LAPIC/CMMA/storage keys/HPTEs, and the JSON diff.
 #include <capnp/message.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86-64 on real KVM: each test guest run uninterrupted versus restored from
 // its doorbell snapshot, capture -> restore -> capture round trips, saves
 // through the control socket, and the failures that must exit 125.

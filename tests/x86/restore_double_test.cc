@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Restore and capture against a recording, fault-injecting double of the kvm
 // interface: the documented restore order, TSC_DEADLINE written last and
 // alone, and a rejected MSR reported by name.

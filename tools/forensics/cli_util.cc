@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Number parsing and the page cache used by read and translate.
 #include "tools/forensics/cli_util.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Small helpers the forensic subcommands share: number parsing and a cache of
 // guest pages for page walks.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // ELF core, LiME and raw export. The ELF core follows what QEMU's
 // dump-guest-memory writes: one PT_NOTE with an NT_PRSTATUS per vCPU, then one
 // PT_LOAD per memory region with p_vaddr = p_paddr = guest-physical address.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Writers of guest memory in the formats forensic tools read: an ELF64 core
 // (gdb, crash), LiME (Volatility) and a flat raw image. They stream: memory is
 // read and written a piece at a time, and zero pages become holes in the output.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Region bookkeeping and the chain-backed PhysicalMemory.
 #include "tools/forensics/memory.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Guest-physical memory as the forensic tools see it: the merged memory of a
 // snapshot chain, bounded by the leaf's memory regions.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86 page-table walks (Intel SDM vol. 3A, chapter 4 "Paging").
 #include "tools/forensics/paging.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // x86 address translation over captured guest memory: walks the page tables a
 // vCPU's CR0/CR3/CR4/EFER select (no paging, 32-bit, PAE, 4- and 5-level long
 // mode) and records every step, so `translate` can show the walk and `read`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Incremental-size benchmark guest: one doorbell with memory almost empty,
 # then it dirties 1%, 10% and 50% of the pages from 4 MiB to the end of RAM
 # (every 100th, 10th, 2nd page; 64 bytes of LCG data at the start of each),

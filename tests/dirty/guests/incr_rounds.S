@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Incremental-snapshot test guest: 512 data pages at 2 MiB. Round 0 writes
 # every data page (so the page tables' accessed/dirty bits are set before the
 # first doorbell), then rounds 1..4 each write the pages p with

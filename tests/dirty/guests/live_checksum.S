@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Live-snapshot test guest: keeps rewriting random slots (the first qword of
 # each 64-byte line) of a 1 MiB data area at 2 MiB and keeps the running sum of
 # all slots in %r15. After every 512 rewrites it re-sums every slot and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # paging: builds its own page tables mapping chosen virtual addresses with a
 # 4 KiB, a 2 MiB and a 1 GiB page, writes known bytes through each mapping,
 # rings the doorbell (a snapshot is taken) and exits 0. The forensics test then
