@@ -1,23 +1,9 @@
 # SPDX-License-Identifier: MIT
-# Cross toolchain for ppc64le (Debian's powerpc64le-linux-gnu cross compiler and multiarch
-# libraries). Test binaries run under qemu-user; the Cap'n Proto compiler runs
-# on the build host. Used by .ci/cross.
-set(CMAKE_SYSTEM_NAME Linux)
-set(CMAKE_SYSTEM_PROCESSOR ppc64le)
-set(CMAKE_C_COMPILER powerpc64le-linux-gnu-gcc)
-set(CMAKE_CXX_COMPILER powerpc64le-linux-gnu-g++)
-set(CMAKE_ASM_COMPILER powerpc64le-linux-gnu-gcc)
-set(CMAKE_LIBRARY_ARCHITECTURE powerpc64le-linux-gnu)
-# Libraries and packages from the multiarch tree only; programs from the host.
-set(CMAKE_FIND_ROOT_PATH /usr/powerpc64le-linux-gnu /usr/lib/powerpc64le-linux-gnu)
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY BOTH)
-set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE BOTH)
-set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
-# Without -L: qemu must not mix the host's C library into the guest's.
-set(CMAKE_CROSSCOMPILING_EMULATOR /usr/bin/qemu-ppc64le-static)
-# The schema compiler is a host program.
-set(CAPNP_EXECUTABLE /usr/bin/capnp CACHE FILEPATH "host capnp")
-set(CAPNPC_CXX_EXECUTABLE /usr/bin/capnpc-c++ CACHE FILEPATH "host capnpc-c++")
-set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/powerpc64le-linux-gnu/pkgconfig:/usr/share/pkgconfig)
-set(ENV{PKG_CONFIG_PATH} "")
+# Cross toolchain for ppc64le (64-bit little-endian POWER): Debian's
+# powerpc64le-linux-gnu cross compiler against the sysroot that .ci/cross
+# unpacks into build-ppc64le/sysroot. Used by .ci/cross.
+set(VMSNAP_CROSS_ARCH ppc64le)
+set(VMSNAP_CROSS_TRIPLET powerpc64le-linux-gnu)
+set(VMSNAP_CROSS_LOADER lib/powerpc64le-linux-gnu/ld64.so.2)
+set(VMSNAP_CROSS_QEMU ppc64le)
+include(${CMAKE_CURRENT_LIST_DIR}/cross-toolchain.cmake)
