@@ -2,7 +2,7 @@
 // The JSON model of a snapshot that inspect, diff and the other offline tools
 // share: the manifest walked by Cap'n Proto reflection (every field of every
 // architecture, snake_case keys), plus decoded views of architectural blobs
-// and summary figures. CONTRACT.md fixes the stable keys; see ManifestToJson.
+// and summary figures. Its keys are stable (scripts read them); see ManifestToJson.
 #pragma once
 
 #include <cstdint>
@@ -16,16 +16,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/arch.h"
+#include "base/hex.h"
 #include "format/reader.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap::tools {
 
 using Json = nlohmann::ordered_json;
 
-// "0x" + lower-case hex, no padding ("0x0" for zero).
-std::string Hex(uint64_t v);
 // As Hex, with a leading '-' for negative values.
 std::string HexSigned(int64_t v);
 // Bytes as lower-case hex, two digits each, no prefix.
@@ -37,8 +37,6 @@ std::string SnakeCase(std::string_view camel);
 std::string MpStateName(uint32_t state);
 // Short name of a well-known x86 MSR ("EFER", "LSTAR"), or "" when unknown.
 std::string_view MsrName(uint32_t index);
-// "x86_64", "s390x", "ppc64".
-std::string ArchName(schema::Arch arch);
 
 // MSRs whose value moves with time even while the VM is paused, so a capture,
 // restore and second capture of the same VM legitimately differ in them.
@@ -66,7 +64,7 @@ struct SnapshotFacts {
   uint16_t format_minor = 0;
 };
 
-// The JSON document of CONTRACT.md for one snapshot file:
+// The JSON document `inspect --json` prints for one snapshot file:
 //   format_version "MAJOR.MINOR", arch, id, parent (null or {id, path, depth}),
 //   created, save, vcpus (each: id, then the fields of its architecture's
 //   struct flattened in: mp_state as a name, regs, sregs, ..., msrs as an
