@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::interop::qemu {
 

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::interop::qemu {
 

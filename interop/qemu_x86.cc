@@ -169,8 +169,9 @@ Status PutVcpu(const Stream& s, uint32_t index, uint32_t count, const ImportOpti
   const DeviceSection* cpu = s.Find("cpu", index);
   if (!cpu) return Status::Corruption("the stream has no 'cpu' section for vCPU " + std::to_string(index));
   if (cpu->version != 12) {
-    return Status::Unsupported("'cpu' section instance " + std::to_string(index) + " has version " +
-                               std::to_string(cpu->version) + "; only version 12 (QEMU 2.x..9.x) is mapped");
+    return Status::Unsupported("section 'cpu' instance " + std::to_string(index) + " at offset " +
+                               std::to_string(cpu->stream_offset) + " has version " + std::to_string(cpu->version) +
+                               ", which is not supported (only version 12 is mapped)");
   }
   mapped.insert("cpu#" + std::to_string(index));
   const DeviceSection* apic = s.Find("apic", index);

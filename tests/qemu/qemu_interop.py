@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -80,9 +81,10 @@ def qemu_argv(machine, accel, mem, smp):
             "-device", "isa-debug-exit,iobase=0xf4,iosize=1"]
 
 
-def save_from_qemu(tmp, image, stream, machine, accel, mem, smp, after):
+def save_from_qemu(tmp, image, stream, machine, accel, mem, smp, after, caps=(), qcow2=None):
     """Runs `image` in QEMU until its serial output matches `after`, then stops
-    it and migrates it into `stream`. Returns (serial so far, registers text)."""
+    it and migrates it into `stream` (with `qcow2`: `savevm snap1` into that
+    image instead). Returns (serial so far, registers text)."""
     serial = os.path.join(tmp, "qemu-serial.txt")
     qmp_path = os.path.join(tmp, "qmp.sock")
     for p in (serial, qmp_path):
@@ -91,6 +93,8 @@ def save_from_qemu(tmp, image, stream, machine, accel, mem, smp, after):
     argv = qemu_argv(machine, accel, mem, smp) + [
         "-serial", f"file:{serial}", "-qmp", f"unix:{qmp_path},server=on,wait=off",
         "-kernel", image]
+    if qcow2:
+        argv += ["-drive", f"file={qcow2},if=none,id=d0,format=qcow2"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         qmp = Qmp(qmp_path)
@@ -101,8 +105,16 @@ def save_from_qemu(tmp, image, stream, machine, accel, mem, smp, after):
             time.sleep(0.005)
         qmp.cmd("stop")
         regs = qmp.hmp("info registers -a")
-        qmp.cmd("migrate", uri=f"exec:cat > {stream}")
-        qmp.wait_migration()
+        if qcow2:
+            out = qmp.hmp("savevm snap1")
+            if out.strip():
+                raise RuntimeError(f"savevm: {out}")
+        else:
+            if caps:
+                qmp.cmd("migrate-set-capabilities",
+                        capabilities=[{"capability": c, "state": True} for c in caps])
+            qmp.cmd("migrate", uri=f"exec:cat > {stream}")
+            qmp.wait_migration()
         qmp.cmd("quit")
         proc.wait(timeout=20)
     finally:
@@ -209,6 +221,103 @@ def offline_tools(c, a, tmp, snap, name, j):
             f"{name}: inspect lists unmapped QEMU sections as device records")
 
 
+def import_and_load(c, a, name, before, src, extra=()):
+    snap = src + ".vmsnap"
+    p = run([a.vmsnap, "import", "qemu", src, "-o", snap, *extra])
+    if not c.check(p.returncode == 0, f"{name}: import exits 0 {p.stderr.decode().strip()[-200:]!r}"):
+        return
+    p = run([a.vmsnap, "load", snap, "--serial", "-"])
+    c.check(p.returncode == a.exit_status and before + p.stdout == a.expected,
+            f"{name}: the guest's output continues exactly (exit {p.returncode})")
+
+
+def libvirt_image(stream_bytes, fmt):
+    """A libvirt save image: header, domain XML (NUL-padded), the stream."""
+    xml = b"<domain type='kvm'><name>t</name></domain>\n".ljust(1024, b"\0")
+    hdr = b"LibvirtQemudSave" + struct.pack("<5I", 2, len(xml), 1, fmt, 0) + b"\0" * 56
+    return hdr + xml + stream_bytes
+
+
+def containers_case(c, a, tmp):
+    stream = os.path.join(tmp, "c.stream")
+    before, _ = save_from_qemu(tmp, a.image, stream, "microvm", "kvm", "64M", 1, a.after)
+    data = open(stream, "rb").read()
+    raw = os.path.join(tmp, "raw.save")
+    open(raw, "wb").write(libvirt_image(data, 0))
+    import_and_load(c, a, "libvirt save image, raw", before, raw)
+    z = subprocess.run(["zstd", "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+    zs = os.path.join(tmp, "zstd.save")
+    open(zs, "wb").write(libvirt_image(z, 5))
+    import_and_load(c, a, "libvirt save image, zstd", before, zs)
+    part = os.path.join(tmp, "part.save")
+    open(part, "wb").write(b"LibvirtQemudPart" + libvirt_image(data, 0)[16:])
+    bad_input(c, a, "libvirt LibvirtQemudPart image", part, "incomplete")
+
+    disk = os.path.join(tmp, "disk.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+    before, _ = save_from_qemu(tmp, a.image, None, "microvm", "tcg", "64M", 1, a.after, qcow2=disk)
+    import_and_load(c, a, "qcow2 internal snapshot (savevm snap1)", before, disk, ["--snapshot", "snap1"])
+    bad_input(c, a, "qcow2 with an unknown --snapshot", disk, "no internal snapshot 'nope'",
+              ["--snapshot", "nope"])
+
+
+def bad_input(c, a, name, path, expect, extra=()):
+    out = path + ".out.vmsnap"
+    open(out, "wb").write(b"precious")
+    p = run([a.vmsnap, "import", "qemu", path, "-o", out, *extra])
+    err = p.stderr.decode()
+    lines = [l for l in err.splitlines() if l]
+    ok = (p.returncode == 2 and len(lines) == 1 and expect in err
+          and open(out, "rb").read() == b"precious" and "Traceback" not in err)
+    c.check(ok, f"{name}: exit {p.returncode}, one line naming it, output untouched: {err.strip()[:160]!r}")
+    os.unlink(out)
+
+
+def section_boundaries(data):
+    """Offsets where a section ends: a footer (0x7e, be32 id) followed by a
+    section type byte."""
+    out = []
+    for m in re.finditer(rb"\x7e\x00\x00\x00", data):
+        p = m.start()
+        if p + 5 < len(data) and data[p + 5] in (0, 1, 2, 3, 4):
+            out.append(p + 5)
+    return out
+
+
+def bad_case(c, a, tmp):
+    stream = os.path.join(tmp, "b.stream")
+    save_from_qemu(tmp, a.image, stream, "microvm", "tcg", "64M", 1, a.after)
+    data = open(stream, "rb").read()
+    cuts = section_boundaries(data)
+    c.check(len(cuts) >= 10, f"found {len(cuts)} section boundaries")
+    bad = os.path.join(tmp, "bad.stream")
+    for cut in cuts + [cut + 3 for cut in cuts] + [0, 5, 9, 30, len(data) - 1]:
+        open(bad, "wb").write(data[:cut])
+        expect = "offset" if cut >= 4 else "QEVM"
+        bad_input(c, a, f"stream truncated at {cut}", bad, expect)
+    cpu = data.index(b"\x03cpu\x00\x00\x00\x00\x00\x00\x00\x0c")
+    # A newer QEMU's cpu section: the section and its vmdesc entry agree on 99.
+    desc = b'"name": "cpu", "instance_id": 0, "vmsd_name": "cpu", "version": 12'
+    newer = data[:cpu + 11] + b"\x63" + data[cpu + 12:]
+    open(bad, "wb").write(newer.replace(desc, desc[:-2] + b"99"))
+    bad_input(c, a, "unknown cpu section version", bad, "version 99")
+    open(bad, "wb").write(newer)
+    bad_input(c, a, "a section that disagrees with its vmdesc", bad, "vmdesc says version 12")
+    i = data.index(b"microvm")
+    open(bad, "wb").write(data[:i] + b"virt-72" + data[i + 7:])
+    bad_input(c, a, "a stream from another architecture", bad, "wrong architecture")
+    open(bad, "wb").write(data[:4] + b"\x00\x00\x00\x02" + data[8:])
+    bad_input(c, a, "stream version 2", bad, "version 2")
+    open(bad, "wb").write(b"hello, not a stream\n" * 10)
+    bad_input(c, a, "a text file", bad, "not a QEMU migration stream")
+    eof = data.rindex(b"\x00\x06" + struct.pack(">I", len(data) - data.rindex(b'{"page_size"')))
+    open(bad, "wb").write(data[:eof + 1])
+    bad_input(c, a, "a stream without vmdesc", bad, "suppress-vmdesc")
+    comp = os.path.join(tmp, "compressed.stream")
+    save_from_qemu(tmp, a.image, comp, "microvm", "tcg", "64M", 1, a.after, caps=("compress",))
+    bad_input(c, a, "a compressed stream (compress capability)", comp, "not supported")
+
+
 def guest_first_bytes(path):
     return open(path, "rb").read(2)
 
@@ -226,7 +335,7 @@ def main():
     ap.add_argument("--image", help="the same guest wrapped for QEMU's -kernel")
     ap.add_argument("--image-bin", help="the guest as a flat binary")
     ap.add_argument("--exit-status", type=int, default=46)
-    ap.add_argument("--test", choices=["import"])
+    ap.add_argument("--test", choices=["import", "containers", "bad"])
     a = ap.parse_args()
     if a.save:
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +355,10 @@ def main():
             for accel, machine, smp in (("tcg", "microvm", 1), ("kvm", "microvm", 1), ("kvm", "pc", 2),
                                         ("tcg", "microvm", 2)):
                 import_case(c, a, tmp, accel, machine, smp)
+        elif a.test == "containers":
+            containers_case(c, a, tmp)
+        elif a.test == "bad":
+            bad_case(c, a, tmp)
     print(f"{c.failures} failure(s)")
     return 1 if c.failures else 0
 
