@@ -14,8 +14,8 @@
 #include "capture/ppc64/ppc64_capture.h"
 #include "capture/s390x/s390_capture.h"
 #include "format/reader.h"
-#include "kvm/model/ppc64_model.h"
-#include "kvm/model/s390_model.h"
+#include "tests/model/kernel/ppc64_model.h"
+#include "tests/model/kernel/s390_model.h"
 #include "restore/ppc64/ppc64_restore.h"
 #include "restore/s390x/s390_restore.h"
 
