@@ -159,6 +159,10 @@ void RegisterImport(CLI::App& app, int* exit_code) {
   sub->add_option("--snapshot", a->snapshot, "For a qcow2 image: the internal snapshot (savevm NAME) to import");
   sub->add_option("--cpuid-from", a->cpuid_from,
                   "Take CPUID from this snapshot's vCPU 0 (default: what this host's KVM supports)");
+  sub->footer(
+      "One warning line is printed per kind of state QEMU's stream lacks or vmsnap approximates "
+      "(docs/interop-qemu.md).\nExit status: 0 converted, 2 error (unreadable, truncated, foreign "
+      "or unsupported input; the message names the section and stream offset).");
   sub->callback([exit_code, a] { *exit_code = RunImport(*a); });
 }
 
