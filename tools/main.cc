@@ -26,6 +26,7 @@ constexpr Entry kCommands[] = {
     {"export", vmsnap::cli::RegisterExport, vmsnap::cli::kExitError},
     {"read", vmsnap::cli::RegisterRead, vmsnap::cli::kExitError},
     {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
+    {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
 };
 
 }  // namespace
