@@ -3,9 +3,11 @@
 #include "format/io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
@@ -14,7 +16,8 @@ namespace {
 
 class PosixWritableFile final : public WritableFile {
  public:
-  PosixWritableFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  PosixWritableFile(int fd, std::string path, bool stream = false)
+      : fd_(fd), path_(std::move(path)), stream_(stream) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -32,6 +35,8 @@ class PosixWritableFile final : public WritableFile {
       len -= static_cast<size_t>(n);
       written_ += static_cast<uint64_t>(n);
     }
+    pos_ = written_;
+    if (stream_) return Status::Ok();
     // Start writeback of what is complete every kWritebackStep bytes, so
     // the disk works while later chunks are still being compressed and the
     // final fsync waits only for the tail. A hint: an error here is not
@@ -44,7 +49,21 @@ class PosixWritableFile final : public WritableFile {
     return Status::Ok();
   }
 
+  Status Skip(uint64_t len) override {
+    if (stream_) return WritableFile::Skip(len);
+    if (::lseek(fd_, static_cast<off_t>(len), SEEK_CUR) < 0) return Status::FromErrno(errno, "seek " + path_);
+    written_ += len;
+    return Status::Ok();
+  }
+
   Status Sync() override {
+    // A pipe or a device has nothing to make durable (fsync fails there).
+    if (stream_) return Status::Ok();
+    // A trailing hole left by Skip() still has to count in the size.
+    if (written_ > pos_ && ::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
+      return Status::FromErrno(errno, "set the size of " + path_);
+    }
+    pos_ = written_;
     if (::fsync(fd_) != 0) return Status::FromErrno(errno, "fsync " + path_);
     return Status::Ok();
   }
@@ -62,7 +81,9 @@ class PosixWritableFile final : public WritableFile {
   static constexpr uint64_t kWritebackStep = 8ull << 20;
   int fd_;
   std::string path_;
-  uint64_t written_ = 0;  // bytes appended so far (the file is written in order)
+  bool stream_;
+  uint64_t written_ = 0;  // the current offset (the file is written in order)
+  uint64_t pos_ = 0;      // the end of the last byte actually written
   uint64_t kicked_ = 0;   // bytes whose writeback has been started
 };
 
@@ -74,11 +95,12 @@ class PosixEnv final : public Env {
     if (fd < 0) return Status::FromErrno(errno, "create " + path);
     // The umask may have narrowed the mode; it must never widen it, but a
     // restrictive umask must not leave the owner unable to read its snapshot.
-    if (::fchmod(fd, mode) != 0) {
+    const char* step = ::fchmod(fd, mode) != 0 ? "chmod " : ::flock(fd, LOCK_EX | LOCK_NB) != 0 ? "lock " : nullptr;
+    if (step != nullptr) {
       int e = errno;
       ::close(fd);
       ::unlink(path.c_str());
-      return Status::FromErrno(e, "chmod " + path);
+      return Status::FromErrno(e, step + path);
     }
     return std::unique_ptr<WritableFile>(new PosixWritableFile(fd, path));
   }
@@ -95,6 +117,14 @@ class PosixEnv final : public Env {
     return Status::Ok();
   }
 
+  Result<std::unique_ptr<WritableFile>> OpenStream(const std::string& path) override {
+    int fd = path == "-" ? ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3)
+                         : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(errno, "open " + (path == "-" ? std::string("standard output") : path));
+    return std::unique_ptr<WritableFile>(
+        new PosixWritableFile(fd, path == "-" ? "standard output" : path, /*stream=*/true));
+  }
+
   Status SyncDir(const std::string& dir) override {
     int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno(errno, "open directory " + dir);
@@ -107,6 +137,20 @@ class PosixEnv final : public Env {
 };
 
 }  // namespace
+
+Status WritableFile::Skip(uint64_t len) {
+  static const uint8_t kZeros[64 * 1024] = {};
+  while (len > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(len, sizeof kZeros));
+    VMSNAP_RETURN_IF_ERROR(Append(kZeros, n));
+    len -= n;
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<WritableFile>> Env::OpenStream(const std::string& path) {
+  return Status::Unsupported("cannot write " + path + " as a stream here");
+}
 
 Env* Env::Default() {
   static PosixEnv* env = new PosixEnv;  // never freed: used from static destructors too

@@ -30,7 +30,16 @@ Result<kvm::UniqueFd> ListenControl(const std::string& path) {
   kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    // Only a socket nobody answers on is stale; taking over a live VM's
+    // would leave that VM unreachable.
+    kvm::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe.valid() && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return Status::InvalidArgument("control socket " + path +
+                                     " is in use: a running VM answers on it (choose another path)");
+    }
+    ::unlink(path.c_str());
+  }
   // The umask makes bind create the socket 0600 with no window in which
   // another user could connect.
   mode_t old = ::umask(0177);
@@ -43,10 +52,77 @@ Result<kvm::UniqueFd> ListenControl(const std::string& path) {
   return fd;
 }
 
+Result<ControlCommand> ParseControlRequest(std::string_view line) {
+  nlohmann::json req = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (req.is_discarded() || !req.is_object()) {
+    return Status::InvalidArgument("malformed request: expected one JSON object with \"cmd\"");
+  }
+  auto cmd = req.find("cmd");
+  if (cmd == req.end() || !cmd->is_string()) {
+    return Status::InvalidArgument("malformed request: \"cmd\" must be a string");
+  }
+  ControlCommand c;
+  const std::string& name = cmd->get_ref<const std::string&>();
+  if (name == "ping") return c;
+  if (name != "save") return Status::InvalidArgument("unknown command \"" + name + "\"");
+  c.kind = ControlCommand::Kind::kSave;
+  auto text = [&](const char* key, std::string* out, bool required) -> Status {
+    auto it = req.find(key);
+    if (it == req.end()) {
+      return required ? Status::InvalidArgument(std::string("save: missing \"") + key + "\"") : Status::Ok();
+    }
+    if (!it->is_string()) return Status::InvalidArgument(std::string("save: \"") + key + "\" must be a string");
+    *out = it->get<std::string>();
+    return Status::Ok();
+  };
+  auto flag = [&](const char* key, bool* out) -> Status {
+    auto it = req.find(key);
+    if (it == req.end()) return Status::Ok();
+    if (!it->is_boolean()) {
+      return Status::InvalidArgument(std::string("save: \"") + key + "\" must be true or false");
+    }
+    *out = it->get<bool>();
+    return Status::Ok();
+  };
+  VMSNAP_RETURN_IF_ERROR(text("path", &c.path, true));
+  if (c.path.empty()) return Status::InvalidArgument("save: \"path\" is empty");
+  if (c.path.find('\0') != std::string::npos) return Status::InvalidArgument("save: \"path\" holds a NUL byte");
+  VMSNAP_RETURN_IF_ERROR(text("parent", &c.parent, false));
+  VMSNAP_RETURN_IF_ERROR(flag("live", &c.live));
+  VMSNAP_RETURN_IF_ERROR(flag("stop", &c.stop));
+  VMSNAP_RETURN_IF_ERROR(flag("progress", &c.progress));
+  if (req.contains("compress")) {
+    std::string spec;
+    if (!text("compress", &spec, false).ok()) {
+      return Status::InvalidArgument("save: \"compress\" must be a string: none, zstd or zstd:LEVEL");
+    }
+    auto parsed = ParseCompressionSpec(spec);
+    if (!parsed.ok()) return parsed.status().Context("save");
+    c.compression = *parsed;
+  }
+  return c;
+}
+
+LineReader::State LineReader::Read(int fd) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? State::kMore : State::kClosed;
+    if (n == 0) return State::kClosed;
+    const char* nl = static_cast<const char*>(std::memchr(buf, '\n', size_t(n)));
+    const size_t take = nl ? size_t(nl - buf) : size_t(n);
+    if (line_.size() + take > kMaxRequestLine) return State::kTooLong;
+    line_.append(buf, take);
+    // Bytes after the newline are ignored: one request per connection.
+    if (nl) return State::kLine;
+  }
+}
+
 Result<std::string> ReadLine(int fd) {
   std::string line;
   char c;
-  while (line.size() < 65536) {
+  while (line.size() <= kMaxRequestLine) {
     ssize_t n = ::read(fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, "reading control socket");

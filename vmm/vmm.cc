@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -25,6 +26,8 @@ constexpr uint16_t kPortSerial = 0x3f8;
 constexpr uint16_t kPortSerialLsr = 0x3fd;
 constexpr uint16_t kPortExit = 0xf4;
 constexpr uint16_t kPortDoorbell = 0xf5;
+// Control clients connected and not yet served; more are refused at once.
+constexpr size_t kMaxControlClients = 64;
 
 // Kicks a vCPU thread out of KVM_RUN: the handler does nothing, the ioctl
 // returns EINTR. Installed without SA_RESTART.
@@ -505,40 +508,25 @@ Status Vmm::HandleDoorbell() {
   return s;
 }
 
-void Vmm::HandleControlClient(int fd) {
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+void Vmm::HandleControlRequest(int fd, const std::string& line) {
   auto reply_error = [fd](const std::string& msg) {
     (void)WriteLine(fd, nlohmann::json{{"ok", false}, {"error", msg}}.dump());
   };
-  auto line = ReadLine(fd);
-  if (!line.ok()) return;
-  nlohmann::json req = nlohmann::json::parse(*line, nullptr, false);
-  if (req.is_discarded() || !req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
-    return reply_error("malformed request: expected a JSON object with \"cmd\"");
-  }
-  std::string cmd = req["cmd"];
-  if (cmd == "ping") {
+  // Every field is type-checked here: a malformed request gets an error
+  // reply and the VM runs on.
+  auto cmd = ParseControlRequest(line);
+  if (!cmd.ok()) return reply_error(cmd.status().message());
+  if (cmd->kind == ControlCommand::Kind::kPing) {
     (void)WriteLine(fd, nlohmann::json{{"ok", true}}.dump());
     return;
   }
-  if (cmd != "save") return reply_error("unknown command \"" + cmd + "\"");
-  if (!req.contains("path") || !req["path"].is_string()) return reply_error("save: missing \"path\"");
   SaveRequest sreq;
-  sreq.path = req["path"].get<std::string>();
-  if (req.contains("parent") && req["parent"].is_string()) sreq.parent = req["parent"].get<std::string>();
-  sreq.live = req.value("live", false);
-  if (req.contains("compress")) {
-    if (!req["compress"].is_string()) {
-      return reply_error("save: \"compress\" must be a string: none, zstd or zstd:LEVEL");
-    }
-    auto spec = ParseCompressionSpec(req["compress"].get<std::string>());
-    if (!spec.ok()) return reply_error("save: " + spec.status().message());
-    sreq.compression = *spec;
-  }
-  bool stop = req.value("stop", false);
-  sreq.stop = stop;
-  if (req.value("progress", false)) {
+  sreq.path = cmd->path;
+  sreq.parent = cmd->parent;
+  sreq.live = cmd->live;
+  sreq.compression = cmd->compression;
+  sreq.stop = cmd->stop;
+  if (cmd->progress) {
     // Progress lines before the reply, at most every 100 ms and the last
     // one always; a client that went away only makes these sends fail.
     auto last = std::make_shared<std::chrono::steady_clock::time_point>();
@@ -559,7 +547,7 @@ void Vmm::HandleControlClient(int fd) {
     reply["pause_ns"] = live_stats.pause_ns;
   }
   (void)WriteLine(fd, reply.dump());
-  if (stop) Stop(0, Status::Ok());
+  if (sreq.stop) Stop(0, Status::Ok());
 }
 
 Result<int> Vmm::Run() {
@@ -575,9 +563,31 @@ Result<int> Vmm::Run() {
     running_ = true;
     for (size_t i = 0; i < vcpus_.size(); ++i) threads_.emplace_back(&Vmm::VcpuLoop, this, i);
   }
+  // Clients are served from this one loop, each request line gathered as
+  // its bytes arrive and bounded by a deadline from the moment it connects:
+  // a client that sends slowly (or not at all) delays no other client and no
+  // doorbell.
+  using Clock = std::chrono::steady_clock;
+  struct Client {
+    kvm::UniqueFd fd;
+    LineReader reader;
+    Clock::time_point deadline;
+    bool draining = false;  // refused (line too long): reading what is left, then closing
+  };
+  std::vector<Client> clients;
   for (;;) {
-    pollfd fds[2] = {{event_fd_, POLLIN, 0}, {listen_fd.get(), POLLIN, 0}};
-    int n = ::poll(fds, listen_fd.valid() ? 2 : 1, -1);
+    std::vector<pollfd> fds{{event_fd_, POLLIN, 0}};
+    if (listen_fd.valid()) fds.push_back({listen_fd.get(), POLLIN, 0});
+    const size_t first_client = fds.size();
+    int timeout_ms = -1;
+    const Clock::time_point now = Clock::now();
+    for (const Client& c : clients) {
+      fds.push_back({c.fd.get(), POLLIN, 0});
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(c.deadline - now).count();
+      const int ms = int(std::clamp<int64_t>(left, 0, 60'000));
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+    }
+    int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) {
       Stop(std::nullopt, Status::FromErrno(errno, "poll"));
     }
@@ -594,12 +604,67 @@ Result<int> Vmm::Run() {
       pending_doorbells_ = 0;
     }
     for (int d = 0; d < doorbells; ++d) {
+      // A failed snapshot is reported and the VM goes on, as after a failed
+      // control-socket save: the guest is never lost to a failed save.
       Status s = HandleDoorbell();
-      if (!s.ok()) Stop(std::nullopt, s);
+      if (!s.ok() && options_.report) options_.report(s);
+    }
+    const size_t polled = clients.size();
+    std::vector<bool> done(polled, false);
+    for (size_t i = 0; n > 0 && i < polled; ++i) {
+      if (!(fds[first_client + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      Client& c = clients[i];
+      LineReader::State st = c.reader.Read(c.fd.get());
+      if (c.draining) {
+        done[i] = st == LineReader::State::kClosed;
+        c.reader = LineReader();  // what was read is discarded
+        continue;
+      }
+      switch (st) {
+        case LineReader::State::kMore: break;
+        case LineReader::State::kClosed: done[i] = true; break;
+        case LineReader::State::kLine:
+          HandleControlRequest(c.fd.get(), c.reader.line());
+          done[i] = true;
+          break;
+        case LineReader::State::kTooLong:
+          // Reply, then read the rest before closing: closing with unread
+          // input would reset the connection and could lose the reply.
+          (void)WriteLine(c.fd.get(), nlohmann::json{{"ok", false},
+                                                     {"error", "request line longer than " +
+                                                                   std::to_string(kMaxRequestLine) + " bytes"}}
+                                              .dump());
+          ::shutdown(c.fd.get(), SHUT_WR);
+          c.draining = true;
+          c.reader = LineReader();
+          break;
+      }
+    }
+    const Clock::time_point after = Clock::now();
+    for (size_t i = 0; i < polled; ++i) {
+      if (done[i] || after < clients[i].deadline) continue;
+      if (!clients[i].draining) {
+        (void)WriteLine(clients[i].fd.get(),
+                        nlohmann::json{{"ok", false}, {"error", "no complete request line within 5 s"}}.dump());
+      }
+      done[i] = true;
+    }
+    for (size_t i = polled; i-- > 0;) {
+      if (done[i]) clients.erase(clients.begin() + long(i));
     }
     if (n > 0 && listen_fd.valid() && (fds[1].revents & POLLIN)) {
-      kvm::UniqueFd client(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (client.valid()) HandleControlClient(client.get());
+      kvm::UniqueFd fd(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (fd.valid()) {
+        // Replies are small; a client that never reads them must not block
+        // this loop for long either.
+        timeval tv{5, 0};
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (clients.size() >= kMaxControlClients) {
+          (void)WriteLine(fd.get(), nlohmann::json{{"ok", false}, {"error", "too many clients at once"}}.dump());
+        } else {
+          clients.push_back(Client{std::move(fd), LineReader(), Clock::now() + std::chrono::seconds(5)});
+        }
+      }
     }
   }
   for (auto& t : threads_) t.join();

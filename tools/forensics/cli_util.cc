@@ -42,6 +42,15 @@ Result<uint64_t> ParseNumber(std::string_view text, std::string_view what, bool 
   return v * mult;
 }
 
+Result<uint64_t> ParseMemorySize(std::string_view text) {
+  if (text.empty()) return Status::InvalidArgument("empty size");
+  VMSNAP_ASSIGN_OR_RETURN(uint64_t v, ParseNumber(text, "size", /*allow_suffix=*/true));
+  if (v == 0 || v > (1ull << 40)) {
+    return Status::InvalidArgument("size '" + std::string(text) + "' out of range (1 byte to 1 TiB)");
+  }
+  return v;
+}
+
 Status PageCache::Read(uint64_t gpa, uint64_t len, uint8_t* out) const {
   constexpr uint64_t kPage = 4096;
   if (len == 0 || gpa / kPage != (gpa + len - 1) / kPage) return below_.Read(gpa, len, out);

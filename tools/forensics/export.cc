@@ -4,15 +4,12 @@
 // PT_LOAD per memory region with p_vaddr = p_paddr = guest-physical address.
 #include "tools/forensics/export.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "format/output.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <random>
 
 namespace vmsnap::forensics {
 namespace {
@@ -47,75 +44,6 @@ class Bytes {
   std::vector<uint8_t> b_;
 };
 
-// The output file: a temporary name beside the destination until Commit().
-class OutFile {
- public:
-  static Result<std::unique_ptr<OutFile>> Create(const std::string& path) {
-    const size_t slash = path.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    if (base.empty()) return Status::InvalidArgument("output path " + path + " names a directory");
-    std::random_device rd;
-    for (int attempt = 0; attempt < 16; ++attempt) {
-      char suffix[16];
-      std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
-      std::string tmp = dir + "/." + base + ".tmp-" + suffix;
-      int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd >= 0) return std::unique_ptr<OutFile>(new OutFile(fd, tmp, path, dir));
-      if (errno != EEXIST) return Status::FromErrno(errno, "create " + tmp);
-    }
-    return Status::Io("could not create a temporary file beside " + path);
-  }
-  ~OutFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  OutFile(const OutFile&) = delete;
-  OutFile& operator=(const OutFile&) = delete;
-
-  Status PWrite(uint64_t offset, const uint8_t* data, uint64_t len) {
-    while (len > 0) {
-      ssize_t n = ::pwrite(fd_, data, std::min<uint64_t>(len, 1u << 30), static_cast<off_t>(offset));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, "write " + path_ + " at offset " + std::to_string(offset));
-      }
-      data += n;
-      offset += static_cast<uint64_t>(n);
-      len -= static_cast<uint64_t>(n);
-    }
-    return Status::Ok();
-  }
-
-  // Sets the final size (trailing zeros stay holes), syncs and renames.
-  Status Commit(uint64_t size) {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-      return Status::FromErrno(errno, "set size of " + path_);
-    }
-    if (::fsync(fd_) != 0) return Status::FromErrno(errno, "fsync " + path_);
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      return Status::FromErrno(errno, "close " + path_);
-    }
-    fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) return Status::FromErrno(errno, "rename to " + path_);
-    committed_ = true;
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-    return Status::Ok();
-  }
-
- private:
-  OutFile(int fd, std::string tmp, std::string path, std::string dir)
-      : fd_(fd), tmp_(std::move(tmp)), path_(std::move(path)), dir_(std::move(dir)) {}
-  int fd_;
-  std::string tmp_, path_, dir_;
-  bool committed_ = false;
-};
-
 constexpr uint64_t kPage = 4096;
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -136,7 +64,7 @@ bool AllZero(const uint8_t* p, size_t n) {
 // time, leaving runs of zero pages unwritten (the file is sparse there).
 class Streamer {
  public:
-  Streamer(const PhysicalMemory& mem, OutFile& out, const ExportOptions& opt, uint64_t total,
+  Streamer(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt, uint64_t total,
            ExportStats& stats)
       : mem_(mem), out_(out), opt_(opt), total_(total), stats_(stats),
         piece_(std::max<uint64_t>(kPage, opt.piece_bytes / kPage * kPage)),
@@ -161,7 +89,8 @@ class Streamer {
           if (AllZero(buf_.get() + j, s2)) break;
           j += s2;
         }
-        VMSNAP_RETURN_IF_ERROR(out_.PWrite(offset + i, buf_.get() + i, j - i));
+        VMSNAP_RETURN_IF_ERROR(out_.SkipTo(offset + i));
+        VMSNAP_RETURN_IF_ERROR(out_.Append(buf_.get() + i, j - i));
         stats_.data_written += j - i;
         i = j;
       }
@@ -176,7 +105,7 @@ class Streamer {
 
  private:
   const PhysicalMemory& mem_;
-  OutFile& out_;
+  OutputFile& out_;
   const ExportOptions& opt_;
   uint64_t total_;
   ExportStats& stats_;
@@ -198,7 +127,7 @@ constexpr size_t kEhdrSize = 64;
 constexpr size_t kPhdrSize = 56;
 constexpr size_t kPrstatusSize = 336;
 
-Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, OutFile& out,
+Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, OutputFile& out,
                  const ExportOptions& opt, ExportStats& stats) {
   const auto& regions = mem.regions();
   const auto arch = manifest.getArch();
@@ -277,7 +206,7 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
     off = AlignUp(off + r.size, kPage);
   }
   h.Raw(notes.bytes().data(), notes.size());
-  VMSNAP_RETURN_IF_ERROR(out.PWrite(0, h.bytes().data(), h.size()));
+  VMSNAP_RETURN_IF_ERROR(out.Append(h.bytes().data(), h.size()));
 
   uint64_t total = 0;
   for (const Region& r : regions) total += r.size;
@@ -290,7 +219,7 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
   return Status::Ok();
 }
 
-Status ExportLime(const PhysicalMemory& mem, OutFile& out, const ExportOptions& opt,
+Status ExportLime(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
                   ExportStats& stats) {
   const auto& regions = mem.regions();
   uint64_t total = 0;
@@ -299,7 +228,8 @@ Status ExportLime(const PhysicalMemory& mem, OutFile& out, const ExportOptions& 
   uint64_t off = 0;
   for (const Region& r : regions) {
     std::vector<uint8_t> hdr = LimeHeader(r.gpa, r.end() - 1);
-    VMSNAP_RETURN_IF_ERROR(out.PWrite(off, hdr.data(), hdr.size()));
+    VMSNAP_RETURN_IF_ERROR(out.SkipTo(off));
+    VMSNAP_RETURN_IF_ERROR(out.Append(hdr.data(), hdr.size()));
     off += hdr.size();
     VMSNAP_RETURN_IF_ERROR(s.Copy(r.gpa, r.size, off));
     off += r.size;
@@ -309,7 +239,7 @@ Status ExportLime(const PhysicalMemory& mem, OutFile& out, const ExportOptions& 
   return Status::Ok();
 }
 
-Status ExportRaw(const PhysicalMemory& mem, OutFile& out, const ExportOptions& opt,
+Status ExportRaw(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
                  ExportStats& stats) {
   const auto& regions = mem.regions();
   uint64_t total = 0;
@@ -393,7 +323,14 @@ std::vector<uint8_t> LimeHeader(uint64_t start, uint64_t end_inclusive) {
 Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reader manifest,
                            ExportFormat format, const std::string& out_path,
                            const ExportOptions& options) {
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutFile> out, OutFile::Create(out_path));
+  OutputOptions oo;
+  oo.env = options.env;
+  oo.inputs = options.inputs;
+  // Every format is written in order, but only the raw and LiME images are
+  // streams a reader can take in order: an ELF core is read by seeking.
+  oo.stream_ok = format != ExportFormat::kElf;
+  oo.what = format == ExportFormat::kElf ? "ELF core" : "export";
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, OutputFile::Create(out_path, oo));
   ExportStats stats;
   switch (format) {
     case ExportFormat::kElf:
@@ -406,7 +343,8 @@ Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reade
       VMSNAP_RETURN_IF_ERROR(ExportRaw(memory, *out, options, stats));
       break;
   }
-  VMSNAP_RETURN_IF_ERROR(out->Commit(stats.file_size));
+  VMSNAP_RETURN_IF_ERROR(out->SkipTo(stats.file_size));  // trailing zero pages
+  VMSNAP_RETURN_IF_ERROR(out->Commit());
   return stats;
 }
 
