@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "format/io.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap {
 

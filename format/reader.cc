@@ -23,21 +23,11 @@
 #include <kj/exception.h>
 #include <vector>
 
+#include "base/fd.h"
+#include "base/mapping.h"
+
 namespace vmsnap {
 namespace {
-
-using layout::Hex;
-
-struct Mapping {
-  void* addr = nullptr;
-  size_t len = 0;
-  Mapping() = default;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr != nullptr) ::munmap(addr, len);
-  }
-};
 
 struct DctxDeleter {
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
@@ -505,33 +495,24 @@ Result<std::unique_ptr<SnapshotReader>> SnapshotReader::Open(const std::string& 
   }
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
   // below, as every file that is not a regular one.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    return Status::FromErrno(e, "stat " + path);
-  }
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
   if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::InvalidArgument(path + " is not a regular file (" +
-                                   (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISDIR(st.st_mode) ? "a directory" : S_ISCHR(st.st_mode) ? "a character device" : S_ISSOCK(st.st_mode) ? "a socket" : "a special file") +
-                                   "): snapshots are read out of order");
+    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a special file";
+    return Status::InvalidArgument(path + " is not a regular file (" + kind + "): snapshots are read out of order");
   }
   auto r = std::make_unique<ReaderImpl>();
   const size_t len = size_t(st.st_size);
   if (len > 0) {
-    void* p = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) return Status::FromErrno(e, "mmap " + path);
-    r->mapping_.addr = p;
-    r->mapping_.len = len;
-  } else {
-    ::close(fd);
+    VMSNAP_ASSIGN_OR_RETURN(r->mapping_, Mapping::Map(len, PROT_READ, MAP_PRIVATE, fd.get(), 0, "mmap " + path));
   }
-  std::span<const uint8_t> bytes(static_cast<const uint8_t*>(r->mapping_.addr), len);
+  std::span<const uint8_t> bytes(r->mapping_.data(), len);
   VMSNAP_RETURN_IF_ERROR(r->Init(bytes, path, options));
   return std::unique_ptr<SnapshotReader>(std::move(r));
 }

@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
 #include "format/chain.h"
-#include "format/status.h"
 
 namespace vmsnap::tools {
 

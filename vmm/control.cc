@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: MIT
-// The control socket: see control.h.
+// The control socket: the socket itself, request parsing and the replies
+// (see control.h).
 #include "vmm/control.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <memory>
+
+#include "vmm/vmm.h"
 
 namespace vmsnap::vmm {
 namespace {
@@ -25,15 +31,15 @@ Result<sockaddr_un> Address(const std::string& path) {
 
 }  // namespace
 
-Result<kvm::UniqueFd> ListenControl(const std::string& path) {
+Result<UniqueFd> ListenControl(const std::string& path) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
     // Only a socket nobody answers on is stale; taking over a live VM's
     // would leave that VM unreachable.
-    kvm::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (probe.valid() && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
       return Status::InvalidArgument("control socket " + path +
                                      " is in use: a running VM answers on it (choose another path)");
@@ -50,73 +56,6 @@ Result<kvm::UniqueFd> ListenControl(const std::string& path) {
   if (::chmod(path.c_str(), 0600) != 0) return Status::FromErrno(errno, "chmod " + path);
   if (::listen(fd.get(), 8) != 0) return Status::FromErrno(errno, "listen on " + path);
   return fd;
-}
-
-Result<ControlCommand> ParseControlRequest(std::string_view line) {
-  nlohmann::json req = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (req.is_discarded() || !req.is_object()) {
-    return Status::InvalidArgument("malformed request: expected one JSON object with \"cmd\"");
-  }
-  auto cmd = req.find("cmd");
-  if (cmd == req.end() || !cmd->is_string()) {
-    return Status::InvalidArgument("malformed request: \"cmd\" must be a string");
-  }
-  ControlCommand c;
-  const std::string& name = cmd->get_ref<const std::string&>();
-  if (name == "ping") return c;
-  if (name != "save") return Status::InvalidArgument("unknown command \"" + name + "\"");
-  c.kind = ControlCommand::Kind::kSave;
-  auto text = [&](const char* key, std::string* out, bool required) -> Status {
-    auto it = req.find(key);
-    if (it == req.end()) {
-      return required ? Status::InvalidArgument(std::string("save: missing \"") + key + "\"") : Status::Ok();
-    }
-    if (!it->is_string()) return Status::InvalidArgument(std::string("save: \"") + key + "\" must be a string");
-    *out = it->get<std::string>();
-    return Status::Ok();
-  };
-  auto flag = [&](const char* key, bool* out) -> Status {
-    auto it = req.find(key);
-    if (it == req.end()) return Status::Ok();
-    if (!it->is_boolean()) {
-      return Status::InvalidArgument(std::string("save: \"") + key + "\" must be true or false");
-    }
-    *out = it->get<bool>();
-    return Status::Ok();
-  };
-  VMSNAP_RETURN_IF_ERROR(text("path", &c.path, true));
-  if (c.path.empty()) return Status::InvalidArgument("save: \"path\" is empty");
-  if (c.path.find('\0') != std::string::npos) return Status::InvalidArgument("save: \"path\" holds a NUL byte");
-  VMSNAP_RETURN_IF_ERROR(text("parent", &c.parent, false));
-  VMSNAP_RETURN_IF_ERROR(flag("live", &c.live));
-  VMSNAP_RETURN_IF_ERROR(flag("stop", &c.stop));
-  VMSNAP_RETURN_IF_ERROR(flag("progress", &c.progress));
-  if (req.contains("compress")) {
-    std::string spec;
-    if (!text("compress", &spec, false).ok()) {
-      return Status::InvalidArgument("save: \"compress\" must be a string: none, zstd or zstd:LEVEL");
-    }
-    auto parsed = ParseCompressionSpec(spec);
-    if (!parsed.ok()) return parsed.status().Context("save");
-    c.compression = *parsed;
-  }
-  return c;
-}
-
-LineReader::State LineReader::Read(int fd) {
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? State::kMore : State::kClosed;
-    if (n == 0) return State::kClosed;
-    const char* nl = static_cast<const char*>(std::memchr(buf, '\n', size_t(n)));
-    const size_t take = nl ? size_t(nl - buf) : size_t(n);
-    if (line_.size() + take > kMaxRequestLine) return State::kTooLong;
-    line_.append(buf, take);
-    // Bytes after the newline are ignored: one request per connection.
-    if (nl) return State::kLine;
-  }
 }
 
 Result<std::string> ReadLine(int fd) {
@@ -148,7 +87,7 @@ Status WriteLine(int fd, const std::string& line) {
 Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request,
                                       const std::function<void(const nlohmann::json&)>& on_progress) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
@@ -167,6 +106,48 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
     }
     return reply;
   }
+}
+
+void Vmm::HandleControlRequest(int fd, const std::string& line) {
+  auto reply_error = [fd](const std::string& msg) {
+    (void)WriteLine(fd, nlohmann::json{{"ok", false}, {"error", msg}}.dump());
+  };
+  // Every field is type-checked here: a malformed request gets an error
+  // reply and the VM runs on.
+  auto cmd = ParseControlRequest(line);
+  if (!cmd.ok()) return reply_error(cmd.status().message());
+  if (cmd->kind == ControlCommand::Kind::kPing) {
+    (void)WriteLine(fd, nlohmann::json{{"ok", true}}.dump());
+    return;
+  }
+  SaveRequest sreq;
+  sreq.path = cmd->path;
+  sreq.parent = cmd->parent;
+  sreq.live = cmd->live;
+  sreq.compression = cmd->compression;
+  sreq.stop = cmd->stop;
+  if (cmd->progress) {
+    // Progress lines before the reply, at most every 100 ms and the last
+    // one always; a client that went away only makes these sends fail.
+    auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+    save_progress_ = [fd, last](uint64_t done, uint64_t total) {
+      auto now = std::chrono::steady_clock::now();
+      if (done < total && now - *last < std::chrono::milliseconds(100)) return;
+      *last = now;
+      (void)WriteLine(fd, nlohmann::json{{"progress", {{"done", done}, {"total", total}}}}.dump());
+    };
+  }
+  capture::dirty::LiveStats live_stats;
+  auto r = Save(sreq, &live_stats);
+  save_progress_ = nullptr;
+  if (!r.ok()) return reply_error(r.status().message());
+  nlohmann::json reply{{"ok", true}, {"path", r->path}, {"bytes", r->file_size}, {"id", layout::IdToHex(r->id)}};
+  if (sreq.live) {
+    reply["rounds"] = live_stats.rounds;
+    reply["pause_ns"] = live_stats.pause_ns;
+  }
+  (void)WriteLine(fd, reply.dump());
+  if (sreq.stop) Stop(0, Status::Ok());
 }
 
 }  // namespace vmsnap::vmm

@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/fd.h"
+#include "base/status.h"
 #include "format/compression_spec.h"
-#include "format/status.h"
-#include "kvm/fd.h"
 
 namespace vmsnap::vmm {
 
@@ -25,7 +25,7 @@ inline constexpr size_t kMaxRequestLine = 64 * 1024;
 // Creates the listening socket at `path`, mode 0600 (it lets its user read
 // all guest memory). A socket file at `path` that nothing answers on (left by
 // a VM that died) is replaced; one a live VM answers on is refused.
-Result<kvm::UniqueFd> ListenControl(const std::string& path);
+Result<UniqueFd> ListenControl(const std::string& path);
 
 // A request, checked: every field has the type the protocol gives it.
 struct ControlCommand {

@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/status.h"
 #include "format/io.h"
-#include "format/status.h"
 #include "schemas/manifest.capnp.h"
 #include "tools/forensics/memory.h"
 
