@@ -3,20 +3,21 @@
 #include "format/io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <random>
 
 namespace vmsnap {
 namespace {
 
 class PosixWritableFile final : public WritableFile {
  public:
-  PosixWritableFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  PosixWritableFile(int fd, std::string path, bool stream = false)
+      : fd_(fd), path_(std::move(path)), stream_(stream) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -34,6 +35,8 @@ class PosixWritableFile final : public WritableFile {
       len -= static_cast<size_t>(n);
       written_ += static_cast<uint64_t>(n);
     }
+    pos_ = written_;
+    if (stream_) return Status::Ok();
     // Start writeback of what is complete every kWritebackStep bytes, so
     // the disk works while later chunks are still being compressed and the
     // final fsync waits only for the tail. A hint: an error here is not
@@ -46,28 +49,21 @@ class PosixWritableFile final : public WritableFile {
     return Status::Ok();
   }
 
-  Status WriteAt(uint64_t offset, const void* data, size_t len) override {
-    const char* p = static_cast<const char*>(data);
-    while (len > 0) {
-      ssize_t n = ::pwrite(fd_, p, std::min<size_t>(len, size_t{1} << 30), static_cast<off_t>(offset));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, "write " + path_ + " at offset " + std::to_string(offset));
-      }
-      if (n == 0) return Status::Io("write " + path_ + ": wrote 0 bytes");
-      p += n;
-      offset += static_cast<uint64_t>(n);
-      len -= static_cast<size_t>(n);
-    }
-    return Status::Ok();
-  }
-
-  Status Truncate(uint64_t size) override {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Status::FromErrno(errno, "set size of " + path_);
+  Status Skip(uint64_t len) override {
+    if (stream_) return WritableFile::Skip(len);
+    if (::lseek(fd_, static_cast<off_t>(len), SEEK_CUR) < 0) return Status::FromErrno(errno, "seek " + path_);
+    written_ += len;
     return Status::Ok();
   }
 
   Status Sync() override {
+    // A pipe or a device has nothing to make durable (fsync fails there).
+    if (stream_) return Status::Ok();
+    // A trailing hole left by Skip() still has to count in the size.
+    if (written_ > pos_ && ::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
+      return Status::FromErrno(errno, "set the size of " + path_);
+    }
+    pos_ = written_;
     if (::fsync(fd_) != 0) return Status::FromErrno(errno, "fsync " + path_);
     return Status::Ok();
   }
@@ -85,7 +81,9 @@ class PosixWritableFile final : public WritableFile {
   static constexpr uint64_t kWritebackStep = 8ull << 20;
   int fd_;
   std::string path_;
-  uint64_t written_ = 0;  // bytes appended so far (the file is written in order)
+  bool stream_;
+  uint64_t written_ = 0;  // the current offset (the file is written in order)
+  uint64_t pos_ = 0;      // the end of the last byte actually written
   uint64_t kicked_ = 0;   // bytes whose writeback has been started
 };
 
@@ -97,11 +95,12 @@ class PosixEnv final : public Env {
     if (fd < 0) return Status::FromErrno(errno, "create " + path);
     // The umask may have narrowed the mode; it must never widen it, but a
     // restrictive umask must not leave the owner unable to read its snapshot.
-    if (::fchmod(fd, mode) != 0) {
+    const char* step = ::fchmod(fd, mode) != 0 ? "chmod " : ::flock(fd, LOCK_EX | LOCK_NB) != 0 ? "lock " : nullptr;
+    if (step != nullptr) {
       int e = errno;
       ::close(fd);
       ::unlink(path.c_str());
-      return Status::FromErrno(e, "chmod " + path);
+      return Status::FromErrno(e, step + path);
     }
     return std::unique_ptr<WritableFile>(new PosixWritableFile(fd, path));
   }
@@ -118,6 +117,14 @@ class PosixEnv final : public Env {
     return Status::Ok();
   }
 
+  Result<std::unique_ptr<WritableFile>> OpenStream(const std::string& path) override {
+    int fd = path == "-" ? ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3)
+                         : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Status::FromErrno(errno, "open " + (path == "-" ? std::string("standard output") : path));
+    return std::unique_ptr<WritableFile>(
+        new PosixWritableFile(fd, path == "-" ? "standard output" : path, /*stream=*/true));
+  }
+
   Status SyncDir(const std::string& dir) override {
     int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return Status::FromErrno(errno, "open directory " + dir);
@@ -131,47 +138,23 @@ class PosixEnv final : public Env {
 
 }  // namespace
 
+Status WritableFile::Skip(uint64_t len) {
+  static const uint8_t kZeros[64 * 1024] = {};
+  while (len > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(len, sizeof kZeros));
+    VMSNAP_RETURN_IF_ERROR(Append(kZeros, n));
+    len -= n;
+  }
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<WritableFile>> Env::OpenStream(const std::string& path) {
+  return Status::Unsupported("cannot write " + path + " as a stream here");
+}
+
 Env* Env::Default() {
   static PosixEnv* env = new PosixEnv;  // never freed: used from static destructors too
   return env;
-}
-
-Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(Env* env, const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  std::random_device rd;
-  std::string tmp;
-  Result<std::unique_ptr<WritableFile>> file = Status::Internal("unreached");
-  // O_EXCL makes the name ours; a collision with a leftover just takes another name.
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    char suffix[20];
-    std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
-    tmp = (slash == std::string::npos ? std::string() : dir + "/") + "." + base + ".tmp-" + suffix;
-    file = env->NewWritableFile(tmp, 0600);
-    if (file.ok() || file.status().message().find("File exists") == std::string::npos) break;
-  }
-  if (!file.ok()) return file.status();
-  return std::unique_ptr<AtomicFile>(new AtomicFile(env, path, dir, tmp, std::move(file).value()));
-}
-
-AtomicFile::~AtomicFile() {
-  if (!committed_) Abandon();
-}
-
-void AtomicFile::Abandon() {
-  if (!file_) return;
-  file_.reset();
-  (void)env_->Remove(tmp_);
-}
-
-Status AtomicFile::Commit() {
-  if (!file_) return Status::Internal("commit of an abandoned output " + path_);
-  VMSNAP_RETURN_IF_ERROR(file_->Sync());
-  VMSNAP_RETURN_IF_ERROR(file_->Close());
-  VMSNAP_RETURN_IF_ERROR(env_->Rename(tmp_, path_));
-  committed_ = true;
-  return env_->SyncDir(dir_);
 }
 
 }  // namespace vmsnap

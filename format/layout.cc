@@ -46,7 +46,7 @@ void EncodeHeader(const Header& h, uint8_t out[kHeaderSize]) {
 Result<Header> DecodeHeader(std::span<const uint8_t> file) {
   if (file.size() < kHeaderSize) {
     return Status::Corruption("header: file is " + std::to_string(file.size()) +
-                              " bytes, shorter than the " + std::to_string(kHeaderSize) +
+                              (file.size() == 1 ? " byte" : " bytes") + ", shorter than the " + std::to_string(kHeaderSize) +
                               "-byte header (truncated or not a .vmsnap file)");
   }
   const uint8_t* p = file.data();
@@ -95,7 +95,7 @@ void EncodeFooter(const Footer& f, uint8_t out[kFooterSize]) {
 Result<Footer> DecodeFooter(std::span<const uint8_t> file) {
   if (file.size() < kHeaderSize + kFooterSize) {
     return Status::Corruption("footer: file is " + std::to_string(file.size()) +
-                              " bytes, too short to hold a header and a footer (truncated)");
+                              (file.size() == 1 ? " byte" : " bytes") + ", too short to hold a header and a footer (truncated)");
   }
   const uint64_t at = file.size() - kFooterSize;
   const uint8_t* p = file.data() + at;

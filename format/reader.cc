@@ -16,6 +16,7 @@
 
 #include <capnp/dynamic.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -86,6 +87,19 @@ void TouchAllButChunks(const schema::Manifest::Reader& m) {
   KJ_IF_MAYBE(f, s.which()) { TouchAll(s.get(*f)); }
 }
 
+// Cap'n Proto's messages name its API ("See capnp::ReaderOptions"); the user
+// needs to know what is wrong with the file.
+std::string DescribeCapnpError(const kj::Exception& e) {
+  std::string d = e.getDescription().cStr();
+  if (d.find("traversal limit") != std::string::npos) {
+    return "malformed manifest: it refers to more data than it holds (its pointers overlap or repeat)";
+  }
+  if (d.find("nesting limit") != std::string::npos) {
+    return "malformed manifest: structures nested deeper than any manifest nests them";
+  }
+  return "malformed manifest (Cap'n Proto: " + d + ")";
+}
+
 size_t Popcount(const uint8_t* p, size_t n) {
   size_t k = 0, i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -141,10 +155,19 @@ class ReaderImpl final : public SnapshotReader {
       // message fails here and not later in a tool that trusts Open().
       (void)manifest_.totalSize();
       TouchAllButChunks(manifest_);
-      return Validate(where);
+      VMSNAP_RETURN_IF_ERROR(Validate(where));
+      // Every field has now been read once within the limit, so the message
+      // cannot amplify. Tools read parts of it again and again (each 1 MiB
+      // window of a diff or an export looks up the region list), which
+      // would exhaust any fixed budget on a large snapshot and throw from
+      // deep inside a tool: from here on reads are not counted.
+      capnp::ReaderOptions unlimited = ro;
+      unlimited.traversalLimitInWords = kj::maxValue;
+      message_ = std::make_unique<capnp::FlatArrayMessageReader>(words, unlimited);
+      manifest_ = message_->getRoot<schema::Manifest>();
+      return Status::Ok();
     } catch (const kj::Exception& e) {
-      return Status::Corruption(where + ": malformed Cap'n Proto message: " +
-                                std::string(e.getDescription().cStr()));
+      return Status::Corruption(where + ": " + DescribeCapnpError(e));
     }
   }
 
@@ -240,7 +263,54 @@ class ReaderImpl final : public SnapshotReader {
     return Status::Ok();
   }
 
+  // Every byte of the file is accounted for: the header, each chunk's stored
+  // bytes, the manifest and the footer are covered by checksums; what lies
+  // between them may only be the zero padding the writer puts there (up to
+  // the next kChunkAlign boundary before a chunk, kManifestAlign before the
+  // manifest). So no byte can change without some check failing.
+  Status VerifyLayout() const {
+    std::vector<size_t> order;
+    for (size_t i = 0; i < chunks_.size(); ++i) {
+      if (chunks_[i].stored_length > 0) order.push_back(i);
+    }
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return chunks_[a].file_offset < chunks_[b].file_offset; });
+    uint64_t pos = layout::kHeaderSize;
+    auto gap = [&](uint64_t end, uint64_t align, const std::string& before) -> Status {
+      const uint64_t expected = (pos + align - 1) / align * align;
+      if (end < pos) {
+        return Status::Corruption(before + " overlaps the bytes before it (which end at file offset " + Hex(pos) +
+                                  ")");
+      }
+      if (end != expected) {
+        return Status::Corruption("file offsets [" + Hex(pos) + ", " + Hex(end) + ") before " + before +
+                                  " are not accounted for (padding would end at " + Hex(expected) + ")");
+      }
+      for (uint64_t o = pos; o < end; ++o) {
+        if (bytes_[o] != 0) {
+          return Status::Corruption("padding byte at file offset " + Hex(o) + " before " + before + " is " +
+                                    Hex(bytes_[o]) + ", not zero");
+        }
+      }
+      return Status::Ok();
+    };
+    for (size_t i : order) {
+      const ChunkInfo& c = chunks_[i];
+      VMSNAP_RETURN_IF_ERROR(gap(c.file_offset, layout::kChunkAlign, ChunkName(i, c, page_size_)));
+      pos = c.file_offset + c.stored_length;
+    }
+    const std::string manifest = "the manifest at file offset " + Hex(footer_.manifest_offset);
+    VMSNAP_RETURN_IF_ERROR(gap(footer_.manifest_offset, layout::kManifestAlign, manifest));
+    const uint64_t footer_at = bytes_.size() - layout::kFooterSize;
+    if (footer_.manifest_offset + footer_.manifest_length != footer_at) {
+      return Status::Corruption("file offsets [" + Hex(footer_.manifest_offset + footer_.manifest_length) + ", " +
+                                Hex(footer_at) + ") between " + manifest + " and the footer are not accounted for");
+    }
+    return Status::Ok();
+  }
+
   Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress) const override {
+    VMSNAP_RETURN_IF_ERROR(VerifyLayout());
     uint64_t total = 0;
     for (const ChunkInfo& c : chunks_) total += uint64_t(c.page_count) * page_size_;
     std::vector<uint8_t> buf;
@@ -419,11 +489,24 @@ Result<std::unique_ptr<SnapshotReader>> SnapshotReader::OpenBuffer(std::span<con
 
 Result<std::unique_ptr<SnapshotReader>> SnapshotReader::Open(const std::string& path,
                                                              const ReaderOptions& options) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (path == "-") {
+    return Status::InvalidArgument(
+        "'-': a snapshot cannot be read from standard input (it is read out of order); name its file");
+  }
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
+  // below, as every file that is not a regular one.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISDIR(st.st_mode) ? "a directory"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a special file";
+    return Status::InvalidArgument(path + " is not a regular file (" + kind + "): snapshots are read out of order");
+  }
   auto r = std::make_unique<ReaderImpl>();
   const size_t len = size_t(st.st_size);
   if (len > 0) {

@@ -82,7 +82,9 @@ class SnapshotReader {
   // page-aligned in the file (so they can be mapped).
   virtual Result<std::span<const uint8_t>> StoredBytes(size_t index) const = 0;
 
-  // Checks every checksum and decompresses every chunk. Reports the first problem.
+  // Checks that every byte between the checksummed parts is zero padding the
+  // layout explains, then every checksum, decompressing every chunk.
+  // Reports the first problem (kCorruption, naming the chunk or file offset).
   virtual Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress = {}) const = 0;
 };
 

@@ -18,11 +18,11 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "format/layout.h"
+#include "format/output.h"
 
 namespace vmsnap {
 namespace {
@@ -86,8 +86,8 @@ struct ChunkMeta {
 
 class WriterImpl final : public SnapshotWriter {
  public:
-  WriterImpl(const WriterOptions& o, std::unique_ptr<AtomicFile> out)
-      : opts_(o), path_(out->path()), out_(std::move(out)), file_(&out_->file()) {
+  WriterImpl(const WriterOptions& o, std::unique_ptr<OutputFile> file)
+      : opts_(o), file_(std::move(file)) {
     workers_n_ = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
     const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * 3);
     const size_t chunk_bytes = size_t(o.chunk_pages) * o.page_size;
@@ -112,7 +112,7 @@ class WriterImpl final : public SnapshotWriter {
       abandon_ = true;
     }
     StopThreads();
-    out_.reset();  // an uncommitted temporary is removed
+    if (!committed_) file_.reset();  // removes the temporary
   }
 
   Status Start() {
@@ -142,7 +142,7 @@ class WriterImpl final : public SnapshotWriter {
     if (committed_) return Status::InvalidArgument("snapshot already committed");
     Status s = Finish();
     if (!s.ok()) {
-      out_->Abandon();
+      file_.reset();  // removes the temporary
       std::lock_guard<std::mutex> lk(mu_);
       if (error_.ok()) error_ = s;
     }
@@ -485,18 +485,17 @@ class WriterImpl final : public SnapshotWriter {
     layout::EncodeFooter(f, foot);
     VMSNAP_RETURN_IF_ERROR(file_->Append(foot, sizeof foot));
     offset_ += sizeof foot;
-    Status s = out_->Commit();
-    if (!out_->committed()) return s;
-    committed_ = true;  // the file is in place; a failing directory sync does not undo that
+    // The file is in place once Commit() gets past the rename; a failing
+    // directory sync does not undo that, so the id is set either way.
     id_ = layout::ComputeId({bytes.begin(), bytes.size()});
     file_size_ = offset_;
-    return s.Context("snapshot " + path_ + " written but not durable");
+    Status s = file_->Commit();
+    committed_ = file_->committed();
+    return s;
   }
 
   const WriterOptions opts_;
-  const std::string path_;
-  std::unique_ptr<AtomicFile> out_;
-  WritableFile* file_;  // out_'s
+  std::unique_ptr<OutputFile> file_;
   // Held by pointer: its destructor may throw (kj), which an override of a
   // noexcept destructor must not allow.
   std::unique_ptr<capnp::MallocMessageBuilder> message_ = std::make_unique<capnp::MallocMessageBuilder>();
@@ -535,8 +534,15 @@ class WriterImpl final : public SnapshotWriter {
 }  // namespace
 
 Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string& path,
-                                                               const WriterOptions& options) {
+                                                               const WriterOptions& given) {
+  WriterOptions options = given;
   const uint32_t ps = options.page_size;
+  // The default chunk is 256 pages; with large pages it would pass the
+  // format's byte limit, so it shrinks to fit rather than fail.
+  if (options.chunk_pages == WriterOptions{}.chunk_pages && ps != 0 &&
+      uint64_t(options.chunk_pages) * ps > layout::kMaxChunkBytes) {
+    options.chunk_pages = uint32_t(std::max<uint64_t>(1, layout::kMaxChunkBytes / ps));
+  }
   if (ps < layout::kMinPageSize || ps > layout::kMaxPageSize || (ps & (ps - 1)) != 0) {
     return Status::InvalidArgument("page size " + std::to_string(ps) +
                                    " is not a power of two in [4096, 1 MiB]");
@@ -556,13 +562,12 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string
     return Status::InvalidArgument("zstd level " + std::to_string(options.zstd_level) +
                                    " out of range");
   }
-  if (path.empty() || path.back() == '/') {
-    return Status::InvalidArgument("snapshot path '" + path + "' names no file");
-  }
-  Env* env = options.env ? options.env : Env::Default();
-  auto out = AtomicFile::Create(env, path);
-  if (!out.ok()) return out.status().Context("cannot create snapshot " + path);
-  auto w = std::make_unique<WriterImpl>(options, std::move(out).value());
+  OutputOptions oo;
+  oo.env = options.env;
+  oo.inputs = options.inputs;
+  oo.what = "snapshot";
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> file, OutputFile::Create(path, oo));
+  auto w = std::make_unique<WriterImpl>(options, std::move(file));
   VMSNAP_RETURN_IF_ERROR(w->Start());
   return std::unique_ptr<SnapshotWriter>(std::move(w));
 }

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Streaming writer of .vmsnap files: memory chunks first, then the manifest and
-// the footer. Writes to a temporary name beside the destination, fsyncs and
-// renames, so an existing file at the destination is never damaged by a failed
-// save. Files are created mode 0600: they hold guest memory.
+// the footer. Writes through OutputFile (format/output.h): a temporary name
+// beside the destination, fsync, rename, so an existing file at the
+// destination is never damaged by a failed save, and a destination that is
+// not a regular file is refused. Files are created mode 0600: they hold
+// guest memory.
 #pragma once
 
 #include <capnp/message.h>
@@ -11,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "format/io.h"
 #include "format/layout.h"
@@ -35,6 +38,9 @@ struct WriterOptions {
   Env* env = nullptr;          // nullptr = Env::Default()
   ProgressFn progress;         // may be empty
   uint64_t progress_total = 0; // bytes of memory the caller will add, for progress
+  // Files the caller reads while writing (the parent of an incremental
+  // snapshot, the chain being flattened): refused as the destination.
+  std::vector<std::string> inputs;
 };
 
 class SnapshotWriter {

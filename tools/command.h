@@ -27,6 +27,7 @@ void RegisterImport(CLI::App& app, int* exit_code);
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 2;         // every command but run/load/diff
 inline constexpr int kExitDiffDifferent = 1;
+inline constexpr int kExitVerifyCorrupt = 1;  // verify: read, and a check failed
 inline constexpr int kExitVmmFailed = 125;   // run, load: vmsnap itself failed
 
 }  // namespace vmsnap::cli

@@ -9,6 +9,7 @@
 #include "tools/forensics/export.h"
 #include "tools/forensics/memory.h"
 #include "tools/progress.h"
+#include "tools/tool_util.h"
 
 namespace vmsnap::cli {
 namespace {
@@ -29,6 +30,7 @@ int RunExport(const std::string& snapshot, const std::string& format_name, const
   for (const auto& r : (*memory)->regions()) total += r.size;
   tools::ProgressBar progress("exporting", total);
   forensics::ExportOptions options;
+  options.inputs = tools::ChainPaths(*chain);
   options.progress = [&progress](uint64_t done, uint64_t) { progress.Update(done); };
   auto stats = forensics::Export(**memory, chain->leaf().manifest(), *format, out, options);
   progress.Finish();
@@ -46,8 +48,14 @@ void RegisterExport(CLI::App& app, int* exit_code) {
   auto out = std::make_shared<std::string>();
   sub->add_option("SNAPSHOT", *snapshot, "Snapshot file (its parents are followed)")->required();
   sub->add_option("--format", *format, "elf, lime or raw")->required();
-  sub->add_option("-o,--output", *out, "Output file (written to a temporary name, then renamed)")
+  sub->add_option("-o,--output", *out,
+                  "Output file (written to a temporary name, then renamed); '-' for standard output "
+                  "(raw and lime only)")
       ->required();
+  sub->footer(
+      "A FIFO or character device at OUTPUT is written through (raw and lime); any other existing "
+      "path that is not a regular file, and OUTPUT naming the snapshot or one of its parents, is "
+      "refused. Exit status: 0 success, 2 error.");
   sub->callback([exit_code, snapshot, format, out] { *exit_code = RunExport(*snapshot, *format, *out); });
 }
 

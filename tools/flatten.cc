@@ -45,6 +45,9 @@ int RunFlatten(const FlattenOptions& o) {
   std::atomic<uint64_t> released{0};
   WriterOptions wo;
   wo.page_size = static_cast<uint32_t>(ps);
+  // Chunks of about 1 MiB whatever the page size (the default 256 pages of
+  // 1 MiB would pass the format's 64 MiB limit).
+  wo.chunk_pages = static_cast<uint32_t>(std::clamp<uint64_t>((1u << 20) / ps, 1, 256));
   CompressionSpec spec;
   if (!o.compress.empty()) {
     auto parsed = ParseCompressionSpec(o.compress);
@@ -57,6 +60,15 @@ int RunFlatten(const FlattenOptions& o) {
   }
   Apply(spec, wo);
   wo.progress = [&released](uint64_t done, uint64_t) { released.store(done); };
+  wo.inputs = tools::ChainPaths(*chain);
+  // The writer's threads read these buffers until it is destroyed, so they
+  // are declared first and outlive it, however the function returns.
+  struct Buffer {
+    uint64_t added_end;  // bytes added to the writer up to and including this one
+    std::vector<uint8_t> bytes;
+  };
+  std::deque<Buffer> in_flight;
+  std::vector<std::vector<uint8_t>> spare;
   auto writer = SnapshotWriter::Create(o.output, wo);
   if (!writer.ok()) return tools::Fail("flatten", o.output, writer.status(), kExitError);
   SnapshotWriter& w = *writer.value();
@@ -83,12 +95,6 @@ int RunFlatten(const FlattenOptions& o) {
 
   tools::ProgressBar bar("flattening", total);
   const uint64_t window = std::max<uint64_t>(ps * wo.chunk_pages, ps);
-  struct Buffer {
-    uint64_t added_end;  // bytes added to the writer up to and including this one
-    std::vector<uint8_t> bytes;
-  };
-  std::deque<Buffer> in_flight;
-  std::vector<std::vector<uint8_t>> spare;
   uint64_t added = 0, done = 0, next_free = 0;
   for (auto [start, size] : regions) {
     uint64_t end = start + size;

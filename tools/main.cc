@@ -1,10 +1,18 @@
 // SPDX-License-Identifier: MIT
 // vmsnap: the command-line entry point. One subcommand per tools/<name>.cc.
+#include <signal.h>
+
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
 
+#include <kj/exception.h>
+
+#include "format/layout.h"
+#include "format/output.h"
 #include "tools/command.h"
+#include "tools/progress.h"
 
 namespace {
 
@@ -29,14 +37,54 @@ constexpr Entry kCommands[] = {
     {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
 };
 
+// SIGINT/SIGTERM/SIGHUP: remove the temporary file of any output being
+// written, then let the signal end the process as it would have.
+void OnTerminatingSignal(int sig) {
+  vmsnap::RemoveTemporaryOutputs();
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void InstallSignalCleanup() {
+  struct sigaction sa {};
+  sa.sa_handler = OnTerminatingSignal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+std::string VersionText() {
+  return std::string("vmsnap ") + VMSNAP_VERSION + " (library " + VMSNAP_VERSION + ", file format " +
+         std::to_string(vmsnap::layout::kMajor) + "." + std::to_string(vmsnap::layout::kMinor) + ")";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"vmsnap: save, restore and examine the complete state of KVM virtual machines"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(VMSNAP_VERSION));
+  app.set_version_flag("--version", VersionText());
   int exit_code = vmsnap::cli::kExitOk;
-  for (const Entry& e : kCommands) e.fn(app, &exit_code);
+  std::string names;
+  for (const Entry& e : kCommands) {
+    e.fn(app, &exit_code);
+    names += names.empty() ? e.name : std::string(", ") + e.name;
+    // Every command takes them, so a script need not know which ones are long.
+    CLI::App* sub = app.get_subcommand(e.name);
+    sub->add_flag_callback("-q,--quiet", [] { vmsnap::tools::SetProgressMode(vmsnap::tools::ProgressMode::kQuiet); },
+                           "No progress bar and no warnings");
+    sub->add_flag_callback("--progress", [] { vmsnap::tools::SetProgressMode(vmsnap::tools::ProgressMode::kForce); },
+                           "Draw the progress bar even when stderr is not a terminal");
+  }
+  // CLI11 would say "A subcommand is required" for a misspelt one.
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const Entry& e : kCommands) known |= std::strcmp(argv[1], e.name) == 0;
+    if (!known) {
+      std::fprintf(stderr, "vmsnap: unknown command '%s' (commands: %s; try --help)\n", argv[1], names.c_str());
+      return vmsnap::cli::kExitError;
+    }
+  }
+  InstallSignalCleanup();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -52,6 +100,14 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "%s: %s (try --help)\n", where.c_str(), e.what());
     return status;
+  } catch (const kj::Exception& e) {
+    // The readers turn malformed input into errors; this is the last line
+    // of defence against one that slipped through: one line, no abort.
+    std::fprintf(stderr, "vmsnap: internal error reading a snapshot: %s\n", e.getDescription().cStr());
+    return vmsnap::cli::kExitError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vmsnap: internal error: %s\n", e.what());
+    return vmsnap::cli::kExitError;
   }
   return exit_code;
 }

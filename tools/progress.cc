@@ -37,10 +37,17 @@ std::string HumanBytes(uint64_t bytes) {
   return buf;
 }
 
+namespace {
+ProgressMode g_mode = ProgressMode::kAuto;
+}  // namespace
+
+void SetProgressMode(ProgressMode mode) { g_mode = mode; }
+bool Quiet() { return g_mode == ProgressMode::kQuiet; }
+
 ProgressBar::ProgressBar(std::string label, uint64_t total_bytes)
     : label_(std::move(label)),
       total_(total_bytes),
-      enabled_(isatty(STDERR_FILENO) == 1),
+      enabled_(g_mode == ProgressMode::kForce || (g_mode == ProgressMode::kAuto && isatty(STDERR_FILENO) == 1)),
       start_(Clock::now()),
       last_draw_(start_) {}
 
@@ -81,7 +88,7 @@ std::string ProgressBar::Render(const std::string& label, uint64_t done, uint64_
 void ProgressBar::Update(uint64_t done) {
   if (!enabled_ || finished_) return;
   auto now = Clock::now();
-  if (now - start_ < kDelay) return;
+  if (now - start_ < kDelay && g_mode != ProgressMode::kForce) return;
   if (drawn_ && now - last_draw_ < kRedraw) return;
   last_draw_ = now;
   double elapsed = std::chrono::duration<double>(now - start_).count();

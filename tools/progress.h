@@ -41,6 +41,14 @@ class ProgressBar {
   Clock::time_point last_draw_;
 };
 
+// How every bar of the process behaves: kAuto draws on a terminal after half
+// a second; kQuiet (-q) never draws; kForce (--progress) draws from the
+// start even when stderr is not a terminal.
+enum class ProgressMode { kAuto, kQuiet, kForce };
+void SetProgressMode(ProgressMode mode);
+// -q also silences warnings: code that would print one asks this first.
+bool Quiet();
+
 // "1.5 MiB", "512 B".
 std::string HumanBytes(uint64_t bytes);
 

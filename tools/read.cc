@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "format/chain.h"
+#include "format/output.h"
+#include "tools/tool_util.h"
 #include "tools/command.h"
 #include "tools/forensics/cli_util.h"
 #include "tools/forensics/memory.h"
@@ -28,6 +30,7 @@ struct ReadArgs {
   uint64_t vcpu = 0;
   std::string len;
   std::string format = "hex";
+  std::string output = "-";
 };
 
 // A run of guest-physical bytes that backs part of the requested range.
@@ -81,6 +84,9 @@ int RunRead(const ReadArgs& a) {
   if (a.format != "hex" && a.format != "raw") {
     return fail(Status::InvalidArgument("unknown --format '" + a.format + "' (expected hex or raw)"));
   }
+  if (a.output != "-" && a.format != "raw") {
+    return fail(Status::InvalidArgument("-o is for --format raw; the hexdump goes to standard output"));
+  }
   const bool virt = !a.gva.empty();
   auto start = forensics::ParseNumber(virt ? a.gva : a.gpa, virt ? "--gva" : "--gpa");
   if (!start.ok()) return fail(start.status());
@@ -128,6 +134,18 @@ int RunRead(const ReadArgs& a) {
     }
   }
 
+  // Raw bytes go through the one output writer (stdout included), so a
+  // file is replaced only when complete and a device is never replaced.
+  std::unique_ptr<OutputFile> out;
+  if (a.format == "raw") {
+    OutputOptions oo;
+    oo.stream_ok = true;
+    oo.inputs = tools::ChainPaths(*chain);
+    oo.what = "raw memory";
+    auto o = OutputFile::Create(a.output, oo);
+    if (!o.ok()) return fail(o.status());
+    out = std::move(o).value();
+  }
   HexPrinter hex(*start);
   constexpr uint64_t kPiece = 1ull << 20;
   std::vector<uint8_t> buf(static_cast<size_t>(std::min(*len, kPiece)));
@@ -140,10 +158,9 @@ int RunRead(const ReadArgs& a) {
         std::fflush(stdout);
         return fail(st);
       }
-      if (a.format == "raw") {
-        if (std::fwrite(buf.data(), 1, n, stdout) != n) {
-          return fail(Status::FromErrno(errno, "write to stdout"));
-        }
+      if (out) {
+        Status w = out->Append(buf.data(), n);
+        if (!w.ok()) return fail(w);
       } else {
         hex.Add(buf.data(), n);
       }
@@ -151,6 +168,10 @@ int RunRead(const ReadArgs& a) {
     }
   }
   hex.Flush();
+  if (out) {
+    Status c = out->Commit();
+    if (!c.ok()) return fail(c);
+  }
   if (std::fflush(stdout) != 0) return fail(Status::FromErrno(errno, "write to stdout"));
   return kExitOk;
 }
@@ -167,7 +188,10 @@ void RegisterRead(CLI::App& app, int* exit_code) {
   gpa->excludes(gva);
   sub->add_option("--vcpu", a->vcpu, "vCPU whose page tables translate --gva (default 0)");
   sub->add_option("--len", a->len, "Bytes to read (decimal, 0x-hex, K/M/G suffix)")->required();
-  sub->add_option("--format", a->format, "hex (a hexdump, the default) or raw (bytes to stdout)");
+  sub->add_option("--format", a->format, "hex (a hexdump, the default) or raw (the bytes)");
+  sub->add_option("-o,--output", a->output,
+                  "With --format raw: where the bytes go ('-', the default, for standard output; a file "
+                  "is written to a temporary name and renamed)");
   sub->callback([exit_code, a] { *exit_code = RunRead(*a); });
 }
 

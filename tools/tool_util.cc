@@ -33,4 +33,10 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
   return DirOf(child_path) + "/" + recorded;
 }
 
+std::vector<std::string> ChainPaths(const SnapshotChain& chain) {
+  std::vector<std::string> paths;
+  for (auto it = chain.layers().rbegin(); it != chain.layers().rend(); ++it) paths.push_back((*it)->path());
+  return paths;
+}
+
 }  // namespace vmsnap::tools

@@ -5,8 +5,10 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
+#include "format/chain.h"
 
 namespace vmsnap::tools {
 
@@ -19,5 +21,9 @@ std::string DirOf(const std::string& path);
 
 // A parent path as recorded in a child: absolute, or relative to the child's directory.
 std::string ResolveParentPath(const std::string& child_path, const std::string& recorded);
+
+// The files of a chain, leaf first: what a command reading it must never
+// write over.
+std::vector<std::string> ChainPaths(const SnapshotChain& chain);
 
 }  // namespace vmsnap::tools

@@ -14,16 +14,21 @@
 namespace vmsnap::cli {
 namespace {
 
+// 1 when the file was read and a check failed, 2 when it could not be read
+// (missing, not a regular file, I/O error, a newer format): a script can tell
+// a damaged snapshot from a failed call.
+int ExitFor(const Status& s) { return s.code() == Code::kCorruption ? kExitVerifyCorrupt : kExitError; }
+
 int RunVerify(const std::string& path) {
   // Open() alone checks the header, footer, manifest checksum and chunk index;
   // the chain additionally checks each parent's id against its child's record.
   auto leaf = SnapshotReader::Open(path);
-  if (!leaf.ok()) return tools::Fail("verify", path, leaf.status(), kExitError);
+  if (!leaf.ok()) return tools::Fail("verify", path, leaf.status(), ExitFor(leaf.status()));
   std::vector<const SnapshotReader*> layers;
   std::unique_ptr<SnapshotChain> chain;
   if (leaf.value()->manifest().hasParent()) {
     auto c = SnapshotChain::Open(path);
-    if (!c.ok()) return tools::Fail("verify", path, c.status(), kExitError);
+    if (!c.ok()) return tools::Fail("verify", path, c.status(), ExitFor(c.status()));
     chain = std::make_unique<SnapshotChain>(std::move(c).value());
     for (const auto& l : chain->layers()) layers.push_back(l.get());
   } else {
@@ -41,7 +46,7 @@ int RunVerify(const std::string& path) {
     });
     if (!s.ok()) {
       bar.Finish();
-      return tools::Fail("verify", l->path(), s, kExitError);
+      return tools::Fail("verify", l->path(), s, ExitFor(s));
     }
     base += size;
     chunks += l->manifest().getChunks().size();
@@ -62,13 +67,16 @@ void RegisterVerify(CLI::App& app, int* exit_code) {
   CLI::App* sub = app.add_subcommand(
       "verify",
       "Check a snapshot end to end: header, footer and manifest checksums, every chunk's stored "
-      "and decompressed checksum (every chunk is decompressed). For an incremental snapshot, "
+      "and decompressed checksum (every chunk is decompressed), and that every other byte is "
+      "the zero padding the layout puts between them, so any changed byte is found. For an incremental snapshot, "
       "every parent is found, checked against the id its child recorded, and verified too.");
   sub->add_option("SNAPSHOT", *path, "Snapshot file (.vmsnap)")->required();
   sub->footer(
       "Prints \"SNAPSHOT: ok (N chunks, M bytes)\" (chunks and file bytes checked, over the whole "
       "chain) or one line naming the first problem (section or chunk and file offset).\n"
-      "Exit status: 0 ok, 2 corrupt, missing or unreadable.");
+      "Exit status: 0 intact; 1 corrupt (the file was read and a check failed: the message names "
+      "the chunk, its guest-physical range and file offset, or the file offset); 2 usage error, "
+      "or a file that cannot be read (missing, not a regular file, I/O error, newer format).");
   sub->callback([path, exit_code] { *exit_code = RunVerify(*path); });
 }
 

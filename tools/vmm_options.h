@@ -13,6 +13,7 @@
 #include "format/compression_spec.h"
 #include "base/status.h"
 #include "tools/compression_flag.h"
+#include "tools/forensics/cli_util.h"
 #include "tools/progress.h"
 #include "vmm/vmm.h"
 
@@ -70,28 +71,14 @@ inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
       if (done >= total) bar->Finish();
     });
   };
+  // A failed doorbell snapshot ends nothing: it is reported and the guest
+  // runs on, as after a failed `vmsnap save`.
+  o.report = [](const Status& s) { std::fprintf(stderr, "vmsnap: %s (the VM goes on)\n", s.message().c_str()); };
   o.tool_version = VMSNAP_VERSION;
   return o;
 }
 
-// "64M", "1G", "4096", "512K" -> bytes.
-inline Result<uint64_t> ParseSize(const std::string& s) {
-  if (s.empty()) return Status::InvalidArgument("empty size");
-  size_t pos = 0;
-  unsigned long long v = 0;
-  try {
-    v = std::stoull(s, &pos, 0);
-  } catch (...) {
-    return Status::InvalidArgument("bad size '" + s + "'");
-  }
-  std::string suffix = s.substr(pos);
-  uint64_t mult = 1;
-  if (suffix == "K" || suffix == "k") mult = 1ull << 10;
-  else if (suffix == "M" || suffix == "m") mult = 1ull << 20;
-  else if (suffix == "G" || suffix == "g") mult = 1ull << 30;
-  else if (!suffix.empty()) return Status::InvalidArgument("bad size suffix in '" + s + "' (use K, M or G)");
-  if (v == 0 || v > (1ull << 40) / mult) return Status::InvalidArgument("size '" + s + "' out of range");
-  return v * mult;
-}
+// "64M", "1G", "4096", "512K" -> bytes (forensics::ParseMemorySize).
+inline Result<uint64_t> ParseSize(const std::string& s) { return forensics::ParseMemorySize(s); }
 
 }  // namespace vmsnap::cli

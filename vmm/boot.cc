@@ -3,6 +3,7 @@
 #include "vmm/boot.h"
 
 #include <elf.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <fstream>
@@ -36,6 +37,12 @@ Status CopyIn(GuestMemory& mem, uint64_t gpa, const uint8_t* data, uint64_t len,
 }  // namespace
 
 Result<uint64_t> LoadImage(const std::string& path, GuestMemory& mem) {
+  // Opening a FIFO would wait for a writer: only regular files are images.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::NotFound("cannot open guest image " + path + ": " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("guest image " + path + " is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound("cannot open guest image " + path + ": " + std::strerror(errno));
   std::vector<uint8_t> img((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <memory>
 
+#include "vmm/vmm.h"
+
 namespace vmsnap::vmm {
 namespace {
 
@@ -34,7 +36,16 @@ Result<UniqueFd> ListenControl(const std::string& path) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    // Only a socket nobody answers on is stale; taking over a live VM's
+    // would leave that VM unreachable.
+    UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (probe.valid() && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return Status::InvalidArgument("control socket " + path +
+                                     " is in use: a running VM answers on it (choose another path)");
+    }
+    ::unlink(path.c_str());
+  }
   // The umask makes bind create the socket 0600 with no window in which
   // another user could connect.
   mode_t old = ::umask(0177);
@@ -50,7 +61,7 @@ Result<UniqueFd> ListenControl(const std::string& path) {
 Result<std::string> ReadLine(int fd) {
   std::string line;
   char c;
-  while (line.size() < 65536) {
+  while (line.size() <= kMaxRequestLine) {
     ssize_t n = ::read(fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, "reading control socket");
@@ -97,49 +108,25 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
   }
 }
 
-Result<ControlCommand> ParseControlRequest(const std::string& line) {
-  nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
-  if (req.is_discarded() || !req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
-    return Status::InvalidArgument("malformed request: expected a JSON object with \"cmd\"");
-  }
-  ControlCommand c;
-  c.cmd = req["cmd"];
-  if (c.cmd == "ping") return c;
-  if (c.cmd != "save") return Status::InvalidArgument("unknown command \"" + c.cmd + "\"");
-  if (!req.contains("path") || !req["path"].is_string()) return Status::InvalidArgument("save: missing \"path\"");
-  SaveRequest& s = c.save;
-  s.path = req["path"].get<std::string>();
-  if (req.contains("parent") && req["parent"].is_string()) s.parent = req["parent"].get<std::string>();
-  s.live = req.value("live", false);
-  if (req.contains("compress")) {
-    if (!req["compress"].is_string()) {
-      return Status::InvalidArgument("save: \"compress\" must be a string: none, zstd or zstd:LEVEL");
-    }
-    auto spec = ParseCompressionSpec(req["compress"].get<std::string>());
-    if (!spec.ok()) return spec.status().Context("save");
-    s.compression = *spec;
-  }
-  s.stop = req.value("stop", false);
-  c.progress = req.value("progress", false);
-  return c;
-}
-
-void Vmm::HandleControlClient(int fd) {
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+void Vmm::HandleControlRequest(int fd, const std::string& line) {
   auto reply_error = [fd](const std::string& msg) {
     (void)WriteLine(fd, nlohmann::json{{"ok", false}, {"error", msg}}.dump());
   };
-  auto line = ReadLine(fd);
-  if (!line.ok()) return;
-  auto parsed = ParseControlRequest(*line);
-  if (!parsed.ok()) return reply_error(parsed.status().message());
-  const ControlCommand& c = *parsed;
-  if (c.cmd == "ping") {
+  // Every field is type-checked here: a malformed request gets an error
+  // reply and the VM runs on.
+  auto cmd = ParseControlRequest(line);
+  if (!cmd.ok()) return reply_error(cmd.status().message());
+  if (cmd->kind == ControlCommand::Kind::kPing) {
     (void)WriteLine(fd, nlohmann::json{{"ok", true}}.dump());
     return;
   }
-  if (c.progress) {
+  SaveRequest sreq;
+  sreq.path = cmd->path;
+  sreq.parent = cmd->parent;
+  sreq.live = cmd->live;
+  sreq.compression = cmd->compression;
+  sreq.stop = cmd->stop;
+  if (cmd->progress) {
     // Progress lines before the reply, at most every 100 ms and the last
     // one always; a client that went away only makes these sends fail.
     auto last = std::make_shared<std::chrono::steady_clock::time_point>();
@@ -151,16 +138,16 @@ void Vmm::HandleControlClient(int fd) {
     };
   }
   capture::dirty::LiveStats live_stats;
-  auto r = Save(c.save, &live_stats);
+  auto r = Save(sreq, &live_stats);
   save_progress_ = nullptr;
   if (!r.ok()) return reply_error(r.status().message());
   nlohmann::json reply{{"ok", true}, {"path", r->path}, {"bytes", r->file_size}, {"id", layout::IdToHex(r->id)}};
-  if (c.save.live) {
+  if (sreq.live) {
     reply["rounds"] = live_stats.rounds;
     reply["pause_ns"] = live_stats.pause_ns;
   }
   (void)WriteLine(fd, reply.dump());
-  if (c.save.stop) Stop(0, Status::Ok());
+  if (sreq.stop) Stop(0, Status::Ok());
 }
 
 }  // namespace vmsnap::vmm

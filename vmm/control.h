@@ -9,17 +9,53 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "base/fd.h"
 #include "base/status.h"
-#include "vmm/vmm.h"
+#include "format/compression_spec.h"
 
 namespace vmsnap::vmm {
 
+// The longest request line a client may send, newline excluded.
+inline constexpr size_t kMaxRequestLine = 64 * 1024;
+
 // Creates the listening socket at `path`, mode 0600 (it lets its user read
-// all guest memory). An existing socket file at `path` is replaced.
+// all guest memory). A socket file at `path` that nothing answers on (left by
+// a VM that died) is replaced; one a live VM answers on is refused.
 Result<UniqueFd> ListenControl(const std::string& path);
+
+// A request, checked: every field has the type the protocol gives it.
+struct ControlCommand {
+  enum class Kind { kPing, kSave } kind = Kind::kPing;
+  std::string path;    // save: the output
+  std::string parent;  // save: empty, or the parent of an incremental snapshot
+  bool live = false;
+  bool stop = false;
+  bool progress = false;
+  std::optional<CompressionSpec> compression;
+};
+
+// Parses one request line. Never throws: anything malformed (not JSON, not
+// an object, a field of the wrong type, an unknown command) is an
+// InvalidArgument whose message is sent back to the client as the error.
+Result<ControlCommand> ParseControlRequest(std::string_view line);
+
+// Gathers one request line from a non-blocking socket as its bytes arrive,
+// so a slow client holds up no one else.
+class LineReader {
+ public:
+  enum class State { kMore, kLine, kTooLong, kClosed };
+  // Reads what is available. kLine: line() holds the request; kTooLong: over
+  // kMaxRequestLine bytes and no newline; kClosed: EOF or error before a line.
+  State Read(int fd);
+  const std::string& line() const { return line_; }
+
+ private:
+  std::string line_;
+};
 
 // Client side: connects, sends one request, returns the reply object.
 // Progress lines the VMM sends before the reply (objects with a "progress"
@@ -30,14 +66,5 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
 // Reads one '\n'-terminated line from a connected socket (at most 64 KiB).
 Result<std::string> ReadLine(int fd);
 Status WriteLine(int fd, const std::string& line);
-
-// One request line, parsed and checked. An error's message is what the
-// reply's "error" says.
-struct ControlCommand {
-  std::string cmd;        // "ping" or "save"
-  SaveRequest save;       // for "save"
-  bool progress = false;  // "save": progress lines before the reply
-};
-Result<ControlCommand> ParseControlRequest(const std::string& line);
 
 }  // namespace vmsnap::vmm

@@ -10,13 +10,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <vector>
 
 #include "restore/x86_64/x86_restore.h"
 #include "vmm/boot.h"
 #include "vmm/control.h"
 
 namespace vmsnap::vmm {
+namespace {
+
+// Control clients connected and not yet served; more are refused at once.
+constexpr size_t kMaxControlClients = 64;
+
+}  // namespace
 
 Vmm::~Vmm() {
   if (!threads_.empty()) {
@@ -198,9 +207,31 @@ Result<int> Vmm::Run() {
   // Memory as it is now is the base of the first incremental snapshot.
   if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->Start());
   StartVcpus();
+  // Clients are served from this one loop, each request line gathered as
+  // its bytes arrive and bounded by a deadline from the moment it connects:
+  // a client that sends slowly (or not at all) delays no other client and no
+  // doorbell.
+  using Clock = std::chrono::steady_clock;
+  struct Client {
+    UniqueFd fd;
+    LineReader reader;
+    Clock::time_point deadline;
+    bool draining = false;  // refused (line too long): reading what is left, then closing
+  };
+  std::vector<Client> clients;
   for (;;) {
-    pollfd fds[2] = {{event_fd_.get(), POLLIN, 0}, {listen_fd.get(), POLLIN, 0}};
-    int n = ::poll(fds, listen_fd.valid() ? 2 : 1, -1);
+    std::vector<pollfd> fds{{event_fd_.get(), POLLIN, 0}};
+    if (listen_fd.valid()) fds.push_back({listen_fd.get(), POLLIN, 0});
+    const size_t first_client = fds.size();
+    int timeout_ms = -1;
+    const Clock::time_point now = Clock::now();
+    for (const Client& c : clients) {
+      fds.push_back({c.fd.get(), POLLIN, 0});
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(c.deadline - now).count();
+      const int ms = int(std::clamp<int64_t>(left, 0, 60'000));
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+    }
+    int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno != EINTR) {
       Stop(std::nullopt, Status::FromErrno(errno, "poll"));
     }
@@ -217,12 +248,67 @@ Result<int> Vmm::Run() {
       pending_doorbells_ = 0;
     }
     for (int d = 0; d < doorbells; ++d) {
+      // A failed snapshot is reported and the VM goes on, as after a failed
+      // control-socket save: the guest is never lost to a failed save.
       Status s = HandleDoorbell();
-      if (!s.ok()) Stop(std::nullopt, s);
+      if (!s.ok() && options_.report) options_.report(s);
+    }
+    const size_t polled = clients.size();
+    std::vector<bool> done(polled, false);
+    for (size_t i = 0; n > 0 && i < polled; ++i) {
+      if (!(fds[first_client + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      Client& c = clients[i];
+      LineReader::State st = c.reader.Read(c.fd.get());
+      if (c.draining) {
+        done[i] = st == LineReader::State::kClosed;
+        c.reader = LineReader();  // what was read is discarded
+        continue;
+      }
+      switch (st) {
+        case LineReader::State::kMore: break;
+        case LineReader::State::kClosed: done[i] = true; break;
+        case LineReader::State::kLine:
+          HandleControlRequest(c.fd.get(), c.reader.line());
+          done[i] = true;
+          break;
+        case LineReader::State::kTooLong:
+          // Reply, then read the rest before closing: closing with unread
+          // input would reset the connection and could lose the reply.
+          (void)WriteLine(c.fd.get(), nlohmann::json{{"ok", false},
+                                                     {"error", "request line longer than " +
+                                                                   std::to_string(kMaxRequestLine) + " bytes"}}
+                                              .dump());
+          ::shutdown(c.fd.get(), SHUT_WR);
+          c.draining = true;
+          c.reader = LineReader();
+          break;
+      }
+    }
+    const Clock::time_point after = Clock::now();
+    for (size_t i = 0; i < polled; ++i) {
+      if (done[i] || after < clients[i].deadline) continue;
+      if (!clients[i].draining) {
+        (void)WriteLine(clients[i].fd.get(),
+                        nlohmann::json{{"ok", false}, {"error", "no complete request line within 5 s"}}.dump());
+      }
+      done[i] = true;
+    }
+    for (size_t i = polled; i-- > 0;) {
+      if (done[i]) clients.erase(clients.begin() + long(i));
     }
     if (n > 0 && listen_fd.valid() && (fds[1].revents & POLLIN)) {
-      UniqueFd client(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (client.valid()) HandleControlClient(client.get());
+      UniqueFd fd(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (fd.valid()) {
+        // Replies are small; a client that never reads them must not block
+        // this loop for long either.
+        timeval tv{5, 0};
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (clients.size() >= kMaxControlClients) {
+          (void)WriteLine(fd.get(), nlohmann::json{{"ok", false}, {"error", "too many clients at once"}}.dump());
+        } else {
+          clients.push_back(Client{std::move(fd), LineReader(), Clock::now() + std::chrono::seconds(5)});
+        }
+      }
     }
   }
   JoinVcpus();

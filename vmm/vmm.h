@@ -55,6 +55,8 @@ struct VmmOptions {
   // A fresh progress callback for each doorbell snapshot (e.g. a progress
   // bar on a terminal); empty: none.
   std::function<SaveProgressFn()> doorbell_progress;
+  // Told of a doorbell snapshot that failed (the VM goes on); empty: ignored.
+  std::function<void(const Status&)> report;
 };
 
 // A `save` over the control socket.
@@ -139,7 +141,7 @@ class Vmm {
   // save.cc
   Status HandleDoorbell();
   // control.cc
-  void HandleControlClient(int fd);
+  void HandleControlRequest(int fd, const std::string& line);
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
                                             const capture::dirty::SnapshotPlan& plan,
                                             const CompressionSpec& compression);

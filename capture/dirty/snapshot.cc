@@ -48,6 +48,8 @@ Result<CaptureResult> SavePaused(VmDirtyTracking* dirty, ArchCapturer& arch,
                                  std::span<const kvm::GuestRegion> regions, const std::string& path,
                                  const SnapshotPlan& plan, CaptureOptions options) {
   VMSNAP_ASSIGN_OR_RETURN(std::optional<ParentInfo> parent, ResolveParent(dirty, plan));
+  // Writing over the parent would leave the new snapshot without it.
+  if (parent) options.writer.inputs.push_back(parent->path);
   PageSet pages;
   if (dirty) {
     VMSNAP_ASSIGN_OR_RETURN(pages, dirty->TakeSinceLastSnapshot());
@@ -73,6 +75,8 @@ Result<CaptureResult> SaveLive(VmDirtyTracking* dirty, ArchCapturer& arch, const
     return Status::InvalidArgument("save --live needs dirty tracking, and this VM runs with --dirty-tracking off");
   }
   VMSNAP_ASSIGN_OR_RETURN(std::optional<ParentInfo> parent, ResolveParent(dirty, plan));
+  // Writing over the parent would leave the new snapshot without it.
+  if (parent) options.writer.inputs.push_back(parent->path);
   VMSNAP_ASSIGN_OR_RETURN(auto shadow, ShadowMemory::Create(dirty->layout()));
   PageSet pages;
   bool took = false;

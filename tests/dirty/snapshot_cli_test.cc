@@ -4,6 +4,8 @@
 // check what each file holds, load it and compare the guest's output.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -221,6 +223,82 @@ TEST_F(DirtyCli, LiveSnapshotKeepsTheGuestsChecksum) {
   EXPECT_EQ(out.find("BAD"), std::string::npos) << out;
   (void)Run("save --control ctl2 --stop end2.vmsnap");
   EXPECT_EQ(Wait(loaded), 0) << "the loaded guest failed its checksum";
+}
+
+// Sends `request` (a whole line, or bytes one per `trickle` interval) to the
+// control socket at `path`; returns the first reply line, or "" on EOF/reset.
+std::string RawRequest(const std::string& path, const std::string& request,
+                       std::chrono::milliseconds trickle = 0ms) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  for (size_t off = 0; off < request.size();) {
+    const size_t n = trickle.count() ? 1 : request.size() - off;
+    ssize_t w = ::send(fd, request.data() + off, n, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    off += size_t(w);
+    if (trickle.count()) std::this_thread::sleep_for(trickle);
+  }
+  std::string reply;
+  char c;
+  while (::read(fd, &c, 1) == 1 && c != '\n') reply.push_back(c);
+  ::close(fd);
+  return reply;
+}
+
+// No request, however malformed, ends the VM or holds off other clients.
+TEST_F(DirtyCli, ControlSocketSurvivesBadAndSlowClients) {
+  const std::string ctl = Path("ctl");
+  pid_t vm = Spawn({"run", Guest("live_checksum"), "--mem", "32M", "--serial", "run.txt", "--control", ctl});
+  ASSERT_TRUE(WaitForSocket(ctl));
+  EXPECT_EQ(RawRequest(ctl, "{\"cmd\":\"ping\"}\n"), "{\"ok\":true}");
+  for (const std::string bad : {R"({"cmd":"save","path":"x.vmsnap","live":"yes"})",
+                                R"({"cmd":"save","path":"x.vmsnap","stop":1})",
+                                R"({"cmd":"save","path":"x.vmsnap","progress":null})",
+                                R"({"cmd":"save","path":"x.vmsnap","parent":7})",
+                                R"({"cmd":"save","path":["x"]})", R"({"cmd":5})", R"([1,2])", "\xff\xfe"}) {
+    std::string reply = RawRequest(ctl, bad + "\n");
+    EXPECT_NE(reply.find("\"ok\":false"), std::string::npos) << bad << " -> " << reply;
+    EXPECT_EQ(::waitpid(vm, nullptr, WNOHANG), 0) << "the VM ended after " << bad;
+  }
+  EXPECT_FALSE(fs::exists(Path("x.vmsnap")));
+  // Over 64 KiB: an error reply, not a reset.
+  std::string reply = RawRequest(ctl, std::string(70000, 'a') + "\n");
+  EXPECT_NE(reply.find("longer than"), std::string::npos) << reply;
+
+  // A client that trickles a byte a second holds no one off.
+  std::thread slow([&] { (void)RawRequest(ctl, "{\"cmd\":\"ping\"}      \n", 1000ms); });
+  std::this_thread::sleep_for(300ms);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(RawRequest(ctl, "{\"cmd\":\"ping\"}\n"), "{\"ok\":true}");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+  RunResult save = Run("save --control ctl s.vmsnap");
+  EXPECT_EQ(save.status, 0) << save.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4000ms);
+  slow.join();
+
+  // A second VM on the same socket is refused; the first still answers.
+  RunResult second = Run("run " + Guest("live_checksum") + " --mem 32M --serial /dev/null --control ctl", 30);
+  EXPECT_EQ(second.status, 125) << second.err;
+  EXPECT_NE(second.err.find("in use"), std::string::npos) << second.err;
+  EXPECT_EQ(RawRequest(ctl, "{\"cmd\":\"ping\"}\n"), "{\"ok\":true}");
+  ASSERT_EQ(Run("save --control ctl --stop end.vmsnap").status, 0);
+  EXPECT_EQ(Wait(vm), 0);
+}
+
+// A doorbell snapshot that cannot be written is reported; the guest runs on
+// to its own exit, as after a failed control-socket save.
+TEST_F(DirtyCli, FailedDoorbellSnapshotDoesNotEndTheVm) {
+  RunResult r = Run("run " + Guest("incr_rounds") + " --snapshot-on-doorbell 'no/such/dir/s-{n}.vmsnap' --serial out.txt");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("no/such/dir/s-1.vmsnap"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the VM goes on"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(".tmp-"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "format/io.h"
+#include "format/output.h"
 #include "format/reader.h"
 #include "format/writer.h"
 #include "tests/format/test_util.h"
@@ -185,6 +186,63 @@ TEST(Faults, AbandonedWriterRemovesItsTempFile) {
     EXPECT_EQ(d.List().begin()->rfind(".s.vmsnap.tmp-", 0), 0u);
   }
   EXPECT_TRUE(d.List().empty());
+}
+
+// The one output writer (format/output.h) under injected ENOSPC and EIO, for
+// a stream of bytes with holes as export writes it: the old file stays byte
+// for byte, no temporary remains, and the error names the user's path.
+TEST(Faults, OutputFileFailuresKeepTheOldFileAndNameTheUsersPath) {
+  TempDir d;
+  const std::string dest = d / "out.raw";
+  const Bytes old{'o', 'l', 'd'};
+  testing::WriteFileBytes(dest, old);
+  Bytes piece(100000, 0x5a);
+  for (Faults f : {Faults{.enospc_after = 0}, Faults{.enospc_after = 150000},
+                   Faults{.enospc_after = 150000, .short_write = true}, Faults{.fail_sync = true},
+                   Faults{.fail_rename = true}}) {
+    FaultEnv env(f);
+    OutputOptions o;
+    o.env = &env;
+    auto out = OutputFile::Create(dest, o);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    Status s = (*out)->Append(piece.data(), piece.size());
+    if (s.ok()) s = (*out)->SkipTo(300000);
+    if (s.ok()) s = (*out)->Append(piece.data(), piece.size());
+    if (s.ok()) s = (*out)->Commit();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find(dest), std::string::npos) << s.message();
+    EXPECT_EQ(s.message().find(".tmp-"), std::string::npos) << s.message();
+    out->reset();
+    EXPECT_EQ(testing::ReadFileBytes(dest), old);
+    EXPECT_EQ(d.List().size(), 1u) << *d.List().rbegin();
+  }
+  // Without faults the holes read back as zeros and the size is exact.
+  auto out = OutputFile::Create(dest, {});
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE((*out)->Append(piece.data(), 10).ok());
+  ASSERT_TRUE((*out)->SkipTo(8192).ok());
+  ASSERT_TRUE((*out)->Commit().ok());
+  Bytes got = testing::ReadFileBytes(dest);
+  ASSERT_EQ(got.size(), 8192u);
+  EXPECT_EQ(got[9], 0x5a);
+  EXPECT_EQ(got[10], 0);
+  EXPECT_EQ(got[8191], 0);
+}
+
+// A temporary whose writer is alive (holds its lock) is left alone; one whose
+// writer is gone is removed by the next write to that path.
+TEST(Faults, StaleTemporariesAreRemovedLiveOnesKept) {
+  TempDir d;
+  const std::string dest = d / "s.vmsnap";
+  auto live = OutputFile::Create(dest, {});
+  ASSERT_TRUE(live.ok());
+  testing::WriteFileBytes(d / ".s.vmsnap.tmp-0123abcd", Bytes{1});
+  testing::WriteFileBytes(d / ".s.vmsnap.tmp-notmine", Bytes{1});
+  ASSERT_TRUE(Save(dest, nullptr).ok());
+  auto names = d.List();
+  EXPECT_EQ(names.count(".s.vmsnap.tmp-0123abcd"), 0u);
+  EXPECT_EQ(names.count(".s.vmsnap.tmp-notmine"), 1u);  // not a name this writer makes
+  EXPECT_EQ(names.size(), 3u);                           // s.vmsnap, the live temporary, notmine
 }
 
 }  // namespace

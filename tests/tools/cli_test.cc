@@ -3,6 +3,7 @@
 // the golden files): inspect --json keys and decoded registers, verify on good
 // and corrupt files, diff of equal and differing snapshots, flatten of a chain.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -353,7 +354,7 @@ TEST_F(ToolsCli, VerifyRejectsEveryCorruption) {
   for (const Case& c : cases) {
     WriteFile(bad, c.bytes);
     RunResult r = Run("verify " + Quote(bad));
-    EXPECT_EQ(r.status, 2) << c.what << ": " << r.out << r.err;
+    EXPECT_EQ(r.status, 1) << c.what << ": " << r.out << r.err;
     EXPECT_EQ(r.out, "") << c.what;
     EXPECT_NE(r.err.find(bad), std::string::npos) << c.what << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.what << ": " << r.err;
@@ -379,7 +380,7 @@ TEST_F(ToolsCli, MissingAndGarbageInputsAreErrorsNotCrashes) {
   std::vector<uint8_t> bytes(10000);
   for (size_t i = 0; i < bytes.size(); i++) bytes[i] = uint8_t(i * 131 + 7);
   WriteFile(junk, bytes);
-  EXPECT_EQ(Run("verify " + Quote(junk)).status, 2);
+  EXPECT_EQ(Run("verify " + Quote(junk)).status, 1);  // read, and not a snapshot
   EXPECT_EQ(Run("diff " + Quote(junk) + " " + Quote(junk)).status, 2);
   EXPECT_EQ(Run("diff " + Quote(missing)).status, 2);  // usage error
   EXPECT_EQ(Run("flatten " + Quote(junk) + " -o " + Quote(Path("out.vmsnap"))).status, 2);
@@ -546,7 +547,7 @@ TEST_F(ToolsCli, ChainInspectVerifyAndFlatten) {
   EXPECT_EQ(j["chain"][0]["found"], true);
   EXPECT_EQ(j["chain"][0]["matches"], false);
   r = Run("verify " + Quote(c));
-  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(r.status, 1);  // read, and a check failed
   EXPECT_NE(r.err.find("not the recorded file"), std::string::npos) << r.err;
   fs::remove(p);
   j = InspectJson(c);
@@ -660,19 +661,326 @@ TEST_F(ToolsCli, GoldenFiles) {
   struct Bad {
     const char* file;
     const char* message;
+    int status;  // 1: read and found corrupt; 2: could not be read as a whole
   };
-  for (Bad f : {Bad{"bad-chunk-checksum.vmsnap", "chunk 1 (gpa 0x8000-0xffff) at file offset 0x2000: checksum mismatch"},
-                Bad{"bad-magic.vmsnap", "bad magic"},
-                Bad{"bad-manifest-checksum.vmsnap", "manifest at file offset"},
-                Bad{"missing-parent.vmsnap", "is missing"},
-                Bad{"newer-major.vmsnap", "unsupported format version 2.0"},
-                Bad{"truncated.vmsnap", "footer"}}) {
+  for (Bad f : {Bad{"bad-chunk-checksum.vmsnap", "chunk 1 (gpa 0x8000-0xffff) at file offset 0x2000: checksum mismatch", 1},
+                Bad{"bad-magic.vmsnap", "bad magic", 1},
+                Bad{"bad-manifest-checksum.vmsnap", "manifest at file offset", 1},
+                Bad{"missing-parent.vmsnap", "is missing", 2},
+                Bad{"newer-major.vmsnap", "unsupported format version 2.0", 2},
+                Bad{"truncated.vmsnap", "footer", 1}}) {
     std::string p = g + f.file;
     if (!fs::exists(p)) continue;
     RunResult r = Run("verify " + Quote(p));
-    EXPECT_EQ(r.status, 2) << p;
+    EXPECT_EQ(r.status, f.status) << p << ": " << r.err;
     EXPECT_NE(r.err.find(f.message), std::string::npos) << p << ": " << r.err;
     EXPECT_NE(r.err.find(f.file), std::string::npos) << r.err;
+  }
+}
+
+// Every single-byte change to a snapshot is found by verify: the header,
+// manifest and footer bytes and a dense sample of the chunk bytes (each
+// covered by a checksum), and every byte between them (padding, which only
+// the layout check covers). In-process, through the same VerifyAll the CLI
+// runs; a few through the binary for the exit status.
+TEST_F(ToolsCli, VerifyFindsEveryChangedByte) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  const std::vector<uint8_t> good = ReadFile(a);
+  auto rd = SnapshotReader::Open(a);
+  ASSERT_TRUE(rd.ok());
+  std::vector<bool> in_chunk(good.size(), false);
+  for (const ChunkInfo& c : rd.value()->chunk_index()) {
+    for (uint64_t o = c.file_offset; o < c.file_offset + c.stored_length; ++o) in_chunk[o] = true;
+  }
+  std::vector<uint8_t> bad = good;
+  size_t tried = 0, padding = 0;
+  std::vector<size_t> missed;
+  for (size_t off = 0; off < good.size(); ++off) {
+    if (in_chunk[off] && off % 61 != 0) continue;
+    padding += !in_chunk[off] && good[off] == 0;
+    for (uint8_t x : {uint8_t(0x01), uint8_t(0x80)}) {
+      bad[off] = good[off] ^ x;
+      ++tried;
+      auto r = SnapshotReader::OpenBuffer(bad, "bad");
+      if (r.ok() && r.value()->VerifyAll().ok()) missed.push_back(off);
+    }
+    bad[off] = good[off];
+  }
+  EXPECT_GT(padding, 1000u);  // the sample really covers the padding
+  EXPECT_TRUE(missed.empty()) << missed.size() << " of " << tried << " changes pass, first at offset " << missed[0];
+
+  // Through the binary: a changed padding byte is corrupt (1), with its offset.
+  size_t pad_off = 0;
+  for (size_t o = 64; o < good.size(); ++o) {
+    if (!in_chunk[o]) { pad_off = o; break; }
+  }
+  bad[pad_off] = 0x5a;
+  std::string b = Path("bad.vmsnap");
+  WriteFile(b, bad);
+  RunResult r = Run("verify " + Quote(b));
+  EXPECT_EQ(r.status, 1) << r.err;
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "0x%zx", pad_off);
+  EXPECT_NE(r.err.find(hex), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("padding"), std::string::npos) << r.err;
+}
+
+TEST_F(ToolsCli, VerifyExitStatusTellsCorruptFromUnreadable) {
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  EXPECT_EQ(Run("verify " + Quote(a)).status, 0);
+  EXPECT_EQ(Run("verify").status, 2);                                  // usage
+  EXPECT_EQ(Run("verify " + Quote(Path("missing.vmsnap"))).status, 2);  // unreadable
+  EXPECT_EQ(Run("verify " + Quote(dir_)).status, 2);                    // a directory
+  // A FIFO is refused at once, never waited on.
+  std::string fifo = Path("p");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& cmd : std::vector<std::string>{"verify", "inspect", "diff " + Quote(a), "flatten",
+                                                          "export --format raw -o x"}) {
+    std::string args = cmd + " " + Quote(fifo);
+    if (cmd == "flatten") args += " -o " + Quote(Path("f.vmsnap"));
+    RunResult r = Run(args);
+    EXPECT_EQ(r.status, 2) << cmd << ": " << r.err;
+    EXPECT_NE(r.err.find("FIFO"), std::string::npos) << cmd << ": " << r.err;
+  }
+  RunResult r = Run("inspect -");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("standard input"), std::string::npos) << r.err;
+  EXPECT_EQ(Run("verify - < " + Quote(a)).status, 2);
+}
+
+// Outputs never destroy: special files are written through or refused, an
+// input is never an output, '-' is standard output only for streams, and a
+// failed write names the user's path.
+TEST_F(ToolsCli, OutputsNeverReplaceSpecialFilesOrInputs) {
+  Memory base = BaseMemory();
+  std::string p = Path("base.vmsnap"), c = Path("child.vmsnap");
+  auto pid = Write(p, {}, base);
+  ASSERT_TRUE(pid.ok());
+  Memory now = base;
+  now.Fill(0x2000, 0x77);
+  auto cid = Write(c, {}, now, &p, &pid.value(), {0x2000});
+  ASSERT_TRUE(cid.ok());
+  const auto parent_bytes = ReadFile(p), child_bytes = ReadFile(c);
+
+  // A symlink to a character device: raw is written through, the link stays.
+  std::string link = Path("null-link");
+  ASSERT_EQ(::symlink("/dev/null", link.c_str()), 0);
+  RunResult r = Run("export " + Quote(c) + " --format raw -o " + Quote(link));
+  EXPECT_EQ(r.status, 0) << r.err;
+  struct stat st;
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  ASSERT_EQ(::stat("/dev/null", &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  // ... and a snapshot or an ELF core (read by seeking) is refused there.
+  for (const std::string& cmd : {"flatten " + Quote(c), "export " + Quote(c) + " --format elf"}) {
+    r = Run(cmd + " -o " + Quote(link));
+    EXPECT_EQ(r.status, 2) << cmd;
+    EXPECT_NE(r.err.find("character device"), std::string::npos) << r.err;
+    ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode));
+  }
+  // A FIFO: raw streams into it; flatten refuses it (and does not block).
+  std::string fifo = Path("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  r = Run("flatten " + Quote(c) + " -o " + Quote(fifo));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("FIFO"), std::string::npos) << r.err;
+  r = Run("export " + Quote(c) + " --format raw -o " + Quote(fifo) + " & cat " + Quote(fifo) + " | wc -c; wait");
+  EXPECT_EQ(r.out, std::to_string(kHighBase + (256 << 10)) + "\n") << r.err;
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+
+  // '-': standard output for raw and lime, refused for the others.
+  r = Run("export " + Quote(c) + " --format lime -o - | wc -c");
+  EXPECT_EQ(r.out, std::to_string(32 * 2 + (1 << 20) + (256 << 10)) + "\n") << r.err;
+  r = Run("read " + Quote(c) + " --gpa 0x2000 --len 16 --format raw -o - | od -An -tx1 | tr -d ' \\n'");
+  EXPECT_EQ(r.out, std::string(32, '7')) << r.err;
+  for (const std::string& cmd : {"flatten " + Quote(c), "export " + Quote(c) + " --format elf"}) {
+    r = Run(cmd + " -o -");
+    EXPECT_EQ(r.status, 2) << cmd;
+    EXPECT_NE(r.err.find("standard output"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(fs::exists("-"));
+
+  // The input, or its parent, as the output.
+  r = Run("export " + Quote(c) + " --format raw -o " + Quote(c));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("reads"), std::string::npos) << r.err;
+  r = Run("flatten " + Quote(c) + " -o " + Quote(p));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("base.vmsnap"), std::string::npos) << r.err;
+  std::string plink = Path("parent-link.vmsnap");
+  ASSERT_EQ(::symlink(p.c_str(), plink.c_str()), 0);
+  EXPECT_EQ(Run("export " + Quote(c) + " --format raw -o " + Quote(plink)).status, 2);
+  EXPECT_EQ(ReadFile(p), parent_bytes);
+  EXPECT_EQ(ReadFile(c), child_bytes);
+
+  // Errors name the user's path, never the temporary.
+  std::string nodir = Path("no/such/dir/out.raw");
+  r = Run("export " + Quote(c) + " --format raw -o " + Quote(nodir));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find(nodir), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(".tmp-"), std::string::npos) << r.err;
+
+  // A temporary left by a killed writer is removed by the next write there.
+  std::string out = Path("out.raw"), stale = Path(".out.raw.tmp-0badf00d");
+  WriteFile(stale, {1, 2, 3});
+  r = Run("export " + Quote(c) + " --format raw -o " + Quote(out));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_FALSE(fs::exists(stale));
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
+}
+
+TEST_F(ToolsCli, CommandLineEdges) {
+  RunResult r = Run("bogus");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("'bogus'"), std::string::npos) << r.err;
+  r = Run("--version");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("vmsnap "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("library "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("file format 1.0"), std::string::npos) << r.out;
+
+  Memory mem = BaseMemory();
+  std::string a = Path("a.vmsnap");
+  ASSERT_TRUE(Write(a, {}, mem).ok());
+  r = Run("verify --progress " + Quote(a));
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.err.find("verifying"), std::string::npos) << r.err;
+  r = Run("verify -q " + Quote(a));
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.err, "");
+  for (const char* cmd : {"run", "load", "save", "inspect", "diff", "flatten", "export", "read", "translate"}) {
+    r = Run(std::string(cmd) + " --help");
+    EXPECT_NE(r.out.find("--quiet"), std::string::npos) << cmd;
+    EXPECT_NE(r.out.find("--progress"), std::string::npos) << cmd;
+  }
+}
+
+// A chain over 8 GiB of guest memory in four regions (sparse: a few stored
+// pages, so the manifests are small): each 1 MiB window of diff, flatten and
+// export looks the region list up again, which once exhausted Cap'n Proto's
+// read budget (64 times the manifest's size) and aborted the command.
+TEST_F(ToolsCli, LargeSparseSnapshotsAreReadWholeByEveryCommand) {
+  std::string a = Path("big.vmsnap"), b = Path("big-child.vmsnap");
+  std::vector<uint8_t> page(kPage, 0x5a);
+  auto write = [&](const std::string& path, const layout::SnapshotId* parent) -> Result<layout::SnapshotId> {
+    WriterOptions o;
+    o.threads = 1;
+    VMSNAP_ASSIGN_OR_RETURN(auto w, SnapshotWriter::Create(path, o));
+    FillX86(w->manifest(), {});
+    // Four regions of 2 GiB with holes between them, as a VM with devices
+    // mapped in between has.
+    auto regions = w->manifest().getMemory().initRegions(4);
+    for (unsigned i = 0; i < 4; ++i) {
+      regions[i].setSlot(i);
+      regions[i].setGuestPhysAddr(uint64_t(i) * (4ull << 30));
+      regions[i].setSize(2ull << 30);
+    }
+    if (parent) {
+      auto p = w->manifest().initParent();
+      p.setSnapshotId(capnp::Data::Reader(parent->data(), parent->size()));
+      p.setPath("big.vmsnap");
+      p.setDepth(1);
+      uint8_t defined = 1;
+      VMSNAP_RETURN_IF_ERROR(w->AddPages(0x200000, page.data(), kPage, &defined));
+    } else {
+      VMSNAP_RETURN_IF_ERROR(w->AddMemory(0x100000, page.data(), kPage));
+      VMSNAP_RETURN_IF_ERROR(w->AddMemory((14ull << 30) - kPage, page.data(), kPage));
+    }
+    VMSNAP_RETURN_IF_ERROR(w->Commit());
+    return w->id();
+  };
+  auto id = write(a, nullptr);
+  ASSERT_TRUE(id.ok()) << id.status().message();
+  ASSERT_TRUE(write(b, &id.value()).ok());
+  EXPECT_EQ(Run("verify " + Quote(b)).status, 0);
+  RunResult r = Run("diff " + Quote(a) + " " + Quote(b));
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.err, "");
+  r = Run("export " + Quote(b) + " --format elf -o " + Quote(Path("big.elf")));
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = Run("flatten " + Quote(b) + " -o " + Quote(Path("flat.vmsnap")));
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = Run("diff " + Quote(b) + " " + Quote(Path("flat.vmsnap")));
+  EXPECT_EQ(r.status, 0) << r.err;
+}
+
+// SIGINT, SIGTERM and SIGKILL sent to a running flatten and export: the old
+// output stays byte for byte; after SIGINT/SIGTERM no temporary remains, after
+// SIGKILL the one left is named .NAME.tmp-XXXXXXXX and the next write there
+// removes it.
+TEST_F(ToolsCli, SignalsLeaveTheOldOutputIntact) {
+  std::string big = Path("big.vmsnap");
+  {
+    WriterOptions o;
+    o.threads = 1;
+    o.compression = schema::Compression::NONE;
+    auto w = SnapshotWriter::Create(big, o);
+    ASSERT_TRUE(w.ok());
+    FillX86(w.value()->manifest(), {});
+    auto regions = w.value()->manifest().getMemory().initRegions(1);
+    regions[0].setGuestPhysAddr(0);
+    regions[0].setSize(256 << 20);
+    std::vector<uint8_t> mem(256 << 20);
+    for (size_t i = 0; i < mem.size(); i += 8) mem[i] = uint8_t(i >> 12 | 1);
+    ASSERT_TRUE(w.value()->AddMemory(0, mem.data(), mem.size()).ok());
+    ASSERT_TRUE(w.value()->Commit().ok());
+  }
+  auto temporaries = [&](const std::string& name) {
+    std::vector<std::string> t;
+    for (const auto& e : fs::directory_iterator(dir_)) {
+      const std::string f = e.path().filename().string();
+      if (f.rfind("." + name + ".tmp-", 0) == 0) t.push_back(f);
+    }
+    return t;
+  };
+  struct Case {
+    std::vector<std::string> args;
+    std::string out;
+  };
+  for (const Case& c : {Case{{"flatten", big, "-o", Path("out.vmsnap")}, "out.vmsnap"},
+                        Case{{"export", big, "--format", "lime", "-o", Path("out.lime")}, "out.lime"}}) {
+    const std::vector<uint8_t> old = {'o', 'l', 'd'};
+    WriteFile(Path(c.out), old);
+    for (int sig : {SIGINT, SIGTERM, SIGKILL}) {
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        std::vector<char*> argv{const_cast<char*>(VMSNAP_BIN)};
+        for (const auto& a : c.args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execv(VMSNAP_BIN, argv.data());
+        _exit(127);
+      }
+      // Signalled once its temporary exists, i.e. in the middle of writing.
+      for (int i = 0; i < 20000 && temporaries(c.out).empty(); ++i) ::usleep(500);
+      ::kill(pid, sig);
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == sig) << c.out << " signal " << sig << " status " << st;
+      EXPECT_EQ(ReadFile(Path(c.out)), old) << c.out << " signal " << sig;
+      auto left = temporaries(c.out);
+      if (sig == SIGKILL) {
+        ASSERT_EQ(left.size(), 1u) << c.out;
+        EXPECT_EQ(left[0].size(), c.out.size() + 6 + 8) << left[0];
+      } else {
+        EXPECT_TRUE(left.empty()) << c.out << " signal " << sig << ": " << left[0];
+      }
+    }
+    // The next write to that path removes the killed writer's temporary.
+    std::string cmd;
+    for (const auto& a : c.args) cmd += " " + Quote(a);
+    RunResult r = Run(cmd.substr(1) + " -q");
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(temporaries(c.out).empty()) << c.out;
+    EXPECT_NE(ReadFile(Path(c.out)), old);
   }
 }
 

@@ -19,6 +19,10 @@ namespace vmsnap::forensics {
 // "0x1f000", "126976", and with `allow_suffix` also "4K", "2M", "1G" (binary).
 Result<uint64_t> ParseNumber(std::string_view text, std::string_view what, bool allow_suffix = false);
 
+// A guest memory size (`--mem`): ParseNumber with suffixes, more than 0 and
+// at most 1 TiB.
+Result<uint64_t> ParseMemorySize(std::string_view text);
+
 // Caches whole 4 KiB pages of the memory below it. A page walk reads 8-byte
 // entries; without the cache each would decompress a whole chunk.
 class PageCache final : public PhysicalMemory {

@@ -4,16 +4,12 @@
 // PT_LOAD per memory region with p_vaddr = p_paddr = guest-physical address.
 #include "tools/forensics/export.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "format/output.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
-
-#include "format/io.h"
 
 namespace vmsnap::forensics {
 namespace {
@@ -48,44 +44,6 @@ class Bytes {
   std::vector<uint8_t> b_;
 };
 
-// The output file: format's AtomicFile (a temporary name beside the
-// destination until Commit()), written at offsets so zero pages stay holes.
-// Errors name the destination, not the temporary.
-class OutFile {
- public:
-  static Result<std::unique_ptr<OutFile>> Create(const std::string& path) {
-    const size_t slash = path.rfind('/');
-    if (path.empty() || slash == path.size() - 1) {
-      return Status::InvalidArgument("output path " + path + " names a directory");
-    }
-    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> out, AtomicFile::Create(Env::Default(), path));
-    return std::unique_ptr<OutFile>(new OutFile(std::move(out)));
-  }
-
-  Status PWrite(uint64_t offset, const uint8_t* data, uint64_t len) {
-    return Named(out_->file().WriteAt(offset, data, len));
-  }
-
-  // Sets the final size (trailing zeros stay holes), syncs and renames. The
-  // directory sync after the rename is best effort, as for any export.
-  Status Commit(uint64_t size) {
-    VMSNAP_RETURN_IF_ERROR(Named(out_->file().Truncate(size)));
-    Status s = out_->Commit();
-    return out_->committed() ? Status::Ok() : Named(s);
-  }
-
- private:
-  explicit OutFile(std::unique_ptr<AtomicFile> out) : out_(std::move(out)) {}
-  Status Named(Status s) const {
-    if (s.ok()) return s;
-    std::string m = s.message();
-    const std::string& tmp = out_->temp_path();
-    for (size_t pos; (pos = m.find(tmp)) != std::string::npos;) m.replace(pos, tmp.size(), out_->path());
-    return Status(s.code(), std::move(m));
-  }
-  std::unique_ptr<AtomicFile> out_;
-};
-
 constexpr uint64_t kPage = 4096;
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -106,7 +64,7 @@ bool AllZero(const uint8_t* p, size_t n) {
 // time, leaving runs of zero pages unwritten (the file is sparse there).
 class Streamer {
  public:
-  Streamer(const PhysicalMemory& mem, OutFile& out, const ExportOptions& opt, uint64_t total,
+  Streamer(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt, uint64_t total,
            ExportStats& stats)
       : mem_(mem), out_(out), opt_(opt), total_(total), stats_(stats),
         piece_(std::max<uint64_t>(kPage, opt.piece_bytes / kPage * kPage)),
@@ -131,7 +89,8 @@ class Streamer {
           if (AllZero(buf_.get() + j, s2)) break;
           j += s2;
         }
-        VMSNAP_RETURN_IF_ERROR(out_.PWrite(offset + i, buf_.get() + i, j - i));
+        VMSNAP_RETURN_IF_ERROR(out_.SkipTo(offset + i));
+        VMSNAP_RETURN_IF_ERROR(out_.Append(buf_.get() + i, j - i));
         stats_.data_written += j - i;
         i = j;
       }
@@ -146,7 +105,7 @@ class Streamer {
 
  private:
   const PhysicalMemory& mem_;
-  OutFile& out_;
+  OutputFile& out_;
   const ExportOptions& opt_;
   uint64_t total_;
   ExportStats& stats_;
@@ -168,7 +127,7 @@ constexpr size_t kEhdrSize = 64;
 constexpr size_t kPhdrSize = 56;
 constexpr size_t kPrstatusSize = 336;
 
-Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, OutFile& out,
+Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, OutputFile& out,
                  const ExportOptions& opt, ExportStats& stats) {
   const auto& regions = mem.regions();
   const auto arch = manifest.getArch();
@@ -247,7 +206,7 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
     off = AlignUp(off + r.size, kPage);
   }
   h.Raw(notes.bytes().data(), notes.size());
-  VMSNAP_RETURN_IF_ERROR(out.PWrite(0, h.bytes().data(), h.size()));
+  VMSNAP_RETURN_IF_ERROR(out.Append(h.bytes().data(), h.size()));
 
   uint64_t total = 0;
   for (const Region& r : regions) total += r.size;
@@ -260,7 +219,7 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
   return Status::Ok();
 }
 
-Status ExportLime(const PhysicalMemory& mem, OutFile& out, const ExportOptions& opt,
+Status ExportLime(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
                   ExportStats& stats) {
   const auto& regions = mem.regions();
   uint64_t total = 0;
@@ -269,7 +228,8 @@ Status ExportLime(const PhysicalMemory& mem, OutFile& out, const ExportOptions& 
   uint64_t off = 0;
   for (const Region& r : regions) {
     std::vector<uint8_t> hdr = LimeHeader(r.gpa, r.end() - 1);
-    VMSNAP_RETURN_IF_ERROR(out.PWrite(off, hdr.data(), hdr.size()));
+    VMSNAP_RETURN_IF_ERROR(out.SkipTo(off));
+    VMSNAP_RETURN_IF_ERROR(out.Append(hdr.data(), hdr.size()));
     off += hdr.size();
     VMSNAP_RETURN_IF_ERROR(s.Copy(r.gpa, r.size, off));
     off += r.size;
@@ -279,7 +239,7 @@ Status ExportLime(const PhysicalMemory& mem, OutFile& out, const ExportOptions& 
   return Status::Ok();
 }
 
-Status ExportRaw(const PhysicalMemory& mem, OutFile& out, const ExportOptions& opt,
+Status ExportRaw(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
                  ExportStats& stats) {
   const auto& regions = mem.regions();
   uint64_t total = 0;
@@ -363,7 +323,14 @@ std::vector<uint8_t> LimeHeader(uint64_t start, uint64_t end_inclusive) {
 Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reader manifest,
                            ExportFormat format, const std::string& out_path,
                            const ExportOptions& options) {
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutFile> out, OutFile::Create(out_path));
+  OutputOptions oo;
+  oo.env = options.env;
+  oo.inputs = options.inputs;
+  // Every format is written in order, but only the raw and LiME images are
+  // streams a reader can take in order: an ELF core is read by seeking.
+  oo.stream_ok = format != ExportFormat::kElf;
+  oo.what = format == ExportFormat::kElf ? "ELF core" : "export";
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, OutputFile::Create(out_path, oo));
   ExportStats stats;
   switch (format) {
     case ExportFormat::kElf:
@@ -376,7 +343,8 @@ Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reade
       VMSNAP_RETURN_IF_ERROR(ExportRaw(memory, *out, options, stats));
       break;
   }
-  VMSNAP_RETURN_IF_ERROR(out->Commit(stats.file_size));
+  VMSNAP_RETURN_IF_ERROR(out->SkipTo(stats.file_size));  // trailing zero pages
+  VMSNAP_RETURN_IF_ERROR(out->Commit());
   return stats;
 }
 

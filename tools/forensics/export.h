@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "format/io.h"
 #include "schemas/manifest.capnp.h"
 #include "tools/forensics/memory.h"
 
@@ -24,6 +25,8 @@ struct ExportOptions {
   uint64_t piece_bytes = 4ull << 20;
   // Called with (bytes of guest memory done, total) after each piece.
   std::function<void(uint64_t, uint64_t)> progress;
+  Env* env = nullptr;               // nullptr = the real file system
+  std::vector<std::string> inputs;  // the snapshots read: refused as the output
 };
 
 struct ExportStats {
@@ -33,8 +36,10 @@ struct ExportStats {
 };
 
 // Writes `memory` (and, for ELF, the vCPU registers from `manifest`) to
-// `out_path`: through a temporary file in the same directory, created mode
-// 0600, fsynced and renamed into place. Nothing appears at `out_path` on error.
+// `out_path` through OutputFile (format/output.h): a temporary file in the
+// same directory, created mode 0600, fsynced and renamed into place; nothing
+// appears at `out_path` on error. Raw and LiME images may also go to "-"
+// (standard output), a FIFO or a character device, in order.
 Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reader manifest,
                            ExportFormat format, const std::string& out_path,
                            const ExportOptions& options = {});
