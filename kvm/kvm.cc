@@ -99,6 +99,19 @@ Result<std::unique_ptr<Vcpu>> Vm::CreateVcpu(int index) {
 
 Vcpu::~Vcpu() {
   if (run_) ::munmap(run_, run_size_);
+  if (borrowed_) fd_.Release();
+}
+
+std::unique_ptr<Vcpu> Vcpu::Borrow(int index, int fd) {
+  std::unique_ptr<Vcpu> v(new Vcpu(index, UniqueFd(fd), nullptr, 0));
+  v->borrowed_ = true;
+  return v;
+}
+
+std::unique_ptr<Vm> Vm::Borrow(System* system, int fd) {
+  std::unique_ptr<Vm> v(new Vm(system, UniqueFd(fd)));
+  v->borrowed_ = true;
+  return v;
 }
 
 std::string Vcpu::where() const { return " on vCPU " + std::to_string(index_); }
