@@ -4,7 +4,11 @@
 #include <cstring>
 #include <string>
 
+#include "format/layout.h"
 #include "tools/command.h"
+#ifdef VMSNAP_HAVE_X86_KVM
+#include "include/vmsnap/vmsnap.h"
+#endif
 
 namespace {
 
@@ -28,12 +32,26 @@ constexpr Entry kCommands[] = {
     {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
 };
 
+// The tool's, the library's and the file format's versions: a file written
+// by this tool carries the format version, a program linked against
+// libvmsnap sees the library's (docs/library.md says what bumps each).
+std::string VersionText() {
+  std::string lib = VMSNAP_VERSION;
+  uint16_t major = vmsnap::layout::kMajor, minor = vmsnap::layout::kMinor;
+#ifdef VMSNAP_HAVE_X86_KVM
+  lib = vmsnap_version();
+  vmsnap_format_version(&major, &minor);
+#endif
+  return std::string("vmsnap ") + VMSNAP_VERSION + "\nlibvmsnap " + lib + "\nfile format " +
+         std::to_string(major) + "." + std::to_string(minor);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"vmsnap: save, restore and examine the complete state of KVM virtual machines"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(VMSNAP_VERSION));
+  app.set_version_flag("--version", VersionText());
   int exit_code = vmsnap::cli::kExitOk;
   for (const Entry& e : kCommands) e.fn(app, &exit_code);
   try {
