@@ -11,7 +11,8 @@
 #include <vector>
 
 #include "format/chain.h"
-#include "format/status.h"
+#include "base/hex.h"
+#include "base/status.h"
 #include "format/writer.h"
 #include <kj/exception.h>
 #include "include/vmsnap/vmsnap.h"

@@ -318,7 +318,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
       found |= g.gpa == r.getGuestPhysAddr() && g.size == r.getSize();
     }
     if (!found) {
-      return Invalid("vmsnap_vm_load_memory: the snapshot's region at " + layout::Hex(r.getGuestPhysAddr()) + " (" +
+      return Invalid("vmsnap_vm_load_memory: the snapshot's region at " + Hex(r.getGuestPhysAddr()) + " (" +
                      std::to_string(r.getSize()) + " bytes) has no matching region in the VM");
     }
   }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <new>
 
+#include "base/arch.h"
 #include "format/layout.h"
 #include "lib/internal.h"
 #include "lib/x86_state.h"
@@ -195,7 +196,14 @@ const char* vmsnap_status_name(int status) {
   return names[status];
 }
 
-const char* vmsnap_arch_name(vmsnap_arch arch) { return restore::ArchName(ToSchema(arch)); }
+const char* vmsnap_arch_name(vmsnap_arch arch) {
+  switch (arch) {
+    case VMSNAP_ARCH_X86_64: return "x86_64";
+    case VMSNAP_ARCH_S390X: return "s390x";
+    case VMSNAP_ARCH_PPC64: return "ppc64";
+  }
+  return "unknown";
+}
 
 int vmsnap_open(const char* path, uint32_t flags, vmsnap_snapshot** out) {
   VMSNAP_CHECK_ARG(path && out, "vmsnap_open: path and out must not be NULL");
@@ -295,7 +303,7 @@ int vmsnap_vcpu_state(const vmsnap_snapshot* snap, uint32_t vcpu, vmsnap_state w
   if (v.isX8664()) return X86Vcpu(snap, v.getX8664(), vcpu, what, buf, buf_size, size);
   if (v.isS390x()) return S390Vcpu(snap, v.getS390x(), what, buf, buf_size, size);
   return Fail(Status::Unsupported("snapshot " + snap->path + ": this library version reads no " +
-                                  restore::ArchName(Leaf(snap).getArch()) + " vCPU state in kernel layouts"));
+                                  ArchName(Leaf(snap).getArch()) + " vCPU state in kernel layouts"));
   VMSNAP_GUARD_END
 }
 

@@ -49,12 +49,12 @@ int WriterAddRegion(vmsnap_writer* w, const vmsnap_region* region, const uint8_t
   const uint64_t page = w->page_size;
   const std::string name = RegionName(*region);
   if (region->guest_phys_addr % page || region->size % page || region->size == 0) {
-    return Invalid("memory region " + name + " (" + layout::Hex(region->guest_phys_addr) + ", " +
+    return Invalid("memory region " + name + " (" + Hex(region->guest_phys_addr) + ", " +
                    std::to_string(region->size) + " bytes) is not page-aligned");
   }
   if (region->guest_phys_addr < w->memory_end) {
-    return Invalid("memory region " + name + " at " + layout::Hex(region->guest_phys_addr) +
-                   " overlaps or precedes the previous region (ending at " + layout::Hex(w->memory_end) +
+    return Invalid("memory region " + name + " at " + Hex(region->guest_phys_addr) +
+                   " overlaps or precedes the previous region (ending at " + Hex(w->memory_end) +
                    "): add regions in ascending guest-physical order");
   }
   if (dirty && !w->parent) {

@@ -25,9 +25,9 @@ Result<sockaddr_un> Address(const std::string& path) {
 
 }  // namespace
 
-Result<kvm::UniqueFd> ListenControl(const std::string& path) {
+Result<UniqueFd> ListenControl(const std::string& path) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
@@ -72,7 +72,7 @@ Status WriteLine(int fd, const std::string& line) {
 Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request,
                                       const std::function<void(const nlohmann::json&)>& on_progress) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;

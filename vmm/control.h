@@ -11,14 +11,14 @@
 #include <functional>
 #include <string>
 
-#include "format/status.h"
-#include "kvm/fd.h"
+#include "base/status.h"
+#include "base/fd.h"
 
 namespace vmsnap::vmm {
 
 // Creates the listening socket at `path`, mode 0600 (it lets its user read
 // all guest memory). An existing socket file at `path` is replaced.
-Result<kvm::UniqueFd> ListenControl(const std::string& path);
+Result<UniqueFd> ListenControl(const std::string& path);
 
 // Client side: connects, sends one request, returns the reply object.
 // Progress lines the VMM sends before the reply (objects with a "progress"

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "base/hex.h"
 #include "restore/x86_64/x86_restore.h"
 #include "vmm/boot.h"
 #include "vmm/control.h"
@@ -39,12 +40,6 @@ void InstallKickHandler() {
     sa.sa_flags = 0;
     ::sigaction(kKickSignal, &sa, nullptr);
   });
-}
-
-std::string Hex(uint64_t v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
 }
 
 std::string Numbered(const std::string& pattern, int n) {
@@ -563,7 +558,7 @@ void Vmm::HandleControlClient(int fd) {
 }
 
 Result<int> Vmm::Run() {
-  kvm::UniqueFd listen_fd;
+  UniqueFd listen_fd;
   if (!options_.control_socket.empty()) {
     VMSNAP_ASSIGN_OR_RETURN(listen_fd, ListenControl(options_.control_socket));
   }
@@ -598,7 +593,7 @@ Result<int> Vmm::Run() {
       if (!s.ok()) Stop(std::nullopt, s);
     }
     if (n > 0 && listen_fd.valid() && (fds[1].revents & POLLIN)) {
-      kvm::UniqueFd client(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      UniqueFd client(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (client.valid()) HandleControlClient(client.get());
     }
   }

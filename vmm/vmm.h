@@ -21,7 +21,7 @@
 #include "capture/dirty/snapshot.h"
 #include "capture/x86_64/x86_capture.h"
 #include "format/compression_spec.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/kvm.h"
 #include "kvm/x86_64/x86.h"
 #include "restore/restore.h"

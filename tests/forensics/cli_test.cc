@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "base/hex.h"
 #include "format/reader.h"
 #include "format/writer.h"
 #include "tests/forensics/shell.h"
@@ -167,12 +168,6 @@ void RmRf(const std::string& dir) {
 
 bool HaveTool(const char* name) {
   return std::system((std::string("command -v ") + name + " >/dev/null 2>&1").c_str()) == 0;
-}
-
-std::string Hex(uint64_t v) {
-  char b[24];
-  std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
 }
 
 class ForensicsCli : public ::testing::Test {
