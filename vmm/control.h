@@ -11,8 +11,9 @@
 #include <functional>
 #include <string>
 
-#include "base/status.h"
 #include "base/fd.h"
+#include "base/status.h"
+#include "vmm/vmm.h"
 
 namespace vmsnap::vmm {
 
@@ -29,5 +30,14 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
 // Reads one '\n'-terminated line from a connected socket (at most 64 KiB).
 Result<std::string> ReadLine(int fd);
 Status WriteLine(int fd, const std::string& line);
+
+// One request line, parsed and checked. An error's message is what the
+// reply's "error" says.
+struct ControlCommand {
+  std::string cmd;        // "ping" or "save"
+  SaveRequest save;       // for "save"
+  bool progress = false;  // "save": progress lines before the reply
+};
+Result<ControlCommand> ParseControlRequest(const std::string& line);
 
 }  // namespace vmsnap::vmm
