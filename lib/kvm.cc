@@ -322,8 +322,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
                      std::to_string(r.getSize()) + " bytes) has no matching region in the VM");
     }
   }
-  std::vector<memory::GuestRegion> regions;
-  for (const auto& g : vm->regions) regions.push_back(memory::GuestRegion{g.host, g.gpa, g.size});
+  const std::vector<kvm::GuestRegion>& regions = vm->regions;
   if (o.mode == VMSNAP_MEMORY_LAZY) {
     if (!pager) return Invalid("vmsnap_vm_load_memory: a lazy load needs somewhere to return the pager");
     memory::LazyOptions lo;
