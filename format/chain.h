@@ -19,6 +19,13 @@ class SnapshotChain {
   // Errors: "parent snapshot <path> of <child> is missing", "parent snapshot
   // <path> of <child> is not the recorded file (id X, expected Y)".
   static Result<SnapshotChain> Open(const std::string& leaf_path, const ReaderOptions& options = {});
+  // One file alone, whatever parent it names: pages it does not define read
+  // as zero (for examining a single layer).
+  static SnapshotChain FromReader(std::unique_ptr<SnapshotReader> reader) {
+    SnapshotChain c;
+    c.layers_.push_back(std::move(reader));
+    return c;
+  }
 
   // layers()[0] is the full snapshot at the root, back() the leaf.
   const std::vector<std::unique_ptr<SnapshotReader>>& layers() const { return layers_; }

@@ -94,6 +94,22 @@ Result<std::unique_ptr<Vcpu>> Vm::CreateVcpu(int index) {
   return std::unique_ptr<Vcpu>(new Vcpu(index, std::move(owned), std::move(run).value()));
 }
 
+Vcpu::~Vcpu() {
+  if (borrowed_) fd_.Release();
+}
+
+std::unique_ptr<Vcpu> Vcpu::Borrow(int index, int fd) {
+  std::unique_ptr<Vcpu> v(new Vcpu(index, UniqueFd(fd), Mapping()));
+  v->borrowed_ = true;
+  return v;
+}
+
+std::unique_ptr<Vm> Vm::Borrow(System* system, int fd) {
+  std::unique_ptr<Vm> v(new Vm(system, UniqueFd(fd)));
+  v->borrowed_ = true;
+  return v;
+}
+
 std::string Vcpu::where() const { return " on vCPU " + std::to_string(index_); }
 
 Result<Vcpu::RunResult> Vcpu::Run() {

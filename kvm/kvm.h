@@ -65,6 +65,15 @@ class System {
 
 class Vm {
  public:
+  // A VM whose fd another program owns (a VMM embedding the library): the
+  // fd is used, never closed.
+  static std::unique_ptr<Vm> Borrow(System* system, int fd);
+  ~Vm() {
+    if (borrowed_) fd_.Release();
+  }
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
   int fd() const { return fd_.get(); }
   System& system() const { return *system_; }
   // KVM_CHECK_EXTENSION on the VM fd (some answers are per VM).
@@ -80,10 +89,15 @@ class Vm {
   Vm(System* system, UniqueFd fd) : system_(system), fd_(std::move(fd)) {}
   System* system_;  // not owned; outlives the VM
   UniqueFd fd_;
+  bool borrowed_ = false;
 };
 
 class Vcpu {
  public:
+  // A vCPU whose fd another program owns: the fd is used, never closed, and
+  // its run area is not mapped (run() is null).
+  static std::unique_ptr<Vcpu> Borrow(int index, int fd);
+  ~Vcpu();
   Vcpu(const Vcpu&) = delete;
   Vcpu& operator=(const Vcpu&) = delete;
 
@@ -104,6 +118,7 @@ class Vcpu {
   int index_;
   UniqueFd fd_;  // declared before run_: the mapping goes first
   Mapping run_;
+  bool borrowed_ = false;
 };
 
 }  // namespace vmsnap::kvm

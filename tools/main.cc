@@ -13,6 +13,9 @@
 #include "format/output.h"
 #include "tools/command.h"
 #include "tools/progress.h"
+#ifdef VMSNAP_HAVE_X86_KVM
+#include "include/vmsnap/vmsnap.h"
+#endif
 
 namespace {
 
@@ -52,9 +55,18 @@ void InstallSignalCleanup() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
 }
 
+// The tool's, the library's and the file format's versions: a file written
+// by this tool carries the format version, a program linked against
+// libvmsnap sees the library's (docs/library.md says what bumps each).
 std::string VersionText() {
-  return std::string("vmsnap ") + VMSNAP_VERSION + " (library " + VMSNAP_VERSION + ", file format " +
-         std::to_string(vmsnap::layout::kMajor) + "." + std::to_string(vmsnap::layout::kMinor) + ")";
+  std::string lib = VMSNAP_VERSION;
+  uint16_t major = vmsnap::layout::kMajor, minor = vmsnap::layout::kMinor;
+#ifdef VMSNAP_HAVE_X86_KVM
+  lib = vmsnap_version();
+  vmsnap_format_version(&major, &minor);
+#endif
+  return std::string("vmsnap ") + VMSNAP_VERSION + "\nlibrary libvmsnap " + lib + "\nfile format " +
+         std::to_string(major) + "." + std::to_string(minor);
 }
 
 }  // namespace

@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: MIT
+// The C API's KVM helpers: capture and restore over a VMM's own VM and vCPU
+// fds, memory loading, dirty tracking. See include/vmsnap/vmsnap.h; the
+// restore order enforced here is the one docs/state-coverage.md gives.
+#include <capnp/message.h>
+
+#include <cstring>
+
+#include "capture/dirty/incremental.h"
+#include "capture/x86_64/x86_capture.h"
+#include "kvm/kvm.h"
+#include "kvm/x86_64/x86.h"
+#include "lib/internal.h"
+#include "lib/writer.h"
+#include "lib/x86_state.h"
+#include "restore/memory/loader.h"
+#include "restore/restore.h"
+#include "restore/x86_64/x86_restore.h"
+
+using namespace vmsnap;
+using namespace vmsnap::capi;
+
+struct vmsnap_vm {
+  std::unique_ptr<kvm::System> system;
+  std::unique_ptr<kvm::Vm> vm;
+  std::unique_ptr<kvm::x86::RealVmOps> vm_ops;
+  std::optional<kvm::x86::VmConfig> config;
+  std::vector<kvm::GuestRegion> regions;
+  std::vector<std::unique_ptr<kvm::Vcpu>> vcpus;  // by index; null where not added
+  std::vector<std::unique_ptr<kvm::x86::RealVcpuOps>> vcpu_ops;
+  std::unique_ptr<capture::dirty::VmDirtyTracking> dirty;
+  bool dirty_started = false;
+  bool dirty_regions_set = false;
+  // Restore progress, for the order checks.
+  const vmsnap_snapshot* restoring = nullptr;
+  bool memory_loaded = false;
+  bool state_restored = false;
+  bool has_vcpus() const {
+    for (const auto& v : vcpus) {
+      if (v) return true;
+    }
+    return false;
+  }
+};
+
+struct vmsnap_pager {
+  std::shared_ptr<const SnapshotChain> chain;  // the pager reads from it
+  std::unique_ptr<memory::LazyPager> pager;
+};
+
+namespace {
+
+int Usable(vmsnap_vm* vm, const char* call) {
+  if (!vm) return Invalid(std::string(call) + ": vm is NULL");
+  return VMSNAP_OK;
+}
+
+std::vector<kvm::x86::VcpuOps*> OpsByIndex(vmsnap_vm& vm) {
+  std::vector<kvm::x86::VcpuOps*> ops;
+  for (auto& o : vm.vcpu_ops) ops.push_back(o.get());
+  return ops;
+}
+
+Status CheckAllVcpus(vmsnap_vm& vm, const char* call) {
+  if (vm.vcpus.empty()) return Status::InvalidArgument(std::string(call) + ": no vCPU was added (vmsnap_vm_add_vcpu)");
+  for (size_t i = 0; i < vm.vcpus.size(); ++i) {
+    if (!vm.vcpus[i]) {
+      return Status::InvalidArgument(std::string(call) + ": vCPU " + std::to_string(i) +
+                                     " was not added, but a higher index was");
+    }
+  }
+  return Status::Ok();
+}
+
+// Fills the writer's state from the live VM: the capture code reads KVM into
+// a manifest, and the restore mapping turns that back into kernel structs,
+// so what the writer commits is exactly what a capture would have written.
+Status CaptureInto(vmsnap_vm& vm, vmsnap_writer& w) {
+  VMSNAP_RETURN_IF_ERROR(CheckAllVcpus(vm, "vmsnap_vm_capture"));
+  if (!vm.config) {
+    return Status::InvalidArgument("vmsnap_vm_capture: the VM's configuration is unknown "
+                                   "(vmsnap_vm_configure or vmsnap_vm_restore_config first)");
+  }
+  capture::x86::X86Capturer capturer(vm.vm_ops.get(), OpsByIndex(vm), *vm.config);
+  capnp::MallocMessageBuilder message;
+  auto m = message.initRoot<schema::Manifest>();
+  VMSNAP_RETURN_IF_ERROR(capturer.Capture(m));
+  auto reader = m.asReader();
+  w.vcpus.clear();
+  VMSNAP_ASSIGN_OR_RETURN(kvm::x86::HostCaps caps, vm.vm_ops->ProbeCaps());
+  for (unsigned i = 0; i < reader.getVcpus().size(); ++i) {
+    VMSNAP_ASSIGN_OR_RETURN(StateVcpuOps st, X86VcpuState(reader.getVcpus()[i].getX8664(), i, caps.sregs2));
+    w.vcpus.push_back(std::make_unique<StateVcpuOps>(std::move(st)));
+  }
+  auto x = reader.getVm().getX8664();
+  StateVmOps vmstate;
+  VMSNAP_RETURN_IF_ERROR(restore::x86::RestoreVm(vmstate, x));
+  w.irqchips = vmstate.irqchips;
+  w.pit = vmstate.pit;
+  kvm_clock_data clock{};
+  clock.clock = x.getClock().getClock();
+  clock.flags = x.getClock().getFlags();
+  clock.realtime = x.getClock().getRealtime();
+  clock.host_tsc = x.getClock().getHostTsc();
+  w.clock = clock;
+  w.config = *vm.config;
+  return Status::Ok();
+}
+
+}  // namespace
+
+extern "C" {
+
+int vmsnap_vm_attach(int vm_fd, vmsnap_vm** out) {
+  VMSNAP_CHECK_ARG(out && vm_fd >= 0, "vmsnap_vm_attach: needs a VM fd and out");
+  *out = nullptr;
+  VMSNAP_GUARD_BEGIN
+  auto v = std::make_unique<vmsnap_vm>();
+  auto sys = kvm::System::Open();
+  if (!sys.ok()) return Fail(sys.status());
+  v->system = std::move(sys).value();
+  v->vm = kvm::Vm::Borrow(v->system.get(), vm_fd);
+  v->vm_ops = std::make_unique<kvm::x86::RealVmOps>(v->vm.get());
+  *out = v.release();
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+void vmsnap_vm_free(vmsnap_vm* vm) { delete vm; }
+
+int vmsnap_vm_configure(vmsnap_vm* vm, const vmsnap_x86_vm_config* config) {
+  if (int rc = Usable(vm, "vmsnap_vm_configure")) return rc;
+  VMSNAP_CHECK_ARG(config, "vmsnap_vm_configure: config is NULL");
+  VMSNAP_GUARD_BEGIN
+  if (vm->config) return Invalid("vmsnap_vm_configure: the VM is configured already");
+  if (vm->has_vcpus()) return Invalid("vmsnap_vm_configure: must precede every vCPU (KVM refuses the irqchip after)");
+  kvm::x86::VmConfig c = ConfigFromC(*config);
+  if (vm->dirty) c.dirty_ring_bytes = 0;
+  Status st = restore::x86::ApplyVmConfig(*vm->vm_ops, c);
+  if (!st.ok()) return Fail(st);
+  vm->config = std::move(c);
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_add_memory(vmsnap_vm* vm, const vmsnap_region* region) {
+  if (int rc = Usable(vm, "vmsnap_vm_add_memory")) return rc;
+  VMSNAP_CHECK_ARG(region && region->host, "vmsnap_vm_add_memory: region and region->host must be set");
+  VMSNAP_GUARD_BEGIN
+  if (vm->has_vcpus()) return Invalid("vmsnap_vm_add_memory: add memory before the vCPUs");
+  if (vm->memory_loaded) return Invalid("vmsnap_vm_add_memory: memory was loaded already");
+  kvm::GuestRegion g;
+  g.slot = region->slot;
+  g.flags = region->flags;
+  g.gpa = region->guest_phys_addr;
+  g.size = region->size;
+  g.host = static_cast<uint8_t*>(region->host);
+  g.name = region->name ? region->name : "slot " + std::to_string(region->slot);
+  for (const auto& r : vm->regions) {
+    if (r.slot == g.slot) return Invalid("vmsnap_vm_add_memory: slot " + std::to_string(g.slot) + " added twice");
+  }
+  kvm::MemorySlot slot;
+  slot.slot = g.slot;
+  // With the dirty ring, slots are registered already logging, so that
+  // starting the tracker changes nothing in KVM later.
+  slot.flags = g.flags | (vm->dirty && vm->dirty->mode() == capture::dirty::Mode::kRing
+                              ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES)
+                              : 0u);
+  slot.guest_phys_addr = g.gpa;
+  slot.size = g.size;
+  slot.userspace_addr = reinterpret_cast<uint64_t>(g.host);
+  Status st = vm->vm->SetUserMemoryRegion(slot);
+  if (!st.ok()) return Fail(st.Context("memory region " + g.name));
+  vm->regions.push_back(std::move(g));
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_add_vcpu(vmsnap_vm* vm, uint32_t index, int vcpu_fd) {
+  if (int rc = Usable(vm, "vmsnap_vm_add_vcpu")) return rc;
+  VMSNAP_CHECK_ARG(vcpu_fd >= 0 && index < 1024, "vmsnap_vm_add_vcpu: bad vCPU fd or index");
+  VMSNAP_GUARD_BEGIN
+  if (!vm->config) {
+    return Invalid("vmsnap_vm_add_vcpu: configure the VM first (vmsnap_vm_configure or vmsnap_vm_restore_config): "
+                   "the irqchip must exist before any vCPU");
+  }
+  if (vm->restoring && !vm->memory_loaded) {
+    return Invalid("vmsnap_vm_add_vcpu: load the snapshot's memory first (vmsnap_vm_load_memory)");
+  }
+  if (vm->state_restored) return Invalid("vmsnap_vm_add_vcpu: the VM's state was restored already");
+  if (vm->vcpus.size() <= index) {
+    vm->vcpus.resize(index + 1);
+    vm->vcpu_ops.resize(index + 1);
+  }
+  if (vm->vcpus[index]) return Invalid("vmsnap_vm_add_vcpu: vCPU " + std::to_string(index) + " added twice");
+  if (vm->dirty) {
+    if (!vm->dirty_regions_set) {
+      Status st = vm->dirty->SetRegions(vm->regions);
+      if (!st.ok()) return Fail(st);
+      vm->dirty_regions_set = true;
+    }
+    Status st = vm->dirty->AttachVcpu(vcpu_fd, static_cast<int>(index));
+    if (!st.ok()) return Fail(st);
+  }
+  vm->vcpus[index] = kvm::Vcpu::Borrow(static_cast<int>(index), vcpu_fd);
+  vm->vcpu_ops[index] = std::make_unique<kvm::x86::RealVcpuOps>(vm->vcpus[index].get());
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_capture(vmsnap_vm* vm, vmsnap_writer* w) {
+  if (int rc = Usable(vm, "vmsnap_vm_capture")) return rc;
+  VMSNAP_CHECK_ARG(w && !w->finished, "vmsnap_vm_capture: needs a writer that was not committed");
+  VMSNAP_GUARD_BEGIN
+  Status st = CaptureInto(*vm, *w);
+  if (!st.ok()) return Fail(st);
+  std::vector<kvm::GuestRegion> sorted = vm->regions;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.gpa < b.gpa; });
+  std::optional<capture::dirty::PageSet> pages;
+  if (w->parent) {
+    if (!vm->dirty || !vm->dirty_started) {
+      return Invalid("vmsnap_vm_capture: the writer names a parent, but dirty tracking is not running "
+                     "(vmsnap_vm_dirty_enable and vmsnap_vm_dirty_start)");
+    }
+    auto taken = vm->dirty->TakeSinceLastSnapshot();
+    if (!taken.ok()) return Fail(taken.status());
+    pages = std::move(taken).value();
+  } else if (vm->dirty && vm->dirty_started) {
+    // A full snapshot is a new base too: what was dirty before is in it.
+    auto taken = vm->dirty->TakeSinceLastSnapshot();
+    if (!taken.ok()) return Fail(taken.status());
+  }
+  for (const auto& r : sorted) {
+    vmsnap_region cr{r.slot, r.flags & ~static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES), r.gpa, r.size, r.host,
+                     r.name.c_str()};
+    int rc;
+    if (pages) {
+      const auto& lay = vm->dirty->layout();
+      size_t li = 0;
+      while (li < lay.regions().size() && lay.regions()[li].gpa != r.gpa) ++li;
+      uint64_t n = lay.region_pages(li);
+      uint64_t first = lay.first_index(li);
+      std::vector<uint8_t> bits((n + 7) / 8, 0);
+      for (uint64_t p = 0; p < n; ++p) {
+        if (pages->Test(first + p)) bits[p / 8] |= uint8_t(1u << (p % 8));
+      }
+      rc = WriterAddRegion(w, &cr, bits.data());
+    } else {
+      rc = WriterAddRegion(w, &cr, nullptr);
+    }
+    if (rc != VMSNAP_OK) {
+      if (pages) vm->dirty->GiveBack(*pages);
+      return rc;
+    }
+  }
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_restore_config(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
+  if (int rc = Usable(vm, "vmsnap_vm_restore_config")) return rc;
+  VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_config: snapshot is NULL");
+  VMSNAP_GUARD_BEGIN
+  if (vm->config) return Invalid("vmsnap_vm_restore_config: the VM is configured already; restore needs a fresh VM");
+  if (vm->has_vcpus()) return Invalid("vmsnap_vm_restore_config: must precede every vCPU");
+  Status st = restore::CheckArch(*snap->chain, schema::Arch::X8664);
+  if (!st.ok()) return Fail(st);
+  auto m = snap->chain->leaf().manifest();
+  if (!m.getVm().isX8664()) return Fail(Status::Corruption("snapshot " + snap->path + " has no x86_64 VM state"));
+  // Refuse, before anything is created, a snapshot whose CPUID or XSAVE
+  // layout this host cannot provide.
+  st = restore::x86::CheckHost(*vm->vm_ops, m);
+  if (!st.ok()) return Fail(st);
+  kvm::x86::VmConfig c = restore::x86::ConfigFromManifest(m.getVm().getX8664().getConfig());
+  // The dirty ring is the new VMM's choice (vmsnap_vm_dirty_enable), not
+  // replayed from the file.
+  c.dirty_ring_bytes = 0;
+  std::erase_if(c.enabled_caps, [](const auto& cap) {
+    return cap.cap == KVM_CAP_DIRTY_LOG_RING || cap.cap == KVM_CAP_DIRTY_LOG_RING_ACQ_REL ||
+           cap.cap == KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+  });
+  st = restore::x86::ApplyVmConfig(*vm->vm_ops, c);
+  if (!st.ok()) return Fail(st);
+  vm->config = std::move(c);
+  vm->restoring = snap;
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsnap_load_options* options,
+                          vmsnap_pager** pager) {
+  if (int rc = Usable(vm, "vmsnap_vm_load_memory")) return rc;
+  VMSNAP_CHECK_ARG(snap, "vmsnap_vm_load_memory: snapshot is NULL");
+  VMSNAP_GUARD_BEGIN
+  if (pager) *pager = nullptr;
+  if (vm->restoring != snap) {
+    return Invalid("vmsnap_vm_load_memory: call vmsnap_vm_restore_config with this snapshot first");
+  }
+  if (vm->memory_loaded) return Invalid("vmsnap_vm_load_memory: memory was loaded already");
+  if (vm->has_vcpus()) return Invalid("vmsnap_vm_load_memory: load memory before adding vCPUs");
+  vmsnap_load_options o{};
+  if (options) {
+    if (options->struct_size < sizeof(uint32_t) || options->struct_size > sizeof o) {
+      return Invalid("vmsnap_vm_load_memory: options->struct_size is " + std::to_string(options->struct_size) +
+                     "; set it to sizeof(vmsnap_load_options)");
+    }
+    std::memcpy(&o, options, options->struct_size);
+  }
+  // The regions must be the snapshot's memory map, slot for slot.
+  auto want = snap->chain->leaf().manifest().getMemory().getRegions();
+  if (want.size() != vm->regions.size()) {
+    return Invalid("vmsnap_vm_load_memory: snapshot " + snap->path + " has " + std::to_string(want.size()) +
+                   " memory regions, the VM " + std::to_string(vm->regions.size()));
+  }
+  for (auto r : want) {
+    bool found = false;
+    for (const auto& g : vm->regions) {
+      found |= g.gpa == r.getGuestPhysAddr() && g.size == r.getSize();
+    }
+    if (!found) {
+      return Invalid("vmsnap_vm_load_memory: the snapshot's region at " + Hex(r.getGuestPhysAddr()) + " (" +
+                     std::to_string(r.getSize()) + " bytes) has no matching region in the VM");
+    }
+  }
+  const std::vector<kvm::GuestRegion>& regions = vm->regions;
+  if (o.mode == VMSNAP_MEMORY_LAZY) {
+    if (!pager) return Invalid("vmsnap_vm_load_memory: a lazy load needs somewhere to return the pager");
+    memory::LazyOptions lo;
+    lo.background_threads = o.threads;
+    if (o.on_error) {
+      vmsnap_pager_error_fn fn = o.on_error;
+      void* ctx = o.on_error_ctx;
+      lo.on_error = [fn, ctx](const Status& s) {
+        // On the pager thread: its last error holds the message.
+        int code = Fail(s);
+        fn(code, vmsnap_last_error(), ctx);
+      };
+    }
+    auto p = std::make_unique<vmsnap_pager>();
+    p->chain = snap->chain;
+    auto started = memory::LazyPager::Start(*p->chain, regions, std::move(lo));
+    if (!started.ok()) return Fail(started.status());
+    p->pager = std::move(started).value();
+    *pager = p.release();
+  } else {
+    memory::EagerOptions eo;
+    eo.threads = o.threads;
+    if (o.progress) {
+      vmsnap_progress_fn fn = o.progress;
+      void* ctx = o.progress_ctx;
+      eo.progress = [fn, ctx](uint64_t d, uint64_t t) { fn(d, t, ctx); };
+    }
+    Status st = memory::LoadEager(*snap->chain, regions, eo);
+    if (!st.ok()) return Fail(st);
+  }
+  vm->memory_loaded = true;
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_pager_wait(vmsnap_pager* pager) {
+  VMSNAP_CHECK_ARG(pager, "vmsnap_pager_wait: pager is NULL");
+  VMSNAP_GUARD_BEGIN
+  Status st = pager->pager->Wait();
+  if (!st.ok()) return Fail(st);
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+void vmsnap_pager_stop(vmsnap_pager* pager) { delete pager; }
+
+int vmsnap_vm_restore_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
+  if (int rc = Usable(vm, "vmsnap_vm_restore_state")) return rc;
+  VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_state: snapshot is NULL");
+  VMSNAP_GUARD_BEGIN
+  if (vm->restoring != snap) return Invalid("vmsnap_vm_restore_state: call vmsnap_vm_restore_config with this snapshot first");
+  if (!vm->memory_loaded) return Invalid("vmsnap_vm_restore_state: load the memory first (vmsnap_vm_load_memory)");
+  if (vm->state_restored) return Invalid("vmsnap_vm_restore_state: restored already");
+  Status st = CheckAllVcpus(*vm, "vmsnap_vm_restore_state");
+  if (!st.ok()) return Fail(st);
+  auto m = snap->chain->leaf().manifest();
+  // Still before anything runs: refuse CPUID features this host lacks.
+  st = restore::x86::CheckCpuid(*vm->vm_ops, *vm->vcpu_ops[0], m);
+  if (!st.ok()) return Fail(st);
+  st = restore::x86::RestoreState(*vm->vm_ops, OpsByIndex(*vm), m);
+  if (!st.ok()) return Fail(st);
+  vm->state_restored = true;
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_dirty_enable(vmsnap_vm* vm, vmsnap_dirty_mode mode) {
+  if (int rc = Usable(vm, "vmsnap_vm_dirty_enable")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (vm->dirty) return Invalid("vmsnap_vm_dirty_enable: enabled already");
+  if (vm->has_vcpus() || !vm->regions.empty()) {
+    return Invalid("vmsnap_vm_dirty_enable: must precede memory and vCPUs (KVM enables the ring only then)");
+  }
+  std::optional<capture::dirty::Mode> m;
+  if (mode == VMSNAP_DIRTY_BITMAP) m = capture::dirty::Mode::kBitmap;
+  if (mode == VMSNAP_DIRTY_RING) m = capture::dirty::Mode::kRing;
+  auto d = capture::dirty::VmDirtyTracking::Prepare(vm->vm->fd(), m);
+  if (!d.ok()) return Fail(d.status());
+  vm->dirty = std::move(d).value();
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_dirty_start(vmsnap_vm* vm) {
+  if (int rc = Usable(vm, "vmsnap_vm_dirty_start")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (!vm->dirty) return Invalid("vmsnap_vm_dirty_start: call vmsnap_vm_dirty_enable first");
+  Status st = CheckAllVcpus(*vm, "vmsnap_vm_dirty_start");
+  if (!st.ok()) return Fail(st);
+  st = vm->dirty->Start();
+  if (!st.ok()) return Fail(st);
+  vm->dirty_started = true;
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_dirty_stop(vmsnap_vm* vm) {
+  if (int rc = Usable(vm, "vmsnap_vm_dirty_stop")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (!vm->dirty || !vm->dirty_started) return Ok();
+  Status st = vm->dirty->tracker().Stop();
+  if (!st.ok()) return Fail(st);
+  vm->dirty_started = false;
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_dirty_ring_full(vmsnap_vm* vm, uint32_t vcpu_index) {
+  if (int rc = Usable(vm, "vmsnap_vm_dirty_ring_full")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (!vm->dirty) return Invalid("vmsnap_vm_dirty_ring_full: dirty tracking is not enabled");
+  Status st = vm->dirty->tracker().HandleRingFull(static_cast<int>(vcpu_index));
+  if (!st.ok()) return Fail(st);
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_dirty_mark(vmsnap_vm* vm, uint64_t gpa, uint64_t len) {
+  if (int rc = Usable(vm, "vmsnap_vm_dirty_mark")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (vm->dirty && vm->dirty_started) vm->dirty->tracker().MarkDirty(gpa, len);
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+}  // extern "C"

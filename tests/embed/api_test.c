@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/* The C API's promises that a caller notices without a guest: a write that
+ * is not committed leaves an existing file untouched and nothing beside it;
+ * state goes in and comes back in the kernel's structs; errors name the file
+ * and offset; calls out of the restore order are refused with a reason.
+ *   api_test SNAPSHOT WORK_DIR     (SNAPSHOT: any x86_64 snapshot) */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <vmsnap/vmsnap.h>
+
+static int failures;
+
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    if (!(cond)) {                                         \
+      fprintf(stderr, "FAIL line %d: ", __LINE__);         \
+      fprintf(stderr, __VA_ARGS__);                        \
+      fprintf(stderr, " (last error: %s)\n", vmsnap_last_error()); \
+      ++failures;                                          \
+    }                                                      \
+  } while (0)
+
+static size_t count_entries(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  size_t n = 0;
+  while (d && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] != '.' || strlen(e->d_name) > 2) ++n;
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *buf;
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  *len = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  buf = malloc(*len ? *len : 1);
+  if (fread(buf, 1, *len, f) != *len) *len = 0;
+  fclose(f);
+  return buf;
+}
+
+/* Copies the snapshot's state into a new writer, with a device record. */
+static int copy_state(vmsnap_snapshot *src, vmsnap_writer *w) {
+  static const vmsnap_state vcpu_pieces[] = {VMSNAP_X86_MP_STATE, VMSNAP_X86_REGS, VMSNAP_X86_SREGS2,
+                                             VMSNAP_X86_XSAVE, VMSNAP_X86_XCRS, VMSNAP_X86_DEBUGREGS,
+                                             VMSNAP_X86_LAPIC, VMSNAP_X86_MSRS, VMSNAP_X86_EVENTS,
+                                             VMSNAP_X86_CPUID, VMSNAP_X86_TSC_KHZ};
+  static const vmsnap_state vm_pieces[] = {VMSNAP_X86_VM_CONFIG, VMSNAP_X86_PIC_MASTER, VMSNAP_X86_PIC_SLAVE,
+                                           VMSNAP_X86_IOAPIC, VMSNAP_X86_PIT, VMSNAP_X86_CLOCK};
+  static unsigned char buf[1 << 16];
+  uint32_t n, i, k;
+  size_t size;
+  vmsnap_vcpu_count(src, &n);
+  for (i = 0; i < n; ++i) {
+    for (k = 0; k < sizeof vcpu_pieces / sizeof vcpu_pieces[0]; ++k) {
+      if (vmsnap_vcpu_state(src, i, vcpu_pieces[k], buf, sizeof buf, &size) != VMSNAP_OK) continue;
+      if (vmsnap_writer_set_vcpu_state(w, i, vcpu_pieces[k], buf, size) != VMSNAP_OK) return 1;
+    }
+  }
+  for (k = 0; k < sizeof vm_pieces / sizeof vm_pieces[0]; ++k) {
+    if (vmsnap_vm_state(src, vm_pieces[k], buf, sizeof buf, &size) != VMSNAP_OK) continue;
+    if (vmsnap_writer_set_vm_state(w, vm_pieces[k], buf, size) != VMSNAP_OK) return 1;
+  }
+  return vmsnap_writer_add_device(w, "test/dev", 7, "abc", 3);
+}
+
+int main(int argc, char **argv) {
+  vmsnap_snapshot *src, *copy;
+  vmsnap_writer *w;
+  vmsnap_write_options opts;
+  vmsnap_region r;
+  struct kvm_regs regs, regs2;
+  char path[4096], existing[4096];
+  size_t size, before_len, after_len;
+  char *before, *after;
+  uint8_t *ram;
+  const void *data;
+  uint32_t version;
+  int rc;
+
+  if (argc != 3) return 2;
+  EXPECT(vmsnap_open(argv[1], 0, &src) == VMSNAP_OK, "open %s", argv[1]);
+  if (failures) return 1;
+
+  /* A buffer too small: the needed size comes back. */
+  rc = vmsnap_vcpu_state(src, 0, VMSNAP_X86_REGS, &regs, 8, &size);
+  EXPECT(rc == VMSNAP_E_BUFFER_TOO_SMALL && size == sizeof regs, "small buffer: rc %d size %zu", rc, size);
+  EXPECT(vmsnap_vcpu_state(src, 0, VMSNAP_X86_REGS, &regs, sizeof regs, NULL) == VMSNAP_OK, "regs");
+  rc = vmsnap_vcpu_state(src, 99, VMSNAP_X86_REGS, &regs, sizeof regs, NULL);
+  EXPECT(rc == VMSNAP_E_NOT_FOUND && strstr(vmsnap_last_error(), "vCPU 99"), "vCPU 99: rc %d", rc);
+
+  /* A full round trip through the writer: state and a device record. */
+  vmsnap_region_at(src, 0, &r);
+  ram = calloc(1, r.size);
+  EXPECT(vmsnap_read_memory(src, r.guest_phys_addr, ram, r.size) == VMSNAP_OK, "read memory");
+  snprintf(path, sizeof path, "%s/copy.vmsnap", argv[2]);
+  memset(&opts, 0, sizeof opts);
+  opts.struct_size = sizeof opts;
+  opts.compression = "none"; /* raw chunks: the first stored page sits at file offset 4096 */
+  EXPECT(vmsnap_writer_create(path, VMSNAP_ARCH_X86_64, &opts, &w) == VMSNAP_OK, "create");
+  EXPECT(copy_state(src, w) == VMSNAP_OK, "copy state");
+  r.host = ram;
+  EXPECT(vmsnap_writer_add_region(w, &r) == VMSNAP_OK, "add region");
+  rc = vmsnap_writer_add_region(w, &r);
+  EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "ascending"), "overlap refused: %d", rc);
+  EXPECT(vmsnap_writer_commit(w) == VMSNAP_OK, "commit");
+  vmsnap_writer_free(w);
+  EXPECT(vmsnap_open(path, 0, &copy) == VMSNAP_OK, "open copy");
+  EXPECT(vmsnap_verify(copy, NULL, NULL) == VMSNAP_OK, "verify copy");
+  vmsnap_vcpu_state(copy, 0, VMSNAP_X86_REGS, &regs2, sizeof regs2, NULL);
+  EXPECT(memcmp(&regs, &regs2, sizeof regs) == 0, "registers differ after the round trip");
+  EXPECT(vmsnap_device_find(copy, "test/dev", &version, &data, &size) == VMSNAP_OK && version == 7 && size == 3 &&
+             memcmp(data, "abc", 3) == 0,
+         "device record");
+  EXPECT(vmsnap_device_find(copy, "nope", &version, &data, &size) == VMSNAP_E_NOT_FOUND, "missing device");
+  vmsnap_close(copy);
+
+  /* Freed without a commit over an existing file: the file is untouched
+   * and no temporary file is left. */
+  snprintf(existing, sizeof existing, "%s/existing.vmsnap", argv[2]);
+  rename(path, existing);
+  before = slurp(existing, &before_len);
+  size = count_entries(argv[2]);
+  EXPECT(vmsnap_writer_create(existing, VMSNAP_ARCH_X86_64, NULL, &w) == VMSNAP_OK, "create over existing");
+  EXPECT(copy_state(src, w) == VMSNAP_OK, "copy state");
+  EXPECT(vmsnap_writer_add_region(w, &r) == VMSNAP_OK, "add region");
+  vmsnap_writer_free(w);
+  after = slurp(existing, &after_len);
+  EXPECT(before && after && before_len == after_len && memcmp(before, after, before_len) == 0,
+         "existing file changed by an aborted write");
+  EXPECT(count_entries(argv[2]) == size, "a temporary file was left behind");
+
+  /* A commit that fails (no vCPU state) leaves nothing either. */
+  EXPECT(vmsnap_writer_create(existing, VMSNAP_ARCH_X86_64, NULL, &w) == VMSNAP_OK, "create");
+  rc = vmsnap_writer_commit(w);
+  EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), existing), "empty commit: %d", rc);
+  vmsnap_writer_free(w);
+  free(after);
+  after = slurp(existing, &after_len);
+  EXPECT(after && after_len == before_len && memcmp(before, after, before_len) == 0, "failed commit changed the file");
+  EXPECT(count_entries(argv[2]) == size, "a failed commit left a file behind");
+
+  /* A corrupt byte in the chunk area: open succeeds, verify names where. */
+  {
+    FILE *f = fopen(existing, "r+b");
+    int c;
+    fseek(f, 4096 + 100, SEEK_SET);
+    c = fgetc(f);
+    fseek(f, 4096 + 100, SEEK_SET);
+    fputc(c ^ 0xff, f);
+    fclose(f);
+    EXPECT(vmsnap_open(existing, 0, &copy) == VMSNAP_OK, "open corrupt");
+    rc = vmsnap_verify(copy, NULL, NULL);
+    EXPECT(rc == VMSNAP_E_CORRUPT && strstr(vmsnap_last_error(), "offset") && strstr(vmsnap_last_error(), "chunk"),
+           "corrupt chunk: rc %d", rc);
+    vmsnap_close(copy);
+  }
+
+  /* The restore order is the library's business. */
+  {
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int vmfd = kvm >= 0 ? ioctl(kvm, KVM_CREATE_VM, 0) : -1;
+    vmsnap_vm *vm;
+    if (vmfd >= 0 && vmsnap_vm_attach(vmfd, &vm) == VMSNAP_OK) {
+      rc = vmsnap_vm_load_memory(vm, src, NULL, NULL);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "vmsnap_vm_restore_config"),
+             "load before config: %d", rc);
+      rc = vmsnap_vm_add_vcpu(vm, 0, kvm);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "irqchip"), "vCPU before config: %d", rc);
+      rc = vmsnap_vm_restore_state(vm, src);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT, "state before config: %d", rc);
+      vmsnap_vm_free(vm);
+      close(vmfd);
+    }
+    if (kvm >= 0) close(kvm);
+  }
+
+  vmsnap_close(src);
+  free(ram);
+  free(before);
+  free(after);
+  if (failures) fprintf(stderr, "%d failures\n", failures);
+  return failures ? 1 : 0;
+}
