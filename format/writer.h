@@ -35,6 +35,10 @@ struct WriterOptions {
   Env* env = nullptr;          // nullptr = Env::Default()
   ProgressFn progress;         // may be empty
   uint64_t progress_total = 0; // bytes of memory the caller will add, for progress
+  // Minor format version in the header and manifest: the lowest whose features
+  // the snapshot uses (layout::kMinorAarch64 for an aarch64 one). Commit()
+  // refuses a manifest that needs a newer minor than this says.
+  uint16_t format_minor = 0;
 };
 
 class SnapshotWriter {
