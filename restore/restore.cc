@@ -9,6 +9,7 @@ const char* ArchName(schema::Arch arch) {
     case schema::Arch::X8664: return "x86_64";
     case schema::Arch::S390X: return "s390x";
     case schema::Arch::PPC64: return "ppc64";
+    case schema::Arch::AARCH64: return "aarch64";
   }
   return "an unknown architecture";
 }

@@ -15,7 +15,7 @@
 
 namespace vmsnap::restore {
 
-// "x86_64", "s390x", "ppc64".
+// "x86_64", "s390x", "ppc64", "aarch64".
 const char* ArchName(schema::Arch arch);
 
 // Opens SNAPSHOT and its parents; every layer is checked by the format reader.
