@@ -37,7 +37,7 @@ std::string SnakeCase(std::string_view camel);
 std::string MpStateName(uint32_t state);
 // Short name of a well-known x86 MSR ("EFER", "LSTAR"), or "" when unknown.
 std::string_view MsrName(uint32_t index);
-// "x86_64", "s390x", "ppc64".
+// "x86_64", "s390x", "ppc64", "aarch64".
 std::string ArchName(schema::Arch arch);
 
 // MSRs whose value moves with time even while the VM is paused, so a capture,

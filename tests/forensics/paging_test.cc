@@ -183,6 +183,30 @@ TEST(Headers, PrstatusHasUserRegsInGdbOrder) {
   EXPECT_EQ(Le64(b, kReg + 22 * 8), 0x65u);    // gs_base
 }
 
+// struct elf_prstatus on arm64: the same 112-byte head, then user_pt_regs.
+TEST(Headers, Arm64PrstatusLayout) {
+  capnp::MallocMessageBuilder msg;
+  auto v = msg.initRoot<schema::aarch64::Vcpu>();
+  auto c = v.initCore();
+  auto x = c.initX(31);
+  for (unsigned i = 0; i < 31; ++i) x.set(i, 0x100 + i);
+  c.setSpEl0(0xe0);
+  c.setSpEl1(0xe1);
+  c.setPc(0xffff800008001234ull);
+  c.setPstate(0x3c5);  // EL1h: the stack pointer in use is SP_EL1
+  auto b = Arm64Prstatus(v.asReader(), 0);
+  ASSERT_EQ(b.size(), 392u);
+  EXPECT_EQ(b[32], 1);
+  constexpr size_t kReg = 112;
+  EXPECT_EQ(Le64(b, kReg), 0x100u);            // x0
+  EXPECT_EQ(Le64(b, kReg + 30 * 8), 0x11eu);   // x30
+  EXPECT_EQ(Le64(b, kReg + 31 * 8), 0xe1u);    // sp
+  EXPECT_EQ(Le64(b, kReg + 32 * 8), 0xffff800008001234ull);  // pc
+  EXPECT_EQ(Le64(b, kReg + 33 * 8), 0x3c5u);   // pstate
+  c.setPstate(0x3c4);  // EL1t: SP_EL0
+  EXPECT_EQ(Le64(Arm64Prstatus(v.asReader(), 0), kReg + 31 * 8), 0xe0u);
+}
+
 TEST(Headers, LimeHeaderBytes) {
   auto b = LimeHeader(0x100000, 0x1fffff);
   ASSERT_EQ(b.size(), 32u);

@@ -579,6 +579,7 @@ TEST_F(ToolsCli, GoldenFiles) {
   };
   for (Good f : {Good{"x86_64.vmsnap", "x86_64"}, Good{"x86_64-child.vmsnap", "x86_64"},
                  Good{"s390x.vmsnap", "s390x"}, Good{"ppc64.vmsnap", "ppc64"},
+                 Good{"aarch64.vmsnap", "aarch64"},
                  Good{"newer-minor.vmsnap", nullptr}}) {
     std::string p = g + f.file;
     if (!fs::exists(p)) continue;
