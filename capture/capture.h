@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "format/writer.h"
 #include "kvm/kvm.h"
 #include "schemas/manifest.capnp.h"

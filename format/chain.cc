@@ -101,7 +101,7 @@ SnapshotChain::PageSource SnapshotChain::Locate(uint64_t gpa) const {
 Status SnapshotChain::ReadMemory(uint64_t gpa, uint64_t len, uint8_t* out) const {
   if (len == 0) return Status::Ok();
   if (gpa + len < gpa) {
-    return Status::InvalidArgument("memory range " + layout::Hex(gpa) + "+" + std::to_string(len) +
+    return Status::InvalidArgument("memory range " + Hex(gpa) + "+" + std::to_string(len) +
                                    " overflows");
   }
   const uint64_t end = gpa + len;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "format/reader.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap {
 

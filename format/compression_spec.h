@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "format/writer.h"
 #include "schemas/manifest.capnp.h"
 

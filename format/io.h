@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap {
 

@@ -9,12 +9,6 @@
 
 namespace vmsnap::layout {
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string IdToHex(const SnapshotId& id) {
   static const char kDigits[] = "0123456789abcdef";
   std::string s;

@@ -10,7 +10,8 @@
 #include <span>
 #include <string>
 
-#include "format/status.h"
+#include "base/hex.h"
+#include "base/status.h"
 
 namespace vmsnap::layout {
 
@@ -118,8 +119,5 @@ void EncodeFooter(const Footer& f, uint8_t out[kFooterSize]);
 // the footer's magic and checksum and that the manifest lies between the
 // header and the footer. Errors: Corruption("footer at file offset 0x...: ...").
 Result<Footer> DecodeFooter(std::span<const uint8_t> file);
-
-// "0x1f" style hex, used in every message that names an offset or address.
-std::string Hex(uint64_t v);
 
 }  // namespace vmsnap::layout

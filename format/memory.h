@@ -9,7 +9,7 @@
 
 #include "format/chain.h"
 #include "format/reader.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap {
 

@@ -22,21 +22,11 @@
 #include <kj/exception.h>
 #include <vector>
 
+#include "base/fd.h"
+#include "base/mapping.h"
+
 namespace vmsnap {
 namespace {
-
-using layout::Hex;
-
-struct Mapping {
-  void* addr = nullptr;
-  size_t len = 0;
-  Mapping() = default;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (addr != nullptr) ::munmap(addr, len);
-  }
-};
 
 struct DctxDeleter {
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
@@ -429,31 +419,17 @@ Result<std::unique_ptr<SnapshotReader>> SnapshotReader::OpenBuffer(std::span<con
 
 Result<std::unique_ptr<SnapshotReader>> SnapshotReader::Open(const std::string& path,
                                                              const ReaderOptions& options) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    return Status::FromErrno(e, "stat " + path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return Status::InvalidArgument(path + " is not a regular file");
-  }
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
   auto r = std::make_unique<ReaderImpl>();
   const size_t len = size_t(st.st_size);
   if (len > 0) {
-    void* p = ::mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) return Status::FromErrno(e, "mmap " + path);
-    r->mapping_.addr = p;
-    r->mapping_.len = len;
-  } else {
-    ::close(fd);
+    VMSNAP_ASSIGN_OR_RETURN(r->mapping_, Mapping::Map(len, PROT_READ, MAP_PRIVATE, fd.get(), 0, "mmap " + path));
   }
-  std::span<const uint8_t> bytes(static_cast<const uint8_t*>(r->mapping_.addr), len);
+  std::span<const uint8_t> bytes(r->mapping_.data(), len);
   VMSNAP_RETURN_IF_ERROR(r->Init(bytes, path, options));
   return std::unique_ptr<SnapshotReader>(std::move(r));
 }

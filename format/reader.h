@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "format/layout.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap {

@@ -27,8 +27,6 @@
 namespace vmsnap {
 namespace {
 
-using layout::Hex;
-
 bool IsZero(const uint8_t* p, size_t n) {
   // 64 bytes per step, OR-reduced: the compiler turns this into vector loads,
   // and a non-zero page usually fails in its first block.

@@ -14,7 +14,7 @@
 
 #include "format/io.h"
 #include "format/layout.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap {

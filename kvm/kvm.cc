@@ -89,16 +89,9 @@ Result<std::unique_ptr<Vcpu>> Vm::CreateVcpu(int index) {
   VMSNAP_ASSIGN_OR_RETURN(int vfd, Ioctl(fd(), KVM_CREATE_VCPU, reinterpret_cast<void*>(static_cast<long>(index)),
                                          "KVM_CREATE_VCPU", where));
   UniqueFd owned(vfd);
-  void* p = ::mmap(nullptr, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vfd, 0);
-  if (p == MAP_FAILED) {
-    int err = errno;
-    return Status::Kvm("mmap of kvm_run" + where + ": " + std::strerror(err));
-  }
-  return std::unique_ptr<Vcpu>(new Vcpu(index, std::move(owned), static_cast<kvm_run*>(p), run_size));
-}
-
-Vcpu::~Vcpu() {
-  if (run_) ::munmap(run_, run_size_);
+  auto run = Mapping::Map(run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vfd, 0, "mmap of kvm_run" + where);
+  if (!run.ok()) return Status(Code::kKvm, run.status().message());
+  return std::unique_ptr<Vcpu>(new Vcpu(index, std::move(owned), std::move(run).value()));
 }
 
 std::string Vcpu::where() const { return " on vCPU " + std::to_string(index_); }

@@ -13,8 +13,9 @@
 #include <span>
 #include <string>
 
-#include "format/status.h"
-#include "kvm/fd.h"
+#include "base/fd.h"
+#include "base/mapping.h"
+#include "base/status.h"
 
 namespace vmsnap::kvm {
 
@@ -83,14 +84,13 @@ class Vm {
 
 class Vcpu {
  public:
-  ~Vcpu();
   Vcpu(const Vcpu&) = delete;
   Vcpu& operator=(const Vcpu&) = delete;
 
   int index() const { return index_; }
   int fd() const { return fd_.get(); }
   // The shared run area (exit reason, I/O data, immediate_exit).
-  kvm_run* run() const { return run_; }
+  kvm_run* run() const { return reinterpret_cast<kvm_run*>(run_.data()); }
   // " on vCPU N", for error messages.
   std::string where() const;
 
@@ -100,12 +100,10 @@ class Vcpu {
 
  private:
   friend class Vm;
-  Vcpu(int index, UniqueFd fd, kvm_run* run, size_t run_size)
-      : index_(index), fd_(std::move(fd)), run_(run), run_size_(run_size) {}
+  Vcpu(int index, UniqueFd fd, Mapping run) : index_(index), fd_(std::move(fd)), run_(std::move(run)) {}
   int index_;
-  UniqueFd fd_;
-  kvm_run* run_;
-  size_t run_size_;
+  UniqueFd fd_;  // declared before run_: the mapping goes first
+  Mapping run_;
 };
 
 }  // namespace vmsnap::kvm

@@ -2,17 +2,9 @@
 // The arch-neutral restore driver: see restore.h.
 #include "restore/restore.h"
 
-namespace vmsnap::restore {
+#include "base/arch.h"
 
-const char* ArchName(schema::Arch arch) {
-  switch (arch) {
-    case schema::Arch::X8664: return "x86_64";
-    case schema::Arch::S390X: return "s390x";
-    case schema::Arch::PPC64: return "ppc64";
-    case schema::Arch::AARCH64: return "aarch64";
-  }
-  return "an unknown architecture";
-}
+namespace vmsnap::restore {
 
 Result<SnapshotChain> OpenSnapshot(const std::string& path) { return SnapshotChain::Open(path); }
 

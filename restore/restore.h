@@ -9,14 +9,11 @@
 #include <string>
 
 #include "format/chain.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/kvm.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap::restore {
-
-// "x86_64", "s390x", "ppc64", "aarch64".
-const char* ArchName(schema::Arch arch);
 
 // Opens SNAPSHOT and its parents; every layer is checked by the format reader.
 Result<SnapshotChain> OpenSnapshot(const std::string& path);

@@ -136,8 +136,8 @@ int RunDiff(const DiffOptions& o) {
     Json ranges = Json::array();
     for (const Range& r : mem->ranges) {
       Json e = Json::object();
-      e["start"] = tools::Hex(r.start);
-      e["end"] = tools::Hex(r.end);
+      e["start"] = Hex(r.start);
+      e["end"] = Hex(r.end);
       ranges.push_back(std::move(e));
     }
     m["ranges"] = std::move(ranges);
@@ -155,7 +155,7 @@ int RunDiff(const DiffOptions& o) {
         if (x.size() > 80 && y.size() > 80) {
           size_t i = 0;
           while (i < x.size() && i < y.size() && x[i] == y[i]) i++;
-          out += "  (first difference at byte " + tools::Hex(i / 2) + ")";
+          out += "  (first difference at byte " + Hex(i / 2) + ")";
         }
       }
       out += "\n";
@@ -164,7 +164,7 @@ int RunDiff(const DiffOptions& o) {
       out += "memory: " + std::to_string(mem->differing_pages) + " page(s) differ in " +
              std::to_string(mem->ranges.size()) + " range(s)\n";
       for (const Range& r : mem->ranges) {
-        out += "  " + tools::Hex(r.start) + "-" + tools::Hex(r.end) + "  (" +
+        out += "  " + Hex(r.start) + "-" + Hex(r.end) + "  (" +
                tools::HumanBytes(r.end - r.start) + ")\n";
       }
     } else {
@@ -185,7 +185,7 @@ std::string VolatileHelp() {
       "(vcpus[].lapic_decoded.timer_current_count and its bytes 0x390-0x393 in the raw page), "
       "and these MSRs:\n";
   for (const auto& m : tools::VolatileMsrs()) {
-    s += "  " + tools::Hex(m.index) + " " + m.name + ": " + m.why + "\n";
+    s += "  " + Hex(m.index) + " " + m.name + ": " + m.why + "\n";
   }
   return s;
 }

@@ -87,7 +87,7 @@ int RunRead(const ReadArgs& a) {
   auto len = forensics::ParseNumber(a.len, "--len", /*allow_suffix=*/true);
   if (!len.ok()) return fail(len.status());
   if (*start + *len < *start) {
-    return fail(Status::InvalidArgument("range " + forensics::Hex(*start) + "+" + forensics::Hex(*len) +
+    return fail(Status::InvalidArgument("range " + Hex(*start) + "+" + Hex(*len) +
                                         " wraps past the end of the address space"));
   }
 
@@ -116,7 +116,7 @@ int RunRead(const ReadArgs& a) {
       const uint64_t n = std::min(left, t->page_size - (gva & (t->page_size - 1)));
       Status inside = forensics::CheckInside(memory.regions(), t->gpa, n);
       if (!inside.ok()) {
-        return fail(inside.Context("gva " + forensics::Hex(gva) + " maps to gpa " + forensics::Hex(t->gpa)));
+        return fail(inside.Context("gva " + Hex(gva) + " maps to gpa " + Hex(t->gpa)));
       }
       if (!segments.empty() && segments.back().gpa + segments.back().len == t->gpa) {
         segments.back().len += n;

@@ -21,12 +21,6 @@
 
 namespace vmsnap::tools {
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
-
 std::string HexSigned(int64_t v) {
   if (v >= 0) return Hex(static_cast<uint64_t>(v));
   return "-" + Hex(0 - static_cast<uint64_t>(v));
@@ -139,16 +133,6 @@ std::string_view MsrName(uint32_t index) {
     if (e.index == index) return e.name;
   }
   return {};
-}
-
-std::string ArchName(schema::Arch arch) {
-  switch (arch) {
-    case schema::Arch::X8664: return "x86_64";
-    case schema::Arch::S390X: return "s390x";
-    case schema::Arch::PPC64: return "ppc64";
-    case schema::Arch::AARCH64: return "aarch64";
-  }
-  return "unknown(" + std::to_string(static_cast<unsigned>(arch)) + ")";
 }
 
 std::span<const VolatileMsr> VolatileMsrs() {

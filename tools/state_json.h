@@ -16,16 +16,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/arch.h"
+#include "base/hex.h"
 #include "format/reader.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap::tools {
 
 using Json = nlohmann::ordered_json;
 
-// "0x" + lower-case hex, no padding ("0x0" for zero).
-std::string Hex(uint64_t v);
 // As Hex, with a leading '-' for negative values.
 std::string HexSigned(int64_t v);
 // Bytes as lower-case hex, two digits each, no prefix.
@@ -37,8 +37,6 @@ std::string SnakeCase(std::string_view camel);
 std::string MpStateName(uint32_t state);
 // Short name of a well-known x86 MSR ("EFER", "LSTAR"), or "" when unknown.
 std::string_view MsrName(uint32_t index);
-// "x86_64", "s390x", "ppc64", "aarch64".
-std::string ArchName(schema::Arch arch);
 
 // MSRs whose value moves with time even while the VM is paused, so a capture,
 // restore and second capture of the same VM legitimately differ in them.

@@ -54,50 +54,50 @@ int RunTranslate(const TranslateArgs& a) {
 
   if (a.json) {
     nlohmann::ordered_json j;
-    j["gva"] = forensics::Hex(*gva);
+    j["gva"] = Hex(*gva);
     j["vcpu"] = a.vcpu;
     j["mode"] = forensics::ModeName(t->mode);
     if (regs->arm64) {
-      j["tcr_el1"] = forensics::Hex(regs->tcr);
+      j["tcr_el1"] = Hex(regs->tcr);
       j["table_register"] = t->root_name;
-      j["table_base"] = forensics::Hex(t->root);
+      j["table_base"] = Hex(t->root);
     } else {
-      j["cr3"] = forensics::Hex(regs->cr3);
+      j["cr3"] = Hex(regs->cr3);
     }
     auto steps = nlohmann::ordered_json::array();
     for (const auto& s : t->steps) {
       nlohmann::ordered_json js;
       js["level"] = s.level;
-      js["table"] = forensics::Hex(s.table_gpa);
+      js["table"] = Hex(s.table_gpa);
       js["index"] = s.index;
-      js["entry_address"] = forensics::Hex(s.entry_gpa);
-      js["entry"] = forensics::Hex(s.entry);
+      js["entry_address"] = Hex(s.entry_gpa);
+      js["entry"] = Hex(s.entry);
       js["flags"] = forensics::EntryFlags(s);
       steps.push_back(std::move(js));
     }
     j["steps"] = std::move(steps);
     j["mapped"] = t->mapped;
     if (t->mapped) {
-      j["gpa"] = forensics::Hex(t->gpa);
+      j["gpa"] = Hex(t->gpa);
       j["page_size"] = t->page_size;
     } else {
       j["fault"] = {{"level", t->steps.back().level},
-                    {"entry_address", forensics::Hex(t->steps.back().entry_gpa)},
-                    {"entry", forensics::Hex(t->steps.back().entry)},
+                    {"entry_address", Hex(t->steps.back().entry_gpa)},
+                    {"entry", Hex(t->steps.back().entry)},
                     {"reason", t->fault}};
     }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("gva %s  vCPU %" PRIu64 "  paging %s  %s %s\n", forensics::Hex(*gva).c_str(), a.vcpu,
-                forensics::ModeName(t->mode), t->root_name, forensics::Hex(t->root).c_str());
+    std::printf("gva %s  vCPU %" PRIu64 "  paging %s  %s %s\n", Hex(*gva).c_str(), a.vcpu,
+                forensics::ModeName(t->mode), t->root_name, Hex(t->root).c_str());
     for (const auto& s : t->steps) {
       std::printf("  %-4s  table %-12s  index %3u  entry at %-12s = %s  %s\n", s.level,
-                  forensics::Hex(s.table_gpa).c_str(), s.index, forensics::Hex(s.entry_gpa).c_str(),
+                  Hex(s.table_gpa).c_str(), s.index, Hex(s.entry_gpa).c_str(),
                   EntryHex(s).c_str(), forensics::EntryFlags(s).c_str());
     }
     if (t->mapped) {
-      std::printf("gpa %s  (%s page at %s)\n", forensics::Hex(t->gpa).c_str(), PageSizeName(t->page_size).c_str(),
-                  forensics::Hex(t->gpa & ~(t->page_size - 1)).c_str());
+      std::printf("gpa %s  (%s page at %s)\n", Hex(t->gpa).c_str(), PageSizeName(t->page_size).c_str(),
+                  Hex(t->gpa & ~(t->page_size - 1)).c_str());
     }
   }
   std::fflush(stdout);

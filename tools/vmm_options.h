@@ -11,7 +11,7 @@
 
 #include "capture/dirty/tracker.h"
 #include "format/compression_spec.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "tools/compression_flag.h"
 #include "tools/progress.h"
 #include "vmm/vmm.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/x86_64/x86.h"
 #include "vmm/memory.h"
 

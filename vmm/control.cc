@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
-// The control socket: see control.h.
+// The control socket: the socket itself, request parsing and the replies
+// (see control.h).
 #include "vmm/control.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <memory>
 
 namespace vmsnap::vmm {
 namespace {
@@ -25,9 +29,9 @@ Result<sockaddr_un> Address(const std::string& path) {
 
 }  // namespace
 
-Result<kvm::UniqueFd> ListenControl(const std::string& path) {
+Result<UniqueFd> ListenControl(const std::string& path) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
@@ -72,7 +76,7 @@ Status WriteLine(int fd, const std::string& line) {
 Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request,
                                       const std::function<void(const nlohmann::json&)>& on_progress) {
   VMSNAP_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  kvm::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Status::FromErrno(errno, "socket");
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
@@ -91,6 +95,72 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
     }
     return reply;
   }
+}
+
+Result<ControlCommand> ParseControlRequest(const std::string& line) {
+  nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
+  if (req.is_discarded() || !req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
+    return Status::InvalidArgument("malformed request: expected a JSON object with \"cmd\"");
+  }
+  ControlCommand c;
+  c.cmd = req["cmd"];
+  if (c.cmd == "ping") return c;
+  if (c.cmd != "save") return Status::InvalidArgument("unknown command \"" + c.cmd + "\"");
+  if (!req.contains("path") || !req["path"].is_string()) return Status::InvalidArgument("save: missing \"path\"");
+  SaveRequest& s = c.save;
+  s.path = req["path"].get<std::string>();
+  if (req.contains("parent") && req["parent"].is_string()) s.parent = req["parent"].get<std::string>();
+  s.live = req.value("live", false);
+  if (req.contains("compress")) {
+    if (!req["compress"].is_string()) {
+      return Status::InvalidArgument("save: \"compress\" must be a string: none, zstd or zstd:LEVEL");
+    }
+    auto spec = ParseCompressionSpec(req["compress"].get<std::string>());
+    if (!spec.ok()) return spec.status().Context("save");
+    s.compression = *spec;
+  }
+  s.stop = req.value("stop", false);
+  c.progress = req.value("progress", false);
+  return c;
+}
+
+void Vmm::HandleControlClient(int fd) {
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto reply_error = [fd](const std::string& msg) {
+    (void)WriteLine(fd, nlohmann::json{{"ok", false}, {"error", msg}}.dump());
+  };
+  auto line = ReadLine(fd);
+  if (!line.ok()) return;
+  auto parsed = ParseControlRequest(*line);
+  if (!parsed.ok()) return reply_error(parsed.status().message());
+  const ControlCommand& c = *parsed;
+  if (c.cmd == "ping") {
+    (void)WriteLine(fd, nlohmann::json{{"ok", true}}.dump());
+    return;
+  }
+  if (c.progress) {
+    // Progress lines before the reply, at most every 100 ms and the last
+    // one always; a client that went away only makes these sends fail.
+    auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+    save_progress_ = [fd, last](uint64_t done, uint64_t total) {
+      auto now = std::chrono::steady_clock::now();
+      if (done < total && now - *last < std::chrono::milliseconds(100)) return;
+      *last = now;
+      (void)WriteLine(fd, nlohmann::json{{"progress", {{"done", done}, {"total", total}}}}.dump());
+    };
+  }
+  capture::dirty::LiveStats live_stats;
+  auto r = Save(c.save, &live_stats);
+  save_progress_ = nullptr;
+  if (!r.ok()) return reply_error(r.status().message());
+  nlohmann::json reply{{"ok", true}, {"path", r->path}, {"bytes", r->file_size}, {"id", layout::IdToHex(r->id)}};
+  if (c.save.live) {
+    reply["rounds"] = live_stats.rounds;
+    reply["pause_ns"] = live_stats.pause_ns;
+  }
+  (void)WriteLine(fd, reply.dump());
+  if (c.save.stop) Stop(0, Status::Ok());
 }
 
 }  // namespace vmsnap::vmm

@@ -11,14 +11,15 @@
 #include <functional>
 #include <string>
 
-#include "format/status.h"
-#include "kvm/fd.h"
+#include "base/fd.h"
+#include "base/status.h"
+#include "vmm/vmm.h"
 
 namespace vmsnap::vmm {
 
 // Creates the listening socket at `path`, mode 0600 (it lets its user read
 // all guest memory). An existing socket file at `path` is replaced.
-Result<kvm::UniqueFd> ListenControl(const std::string& path);
+Result<UniqueFd> ListenControl(const std::string& path);
 
 // Client side: connects, sends one request, returns the reply object.
 // Progress lines the VMM sends before the reply (objects with a "progress"
@@ -29,5 +30,14 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
 // Reads one '\n'-terminated line from a connected socket (at most 64 KiB).
 Result<std::string> ReadLine(int fd);
 Status WriteLine(int fd, const std::string& line);
+
+// One request line, parsed and checked. An error's message is what the
+// reply's "error" says.
+struct ControlCommand {
+  std::string cmd;        // "ping" or "save"
+  SaveRequest save;       // for "save"
+  bool progress = false;  // "save": progress lines before the reply
+};
+Result<ControlCommand> ParseControlRequest(const std::string& line);
 
 }  // namespace vmsnap::vmm

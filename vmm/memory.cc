@@ -11,10 +11,6 @@
 
 namespace vmsnap::vmm {
 
-MemoryRegion::~MemoryRegion() {
-  if (map_) ::munmap(map_, map_len_);
-}
-
 kvm::MemorySlot MemoryRegion::slot_spec() const {
   kvm::MemorySlot s;
   s.slot = view_.slot;
@@ -29,21 +25,18 @@ Status GuestMemory::AddRegion(int fd, uint64_t file_offset, uint64_t gpa, uint64
                               uint32_t flags, const std::string& name) {
   // Anonymous RAM is private and not reserved up front: untouched guest pages
   // cost nothing. File-backed RAM is shared so the file sees guest writes.
-  void* p = fd >= 0 ? ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_offset))
-                    : ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) {
-    int err = errno;
-    return Status::Internal("cannot map " + std::to_string(size) + " bytes of guest RAM: " + std::strerror(err));
-  }
+  const std::string what = "cannot map " + std::to_string(size) + " bytes of guest RAM";
+  auto map = fd >= 0 ? Mapping::Map(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_offset), what)
+                     : Mapping::Anonymous(size, what);
+  if (!map.ok()) return Status(Code::kInternal, map.status().message());
   std::unique_ptr<MemoryRegion> r(new MemoryRegion());
-  r->map_ = p;
-  r->map_len_ = size;
+  r->map_ = std::move(map).value();
   r->file_backed_ = fd >= 0;
   r->view_.slot = slot;
   r->view_.flags = flags;
   r->view_.gpa = gpa;
   r->view_.size = size;
-  r->view_.host = static_cast<uint8_t*>(p);
+  r->view_.host = r->map_.data();
   r->view_.name = name;
   regions_.push_back(std::move(r));
   return Status::Ok();
@@ -58,7 +51,7 @@ Result<std::unique_ptr<GuestMemory>> GuestMemory::Create(uint64_t size, const st
       int err = errno;
       return Status::FromErrno(err, "cannot open --mem-file " + file);
     }
-    mem->file_ = kvm::UniqueFd(fd);
+    mem->file_ = UniqueFd(fd);
     struct stat st {};
     if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, "cannot stat --mem-file " + file);
     size = static_cast<uint64_t>(st.st_size);

@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
-#include "kvm/fd.h"
+#include "base/fd.h"
+#include "base/mapping.h"
+#include "base/status.h"
 #include "kvm/kvm.h"
 
 namespace vmsnap::vmm {
@@ -22,7 +23,6 @@ inline constexpr uint64_t kHighMemStart = 0x100000000ull;
 
 class MemoryRegion {
  public:
-  ~MemoryRegion();
   MemoryRegion(const MemoryRegion&) = delete;
   MemoryRegion& operator=(const MemoryRegion&) = delete;
 
@@ -42,8 +42,7 @@ class MemoryRegion {
   friend class GuestMemory;
   MemoryRegion() = default;
   kvm::GuestRegion view_;
-  void* map_ = nullptr;
-  size_t map_len_ = 0;
+  Mapping map_;
   bool file_backed_ = false;
 };
 
@@ -72,7 +71,7 @@ class GuestMemory {
   Status AddRegion(int fd, uint64_t file_offset, uint64_t gpa, uint64_t size, uint32_t slot, uint32_t flags,
                    const std::string& name);
   std::vector<std::unique_ptr<MemoryRegion>> regions_;
-  kvm::UniqueFd file_;
+  UniqueFd file_;
 };
 
 }  // namespace vmsnap::vmm

@@ -2,12 +2,13 @@
 // The built-in x86-64 VMM behind `vmsnap run` and `vmsnap load`: one VM, its
 // guest RAM regions, one thread per vCPU, the serial/exit/doorbell ports, a
 // consistent pause/resume of all vCPUs, snapshots, and the control socket.
+// One class, its members defined by job: vmm.cc (life cycle), vcpu_loop.cc,
+// devices.cc, control.cc, save.cc.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <cstdio>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -21,11 +22,14 @@
 #include "capture/dirty/snapshot.h"
 #include "capture/x86_64/x86_capture.h"
 #include "format/compression_spec.h"
-#include "format/status.h"
+#include "base/fd.h"
+#include "base/status.h"
 #include "kvm/kvm.h"
 #include "kvm/x86_64/x86.h"
 #include "restore/restore.h"
+#include "vmm/devices.h"
 #include "vmm/memory.h"
+#include "vmm/ports.h"
 
 namespace vmsnap::vmm {
 
@@ -117,13 +121,18 @@ class Vmm {
   Status Init(const VmmOptions& options);
   Status CreateVm(const kvm::x86::VmConfig& config);
   Status CreateVcpus(int count);
+  // vcpu_loop.cc
+  void StartVcpus();
+  void JoinVcpus();
   void VcpuLoop(size_t i);
   // Returns false when the loop should end.
   bool HandleExit(size_t i);
   Status ParkVcpu(size_t i);
   void Stop(std::optional<int> exit_status, Status error);
   void Notify();
+  // save.cc
   Status HandleDoorbell();
+  // control.cc
   void HandleControlClient(int fd);
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
                                             const capture::dirty::SnapshotPlan& plan,
@@ -132,7 +141,6 @@ class Vmm {
   // snapshot, ends the VM without letting it run again).
   Result<capture::CaptureResult> SavePausedNow(const std::string& path, const capture::dirty::SnapshotPlan& plan,
                                                const CompressionSpec& compression, bool stop_after = false);
-  void SerialWrite(const uint8_t* data, size_t len);
 
   VmmOptions options_;
   // Progress of the snapshot being written, if someone watches it: set by
@@ -149,15 +157,13 @@ class Vmm {
   PauseHook pause_hook_;
   std::unique_ptr<capture::dirty::VmDirtyTracking> dirty_;  // null: tracking off
 
-  FILE* serial_ = nullptr;
-  bool own_serial_ = false;
-  std::mutex serial_mu_;
+  SerialOut serial_;
+  PortBus ports_;
 
   // Run state, guarded by mu_.
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::thread> threads_;
-  bool running_ = false;
   int pause_depth_ = 0;
   size_t parked_ = 0;
   bool stop_ = false;
@@ -165,7 +171,7 @@ class Vmm {
   Status error_;
   int pending_doorbells_ = 0;
   int doorbell_seq_ = 0;
-  int event_fd_ = -1;
+  UniqueFd event_fd_;  // wakes the main thread: doorbells, stops
 };
 
 }  // namespace vmsnap::vmm

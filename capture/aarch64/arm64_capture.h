@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "capture/capture.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/aarch64/arm64.h"
 #include "schemas/manifest.capnp.h"
 

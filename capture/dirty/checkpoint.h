@@ -18,7 +18,7 @@
 
 #include "capture/dirty/page_set.h"
 #include "capture/dirty/tracker.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::capture::dirty {
 

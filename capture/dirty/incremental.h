@@ -16,7 +16,7 @@
 #include "capture/dirty/page_set.h"
 #include "capture/dirty/tracker.h"
 #include "format/layout.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/dirty/dirty_log.h"
 
 namespace vmsnap::capture::dirty {

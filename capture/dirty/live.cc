@@ -2,8 +2,6 @@
 // Live snapshots: see live.h.
 #include "capture/dirty/live.h"
 
-#include <sys/mman.h>
-
 #include <chrono>
 #include <cstring>
 
@@ -12,18 +10,14 @@ namespace vmsnap::capture::dirty {
 Result<std::unique_ptr<ShadowMemory>> ShadowMemory::Create(const PageLayout& layout) {
   auto s = std::unique_ptr<ShadowMemory>(new ShadowMemory(layout));
   for (const auto& r : layout.regions()) {
-    void* p = ::mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return Status::Io("live save: cannot map a " + std::to_string(r.size) + "-byte shadow of " + r.name);
-    s->maps_.emplace_back(p, r.size);
+    auto map = Mapping::Anonymous(r.size, "shadow");
+    if (!map.ok()) return Status::Io("live save: cannot map a " + std::to_string(r.size) + "-byte shadow of " + r.name);
     kvm::GuestRegion v = r;
-    v.host = static_cast<uint8_t*>(p);
+    v.host = map->data();
+    s->maps_.push_back(std::move(map).value());
     s->regions_.push_back(v);
   }
   return s;
-}
-
-ShadowMemory::~ShadowMemory() {
-  for (auto [p, n] : maps_) ::munmap(p, n);
 }
 
 void ShadowMemory::CopyAll() {

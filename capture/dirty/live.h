@@ -15,7 +15,8 @@
 
 #include "capture/capture.h"
 #include "capture/dirty/page_set.h"
-#include "format/status.h"
+#include "base/mapping.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap::capture::dirty {
@@ -35,7 +36,6 @@ struct LiveStats {
 class ShadowMemory {
  public:
   static Result<std::unique_ptr<ShadowMemory>> Create(const PageLayout& layout);
-  ~ShadowMemory();
   ShadowMemory(const ShadowMemory&) = delete;
   ShadowMemory& operator=(const ShadowMemory&) = delete;
 
@@ -49,7 +49,7 @@ class ShadowMemory {
   explicit ShadowMemory(const PageLayout& layout) : layout_(layout) {}
   const PageLayout& layout_;
   std::vector<kvm::GuestRegion> regions_;
-  std::vector<std::pair<void*, size_t>> maps_;
+  std::vector<Mapping> maps_;
 };
 
 // Captures the architecture state into a message of its own while the VM is

@@ -12,7 +12,7 @@
 #include "capture/capture.h"
 #include "capture/dirty/incremental.h"
 #include "capture/dirty/live.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::capture::dirty {
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "capture/dirty/page_set.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/dirty/dirty_log.h"
 #include "kvm/kvm.h"
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "capture/capture.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/ppc64/ppc64.h"
 #include "schemas/manifest.capnp.h"
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "capture/capture.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/s390x/s390.h"
 #include "schemas/manifest.capnp.h"
 

@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::kvm::arm64 {
 

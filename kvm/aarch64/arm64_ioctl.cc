@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "kvm/aarch64/arm64.h"
-#include "kvm/fd.h"
+#include "base/fd.h"
 
 #if defined(__aarch64__)
 #include <asm/kvm.h>

@@ -79,17 +79,11 @@ Result<std::unique_ptr<DirtyRingMapping>> DirtyRingMapping::Map(int vcpu_fd, uin
   }
   long page = ::sysconf(_SC_PAGESIZE);
   off_t offset = static_cast<off_t>(KVM_DIRTY_LOG_PAGE_OFFSET) * page;
-  void* p = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, offset);
-  if (p == MAP_FAILED) {
-    int err = errno;
-    return Status::Kvm("mmap of the dirty ring on vCPU " + std::to_string(vcpu_index) + ": " +
-                       std::strerror(err));
-  }
+  auto map = Mapping::Map(ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd, offset,
+                          "mmap of the dirty ring on vCPU " + std::to_string(vcpu_index));
+  if (!map.ok()) return Status(Code::kKvm, map.status().message());
   return std::unique_ptr<DirtyRingMapping>(new DirtyRingMapping(
-      static_cast<kvm_dirty_gfn*>(p), ring_bytes / static_cast<uint32_t>(sizeof(kvm_dirty_gfn)), ring_bytes,
-      vcpu_index));
+      std::move(map).value(), ring_bytes / static_cast<uint32_t>(sizeof(kvm_dirty_gfn)), vcpu_index));
 }
-
-DirtyRingMapping::~DirtyRingMapping() { ::munmap(entries_, bytes_); }
 
 }  // namespace vmsnap::kvm::dirty

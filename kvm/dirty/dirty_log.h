@@ -10,7 +10,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "format/status.h"
+#include "base/mapping.h"
+#include "base/status.h"
 #include "kvm/kvm.h"
 
 namespace vmsnap::kvm::dirty {
@@ -67,20 +68,16 @@ class VmDirtyLog final : public DirtyLogOps {
 class DirtyRingMapping {
  public:
   static Result<std::unique_ptr<DirtyRingMapping>> Map(int vcpu_fd, uint32_t ring_bytes, int vcpu_index);
-  ~DirtyRingMapping();
-  DirtyRingMapping(const DirtyRingMapping&) = delete;
-  DirtyRingMapping& operator=(const DirtyRingMapping&) = delete;
 
-  kvm_dirty_gfn* entries() const { return entries_; }
+  kvm_dirty_gfn* entries() const { return reinterpret_cast<kvm_dirty_gfn*>(map_.data()); }
   uint32_t count() const { return count_; }  // a power of two
   int vcpu_index() const { return vcpu_index_; }
 
  private:
-  DirtyRingMapping(kvm_dirty_gfn* e, uint32_t count, size_t bytes, int vcpu)
-      : entries_(e), count_(count), bytes_(bytes), vcpu_index_(vcpu) {}
-  kvm_dirty_gfn* entries_;
+  DirtyRingMapping(Mapping map, uint32_t count, int vcpu)
+      : map_(std::move(map)), count_(count), vcpu_index_(vcpu) {}
+  Mapping map_;
   uint32_t count_;
-  size_t bytes_;
   int vcpu_index_;
 };
 

@@ -5,7 +5,7 @@
 
 #include <cerrno>
 
-#include "kvm/fd.h"
+#include "base/fd.h"
 #include "kvm/ppc64/ppc64.h"
 
 #if defined(__powerpc64__)

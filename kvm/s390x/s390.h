@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::kvm::s390 {
 

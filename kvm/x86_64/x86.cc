@@ -8,14 +8,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/hex.h"
+
 namespace vmsnap::kvm::x86 {
 namespace {
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // The uapi structs ending in __DECLARE_FLEX_ARRAY have a different sizeof in
 // C++ than in C (the empty-struct trick adds bytes), which changes both where

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/kvm.h"
 
 namespace vmsnap::kvm::x86 {

@@ -9,7 +9,7 @@
 #include <memory>
 #include <span>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/aarch64/arm64.h"
 #include "schemas/manifest.capnp.h"
 

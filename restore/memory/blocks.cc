@@ -13,8 +13,6 @@
 
 namespace vmsnap::memory::internal {
 
-using layout::Hex;
-
 std::string ChunkName(const SnapshotReader& r, size_t index) {
   const ChunkInfo& c = r.chunk_index()[index];
   std::string s = r.path() + ": chunk " + std::to_string(index) + " (gpa " + Hex(c.gpa) + "-" +

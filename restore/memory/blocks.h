@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "format/chain.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "restore/memory/loader.h"
 
 namespace vmsnap::memory::internal {

@@ -69,7 +69,7 @@ Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> r
                      off_t(m.file_offset));
     if (p == MAP_FAILED) {
       s = Status::FromErrno(errno, "mmap " + r.path() + " at file offset " +
-                                       layout::Hex(m.file_offset));
+                                       Hex(m.file_offset));
       break;
     }
   }

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <deque>
 
+#include "base/fd.h"
 #include "format/layout.h"
 #include "restore/memory/blocks.h"
 #include "restore/memory/loader.h"
@@ -51,27 +52,7 @@ struct uffdio_poison {
 namespace vmsnap::memory {
 namespace {
 
-using layout::Hex;
-
 enum BlockState : uint8_t { kEmpty = 0, kFilling = 1, kFilled = 2, kFailed = 3 };
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
 
 // A userfaultfd with the API handshake done, from the syscall or, where the
 // syscall is refused, from /dev/userfaultfd. Not UFFD_USER_MODE_ONLY: KVM's
@@ -112,8 +93,8 @@ struct LazyPager::Impl {
   internal::BlockGrid grid;
   LazyOptions opts;
   uint32_t ps = 4096;
-  Fd uffd;
-  Fd stop_efd;
+  UniqueFd uffd;
+  UniqueFd stop_efd;
   bool can_poison = false;
   std::unique_ptr<std::atomic<uint8_t>[]> state;
   std::atomic<size_t> filled{0};
@@ -412,7 +393,7 @@ Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,
     impl->can_poison = true;
   }
   if (!fd.ok()) return fd.status();
-  impl->uffd.reset(fd.value());
+  impl->uffd.Reset(fd.value());
   for (const GuestRegion& r : impl->grid.regions()) {
     struct uffdio_register reg = {};
     reg.range.start = reinterpret_cast<uintptr_t>(r.host);
@@ -430,7 +411,7 @@ Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,
     }
     if (!(reg.ioctls & (1ull << VMSNAP_UFFDIO_POISON_NR))) impl->can_poison = false;
   }
-  impl->stop_efd.reset(::eventfd(0, EFD_CLOEXEC));
+  impl->stop_efd.Reset(::eventfd(0, EFD_CLOEXEC));
   if (impl->stop_efd.get() < 0) return Status::FromErrno(errno, "eventfd");
   impl->state = std::make_unique<std::atomic<uint8_t>[]>(impl->grid.count());
 

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "format/chain.h"
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::memory {
 

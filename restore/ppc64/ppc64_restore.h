@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/ppc64/ppc64.h"
 #include "schemas/manifest.capnp.h"
 

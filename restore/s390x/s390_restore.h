@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <span>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/s390x/s390.h"
 #include "schemas/manifest.capnp.h"
 

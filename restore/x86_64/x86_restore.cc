@@ -6,17 +6,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/hex.h"
+
 namespace vmsnap::restore::x86 {
 namespace sx = schema::x86;
 namespace kx = kvm::x86;
 
 namespace {
-
-std::string Hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 kvm_segment GetSegment(sx::Segment::Reader s) {
   kvm_segment k{};

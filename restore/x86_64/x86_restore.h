@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "kvm/x86_64/x86.h"
 #include "schemas/manifest.capnp.h"
 #include "schemas/x86_64.capnp.h"

@@ -151,7 +151,7 @@ TEST_F(Corruption, BitFlipInManifestAndFooterIsNamed) {
     b[at] ^= 0x40;
     Status st = OpenAndVerify(b);
     ASSERT_FALSE(st.ok());
-    EXPECT_TRUE(Contains(st.message(), "manifest at file offset " + layout::Hex(s.manifest_offset) +
+    EXPECT_TRUE(Contains(st.message(), "manifest at file offset " + Hex(s.manifest_offset) +
                                            " (" + std::to_string(s.manifest_length) +
                                            " bytes): checksum mismatch"))
         << st.message();
@@ -161,7 +161,7 @@ TEST_F(Corruption, BitFlipInManifestAndFooterIsNamed) {
     b[at] ^= 0x02;
     Status st = OpenAndVerify(b);
     ASSERT_FALSE(st.ok());
-    EXPECT_TRUE(Contains(st.message(), "footer at file offset " + layout::Hex(s.footer_offset)))
+    EXPECT_TRUE(Contains(st.message(), "footer at file offset " + Hex(s.footer_offset)))
         << st.message();
   }
 }
@@ -192,7 +192,7 @@ struct Bad {
 
 TEST_F(Corruption, StructuralChecksOfTheChunkIndex) {
   auto s = testing::FindSections(*file_);
-  const std::string m = "manifest at file offset " + layout::Hex(s.manifest_offset) + ": ";
+  const std::string m = "manifest at file offset " + Hex(s.manifest_offset) + ": ";
   const uint64_t c1off = (*chunks_)[1].file_offset;
   std::vector<Bad> cases = {
       {"bitmap length", [](auto b) { b.getChunks()[2].initPresentBitmap(1); },

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "format/status.h"
+#include "base/status.h"
 
 namespace vmsnap::golden {
 

@@ -11,7 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "tools/forensics/memory.h"
 
 namespace vmsnap::forensics {

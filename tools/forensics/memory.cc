@@ -8,12 +8,6 @@
 
 namespace vmsnap::forensics {
 
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
-
 Result<std::vector<Region>> RegionsOf(schema::Manifest::Reader manifest) {
   std::vector<Region> out;
   for (auto r : manifest.getMemory().getRegions()) {

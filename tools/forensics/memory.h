@@ -8,8 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "base/hex.h"
 #include "format/chain.h"
-#include "format/status.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap::forensics {
@@ -20,9 +21,6 @@ struct Region {
   std::string name;
   uint64_t end() const { return gpa + size; }
 };
-
-// "0x" and lower-case hex, as every vmsnap command prints addresses.
-std::string Hex(uint64_t v);
 
 // The manifest's memory regions, sorted by address. Regions of size zero are
 // dropped. Corruption when a region wraps past 2^64 or two regions overlap.

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "format/status.h"
+#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 #include "tools/forensics/memory.h"
 

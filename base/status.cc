@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Status helpers.
-#include "format/status.h"
+// Status helpers: see status.h.
+#include "base/status.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
-// RAII owner of a file descriptor, used for the KVM system, VM and vCPU fds.
+// The one owner of a file descriptor (KVM, VM and vCPU fds, snapshot files,
+// userfaultfds, sockets): closes it when it goes out of scope.
 #pragma once
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace vmsnap::kvm {
+namespace vmsnap {
 
 class UniqueFd {
  public:
@@ -14,10 +15,7 @@ class UniqueFd {
   explicit UniqueFd(int fd) : fd_(fd) {}
   UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
   UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      Reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
+    if (this != &o) Reset(std::exchange(o.fd_, -1));
     return *this;
   }
   UniqueFd(const UniqueFd&) = delete;
@@ -26,14 +24,16 @@ class UniqueFd {
 
   int get() const { return fd_; }
   bool valid() const { return fd_ >= 0; }
+  // Gives the fd up without closing it.
   int Release() { return std::exchange(fd_, -1); }
-  void Reset() {
+  // Closes the fd held (if any) and holds `fd` instead.
+  void Reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
+    fd_ = fd;
   }
 
  private:
   int fd_ = -1;
 };
 
-}  // namespace vmsnap::kvm
+}  // namespace vmsnap
