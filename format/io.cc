@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <random>
 
 namespace vmsnap {
 namespace {
@@ -41,6 +43,27 @@ class PosixWritableFile final : public WritableFile {
                               SYNC_FILE_RANGE_WRITE);
       kicked_ = written_;
     }
+    return Status::Ok();
+  }
+
+  Status WriteAt(uint64_t offset, const void* data, size_t len) override {
+    const char* p = static_cast<const char*>(data);
+    while (len > 0) {
+      ssize_t n = ::pwrite(fd_, p, std::min<size_t>(len, size_t{1} << 30), static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Status::FromErrno(errno, "write " + path_ + " at offset " + std::to_string(offset));
+      }
+      if (n == 0) return Status::Io("write " + path_ + ": wrote 0 bytes");
+      p += n;
+      offset += static_cast<uint64_t>(n);
+      len -= static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+
+  Status Truncate(uint64_t size) override {
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Status::FromErrno(errno, "set size of " + path_);
     return Status::Ok();
   }
 
@@ -111,6 +134,44 @@ class PosixEnv final : public Env {
 Env* Env::Default() {
   static PosixEnv* env = new PosixEnv;  // never freed: used from static destructors too
   return env;
+}
+
+Result<std::unique_ptr<AtomicFile>> AtomicFile::Create(Env* env, const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  std::random_device rd;
+  std::string tmp;
+  Result<std::unique_ptr<WritableFile>> file = Status::Internal("unreached");
+  // O_EXCL makes the name ours; a collision with a leftover just takes another name.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    char suffix[20];
+    std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
+    tmp = (slash == std::string::npos ? std::string() : dir + "/") + "." + base + ".tmp-" + suffix;
+    file = env->NewWritableFile(tmp, 0600);
+    if (file.ok() || file.status().message().find("File exists") == std::string::npos) break;
+  }
+  if (!file.ok()) return file.status();
+  return std::unique_ptr<AtomicFile>(new AtomicFile(env, path, dir, tmp, std::move(file).value()));
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) Abandon();
+}
+
+void AtomicFile::Abandon() {
+  if (!file_) return;
+  file_.reset();
+  (void)env_->Remove(tmp_);
+}
+
+Status AtomicFile::Commit() {
+  if (!file_) return Status::Internal("commit of an abandoned output " + path_);
+  VMSNAP_RETURN_IF_ERROR(file_->Sync());
+  VMSNAP_RETURN_IF_ERROR(file_->Close());
+  VMSNAP_RETURN_IF_ERROR(env_->Rename(tmp_, path_));
+  committed_ = true;
+  return env_->SyncDir(dir_);
 }
 
 }  // namespace vmsnap

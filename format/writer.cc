@@ -84,22 +84,10 @@ struct ChunkMeta {
   uint64_t raw_checksum;
 };
 
-std::string SplitDir(const std::string& path, std::string* base) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) {
-    *base = path;
-    return ".";
-  }
-  *base = path.substr(slash + 1);
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 class WriterImpl final : public SnapshotWriter {
  public:
-  WriterImpl(const WriterOptions& o, Env* env, std::string path, std::string dir, std::string tmp,
-             std::unique_ptr<WritableFile> file)
-      : opts_(o), env_(env), path_(std::move(path)), dir_(std::move(dir)), tmp_(std::move(tmp)),
-        file_(std::move(file)) {
+  WriterImpl(const WriterOptions& o, std::unique_ptr<AtomicFile> out)
+      : opts_(o), path_(out->path()), out_(std::move(out)), file_(&out_->file()) {
     workers_n_ = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
     const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * 3);
     const size_t chunk_bytes = size_t(o.chunk_pages) * o.page_size;
@@ -124,10 +112,7 @@ class WriterImpl final : public SnapshotWriter {
       abandon_ = true;
     }
     StopThreads();
-    if (!committed_) {
-      file_.reset();
-      (void)env_->Remove(tmp_);
-    }
+    out_.reset();  // an uncommitted temporary is removed
   }
 
   Status Start() {
@@ -159,8 +144,7 @@ class WriterImpl final : public SnapshotWriter {
     if (committed_) return Status::InvalidArgument("snapshot already committed");
     Status s = Finish();
     if (!s.ok()) {
-      file_.reset();
-      (void)env_->Remove(tmp_);
+      out_->Abandon();
       std::lock_guard<std::mutex> lk(mu_);
       if (error_.ok()) error_ = s;
     }
@@ -509,20 +493,18 @@ class WriterImpl final : public SnapshotWriter {
     layout::EncodeFooter(f, foot);
     VMSNAP_RETURN_IF_ERROR(file_->Append(foot, sizeof foot));
     offset_ += sizeof foot;
-    VMSNAP_RETURN_IF_ERROR(file_->Sync());
-    VMSNAP_RETURN_IF_ERROR(file_->Close());
-    VMSNAP_RETURN_IF_ERROR(env_->Rename(tmp_, path_));
+    Status s = out_->Commit();
+    if (!out_->committed()) return s;
     committed_ = true;  // the file is in place; a failing directory sync does not undo that
     id_ = layout::ComputeId({bytes.begin(), bytes.size()});
     file_size_ = offset_;
-    Status s = env_->SyncDir(dir_);
     return s.Context("snapshot " + path_ + " written but not durable");
   }
 
   const WriterOptions opts_;
-  Env* const env_;
-  const std::string path_, dir_, tmp_;
-  std::unique_ptr<WritableFile> file_;
+  const std::string path_;
+  std::unique_ptr<AtomicFile> out_;
+  WritableFile* file_;  // out_'s
   // Held by pointer: its destructor may throw (kj), which an override of a
   // noexcept destructor must not allow.
   std::unique_ptr<capnp::MallocMessageBuilder> message_ = std::make_unique<capnp::MallocMessageBuilder>();
@@ -586,22 +568,9 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string
     return Status::InvalidArgument("snapshot path '" + path + "' names no file");
   }
   Env* env = options.env ? options.env : Env::Default();
-  std::string base;
-  std::string dir = SplitDir(path, &base);
-  std::random_device rd;
-  std::string tmp;
-  Result<std::unique_ptr<WritableFile>> file = Status::Internal("unreached");
-  // O_EXCL makes the name ours; a collision with a leftover just takes another name.
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    char suffix[20];
-    std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
-    tmp = (dir == "." && path.find('/') == std::string::npos ? std::string() : dir + "/") + "." +
-          base + ".tmp-" + suffix;
-    file = env->NewWritableFile(tmp, 0600);
-    if (file.ok() || file.status().message().find("File exists") == std::string::npos) break;
-  }
-  if (!file.ok()) return file.status().Context("cannot create snapshot " + path);
-  auto w = std::make_unique<WriterImpl>(options, env, path, dir, tmp, std::move(file).value());
+  auto out = AtomicFile::Create(env, path);
+  if (!out.ok()) return out.status().Context("cannot create snapshot " + path);
+  auto w = std::make_unique<WriterImpl>(options, std::move(out).value());
   VMSNAP_RETURN_IF_ERROR(w->Start());
   return std::unique_ptr<SnapshotWriter>(std::move(w));
 }

@@ -22,7 +22,7 @@ void RegisterExport(CLI::App& app, int* exit_code);
 void RegisterRead(CLI::App& app, int* exit_code);
 void RegisterTranslate(CLI::App& app, int* exit_code);
 
-// Exit statuses (CONTRACT.md).
+// Exit statuses, as README and docs/guest-abi.md state them.
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 2;         // every command but run/load/diff
 inline constexpr int kExitDiffDifferent = 1;

@@ -2,7 +2,7 @@
 // The JSON model of a snapshot that inspect, diff and the other offline tools
 // share: the manifest walked by Cap'n Proto reflection (every field of every
 // architecture, snake_case keys), plus decoded views of architectural blobs
-// and summary figures. CONTRACT.md fixes the stable keys; see ManifestToJson.
+// and summary figures. Its keys are stable (scripts read them); see ManifestToJson.
 #pragma once
 
 #include <cstdint>
@@ -64,7 +64,7 @@ struct SnapshotFacts {
   uint16_t format_minor = 0;
 };
 
-// The JSON document of CONTRACT.md for one snapshot file:
+// The JSON document `inspect --json` prints for one snapshot file:
 //   format_version "MAJOR.MINOR", arch, id, parent (null or {id, path, depth}),
 //   created, save, vcpus (each: id, then the fields of its architecture's
 //   struct flattened in: mp_state as a name, regs, sregs, ..., msrs as an

@@ -54,8 +54,7 @@ Status Vmm::Init(const VmmOptions& options) {
   return Status::Ok();
 }
 
-Status Vmm::CreateVm(const kvm::x86::VmConfig& config) {
-  vm_config_ = config;
+Status Vmm::RegisterMemory() {
   // Memory slots before the irqchip: on this host the first memslot change
   // after KVM_CREATE_IRQCHIP costs 5-10 ms whatever the slot's size (measured
   // with a bare VM: slots first, the whole VM set-up takes ~2 ms), which is
@@ -73,10 +72,19 @@ Status Vmm::CreateVm(const kvm::x86::VmConfig& config) {
   const uint32_t extra = dirty_ && dirty_->mode() == capture::dirty::Mode::kRing
                              ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES)
                              : 0u;
-  VMSNAP_RETURN_IF_ERROR(memory_->Register(*vm_, extra));
-  VMSNAP_RETURN_IF_ERROR(restore::x86::ApplyVmConfig(*vm_ops_, config));
+  return memory_->Register(*vm_, extra);
+}
+
+Status Vmm::VmConfigured() {
   if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->SetRegions(memory_->views()));
   return Status::Ok();
+}
+
+Status Vmm::CreateVm(const kvm::x86::VmConfig& config) {
+  vm_config_ = config;
+  VMSNAP_RETURN_IF_ERROR(RegisterMemory());
+  VMSNAP_RETURN_IF_ERROR(restore::x86::ApplyVmConfig(*vm_ops_, config));
+  return VmConfigured();
 }
 
 Status Vmm::CreateVcpus(int count) {
@@ -126,59 +134,55 @@ Result<std::unique_ptr<Vmm>> Vmm::Boot(const BootConfig& boot, const VmmOptions&
   return vmm;
 }
 
+// The VMM as the restore order (restore/restore.h) sees it.
+class Vmm::Target final : public restore::RestoreTarget {
+ public:
+  Target(Vmm& vmm, const VmmOptions& options) : vmm_(vmm), options_(options) {}
+  schema::Arch arch() const override { return schema::Arch::X8664; }
+  unsigned max_vcpus() const override { return kMaxVcpus; }
+  Result<restore::ArchRestorer*> CreateVm() override {
+    VMSNAP_RETURN_IF_ERROR(vmm_.Init(options_));
+    restorer_ = std::make_unique<restore::x86::X86Restorer>(*vmm_.vm_ops_);
+    return restorer_.get();
+  }
+  Result<std::vector<kvm::GuestRegion>> CreateMemory(const std::vector<kvm::GuestRegion>& layout) override {
+    VMSNAP_ASSIGN_OR_RETURN(vmm_.memory_, GuestMemory::CreateRegions(layout));
+    return vmm_.memory_->views();
+  }
+  Status RegisterMemory() override { return vmm_.RegisterMemory(); }
+  Status VmConfigured() override {
+    vmm_.vm_config_ = restorer_->config();
+    return vmm_.VmConfigured();
+  }
+  Status CreateVcpus(unsigned count) override {
+    VMSNAP_RETURN_IF_ERROR(vmm_.CreateVcpus(static_cast<int>(count)));
+    std::vector<kvm::x86::VcpuOps*> ops;
+    for (auto& o : vmm_.vcpu_ops_) ops.push_back(o.get());
+    restorer_->set_vcpus(std::move(ops));
+    return Status::Ok();
+  }
+
+ private:
+  Vmm& vmm_;
+  const VmmOptions& options_;
+  std::unique_ptr<restore::x86::X86Restorer> restorer_;
+};
+
 Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const VmmOptions& options,
                                           restore::MemoryLoader* loader) {
-  // The snapshot is checked before any KVM object exists, so a bad or
-  // foreign snapshot fails the same way on any host.
   // Opened once: the loader and the dirty tracking's parent use this copy.
   VMSNAP_ASSIGN_OR_RETURN(SnapshotChain opened, restore::OpenSnapshot(snapshot));
   auto shared = std::make_shared<const SnapshotChain>(std::move(opened));
-  const SnapshotChain& chain = *shared;
-  VMSNAP_RETURN_IF_ERROR(restore::CheckArch(chain, schema::Arch::X8664));
-  schema::Manifest::Reader m = chain.leaf().manifest();
-  if (!m.getVm().isX8664()) return Status::Corruption("snapshot " + snapshot + " has no x86_64 VM state");
-  auto vcpus = m.getVcpus();
-  if (vcpus.size() == 0 || vcpus.size() > static_cast<unsigned>(kMaxVcpus)) {
-    return Status::Corruption("snapshot " + snapshot + " has " + std::to_string(vcpus.size()) + " vCPUs");
-  }
-  for (unsigned i = 0; i < vcpus.size(); ++i) {
-    if (vcpus[i].getId() != i) return Status::Corruption("snapshot vCPU ids are not 0..n-1");
-  }
-  std::vector<kvm::GuestRegion> layout;
-  for (auto r : m.getMemory().getRegions()) {
-    kvm::GuestRegion g;
-    g.slot = r.getSlot();
-    g.gpa = r.getGuestPhysAddr();
-    g.size = r.getSize();
-    // Dirty logging is the old VMM's business; the new one enables it when it
-    // needs it.
-    g.flags = r.getFlags() & ~static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES);
-    g.name = r.getName();
-    layout.push_back(g);
-  }
-  if (layout.empty()) return Status::Corruption("snapshot " + snapshot + " has no memory regions");
-
   std::unique_ptr<Vmm> vmm(new Vmm());
-  VMSNAP_RETURN_IF_ERROR(vmm->Init(options));
-  // Refuse, before anything runs, a snapshot whose CPUID or XSAVE layout
-  // this host cannot provide.
-  VMSNAP_RETURN_IF_ERROR(restore::x86::CheckHost(*vmm->vm_ops_, m));
-  VMSNAP_ASSIGN_OR_RETURN(vmm->memory_, GuestMemory::CreateRegions(layout));
-  // VM configuration first: caps, TSS/identity map, irqchip and PIT must
-  // exist before vCPUs; then the slots.
-  VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(restore::x86::ConfigFromManifest(m.getVm().getX8664().getConfig())));
-  restore::EagerMemoryLoader eager;
-  VMSNAP_RETURN_IF_ERROR((loader ? loader : &eager)->LoadShared(shared, vmm->memory_->views()));
-  VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(static_cast<int>(vcpus.size())));
-  // Still before anything runs: refuse CPUID features this host lacks.
-  VMSNAP_RETURN_IF_ERROR(restore::x86::CheckCpuid(*vmm->vm_ops_, *vmm->vcpu_ops_[0], m));
-  std::vector<kvm::x86::VcpuOps*> ops;
-  for (auto& o : vmm->vcpu_ops_) ops.push_back(o.get());
-  VMSNAP_RETURN_IF_ERROR(restore::x86::RestoreState(*vmm->vm_ops_, ops, m));
+  {
+    Target target(*vmm, options);
+    VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(shared, target, loader));
+  }
   // The restored memory is SNAPSHOT's: incremental snapshots build on it.
   if (vmm->dirty_) {
+    schema::Manifest::Reader m = shared->leaf().manifest();
     capture::dirty::ParentInfo loaded;
-    loaded.id = chain.leaf().id();
+    loaded.id = shared->leaf().id();
     loaded.path = snapshot;
     loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
     vmm->dirty_->set_last_snapshot(std::move(loaded));

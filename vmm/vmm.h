@@ -119,7 +119,13 @@ class Vmm {
  private:
   Vmm() = default;
   Status Init(const VmmOptions& options);
+  class Target;  // the restore order's view of the VMM (vmm.cc)
+  friend class Target;
+  // Slots, VM configuration, then what needs both (a boot's order; a
+  // restore runs the same steps from restore::RestoreInto).
   Status CreateVm(const kvm::x86::VmConfig& config);
+  Status RegisterMemory();
+  Status VmConfigured();
   Status CreateVcpus(int count);
   // vcpu_loop.cc
   void StartVcpus();

@@ -3,7 +3,7 @@
 // finalization, the register list, MP state, vCPU events, the counter offset
 // and the vGICv3/ITS device attributes, behind abstract classes so that
 // capture/restore run the same against real KVM (on an arm64 host) and the
-// kernel model (tests/model/aarch64_model.h).
+// kernel model (tests/model/kernel/aarch64_model.h).
 #pragma once
 
 #include <linux/kvm.h>

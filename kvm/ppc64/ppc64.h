@@ -2,7 +2,7 @@
 // ppc64 (book3s HV) KVM interface: the hashed page table fd, HPT allocation and
 // the vCPU register calls, behind abstract classes so capture/restore run the
 // same against real KVM (on a POWER host) and the kernel model
-// (kvm/model/ppc64_model.h).
+// (tests/model/kernel/ppc64_model.h).
 #pragma once
 
 #include <linux/kvm.h>

@@ -2,7 +2,7 @@
 // s390x KVM interface: the VM ioctls for CMMA values, storage keys, migration
 // mode and the TOD clock, and the vCPU register calls, behind abstract classes
 // so capture/restore run the same against real KVM (on an s390 host) and the
-// kernel model (kvm/model/s390_model.h).
+// kernel model (tests/model/kernel/s390_model.h).
 #pragma once
 
 #include <linux/kvm.h>

@@ -22,7 +22,9 @@ inline constexpr uint32_t kMsrTscDeadline = 0x6e0;
 inline constexpr uint32_t kMsrTscAux = 0xc0000103;
 
 // MSRs that KVM saves and restores but KVM_GET_MSR_INDEX_LIST does not list
-// (KVM-NOTES.md): the MTRRs, TSC_AUX, IA32_XSS, SPEC_CTRL. Probed one by one.
+// (its list is built from the MSRs KVM emulates for the host's CPU model, and
+// these are handled outside it): the MTRRs, TSC_AUX, IA32_XSS, SPEC_CTRL.
+// Probed one by one.
 std::vector<uint32_t> UnlistedSavedMsrs();
 
 // The state ioctls of one x86 vCPU.
@@ -171,8 +173,10 @@ class RealVmOps final : public VmOps {
 
 namespace vmsnap::kvm::x86 {
 
-// The VM configuration a VMM applied before any vCPU existed; it is state too
-// (KVM-NOTES.md) and restore replays it into the new VM first.
+// The VM configuration a VMM applied before any vCPU existed: KVM has no ioctl
+// that reads it back, yet a VM built without it behaves differently (no
+// irqchip, no exception payloads), so it is state too and restore replays it
+// into the new VM first (docs/state-coverage.md, steps C1-C4).
 struct VmConfig {
   uint64_t tss_addr = 0;
   uint64_t identity_map_addr = 0;

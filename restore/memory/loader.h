@@ -24,16 +24,14 @@
 
 #include "format/chain.h"
 #include "base/status.h"
+#include "kvm/kvm.h"
 
 namespace vmsnap::memory {
 
-// One range of guest memory as the VMM mapped it. `host` must be page-aligned
-// private anonymous memory (for the lazy pager: never touched before Start()).
-struct GuestRegion {
-  uint8_t* host = nullptr;
-  uint64_t gpa = 0;
-  uint64_t size = 0;
-};
+// One range of guest memory as the VMM mapped it: the same region type as
+// capture and the VMM use. `host` must be page-aligned private anonymous
+// memory (for the lazy pager: never touched before Start()).
+using GuestRegion = kvm::GuestRegion;
 
 // Called with (bytes done, bytes total) from the thread that called LoadEager.
 using LoadProgressFn = std::function<void(uint64_t done, uint64_t total)>;

@@ -6,16 +6,9 @@
 
 namespace vmsnap::memory {
 
-std::vector<GuestRegion> ToGuestRegions(std::span<const kvm::GuestRegion> regions) {
-  std::vector<GuestRegion> out;
-  out.reserve(regions.size());
-  for (const kvm::GuestRegion& r : regions) out.push_back(GuestRegion{r.host, r.gpa, r.size});
-  return out;
-}
-
 Status ParallelEagerLoader::Load(const SnapshotChain& chain,
                                  std::span<const kvm::GuestRegion> regions) {
-  return LoadEager(chain, ToGuestRegions(regions), options_);
+  return LoadEager(chain, regions, options_);
 }
 
 Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) {
@@ -36,7 +29,7 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
                               std::span<const kvm::GuestRegion> regions) {
   Stop();
   chain_ = std::move(chain);
-  auto pager = LazyPager::Start(*chain_, ToGuestRegions(regions), options_);
+  auto pager = LazyPager::Start(*chain_, regions, options_);
   if (!pager.ok()) {
     chain_.reset();
     return pager.status();

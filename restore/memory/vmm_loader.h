@@ -14,8 +14,6 @@
 
 namespace vmsnap::memory {
 
-std::vector<GuestRegion> ToGuestRegions(std::span<const kvm::GuestRegion> regions);
-
 // All cores decode into guest memory before the vCPUs start.
 class ParallelEagerLoader final : public restore::MemoryLoader {
  public:

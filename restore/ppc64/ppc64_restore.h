@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "restore/restore.h"
 #include "kvm/ppc64/ppc64.h"
 #include "schemas/manifest.capnp.h"
 
@@ -32,5 +33,21 @@ Status RestoreVcpu(kvm::ppc::Vcpu& vcpu, schema::ppc::Vcpu::Reader state);
 // and then every vCPU.
 Status RestoreManifest(kvm::ppc::Vm& vm, std::span<kvm::ppc::Vcpu* const> vcpus,
                        schema::Manifest::Reader manifest, const Options& options = {});
+
+// The same steps behind the arch-neutral restore order (restore/restore.h).
+// POWER has no VM configuration to replay before the vCPUs: the HPT is
+// written with the rest of the state.
+class PpcRestorer final : public ArchRestorer {
+ public:
+  PpcRestorer(kvm::ppc::Vm& vm, Options options = {}) : vm_(vm), options_(options) {}
+  void set_vcpus(std::vector<kvm::ppc::Vcpu*> vcpus) { vcpus_ = std::move(vcpus); }
+  Status RestoreVmConfig(schema::Manifest::Reader) override { return Status::Ok(); }
+  Status RestoreState(schema::Manifest::Reader m) override { return RestoreManifest(vm_, vcpus_, m, options_); }
+
+ private:
+  kvm::ppc::Vm& vm_;
+  Options options_;
+  std::vector<kvm::ppc::Vcpu*> vcpus_;
+};
 
 }  // namespace vmsnap::restore::ppc64

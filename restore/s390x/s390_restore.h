@@ -6,8 +6,10 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "base/status.h"
+#include "restore/restore.h"
 #include "kvm/s390x/s390.h"
 #include "schemas/manifest.capnp.h"
 
@@ -28,5 +30,21 @@ Status RestoreVcpu(kvm::s390::Vcpu& vcpu, schema::s390::Vcpu::Reader state);
 // the VM state and every vCPU (RestoreVmConfig must have run already).
 Status RestoreManifest(kvm::s390::Vm& vm, std::span<kvm::s390::Vcpu* const> vcpus,
                        schema::Manifest::Reader manifest, const Options& options = {});
+
+// The same steps behind the arch-neutral restore order (restore/restore.h).
+class S390Restorer final : public ArchRestorer {
+ public:
+  S390Restorer(kvm::s390::Vm& vm, Options options = {}) : vm_(vm), options_(options) {}
+  void set_vcpus(std::vector<kvm::s390::Vcpu*> vcpus) { vcpus_ = std::move(vcpus); }
+  Status RestoreVmConfig(schema::Manifest::Reader m) override {
+    return s390x::RestoreVmConfig(vm_, m.getVm().getS390x());
+  }
+  Status RestoreState(schema::Manifest::Reader m) override { return RestoreManifest(vm_, vcpus_, m, options_); }
+
+ private:
+  kvm::s390::Vm& vm_;
+  Options options_;
+  std::vector<kvm::s390::Vcpu*> vcpus_;
+};
 
 }  // namespace vmsnap::restore::s390x

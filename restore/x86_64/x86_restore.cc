@@ -512,7 +512,6 @@ Status RestoreState(kx::VmOps& vm, const std::vector<kx::VcpuOps*>& vcpus, schem
       VMSNAP_RETURN_IF_ERROR(vcpus[i]->KvmclockCtrl().status());
     }
   }
-  (void)Hex;
   return Status::Ok();
 }
 

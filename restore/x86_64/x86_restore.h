@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "restore/restore.h"
 #include "kvm/x86_64/x86.h"
 #include "schemas/manifest.capnp.h"
 #include "schemas/x86_64.capnp.h"
@@ -53,5 +54,32 @@ Status RestoreVm(kvm::x86::VmOps& vm, schema::x86::Vm::Reader state);
 // then the VM, then KVM_KVMCLOCK_CTRL on each vCPU. `vcpus` by index.
 Status RestoreState(kvm::x86::VmOps& vm, const std::vector<kvm::x86::VcpuOps*>& vcpus,
                     schema::Manifest::Reader manifest);
+
+// The same steps behind the arch-neutral restore order (restore/restore.h).
+class X86Restorer final : public ArchRestorer {
+ public:
+  // `vm` is not owned and must outlive the restorer.
+  explicit X86Restorer(kvm::x86::VmOps& vm) : vm_(vm) {}
+  // The new VM's vCPUs by index, once they exist (not owned).
+  void set_vcpus(std::vector<kvm::x86::VcpuOps*> vcpus) { vcpus_ = std::move(vcpus); }
+  // The configuration RestoreVmConfig applied.
+  const kvm::x86::VmConfig& config() const { return config_; }
+
+  Status CheckHost(schema::Manifest::Reader m) override { return x86::CheckHost(vm_, m); }
+  Status RestoreVmConfig(schema::Manifest::Reader m) override {
+    config_ = ConfigFromManifest(m.getVm().getX8664().getConfig());
+    return ApplyVmConfig(vm_, config_);
+  }
+  Status CheckVcpus(schema::Manifest::Reader m) override {
+    if (vcpus_.empty()) return Status::Internal("x86 restore: no vCPUs");
+    return CheckCpuid(vm_, *vcpus_[0], m);
+  }
+  Status RestoreState(schema::Manifest::Reader m) override { return x86::RestoreState(vm_, vcpus_, m); }
+
+ private:
+  kvm::x86::VmOps& vm_;
+  std::vector<kvm::x86::VcpuOps*> vcpus_;
+  kvm::x86::VmConfig config_;
+};
 
 }  // namespace vmsnap::restore::x86

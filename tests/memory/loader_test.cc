@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/mapping.h"
 #include "format/chain.h"
 #include "format/reader.h"
 #include "format/writer.h"
@@ -124,20 +125,22 @@ class GuestMemory {
  public:
   explicit GuestMemory(const std::vector<Region>& regs) {
     for (const auto& r : regs) {
-      void* p = ::mmap(nullptr, r.data.size(), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-      if (p == MAP_FAILED) std::abort();
-      maps_.push_back({static_cast<uint8_t*>(p), r.gpa, r.data.size()});
+      auto map = Mapping::Anonymous(r.data.size(), "test guest memory");
+      if (!map.ok()) std::abort();
+      GuestRegion g;
+      g.host = map->data();
+      g.gpa = r.gpa;
+      g.size = r.data.size();
+      views_.push_back(g);
+      maps_.push_back(std::move(map).value());
     }
   }
-  ~GuestMemory() {
-    for (auto& m : maps_) ::munmap(m.host, m.size);
-  }
-  std::span<const GuestRegion> regions() const { return maps_; }
-  uint8_t* host(size_t i) const { return maps_[i].host; }
+  std::span<const GuestRegion> regions() const { return views_; }
+  uint8_t* host(size_t i) const { return views_[i].host; }
 
  private:
-  std::vector<GuestRegion> maps_;
+  std::vector<Mapping> maps_;
+  std::vector<GuestRegion> views_;
 };
 
 bool UffdUsable() { return CheckUserfaultfd().ok(); }

@@ -16,7 +16,7 @@
 #include "format/chain.h"
 #include "format/reader.h"
 #include "restore/aarch64/arm64_restore.h"
-#include "tests/model/aarch64_model.h"
+#include "tests/model/kernel/aarch64_model.h"
 
 namespace vmsnap {
 namespace {

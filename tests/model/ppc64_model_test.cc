@@ -2,7 +2,7 @@
 // The ppc64 kernel model pins each documented behaviour of KVM_PPC_GET_HTAB_FD
 // (read passes, record layout and coalescing, bolted-only, write fds) and of
 // the vCPU register calls.
-#include "kvm/model/ppc64_model.h"
+#include "tests/model/kernel/ppc64_model.h"
 
 #include <endian.h>
 #include <gtest/gtest.h>

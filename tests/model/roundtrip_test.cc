@@ -14,8 +14,8 @@
 #include "capture/ppc64/ppc64_capture.h"
 #include "capture/s390x/s390_capture.h"
 #include "format/reader.h"
-#include "kvm/model/ppc64_model.h"
-#include "kvm/model/s390_model.h"
+#include "tests/model/kernel/ppc64_model.h"
+#include "tests/model/kernel/s390_model.h"
 #include "restore/ppc64/ppc64_restore.h"
 #include "restore/s390x/s390_restore.h"
 
@@ -94,13 +94,14 @@ void RestoreS390(schema::Manifest::Reader m, S390Model& dst) {
   // The VMM creates the VM, replays CMMA enablement, then creates the vCPUs.
   dst.AddSlot(0, 2000);
   dst.AddSlot(2048, 1000);
-  ASSERT_TRUE(restore::s390x::RestoreVmConfig(dst, m.getVm().getS390x()).ok());
-  for (unsigned i = 0; i < m.getVcpus().size(); ++i) dst.CreateVcpu();
-  auto vcpus = Vcpus(dst);
   restore::s390x::Options opts;
   opts.cmma_block = 700;  // several blocks per run
   opts.skeys_block = 300;
-  Status s = restore::s390x::RestoreManifest(dst, vcpus, m, opts);
+  restore::s390x::S390Restorer restorer(dst, opts);
+  ASSERT_TRUE(restorer.RestoreVmConfig(m).ok());
+  for (unsigned i = 0; i < m.getVcpus().size(); ++i) dst.CreateVcpu();
+  restorer.set_vcpus(Vcpus(dst));
+  Status s = restorer.RestoreState(m);
   ASSERT_TRUE(s.ok()) << s.message();
 }
 
@@ -247,10 +248,13 @@ std::vector<kp::Vcpu*> Vcpus(PpcModel& vm) {
 }
 
 void RestorePpc(schema::Manifest::Reader m, PpcModel& dst) {
-  for (unsigned i = 0; i < m.getVcpus().size(); ++i) dst.CreateVcpu();
   restore::ppc64::Options opts;
   opts.write_buffer = 1000;  // many writes
-  Status s = restore::ppc64::RestoreManifest(dst, Vcpus(dst), m, opts);
+  restore::ppc64::PpcRestorer restorer(dst, opts);
+  ASSERT_TRUE(restorer.RestoreVmConfig(m).ok());
+  for (unsigned i = 0; i < m.getVcpus().size(); ++i) dst.CreateVcpu();
+  restorer.set_vcpus(Vcpus(dst));
+  Status s = restorer.RestoreState(m);
   ASSERT_TRUE(s.ok()) << s.message();
 }
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The s390 kernel model pins each documented behaviour of KVM_S390_GET/SET_CMMA_BITS,
 // migration mode, KVM_S390_GET/SET_SKEYS and the vCPU register calls.
-#include "kvm/model/s390_model.h"
+#include "tests/model/kernel/s390_model.h"
 
 #include <gtest/gtest.h>
 

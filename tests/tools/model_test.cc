@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The JSON model and decoders on manifests built in memory: every key CONTRACT.md
-// promises, decoded XSAVE/LAPIC/CMMA/storage keys/HPTEs, and the JSON diff.
+// The JSON model and decoders on manifests built in memory: every stable key
+// of `inspect --json` (tools/state_json.h), decoded XSAVE/LAPIC/CMMA/storage
+// keys/HPTEs, and the JSON diff.
 #include <capnp/message.h>
 #include <gtest/gtest.h>
 

@@ -12,7 +12,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <random>
+
+#include "format/io.h"
 
 namespace vmsnap::forensics {
 namespace {
@@ -47,73 +48,42 @@ class Bytes {
   std::vector<uint8_t> b_;
 };
 
-// The output file: a temporary name beside the destination until Commit().
+// The output file: format's AtomicFile (a temporary name beside the
+// destination until Commit()), written at offsets so zero pages stay holes.
+// Errors name the destination, not the temporary.
 class OutFile {
  public:
   static Result<std::unique_ptr<OutFile>> Create(const std::string& path) {
     const size_t slash = path.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-    const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    if (base.empty()) return Status::InvalidArgument("output path " + path + " names a directory");
-    std::random_device rd;
-    for (int attempt = 0; attempt < 16; ++attempt) {
-      char suffix[16];
-      std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(rd()));
-      std::string tmp = dir + "/." + base + ".tmp-" + suffix;
-      int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd >= 0) return std::unique_ptr<OutFile>(new OutFile(fd, tmp, path, dir));
-      if (errno != EEXIST) return Status::FromErrno(errno, "create " + tmp);
+    if (path.empty() || slash == path.size() - 1) {
+      return Status::InvalidArgument("output path " + path + " names a directory");
     }
-    return Status::Io("could not create a temporary file beside " + path);
+    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFile> out, AtomicFile::Create(Env::Default(), path));
+    return std::unique_ptr<OutFile>(new OutFile(std::move(out)));
   }
-  ~OutFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  OutFile(const OutFile&) = delete;
-  OutFile& operator=(const OutFile&) = delete;
 
   Status PWrite(uint64_t offset, const uint8_t* data, uint64_t len) {
-    while (len > 0) {
-      ssize_t n = ::pwrite(fd_, data, std::min<uint64_t>(len, 1u << 30), static_cast<off_t>(offset));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno(errno, "write " + path_ + " at offset " + std::to_string(offset));
-      }
-      data += n;
-      offset += static_cast<uint64_t>(n);
-      len -= static_cast<uint64_t>(n);
-    }
-    return Status::Ok();
+    return Named(out_->file().WriteAt(offset, data, len));
   }
 
-  // Sets the final size (trailing zeros stay holes), syncs and renames.
+  // Sets the final size (trailing zeros stay holes), syncs and renames. The
+  // directory sync after the rename is best effort, as for any export.
   Status Commit(uint64_t size) {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-      return Status::FromErrno(errno, "set size of " + path_);
-    }
-    if (::fsync(fd_) != 0) return Status::FromErrno(errno, "fsync " + path_);
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      return Status::FromErrno(errno, "close " + path_);
-    }
-    fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) return Status::FromErrno(errno, "rename to " + path_);
-    committed_ = true;
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-    return Status::Ok();
+    VMSNAP_RETURN_IF_ERROR(Named(out_->file().Truncate(size)));
+    Status s = out_->Commit();
+    return out_->committed() ? Status::Ok() : Named(s);
   }
 
  private:
-  OutFile(int fd, std::string tmp, std::string path, std::string dir)
-      : fd_(fd), tmp_(std::move(tmp)), path_(std::move(path)), dir_(std::move(dir)) {}
-  int fd_;
-  std::string tmp_, path_, dir_;
-  bool committed_ = false;
+  explicit OutFile(std::unique_ptr<AtomicFile> out) : out_(std::move(out)) {}
+  Status Named(Status s) const {
+    if (s.ok()) return s;
+    std::string m = s.message();
+    const std::string& tmp = out_->temp_path();
+    for (size_t pos; (pos = m.find(tmp)) != std::string::npos;) m.replace(pos, tmp.size(), out_->path());
+    return Status(s.code(), std::move(m));
+  }
+  std::unique_ptr<AtomicFile> out_;
 };
 
 constexpr uint64_t kPage = 4096;

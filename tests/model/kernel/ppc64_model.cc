@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The ppc64 (book3s HV) kernel model: see ppc64_model.h. Each function names
 // the kernel function it follows; deviations are commented.
-#include "kvm/model/ppc64_model.h"
+#include "tests/model/kernel/ppc64_model.h"
 
 #include <endian.h>
 

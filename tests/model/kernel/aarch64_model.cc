@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The arm64 kernel model: see aarch64_model.h. Each rule names the kernel
 // code or document it follows.
-#include "tests/model/aarch64_model.h"
+#include "tests/model/kernel/aarch64_model.h"
 
 #include <algorithm>
 #include <cerrno>

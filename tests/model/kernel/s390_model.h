@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "kvm/model/faults.h"
+#include "tests/model/kernel/faults.h"
 #include "kvm/s390x/s390.h"
 
 namespace vmsnap::kvm::model {

@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "kvm/model/faults.h"
+#include "tests/model/kernel/faults.h"
 #include "kvm/ppc64/ppc64.h"
 
 namespace vmsnap::kvm::model {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kvm/aarch64/arm64.h"
-#include "kvm/model/faults.h"
+#include "tests/model/kernel/faults.h"
 
 namespace vmsnap::kvm::model {
 

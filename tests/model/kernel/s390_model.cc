@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The s390 kernel model: see s390_model.h. Each function names the kernel
 // function it follows; deviations are commented.
-#include "kvm/model/s390_model.h"
+#include "tests/model/kernel/s390_model.h"
 
 #include <algorithm>
 #include <cerrno>
