@@ -10,6 +10,7 @@ std::string ArchName(uint16_t code) {
     case 0: return "x86_64";
     case 1: return "s390x";
     case 2: return "ppc64";
+    case 3: return "aarch64";
   }
   return "unknown(" + std::to_string(code) + ")";
 }

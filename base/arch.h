@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Architecture names as users read them ("x86_64", "s390x", "ppc64"), for
+// Architecture names as users read them ("x86_64", "s390x", "ppc64", "aarch64"), for
 // messages and the JSON model, from the manifest's `Arch` codes.
 #pragma once
 

@@ -65,6 +65,9 @@ Result<CaptureResult> WriteSnapshot(const std::string& path, ArchCapturer& arch,
     }
   }
   WriterOptions wopts = options.writer;
+  // The lowest format minor that holds this architecture's state.
+  if (arch.arch() == schema::Arch::AARCH64)
+    wopts.format_minor = std::max(wopts.format_minor, layout::kMinorAarch64);
   wopts.page_size = arch.page_size();
   if (wopts.progress_total == 0) {
     for (const auto& r : sorted) wopts.progress_total += r.size;

@@ -16,9 +16,14 @@
 namespace vmsnap::layout {
 
 // Format version this library writes. A reader accepts any minor of kMajor
-// and rejects a greater major (docs/format.md, "Versioning").
+// and rejects a greater major (docs/format.md, "Versioning"). kMinor is the
+// newest minor this library knows; a file is labelled with the lowest minor
+// whose features it uses (WriterOptions::format_minor), so that a reader of
+// an older minor still reads every file that needs nothing newer.
 inline constexpr uint16_t kMajor = 1;
-inline constexpr uint16_t kMinor = 0;
+inline constexpr uint16_t kMinor = 1;
+// 1.1: aarch64 snapshots (Arch.aarch64, the aarch64 vCPU and VM state).
+inline constexpr uint16_t kMinorAarch64 = 1;
 
 inline constexpr char kHeaderMagic[8] = {'V', 'M', 'S', 'N', 'A', 'P', '\r', '\n'};
 inline constexpr char kFooterMagic[8] = {'V', 'M', 'S', 'N', 'A', 'P', 'E', 'N'};
@@ -91,7 +96,7 @@ uint64_t Checksum(const void* data, size_t len);
 
 struct Header {
   uint16_t major = kMajor;
-  uint16_t minor = kMinor;
+  uint16_t minor = 0;
   uint32_t flags = 0;
   uint32_t header_size = kHeaderSize;
   uint32_t chunk_align = kChunkAlign;

@@ -119,7 +119,9 @@ class WriterImpl final : public SnapshotWriter {
     // The header goes out before any thread exists; from then on only the I/O
     // thread touches the file until Commit() has joined it.
     uint8_t hdr[layout::kHeaderSize];
-    layout::EncodeHeader(layout::Header{}, hdr);
+    layout::Header h;
+    h.minor = opts_.format_minor;
+    layout::EncodeHeader(h, hdr);
     VMSNAP_RETURN_IF_ERROR(file_->Append(hdr, sizeof hdr));
     offset_ = layout::kHeaderSize;
     for (unsigned i = 0; i < workers_n_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
@@ -455,8 +457,14 @@ class WriterImpl final : public SnapshotWriter {
                                        "(regions must be sorted and cover all added memory)");
       }
     }
+    if (manifest_.getArch() == schema::Arch::AARCH64 && opts_.format_minor < layout::kMinorAarch64) {
+      return Status::InvalidArgument("an aarch64 snapshot needs format 1." +
+                                     std::to_string(layout::kMinorAarch64) +
+                                     " (WriterOptions::format_minor is " +
+                                     std::to_string(opts_.format_minor) + ")");
+    }
     manifest_.setFormatMajor(layout::kMajor);
-    manifest_.setFormatMinor(layout::kMinor);
+    manifest_.setFormatMinor(opts_.format_minor);
     auto list = manifest_.initChunks(unsigned(chunks_.size()));
     for (size_t i = 0; i < chunks_.size(); ++i) {
       const ChunkMeta& c = chunks_[i];

@@ -41,6 +41,10 @@ struct WriterOptions {
   // Files the caller reads while writing (the parent of an incremental
   // snapshot, the chain being flattened): refused as the destination.
   std::vector<std::string> inputs;
+  // Minor format version in the header and manifest: the lowest whose features
+  // the snapshot uses (layout::kMinorAarch64 for an aarch64 one). Commit()
+  // refuses a manifest that needs a newer minor than this says.
+  uint16_t format_minor = 0;
 };
 
 class SnapshotWriter {

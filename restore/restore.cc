@@ -26,6 +26,7 @@ bool HasVmState(schema::Manifest::Reader m, schema::Arch arch) {
     case schema::Arch::X8664: return m.getVm().isX8664();
     case schema::Arch::S390X: return m.getVm().isS390x();
     case schema::Arch::PPC64: return m.getVm().isPpc64();
+    case schema::Arch::AARCH64: return m.getVm().isAarch64();
   }
   return false;
 }

@@ -17,11 +17,13 @@ using Common = import "common.capnp";
 using X86 = import "x86_64.capnp";
 using S390 = import "s390x.capnp";
 using Ppc = import "ppc64.capnp";
+using Arm = import "aarch64.capnp";
 
 enum Arch {
   x8664 @0;
   s390x @1;
   ppc64 @2;
+  aarch64 @3;   # format 1.1
 }
 
 struct Manifest {
@@ -67,7 +69,7 @@ struct ParentRef {
 }
 
 struct MemoryMap {
-  pageSize @0 :UInt32 $Common.decimal;        # 4096 on x86_64 and s390x; 4096 or 65536 on ppc64
+  pageSize @0 :UInt32 $Common.decimal;        # 4096 on x86_64 and s390x; 4096 or 65536 on ppc64; 4096, 16384 or 65536 on aarch64
   regions @1 :List(MemoryRegion);
 }
 
@@ -110,6 +112,7 @@ struct Vcpu {
     x8664 @1 :X86.Vcpu;
     s390x @2 :S390.Vcpu;
     ppc64 @3 :Ppc.Vcpu;
+    aarch64 @4 :Arm.Vcpu;  # format 1.1
   }
 }
 
@@ -119,6 +122,7 @@ struct VmState {
     x8664 @1 :X86.Vm;
     s390x @2 :S390.Vm;
     ppc64 @3 :Ppc.Vm;
+    aarch64 @4 :Arm.Vm;    # format 1.1
   }
 }
 

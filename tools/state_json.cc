@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "format/layout.h"
+#include "tools/decode_arm64.h"
 #include "tools/decode_ppc.h"
 #include "tools/decode_s390.h"
 #include "tools/decode_x86.h"
@@ -313,6 +314,19 @@ class Walker {
       auto vm = s.as<schema::s390::Vm>();
       out["cmma_decoded"] = DecodeCmma(vm.getCmma());
       out["skeys_decoded"] = DecodeSkeys(vm.getSkeys());
+    } else if (id == capnp::typeId<schema::aarch64::SysReg>()) {
+      out["name"] = Arm64RegName(s.as<schema::aarch64::SysReg>().getId());
+    } else if (id == capnp::typeId<schema::aarch64::OneReg>()) {
+      out["name"] = Arm64RegName(s.as<schema::aarch64::OneReg>().getId());
+    } else if (id == capnp::typeId<schema::aarch64::VcpuInit>()) {
+      auto f = s.as<schema::aarch64::VcpuInit>().getFeatures();
+      uint32_t words[7] = {};
+      for (unsigned w = 0; w < f.size() && w < 7; ++w) words[w] = f[w];
+      out["features_decoded"] = Arm64Features(words, f.size() < 7 ? f.size() : 7);
+    } else if (id == capnp::typeId<schema::aarch64::Vcpu>()) {
+      Json names = Json::array();
+      for (uint64_t r : s.as<schema::aarch64::Vcpu>().getRegList()) names.push_back(Arm64RegName(r));
+      out["reg_list_decoded"] = std::move(names);
     } else if (id == capnp::typeId<schema::ppc::Hpte>()) {
       auto h = s.as<schema::ppc::Hpte>();
       DecodeHpte(h.getV(), h.getR(), out);

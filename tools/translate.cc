@@ -57,7 +57,13 @@ int RunTranslate(const TranslateArgs& a) {
     j["gva"] = Hex(*gva);
     j["vcpu"] = a.vcpu;
     j["mode"] = forensics::ModeName(t->mode);
-    j["cr3"] = Hex(regs->cr3);
+    if (regs->arm64) {
+      j["tcr_el1"] = Hex(regs->tcr);
+      j["table_register"] = t->root_name;
+      j["table_base"] = Hex(t->root);
+    } else {
+      j["cr3"] = Hex(regs->cr3);
+    }
     auto steps = nlohmann::ordered_json::array();
     for (const auto& s : t->steps) {
       nlohmann::ordered_json js;
@@ -82,8 +88,8 @@ int RunTranslate(const TranslateArgs& a) {
     }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("gva %s  vCPU %" PRIu64 "  paging %s  CR3 %s\n", Hex(*gva).c_str(), a.vcpu,
-                forensics::ModeName(t->mode), Hex(regs->cr3).c_str());
+    std::printf("gva %s  vCPU %" PRIu64 "  paging %s  %s %s\n", Hex(*gva).c_str(), a.vcpu,
+                forensics::ModeName(t->mode), t->root_name, Hex(t->root).c_str());
     for (const auto& s : t->steps) {
       std::printf("  %-4s  table %-12s  index %3u  entry at %-12s = %s  %s\n", s.level,
                   Hex(s.table_gpa).c_str(), s.index, Hex(s.entry_gpa).c_str(),

@@ -566,7 +566,7 @@ TEST(ForensicsCliArch, GvaOnANonX86SnapshotIsRefused) {
   }
   auto r = Vmsnap(dir, "read " + snap + " --gva 0x1000 --len 8");
   EXPECT_EQ(r.exit, 2);
-  EXPECT_NE(r.err.find("only translated for x86_64 snapshots; this one is s390x"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("only translated for x86_64 and aarch64 snapshots; this one is s390x"), std::string::npos) << r.err;
   r = Vmsnap(dir, "read " + snap + " --gpa 0x2000 --len 4 --format raw");
   EXPECT_EQ(r.exit, 0) << r.err;
   EXPECT_EQ(r.out, "s390");
@@ -578,6 +578,68 @@ TEST(ForensicsCliArch, GvaOnANonX86SnapshotIsRefused) {
     EXPECT_NE(r.out.find("big endian"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("IBM S/390"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("LOAD"), std::string::npos) << r.out;
+  }
+  RmRf(dir);
+}
+
+// An arm64 snapshot whose guest built 4K tables (TTBR1_EL1, 48-bit): read
+// --gva and translate walk them, and the ELF core has arm64 register notes.
+TEST(ForensicsCliArch, Aarch64GvaAndElfNotes) {
+  const std::string dir = TempDir();
+  const std::string snap = dir + "/arm64.vmsnap";
+  {
+    std::vector<uint8_t> ram(1 << 20);
+    auto put = [&](uint64_t gpa, uint64_t v) {
+      for (int i = 0; i < 8; ++i) ram[gpa + i] = static_cast<uint8_t>(v >> (8 * i));
+    };
+    // 0xffff800000201234 -> L0[0x100] -> L1[0] -> L2[1] -> L3[1] -> 0x9000.
+    put(0x1000 + 8 * 0x100, 0x2000 | 3);
+    put(0x2000, 0x3000 | 3);
+    put(0x3000 + 8, 0x4000 | 3);
+    put(0x4000 + 8, 0x9000 | 3 | 0x400);
+    std::memcpy(ram.data() + 0x9234, "arm64 kernel", 12);
+    WriterOptions opt;
+    opt.threads = 1;
+    opt.format_minor = 1;
+    auto w = SnapshotWriter::Create(snap, opt);
+    ASSERT_TRUE(w.ok()) << w.status().message();
+    auto m = (*w)->manifest();
+    m.setArch(schema::Arch::AARCH64);
+    auto mem = m.initMemory();
+    mem.setPageSize(4096);
+    mem.initRegions(1)[0].setSize(1 << 20);
+    auto v = m.initVcpus(1)[0].initAarch64();
+    auto core = v.initCore();
+    core.initX(31).set(0, 0x1111);
+    core.setPc(0xffff800000201234ull);
+    core.setPstate(0x3c5);
+    core.initSpsr(5);
+    auto sr = v.initSysregs(3);
+    sr[0].setId(0x603000000013c080ull);  // SCTLR_EL1, M
+    sr[0].setValue(1);
+    sr[1].setId(0x603000000013c102ull);  // TCR_EL1: T0SZ = T1SZ = 16, TG1 4K
+    sr[1].setValue(16 | (16ull << 16) | (2ull << 30));
+    sr[2].setId(0x603000000013c101ull);  // TTBR1_EL1
+    sr[2].setValue(0x1000);
+    ASSERT_TRUE((*w)->AddMemory(0, ram.data(), ram.size()).ok());
+    ASSERT_TRUE((*w)->Commit().ok());
+  }
+  auto r = Vmsnap(dir, "read " + snap + " --gva 0xffff800000201234 --len 12 --format raw");
+  EXPECT_EQ(r.exit, 0) << r.err;
+  EXPECT_EQ(r.out, "arm64 kernel");
+  r = Vmsnap(dir, "translate " + snap + " --gva 0xffff800000201234");
+  EXPECT_EQ(r.exit, 0) << r.err;
+  EXPECT_NE(r.out.find("paging 4K  TTBR1_EL1 0x1000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("gpa 0x9234"), std::string::npos) << r.out;
+  r = Vmsnap(dir, "translate " + snap + " --gva 0xffff800000401234");
+  EXPECT_EQ(r.exit, 2);
+  EXPECT_NE(r.err.find("L2 entry 2"), std::string::npos) << r.err;
+  if (HaveTool("readelf")) {
+    r = Vmsnap(dir, "export " + snap + " --format elf -o " + dir + "/arm64.elf");
+    ASSERT_EQ(r.exit, 0) << r.err;
+    r = Shell(dir, "readelf -h -n " + dir + "/arm64.elf");
+    EXPECT_NE(r.out.find("AArch64"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("NT_PRSTATUS"), std::string::npos) << r.out;
   }
   RmRf(dir);
 }

@@ -183,6 +183,148 @@ TEST(Headers, PrstatusHasUserRegsInGdbOrder) {
   EXPECT_EQ(Le64(b, kReg + 22 * 8), 0x65u);    // gs_base
 }
 
+// ---- aarch64 stage 1, hand-built tables for each granule ----
+
+constexpr uint64_t kTbl = 3, kPage = 3 | 0x400, kBlock = 1 | 0x400;  // valid|table, +AF
+PagingRegs Arm(uint64_t tcr, uint64_t ttbr0, uint64_t ttbr1 = 0) {
+  PagingRegs r;
+  r.arm64 = true;
+  r.sctlr = 0x30d0199d | 1;  // M: the MMU is on
+  r.tcr = tcr;
+  r.ttbr0 = ttbr0;
+  r.ttbr1 = ttbr1;
+  return r;
+}
+
+TEST(PagingArm64, FourKilobyteGranuleFourLevelsBlocksAndTtbr1) {
+  BufferMemory mem(1 << 20);
+  const uint64_t tcr = 16 | (16ull << 16) | (2ull << 30);  // T0SZ=T1SZ=16, TG0 4K, TG1 4K
+  mem.Put(0x10000 + 8 * 1, 0x11000 | kTbl);
+  mem.Put(0x11000 + 8 * 2, 0x12000 | kTbl);
+  mem.Put(0x12000 + 8 * 3, 0x13000 | kTbl);
+  mem.Put(0x13000 + 8 * 4, 0x20000 | kPage | (1ull << 54));
+  mem.Put(0x12000 + 8 * 5, 0x200000 | kBlock);
+  const uint64_t base = (1ull << 39) + (2ull << 30);
+  auto t = Translate(mem, Arm(tcr, 0x10000), base + (3ull << 21) + (4ull << 12) + 0x567);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->mapped);
+  EXPECT_EQ(t->mode, PagingMode::kArm64_4K);
+  EXPECT_EQ(t->gpa, 0x20567u);
+  EXPECT_EQ(t->page_size, 4096u);
+  ASSERT_EQ(t->steps.size(), 4u);
+  EXPECT_STREQ(t->steps[0].level, "L0");
+  EXPECT_EQ(t->steps[3].entry_gpa, 0x13000u + 32);
+  EXPECT_EQ(EntryFlags(t->steps[3]), "PAGE AF AP=00 SH=0 ATTR=0 UXN");
+  auto blk = Translate(mem, Arm(tcr, 0x10000), base + (5ull << 21) + 0x12345);
+  ASSERT_TRUE(blk.ok() && blk->mapped);
+  EXPECT_EQ(blk->page_size, 2u << 20);
+  EXPECT_EQ(blk->gpa, 0x212345u);
+  // The upper half goes through TTBR1_EL1.
+  mem.Put(0x30000 + 8 * 0x1ff, 0x31000 | kTbl);
+  mem.Put(0x31000, 0x32000 | kTbl);
+  mem.Put(0x32000, 0x33000 | kTbl);
+  mem.Put(0x33000 + 8, 0x40000 | kPage);
+  auto hi = Translate(mem, Arm(tcr, 0x10000, 0x30000), 0xffffff8000001abcull);
+  ASSERT_TRUE(hi.ok()) << hi.status().message();
+  ASSERT_TRUE(hi->mapped);
+  EXPECT_STREQ(hi->root_name, "TTBR1_EL1");
+  EXPECT_EQ(hi->gpa, 0x40abcu);
+  // An address outside both ranges, and an invalid descriptor.
+  EXPECT_FALSE(Translate(mem, Arm(tcr, 0x10000), 0x0001000000000000ull).ok());
+  auto miss = Translate(mem, Arm(tcr, 0x10000), base + (6ull << 21));
+  ASSERT_TRUE(miss.ok());
+  EXPECT_FALSE(miss->mapped);
+  EXPECT_NE(FaultMessage(*miss).find("L2 entry 6"), std::string::npos) << FaultMessage(*miss);
+  EXPECT_NE(FaultMessage(*miss).find("invalid descriptor"), std::string::npos);
+}
+
+TEST(PagingArm64, SixteenKilobyteGranuleStartsAtLevelOne) {
+  BufferMemory mem(1 << 20);
+  const uint64_t tcr = 17 | (2ull << 14);  // 47-bit input, TG0 16K: levels 1..3
+  mem.Put(0x40000 + 8 * 1, 0x44000 | kTbl);
+  mem.Put(0x44000 + 8 * 2, 0x48000 | kTbl);
+  mem.Put(0x48000 + 8 * 3, 0x50000 | kPage);
+  mem.Put(0x44000 + 8 * 4, 0x2000000 | kBlock);
+  auto t = Translate(mem, Arm(tcr, 0x40000), (1ull << 36) + (2ull << 25) + (3ull << 14) + 0x1abc);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->mapped);
+  EXPECT_EQ(t->mode, PagingMode::kArm64_16K);
+  ASSERT_EQ(t->steps.size(), 3u);
+  EXPECT_STREQ(t->steps[0].level, "L1");
+  EXPECT_EQ(t->page_size, 16384u);
+  EXPECT_EQ(t->gpa, 0x51abcu);
+  auto blk = Translate(mem, Arm(tcr, 0x40000), (1ull << 36) + (4ull << 25) + 0x123456);
+  ASSERT_TRUE(blk.ok() && blk->mapped);
+  EXPECT_EQ(blk->page_size, 32u << 20);
+  EXPECT_EQ(blk->gpa, 0x2123456u);
+}
+
+TEST(PagingArm64, SixtyFourKilobyteGranuleTwoLevels) {
+  BufferMemory mem(1 << 20);
+  const uint64_t tcr = 22 | (1ull << 14);  // 42-bit input, TG0 64K: levels 2..3
+  mem.Put(0x60000 + 8 * 3, 0x70000 | kTbl);
+  mem.Put(0x70000 + 8 * 5, 0x80000 | kPage);
+  mem.Put(0x60000 + 8 * 1, 0x20000000 | kBlock);
+  auto t = Translate(mem, Arm(tcr, 0x60000), (3ull << 29) + (5ull << 16) + 0xabcd);
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_TRUE(t->mapped);
+  EXPECT_EQ(t->mode, PagingMode::kArm64_64K);
+  ASSERT_EQ(t->steps.size(), 2u);
+  EXPECT_STREQ(t->steps[0].level, "L2");
+  EXPECT_EQ(t->page_size, 65536u);
+  EXPECT_EQ(t->gpa, 0x8abcdu);
+  auto blk = Translate(mem, Arm(tcr, 0x60000), (1ull << 29) + 0x1234567);
+  ASSERT_TRUE(blk.ok() && blk->mapped);
+  EXPECT_EQ(blk->page_size, 512u << 20);
+  EXPECT_EQ(blk->gpa, 0x21234567u);
+}
+
+TEST(PagingArm64, MmuOffIsIdentityAndRegistersComeFromTheManifest) {
+  BufferMemory mem(1 << 16);
+  PagingRegs off = Arm(0, 0);
+  off.sctlr = 0;
+  auto t = Translate(mem, off, 0x1234);
+  ASSERT_TRUE(t.ok() && t->mapped);
+  EXPECT_EQ(t->gpa, 0x1234u);
+  capnp::MallocMessageBuilder msg;
+  auto m = msg.initRoot<schema::Manifest>();
+  m.setArch(schema::Arch::AARCH64);
+  auto sr = m.initVcpus(1)[0].initAarch64().initSysregs(2);
+  sr[0].setId(0x603000000013c102ull);  // TCR_EL1
+  sr[0].setValue(0x1234);
+  sr[1].setId(0x603000000013c101ull);  // TTBR1_EL1
+  sr[1].setValue(0x5000);
+  auto r = PagingRegsOf(m.asReader(), 0);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(r->arm64);
+  EXPECT_EQ(r->tcr, 0x1234u);
+  EXPECT_EQ(r->ttbr1, 0x5000u);
+}
+
+// struct elf_prstatus on arm64: the same 112-byte head, then user_pt_regs.
+TEST(Headers, Arm64PrstatusLayout) {
+  capnp::MallocMessageBuilder msg;
+  auto v = msg.initRoot<schema::aarch64::Vcpu>();
+  auto c = v.initCore();
+  auto x = c.initX(31);
+  for (unsigned i = 0; i < 31; ++i) x.set(i, 0x100 + i);
+  c.setSpEl0(0xe0);
+  c.setSpEl1(0xe1);
+  c.setPc(0xffff800008001234ull);
+  c.setPstate(0x3c5);  // EL1h: the stack pointer in use is SP_EL1
+  auto b = Arm64Prstatus(v.asReader(), 0);
+  ASSERT_EQ(b.size(), 392u);
+  EXPECT_EQ(b[32], 1);
+  constexpr size_t kReg = 112;
+  EXPECT_EQ(Le64(b, kReg), 0x100u);            // x0
+  EXPECT_EQ(Le64(b, kReg + 30 * 8), 0x11eu);   // x30
+  EXPECT_EQ(Le64(b, kReg + 31 * 8), 0xe1u);    // sp
+  EXPECT_EQ(Le64(b, kReg + 32 * 8), 0xffff800008001234ull);  // pc
+  EXPECT_EQ(Le64(b, kReg + 33 * 8), 0x3c5u);   // pstate
+  c.setPstate(0x3c4);  // EL1t: SP_EL0
+  EXPECT_EQ(Le64(Arm64Prstatus(v.asReader(), 0), kReg + 31 * 8), 0xe0u);
+}
+
 TEST(Headers, LimeHeaderBytes) {
   auto b = LimeHeader(0x100000, 0x1fffff);
   ASSERT_EQ(b.size(), 32u);

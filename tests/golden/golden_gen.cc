@@ -515,6 +515,149 @@ Status WritePpc(const std::string& path) {
   });
 }
 
+// ---------------------------------------------------------------- aarch64
+
+// An arm64 Linux guest as KVM would list it: 2 vCPUs (vCPU 1 powered off by
+// PSCI), a vGICv3 with 64 IRQs and an ITS, a pending SError on vCPU 0.
+// Written as format 1.1, the first minor that holds aarch64 state.
+Status WriteArm64(const std::string& path) {
+  Bytes mem(16 * 4096, 0);
+  TextPage(mem.data(), 4096, "aarch64 golden: vectors at 0x40000800");
+  TextPage(mem.data() + 5 * 4096, 4096, "aarch64 golden: kernel text");
+  WriterOptions o = Opts(4096, 8);
+  o.format_minor = 1;
+  return Write(path, o, [&](SnapshotWriter& w) {
+    auto m = w.manifest();
+    m.setArch(schema::Arch::AARCH64);
+    SetCreation(m, "Neoverse-N1 golden");
+    auto r = m.getMemory().initRegions(1);
+    r[0].setGuestPhysAddr(0x40000000);
+    r[0].setSize(mem.size());
+    r[0].setName("ram");
+    auto v = m.initVcpus(2);
+    const uint64_t kCore = 0x6030000000100000ull, kSys = 0x6030000000130000ull;
+    auto sys = [&](unsigned op0, unsigned op1, unsigned crn, unsigned crm, unsigned op2) {
+      return kSys | op0 << 14 | op1 << 11 | crn << 7 | crm << 3 | op2;
+    };
+    for (unsigned i = 0; i < 2; ++i) {
+      v[i].setId(i);
+      auto c = v[i].initAarch64();
+      c.setMpState(i == 0 ? 0 : 5);  // RUNNABLE, STOPPED (PSCI CPU_OFF)
+      auto init = c.getInit();
+      init.setTarget(5);  // GENERIC_V8
+      auto f = init.initFeatures(7);
+      f.set(0, (1u << 2) | (1u << 3) | (i == 1 ? 1u : 0u));  // PSCI_0_2, PMU_V3 (+ POWER_OFF)
+      auto core = c.initCore();
+      auto x = core.initX(31);
+      for (unsigned k = 0; k < 31; ++k) x.set(k, 0xa64000000000ull | uint64_t(i) << 8 | k);
+      core.setSpEl0(0x0000ffffc0de0000ull);
+      core.setPc(0xffff800008010000ull + 0x40 * i);
+      core.setPstate(0x3c5);  // EL1h, DAIF masked
+      core.setSpEl1(0xffff80000a004000ull - 0x4000 * i);
+      core.setElrEl1(0xffff800008123456ull);
+      auto spsr = core.initSpsr(5);
+      spsr.set(0, 0x60000005);
+      auto fp = c.initFp();
+      auto vr = fp.initV(32);
+      for (unsigned k = 0; k < 32; ++k) {
+        uint8_t b[16];
+        for (int j = 0; j < 16; ++j) b[j] = uint8_t(k * 16 + j);
+        vr.set(k, kj::arrayPtr(b, 16));
+      }
+      fp.setFpsr(0x10);
+      fp.setFpcr(0x03000000);
+      c.initSve();
+      auto sr = c.initSysregs(8);
+      const std::pair<uint64_t, uint64_t> regs[] = {
+          {sys(3, 0, 0, 0, 5), 0x80000000ull | i},     // MPIDR_EL1
+          {sys(3, 0, 1, 0, 0), 0x30d0599d},            // SCTLR_EL1: MMU on
+          {sys(3, 0, 2, 0, 0), 0x41234000},            // TTBR0_EL1
+          {sys(3, 0, 2, 0, 1), 0x4120e000},            // TTBR1_EL1
+          {sys(3, 0, 2, 0, 2), 0x00000034b5193519ull}, // TCR_EL1: 4K granules, 48-bit
+          {sys(3, 0, 10, 2, 0), 0x000000040044ffffull},// MAIR_EL1
+          {sys(3, 0, 12, 0, 0), 0xffff800008010800ull},// VBAR_EL1
+          {sys(3, 0, 15, 2, 1), 0x1},                  // an unnamed IMPLEMENTATION DEFINED one
+      };
+      for (unsigned k = 0; k < 8; ++k) {
+        sr[k].setId(regs[k].first);
+        sr[k].setValue(regs[k].second);
+      }
+      auto t = c.initTimer();
+      t.setCtl(1);
+      t.setCnt(0x123456789ull);
+      t.setCval(0x123500000ull);
+      t.setHasPtimer(true);
+      t.setPctl(0);
+      t.setPcnt(0x123456789ull + 0x1000);
+      t.setPcval(0);
+      auto fw = c.initFirmware(3);
+      fw[0].setId(0x6030000000140000ull);  // PSCI_VERSION
+      fw[0].setValue(0x10001);             // 1.1
+      fw[1].setId(0x6030000000140001ull);
+      fw[1].setValue(1);
+      fw[2].setId(0x6030000000140002ull);
+      fw[2].setValue(0);
+      auto other = c.initOtherRegs(1);
+      other[0].setId(0x6020000000110000ull);  // CCSIDR[0]
+      const uint8_t ccsidr[4] = {0x1a, 0xe0, 0x0f, 0x70};
+      other[0].setData(kj::arrayPtr(ccsidr, 4));
+      auto ev = c.initEvents();
+      ev.setSerrorPending(i == 0);
+      ev.setSerrorHasEsr(i == 0);
+      ev.setSerrorEsr(i == 0 ? 0x00000021 : 0);
+      auto list = c.initRegList(4);
+      list.set(0, kCore | 0x40);  // PC
+      list.set(1, kCore | 0x42);  // PSTATE
+      list.set(2, sys(3, 0, 1, 0, 0));
+      list.set(3, 0x6030000000140000ull);
+    }
+    auto vm = m.initVm().initAarch64();
+    auto gic = vm.initGic();
+    gic.setPresent(true);
+    gic.setDistBase(0x08000000);
+    gic.setRedistBase(0x080a0000);
+    gic.setNrIrqs(64);
+    gic.setPendingTablesSaved(true);
+    auto d = gic.initDist(3);
+    d[0].setOffset(0x0);
+    d[0].setValue(0x12);  // ARE_NS | EnableGrp1NS
+    d[1].setOffset(0x104);
+    d[1].setValue(0x00000003);
+    d[2].setOffset(0x6100);
+    d[2].setValue(0x1);
+    auto cpus = gic.initCpus(2);
+    for (unsigned i = 0; i < 2; ++i) {
+      cpus[i].setMpidr(0x80000000ull | i);
+      auto rd = cpus[i].initRedist(2);
+      rd[0].setOffset(0x70);
+      rd[0].setValue(0x40300000);
+      rd[1].setOffset(0x10100);
+      rd[1].setValue(0x08000000);  // PPI 27 (virtual timer) enabled
+      auto icc = cpus[i].initSysregs(2);
+      icc[0].setId(0xc664);  // ICC_CTLR_EL1 encoding
+      icc[0].setValue(0x400);
+      icc[1].setId(0xc230);  // ICC_PMR_EL1
+      icc[1].setValue(0xf0);
+      auto lv = cpus[i].initLevels(1);
+      lv[0].setIntid(0);
+      lv[0].setBits(i == 0 ? 0x08000000 : 0);
+    }
+    auto its = vm.initIts();
+    its.setPresent(true);
+    its.setBase(0x08080000);
+    its.setTablesSaved(true);
+    auto ir = its.initRegs(3);
+    ir[0].setOffset(0x80);
+    ir[0].setValue(0x8000000040300000ull);
+    ir[1].setOffset(0x100);
+    ir[1].setValue(0x8000000040310000ull);
+    ir[2].setOffset(0x0);
+    ir[2].setValue(1);
+    SetSave(m, "zstd:3");
+    return w.AddMemory(0x40000000, mem.data(), mem.size());
+  });
+}
+
 Status Derive(const std::string& dir, const char* from, const char* to,
               const std::function<void(Bytes&)>& edit) {
   Bytes b = testing::ReadFileBytes(dir + "/" + from);
@@ -533,6 +676,7 @@ Status GenerateAll(const std::string& dir) {
   VMSNAP_RETURN_IF_ERROR(WriteX86Child(dir + "/" + kX86Child, x86_id, kX86));
   VMSNAP_RETURN_IF_ERROR(WriteS390(dir + "/" + kS390));
   VMSNAP_RETURN_IF_ERROR(WritePpc(dir + "/" + kPpc));
+  VMSNAP_RETURN_IF_ERROR(WriteArm64(dir + "/" + kArm64));
   VMSNAP_RETURN_IF_ERROR(WriteX86Child(dir + "/" + kMissingParent, x86_id, "does-not-exist.vmsnap"));
   VMSNAP_RETURN_IF_ERROR(Derive(dir, kS390, kNewerMinor, [](Bytes& b) {
     b = testing::RewriteManifest(b, [](schema::Manifest::Builder m) { m.setFormatMinor(9); });

@@ -15,6 +15,7 @@ inline constexpr const char* kX86 = "x86_64.vmsnap";
 inline constexpr const char* kX86Child = "x86_64-child.vmsnap";
 inline constexpr const char* kS390 = "s390x.vmsnap";
 inline constexpr const char* kPpc = "ppc64.vmsnap";
+inline constexpr const char* kArm64 = "aarch64.vmsnap";  // format 1.1
 inline constexpr const char* kNewerMinor = "newer-minor.vmsnap";
 inline constexpr const char* kBadMagic = "bad-magic.vmsnap";
 inline constexpr const char* kNewerMajor = "newer-major.vmsnap";
@@ -23,7 +24,7 @@ inline constexpr const char* kBadManifestChecksum = "bad-manifest-checksum.vmsna
 inline constexpr const char* kBadChunkChecksum = "bad-chunk-checksum.vmsnap";
 inline constexpr const char* kMissingParent = "missing-parent.vmsnap";
 
-inline constexpr const char* kAllFiles[] = {kX86,      kX86Child,   kS390,       kPpc,
+inline constexpr const char* kAllFiles[] = {kX86,      kX86Child,   kS390,       kPpc,       kArm64,
                                             kNewerMinor, kBadMagic, kNewerMajor, kTruncated,
                                             kBadManifestChecksum, kBadChunkChecksum,
                                             kMissingParent};

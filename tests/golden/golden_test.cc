@@ -170,6 +170,32 @@ TEST(Golden, Ppc64) {
   EXPECT_EQ(st.zero_pages, 2u);
 }
 
+// The first format 1.1 file: an arm64 snapshot.
+TEST(Golden, Aarch64) {
+  auto r = Open(golden::kArm64);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->format_minor(), 1);
+  auto m = r->manifest();
+  EXPECT_EQ(m.getArch(), schema::Arch::AARCH64);
+  ASSERT_EQ(m.getVcpus().size(), 2u);
+  auto c = m.getVcpus()[1].getAarch64();
+  EXPECT_EQ(c.getMpState(), 5u);
+  EXPECT_EQ(c.getCore().getPc(), 0xffff800008010040ull);
+  EXPECT_EQ(c.getCore().getX()[30], 0xa6400000011eull);
+  EXPECT_EQ(c.getFp().getV()[31][15], 0xff);
+  EXPECT_EQ(c.getSysregs()[4].getValue(), 0x00000034b5193519ull);  // TCR_EL1
+  EXPECT_EQ(c.getTimer().getCval(), 0x123500000ull);
+  EXPECT_TRUE(m.getVcpus()[0].getAarch64().getEvents().getSerrorPending());
+  auto vm = m.getVm().getAarch64();
+  EXPECT_EQ(vm.getGic().getNrIrqs(), 64u);
+  EXPECT_EQ(vm.getGic().getCpus()[1].getMpidr(), 0x80000001ull);
+  EXPECT_TRUE(vm.getIts().getTablesSaved());
+  EXPECT_EQ(vm.getIts().getRegs()[2].getOffset(), 0u);  // GITS_CTLR last
+  ManifestStats st = ComputeManifestStats(*r);
+  EXPECT_EQ(st.present_pages, 2u);
+  EXPECT_EQ(st.zero_pages, 14u);
+}
+
 TEST(Golden, NewerMinorIsRead) {
   auto r = Open(golden::kNewerMinor);
   ASSERT_TRUE(r);

@@ -580,6 +580,7 @@ TEST_F(ToolsCli, GoldenFiles) {
   };
   for (Good f : {Good{"x86_64.vmsnap", "x86_64"}, Good{"x86_64-child.vmsnap", "x86_64"},
                  Good{"s390x.vmsnap", "s390x"}, Good{"ppc64.vmsnap", "ppc64"},
+                 Good{"aarch64.vmsnap", "aarch64"},
                  Good{"newer-minor.vmsnap", nullptr}}) {
     std::string p = g + f.file;
     if (!fs::exists(p)) continue;
@@ -846,7 +847,8 @@ TEST_F(ToolsCli, CommandLineEdges) {
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("vmsnap "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("library "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("file format 1.0"), std::string::npos) << r.out;
+  const std::string format = "file format " + std::to_string(layout::kMajor) + "." + std::to_string(layout::kMinor);
+  EXPECT_NE(r.out.find(format), std::string::npos) << r.out;
 
   Memory mem = BaseMemory();
   std::string a = Path("a.vmsnap");

@@ -395,6 +395,9 @@ TEST_F(KvmTest, BadInputExits125) {
     ASSERT_TRUE((*w)->Commit().ok());
   }
   ExpectOneLineError(Vmsnap({"load", Path("s390.vmsnap")}), "wrong architecture");
+  // An arm64 snapshot (the golden one) names its architecture.
+  ExpectOneLineError(Vmsnap({"load", std::string(VMSNAP_GOLDEN_DIR) + "/aarch64.vmsnap"}),
+                     "is for aarch64; this VMM restores x86_64 (wrong architecture)");
 }
 
 }  // namespace

@@ -120,6 +120,7 @@ constexpr uint16_t kEtCore = 4;
 constexpr uint16_t kEmX8664 = 62;
 constexpr uint16_t kEmS390 = 22;
 constexpr uint16_t kEmPpc64 = 21;
+constexpr uint16_t kEmAarch64 = 183;
 constexpr uint32_t kPtLoad = 1;
 constexpr uint32_t kPtNote = 4;
 constexpr uint32_t kNtPrstatus = 1;
@@ -133,17 +134,25 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
   const auto arch = manifest.getArch();
   // s390x cores are big-endian, as the kernel writes them there.
   const bool big = arch == schema::Arch::S390X;
-  const uint16_t machine = arch == schema::Arch::X8664 ? kEmX8664
-                           : arch == schema::Arch::S390X ? kEmS390 : kEmPpc64;
+  const uint16_t machine = arch == schema::Arch::X8664     ? kEmX8664
+                           : arch == schema::Arch::S390X   ? kEmS390
+                           : arch == schema::Arch::AARCH64 ? kEmAarch64
+                                                           : kEmPpc64;
 
-  // Notes: one NT_PRSTATUS per vCPU. Only the x86-64 layout is written; other
-  // architectures get their memory without register notes.
+  // Notes: one NT_PRSTATUS per vCPU. The x86-64 and arm64 layouts are
+  // written; other architectures get their memory without register notes.
   Bytes notes(big);
-  if (arch == schema::Arch::X8664) {
+  if (arch == schema::Arch::X8664 || arch == schema::Arch::AARCH64) {
     uint32_t index = 0;
     for (auto v : manifest.getVcpus()) {
-      if (!v.isX8664()) return Status::Corruption("vCPU " + std::to_string(index) + " holds no x86_64 state");
-      std::vector<uint8_t> desc = X86Prstatus(v.getX8664(), index);
+      std::vector<uint8_t> desc;
+      if (arch == schema::Arch::X8664) {
+        if (!v.isX8664()) return Status::Corruption("vCPU " + std::to_string(index) + " holds no x86_64 state");
+        desc = X86Prstatus(v.getX8664(), index);
+      } else {
+        if (!v.isAarch64()) return Status::Corruption("vCPU " + std::to_string(index) + " holds no aarch64 state");
+        desc = Arm64Prstatus(v.getAarch64(), index);
+      }
       notes.U32(5);  // "CORE\0"
       notes.U32(desc.size());
       notes.U32(kNtPrstatus);
@@ -305,6 +314,34 @@ std::vector<uint8_t> X86Prstatus(schema::x86::Vcpu::Reader vcpu, uint32_t index)
   b.U64(s.getEs().getSelector());
   b.U64(s.getFs().getSelector());
   b.U64(s.getGs().getSelector());
+  b.U32(0);  // pr_fpvalid
+  b.PadTo(8);
+  return std::move(b.bytes());
+}
+
+std::vector<uint8_t> Arm64Prstatus(schema::aarch64::Vcpu::Reader vcpu, uint32_t index) {
+  auto c = vcpu.getCore();
+  Bytes b(false);
+  b.U32(0);  // pr_info.si_signo
+  b.U32(0);  // pr_info.si_code
+  b.U32(0);  // pr_info.si_errno
+  b.U16(0);  // pr_cursig
+  b.PadTo(8);
+  b.U64(0);  // pr_sigpend
+  b.U64(0);  // pr_sighold
+  b.U32(index + 1);  // pr_pid: gdb names threads by it
+  b.U32(0);  // pr_ppid
+  b.U32(0);  // pr_pgrp
+  b.U32(0);  // pr_sid
+  for (int i = 0; i < 8; ++i) b.U64(0);  // pr_utime, pr_stime, pr_cutime, pr_cstime
+  // pr_reg: struct user_pt_regs {regs[31], sp, pc, pstate}. The kernel's own
+  // cores use the stack pointer of the exception level the vCPU was in.
+  auto x = c.getX();
+  for (unsigned i = 0; i < 31; ++i) b.U64(i < x.size() ? x[i] : 0);
+  const bool el1 = ((c.getPstate() >> 2) & 3) != 0 && (c.getPstate() & 1);  // EL1h/EL2h: SP_ELx
+  b.U64(el1 ? c.getSpEl1() : c.getSpEl0());
+  b.U64(c.getPc());
+  b.U64(c.getPstate());
   b.U32(0);  // pr_fpvalid
   b.PadTo(8);
   return std::move(b.bytes());

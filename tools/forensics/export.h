@@ -49,6 +49,9 @@ Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reade
 // struct elf_prstatus for x86-64 (336 bytes) holding vCPU `index`'s registers,
 // pr_pid = index + 1.
 std::vector<uint8_t> X86Prstatus(schema::x86::Vcpu::Reader vcpu, uint32_t index);
+// The same for an aarch64 vCPU: pr_reg is struct user_pt_regs (X0-X30, sp,
+// pc, pstate); sp is SP_EL1 when PSTATE says EL1h, else SP_EL0. 392 bytes.
+std::vector<uint8_t> Arm64Prstatus(schema::aarch64::Vcpu::Reader vcpu, uint32_t index);
 
 // struct lime_mem_range_header (32 bytes, little-endian).
 std::vector<uint8_t> LimeHeader(uint64_t start, uint64_t end_inclusive);

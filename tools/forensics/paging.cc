@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// x86 page-table walks (Intel SDM vol. 3A, chapter 4 "Paging").
+// Page-table walks: x86 (Intel SDM vol. 3A, chapter 4 "Paging") and aarch64
+// stage 1 (Arm ARM, chapter D8).
 #include "tools/forensics/paging.h"
 
 #include <cinttypes>
@@ -52,15 +53,20 @@ const char* ModeName(PagingMode mode) {
     case PagingMode::kPae: return "pae";
     case PagingMode::kLong4: return "4-level";
     case PagingMode::kLong5: return "5-level";
+    case PagingMode::kArm64Off: return "mmu-off";
+    case PagingMode::kArm64_4K: return "4K";
+    case PagingMode::kArm64_16K: return "16K";
+    case PagingMode::kArm64_64K: return "64K";
   }
   return "?";
 }
 
 Result<PagingRegs> PagingRegsOf(schema::Manifest::Reader manifest, uint64_t vcpu) {
-  if (manifest.getArch() != schema::Arch::X8664) {
-    const char* arch = manifest.getArch() == schema::Arch::S390X ? "s390x" : "ppc64";
-    return Status::WrongArch(std::string("virtual addresses are only translated for x86_64 "
-                                         "snapshots; this one is ") + arch);
+  const auto arch = manifest.getArch();
+  if (arch != schema::Arch::X8664 && arch != schema::Arch::AARCH64) {
+    const char* name = arch == schema::Arch::S390X ? "s390x" : "ppc64";
+    return Status::WrongArch(std::string("virtual addresses are only translated for x86_64 and "
+                                         "aarch64 snapshots; this one is ") + name);
   }
   auto vcpus = manifest.getVcpus();
   if (vcpu >= vcpus.size()) {
@@ -69,6 +75,22 @@ Result<PagingRegs> PagingRegsOf(schema::Manifest::Reader manifest, uint64_t vcpu
                                    (vcpus.size() == 1 ? "" : "s") + ")");
   }
   auto v = vcpus[static_cast<unsigned>(vcpu)];
+  if (arch == schema::Arch::AARCH64) {
+    if (!v.isAarch64()) return Status::Corruption("vCPU " + std::to_string(vcpu) + " holds no aarch64 state");
+    // ONE_REG ids of SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1 (op0 3, op1 0).
+    constexpr uint64_t kSys = 0x6030000000130000ull;
+    constexpr uint64_t kSctlr = kSys | 3 << 14 | 1 << 7, kTtbr0 = kSys | 3 << 14 | 2 << 7,
+                       kTtbr1 = kTtbr0 | 1, kTcr = kTtbr0 | 2;
+    PagingRegs r;
+    r.arm64 = true;
+    for (auto sr : v.getAarch64().getSysregs()) {
+      if (sr.getId() == kSctlr) r.sctlr = sr.getValue();
+      if (sr.getId() == kTcr) r.tcr = sr.getValue();
+      if (sr.getId() == kTtbr0) r.ttbr0 = sr.getValue();
+      if (sr.getId() == kTtbr1) r.ttbr1 = sr.getValue();
+    }
+    return r;
+  }
   if (!v.isX8664()) {
     return Status::Corruption("vCPU " + std::to_string(vcpu) + " holds no x86_64 state");
   }
@@ -76,8 +98,103 @@ Result<PagingRegs> PagingRegsOf(schema::Manifest::Reader manifest, uint64_t vcpu
   return PagingRegs{sregs.getCr0(), sregs.getCr3(), sregs.getCr4(), sregs.getEfer()};
 }
 
-Result<Translation> Translate(const PhysicalMemory& mem, const PagingRegs& regs, uint64_t gva) {
+Result<Translation> TranslateArm64(const PhysicalMemory& mem, const PagingRegs& regs, uint64_t gva) {
   Translation t;
+  t.gva = gva;
+  if (!(regs.sctlr & 1)) {  // SCTLR_EL1.M = 0: addresses are physical
+    t.mode = PagingMode::kArm64Off;
+    t.mapped = true;
+    t.gpa = gva;
+    t.page_size = 4096;
+    t.root_name = "none";
+    return t;
+  }
+  const bool upper = (gva >> 55) & 1;
+  const uint64_t tcr = regs.tcr;
+  const unsigned tsz = static_cast<unsigned>(upper ? (tcr >> 16) & 0x3f : tcr & 0x3f);
+  const bool epd = upper ? (tcr >> 23) & 1 : (tcr >> 7) & 1;
+  const bool tbi = upper ? (tcr >> 38) & 1 : (tcr >> 37) & 1;
+  const unsigned tg = static_cast<unsigned>(upper ? (tcr >> 30) & 3 : (tcr >> 14) & 3);
+  // TG0: 0 4K, 1 64K, 2 16K; TG1: 1 16K, 2 4K, 3 64K.
+  unsigned g;
+  if (upper) g = tg == 1 ? 14 : tg == 3 ? 16 : 12;
+  else g = tg == 1 ? 16 : tg == 2 ? 14 : 12;
+  t.mode = g == 12 ? PagingMode::kArm64_4K : g == 14 ? PagingMode::kArm64_16K : PagingMode::kArm64_64K;
+  t.root_name = upper ? "TTBR1_EL1" : "TTBR0_EL1";
+  const unsigned ia_bits = 64 - tsz;
+  if (tsz < 16 || tsz > 39) {
+    return Status::InvalidArgument(std::string("TCR_EL1.") + (upper ? "T1SZ" : "T0SZ") + " = " +
+                                   std::to_string(tsz) + " is outside 16..39");
+  }
+  // Every bit above the input size equals bit 55 (the top byte excepted with TBI).
+  const unsigned top = tbi ? 56 : 64;
+  for (unsigned b = ia_bits; b < top; ++b) {
+    if (((gva >> b) & 1) != static_cast<uint64_t>(upper)) {
+      return Status::InvalidArgument("gva " + Hex(gva) + " is outside the " + std::to_string(ia_bits) +
+                                     "-bit range of " + t.root_name);
+    }
+  }
+  if (epd) {
+    return Status::InvalidArgument(std::string("walks through ") + t.root_name + " are disabled (TCR_EL1.EPD" +
+                                   (upper ? "1" : "0") + " = 1)");
+  }
+  const unsigned stride = g - 3;
+  const unsigned levels = (ia_bits - g + stride - 1) / stride;
+  const unsigned start = 4 - levels;
+  const unsigned first_bits = (ia_bits - g) - (levels - 1) * stride;
+  static const char* const kNames[] = {"L0", "L1", "L2", "L3"};
+  const uint64_t oa_mask = 0x0000ffffffffffffull;
+  uint64_t table = (upper ? regs.ttbr1 : regs.ttbr0) & oa_mask & ~1ull;
+  // BADDR's bits below the first table's size (at least 64 bytes) are RES0.
+  const unsigned align = first_bits + 3 > 6 ? first_bits + 3 : 6;
+  table &= ~((uint64_t{1} << align) - 1);
+  t.root = table;
+  for (unsigned level = start; level < 4; ++level) {
+    const unsigned shift = g + (3 - level) * stride;
+    const unsigned bits = level == start ? first_bits : stride;
+    WalkStep s;
+    s.arm64 = true;
+    s.level = kNames[level];
+    s.table_gpa = table;
+    s.index = static_cast<unsigned>((gva >> shift) & ((uint64_t{1} << bits) - 1));
+    s.entry_gpa = table + 8ull * s.index;
+    VMSNAP_ASSIGN_OR_RETURN(s.entry, ReadEntry(mem, s.entry_gpa, 8, s.level));
+    t.steps.push_back(s);
+    if (!(s.entry & 1)) {
+      t.fault = "invalid descriptor";
+      return t;
+    }
+    const bool table_bit = (s.entry >> 1) & 1;
+    if (level == 3) {
+      if (!table_bit) {
+        t.fault = "reserved descriptor at level 3";
+        return t;
+      }
+    } else if (!table_bit) {
+      // Blocks: level 1 and 2 with 4K pages, level 2 with 16K and 64K (without 52-bit addressing).
+      const bool allowed = (g == 12 && (level == 1 || level == 2)) || (g != 12 && level == 2);
+      if (!allowed) {
+        t.fault = std::string("block descriptor not allowed at level ") + std::to_string(level);
+        return t;
+      }
+    }
+    if (level == 3 || !table_bit) {
+      const uint64_t size = uint64_t{1} << shift;
+      t.steps.back().leaf = true;
+      t.mapped = true;
+      t.page_size = size;
+      t.gpa = (s.entry & oa_mask & ~(size - 1)) | (gva & (size - 1));
+      return t;
+    }
+    table = s.entry & oa_mask & ~((uint64_t{1} << g) - 1);
+  }
+  return Status::Internal("aarch64 walk fell through");
+}
+
+Result<Translation> Translate(const PhysicalMemory& mem, const PagingRegs& regs, uint64_t gva) {
+  if (regs.arm64) return TranslateArm64(mem, regs, gva);
+  Translation t;
+  t.root = regs.cr3;
   t.mode = ModeOf(regs);
   t.gva = gva;
 
@@ -202,6 +319,29 @@ std::string FaultMessage(const Translation& t) {
 }
 
 std::string EntryFlags(const WalkStep& s) {
+  if (s.arm64) {
+    std::string out;
+    auto add = [&](const std::string& f) { out += (out.empty() ? "" : " ") + f; };
+    if (!(s.entry & 1)) return "-";
+    if (!s.leaf) {
+      add("TABLE");
+      if ((s.entry >> 59) & 1) add("PXNTable");
+      if ((s.entry >> 60) & 1) add("XNTable");
+      const unsigned ap = (s.entry >> 61) & 3;
+      if (ap) add("APTable=" + std::to_string(ap >> 1) + std::to_string(ap & 1));
+      return out;
+    }
+    add(((s.entry >> 1) & 1) && std::string(s.level) == "L3" ? "PAGE" : "BLOCK");
+    if ((s.entry >> 10) & 1) add("AF");
+    const unsigned ap = (s.entry >> 6) & 3;
+    add("AP=" + std::to_string(ap >> 1) + std::to_string(ap & 1));
+    add("SH=" + std::to_string((s.entry >> 8) & 3));
+    add("ATTR=" + std::to_string((s.entry >> 2) & 7));
+    if ((s.entry >> 11) & 1) add("nG");
+    if ((s.entry >> 53) & 1) add("PXN");
+    if ((s.entry >> 54) & 1) add("UXN");
+    return out;
+  }
   struct Flag {
     unsigned bit;
     const char* name;
