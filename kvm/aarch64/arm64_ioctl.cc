@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kvm/aarch64/arm64.h"
+#include "kvm/raw_ioctl.h"
 #include "base/fd.h"
 
 #if defined(__aarch64__)
@@ -42,30 +43,24 @@ constexpr unsigned long kSetEventsReq = _IOW(KVMIO, 0xa0, VcpuEvents);
 // Not in every distribution's headers yet (Linux 6.4).
 constexpr unsigned long kSetCounterOffsetReq = _IOW(KVMIO, 0xb5, CounterOffset);
 
-int Call(int fd, unsigned long request, const void* arg) {
-  int r = ::ioctl(fd, request, const_cast<void*>(arg));
-  return r < 0 ? -errno : r;
-}
 
 // Request numbers and structs are arm64's; elsewhere refuse rather than hand
 // a foreign layout to the kernel.
 int Native(int fd, unsigned long request, const void* arg) {
 #if defined(__aarch64__)
-  return Call(fd, request, arg);
+  constexpr bool kNativeHost = true;
 #else
-  (void)fd;
-  (void)request;
-  (void)arg;
-  return -ENOSYS;
+  constexpr bool kNativeHost = false;
 #endif
+  return NativeIoctl(kNativeHost, fd, request, arg);
 }
 
 class IoctlDevice final : public Device {
  public:
   explicit IoctlDevice(int fd) : fd_(fd) {}
-  int SetAttr(const kvm_device_attr& a) override { return Call(fd_.get(), KVM_SET_DEVICE_ATTR, &a); }
-  int GetAttr(const kvm_device_attr& a) override { return Call(fd_.get(), KVM_GET_DEVICE_ATTR, &a); }
-  int HasAttr(const kvm_device_attr& a) override { return Call(fd_.get(), KVM_HAS_DEVICE_ATTR, &a); }
+  int SetAttr(const kvm_device_attr& a) override { return RawIoctl(fd_.get(), KVM_SET_DEVICE_ATTR, &a); }
+  int GetAttr(const kvm_device_attr& a) override { return RawIoctl(fd_.get(), KVM_GET_DEVICE_ATTR, &a); }
+  int HasAttr(const kvm_device_attr& a) override { return RawIoctl(fd_.get(), KVM_HAS_DEVICE_ATTR, &a); }
 
  private:
   UniqueFd fd_;
@@ -77,7 +72,7 @@ class IoctlVm final : public Vm {
   int CreateDevice(uint32_t type, std::unique_ptr<Device>* out) override {
     kvm_create_device cd{};
     cd.type = type;
-    int r = Call(fd_, KVM_CREATE_DEVICE, &cd);
+    int r = RawIoctl(fd_, KVM_CREATE_DEVICE, &cd);
     if (r < 0) return r;
     *out = std::make_unique<IoctlDevice>(static_cast<int>(cd.fd));
     return 0;
@@ -97,15 +92,15 @@ class IoctlVcpu final : public Vcpu {
     // struct kvm_reg_list: n, then the ids.
     std::vector<uint64_t> buf(1 + *n);
     buf[0] = *n;
-    int r = Call(fd_, KVM_GET_REG_LIST, buf.data());
+    int r = RawIoctl(fd_, KVM_GET_REG_LIST, buf.data());
     *n = buf[0];
     if (r >= 0) std::copy(buf.begin() + 1, buf.begin() + 1 + static_cast<long>(buf[0]), ids);
     return r;
   }
-  int GetOneReg(const kvm_one_reg& r) override { return Call(fd_, KVM_GET_ONE_REG, &r); }
-  int SetOneReg(const kvm_one_reg& r) override { return Call(fd_, KVM_SET_ONE_REG, &r); }
-  int GetMpState(kvm_mp_state* s) override { return Call(fd_, KVM_GET_MP_STATE, s); }
-  int SetMpState(const kvm_mp_state& s) override { return Call(fd_, KVM_SET_MP_STATE, &s); }
+  int GetOneReg(const kvm_one_reg& r) override { return RawIoctl(fd_, KVM_GET_ONE_REG, &r); }
+  int SetOneReg(const kvm_one_reg& r) override { return RawIoctl(fd_, KVM_SET_ONE_REG, &r); }
+  int GetMpState(kvm_mp_state* s) override { return RawIoctl(fd_, KVM_GET_MP_STATE, s); }
+  int SetMpState(const kvm_mp_state& s) override { return RawIoctl(fd_, KVM_SET_MP_STATE, &s); }
   int GetEvents(VcpuEvents* e) override { return Native(fd_, kGetEventsReq, e); }
   int SetEvents(const VcpuEvents& e) override { return Native(fd_, kSetEventsReq, &e); }
 

@@ -7,6 +7,7 @@
 
 #include "base/fd.h"
 #include "kvm/ppc64/ppc64.h"
+#include "kvm/raw_ioctl.h"
 
 #if defined(__powerpc64__)
 #include <asm/kvm.h>
@@ -35,22 +36,16 @@ constexpr unsigned long kSetRegs = _IOW(KVMIO, 0x82, Regs);
 constexpr unsigned long kGetSregs = _IOR(KVMIO, 0x83, Sregs);
 constexpr unsigned long kSetSregs = _IOW(KVMIO, 0x84, Sregs);
 
-int Call(int fd, unsigned long request, const void* arg) {
-  int r = ::ioctl(fd, request, const_cast<void*>(arg));
-  return r < 0 ? -errno : r;
-}
 
 // Request numbers and structs are powerpc's; elsewhere refuse rather than
 // hand a foreign layout to the kernel.
 int Native(int fd, unsigned long request, const void* arg) {
 #if defined(__powerpc64__)
-  return Call(fd, request, arg);
+  constexpr bool kNativeHost = true;
 #else
-  (void)fd;
-  (void)request;
-  (void)arg;
-  return -ENOSYS;
+  constexpr bool kNativeHost = false;
 #endif
+  return NativeIoctl(kNativeHost, fd, request, arg);
 }
 
 class FdHtabFile final : public HtabFile {
@@ -77,7 +72,7 @@ class IoctlVm final : public Vm {
     if (r >= 0) *out = std::make_unique<FdHtabFile>(r);
     return r < 0 ? r : 0;
   }
-  int AllocateHtab(uint32_t* order) override { return Call(fd_, KVM_PPC_ALLOCATE_HTAB, order); }
+  int AllocateHtab(uint32_t* order) override { return RawIoctl(fd_, KVM_PPC_ALLOCATE_HTAB, order); }
 
  private:
   int fd_;
@@ -90,10 +85,10 @@ class IoctlVcpu final : public Vcpu {
   int SetRegs(const Regs& r) override { return Native(fd_, kSetRegs, &r); }
   int GetSregs(Sregs* s) override { return Native(fd_, kGetSregs, s); }
   int SetSregs(const Sregs& s) override { return Native(fd_, kSetSregs, &s); }
-  int GetOneReg(const kvm_one_reg& r) override { return Call(fd_, KVM_GET_ONE_REG, &r); }
-  int SetOneReg(const kvm_one_reg& r) override { return Call(fd_, KVM_SET_ONE_REG, &r); }
-  int GetMpState(kvm_mp_state* s) override { return Call(fd_, KVM_GET_MP_STATE, s); }
-  int SetMpState(const kvm_mp_state& s) override { return Call(fd_, KVM_SET_MP_STATE, &s); }
+  int GetOneReg(const kvm_one_reg& r) override { return RawIoctl(fd_, KVM_GET_ONE_REG, &r); }
+  int SetOneReg(const kvm_one_reg& r) override { return RawIoctl(fd_, KVM_SET_ONE_REG, &r); }
+  int GetMpState(kvm_mp_state* s) override { return RawIoctl(fd_, KVM_GET_MP_STATE, s); }
+  int SetMpState(const kvm_mp_state& s) override { return RawIoctl(fd_, KVM_SET_MP_STATE, &s); }
 
  private:
   int fd_;

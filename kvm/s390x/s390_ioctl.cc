@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "kvm/s390x/s390.h"
+#include "kvm/raw_ioctl.h"
 
 #if defined(__s390x__)
 #include <asm/kvm.h>
@@ -32,21 +33,17 @@ constexpr unsigned long kSetSregs = _IOW(KVMIO, 0x84, Sregs);
 constexpr unsigned long kGetFpu = _IOR(KVMIO, 0x8c, Fpu);
 constexpr unsigned long kSetFpu = _IOW(KVMIO, 0x8d, Fpu);
 
-int Call(int fd, unsigned long request, const void* arg) {
-  int r = ::ioctl(fd, request, const_cast<void*>(arg));
-  return r < 0 ? -errno : r;
-}
 
 class IoctlVm final : public Vm {
  public:
   explicit IoctlVm(int fd) : fd_(fd) {}
-  int GetCmmaBits(CmmaLog* log) override { return Call(fd_, KVM_S390_GET_CMMA_BITS, log); }
-  int SetCmmaBits(const CmmaLog& log) override { return Call(fd_, KVM_S390_SET_CMMA_BITS, &log); }
-  int GetSkeys(const Skeys& a) override { return Call(fd_, KVM_S390_GET_SKEYS, &a); }
-  int SetSkeys(const Skeys& a) override { return Call(fd_, KVM_S390_SET_SKEYS, &a); }
-  int SetAttr(const kvm_device_attr& a) override { return Call(fd_, KVM_SET_DEVICE_ATTR, &a); }
-  int GetAttr(const kvm_device_attr& a) override { return Call(fd_, KVM_GET_DEVICE_ATTR, &a); }
-  int HasAttr(const kvm_device_attr& a) override { return Call(fd_, KVM_HAS_DEVICE_ATTR, &a); }
+  int GetCmmaBits(CmmaLog* log) override { return RawIoctl(fd_, KVM_S390_GET_CMMA_BITS, log); }
+  int SetCmmaBits(const CmmaLog& log) override { return RawIoctl(fd_, KVM_S390_SET_CMMA_BITS, &log); }
+  int GetSkeys(const Skeys& a) override { return RawIoctl(fd_, KVM_S390_GET_SKEYS, &a); }
+  int SetSkeys(const Skeys& a) override { return RawIoctl(fd_, KVM_S390_SET_SKEYS, &a); }
+  int SetAttr(const kvm_device_attr& a) override { return RawIoctl(fd_, KVM_SET_DEVICE_ATTR, &a); }
+  int GetAttr(const kvm_device_attr& a) override { return RawIoctl(fd_, KVM_GET_DEVICE_ATTR, &a); }
+  int HasAttr(const kvm_device_attr& a) override { return RawIoctl(fd_, KVM_HAS_DEVICE_ATTR, &a); }
 
  private:
   int fd_;
@@ -61,10 +58,10 @@ class IoctlVcpu final : public Vcpu {
   int SetSregs(const Sregs& s) override { return Native(kSetSregs, &s); }
   int GetFpu(Fpu* f) override { return Native(kGetFpu, f); }
   int SetFpu(const Fpu& f) override { return Native(kSetFpu, &f); }
-  int GetOneReg(const kvm_one_reg& r) override { return Call(fd_, KVM_GET_ONE_REG, &r); }
-  int SetOneReg(const kvm_one_reg& r) override { return Call(fd_, KVM_SET_ONE_REG, &r); }
-  int GetMpState(kvm_mp_state* s) override { return Call(fd_, KVM_GET_MP_STATE, s); }
-  int SetMpState(const kvm_mp_state& s) override { return Call(fd_, KVM_SET_MP_STATE, &s); }
+  int GetOneReg(const kvm_one_reg& r) override { return RawIoctl(fd_, KVM_GET_ONE_REG, &r); }
+  int SetOneReg(const kvm_one_reg& r) override { return RawIoctl(fd_, KVM_SET_ONE_REG, &r); }
+  int GetMpState(kvm_mp_state* s) override { return RawIoctl(fd_, KVM_GET_MP_STATE, s); }
+  int SetMpState(const kvm_mp_state& s) override { return RawIoctl(fd_, KVM_SET_MP_STATE, &s); }
 
 #if defined(__s390x__)
   int GetPsw(uint64_t* mask, uint64_t* addr) override {
@@ -103,7 +100,7 @@ class IoctlVcpu final : public Vcpu {
   // means something else, so refuse rather than corrupt memory.
   int Native(unsigned long request, const void* arg) {
 #if defined(__s390x__)
-    return Call(fd_, request, arg);
+    return RawIoctl(fd_, request, arg);
 #else
     (void)request;
     (void)arg;
