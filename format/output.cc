@@ -181,8 +181,14 @@ Result<std::unique_ptr<OutputFile>> OutputFile::Create(const std::string& path, 
     char suffix[kTmpSuffixLen + 1];
     std::snprintf(suffix, sizeof suffix, "%08x", unsigned(rd()));
     out->tmp_ = stem + suffix;
+    // Registered before it exists: a signal arriving between the creation and
+    // the registration would otherwise leave the temporary behind.
+    out->registry_slot_ = RegisterTmp(out->tmp_);
     file = out->env_->NewWritableFile(out->tmp_, o.mode);
-    if (file.ok() || file.status().message().find("File exists") == std::string::npos) break;
+    if (file.ok()) break;
+    UnregisterTmp(out->registry_slot_);  // not ours (taken, or never made)
+    out->registry_slot_ = -1;
+    if (file.status().message().find("File exists") == std::string::npos) break;
   }
   if (!file.ok()) {
     Status s = out->Named(file.status());
@@ -190,7 +196,6 @@ Result<std::unique_ptr<OutputFile>> OutputFile::Create(const std::string& path, 
     return s;  // "create PATH: <reason>"
   }
   out->file_ = std::move(file).value();
-  out->registry_slot_ = RegisterTmp(out->tmp_);
   return out;
 }
 
