@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Page iteration over a snapshot chain and memory statistics of one snapshot.
+// Page iteration over a snapshot chain; page runs and memory statistics of
+// one snapshot, from its manifest.
 #include "format/memory.h"
 
 #include <algorithm>
@@ -8,32 +9,88 @@
 
 namespace vmsnap {
 
-ManifestStats ComputeManifestStats(const SnapshotReader& reader) {
-  ManifestStats s;
-  const uint32_t ps = reader.page_size();
-  for (auto r : reader.manifest().getMemory().getRegions()) s.memory_bytes += r.getSize();
-  s.region_pages = ps ? s.memory_bytes / ps : 0;
-  const bool full = !reader.manifest().hasParent();
-  for (const ChunkInfo& c : reader.chunk_index()) {
-    ++s.chunks;
-    const size_t bm = (c.page_count + 7) / 8;
-    uint64_t present = 0, defined = 0;
-    for (size_t b = 0; b < bm; ++b) {
-      present += unsigned(std::popcount(unsigned(c.present[b])));
-      if (c.defined) defined += unsigned(std::popcount(unsigned(c.defined[b])));
-    }
-    if (!c.defined) defined = c.page_count;
-    s.present_pages += present;
-    s.defined_pages += defined;
-    s.stored_bytes += c.stored_length;
-    s.raw_bytes += c.raw_length;
+const char* PageStateName(PageState s) {
+  switch (s) {
+    case PageState::kPresent: return "present";
+    case PageState::kZero: return "zero";
+    case PageState::kAbsent: return "absent";
   }
-  if (full) {
-    s.defined_pages = s.region_pages;
-    s.zero_pages = s.region_pages - std::min(s.region_pages, s.present_pages);
+  return "?";
+}
+
+uint64_t PageSizeOf(schema::Manifest::Reader m) {
+  uint64_t ps = m.getMemory().getPageSize();
+  if (ps == 0 || (ps & (ps - 1)) != 0) return 4096;
+  return ps;
+}
+
+namespace {
+
+// Bit i of a bitmap; bits past its end read as `missing`.
+bool Bit(capnp::Data::Reader bm, uint64_t i, bool missing) {
+  if (i / 8 >= bm.size()) return missing;
+  return (bm[i / 8] >> (i % 8)) & 1;
+}
+
+void Append(std::vector<PageRun>& runs, uint64_t gpa, uint64_t pages, PageState st, uint64_t ps) {
+  if (!runs.empty() && runs.back().state == st && runs.back().gpa + runs.back().pages * ps == gpa) {
+    runs.back().pages += pages;
+    return;
+  }
+  runs.push_back({gpa, pages, st});
+}
+
+}  // namespace
+
+std::vector<PageRun> ChunkRuns(schema::Manifest::Reader m) {
+  uint64_t ps = PageSizeOf(m);
+  std::vector<PageRun> runs;
+  for (auto c : m.getChunks()) {
+    auto present = c.getPresentBitmap();
+    auto defined = c.getDefinedBitmap();
+    bool all_defined = defined.size() == 0;
+    uint64_t gpa = c.getGuestPhysAddr();
+    for (uint64_t i = 0; i < c.getPageCount(); i++) {
+      PageState st = PageState::kAbsent;
+      if (all_defined || Bit(defined, i, false)) {
+        st = Bit(present, i, false) ? PageState::kPresent : PageState::kZero;
+      }
+      Append(runs, gpa + i * ps, 1, st, ps);
+    }
+  }
+  // The writer emits chunks sorted; a malformed file may not, and the views
+  // built on these runs assume ascending order.
+  std::stable_sort(runs.begin(), runs.end(), [](const PageRun& a, const PageRun& b) { return a.gpa < b.gpa; });
+  return runs;
+}
+
+MemoryStats ComputeMemoryStats(schema::Manifest::Reader m) {
+  MemoryStats s;
+  s.page_size = PageSizeOf(m);
+  for (auto r : m.getMemory().getRegions()) {
+    s.size += r.getSize();
+    s.region_pages += r.getSize() / s.page_size;
+    s.regions++;
+  }
+  const uint64_t region_pages = s.region_pages;
+  uint64_t defined_zero = 0;
+  for (const PageRun& run : ChunkRuns(m)) {
+    if (run.state == PageState::kPresent) s.present_pages += run.pages;
+    if (run.state == PageState::kZero) defined_zero += run.pages;
+  }
+  for (auto c : m.getChunks()) {
+    s.stored_bytes += c.getStoredLength();
+    s.raw_bytes += c.getRawLength();
+    s.chunks++;
+  }
+  uint64_t defined = s.present_pages + defined_zero;
+  if (m.hasParent()) {
+    s.defined_pages = defined;
+    s.zero_pages = defined_zero;
+    s.absent_pages = region_pages > defined ? region_pages - defined : 0;
   } else {
-    s.zero_pages = s.defined_pages - s.present_pages;
-    s.inherited_pages = s.region_pages - std::min(s.region_pages, s.defined_pages);
+    s.defined_pages = region_pages;
+    s.zero_pages = region_pages > s.present_pages ? region_pages - s.present_pages : 0;
   }
   return s;
 }

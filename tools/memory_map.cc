@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Page-level view of the chunk index.
+// The memory map of inspect --memory-map.
 #include "tools/memory_map.h"
 
 #include <algorithm>
@@ -7,90 +7,6 @@
 #include "tools/state_json.h"
 
 namespace vmsnap::tools {
-
-const char* PageStateName(PageState s) {
-  switch (s) {
-    case PageState::kPresent: return "present";
-    case PageState::kZero: return "zero";
-    case PageState::kAbsent: return "absent";
-  }
-  return "?";
-}
-
-uint64_t PageSizeOf(schema::Manifest::Reader m) {
-  uint64_t ps = m.getMemory().getPageSize();
-  if (ps == 0 || (ps & (ps - 1)) != 0) return 4096;
-  return ps;
-}
-
-namespace {
-
-// Bit i of a bitmap; bits past its end read as `missing`.
-bool Bit(capnp::Data::Reader bm, uint64_t i, bool missing) {
-  if (i / 8 >= bm.size()) return missing;
-  return (bm[i / 8] >> (i % 8)) & 1;
-}
-
-void Append(std::vector<PageRun>& runs, uint64_t gpa, uint64_t pages, PageState st, uint64_t ps) {
-  if (!runs.empty() && runs.back().state == st && runs.back().gpa + runs.back().pages * ps == gpa) {
-    runs.back().pages += pages;
-    return;
-  }
-  runs.push_back({gpa, pages, st});
-}
-
-}  // namespace
-
-std::vector<PageRun> ChunkRuns(schema::Manifest::Reader m) {
-  uint64_t ps = PageSizeOf(m);
-  std::vector<PageRun> runs;
-  for (auto c : m.getChunks()) {
-    auto present = c.getPresentBitmap();
-    auto defined = c.getDefinedBitmap();
-    bool all_defined = defined.size() == 0;
-    uint64_t gpa = c.getGuestPhysAddr();
-    for (uint64_t i = 0; i < c.getPageCount(); i++) {
-      PageState st = PageState::kAbsent;
-      if (all_defined || Bit(defined, i, false)) {
-        st = Bit(present, i, false) ? PageState::kPresent : PageState::kZero;
-      }
-      Append(runs, gpa + i * ps, 1, st, ps);
-    }
-  }
-  // The writer emits chunks sorted; a malformed file may not, and the views
-  // built on these runs assume ascending order.
-  std::stable_sort(runs.begin(), runs.end(), [](const PageRun& a, const PageRun& b) { return a.gpa < b.gpa; });
-  return runs;
-}
-
-MemoryStats ComputeMemoryStats(schema::Manifest::Reader m) {
-  MemoryStats s;
-  s.page_size = PageSizeOf(m);
-  uint64_t region_pages = 0;
-  for (auto r : m.getMemory().getRegions()) {
-    s.size += r.getSize();
-    region_pages += r.getSize() / s.page_size;
-    s.regions++;
-  }
-  uint64_t defined_zero = 0;
-  for (const PageRun& run : ChunkRuns(m)) {
-    if (run.state == PageState::kPresent) s.present_pages += run.pages;
-    if (run.state == PageState::kZero) defined_zero += run.pages;
-  }
-  for (auto c : m.getChunks()) {
-    s.stored_bytes += c.getStoredLength();
-    s.raw_bytes += c.getRawLength();
-    s.chunks++;
-  }
-  uint64_t defined = s.present_pages + defined_zero;
-  if (m.hasParent()) {
-    s.zero_pages = defined_zero;
-    s.absent_pages = region_pages > defined ? region_pages - defined : 0;
-  } else {
-    s.zero_pages = region_pages > s.present_pages ? region_pages - s.present_pages : 0;
-  }
-  return s;
-}
 
 nlohmann::ordered_json MemoryMapJson(schema::Manifest::Reader m) {
   using json = nlohmann::ordered_json;

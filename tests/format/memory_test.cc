@@ -132,12 +132,12 @@ TEST_P(MemoryRoundTrip, ComesBackByteIdentical) {
     }
   }
   EXPECT_EQ(covered, 37u + 300 + 513);
-  ManifestStats st = ComputeManifestStats(**r);
+  MemoryStats st = ComputeMemoryStats((*r)->manifest());
   EXPECT_EQ(st.present_pages, nonzero_pages);
   EXPECT_EQ(st.zero_pages, 37 + 300 + 513 - nonzero_pages);
-  EXPECT_EQ(st.memory_bytes, (37 + 300 + 513) * kPage);
+  EXPECT_EQ(st.size, (37 + 300 + 513) * kPage);
   EXPECT_EQ(st.raw_bytes, nonzero_pages * kPage);
-  EXPECT_EQ(st.inherited_pages, 0u);
+  EXPECT_EQ(st.absent_pages, 0u);
   if (p.compression == schema::Compression::ZSTD) {
     EXPECT_LT(st.stored_bytes, st.raw_bytes);  // the repeated pages compress
   } else {
@@ -374,11 +374,11 @@ TEST_F(Incremental, ThreeLayersMergeToTheLatestMemory) {
   EXPECT_EQ(chain->Locate(0x5000).layer, -1);
   auto l1 = SnapshotReader::Open(dir_ / "l1.vmsnap");
   ASSERT_TRUE(l1.ok());
-  ManifestStats st = ComputeManifestStats(**l1);
+  MemoryStats st = ComputeMemoryStats((*l1)->manifest());
   EXPECT_EQ(st.defined_pages, 50u);
   EXPECT_EQ(st.present_pages, 34u);  // 10..59 minus the 16 multiples of 3
   EXPECT_EQ(st.zero_pages, 16u);
-  EXPECT_EQ(st.inherited_pages, kPages - 50);
+  EXPECT_EQ(st.absent_pages, kPages - 50);
   for (const ChunkInfo& c : (*l1)->chunk_index()) EXPECT_NE(c.defined, nullptr);
 }
 

@@ -49,7 +49,7 @@ void CheckOne(const uint8_t* data, size_t size) {
       std::abort();
     }
   }
-  (void)ComputeManifestStats(reader);
+  (void)ComputeMemoryStats(reader.manifest());
   // What inspect does: every field, through reflection. Open() promised the
   // message is sound, so this must not throw.
   kj::String text = kj::str(capnp::toDynamic(reader.manifest()));

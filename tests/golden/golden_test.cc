@@ -83,8 +83,8 @@ TEST(Golden, X86_64) {
   EXPECT_EQ(vm.getClock().getFlags(), 2u);
   EXPECT_EQ(m.getDevices()[0].getName(), "serial0");
 
-  ManifestStats st = ComputeManifestStats(*r);
-  EXPECT_EQ(st.memory_bytes, 80u * 4096);
+  MemoryStats st = ComputeMemoryStats(r->manifest());
+  EXPECT_EQ(st.size, 80u * 4096);
   EXPECT_EQ(st.present_pages, 10u);  // 3 boot text + 2 random + page table + 4 kernel text
   EXPECT_EQ(st.zero_pages, 70u);
   EXPECT_EQ(st.chunks, 5u);
@@ -107,11 +107,11 @@ TEST(Golden, X86_64IncrementalChild) {
   EXPECT_EQ(m.getParent().getDepth(), 1u);
   EXPECT_EQ(0, std::memcmp(m.getParent().getSnapshotId().begin(), parent->id().data(), 16));
   EXPECT_EQ(m.getVcpus()[0].getX8664().getRegs().getRip(), 0x100200u);
-  ManifestStats st = ComputeManifestStats(*r);
+  MemoryStats st = ComputeMemoryStats(r->manifest());
   EXPECT_EQ(st.defined_pages, 3u);
   EXPECT_EQ(st.present_pages, 2u);
   EXPECT_EQ(st.zero_pages, 1u);
-  EXPECT_EQ(st.inherited_pages, 77u);
+  EXPECT_EQ(st.absent_pages, 77u);
 
   auto chain = SnapshotChain::Open(kDir + "/" + golden::kX86Child);
   ASSERT_TRUE(chain.ok()) << chain.status().message();
@@ -145,7 +145,7 @@ TEST(Golden, S390x) {
   EXPECT_EQ(vm.getCmma()[0].getValues()[6], 4);
   EXPECT_EQ(vm.getSkeys()[0].getKeys().size(), 32u);
   EXPECT_EQ(vm.getSkeys()[0].getKeys()[3], 0x36);
-  EXPECT_EQ(ComputeManifestStats(*r).present_pages, 11u);
+  EXPECT_EQ(ComputeMemoryStats(r->manifest()).present_pages, 11u);
 }
 
 TEST(Golden, Ppc64) {
@@ -165,7 +165,7 @@ TEST(Golden, Ppc64) {
   EXPECT_EQ(h.getEntries()[0].getV() & 0x11, 0x11u);  // bolted and valid
   EXPECT_EQ(h.getEntries()[1].getV() & 0x11, 0x01u);  // valid only
   EXPECT_EQ(h.getEntries()[2].getIndex(), 4095u);
-  ManifestStats st = ComputeManifestStats(*r);
+  MemoryStats st = ComputeMemoryStats(r->manifest());
   EXPECT_EQ(st.present_pages, 2u);
   EXPECT_EQ(st.zero_pages, 2u);
 }
@@ -191,7 +191,7 @@ TEST(Golden, Aarch64) {
   EXPECT_EQ(vm.getGic().getCpus()[1].getMpidr(), 0x80000001ull);
   EXPECT_TRUE(vm.getIts().getTablesSaved());
   EXPECT_EQ(vm.getIts().getRegs()[2].getOffset(), 0u);  // GITS_CTLR last
-  ManifestStats st = ComputeManifestStats(*r);
+  MemoryStats st = ComputeMemoryStats(r->manifest());
   EXPECT_EQ(st.present_pages, 2u);
   EXPECT_EQ(st.zero_pages, 14u);
 }
