@@ -271,7 +271,7 @@ int vmsnap_vm_restore_config(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   // layout this host cannot provide.
   st = restore::x86::CheckHost(*vm->vm_ops, m);
   if (!st.ok()) return Fail(st);
-  kvm::x86::VmConfig c = restore::x86::ConfigFromManifest(m.getVm().getX8664().getConfig());
+  kvm::x86::VmConfig c = state::x86::Decode(m.getVm().getX8664().getConfig());
   // The dirty ring is the new VMM's choice (vmsnap_vm_dirty_enable), not
   // replayed from the file.
   c.dirty_ring_bytes = 0;

@@ -7,78 +7,14 @@
 #include <cstring>
 
 #include "base/hex.h"
+#include "state/x86_64/x86_fields.h"
 
 namespace vmsnap::restore::x86 {
 namespace sx = schema::x86;
 namespace kx = kvm::x86;
+using state::x86::Decode;
 
 namespace {
-
-kvm_segment GetSegment(sx::Segment::Reader s) {
-  kvm_segment k{};
-  k.base = s.getBase();
-  k.limit = s.getLimit();
-  k.selector = s.getSelector();
-  k.type = s.getType();
-  k.present = s.getPresent();
-  k.dpl = s.getDpl();
-  k.db = s.getDb();
-  k.s = s.getS();
-  k.l = s.getL();
-  k.g = s.getG();
-  k.avl = s.getAvl();
-  k.unusable = s.getUnusable();
-  return k;
-}
-
-kvm_dtable GetDtable(sx::DTable::Reader d) {
-  kvm_dtable k{};
-  k.base = d.getBase();
-  k.limit = d.getLimit();
-  return k;
-}
-
-template <typename S>
-void GetSregsCommon(sx::Sregs::Reader r, S& s) {
-  s.cs = GetSegment(r.getCs());
-  s.ds = GetSegment(r.getDs());
-  s.es = GetSegment(r.getEs());
-  s.fs = GetSegment(r.getFs());
-  s.gs = GetSegment(r.getGs());
-  s.ss = GetSegment(r.getSs());
-  s.tr = GetSegment(r.getTr());
-  s.ldt = GetSegment(r.getLdt());
-  s.gdt = GetDtable(r.getGdt());
-  s.idt = GetDtable(r.getIdt());
-  s.cr0 = r.getCr0();
-  s.cr2 = r.getCr2();
-  s.cr3 = r.getCr3();
-  s.cr4 = r.getCr4();
-  s.cr8 = r.getCr8();
-  s.efer = r.getEfer();
-  s.apic_base = r.getApicBase();
-}
-
-kvm_pic_state GetPic(sx::Pic::Reader p) {
-  kvm_pic_state k{};
-  k.last_irr = p.getLastIrr();
-  k.irr = p.getIrr();
-  k.imr = p.getImr();
-  k.isr = p.getIsr();
-  k.priority_add = p.getPriorityAdd();
-  k.irq_base = p.getIrqBase();
-  k.read_reg_select = p.getReadReg();
-  k.poll = p.getPollMode();
-  k.special_mask = p.getSpecialMask();
-  k.init_state = p.getInitState();
-  k.auto_eoi = p.getAutoEoi();
-  k.rotate_on_auto_eoi = p.getRotateOnAutoEoi();
-  k.special_fully_nested_mode = p.getSpecialFullyNested();
-  k.init4 = p.getInit4();
-  k.elcr = p.getElcr();
-  k.elcr_mask = p.getElcrMask();
-  return k;
-}
 
 struct Feature {
   uint32_t leaf;
@@ -141,42 +77,7 @@ const kvm_cpuid_entry2* FindLeaf(const std::vector<kvm_cpuid_entry2>& v, uint32_
   return nullptr;
 }
 
-std::vector<kvm_cpuid_entry2> ToKvm(capnp::List<sx::CpuidEntry>::Reader list) {
-  std::vector<kvm_cpuid_entry2> v;
-  v.reserve(list.size());
-  for (auto c : list) {
-    kvm_cpuid_entry2 e{};
-    e.function = c.getFunction();
-    e.index = c.getIndex();
-    e.flags = c.getFlags();
-    e.eax = c.getEax();
-    e.ebx = c.getEbx();
-    e.ecx = c.getEcx();
-    e.edx = c.getEdx();
-    v.push_back(e);
-  }
-  return v;
-}
-
 }  // namespace
-
-kx::VmConfig ConfigFromManifest(sx::VmConfig::Reader c) {
-  kx::VmConfig k;
-  k.tss_addr = c.getTssAddr();
-  k.identity_map_addr = c.getIdentityMapAddr();
-  k.irqchip = c.getIrqchip();
-  k.pit = c.getPit();
-  k.pit_flags = c.getPitFlags();
-  k.dirty_ring_bytes = c.getDirtyRingBytes();
-  for (auto cap : c.getEnabledCaps()) {
-    kx::VmConfig::Cap kc;
-    kc.cap = cap.getCap();
-    kc.name = cap.getName();
-    for (uint64_t a : cap.getArgs()) kc.args.push_back(a);
-    k.enabled_caps.push_back(std::move(kc));
-  }
-  return k;
-}
 
 Status ApplyVmConfig(kx::VmOps& vm, const kx::VmConfig& config) {
   // Capabilities first: some (split irqchip, the dirty ring, X2APIC_API)
@@ -198,7 +99,7 @@ Status ApplyVmConfig(kx::VmOps& vm, const kx::VmConfig& config) {
 
 Status CheckCpuidSupported(capnp::List<sx::CpuidEntry>::Reader wanted_list,
                            const std::vector<kvm_cpuid_entry2>& supported) {
-  std::vector<kvm_cpuid_entry2> wanted = ToKvm(wanted_list);
+  std::vector<kvm_cpuid_entry2> wanted = state::x86::DecodeCpuid(wanted_list);
   std::string missing;
   for (const Feature& f : kFeatures) {
     const kvm_cpuid_entry2* w = FindLeaf(wanted, f.leaf, f.subleaf);
@@ -271,7 +172,7 @@ Status CheckCpuid(kx::VmOps& vm, kx::VcpuOps& fresh_vcpu, schema::Manifest::Read
 Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& caps) {
   // Step 1, CPUID2: it decides which MSRs, XSAVE components and CR4 bits the
   // vCPU accepts, so everything after it depends on it.
-  std::vector<kvm_cpuid_entry2> cpuid = ToKvm(s.getCpuid());
+  std::vector<kvm_cpuid_entry2> cpuid = state::x86::DecodeCpuid(s.getCpuid());
   VMSNAP_RETURN_IF_ERROR(vcpu.SetCpuid(cpuid));
 
   // TSC frequency: without TSC scaling a vCPU runs at the host's rate, so a
@@ -296,31 +197,19 @@ Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& ca
 
   // Step 3, REGS: KVM_SET_REGS clears pending exceptions, so vCPU events
   // (which carry them) come later.
-  auto r = s.getRegs();
-  kvm_regs regs{};
-  regs.rax = r.getRax(); regs.rbx = r.getRbx(); regs.rcx = r.getRcx(); regs.rdx = r.getRdx();
-  regs.rsi = r.getRsi(); regs.rdi = r.getRdi(); regs.rsp = r.getRsp(); regs.rbp = r.getRbp();
-  regs.r8 = r.getR8();   regs.r9 = r.getR9();   regs.r10 = r.getR10(); regs.r11 = r.getR11();
-  regs.r12 = r.getR12(); regs.r13 = r.getR13(); regs.r14 = r.getR14(); regs.r15 = r.getR15();
-  regs.rip = r.getRip(); regs.rflags = r.getRflags();
+  kvm_regs regs;
+  Decode(s.getRegs(), regs);
   VMSNAP_RETURN_IF_ERROR(vcpu.SetRegs(regs));
 
   // Step 4, SREGS(2): EFER, CR0/3/4 and the APIC base MSR; the LAPIC and
   // MSRs below are only accepted once these modes are in place.
-  auto sr = s.getSregs();
   if (caps.sregs2) {
-    kvm_sregs2 s2{};
-    GetSregsCommon(sr, s2);
-    if (sr.getPdptrs().size() == 4) {
-      s2.flags |= KVM_SREGS2_FLAGS_PDPTRS_VALID;
-      for (unsigned i = 0; i < 4; ++i) s2.pdptrs[i] = sr.getPdptrs()[i];
-    }
+    kvm_sregs2 s2;
+    Decode(s.getSregs(), s2);
     VMSNAP_RETURN_IF_ERROR(vcpu.SetSregs2(s2));
   } else {
-    kvm_sregs s1{};
-    GetSregsCommon(sr, s1);
-    auto bm = sr.getInterruptBitmap();
-    for (unsigned i = 0; i < 4 && i < bm.size(); ++i) s1.interrupt_bitmap[i] = bm[i];
+    kvm_sregs s1;
+    Decode(s.getSregs(), s1);
     VMSNAP_RETURN_IF_ERROR(vcpu.SetSregs(s1));
   }
 
@@ -333,25 +222,16 @@ Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& ca
     VMSNAP_RETURN_IF_ERROR(vcpu.SetXsave(area));
   }
   if (caps.xcrs && s.getXcrs().size() > 0) {
-    kvm_xcrs x{};
-    auto list = s.getXcrs();
-    if (list.size() > KVM_MAX_XCRS) return Status::Corruption("too many XCRs in snapshot");
-    x.nr_xcrs = list.size();
-    for (unsigned i = 0; i < list.size(); ++i) {
-      x.xcrs[i].xcr = list[i].getXcr();
-      x.xcrs[i].value = list[i].getValue();
-    }
+    kvm_xcrs x;
+    VMSNAP_RETURN_IF_ERROR(Decode(s, x));
     VMSNAP_RETURN_IF_ERROR(vcpu.SetXcrs(x));
   }
 
   // Step 6, DEBUGREGS: DR0-3, DR6, DR7. Independent of the rest; before the
   // events so a pending #DB sees its DR6.
   if (caps.debugregs && s.hasDebugregs()) {
-    auto d = s.getDebugregs();
-    kvm_debugregs dr{};
-    dr.db[0] = d.getDr0(); dr.db[1] = d.getDr1(); dr.db[2] = d.getDr2(); dr.db[3] = d.getDr3();
-    dr.dr6 = d.getDr6(); dr.dr7 = d.getDr7();
-    dr.flags = 0;  // no flags are defined for KVM_SET_DEBUGREGS; non-zero is EINVAL
+    kvm_debugregs dr;
+    Decode(s.getDebugregs(), dr);
     VMSNAP_RETURN_IF_ERROR(vcpu.SetDebugRegs(dr));
   }
 
@@ -359,10 +239,8 @@ Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& ca
   // decides xAPIC/x2APIC mode and the APIC ID layout) and before the MSRs
   // (TSC_DEADLINE is only accepted with the LVT timer in deadline mode).
   {
-    auto blob = s.getLapic();
-    if (blob.size() != sizeof(kvm_lapic_state)) return Status::Corruption("LAPIC image is not 1024 bytes");
-    kvm_lapic_state l{};
-    std::memcpy(l.regs, blob.begin(), sizeof l.regs);
+    kvm_lapic_state l;
+    VMSNAP_RETURN_IF_ERROR(Decode(s, l));
     VMSNAP_RETURN_IF_ERROR(vcpu.SetLapic(l));
   }
 
@@ -372,10 +250,7 @@ Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& ca
   {
     std::vector<kvm_msr_entry> rest;
     std::vector<kvm_msr_entry> deadline;
-    for (auto m : s.getMsrs()) {
-      kvm_msr_entry e{};
-      e.index = m.getIndex();
-      e.data = m.getValue();
+    for (const kvm_msr_entry& e : state::x86::DecodeMsrs(s)) {
       (e.index == kx::kMsrTscDeadline ? deadline : rest).push_back(e);
     }
     VMSNAP_RETURN_IF_ERROR(vcpu.SetMsrsAll(rest));
@@ -389,33 +264,9 @@ Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& ca
   // TRIPLE_FAULT when that cap is on, both replayed with the VM config) and
   // add SIPI_VECTOR, which KVM_GET_VCPU_EVENTS fills but never flags.
   if (caps.vcpu_events && s.hasEvents()) {
-    auto ev = s.getEvents();
-    kvm_vcpu_events e{};
-    auto ex = ev.getException();
-    e.exception.injected = ex.getInjected();
-    e.exception.nr = ex.getNr();
-    e.exception.has_error_code = ex.getHasErrorCode();
-    e.exception.pending = ex.getPending();
-    e.exception.error_code = ex.getErrorCode();
-    auto in = ev.getInterrupt();
-    e.interrupt.injected = in.getInjected();
-    e.interrupt.nr = in.getNr();
-    e.interrupt.soft = in.getSoft();
-    e.interrupt.shadow = in.getShadow();
-    auto nmi = ev.getNmi();
-    e.nmi.injected = nmi.getInjected();
-    e.nmi.pending = nmi.getPending();
-    e.nmi.masked = nmi.getMasked();
-    e.sipi_vector = ev.getSipiVector();
-    auto smi = ev.getSmi();
-    e.smi.smm = smi.getSmm();
-    e.smi.pending = smi.getPending();
-    e.smi.smm_inside_nmi = smi.getSmmInsideNmi();
-    e.smi.latched_init = smi.getLatchedInit();
-    e.triple_fault.pending = ev.getTripleFault();
-    e.exception_has_payload = ev.getExceptionHasPayload();
-    e.exception_payload = ev.getExceptionPayload();
-    uint32_t flags = ev.getFlags() | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
+    kvm_vcpu_events e;
+    Decode(s.getEvents(), e);
+    uint32_t flags = e.flags | KVM_VCPUEVENT_VALID_SIPI_VECTOR;
     if (!caps.exception_payload) flags &= ~KVM_VCPUEVENT_VALID_PAYLOAD;
     if (!caps.triple_fault_event) flags &= ~KVM_VCPUEVENT_VALID_TRIPLE_FAULT;
     e.flags = flags;
@@ -429,35 +280,16 @@ Status RestoreVm(kx::VmOps& vm, sx::Vm::Reader s) {
   // PIT2 first: its channel 0 output feeds IRQ0 of the PIC/IOAPIC restored
   // below, so their IRR reflects a PIT that is already in place.
   if (cfg.getPit() && s.hasPit()) {
-    auto p = s.getPit();
-    kvm_pit_state2 k{};
-    k.flags = p.getFlags();
-    auto ch = p.getChannels();
-    if (ch.size() != 3) return Status::Corruption("PIT state has " + std::to_string(ch.size()) + " channels");
-    for (unsigned i = 0; i < 3; ++i) {
-      kvm_pit_channel_state& c = k.channels[i];
-      c.count = ch[i].getCount();
-      c.latched_count = ch[i].getLatchedCount();
-      c.count_latched = ch[i].getCountLatched();
-      c.status_latched = ch[i].getStatusLatched();
-      c.status = ch[i].getStatus();
-      c.read_state = ch[i].getReadState();
-      c.write_state = ch[i].getWriteState();
-      c.write_latch = ch[i].getWriteLatch();
-      c.rw_mode = ch[i].getRwMode();
-      c.mode = ch[i].getMode();
-      c.bcd = ch[i].getBcd();
-      c.gate = ch[i].getGate();
-      c.count_load_time = ch[i].getCountLoadTime();
-    }
+    kvm_pit_state2 k;
+    VMSNAP_RETURN_IF_ERROR(Decode(s.getPit(), k));
     VMSNAP_RETURN_IF_ERROR(vm.SetPit2(k));
   }
   // CLOCK: kvmclock resumes at the saved value (flags 0, not
   // KVM_CLOCK_REALTIME): the guest's clock does not jump over the time the
   // snapshot spent on disk.
   if (s.hasClock()) {
-    kvm_clock_data c{};
-    c.clock = s.getClock().getClock();
+    kvm_clock_data c;
+    Decode(s.getClock(), c);
     c.flags = 0;
     VMSNAP_RETURN_IF_ERROR(vm.SetClock(c));
   }
@@ -466,24 +298,15 @@ Status RestoreVm(kx::VmOps& vm, sx::Vm::Reader s) {
   if (cfg.getIrqchip()) {
     kvm_irqchip master{};
     master.chip_id = KVM_IRQCHIP_PIC_MASTER;
-    master.chip.pic = GetPic(s.getPicMaster());
+    Decode(s.getPicMaster(), master.chip.pic);
     VMSNAP_RETURN_IF_ERROR(vm.SetIrqchip(master));
     kvm_irqchip slave{};
     slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
-    slave.chip.pic = GetPic(s.getPicSlave());
+    Decode(s.getPicSlave(), slave.chip.pic);
     VMSNAP_RETURN_IF_ERROR(vm.SetIrqchip(slave));
     kvm_irqchip io{};
     io.chip_id = KVM_IRQCHIP_IOAPIC;
-    auto ioa = s.getIoapic();
-    io.chip.ioapic.base_address = ioa.getBaseAddress();
-    io.chip.ioapic.ioregsel = ioa.getIoregsel();
-    io.chip.ioapic.id = ioa.getId();
-    io.chip.ioapic.irr = ioa.getIrr();
-    auto rt = ioa.getRedirtbl();
-    if (rt.size() != KVM_IOAPIC_NUM_PINS) {
-      return Status::Corruption("IOAPIC state has " + std::to_string(rt.size()) + " pins");
-    }
-    for (unsigned i = 0; i < KVM_IOAPIC_NUM_PINS; ++i) io.chip.ioapic.redirtbl[i].bits = rt[i];
+    VMSNAP_RETURN_IF_ERROR(Decode(s.getIoapic(), io.chip.ioapic));
     VMSNAP_RETURN_IF_ERROR(vm.SetIrqchip(io));
   }
   return Status::Ok();

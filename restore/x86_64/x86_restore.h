@@ -12,12 +12,11 @@
 #include "base/status.h"
 #include "restore/restore.h"
 #include "kvm/x86_64/x86.h"
+#include "state/x86_64/x86_fields.h"
 #include "schemas/manifest.capnp.h"
 #include "schemas/x86_64.capnp.h"
 
 namespace vmsnap::restore::x86 {
-
-kvm::x86::VmConfig ConfigFromManifest(schema::x86::VmConfig::Reader config);
 
 // Creates the VM-level configuration; must run before any vCPU exists (the
 // identity map address, the irqchip and some caps are refused afterwards).
@@ -67,7 +66,7 @@ class X86Restorer final : public ArchRestorer {
 
   Status CheckHost(schema::Manifest::Reader m) override { return x86::CheckHost(vm_, m); }
   Status RestoreVmConfig(schema::Manifest::Reader m) override {
-    config_ = ConfigFromManifest(m.getVm().getX8664().getConfig());
+    config_ = state::x86::Decode(m.getVm().getX8664().getConfig());
     return ApplyVmConfig(vm_, config_);
   }
   Status CheckVcpus(schema::Manifest::Reader m) override {
