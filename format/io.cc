@@ -11,21 +11,20 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "base/fd.h"
+
 namespace vmsnap {
 namespace {
 
 class PosixWritableFile final : public WritableFile {
  public:
-  PosixWritableFile(int fd, std::string path, bool stream = false)
-      : fd_(fd), path_(std::move(path)), stream_(stream) {}
-  ~PosixWritableFile() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
+  PosixWritableFile(UniqueFd fd, std::string path, bool stream = false)
+      : fd_(std::move(fd)), path_(std::move(path)), stream_(stream) {}
 
   Status Append(const void* data, size_t len) override {
     const char* p = static_cast<const char*>(data);
     while (len > 0) {
-      ssize_t n = ::write(fd_, p, len);
+      ssize_t n = ::write(fd_.get(), p, len);
       if (n < 0) {
         if (errno == EINTR) continue;
         return Status::FromErrno(errno, "write " + path_);
@@ -42,7 +41,7 @@ class PosixWritableFile final : public WritableFile {
     // final fsync waits only for the tail. A hint: an error here is not
     // reported (Sync() reports the real outcome).
     if (written_ - kicked_ >= kWritebackStep) {
-      (void)::sync_file_range(fd_, static_cast<off64_t>(kicked_), static_cast<off64_t>(written_ - kicked_),
+      (void)::sync_file_range(fd_.get(), static_cast<off64_t>(kicked_), static_cast<off64_t>(written_ - kicked_),
                               SYNC_FILE_RANGE_WRITE);
       kicked_ = written_;
     }
@@ -51,7 +50,7 @@ class PosixWritableFile final : public WritableFile {
 
   Status Skip(uint64_t len) override {
     if (stream_) return WritableFile::Skip(len);
-    if (::lseek(fd_, static_cast<off_t>(len), SEEK_CUR) < 0) return Status::FromErrno(errno, "seek " + path_);
+    if (::lseek(fd_.get(), static_cast<off_t>(len), SEEK_CUR) < 0) return Status::FromErrno(errno, "seek " + path_);
     written_ += len;
     return Status::Ok();
   }
@@ -60,18 +59,17 @@ class PosixWritableFile final : public WritableFile {
     // A pipe or a device has nothing to make durable (fsync fails there).
     if (stream_) return Status::Ok();
     // A trailing hole left by Skip() still has to count in the size.
-    if (written_ > pos_ && ::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
+    if (written_ > pos_ && ::ftruncate(fd_.get(), static_cast<off_t>(written_)) != 0) {
       return Status::FromErrno(errno, "set the size of " + path_);
     }
     pos_ = written_;
-    if (::fsync(fd_) != 0) return Status::FromErrno(errno, "fsync " + path_);
+    if (::fsync(fd_.get()) != 0) return Status::FromErrno(errno, "fsync " + path_);
     return Status::Ok();
   }
 
   Status Close() override {
-    if (fd_ < 0) return Status::Ok();
-    int fd = fd_;
-    fd_ = -1;
+    if (!fd_.valid()) return Status::Ok();
+    const int fd = fd_.Release();
     // close() can report a delayed write error (NFS); it must not be lost.
     if (::close(fd) != 0) return Status::FromErrno(errno, "close " + path_);
     return Status::Ok();
@@ -79,7 +77,7 @@ class PosixWritableFile final : public WritableFile {
 
  private:
   static constexpr uint64_t kWritebackStep = 8ull << 20;
-  int fd_;
+  UniqueFd fd_;
   std::string path_;
   bool stream_;
   uint64_t written_ = 0;  // the current offset (the file is written in order)
@@ -91,18 +89,20 @@ class PosixEnv final : public Env {
  public:
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path,
                                                         unsigned mode) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) return Status::FromErrno(errno, "create " + path);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+    if (!fd.valid()) return Status::FromErrno(errno, "create " + path);
     // The umask may have narrowed the mode; it must never widen it, but a
     // restrictive umask must not leave the owner unable to read its snapshot.
-    const char* step = ::fchmod(fd, mode) != 0 ? "chmod " : ::flock(fd, LOCK_EX | LOCK_NB) != 0 ? "lock " : nullptr;
+    const char* step = ::fchmod(fd.get(), mode) != 0                     ? "chmod "
+                       : ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0 ? "lock "
+                                                                   : nullptr;
     if (step != nullptr) {
       int e = errno;
-      ::close(fd);
+      fd.Reset();
       ::unlink(path.c_str());
       return Status::FromErrno(e, step + path);
     }
-    return std::unique_ptr<WritableFile>(new PosixWritableFile(fd, path));
+    return std::unique_ptr<WritableFile>(new PosixWritableFile(std::move(fd), path));
   }
 
   Status Rename(const std::string& from, const std::string& to) override {
@@ -118,19 +118,17 @@ class PosixEnv final : public Env {
   }
 
   Result<std::unique_ptr<WritableFile>> OpenStream(const std::string& path) override {
-    int fd = path == "-" ? ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3)
-                         : ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno(errno, "open " + (path == "-" ? std::string("standard output") : path));
+    UniqueFd fd(path == "-" ? ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3) : ::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd.valid()) return Status::FromErrno(errno, "open " + (path == "-" ? std::string("standard output") : path));
     return std::unique_ptr<WritableFile>(
-        new PosixWritableFile(fd, path == "-" ? "standard output" : path, /*stream=*/true));
+        new PosixWritableFile(std::move(fd), path == "-" ? "standard output" : path, /*stream=*/true));
   }
 
   Status SyncDir(const std::string& dir) override {
-    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return Status::FromErrno(errno, "open directory " + dir);
-    int rc = ::fsync(fd);
-    int e = errno;
-    ::close(fd);
+    UniqueFd fd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid()) return Status::FromErrno(errno, "open directory " + dir);
+    const int rc = ::fsync(fd.get());
+    const int e = errno;
     if (rc != 0) return Status::FromErrno(e, "fsync directory " + dir);
     return Status::Ok();
   }

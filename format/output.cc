@@ -16,6 +16,8 @@
 #include <cstring>
 #include <random>
 
+#include "base/fd.h"
+
 namespace vmsnap {
 namespace {
 
@@ -97,13 +99,12 @@ void RemoveStaleTemporaries(const std::string& dest) {
       continue;
     }
     // A live writer holds its temporary's lock: only an orphan's can be taken.
-    int fd = ::openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) continue;
+    UniqueFd fd(::openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd.valid()) continue;
     struct stat st;
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
       ::unlinkat(dfd, e->d_name, 0);
     }
-    ::close(fd);
   }
   ::closedir(d);
 }
