@@ -22,6 +22,12 @@ void RegisterExport(CLI::App& app, int* exit_code);
 void RegisterRead(CLI::App& app, int* exit_code);
 void RegisterTranslate(CLI::App& app, int* exit_code);
 void RegisterImport(CLI::App& app, int* exit_code);
+#ifdef VMSNAP_HAVE_STORE
+void RegisterPush(CLI::App& app, int* exit_code);
+void RegisterPull(CLI::App& app, int* exit_code);
+void RegisterLs(CLI::App& app, int* exit_code);
+void RegisterGc(CLI::App& app, int* exit_code);
+#endif
 
 // Exit statuses, as README and docs/guest-abi.md state them.
 inline constexpr int kExitOk = 0;

@@ -38,6 +38,12 @@ constexpr Entry kCommands[] = {
     {"read", vmsnap::cli::RegisterRead, vmsnap::cli::kExitError},
     {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
     {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
+#ifdef VMSNAP_HAVE_STORE
+    {"push", vmsnap::cli::RegisterPush, vmsnap::cli::kExitError},
+    {"pull", vmsnap::cli::RegisterPull, vmsnap::cli::kExitError},
+    {"ls", vmsnap::cli::RegisterLs, vmsnap::cli::kExitError},
+    {"gc", vmsnap::cli::RegisterGc, vmsnap::cli::kExitError},
+#endif
 };
 
 // SIGINT/SIGTERM/SIGHUP: remove the temporary file of any output being

@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: MIT
+// Push, pull, list and garbage collection of content-addressed snapshots; see
+// chunk_store.h and docs/store.md for the layout and the guarantees.
+#include "store/chunk_store.h"
+
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "base/fd.h"
+#include "base/hex.h"
+#include "base/mapping.h"
+#include "format/layout.h"
+#include "format/output.h"
+#include "format/reader.h"
+
+namespace vmsnap::store {
+namespace {
+
+using layout::GetLe32;
+using layout::GetLe64;
+using layout::PutLe32;
+using layout::PutLe64;
+
+// The layout object: "VMSNAPLY", version, chunk count, file size, the gap
+// bytes' raw and stored sizes, one entry per chunk in file order, the gap
+// bytes (zstd), XXH3-64 of everything before it.
+constexpr char kLayoutMagic[8] = {'V', 'M', 'S', 'N', 'A', 'P', 'L', 'Y'};
+constexpr uint32_t kLayoutVersion = 1;
+constexpr size_t kLayoutHeader = 40;
+constexpr size_t kEntryBytes = 48;  // offset, length, SHA-256
+
+struct Entry {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::array<uint8_t, 32> sha{};
+};
+
+struct Layout {
+  uint64_t file_size = 0;
+  std::vector<Entry> chunks;   // by offset, not overlapping
+  std::vector<uint8_t> gaps;   // every byte of the file outside the chunks, in order
+};
+
+std::vector<uint8_t> EncodeLayout(const Layout& l) {
+  const size_t bound = ZSTD_compressBound(l.gaps.size());
+  std::vector<uint8_t> out(kLayoutHeader + l.chunks.size() * kEntryBytes + bound + 8);
+  uint8_t* p = out.data();
+  std::memcpy(p, kLayoutMagic, 8);
+  PutLe32(p + 8, kLayoutVersion);
+  PutLe32(p + 12, static_cast<uint32_t>(l.chunks.size()));
+  PutLe64(p + 16, l.file_size);
+  PutLe64(p + 24, l.gaps.size());
+  size_t at = kLayoutHeader;
+  for (const Entry& e : l.chunks) {
+    PutLe64(p + at, e.offset);
+    PutLe64(p + at + 8, e.length);
+    std::memcpy(p + at + 16, e.sha.data(), 32);
+    at += kEntryBytes;
+  }
+  const size_t z = ZSTD_compress(p + at, bound, l.gaps.data(), l.gaps.size(), 3);
+  PutLe64(p + 32, z);  // ZSTD_compress cannot fail with a bound-sized buffer
+  at += z;
+  PutLe64(p + at, XXH3_64bits(p, at));
+  out.resize(at + 8);
+  return out;
+}
+
+Result<Layout> DecodeLayout(std::span<const uint8_t> b, const std::string& where) {
+  auto bad = [&](const std::string& why) { return Status::Corruption(where + ": not a snapshot layout (" + why + ")"); };
+  if (b.size() < kLayoutHeader + 8) return bad("too short");
+  if (std::memcmp(b.data(), kLayoutMagic, 8) != 0) return bad("bad magic");
+  if (GetLe64(b.data() + b.size() - 8) != XXH3_64bits(b.data(), b.size() - 8)) return bad("checksum mismatch");
+  if (GetLe32(b.data() + 8) != kLayoutVersion) {
+    return Status::Unsupported(where + ": layout version " + std::to_string(GetLe32(b.data() + 8)) +
+                               " is newer than this vmsnap reads");
+  }
+  Layout l;
+  const uint64_t n = GetLe32(b.data() + 12);
+  l.file_size = GetLe64(b.data() + 16);
+  const uint64_t gaps_raw = GetLe64(b.data() + 24), gaps_stored = GetLe64(b.data() + 32);
+  if (n > (b.size() - kLayoutHeader - 8) / kEntryBytes) return bad("chunk count past its end");
+  const size_t entries_end = kLayoutHeader + n * kEntryBytes;
+  if (gaps_stored != b.size() - 8 - entries_end) return bad("gap bytes do not fill it");
+  uint64_t covered = 0, prev_end = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint8_t* p = b.data() + kLayoutHeader + i * kEntryBytes;
+    Entry e;
+    e.offset = GetLe64(p);
+    e.length = GetLe64(p + 8);
+    std::memcpy(e.sha.data(), p + 16, 32);
+    if (e.offset < prev_end || e.length > l.file_size || e.offset > l.file_size - e.length) {
+      return bad("chunk " + std::to_string(i) + " outside the file or out of order");
+    }
+    prev_end = e.offset + e.length;
+    covered += e.length;
+    l.chunks.push_back(e);
+  }
+  if (covered + gaps_raw != l.file_size) return bad("chunks and gaps do not add up to the file size");
+  l.gaps.resize(gaps_raw);
+  const size_t got = ZSTD_decompress(l.gaps.data(), l.gaps.size(), b.data() + entries_end, gaps_stored);
+  if (ZSTD_isError(got) || got != gaps_raw) return bad("gap bytes do not decompress");
+  return l;
+}
+
+std::array<uint8_t, 32> Sha256(std::span<const uint8_t> bytes) {
+  std::array<uint8_t, 32> out;
+  SHA256(bytes.data(), bytes.size(), out.data());
+  return out;
+}
+
+// "<unix seconds> <random>": gc reads the time; the random part makes every
+// push's mark its own, so gc's compare-and-delete notices any new mark.
+std::string NewMark() {
+  std::random_device rd;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%lld %08x%08x", static_cast<long long>(std::time(nullptr)), rd(), rd());
+  return buf;
+}
+
+int64_t MarkTime(const std::string& mark) { return std::atoll(mark.c_str()); }
+
+// Runs fn(i) for i in [0, n) on `threads` threads; the first error wins and
+// stops the others from starting new items.
+Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t)>& fn) {
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  Status first = Status::Ok();
+  std::atomic<bool> failed{false};
+  auto work = [&] {
+    for (;;) {
+      if (failed.load()) return;
+      const size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      Status s = fn(i);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> l(mu);
+        if (first.ok()) first = std::move(s);
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  const unsigned t = std::max(1u, std::min<unsigned>(threads, static_cast<unsigned>(std::max<size_t>(n, 1))));
+  for (unsigned i = 1; i < t; ++i) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+  return first;
+}
+
+}  // namespace
+
+bool LooksLikeStoreUrl(const std::string& s) {
+  return s.rfind("rados://", 0) == 0 || s.rfind("s3://", 0) == 0;
+}
+
+Result<StoreUrl> ParseStoreUrl(const std::string& url, bool name_required) {
+  StoreUrl u;
+  u.text = url;
+  const size_t colon = url.find("://");
+  if (colon == std::string::npos) return Status::InvalidArgument(url + ": not a store URL (rados://POOL/NAME)");
+  u.scheme = url.substr(0, colon);
+  if (u.scheme == "s3") {
+    return Status::Unsupported(url + ": s3:// stores are not supported by this version; use rados://POOL/NAME");
+  }
+  if (u.scheme != "rados") return Status::InvalidArgument(url + ": unknown store scheme " + u.scheme + "://");
+  const std::string rest = url.substr(colon + 3);
+  const size_t slash = rest.find('/');
+  u.pool = rest.substr(0, slash);
+  u.name = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  if (u.pool.empty()) return Status::InvalidArgument(url + ": no pool (rados://POOL/NAME)");
+  if (name_required && u.name.empty()) return Status::InvalidArgument(url + ": no snapshot name (rados://POOL/NAME)");
+  return u;
+}
+
+Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf) {
+  return OpenRados(url.pool, ceph_conf);
+}
+
+std::string ChunkObject(const uint8_t sha256[32]) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s = kChunkPrefix;
+  for (int i = 0; i < 32; ++i) {
+    s += kDigits[sha256[i] >> 4];
+    s += kDigits[sha256[i] & 15];
+  }
+  return s;
+}
+
+std::string LayoutObject(const std::string& name) { return kLayoutPrefix + name; }
+
+Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::string& name,
+                       const PushOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  // Open() checks the header, footer, manifest and chunk index: a damaged
+  // file is refused before anything is uploaded.
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> reader, SnapshotReader::Open(path));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
+  const uint64_t size = reader->file_size();
+  VMSNAP_ASSIGN_OR_RETURN(Mapping map, Mapping::Map(size, PROT_READ, MAP_SHARED, fd.get(), 0, "map " + path));
+
+  Layout l;
+  l.file_size = size;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const ChunkInfo& c : reader->chunk_index()) {
+    if (c.stored_length > 0) ranges.emplace_back(c.file_offset, c.stored_length);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  l.chunks.resize(ranges.size());
+  uint64_t at = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    l.chunks[i].offset = ranges[i].first;
+    l.chunks[i].length = ranges[i].second;
+    l.gaps.insert(l.gaps.end(), map.data() + at, map.data() + ranges[i].first);
+    at = ranges[i].first + ranges[i].second;
+  }
+  l.gaps.insert(l.gaps.end(), map.data() + at, map.data() + size);
+
+  PushStats st;
+  st.file_bytes = size;
+  const std::string mark = NewMark();
+  // Chunks of one file with the same bytes are one object: handled once.
+  std::map<std::array<uint8_t, 32>, size_t> first_of;
+  std::atomic<uint64_t> done{0};
+  VMSNAP_RETURN_IF_ERROR(ParallelFor(l.chunks.size(), options.parallel, [&](size_t i) {
+    Entry& e = l.chunks[i];
+    e.sha = Sha256({map.data() + e.offset, e.length});
+    return Status::Ok();
+  }));
+  std::vector<size_t> unique;
+  for (size_t i = 0; i < l.chunks.size(); ++i) {
+    if (first_of.emplace(l.chunks[i].sha, i).second) unique.push_back(i);
+  }
+  st.chunks = unique.size();
+  uint64_t total = 0;
+  for (size_t i : unique) total += l.chunks[i].length;
+  std::atomic<uint64_t> up_n{0}, up_b{0}, have_n{0}, have_b{0};
+  Status uploaded = ParallelFor(unique.size(), options.parallel, [&](size_t k) {
+    const Entry& e = l.chunks[unique[k]];
+    const std::string obj = ChunkObject(e.sha.data());
+    // Marking an existing chunk is what keeps gc from deleting it under us.
+    Status s = store.Touch(obj, mark);
+    if (s.ok()) {
+      have_n += 1;
+      have_b += e.length;
+    } else if (s.code() == Code::kNotFound) {
+      VMSNAP_RETURN_IF_ERROR(store.Put(obj, {map.data() + e.offset, e.length}, mark));
+      up_n += 1;
+      up_b += e.length;
+    } else {
+      return s;
+    }
+    const uint64_t d = done.fetch_add(e.length) + e.length;
+    if (options.progress) options.progress(d, total);
+    return Status::Ok();
+  });
+  VMSNAP_RETURN_IF_ERROR(uploaded);
+  st.uploaded_chunks = up_n;
+  st.uploaded_bytes = up_b;
+  st.present_chunks = have_n;
+  st.present_bytes = have_b;
+
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  if (elapsed > std::chrono::seconds(options.remark_after_s)) {
+    // Marks from the start of a long push may be older than gc's grace now.
+    const std::string again = NewMark();
+    VMSNAP_RETURN_IF_ERROR(ParallelFor(unique.size(), options.parallel, [&](size_t k) {
+      const Entry& e = l.chunks[unique[k]];
+      Status s = store.Touch(ChunkObject(e.sha.data()), again);
+      if (s.code() == Code::kNotFound) return store.Put(ChunkObject(e.sha.data()), {map.data() + e.offset, e.length}, again);
+      return s;
+    }));
+  }
+  // Last: from this moment the snapshot exists for every reader.
+  const std::vector<uint8_t> bytes = EncodeLayout(l);
+  st.layout_bytes = bytes.size();
+  VMSNAP_RETURN_IF_ERROR(store.Put(LayoutObject(name), bytes, mark));
+  return st;
+}
+
+Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
+                       unsigned parallel, const ProgressFn& progress) {
+  const std::string where = store.where() + "/" + name;
+  auto raw = store.Get(LayoutObject(name));
+  if (!raw.ok()) {
+    if (raw.status().code() == Code::kNotFound) return Status::NotFound(where + ": no such snapshot");
+    return raw.status();
+  }
+  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw.value(), where));
+  OutputOptions oo;
+  oo.what = "snapshot";
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, OutputFile::Create(out_path, oo));
+
+  // Chunks are fetched `window` ahead by the workers and written in file order.
+  const size_t n = l.chunks.size();
+  const size_t window = std::max<size_t>(parallel * 2, 4);
+  std::vector<std::optional<Result<std::vector<uint8_t>>>> slots(n);
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0, written = 0;
+  bool stop = false;
+  auto worker = [&] {
+    for (;;) {
+      size_t i;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return stop || next >= n || next < written + window; });
+        if (stop || next >= n) return;
+        i = next++;
+      }
+      const Entry& e = l.chunks[i];
+      const std::string obj = ChunkObject(e.sha.data());
+      Result<std::vector<uint8_t>> r = store.Get(obj);
+      if (r.ok() && (r.value().size() != e.length || Sha256(r.value()) != e.sha)) {
+        r = Status::Corruption(store.where() + "/" + obj + ": its bytes do not match its name (SHA-256); "
+                               "the object was altered");
+      } else if (!r.ok() && r.status().code() == Code::kNotFound) {
+        r = Status::NotFound(store.where() + "/" + obj + ": chunk of " + name + " is missing from the store");
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      slots[i] = std::move(r);
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < std::max(1u, parallel); ++t) pool.emplace_back(worker);
+  Status status = Status::Ok();
+  uint64_t gap_at = 0, file_at = 0;
+  for (size_t i = 0; i <= n && status.ok(); ++i) {
+    // The gap before chunk i (or the tail after the last chunk).
+    const uint64_t gap_end = i < n ? l.chunks[i].offset : l.file_size;
+    const uint64_t gap = gap_end - file_at;
+    status = out->Append(l.gaps.data() + gap_at, gap);
+    gap_at += gap;
+    file_at = gap_end;
+    if (i == n || !status.ok()) break;
+    std::optional<Result<std::vector<uint8_t>>> got;
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait(lk, [&] { return slots[i].has_value(); });
+      got = std::move(slots[i]);
+      slots[i].reset();
+      written = i + 1;
+      cv.notify_all();
+    }
+    if (!got->ok()) {
+      status = got->status();
+      break;
+    }
+    status = out->Append(got->value().data(), got->value().size());
+    file_at += l.chunks[i].length;
+    if (progress) progress(file_at, l.file_size);
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    stop = true;
+    cv.notify_all();
+  }
+  for (auto& t : pool) t.join();
+  VMSNAP_RETURN_IF_ERROR(status);
+  VMSNAP_RETURN_IF_ERROR(out->Commit());
+  PullStats st;
+  st.chunks = n;
+  st.file_bytes = l.file_size;
+  return st;
+}
+
+Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<std::string> names, store.List(LayoutObject(prefix)));
+  std::sort(names.begin(), names.end());
+  std::vector<ListedSnapshot> out;
+  for (const std::string& obj : names) {
+    ListedSnapshot s;
+    s.name = obj.substr(std::strlen(kLayoutPrefix));
+    auto raw = store.Get(obj);
+    if (!raw.ok() && raw.status().code() == Code::kNotFound) continue;  // removed meanwhile
+    if (!raw.ok()) return raw.status();
+    VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw.value(), store.where() + "/" + s.name));
+    s.file_bytes = l.file_size;
+    s.chunks = l.chunks.size();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<GcStats> CollectGarbage(ObjectStore& store, uint64_t grace_s, bool dry_run) {
+  GcStats st;
+  // Chunks are listed before the layouts are read: a chunk a push uploads
+  // later is not a candidate, and one it relies on is marked by it (young).
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<std::string> chunks, store.List(kChunkPrefix));
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<std::string> layouts, store.List(kLayoutPrefix));
+  st.chunks = chunks.size();
+  std::set<std::string> referenced;
+  for (const std::string& obj : layouts) {
+    auto raw = store.Get(obj);
+    if (!raw.ok() && raw.status().code() == Code::kNotFound) continue;
+    if (!raw.ok()) return raw.status();
+    // An unreadable layout stops gc: its chunks cannot be told apart.
+    VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw.value(), store.where() + "/" + obj));
+    for (const Entry& e : l.chunks) referenced.insert(ChunkObject(e.sha.data()));
+    ++st.snapshots;
+  }
+  const int64_t now = std::time(nullptr);
+  for (const std::string& obj : chunks) {
+    if (referenced.count(obj)) continue;
+    uint64_t size = 0;
+    auto mark = store.Mark(obj, &size);
+    if (!mark.ok() && mark.status().code() == Code::kNotFound) continue;
+    if (!mark.ok()) return mark.status();
+    if (now - MarkTime(mark.value()) < static_cast<int64_t>(grace_s)) {
+      ++st.young_chunks;
+      continue;
+    }
+    if (!dry_run) {
+      Status s = store.RemoveIfMark(obj, mark.value());
+      if (!s.ok()) {
+        if (s.code() == Code::kNotFound) continue;
+        if (s.message().find("marked again") != std::string::npos) {
+          ++st.raced_chunks;
+          continue;
+        }
+        return s;
+      }
+    }
+    ++st.removed_chunks;
+    st.removed_bytes += size;
+  }
+  return st;
+}
+
+}  // namespace vmsnap::store

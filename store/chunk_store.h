@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: MIT
+// Snapshots in an object store, content-addressed (docs/store.md): each
+// chunk's stored bytes are one immutable object named by their SHA-256, so a
+// chunk that several snapshots (or the layers of a chain) share is stored once;
+// a snapshot is one small "layout" object -- where each chunk sits in the file,
+// and the file's other bytes (header, manifest, footer, padding), compressed --
+// written last, so no reader ever sees a snapshot whose chunks are not all
+// there. A pull rebuilds the file byte for byte.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "store/object_store.h"
+
+namespace vmsnap::store {
+
+// rados://POOL/NAME. For ls and gc the NAME part is a prefix and may be empty.
+struct StoreUrl {
+  std::string scheme;  // "rados"
+  std::string pool;
+  std::string name;
+  std::string text;    // as given
+};
+Result<StoreUrl> ParseStoreUrl(const std::string& url, bool name_required);
+bool LooksLikeStoreUrl(const std::string& s);
+
+// Opens the store a URL names.
+Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf);
+
+// Object names.
+std::string ChunkObject(const uint8_t sha256[32]);
+std::string LayoutObject(const std::string& name);
+inline constexpr char kChunkPrefix[] = "vmsnap.chunk.";
+inline constexpr char kLayoutPrefix[] = "vmsnap.snap.";
+
+using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
+
+struct PushStats {
+  uint64_t chunks = 0;            // chunks in the file (each counted once per object)
+  uint64_t uploaded_chunks = 0;
+  uint64_t uploaded_bytes = 0;
+  uint64_t present_chunks = 0;    // already in the store
+  uint64_t present_bytes = 0;
+  uint64_t layout_bytes = 0;      // the layout object
+  uint64_t file_bytes = 0;
+};
+
+struct PushOptions {
+  unsigned parallel = 16;         // objects in flight
+  ProgressFn progress;
+  // A push that took longer than this marks every chunk again before it
+  // writes the layout, so gc's grace period always covers the gap.
+  uint64_t remark_after_s = 600;
+};
+
+// Uploads the chunks of the snapshot file at `path` that the store lacks,
+// then its layout object. Running it again after a failure uploads only what
+// is missing.
+Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::string& name,
+                       const PushOptions& options);
+
+// Writes the snapshot `name` to `out_path` (through OutputFile), every chunk
+// checked against its SHA-256 on arrival.
+struct PullStats {
+  uint64_t chunks = 0;
+  uint64_t file_bytes = 0;
+};
+Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
+                       unsigned parallel, const ProgressFn& progress);
+
+struct ListedSnapshot {
+  std::string name;
+  uint64_t file_bytes = 0;
+  uint64_t chunks = 0;
+};
+Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix);
+
+struct GcStats {
+  uint64_t snapshots = 0;
+  uint64_t chunks = 0;               // chunk objects found
+  uint64_t removed_chunks = 0;
+  uint64_t removed_bytes = 0;
+  uint64_t young_chunks = 0;         // unreferenced but marked within the grace period: kept
+  uint64_t raced_chunks = 0;         // marked again while gc ran: kept
+};
+// Removes chunk objects that no layout references and that nobody marked
+// within `grace_s` seconds (a push marks every chunk it relies on before it
+// writes its layout). With `dry_run`, only counts.
+Result<GcStats> CollectGarbage(ObjectStore& store, uint64_t grace_s, bool dry_run);
+
+}  // namespace vmsnap::store

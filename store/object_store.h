@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MIT
+// A flat namespace of immutable objects in a distributed store, as the chunk
+// store needs it: whole-object writes, reads, listing, and a "mark" (an
+// attribute the garbage collector compares before it deletes) so a delete
+// can never race a writer that still relies on the object.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace vmsnap::store {
+
+class ObjectStore {
+ public:
+  virtual ~ObjectStore() = default;
+  // "rados://POOL": for messages.
+  virtual const std::string& where() const = 0;
+  // Writes the whole object in one atomic step and sets its mark.
+  virtual Status Put(const std::string& name, std::span<const uint8_t> data, const std::string& mark) = 0;
+  // Sets the mark of an object that exists; NotFound (and nothing created)
+  // when it does not.
+  virtual Status Touch(const std::string& name, const std::string& mark) = 0;
+  // The whole object; NotFound when it does not exist.
+  virtual Result<std::vector<uint8_t>> Get(const std::string& name) = 0;
+  // The object's mark, and its size.
+  virtual Result<std::string> Mark(const std::string& name, uint64_t* size = nullptr) = 0;
+  // Every object whose name starts with `prefix`.
+  virtual Result<std::vector<std::string>> List(const std::string& prefix) = 0;
+  // Deletes the object only if its mark is still `mark`; Io naming a changed
+  // mark otherwise (someone relies on it again).
+  virtual Status RemoveIfMark(const std::string& name, const std::string& mark) = 0;
+  virtual Status Remove(const std::string& name) = 0;
+};
+
+// A pool of a Ceph cluster through librados: the cluster from `conf` (a
+// ceph.conf path; empty: CEPH_CONF, then Ceph's default places), the identity
+// client.admin unless CEPH_ARGS says otherwise, keys from the usual keyring.
+Result<std::unique_ptr<ObjectStore>> OpenRados(const std::string& pool, const std::string& conf);
+
+}  // namespace vmsnap::store
