@@ -295,15 +295,19 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   return st;
 }
 
-Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
-                       unsigned parallel, const ProgressFn& progress) {
-  const std::string where = store.where() + "/" + name;
+namespace {
+
+Result<std::vector<uint8_t>> GetLayout(ObjectStore& store, const std::string& name) {
   auto raw = store.Get(LayoutObject(name));
-  if (!raw.ok()) {
-    if (raw.status().code() == Code::kNotFound) return Status::NotFound(where + ": no such snapshot");
-    return raw.status();
+  if (!raw.ok() && raw.status().code() == Code::kNotFound) {
+    return Status::NotFound(store.where() + "/" + name + ": no such snapshot");
   }
-  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw.value(), where));
+  return raw;
+}
+
+Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::span<const uint8_t> raw,
+                             const std::string& out_path, unsigned parallel, const ProgressFn& progress) {
+  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, store.where() + "/" + name));
   OutputOptions oo;
   oo.what = "snapshot";
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, OutputFile::Create(out_path, oo));
@@ -380,6 +384,28 @@ Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::s
   st.chunks = n;
   st.file_bytes = l.file_size;
   return st;
+}
+
+}  // namespace
+
+Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
+                       unsigned parallel, const ProgressFn& progress) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
+  return PullLayout(store, name, raw, out_path, parallel, progress);
+}
+
+Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
+                               const ProgressFn& progress) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
+  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, store.where() + "/" + name));
+  // Named by the layout's own hash: a snapshot pushed again under the same
+  // name with other contents gets another file.
+  const std::array<uint8_t, 32> sha = Sha256(raw);
+  const std::string path = cache_dir + "/" + ChunkObject(sha.data()).substr(std::strlen(kChunkPrefix)) + ".vmsnap";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && uint64_t(st.st_size) == l.file_size) return path;
+  VMSNAP_RETURN_IF_ERROR(PullLayout(store, name, raw, path, 16, progress).status());
+  return path;
 }
 
 Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix) {

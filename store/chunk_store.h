@@ -72,6 +72,12 @@ struct PullStats {
 Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
                        unsigned parallel, const ProgressFn& progress);
 
+// The snapshot as a local file in `cache_dir` (which must exist), pulled
+// there unless an earlier call did: the file is named by the hash of the
+// snapshot's layout object, so a cached file is always of this content.
+Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
+                               const ProgressFn& progress);
+
 struct ListedSnapshot {
   std::string name;
   uint64_t file_bytes = 0;

@@ -200,8 +200,8 @@ void RegisterDiff(CLI::App& app, int* exit_code) {
       "named as inspect --json nests it (vcpus[0].regs.rip, vcpus[1].msrs.0xc0000082), with "
       "both values; and guest memory page by page, as the number of differing pages and their "
       "guest-physical ranges.");
-  sub->add_option("A", o->a, "First snapshot")->required();
-  sub->add_option("B", o->b, "Second snapshot")->required();
+  sub->add_option("A", o->a, "First snapshot (a file, or rados://POOL/NAME)")->required();
+  sub->add_option("B", o->b, "Second snapshot (a file, or rados://POOL/NAME)")->required();
   sub->add_flag("--json", o->json,
                 "Print one JSON object: identical (bool), differences [{path, a, b}], memory "
                 "{differing_pages, ranges [{start, end}]}, addresses as hex strings");
@@ -217,7 +217,11 @@ void RegisterDiff(CLI::App& app, int* exit_code) {
       "through the decoded registers; the raw bytes are reported only when they differ where "
       "the decoder shows nothing.\n" +
       VolatileHelp() + "Exit status: 0 identical, 1 different, 2 error.");
-  sub->callback([o, exit_code] { *exit_code = RunDiff(*o); });
+  sub->callback([o, exit_code] {
+    *exit_code = tools::ResolveSnapshotArg(o->a, "diff", kExitError);
+    if (*exit_code == 0) *exit_code = tools::ResolveSnapshotArg(o->b, "diff", kExitError);
+    if (*exit_code == 0) *exit_code = RunDiff(*o);
+  });
 }
 
 }  // namespace vmsnap::cli

@@ -2,7 +2,16 @@
 // Shared helpers of the offline subcommands.
 #include "tools/tool_util.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+
+#ifdef VMSNAP_HAVE_STORE
+#include "store/chunk_store.h"
+#endif
+#include "tools/progress.h"
 
 namespace vmsnap::tools {
 
@@ -37,6 +46,45 @@ std::vector<std::string> ChainPaths(const SnapshotChain& chain) {
   std::vector<std::string> paths;
   for (auto it = chain.layers().rbegin(); it != chain.layers().rend(); ++it) paths.push_back((*it)->path());
   return paths;
+}
+
+namespace {
+
+bool IsStoreUrl(const std::string& s) { return s.rfind("rados://", 0) == 0 || s.rfind("s3://", 0) == 0; }
+
+}  // namespace
+
+int ResolveSnapshotArg(std::string& arg, std::string_view command, int exit_code) {
+  if (!IsStoreUrl(arg)) return 0;
+#ifdef VMSNAP_HAVE_STORE
+  auto url = store::ParseStoreUrl(arg, /*name_required=*/true);
+  if (!url.ok()) return Fail(command, "", url.status(), exit_code);
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const std::string dir = (xdg && *xdg ? std::string(xdg) : std::string(home && *home ? home : "/tmp") + "/.cache") +
+                          "/vmsnap/store/" + url->pool;
+  // mkdir -p, private to the user.
+  for (size_t at = 1; at != std::string::npos; at = dir.find('/', at + 1)) {
+    const std::string part = dir.substr(0, dir.find('/', at + 1) == std::string::npos ? dir.size() : dir.find('/', at + 1));
+    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Fail(command, "", Status::FromErrno(errno, "create the store cache " + part), exit_code);
+    }
+  }
+  auto st = store::OpenStore(*url, "");
+  if (!st.ok()) return Fail(command, "", st.status(), exit_code);
+  ProgressBar bar("fetching", 0);
+  auto path = store::PullCached(**st, url->name, dir, [&](uint64_t done, uint64_t total) {
+    bar.SetTotal(total);
+    bar.Update(done);
+  });
+  bar.Finish();
+  if (!path.ok()) return Fail(command, "", path.status(), exit_code);
+  arg = *path;
+  return 0;
+#else
+  return Fail(command, "", Status::Unsupported(arg + ": this vmsnap was built without the chunk store (librados)"),
+              exit_code);
+#endif
 }
 
 }  // namespace vmsnap::tools

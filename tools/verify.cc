@@ -70,14 +70,17 @@ void RegisterVerify(CLI::App& app, int* exit_code) {
       "and decompressed checksum (every chunk is decompressed), and that every other byte is "
       "the zero padding the layout puts between them, so any changed byte is found. For an incremental snapshot, "
       "every parent is found, checked against the id its child recorded, and verified too.");
-  sub->add_option("SNAPSHOT", *path, "Snapshot file (.vmsnap)")->required();
+  sub->add_option("SNAPSHOT", *path, "Snapshot file (.vmsnap), or rados://POOL/NAME (every chunk fetched and checked)")->required();
   sub->footer(
       "Prints \"SNAPSHOT: ok (N chunks, M bytes)\" (chunks and file bytes checked, over the whole "
       "chain) or one line naming the first problem (section or chunk and file offset).\n"
       "Exit status: 0 intact; 1 corrupt (the file was read and a check failed: the message names "
       "the chunk, its guest-physical range and file offset, or the file offset); 2 usage error, "
       "or a file that cannot be read (missing, not a regular file, I/O error, newer format).");
-  sub->callback([path, exit_code] { *exit_code = RunVerify(*path); });
+  sub->callback([path, exit_code] {
+    *exit_code = tools::ResolveSnapshotArg(*path, "verify", kExitError);
+    if (*exit_code == 0) *exit_code = RunVerify(*path);
+  });
 }
 
 }  // namespace vmsnap::cli

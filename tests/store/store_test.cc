@@ -101,6 +101,29 @@ TEST_F(Store, PushThenPullGivesTheSameBytes) {
   EXPECT_EQ(ls[0]["file_bytes"].get<uint64_t>(), std::filesystem::file_size(Path("a.vmsnap")));
 }
 
+TEST_F(Store, InspectVerifyAndDiffTakeUrls) {
+  ::setenv("XDG_CACHE_HOME", Path("cache").c_str(), 1);
+  WriteSnapshot(Path("a.vmsnap"), 512, 9);
+  ASSERT_EQ(Run("push " + Path("a.vmsnap") + " " + Url("a")).status, 0);
+  RunResult r = Run("verify " + Url("a"));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(Run("diff " + Path("a.vmsnap") + " " + Url("a")).status, 0);
+  r = Run("inspect " + Url("a") + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Json remote = Json::parse(r.out);
+  const Json local = Json::parse(Run("inspect " + Path("a.vmsnap") + " --json").out);
+  EXPECT_EQ(remote["memory"], local["memory"]);
+  EXPECT_EQ(remote["vcpus"], local["vcpus"]);
+  // The copy is cached under the layout's hash, once.
+  size_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(Path("cache"))) files += e.is_regular_file();
+  EXPECT_EQ(files, 1u);
+  r = Run("verify rados://vmsnap/" + prefix_ + "nothing-here");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("no such snapshot"), std::string::npos) << r.err;
+  ::unsetenv("XDG_CACHE_HOME");
+}
+
 TEST_F(Store, ASecondPushUploadsOnlyWhatChanged) {
   WriteSnapshot(Path("a.vmsnap"), 8192, 2);
   // 5 % of the pages changed, spread over the memory.
