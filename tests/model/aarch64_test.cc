@@ -16,6 +16,7 @@
 #include "format/chain.h"
 #include "format/reader.h"
 #include "restore/aarch64/arm64_restore.h"
+#include "restore/restore.h"
 #include "tests/model/kernel/aarch64_model.h"
 
 namespace vmsnap {
@@ -500,37 +501,115 @@ TEST_F(Broken, SetRegistersWithoutTheirClearLeaveStaleBits) {
   EXPECT_EQ(dst.vm.gic()->state().dist.at(0x104), mine | extra) << "a set register alone cannot clear";
 }
 
-// ---- through a .vmsnap file ----
+// ---- through a .vmsnap file and the arch-neutral restore order ----
 
-TEST(Arm64SnapshotFile, WritesFormat11AndReadsBack) {
-  char t[] = "/tmp/vmsnap-arm64-XXXXXX";
-  std::string dir = ::mkdtemp(t);
-  Source src;
+// The VMM side of restore::RestoreInto on the model: a VM, its RAM, its
+// vCPUs when asked, and a log of the calls, in the order they came.
+class ModelTarget final : public restore::RestoreTarget {
+ public:
+  explicit ModelTarget(Arm64Model::Host host = {}) : host_(host) {}
+  schema::Arch arch() const override { return schema::Arch::AARCH64; }
+  unsigned max_vcpus() const override { return 8; }
+  Result<restore::ArchRestorer*> CreateVm() override {
+    vm = std::make_unique<Arm64Model>(host_);
+    restorer = std::make_unique<ra::Arm64Restorer>(*vm);
+    return static_cast<restore::ArchRestorer*>(restorer.get());
+  }
+  Result<std::vector<kvm::GuestRegion>> CreateMemory(const std::vector<kvm::GuestRegion>& layout) override {
+    std::vector<kvm::GuestRegion> views = layout;
+    for (auto& r : views) {
+      if (r.gpa + r.size > vm->memory().size()) return Status::InvalidArgument("region beyond the model's RAM");
+      r.host = vm->memory().data() + r.gpa;
+    }
+    return views;
+  }
+  Status RegisterMemory() override { return Status::Ok(); }
+  Status CreateVcpus(unsigned count) override {
+    std::vector<ka::Vcpu*> vcpus;
+    for (unsigned i = 0; i < count; ++i) {
+      Arm64ModelVcpu* v = nullptr;
+      if (int rc = vm->CreateVcpu(&v); rc < 0) return Status::Io("KVM_CREATE_VCPU: " + std::to_string(rc));
+      vcpus.push_back(v);
+    }
+    restorer->set_vcpus(std::move(vcpus));
+    return Status::Ok();
+  }
+  std::unique_ptr<Arm64Model> vm;
+  std::unique_ptr<ra::Arm64Restorer> restorer;
+
+ private:
+  Arm64Model::Host host_;
+};
+
+struct Arm64SnapshotFile : ::testing::Test {
+  void SetUp() override {
+    char t[] = "/tmp/vmsnap-arm64-XXXXXX";
+    dir = ::mkdtemp(t);
+    path = dir + "/arm64.vmsnap";
+  }
+  void TearDown() override { (void)std::system(("rm -rf '" + dir + "'").c_str()); }
   // The guest's RAM itself: the capture writes the ITS tables into it before
   // the writer reads it.
-  kvm::GuestRegion region;
-  region.gpa = 0;
-  region.size = 192 * 4096;
-  region.host = src.vm.memory().data();
-  region.name = "ram";
-  capture::aarch64::Arm64Capturer cap(src.vm, src.Vcpus(), src.Opts());
-  capture::CaptureOptions copts;
-  copts.writer.threads = 1;
-  auto written = capture::WriteSnapshot(dir + "/arm64.vmsnap", cap, {&region, 1}, copts);
-  ASSERT_TRUE(written.ok()) << written.status().message();
-  auto reader = SnapshotReader::Open(dir + "/arm64.vmsnap");
+  void Write(Source& src) {
+    kvm::GuestRegion region;
+    region.gpa = 0;
+    region.size = 192 * 4096;
+    region.host = src.vm.memory().data();
+    region.name = "ram";
+    capture::aarch64::Arm64Capturer cap(src.vm, src.Vcpus(), src.Opts());
+    capture::CaptureOptions copts;
+    copts.writer.threads = 1;
+    auto written = capture::WriteSnapshot(path, cap, {&region, 1}, copts);
+    ASSERT_TRUE(written.ok()) << written.status().message();
+  }
+  Status Restore(ModelTarget& target) {
+    auto chain = SnapshotChain::Open(path);
+    if (!chain.ok()) return chain.status();
+    return restore::RestoreInto(std::make_shared<const SnapshotChain>(std::move(*chain)), target, nullptr);
+  }
+  std::string dir, path;
+};
+
+TEST_F(Arm64SnapshotFile, WritesFormat11AndRestoresThroughRestoreInto) {
+  Source src;
+  Write(src);
+  auto reader = SnapshotReader::Open(path);
   ASSERT_TRUE(reader.ok()) << reader.status().message();
   EXPECT_EQ((*reader)->format_minor(), 1);
   EXPECT_EQ((*reader)->manifest().getArch(), schema::Arch::AARCH64);
   ASSERT_TRUE((*reader)->VerifyAll().ok());
-  Dest dst;
-  auto chain = SnapshotChain::Open(dir + "/arm64.vmsnap");
-  ASSERT_TRUE(chain.ok()) << chain.status().message();
-  ASSERT_TRUE(chain->ReadMemory(0, region.size, dst.vm.memory().data()).ok());
-  Status s = ra::RestoreManifest(dst.vm, dst.Vcpus(), (*reader)->manifest(), &dst.devices);
+  ModelTarget target;
+  Status s = Restore(target);
   ASSERT_TRUE(s.ok()) << s.message();
-  ExpectSame(src.vm, dst.vm);
-  (void)std::system(("rm -rf '" + dir + "'").c_str());
+  ExpectSame(src.vm, *target.vm);
+}
+
+TEST_F(Arm64SnapshotFile, AHostLackingRegistersIsRefusedBeforeAnyStateIsWritten) {
+  Source src;
+  Write(src);
+  Arm64Model::Host older;
+  older.missing_sysregs = {ka::SysReg(3, 0, 10, 3, 0)};  // AMAIR_EL1
+  ModelTarget target(older);
+  Status s = Restore(target);
+  EXPECT_EQ(s.code(), Code::kUnsupported) << s.message();
+  EXPECT_NE(s.message().find("0x603000000013c518"), std::string::npos) << s.message();
+  // CheckVcpus refused it: no register written, no vGIC created.
+  EXPECT_EQ(target.vm->vcpu(0).Peek(ka::XReg(0)), 0u);
+  EXPECT_EQ(target.vm->gic(), nullptr);
+}
+
+TEST_F(Arm64SnapshotFile, RestoreStateBeforeCheckVcpusFails) {
+  // The steps out of RestoreInto's order: the registers need KVM_ARM_VCPU_INIT.
+  Source src;
+  Write(src);
+  auto reader = SnapshotReader::Open(path);
+  ASSERT_TRUE(reader.ok());
+  Dest dst;
+  ra::Arm64Restorer r(dst.vm);
+  r.set_vcpus(dst.Vcpus());
+  ASSERT_TRUE(r.RestoreVmConfig((*reader)->manifest()).ok());
+  Status s = r.RestoreState((*reader)->manifest());
+  EXPECT_NE(s.message().find("KVM_SET_ONE_REG X0: Exec format error"), std::string::npos) << s.message();
 }
 
 }  // namespace
