@@ -390,6 +390,35 @@ TEST_F(Broken, VectorLengthsAfterFinalizeFail) {
   EXPECT_NE(s.message().find("KVM_REG_ARM64_SVE_VLS: Operation not permitted"), std::string::npos) << s.message();
 }
 
+// The count first, then the compare value, then the control: a timer
+// programmed before its count is restored fires against the destination's
+// own counter. vCPU 0's virtual timer is due 0x100001388 - 0x5000000 ticks
+// after the capture; written before TIMER_CNT, against the new VM's counter
+// (0x100000000 in the model), it fires after 5000.
+TEST_F(Broken, TimerCompareBeforeTheCountFiresAtTheWrongTime) {
+  auto timer_fired = [](Arm64ModelVcpu& v) {
+    uint64_t ctl = 0;
+    EXPECT_EQ(GetReg(v, ka::kTimerCtl, &ctl), 0);
+    return (ctl & 4) != 0;  // ISTATUS
+  };
+  ASSERT_TRUE(ra::InitVcpu(dst.vm.vcpu(0), V(0)).ok());
+  ASSERT_TRUE(ra::RestoreVcpuRegs(dst.vm.vcpu(0), V(0)).ok());
+  dst.vm.AdvanceCounter(6000);
+  EXPECT_FALSE(timer_fired(dst.vm.vcpu(0))) << "restored in order, the timer is not due yet";
+  EXPECT_LT(dst.vm.vcpu(0).vcount(), V(0).getTimer().getCval());
+
+  Dest wrong;
+  ASSERT_TRUE(ra::InitVcpu(wrong.vm.vcpu(0), V(0)).ok());
+  auto t = V(0).getTimer();
+  uint64_t cval = t.getCval(), ctl = t.getCtl(), cnt = t.getCnt();
+  ASSERT_EQ(SetReg(wrong.vm.vcpu(0), ka::kTimerCval, &cval), 0);
+  ASSERT_EQ(SetReg(wrong.vm.vcpu(0), ka::kTimerCtl, &ctl), 0);
+  ASSERT_EQ(SetReg(wrong.vm.vcpu(0), ka::kTimerCnt, &cnt), 0);
+  wrong.vm.AdvanceCounter(6000);
+  EXPECT_LT(wrong.vm.vcpu(0).vcount(), cval);
+  EXPECT_TRUE(timer_fired(wrong.vm.vcpu(0))) << "CVAL before CNT: fired against the fresh counter";
+}
+
 TEST_F(Broken, VcpuCreatedAfterVgicInitFails) {
   Arm64Model vm;
   ASSERT_EQ(vm.CreateVcpu(), 0);

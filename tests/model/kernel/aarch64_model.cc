@@ -123,6 +123,22 @@ void Arm64ModelVcpu::Poke(uint64_t id, uint64_t value) {
   }
 }
 
+namespace {
+// CTL.ISTATUS: enabled (bit 0) and the count has reached CVAL; IMASK only
+// keeps the interrupt from the GIC.
+bool TimerAsserted(uint64_t ctl, uint64_t cval, uint64_t phys, uint64_t offset) {
+  return (ctl & 1) && phys - offset >= cval;
+}
+}  // namespace
+
+bool Arm64ModelVcpu::vtimer_asserted() const {
+  return TimerAsserted(state_.vctl, state_.vcval, vm_->phys_counter_, vtimer_offset_.value_or(vm_->voffset_));
+}
+
+bool Arm64ModelVcpu::ptimer_asserted() const {
+  return TimerAsserted(state_.pctl, state_.pcval, vm_->phys_counter_, ptimer_offset_.value_or(vm_->poffset_));
+}
+
 uint64_t Arm64ModelVcpu::Peek(uint64_t id) const {
   auto it = state_.regs.find(id);
   if (it == state_.regs.end()) return 0;
@@ -240,11 +256,11 @@ int Arm64ModelVcpu::GetOneReg(const kvm_one_reg& reg) {
   const bool ptimer = vm_->host_.ptimer;
   if (IsTimer(reg.id)) {
     uint64_t v;
-    if (reg.id == a::kTimerCtl) v = (state_.vctl & ~kCtlIstatus) | (((state_.vctl & 1) && vcount() >= state_.vcval) ? kCtlIstatus : 0);
+    if (reg.id == a::kTimerCtl) v = (state_.vctl & ~kCtlIstatus) | (vtimer_asserted() ? kCtlIstatus : 0);
     else if (reg.id == a::kTimerCnt) v = vcount();
     else if (reg.id == a::kTimerCval) v = state_.vcval;
     else if (!ptimer) return -ENOENT;
-    else if (reg.id == a::kPtimerCtl) v = (state_.pctl & ~kCtlIstatus) | (((state_.pctl & 1) && vm_->phys_counter_ - vm_->poffset_ >= state_.pcval) ? kCtlIstatus : 0);
+    else if (reg.id == a::kPtimerCtl) v = (state_.pctl & ~kCtlIstatus) | (ptimer_asserted() ? kCtlIstatus : 0);
     else if (reg.id == a::kPtimerCnt) v = vm_->phys_counter_ - vm_->poffset_;
     else v = state_.pcval;
     std::memcpy(out, &v, 8);
@@ -269,13 +285,15 @@ int Arm64ModelVcpu::SetOneReg(const kvm_one_reg& reg) {
     uint64_t v;
     std::memcpy(&v, in, 8);
     const bool fixed = vm_->has_counter_offset_;  // KVM_ARM_SET_COUNTER_OFFSET wins
-    if (reg.id == a::kTimerCtl) state_.vctl = v & ~kCtlIstatus;  // ISTATUS is read-only
+    // CVAL and CTL program the timer against the offset in force now; CNT
+    // moves the offset (VM-wide) and nothing else.
+    if (reg.id == a::kTimerCtl) { state_.vctl = v & ~kCtlIstatus; vtimer_offset_ = vm_->voffset_; }  // ISTATUS is read-only
     else if (reg.id == a::kTimerCnt) { if (!fixed) vm_->voffset_ = vm_->phys_counter_ - v; }
-    else if (reg.id == a::kTimerCval) state_.vcval = v;
+    else if (reg.id == a::kTimerCval) { state_.vcval = v; vtimer_offset_ = vm_->voffset_; }
     else if (!vm_->host_.ptimer) return -ENOENT;
-    else if (reg.id == a::kPtimerCtl) state_.pctl = v & ~kCtlIstatus;
+    else if (reg.id == a::kPtimerCtl) { state_.pctl = v & ~kCtlIstatus; ptimer_offset_ = vm_->poffset_; }
     else if (reg.id == a::kPtimerCnt) { if (!fixed) vm_->poffset_ = vm_->phys_counter_ - v; }
-    else state_.pcval = v;
+    else { state_.pcval = v; ptimer_offset_ = vm_->poffset_; }
     return 0;
   }
   auto it = state_.regs.find(reg.id);
