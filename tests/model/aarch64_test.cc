@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,9 @@ using kvm::model::Arm64ModelVcpu;
 namespace ka = kvm::arm64;
 namespace ra = restore::aarch64;
 
-constexpr uint64_t kTable = 0x80000;  // the ITS device table in guest memory
+constexpr uint64_t kTable = 0x80000;       // the ITS device table in guest memory
+constexpr uint64_t kCollections = 0xa0000; // its collection table
+constexpr uint64_t kItt1 = 0x88000, kItt2 = 0x88100;  // two devices' ITTs
 constexpr uint64_t kValid = 1ull << 63;
 
 ka::VcpuInit Init(bool sve) {
@@ -137,9 +140,13 @@ struct Source {
     // ITS: queue, tables, translations, enabled.
     for (auto [off, val] : std::vector<std::pair<uint32_t, uint64_t>>{
              {0x80, kValid | 0x90000}, {0x88, 0x40}, {0x90, 0x20}, {0x100, kValid | kTable},
-             {0x108, kValid | 0xa0000}, {0x0, 1}}) {
+             {0x108, kValid | kCollections}, {0x0, 1}}) {
       EXPECT_EQ(Attr(*its, ka::kGrpItsRegs, off, &val), 0) << off;
     }
+    // Two devices (MAPD), two collections on the two vCPUs (MAPC), two
+    // translations (MAPTI), as a guest's ITS driver leaves them.
+    vm.its()->state().devices = {{1, {kItt1, 4}}, {2, {kItt2, 4}}};
+    vm.its()->state().collections = {{0, 0}, {1, 1}};
     vm.its()->state().translations = {{1, 0, 8192, 0}, {2, 5, 8200, 1}};
   }
 
@@ -189,6 +196,8 @@ void ExpectSame(Arm64Model& a, Arm64Model& b) {
   ASSERT_TRUE(a.its() && b.its());
   EXPECT_EQ(a.its()->state().base, b.its()->state().base);
   EXPECT_EQ(a.its()->state().regs, b.its()->state().regs);
+  EXPECT_EQ(a.its()->state().devices, b.its()->state().devices);
+  EXPECT_EQ(a.its()->state().collections, b.its()->state().collections);
   EXPECT_EQ(a.its()->state().translations, b.its()->state().translations);
 }
 
@@ -295,6 +304,59 @@ TEST(Arm64RoundTrip, CaptureRestoreCaptureIsLossless) {
   EXPECT_EQ(m.asReader().getVcpus()[0].toString().flatten(), m2.asReader().getVcpus()[0].toString().flatten());
   EXPECT_EQ(m.asReader().getVcpus()[1].toString().flatten(), m2.asReader().getVcpus()[1].toString().flatten());
   EXPECT_EQ(m.asReader().getVm().toString().flatten(), m2.asReader().getVm().toString().flatten());
+}
+
+// KVM_DEV_ARM_ITS_SAVE_TABLES leaves the tables in guest memory in the
+// layout of arm-vgic-its.rst ("ITS Table ABI REV0"), which any VMM (or a
+// later kernel) reads back: each entry checked here against that layout,
+// little-endian, with the values the guest mapped.
+TEST(Arm64RoundTrip, SavedItsTablesAreTheKernelsDocumentedEntries) {
+  Source src;
+  capnp::MallocMessageBuilder msg;
+  ASSERT_TRUE(Capture(src, msg.initRoot<schema::Manifest>()).ok());
+  const auto& mem = src.vm.memory();
+  auto entry = [&](uint64_t at) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= uint64_t{mem[at + i]} << (8 * i);
+    return v;
+  };
+  auto bits = [](uint64_t v, unsigned hi, unsigned lo) { return (v >> lo) & ((2ull << (hi - lo)) - 1); };
+  // Device table, indexed by DeviceID: V | next | ITT_addr[51:8] | Size.
+  EXPECT_EQ(entry(kTable + 0 * 8), 0u) << "DeviceID 0 is not mapped";
+  const uint64_t d1 = entry(kTable + 1 * 8), d2 = entry(kTable + 2 * 8);
+  EXPECT_EQ(bits(d1, 63, 63), 1u);
+  EXPECT_EQ(bits(d1, 62, 49), 1u) << "DeviceID offset to the next DTE";
+  EXPECT_EQ(bits(d1, 48, 5) << 8, kItt1);
+  EXPECT_EQ(bits(d1, 4, 0), 4u);
+  EXPECT_EQ(d1, 0x8002000000011004ull);
+  EXPECT_EQ(bits(d2, 63, 63), 1u);
+  EXPECT_EQ(bits(d2, 62, 49), 0u) << "the last DTE";
+  EXPECT_EQ(bits(d2, 48, 5) << 8, kItt2);
+  // Each ITT, indexed by EventID: next | pINTID | ICID.
+  const uint64_t e10 = entry(kItt1 + 0 * 8), e25 = entry(kItt2 + 5 * 8);
+  EXPECT_EQ(bits(e10, 47, 16), 8192u);
+  EXPECT_EQ(bits(e10, 15, 0), 0u);
+  EXPECT_EQ(bits(e10, 63, 48), 0u);
+  EXPECT_EQ(e25, 0x0000000020080001ull);  // pINTID 8200, ICID 1, last
+  for (uint64_t ev = 0; ev < 5; ++ev) EXPECT_EQ(entry(kItt2 + ev * 8), 0u) << "EventID " << ev << " of device 2";
+  // Collection table, in no particular order: V | RES0 | RDBase | ICID, then
+  // an invalid entry.
+  std::map<uint64_t, uint64_t> ctes;
+  for (uint64_t at = kCollections; bits(entry(at), 63, 63); at += 8) {
+    EXPECT_EQ(bits(entry(at), 62, 52), 0u);
+    ctes[bits(entry(at), 15, 0)] = bits(entry(at), 51, 16);
+  }
+  EXPECT_EQ(ctes, (std::map<uint64_t, uint64_t>{{0, 0}, {1, 1}}));
+  EXPECT_EQ(entry(kCollections + 16), 0u);
+
+  // And a restore reads the same translations from them.
+  Dest dst;
+  dst.vm.memory() = src.vm.memory();
+  Status s = ra::RestoreManifest(dst.vm, dst.Vcpus(), msg.getRoot<schema::Manifest>().asReader(), &dst.devices);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(dst.vm.its()->state().devices, src.vm.its()->state().devices);
+  EXPECT_EQ(dst.vm.its()->state().collections, src.vm.its()->state().collections);
+  EXPECT_EQ(dst.vm.its()->state().translations, src.vm.its()->state().translations);
 }
 
 TEST(Arm64RoundTrip, CounterOffsetIsReplayedAndTimerCountWritesThenIgnored) {

@@ -198,10 +198,19 @@ class Arm64ModelIts final : public arm64::Device {
     uint32_t device, event, lpi, collection;
     bool operator==(const Ite&) const = default;
   };
+  // A mapped device (MAPD): where its interrupt translation table lives in
+  // guest memory and how many EventID bits it has, minus one.
+  struct Dte {
+    uint64_t itt_addr;  // 256-byte aligned
+    uint32_t size;
+    bool operator==(const Dte&) const = default;
+  };
   struct State {
     uint64_t base = ~0ull;
     std::map<uint32_t, uint64_t> regs;  // GITS_* by offset
-    std::vector<Ite> translations;
+    std::map<uint32_t, Dte> devices;    // by DeviceID
+    std::map<uint32_t, uint64_t> collections;  // ICID -> RDBase (vCPU number)
+    std::vector<Ite> translations;      // by DeviceID, then EventID
   };
   State& state() { return state_; }
   const State& state() const { return state_; }
