@@ -108,6 +108,10 @@ int RunDiff(const DiffOptions& o) {
   if (!ja.ok()) return tools::Fail("diff", o.a, ja.status(), kExitError);
   auto jb = tools::SnapshotToJson(cb->leaf(), &vb);
   if (!jb.ok()) return tools::Fail("diff", o.b, jb.status(), kExitError);
+  // Registers by identity: two captures of arm64 KVM need not list them in
+  // the same order, nor list the same ones.
+  tools::KeyArm64RegistersByName(*ja);
+  tools::KeyArm64RegistersByName(*jb);
   tools::JsonDiffOptions jo;
   jo.ignore_volatile = o.ignore_volatile;
   jo.volatile_a = &va;
@@ -215,7 +219,9 @@ void RegisterDiff(CLI::App& app, int* exit_code) {
       "Memory ranges are [start, end): end is exclusive. A page outside one snapshot's memory "
       "regions counts as zero there. Raw blobs with a decoded view (xsave, lapic) are compared "
       "through the decoded registers; the raw bytes are reported only when they differ where "
-      "the decoder shows nothing.\n" +
+      "the decoder shows nothing. arm64 registers (sysregs, firmware, other_regs, reg_list) are "
+      "paired by their ONE_REG id, whatever order each file lists them in, and named as inspect "
+      "names them: vcpus[0].sysregs.TCR_EL1; one listed on one side only shows null on the other.\n" +
       VolatileHelp() + "Exit status: 0 identical, 1 different, 2 error.");
   sub->callback([o, exit_code] {
     *exit_code = tools::ResolveSnapshotArg(o->a, "diff", kExitError);

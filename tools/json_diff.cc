@@ -114,6 +114,49 @@ class Differ {
 
 }  // namespace
 
+namespace {
+
+// Two ids that decode to the same name (a name the decoder does not know
+// falls back to the hex id, which is unique) keep apart by their id.
+std::string UniqueKey(const Json& obj, const std::string& name, const Json& id) {
+  if (!obj.contains(name)) return name;
+  return name + "(" + (id.is_string() ? id.get<std::string>() : id.dump()) + ")";
+}
+
+}  // namespace
+
+void KeyArm64RegistersByName(Json& snapshot) {
+  if (!snapshot.is_object() || !snapshot.contains("arch") || snapshot["arch"] != "aarch64") return;
+  if (!snapshot.contains("vcpus") || !snapshot["vcpus"].is_array()) return;
+  for (Json& vcpu : snapshot["vcpus"]) {
+    if (!vcpu.is_object()) continue;
+    // {id, value|data, name} entries: the value by name.
+    for (const char* key : {"sysregs", "firmware", "other_regs"}) {
+      if (!vcpu.contains(key) || !vcpu[key].is_array()) continue;
+      Json keyed = Json::object();
+      for (const Json& r : vcpu[key]) {
+        if (!r.is_object() || !r.contains("id")) continue;
+        const std::string name = r.contains("name") && r["name"].is_string() ? r["name"].get<std::string>()
+                                                                               : r["id"].dump();
+        const char* field = r.contains("value") ? "value" : "data";
+        keyed[UniqueKey(keyed, name, r["id"])] = r.contains(field) ? r[field] : Json();
+      }
+      vcpu[key] = std::move(keyed);
+    }
+    if (vcpu.contains("reg_list") && vcpu["reg_list"].is_array() && vcpu.contains("reg_list_decoded") &&
+        vcpu["reg_list_decoded"].is_array() && vcpu["reg_list_decoded"].size() == vcpu["reg_list"].size()) {
+      Json keyed = Json::object();
+      for (size_t i = 0; i < vcpu["reg_list"].size(); ++i) {
+        const Json& name = vcpu["reg_list_decoded"][i];
+        const Json& id = vcpu["reg_list"][i];
+        keyed[UniqueKey(keyed, name.is_string() ? name.get<std::string>() : id.dump(), id)] = id;
+      }
+      vcpu["reg_list"] = std::move(keyed);
+      vcpu.erase("reg_list_decoded");
+    }
+  }
+}
+
 std::vector<Difference> DiffJson(const Json& a, const Json& b, const JsonDiffOptions& options) {
   std::vector<Difference> out;
   Differ(options, &out).Node(a, b, "");

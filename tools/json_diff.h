@@ -35,4 +35,13 @@ extern const char* const kMetadataPaths[];
 // they differ and the decoded view does not (a byte the decoder does not show).
 std::vector<Difference> DiffJson(const Json& a, const Json& b, const JsonDiffOptions& options);
 
+// The arm64 register lists of every vCPU (sysregs, firmware, other_regs and
+// reg_list, stored in whatever order KVM_GET_REG_LIST gave) rewritten as
+// objects keyed by register name, as inspect decodes it ("TCR_EL1",
+// "PSCI_VERSION", "CCSIDR[0]"), so that DiffJson pairs registers by ONE_REG
+// id and not by position: a register present on one side only is reported
+// alone instead of shifting every register after it. reg_list maps each
+// listed name to its id; reg_list_decoded, then redundant, is dropped.
+void KeyArm64RegistersByName(Json& snapshot);
+
 }  // namespace vmsnap::tools

@@ -2,6 +2,8 @@
 // aarch64 capture: see arm64_capture.h.
 #include "capture/aarch64/arm64_capture.h"
 
+#include "kvm/aarch64/reg_groups.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -60,6 +62,27 @@ Status SetCtrl(ka::Device& dev, uint64_t attr, const char* what) {
   return ka::IoctlStatus(ka::RetryEintr([&] { return dev.SetAttr(a); }), std::string("KVM_SET_DEVICE_ATTR ") + what);
 }
 
+// The capture side of the scalar registers of kvm/aarch64/reg_groups.h (the
+// restore side is FieldValue in restore/aarch64/arm64_restore.cc).
+void SetField(schema::aarch64::Core::Builder core, schema::aarch64::Fp::Builder fp,
+              schema::aarch64::Timer::Builder t, ka::RegField f, uint64_t v) {
+  switch (f) {
+    case ka::RegField::kSpEl0: core.setSpEl0(v); break;
+    case ka::RegField::kPc: core.setPc(v); break;
+    case ka::RegField::kPstate: core.setPstate(v); break;
+    case ka::RegField::kSpEl1: core.setSpEl1(v); break;
+    case ka::RegField::kElrEl1: core.setElrEl1(v); break;
+    case ka::RegField::kFpsr: fp.setFpsr(static_cast<uint32_t>(v)); break;
+    case ka::RegField::kFpcr: fp.setFpcr(static_cast<uint32_t>(v)); break;
+    case ka::RegField::kCnt: t.setCnt(v); break;
+    case ka::RegField::kCval: t.setCval(v); break;
+    case ka::RegField::kCtl: t.setCtl(v); break;
+    case ka::RegField::kPcnt: t.setHasPtimer(true); t.setPcnt(v); break;
+    case ka::RegField::kPcval: t.setHasPtimer(true); t.setPcval(v); break;
+    case ka::RegField::kPctl: t.setHasPtimer(true); t.setPctl(v); break;
+  }
+}
+
 }  // namespace
 
 Status CaptureVcpu(ka::Vcpu& vcpu, const ka::VcpuInit& init, schema::aarch64::Vcpu::Builder out) {
@@ -116,50 +139,32 @@ Status CaptureVcpu(ka::Vcpu& vcpu, const ka::VcpuInit& init, schema::aarch64::Vc
                                "KVM_GET_ONE_REG " + IdHex(id));
     if (!s.ok()) return s;
     const uint64_t num = size <= 8 ? Number(buf.data(), size) : 0;
-    const uint64_t cls = ka::Coproc(id);
-    const uint64_t low = id & 0xffff;
-    if (cls == ka::kCore) {
-      const uint64_t off = low * 4;
-      if (size == 8 && off < 248) x.set(static_cast<unsigned>(off / 8), num);
-      else if (id == ka::kRegSp) core.setSpEl0(num);
-      else if (id == ka::kRegPc) core.setPc(num);
-      else if (id == ka::kRegPstate) core.setPstate(num);
-      else if (id == ka::kRegSpEl1) core.setSpEl1(num);
-      else if (id == ka::kRegElrEl1) core.setElrEl1(num);
-      else if (size == 8 && off >= 288 && off < 288 + 8 * ka::kNrSpsr) spsr.set(static_cast<unsigned>((off - 288) / 8), num);
-      else if (size == 16 && off >= 336 && off < 848 && !sve) v.set(static_cast<unsigned>((off - 336) / 16), Le128(buf.data()));
-      else if (id == ka::kRegFpsr) fp.setFpsr(static_cast<uint32_t>(num));
-      else if (id == ka::kRegFpcr) fp.setFpcr(static_cast<uint32_t>(num));
-      else other.push_back({id, {buf.begin(), buf.begin() + static_cast<long>(size)}});
-    } else if (cls == ka::kSve && sve) {
-      if (id == ka::kRegSveVls) {
+    // Where the register goes: the group description restore writes from.
+    const ka::RegSlot slot = ka::ClassifyReg(id, sve);
+    switch (slot.group) {
+      case ka::RegGroup::kCoreX: x.set(slot.index, num); break;
+      case ka::RegGroup::kCoreScalar:
+      case ka::RegGroup::kFpScalar:
+      case ka::RegGroup::kTimer: SetField(core, fp, timer, slot.field, num); break;
+      case ka::RegGroup::kSpsr: spsr.set(slot.index, num); break;
+      case ka::RegGroup::kV: v.set(slot.index, Le128(buf.data())); break;
+      case ka::RegGroup::kSveVls:
         for (unsigned w = 0; w < 8; ++w) vls.set(w, Number(buf.data() + 8 * w, 8));
-      } else if ((id & 0x1f) != 0) {
-        other.push_back({id, {buf.begin(), buf.begin() + static_cast<long>(size)}});
-      } else if (low < 0x400) {
-        z.set(static_cast<unsigned>((low >> 5) & 0x1f), kj::arrayPtr(buf.data(), size));
-      } else if (id == ka::kRegFfr) {
-        sve_out.setFfr(kj::arrayPtr(buf.data(), size));
-      } else {
-        p.set(static_cast<unsigned>((low >> 5) & 0xf), kj::arrayPtr(buf.data(), size));
+        break;
+      case ka::RegGroup::kZ: z.set(slot.index, kj::arrayPtr(buf.data(), size)); break;
+      case ka::RegGroup::kP: p.set(slot.index, kj::arrayPtr(buf.data(), size)); break;
+      case ka::RegGroup::kFfr: sve_out.setFfr(kj::arrayPtr(buf.data(), size)); break;
+      case ka::RegGroup::kSysreg: sysregs.push_back({id, num}); break;
+      case ka::RegGroup::kFirmware: fw.push_back({id, num}); break;
+      case ka::RegGroup::kOther: {
+        // Stored little-endian up to 8 bytes, as the kernel's bytes beyond.
+        std::vector<uint8_t> bytes(buf.begin(), buf.begin() + static_cast<long>(size));
+        if (size <= 8) {
+          for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<uint8_t>(num >> (8 * i));
+        }
+        other.push_back({id, std::move(bytes)});
+        break;
       }
-    } else if (cls == ka::kSysreg && size == 8) {
-      if (id == ka::kTimerCtl) timer.setCtl(num);
-      else if (id == ka::kTimerCnt) timer.setCnt(num);
-      else if (id == ka::kTimerCval) timer.setCval(num);
-      else if (id == ka::kPtimerCtl) { timer.setHasPtimer(true); timer.setPctl(num); }
-      else if (id == ka::kPtimerCnt) { timer.setHasPtimer(true); timer.setPcnt(num); }
-      else if (id == ka::kPtimerCval) { timer.setHasPtimer(true); timer.setPcval(num); }
-      else sysregs.push_back({id, num});
-    } else if ((cls == ka::kFw || cls == ka::kFwFeatBmap) && size == 8) {
-      fw.push_back({id, num});
-    } else {
-      // Stored little-endian up to 8 bytes, as the kernel's bytes beyond.
-      std::vector<uint8_t> bytes(buf.begin(), buf.begin() + static_cast<long>(size));
-      if (size <= 8) {
-        for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<uint8_t>(num >> (8 * i));
-      }
-      other.push_back({id, std::move(bytes)});
     }
   }
   auto so = out.initSysregs(static_cast<unsigned>(sysregs.size()));

@@ -4,6 +4,8 @@
 // where it is honoured.
 #include "restore/aarch64/arm64_restore.h"
 
+#include "kvm/aarch64/reg_groups.h"
+
 #include <bit>
 #include <cstdio>
 #include <cstring>
@@ -37,6 +39,28 @@ Status SetAttr(ka::Device& dev, uint32_t group, uint64_t attr, const void* value
   a.attr = attr;
   a.addr = reinterpret_cast<uintptr_t>(value);
   return ka::IoctlStatus(ka::RetryEintr([&] { return dev.SetAttr(a); }), "KVM_SET_DEVICE_ATTR " + what);
+}
+
+// The restore side of the scalar registers of kvm/aarch64/reg_groups.h (the
+// capture side is SetField in capture/aarch64/arm64_capture.cc).
+uint64_t FieldValue(schema::aarch64::Core::Reader core, schema::aarch64::Fp::Reader fp,
+                    schema::aarch64::Timer::Reader t, ka::RegField f) {
+  switch (f) {
+    case ka::RegField::kSpEl0: return core.getSpEl0();
+    case ka::RegField::kPc: return core.getPc();
+    case ka::RegField::kPstate: return core.getPstate();
+    case ka::RegField::kSpEl1: return core.getSpEl1();
+    case ka::RegField::kElrEl1: return core.getElrEl1();
+    case ka::RegField::kFpsr: return fp.getFpsr();
+    case ka::RegField::kFpcr: return fp.getFpcr();
+    case ka::RegField::kCnt: return t.getCnt();
+    case ka::RegField::kCval: return t.getCval();
+    case ka::RegField::kCtl: return t.getCtl();
+    case ka::RegField::kPcnt: return t.getPcnt();
+    case ka::RegField::kPcval: return t.getPcval();
+    case ka::RegField::kPctl: return t.getPctl();
+  }
+  return 0;
 }
 
 Status Need(size_t have, size_t want, const char* what) {
@@ -100,69 +124,93 @@ Status RestoreCounterOffset(ka::Vm& vm, schema::aarch64::Vm::Reader st) {
 
 Status RestoreVcpuRegs(ka::Vcpu& vcpu, schema::aarch64::Vcpu::Reader st) {
   auto core = st.getCore();
+  auto fp = st.getFp();
+  auto sve = st.getSve();
+  auto t = st.getTimer();
   VMSNAP_RETURN_IF_ERROR(Need(core.getX().size(), 31, "core.x"));
   VMSNAP_RETURN_IF_ERROR(Need(core.getSpsr().size(), ka::kNrSpsr, "core.spsr"));
-  for (unsigned i = 0; i < 31; ++i) VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::XReg(i), core.getX()[i], "X" + std::to_string(i)));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kRegSp, core.getSpEl0(), "SP_EL0"));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kRegPc, core.getPc(), "PC"));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kRegPstate, core.getPstate(), "PSTATE"));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kRegSpEl1, core.getSpEl1(), "SP_EL1"));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kRegElrEl1, core.getElrEl1(), "ELR_EL1"));
-  for (unsigned i = 0; i < ka::kNrSpsr; ++i)
-    VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::SpsrReg(i), core.getSpsr()[i], "SPSR" + std::to_string(i)));
-
-  auto fp = st.getFp();
-  for (unsigned i = 0; i < fp.getV().size() && i < 32; ++i) {
-    auto d = fp.getV()[i];
-    if (d.size() != 16) return Status::Corruption("aarch64 V" + std::to_string(i) + " is not 16 bytes");
-    uint8_t b[16];
-    for (int k = 0; k < 16; ++k) b[k] = std::endian::native == std::endian::little ? d[k] : d[15 - k];
-    VMSNAP_RETURN_IF_ERROR(SetReg(vcpu, ka::VReg(i), b, "V" + std::to_string(i)));
-  }
-  VMSNAP_RETURN_IF_ERROR(SetU32(vcpu, ka::kRegFpsr, fp.getFpsr(), "FPSR"));
-  VMSNAP_RETURN_IF_ERROR(SetU32(vcpu, ka::kRegFpcr, fp.getFpcr(), "FPCR"));
-
-  auto sve = st.getSve();
+  auto put_field = [&](const ka::FieldReg& r) -> Status {
+    const uint64_t v = FieldValue(core, fp, t, r.field);
+    if (r.field == ka::RegField::kFpsr || r.field == ka::RegField::kFpcr)
+      return SetU32(vcpu, r.id, static_cast<uint32_t>(v), r.name);
+    return SetU64(vcpu, r.id, v, r.name);
+  };
   auto put_wide = [&](uint64_t id, capnp::Data::Reader d, const std::string& name) -> Status {
     if (d.size() != ka::OneRegSize(id))
       return Status::Corruption("aarch64 " + name + " is " + std::to_string(d.size()) + " bytes, expected " +
                                 std::to_string(ka::OneRegSize(id)));
     return SetReg(vcpu, id, d.begin(), name);
   };
-  for (unsigned i = 0; i < sve.getZ().size() && i < 32; ++i)
-    VMSNAP_RETURN_IF_ERROR(put_wide(ka::ZReg(i), sve.getZ()[i], "Z" + std::to_string(i)));
-  for (unsigned i = 0; i < sve.getP().size() && i < 16; ++i)
-    VMSNAP_RETURN_IF_ERROR(put_wide(ka::PReg(i), sve.getP()[i], "P" + std::to_string(i)));
-  if (sve.hasFfr()) VMSNAP_RETURN_IF_ERROR(put_wide(ka::kRegFfr, sve.getFfr(), "FFR"));
-
-  for (auto r : st.getSysregs()) VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, r.getId(), r.getValue(), IdHex(r.getId())));
-  for (auto r : st.getFirmware()) VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, r.getId(), r.getValue(), IdHex(r.getId())));
-  for (auto r : st.getOtherRegs()) {
-    auto d = r.getData();
-    const size_t size = ka::OneRegSize(r.getId());
-    if (d.size() != size) return Status::Corruption("aarch64 register " + IdHex(r.getId()) + " has the wrong size");
-    std::vector<uint8_t> b(d.begin(), d.end());
-    if (size <= 8) {  // stored little-endian; the kernel wants its number in host order
-      uint64_t num = 0;
-      for (size_t i = 0; i < size; ++i) num |= uint64_t{d[i]} << (8 * i);
-      if (size == 8) std::memcpy(b.data(), &num, 8);
-      else if (size == 4) { uint32_t v32 = static_cast<uint32_t>(num); std::memcpy(b.data(), &v32, 4); }
-      else if (size == 2) { uint16_t v16 = static_cast<uint16_t>(num); std::memcpy(b.data(), &v16, 2); }
+  // Group by group in the shared order (kvm/aarch64/reg_groups.h); capture
+  // files each register under the same groups.
+  for (ka::RegGroup group : ka::kRestoreOrder) {
+    switch (group) {
+      case ka::RegGroup::kCoreX:
+        for (unsigned i = 0; i < 31; ++i)
+          VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::XReg(i), core.getX()[i], "X" + std::to_string(i)));
+        break;
+      case ka::RegGroup::kCoreScalar:
+        for (const ka::FieldReg& r : ka::kCoreScalars) VMSNAP_RETURN_IF_ERROR(put_field(r));
+        break;
+      case ka::RegGroup::kSpsr:
+        for (unsigned i = 0; i < ka::kNrSpsr; ++i)
+          VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::SpsrReg(i), core.getSpsr()[i], "SPSR" + std::to_string(i)));
+        break;
+      case ka::RegGroup::kV:
+        for (unsigned i = 0; i < fp.getV().size() && i < 32; ++i) {
+          auto d = fp.getV()[i];
+          if (d.size() != 16) return Status::Corruption("aarch64 V" + std::to_string(i) + " is not 16 bytes");
+          uint8_t b[16];
+          for (int k = 0; k < 16; ++k) b[k] = std::endian::native == std::endian::little ? d[k] : d[15 - k];
+          VMSNAP_RETURN_IF_ERROR(SetReg(vcpu, ka::VReg(i), b, "V" + std::to_string(i)));
+        }
+        break;
+      case ka::RegGroup::kFpScalar:
+        for (const ka::FieldReg& r : ka::kFpScalars) VMSNAP_RETURN_IF_ERROR(put_field(r));
+        break;
+      case ka::RegGroup::kSveVls: break;  // InitVcpu, before FINALIZE
+      case ka::RegGroup::kZ:
+        for (unsigned i = 0; i < sve.getZ().size() && i < 32; ++i)
+          VMSNAP_RETURN_IF_ERROR(put_wide(ka::ZReg(i), sve.getZ()[i], "Z" + std::to_string(i)));
+        break;
+      case ka::RegGroup::kP:
+        for (unsigned i = 0; i < sve.getP().size() && i < 16; ++i)
+          VMSNAP_RETURN_IF_ERROR(put_wide(ka::PReg(i), sve.getP()[i], "P" + std::to_string(i)));
+        break;
+      case ka::RegGroup::kFfr:
+        if (sve.hasFfr()) VMSNAP_RETURN_IF_ERROR(put_wide(ka::kRegFfr, sve.getFfr(), "FFR"));
+        break;
+      case ka::RegGroup::kSysreg:
+        for (auto r : st.getSysregs()) VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, r.getId(), r.getValue(), IdHex(r.getId())));
+        break;
+      case ka::RegGroup::kFirmware:
+        for (auto r : st.getFirmware()) VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, r.getId(), r.getValue(), IdHex(r.getId())));
+        break;
+      case ka::RegGroup::kOther:
+        for (auto r : st.getOtherRegs()) {
+          auto d = r.getData();
+          const size_t size = ka::OneRegSize(r.getId());
+          if (d.size() != size) return Status::Corruption("aarch64 register " + IdHex(r.getId()) + " has the wrong size");
+          std::vector<uint8_t> b(d.begin(), d.end());
+          if (size <= 8) {  // stored little-endian; the kernel wants its number in host order
+            uint64_t num = 0;
+            for (size_t i = 0; i < size; ++i) num |= uint64_t{d[i]} << (8 * i);
+            if (size == 8) std::memcpy(b.data(), &num, 8);
+            else if (size == 4) { uint32_t v32 = static_cast<uint32_t>(num); std::memcpy(b.data(), &v32, 4); }
+            else if (size == 2) { uint16_t v16 = static_cast<uint16_t>(num); std::memcpy(b.data(), &v16, 2); }
+          }
+          VMSNAP_RETURN_IF_ERROR(SetReg(vcpu, r.getId(), b.data(), IdHex(r.getId())));
+        }
+        break;
+      case ka::RegGroup::kTimer:
+        // CNT, CVAL, CTL for each timer: the table's order, and why, is in
+        // reg_groups.h and docs/state-coverage.md.
+        for (const ka::FieldReg& r : ka::kTimerRegs) {
+          if (ka::IsPtimerField(r.field) && !t.getHasPtimer()) continue;
+          VMSNAP_RETURN_IF_ERROR(put_field(r));
+        }
+        break;
     }
-    VMSNAP_RETURN_IF_ERROR(SetReg(vcpu, r.getId(), b.data(), IdHex(r.getId())));
-  }
-
-  // Timers: the count first (it sets the VM's counter offset every compare
-  // is made against), then the compare value, and the control register last,
-  // so that the timer is armed only once what it compares is in place.
-  auto t = st.getTimer();
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kTimerCnt, t.getCnt(), "KVM_REG_ARM_TIMER_CNT"));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kTimerCval, t.getCval(), "KVM_REG_ARM_TIMER_CVAL"));
-  VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kTimerCtl, t.getCtl(), "KVM_REG_ARM_TIMER_CTL"));
-  if (t.getHasPtimer()) {
-    VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kPtimerCnt, t.getPcnt(), "KVM_REG_ARM_PTIMER_CNT"));
-    VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kPtimerCval, t.getPcval(), "KVM_REG_ARM_PTIMER_CVAL"));
-    VMSNAP_RETURN_IF_ERROR(SetU64(vcpu, ka::kPtimerCtl, t.getPctl(), "KVM_REG_ARM_PTIMER_CTL"));
   }
   return Status::Ok();
 }
@@ -267,35 +315,71 @@ Status RestoreIts(ka::Device& its, schema::aarch64::Its::Reader st) {
   return Status::Ok();
 }
 
-Status RestoreManifest(ka::Vm& vm, std::span<ka::Vcpu* const> vcpus, schema::Manifest::Reader m, Devices* devices) {
+namespace {
+
+Status CheckManifest(schema::Manifest::Reader m, size_t vcpus) {
   if (m.getArch() != schema::Arch::AARCH64)
     return Status::WrongArch("snapshot is not for aarch64 (wrong architecture)");
   if (!m.getVm().isAarch64()) return Status::Corruption("aarch64 snapshot without aarch64 VM state");
-  if (m.getVcpus().size() != vcpus.size())
+  if (m.getVcpus().size() != vcpus)
     return Status::InvalidArgument("snapshot has " + std::to_string(m.getVcpus().size()) + " vCPUs, the VM has " +
-                                   std::to_string(vcpus.size()));
-  auto vm_state = m.getVm().getAarch64();
-  auto each = [&](auto&& step) -> Status {
-    for (size_t i = 0; i < vcpus.size(); ++i) {
-      auto v = m.getVcpus()[static_cast<unsigned>(i)];
-      if (!v.isAarch64()) return Status::Corruption("vCPU " + std::to_string(i) + " has no aarch64 state");
-      Status s = step(*vcpus[i], v.getAarch64());
-      if (!s.ok()) return s.Context("vCPU " + std::to_string(i)).Context("aarch64 restore");
-    }
-    return Status::Ok();
-  };
-  VMSNAP_RETURN_IF_ERROR(each([](ka::Vcpu& c, auto st) { return InitVcpu(c, st); }));
-  VMSNAP_RETURN_IF_ERROR(each([](ka::Vcpu& c, auto st) { return CheckRegList(c, st); }));
-  VMSNAP_RETURN_IF_ERROR(RestoreCounterOffset(vm, vm_state).Context("aarch64 restore"));
-  VMSNAP_RETURN_IF_ERROR(each([](ka::Vcpu& c, auto st) { return RestoreVcpuRegs(c, st); }));
-  VMSNAP_RETURN_IF_ERROR(CreateDevices(vm, vm_state, devices).Context("aarch64 restore"));
-  if (devices->gic) {
-    VMSNAP_RETURN_IF_ERROR(InitGic(*devices->gic).Context("aarch64 restore"));
-    VMSNAP_RETURN_IF_ERROR(RestoreGicState(*devices->gic, vm_state.getGic()).Context("vGICv3").Context("aarch64 restore"));
-  }
-  VMSNAP_RETURN_IF_ERROR(each([](ka::Vcpu& c, auto st) { return RestoreVcpuEvents(c, st); }));
-  if (devices->its) VMSNAP_RETURN_IF_ERROR(RestoreIts(*devices->its, vm_state.getIts()).Context("ITS").Context("aarch64 restore"));
+                                   std::to_string(vcpus));
   return Status::Ok();
+}
+
+}  // namespace
+
+Status Arm64Restorer::ForEachVcpu(schema::Manifest::Reader m,
+                                  Status (*step)(ka::Vcpu&, schema::aarch64::Vcpu::Reader)) {
+  VMSNAP_RETURN_IF_ERROR(CheckManifest(m, vcpus_.size()));
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    auto v = m.getVcpus()[static_cast<unsigned>(i)];
+    if (!v.isAarch64()) return Status::Corruption("vCPU " + std::to_string(i) + " has no aarch64 state");
+    Status s = step(*vcpus_[i], v.getAarch64());
+    if (!s.ok()) return s.Context("vCPU " + std::to_string(i)).Context("aarch64 restore");
+  }
+  return Status::Ok();
+}
+
+Status Arm64Restorer::RestoreVmConfig(schema::Manifest::Reader m) {
+  if (m.getArch() != schema::Arch::AARCH64)
+    return Status::WrongArch("snapshot is not for aarch64 (wrong architecture)");
+  if (!m.getVm().isAarch64()) return Status::Corruption("aarch64 snapshot without aarch64 VM state");
+  // 1: no vCPU exists yet, so none can have run (EBUSY after).
+  return RestoreCounterOffset(vm_, m.getVm().getAarch64()).Context("aarch64 restore");
+}
+
+Status Arm64Restorer::CheckVcpus(schema::Manifest::Reader m) {
+  // 2-3 on every vCPU, then 4: the list exists only after INIT (and FINALIZE).
+  VMSNAP_RETURN_IF_ERROR(ForEachVcpu(m, InitVcpu));
+  return ForEachVcpu(m, CheckRegList);
+}
+
+Status Arm64Restorer::RestoreState(schema::Manifest::Reader m) {
+  VMSNAP_RETURN_IF_ERROR(ForEachVcpu(m, RestoreVcpuRegs));
+  auto vm_state = m.getVm().getAarch64();
+  // 6-7: every vCPU exists and is initialized (KVM_CREATE_VCPU fails once
+  // the vGIC is initialized, and its init sizes the redistributors by them).
+  VMSNAP_RETURN_IF_ERROR(CreateDevices(vm_, vm_state, &devices_).Context("aarch64 restore"));
+  if (devices_.gic) {
+    VMSNAP_RETURN_IF_ERROR(InitGic(*devices_.gic).Context("aarch64 restore"));
+    VMSNAP_RETURN_IF_ERROR(RestoreGicState(*devices_.gic, vm_state.getGic()).Context("vGICv3").Context("aarch64 restore"));
+  }
+  VMSNAP_RETURN_IF_ERROR(ForEachVcpu(m, RestoreVcpuEvents));
+  // 13: the tables are read from guest memory, loaded before the vCPUs existed.
+  if (devices_.its) VMSNAP_RETURN_IF_ERROR(RestoreIts(*devices_.its, vm_state.getIts()).Context("ITS").Context("aarch64 restore"));
+  return Status::Ok();
+}
+
+Status RestoreManifest(ka::Vm& vm, std::span<ka::Vcpu* const> vcpus, schema::Manifest::Reader m, Devices* devices) {
+  VMSNAP_RETURN_IF_ERROR(CheckManifest(m, vcpus.size()));
+  Arm64Restorer r(vm);
+  r.set_vcpus({vcpus.begin(), vcpus.end()});
+  VMSNAP_RETURN_IF_ERROR(r.RestoreVmConfig(m));
+  VMSNAP_RETURN_IF_ERROR(r.CheckVcpus(m));
+  Status s = r.RestoreState(m);
+  *devices = std::move(r.devices());
+  return s;
 }
 
 }  // namespace vmsnap::restore::aarch64

@@ -19,6 +19,7 @@
 
 #include "format/reader.h"
 #include "format/writer.h"
+#include "tests/format/test_util.h"
 
 namespace vmsnap {
 namespace {
@@ -473,6 +474,86 @@ TEST_F(ToolsCli, DiffNamesTheRegisterAndThePages) {
   EXPECT_NE(r.out.find("vcpus[1].regs.rip: 0x200000 -> 0x200004\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("memory: 4 page(s) differ in 3 range(s)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("0x5000-0x7000"), std::string::npos) << r.out;
+}
+
+// KVM_GET_REG_LIST need not list registers in the same order on two hosts,
+// nor list the same ones: diff pairs arm64 registers by ONE_REG id and names
+// them as inspect does. The snapshots are the golden aarch64 file with its
+// manifest edited.
+TEST_F(ToolsCli, DiffPairsArm64RegistersByIdNotPosition) {
+  const std::string golden = std::string(VMSNAP_GOLDEN_DIR) + "/aarch64.vmsnap";
+  if (!fs::exists(golden)) GTEST_SKIP() << "no " << golden;
+  const testing::Bytes base = testing::ReadFileBytes(golden);
+  using Edit = std::function<void(schema::aarch64::Vcpu::Builder)>;
+  auto derive = [&](const std::string& name, const Edit& edit) {
+    testing::WriteFileBytes(Path(name), testing::RewriteManifest(base, [&](schema::Manifest::Builder m) {
+      edit(m.getVcpus()[0].getAarch64());
+    }));
+    return Path(name);
+  };
+  // The same registers in the opposite order, in every list.
+  auto reverse = [](schema::aarch64::Vcpu::Builder v) {
+    std::vector<std::pair<uint64_t, uint64_t>> regs;
+    for (auto r : v.getSysregs()) regs.emplace_back(r.getId(), r.getValue());
+    for (unsigned i = 0; i < regs.size(); ++i) {
+      v.getSysregs()[i].setId(regs[regs.size() - 1 - i].first);
+      v.getSysregs()[i].setValue(regs[regs.size() - 1 - i].second);
+    }
+    std::vector<std::pair<uint64_t, uint64_t>> fw;
+    for (auto r : v.getFirmware()) fw.emplace_back(r.getId(), r.getValue());
+    for (unsigned i = 0; i < fw.size(); ++i) {
+      v.getFirmware()[i].setId(fw[fw.size() - 1 - i].first);
+      v.getFirmware()[i].setValue(fw[fw.size() - 1 - i].second);
+    }
+    std::vector<uint64_t> list;
+    for (uint64_t id : v.getRegList()) list.push_back(id);
+    for (unsigned i = 0; i < list.size(); ++i) v.getRegList().set(i, list[list.size() - 1 - i]);
+  };
+  const std::string a = derive("a.vmsnap", [](auto) {});
+  const std::string same = derive("reordered.vmsnap", reverse);
+  RunResult r = Run("diff " + Quote(a) + " " + Quote(same));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "identical\n");
+
+  // Reordered, and TCR_EL1 changed: only TCR_EL1 differs.
+  const std::string changed = derive("changed.vmsnap", [&](schema::aarch64::Vcpu::Builder v) {
+    reverse(v);
+    for (auto reg : v.getSysregs()) {
+      if (reg.getId() == 0x603000000013c102ull) reg.setValue(0x00000034b5103510ull);
+    }
+  });
+  r = Run("diff --json " + Quote(a) + " " + Quote(changed));
+  ASSERT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(json::parse(r.out)["differences"],
+            json::parse(R"([{"path":"vcpus[0].sysregs.TCR_EL1","a":"0x34b5193519","b":"0x34b5103510"}])"));
+  r = Run("diff " + Quote(a) + " " + Quote(changed));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("vcpus[0].sysregs.TCR_EL1: 0x34b5193519 -> 0x34b5103510\n"), std::string::npos) << r.out;
+
+  // A register (AMAIR_EL1) that only B has, listed first: nothing after it shifts.
+  const std::string extra = derive("extra.vmsnap", [](schema::aarch64::Vcpu::Builder v) {
+    constexpr uint64_t kAmair = 0x603000000013c518ull;
+    std::vector<std::pair<uint64_t, uint64_t>> regs{{kAmair, 0x7}};
+    for (auto reg : v.getSysregs()) regs.emplace_back(reg.getId(), reg.getValue());
+    auto out = v.initSysregs(static_cast<unsigned>(regs.size()));
+    for (unsigned i = 0; i < regs.size(); ++i) {
+      out[i].setId(regs[i].first);
+      out[i].setValue(regs[i].second);
+    }
+    std::vector<uint64_t> list{kAmair};
+    for (uint64_t id : v.getRegList()) list.push_back(id);
+    auto l = v.initRegList(static_cast<unsigned>(list.size()));
+    for (unsigned i = 0; i < list.size(); ++i) l.set(i, list[i]);
+  });
+  r = Run("diff --json " + Quote(a) + " " + Quote(extra));
+  ASSERT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(json::parse(r.out)["differences"], json::parse(R"([
+      {"path":"vcpus[0].sysregs.AMAIR_EL1","a":null,"b":"0x7"},
+      {"path":"vcpus[0].reg_list.AMAIR_EL1","a":null,"b":"0x603000000013c518"}])"));
+  r = Run("diff " + Quote(extra) + " " + Quote(a));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("vcpus[0].sysregs.AMAIR_EL1: 0x7 -> "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("MPIDR_EL1"), std::string::npos) << "a register after the extra one was shifted:\n" << r.out;
 }
 
 TEST_F(ToolsCli, IgnoreVolatileSkipsTimeBasedState) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 namespace vmsnap::kvm::model {
 namespace a = arm64;
@@ -121,6 +122,22 @@ void Arm64ModelVcpu::Poke(uint64_t id, uint64_t value) {
   } else if (b.size() == 8) {
     std::memcpy(b.data(), &value, 8);
   }
+}
+
+namespace {
+// CTL.ISTATUS: enabled (bit 0) and the count has reached CVAL; IMASK only
+// keeps the interrupt from the GIC.
+bool TimerAsserted(uint64_t ctl, uint64_t cval, uint64_t phys, uint64_t offset) {
+  return (ctl & 1) && phys - offset >= cval;
+}
+}  // namespace
+
+bool Arm64ModelVcpu::vtimer_asserted() const {
+  return TimerAsserted(state_.vctl, state_.vcval, vm_->phys_counter_, vtimer_offset_.value_or(vm_->voffset_));
+}
+
+bool Arm64ModelVcpu::ptimer_asserted() const {
+  return TimerAsserted(state_.pctl, state_.pcval, vm_->phys_counter_, ptimer_offset_.value_or(vm_->poffset_));
 }
 
 uint64_t Arm64ModelVcpu::Peek(uint64_t id) const {
@@ -240,11 +257,11 @@ int Arm64ModelVcpu::GetOneReg(const kvm_one_reg& reg) {
   const bool ptimer = vm_->host_.ptimer;
   if (IsTimer(reg.id)) {
     uint64_t v;
-    if (reg.id == a::kTimerCtl) v = (state_.vctl & ~kCtlIstatus) | (((state_.vctl & 1) && vcount() >= state_.vcval) ? kCtlIstatus : 0);
+    if (reg.id == a::kTimerCtl) v = (state_.vctl & ~kCtlIstatus) | (vtimer_asserted() ? kCtlIstatus : 0);
     else if (reg.id == a::kTimerCnt) v = vcount();
     else if (reg.id == a::kTimerCval) v = state_.vcval;
     else if (!ptimer) return -ENOENT;
-    else if (reg.id == a::kPtimerCtl) v = (state_.pctl & ~kCtlIstatus) | (((state_.pctl & 1) && vm_->phys_counter_ - vm_->poffset_ >= state_.pcval) ? kCtlIstatus : 0);
+    else if (reg.id == a::kPtimerCtl) v = (state_.pctl & ~kCtlIstatus) | (ptimer_asserted() ? kCtlIstatus : 0);
     else if (reg.id == a::kPtimerCnt) v = vm_->phys_counter_ - vm_->poffset_;
     else v = state_.pcval;
     std::memcpy(out, &v, 8);
@@ -269,13 +286,15 @@ int Arm64ModelVcpu::SetOneReg(const kvm_one_reg& reg) {
     uint64_t v;
     std::memcpy(&v, in, 8);
     const bool fixed = vm_->has_counter_offset_;  // KVM_ARM_SET_COUNTER_OFFSET wins
-    if (reg.id == a::kTimerCtl) state_.vctl = v & ~kCtlIstatus;  // ISTATUS is read-only
+    // CVAL and CTL program the timer against the offset in force now; CNT
+    // moves the offset (VM-wide) and nothing else.
+    if (reg.id == a::kTimerCtl) { state_.vctl = v & ~kCtlIstatus; vtimer_offset_ = vm_->voffset_; }  // ISTATUS is read-only
     else if (reg.id == a::kTimerCnt) { if (!fixed) vm_->voffset_ = vm_->phys_counter_ - v; }
-    else if (reg.id == a::kTimerCval) state_.vcval = v;
+    else if (reg.id == a::kTimerCval) { state_.vcval = v; vtimer_offset_ = vm_->voffset_; }
     else if (!vm_->host_.ptimer) return -ENOENT;
-    else if (reg.id == a::kPtimerCtl) state_.pctl = v & ~kCtlIstatus;
+    else if (reg.id == a::kPtimerCtl) { state_.pctl = v & ~kCtlIstatus; ptimer_offset_ = vm_->poffset_; }
     else if (reg.id == a::kPtimerCnt) { if (!fixed) vm_->poffset_ = vm_->phys_counter_ - v; }
-    else state_.pcval = v;
+    else { state_.pcval = v; ptimer_offset_ = vm_->poffset_; }
     return 0;
   }
   auto it = state_.regs.find(reg.id);
@@ -552,44 +571,122 @@ Arm64ModelIts::~Arm64ModelIts() {
 // vgic-its.c: the device table (BASER0) holds, in this model, a count and
 // 16-byte entries, little-endian; the real ABI spreads translations over the
 // device, ITT and collection tables, which the model does not need to tell apart.
+// The tables in guest memory follow Documentation/virt/kvm/devices/
+// arm-vgic-its.rst, "ITS Table ABI REV0": 8-byte little-endian entries; the
+// device table (GITS_BASER0) indexed by DeviceID, each device's ITT by
+// EventID, the collection table (GITS_BASER1) in no particular order.
+//   DTE: V[63] | next[62:49] | ITT_addr[48:5] (address bits 51:8) | Size[4:0]
+//   ITE: next[63:48] | pINTID[47:16] | ICID[15:0]   (pINTID 0: invalid)
+//   CTE: V[63] | RES0[62:52] | RDBase[51:16] | ICID[15:0]
+// "next" is the offset to the next valid entry's index, 0 on the last one.
+namespace {
+
+uint64_t TableBytes(uint64_t baser) {
+  // GITS_BASER.Size: pages - 1; Page_Size[9:8]: 4K, 16K, 64K.
+  static const uint64_t kPage[] = {4096, 16384, 65536, 65536};
+  return ((baser & 0xff) + 1) * kPage[(baser >> 8) & 3];
+}
+
+}  // namespace
+
 int Arm64ModelIts::SaveTables() {
-  const uint64_t baser = state_.regs[0x100];
-  if (!(baser & kGitsBaserValid)) return 0;
-  const uint64_t addr = baser & kTableAddrMask;
   auto& mem = vm_->memory_;
-  const uint64_t need = 4 + 16 * state_.translations.size();
-  if (addr + need > mem.size()) return -EFAULT;
-  auto put = [&](uint64_t at, uint32_t v) {
-    for (int i = 0; i < 4; ++i) mem[at + i] = static_cast<uint8_t>(v >> (8 * i));
+  auto put = [&](uint64_t at, uint64_t v) {
+    if (at + 8 > mem.size()) return false;
+    for (int i = 0; i < 8; ++i) mem[at + i] = static_cast<uint8_t>(v >> (8 * i));
+    return true;
   };
-  put(addr, static_cast<uint32_t>(state_.translations.size()));
-  for (size_t i = 0; i < state_.translations.size(); ++i) {
-    const Ite& e = state_.translations[i];
-    put(addr + 4 + 16 * i, e.device);
-    put(addr + 8 + 16 * i, e.event);
-    put(addr + 12 + 16 * i, e.lpi);
-    put(addr + 16 + 16 * i, e.collection);
+  const uint64_t dt = state_.regs[0x100], ct = state_.regs[0x108];
+  if (dt & kGitsBaserValid) {
+    const uint64_t base = dt & kTableAddrMask, bytes = TableBytes(dt);
+    for (auto it = state_.devices.begin(); it != state_.devices.end(); ++it) {
+      const auto& [id, d] = *it;
+      if (8ull * id >= bytes) return -EINVAL;
+      auto nx = std::next(it);
+      const uint64_t next = nx == state_.devices.end() ? 0 : std::min<uint64_t>(nx->first - id, (1u << 14) - 1);
+      const uint64_t dte = kGitsBaserValid | next << 49 | ((d.itt_addr >> 8) << 5) | (d.size & 0x1f);
+      if (!put(base + 8ull * id, dte)) return -EFAULT;
+      // This device's ITT, by EventID.
+      std::vector<const Ite*> ites;
+      for (const Ite& e : state_.translations) {
+        if (e.device == id) ites.push_back(&e);
+      }
+      std::sort(ites.begin(), ites.end(), [](const Ite* a, const Ite* b) { return a->event < b->event; });
+      for (size_t i = 0; i < ites.size(); ++i) {
+        const uint64_t inext = i + 1 == ites.size() ? 0 : std::min<uint64_t>(ites[i + 1]->event - ites[i]->event, 0xffff);
+        const uint64_t ite = inext << 48 | uint64_t{ites[i]->lpi} << 16 | (ites[i]->collection & 0xffff);
+        if (!put(d.itt_addr + 8ull * ites[i]->event, ite)) return -EFAULT;
+      }
+    }
+  }
+  if (ct & kGitsBaserValid) {
+    const uint64_t base = ct & kTableAddrMask, bytes = TableBytes(ct);
+    uint64_t at = base;
+    for (const auto& [icid, rdbase] : state_.collections) {
+      if (at + 8 > base + bytes) return -ENOSPC;
+      if (!put(at, kGitsBaserValid | (rdbase & 0xfffffffffull) << 16 | icid)) return -EFAULT;
+      at += 8;
+    }
+    // An invalid entry ends the list where the table has room for one.
+    if (at + 8 <= base + bytes && !put(at, 0)) return -EFAULT;
   }
   return 0;
 }
 
 int Arm64ModelIts::RestoreTables() {
-  const uint64_t baser = state_.regs[0x100];
+  state_.devices.clear();
+  state_.collections.clear();
   state_.translations.clear();
-  if (!(baser & kGitsBaserValid)) return 0;
-  const uint64_t addr = baser & kTableAddrMask;
   const auto& mem = vm_->memory_;
-  if (addr + 4 > mem.size()) return -EFAULT;
-  auto get = [&](uint64_t at) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i) v |= uint32_t{mem[at + i]} << (8 * i);
-    return v;
+  auto get = [&](uint64_t at, uint64_t* v) {
+    if (at + 8 > mem.size()) return false;
+    *v = 0;
+    for (int i = 0; i < 8; ++i) *v |= uint64_t{mem[at + i]} << (8 * i);
+    return true;
   };
-  const uint32_t n = get(addr);
-  if (n > 4096 || addr + 4 + 16ull * n > mem.size()) return -EINVAL;
-  for (uint32_t i = 0; i < n; ++i) {
-    state_.translations.push_back({get(addr + 4 + 16 * i), get(addr + 8 + 16 * i),
-                                   get(addr + 12 + 16 * i), get(addr + 16 + 16 * i)});
+  const uint64_t dt = state_.regs[0x100], ct = state_.regs[0x108];
+  if (ct & kGitsBaserValid) {
+    const uint64_t base = ct & kTableAddrMask, bytes = TableBytes(ct);
+    for (uint64_t at = base; at < base + bytes; at += 8) {
+      uint64_t cte;
+      if (!get(at, &cte)) return -EFAULT;
+      if (!(cte & kGitsBaserValid)) break;
+      const uint64_t rdbase = (cte >> 16) & 0xfffffffffull;
+      if (rdbase >= vm_->vcpus_.size()) return -EINVAL;
+      state_.collections[static_cast<uint32_t>(cte & 0xffff)] = rdbase;
+    }
+  }
+  if (dt & kGitsBaserValid) {
+    const uint64_t base = dt & kTableAddrMask, bytes = TableBytes(dt);
+    for (uint64_t id = 0; 8 * id < bytes;) {
+      uint64_t dte;
+      if (!get(base + 8 * id, &dte)) return -EFAULT;
+      if (!(dte & kGitsBaserValid)) {
+        ++id;
+        continue;
+      }
+      const Dte d{((dte >> 5) & ((1ull << 44) - 1)) << 8, static_cast<uint32_t>(dte & 0x1f)};
+      state_.devices[static_cast<uint32_t>(id)] = d;
+      const uint64_t events = 1ull << (d.size + 1);
+      for (uint64_t ev = 0; ev < events;) {
+        uint64_t ite;
+        if (!get(d.itt_addr + 8 * ev, &ite)) return -EFAULT;
+        const uint32_t lpi = static_cast<uint32_t>(ite >> 16);
+        if (lpi == 0) {
+          ++ev;
+          continue;
+        }
+        const uint32_t icid = static_cast<uint32_t>(ite & 0xffff);
+        if (!state_.collections.count(icid)) return -EINVAL;
+        state_.translations.push_back({static_cast<uint32_t>(id), static_cast<uint32_t>(ev), lpi, icid});
+        const uint64_t next = ite >> 48;
+        if (next == 0) break;
+        ev += next;
+      }
+      const uint64_t next = (dte >> 49) & 0x3fff;
+      if (next == 0) break;
+      id += next;
+    }
   }
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -119,6 +120,16 @@ class Arm64ModelVcpu final : public arm64::Vcpu {
   uint64_t mpidr() const { return Peek(arm64::kRegMpidrEl1); }
   // The guest's virtual count now.
   uint64_t vcount() const { return vm_->phys_counter_ - vm_->voffset_; }
+  // Whether each timer's output is asserted now (CTL.ISTATUS as the guest
+  // reads it). The model decides when a timer fires at the moment it is
+  // programmed: a write of its CVAL or CTL fixes the host counter value at
+  // which it fires from the counter offset in force then, the way the kernel
+  // evaluates a timer against the counter as it stands (kvm_timer_should_fire,
+  // and the emulated timer's deadline from kvm_timer_compute_delta). A later
+  // write of TIMER_CNT moves the guest's counter but not that deadline, so a
+  // restore that writes CVAL or CTL before CNT fires at the wrong time.
+  bool vtimer_asserted() const;
+  bool ptimer_asserted() const;
 
  private:
   bool Inject(const char* op, int* ret) { return vm_->Inject(op, ret); }
@@ -129,6 +140,9 @@ class Arm64ModelVcpu final : public arm64::Vcpu {
   bool finalized_ = false;
   arm64::VcpuInit init_{};
   State state_;
+  // The counter offset each timer was last programmed against; unset for a
+  // timer a test set up directly (then the offset in force now).
+  std::optional<uint64_t> vtimer_offset_, ptimer_offset_;
 };
 
 bool operator==(const Arm64ModelVcpu::State& a, const Arm64ModelVcpu::State& b);
@@ -184,10 +198,19 @@ class Arm64ModelIts final : public arm64::Device {
     uint32_t device, event, lpi, collection;
     bool operator==(const Ite&) const = default;
   };
+  // A mapped device (MAPD): where its interrupt translation table lives in
+  // guest memory and how many EventID bits it has, minus one.
+  struct Dte {
+    uint64_t itt_addr;  // 256-byte aligned
+    uint32_t size;
+    bool operator==(const Dte&) const = default;
+  };
   struct State {
     uint64_t base = ~0ull;
     std::map<uint32_t, uint64_t> regs;  // GITS_* by offset
-    std::vector<Ite> translations;
+    std::map<uint32_t, Dte> devices;    // by DeviceID
+    std::map<uint32_t, uint64_t> collections;  // ICID -> RDBase (vCPU number)
+    std::vector<Ite> translations;      // by DeviceID, then EventID
   };
   State& state() { return state_; }
   const State& state() const { return state_; }
