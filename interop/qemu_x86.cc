@@ -477,7 +477,7 @@ Status PutVcpu(const Stream& s, uint32_t index, uint32_t count, const ImportOpti
 
   if (apic) {
     StoreLe(blobs.lapic, 0x30, 0x50014);  // version 0x14, 6 LVT entries, as KVM's LAPIC reports
-    StoreLe(blobs.lapic, 0xe0, (LoadLe(blobs.lapic, 0xe0) & 0xffffffff00000000ull) | (LoadLe(blobs.lapic, 0xe0) & 0xf0000000u) | 0x0fffffff);
+    StoreLe(blobs.lapic, 0xe0, LoadLe(blobs.lapic, 0xe0) | 0x0fffffff);  // DFR's reserved bits read as ones
     if (apic->U("initial_count") != 0) {
       warn.insert("LAPIC timer: QEMU saves no current count; the timer restarts from its initial count");
     }
@@ -533,8 +533,6 @@ bool AllZero(const std::vector<uint8_t>& v) {
 constexpr uint32_t kHfCs32 = 1u << 4, kHfSs32 = 1u << 5, kHfAddseg = 1u << 6, kHfPe = 1u << 7,
                    kHfLma = 1u << 14, kHfCs64 = 1u << 15, kHfOsfxsr = 1u << 22, kHfSmap = 1u << 23,
                    kHfUmip = 1u << 27, kHfAvxEn = 1u << 28;
-constexpr uint32_t kDescB = 1u << 22, kDescL = 1u << 21;
-
 uint32_t Hflags(sx::Vcpu::Reader v) {
   auto sr = v.getSregs();
   uint64_t cr0 = sr.getCr0(), cr4 = sr.getCr4(), efer = sr.getEfer();
@@ -558,8 +556,6 @@ uint32_t Hflags(sx::Vcpu::Reader v) {
       h |= kHfAddseg;
     }
   }
-  (void)kDescB;
-  (void)kDescL;
   return h;
 }
 
@@ -614,7 +610,7 @@ void ExportRows(DeviceSection& s, bool per_vcpu, capnp::DynamicStruct::Reader sr
   }
 }
 
-Status ExportVcpu(sx::Vcpu::Reader v, uint32_t index, DeviceSection& s, std::set<std::string>& warn) {
+Status ExportVcpu(sx::Vcpu::Reader v, DeviceSection& s, std::set<std::string>& warn) {
   auto dyn = capnp::toDynamic(v);
   std::set<uint32_t> msrs_written;
   if (s.idstr == "cpu") {
@@ -667,7 +663,6 @@ Status ExportVcpu(sx::Vcpu::Reader v, uint32_t index, DeviceSection& s, std::set
     uint32_t mp = v.getMpState();
     s.Set("halted", (mp == kMpHalted || mp == kMpInitReceived) ? 1 : 0);
   }
-  (void)index;
   return Status::Ok();
 }
 
@@ -882,7 +877,7 @@ Result<Exported> WriteStream(schema::Manifest::Reader m, const ReadGuest& read, 
       }
       s.data.assign(it->second.begin(), it->second.end());
     } else if (per_vcpu) {
-      VMSNAP_RETURN_IF_ERROR(ExportVcpu(m.getVcpus()[s.instance].getX8664(), s.instance, s, warn));
+      VMSNAP_RETURN_IF_ERROR(ExportVcpu(m.getVcpus()[s.instance].getX8664(), s, warn));
     } else if (s.idstr == "i8259" || (s.idstr == "ioapic" && s.instance == 0) || s.idstr == "i8254" ||
                s.idstr == "kvmclock") {
       bool have = (s.idstr == "i8259" && vmr.hasPicMaster()) || (s.idstr == "ioapic" && vmr.hasIoapic()) ||

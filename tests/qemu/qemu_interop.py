@@ -375,11 +375,12 @@ def compare_registers(snapshot_json, regs_text):
 
 
 def export_case(c, a, tmp):
-    # vmsnap run -> doorbell snapshot -> export -> QEMU, under TCG and KVM.
-    for guest, status in (("pit", 44), ("regs", 42)):
+    # vmsnap run -> doorbell snapshot -> export -> QEMU, under TCG and KVM;
+    # timer's snapshot holds a halted second vCPU with its LAPIC timer armed.
+    for guest, status, smp in (("pit", 44, 1), ("timer", 43, 2), ("regs", 42, 1)):
         elf = os.path.join(a.guest_dir, guest + ".elf")
         snap = os.path.join(tmp, guest + ".vmsnap")
-        p = run([a.vmsnap, "run", elf, "--serial", "-", "--snapshot-on-doorbell", snap])
+        p = run([a.vmsnap, "run", elf, "--serial", "-", "--vcpus", str(smp), "--snapshot-on-doorbell", snap])
         c.check(p.returncode == status and os.path.exists(snap), f"{guest}: vmsnap run takes a doorbell snapshot")
         p = run([a.vmsnap, "load", snap, "--serial", "-"])
         rest = p.stdout
@@ -392,7 +393,7 @@ def export_case(c, a, tmp):
                 f"{guest}: export --format qemu exits 0, one warning line per kind ({len(warnings)})")
         j = json.loads(run([a.vmsnap, "inspect", snap, "--json"]).stdout)
         for accel in ("tcg", "kvm"):
-            out, st, regs, err = resume_in_qemu(tmp, stream, accel)
+            out, st, regs, err = resume_in_qemu(tmp, stream, accel, smp=smp)
             c.check(st == status and out == rest,
                     f"{guest}/{accel}: QEMU resumes the export and continues the output exactly "
                     f"(exit {st}, {out[:60]!r}, {err.strip()[-200:]!r})")
