@@ -806,8 +806,8 @@ std::string DataString(capnp::Data::Reader d) { return std::string(d.begin(), d.
 
 }  // namespace
 
-Result<Exported> WriteStream(schema::Manifest::Reader m, const ReadGuest& read, const ExportOptions& options,
-                             const StreamSink& out) try {
+Result<Exported> FromManifest(schema::Manifest::Reader m, const ReadGuest& read, const ExportOptions& options,
+                              const StreamSink& out) try {
   if (m.getArch() != schema::Arch::X8664) {
     return Status::WrongArch("QEMU export needs an x86_64 snapshot; this one is another architecture");
   }
@@ -957,7 +957,7 @@ Result<Exported> WriteStream(schema::Manifest::Reader m, const ReadGuest& read, 
                    }});
   }
 
-  VMSNAP_RETURN_IF_ERROR(qemu::WriteStream(machine, ram, sections, layout.vmdesc, out));
+  VMSNAP_RETURN_IF_ERROR(WriteStream(machine, ram, sections, layout.vmdesc, out));
   result.warnings.assign(warn.begin(), warn.end());
   return result;
 } catch (const kj::Exception& e) {

@@ -63,8 +63,8 @@ using ReadGuest = std::function<Status(uint64_t gpa, uint64_t len, uint8_t* out)
 // `qemu-system-x86_64 -incoming` accepts (docs/interop-qemu.md gives the
 // command line). A snapshot imported from QEMU keeps its machine, its section
 // list and its device records; any other gets microvm's minimal section set.
-Result<Exported> WriteStream(schema::Manifest::Reader m, const ReadGuest& read, const ExportOptions& options,
-                             const StreamSink& out);
+Result<Exported> FromManifest(schema::Manifest::Reader m, const ReadGuest& read, const ExportOptions& options,
+                              const StreamSink& out);
 
 // The device description of QEMU 7.2's microvm (generated at build time).
 extern const char kMicrovmVmdesc[];

@@ -32,14 +32,16 @@ int ExportQemu(const SnapshotChain& chain, const forensics::PhysicalMemory& memo
   if (!file.ok()) return fail(file.status());
   interop::qemu::ExportOptions options;
   options.machine = machine;
-  auto done = interop::qemu::WriteStream(
+  auto done = interop::qemu::FromManifest(
       chain.leaf().manifest(),
       [&memory](uint64_t gpa, uint64_t len, uint8_t* p) { return memory.Read(gpa, len, p); }, options,
       [&file](const uint8_t* p, size_t n) { return (*file)->Append(p, n); });
   if (!done.ok()) return fail(done.status());
   Status committed = (*file)->Commit();
   if (!committed.ok()) return fail(committed);
-  for (const std::string& w : done->warnings) std::fprintf(stderr, "vmsnap export: warning: %s\n", w.c_str());
+  if (!tools::Quiet()) {
+    for (const std::string& w : done->warnings) std::fprintf(stderr, "vmsnap export: warning: %s\n", w.c_str());
+  }
   return kExitOk;
 }
 
