@@ -454,7 +454,228 @@ class Parser {
   std::set<size_t> used_;
 };
 
+// Lays out one vmstate on an empty section: the inverse of VmstateWalker,
+// writing subsection headers where the reader expects them.
+class LayoutWalker {
+ public:
+  explicit LayoutWalker(DeviceSection& out) : out_(out) {}
+
+  Status Walk(const json& vmsd, const std::string& prefix, int depth) {
+    if (depth > 16) return Status::Corruption("vmdesc nests deeper than 16 levels");
+    if (vmsd.contains("fields")) {
+      for (const json& f : vmsd.at("fields")) VMSNAP_RETURN_IF_ERROR(WalkField(f, prefix, depth));
+    }
+    if (vmsd.contains("subsections")) {
+      for (const json& s : vmsd.at("subsections")) {
+        std::string name = s.at("vmsd_name").get<std::string>();
+        if (name.size() > 255) return Status::Corruption("vmdesc subsection name longer than 255 bytes");
+        out_.data.push_back(kSubsection);
+        out_.data.push_back(static_cast<uint8_t>(name.size()));
+        out_.data.insert(out_.data.end(), name.begin(), name.end());
+        uint32_t v = s.value("version", uint32_t{1});
+        for (int i = 3; i >= 0; --i) out_.data.push_back(static_cast<uint8_t>(v >> (8 * i)));
+        out_.subsections.push_back(name);
+        VMSNAP_RETURN_IF_ERROR(Walk(s, prefix, depth + 1));
+      }
+    }
+    return Status::Ok();
+  }
+
+ private:
+  Status WalkField(const json& f, const std::string& prefix, int depth) {
+    std::string name = prefix + f.at("name").get<std::string>();
+    uint64_t size = f.value("size", uint64_t{0});
+    uint64_t count = f.value("array_len", uint64_t{1});
+    if (count > (1u << 16) || size > (1u << 24)) return Status::Corruption("vmdesc field '" + name + "' is too large");
+    const json* inner = nullptr;
+    if (f.contains("struct")) inner = &f.at("struct");
+    else if (f.contains("fields")) inner = &f;
+    if (inner) {
+      for (uint64_t i = 0; i < count; ++i) {
+        VMSNAP_RETURN_IF_ERROR(Walk(*inner, count > 1 ? name + "[" + std::to_string(i) + "]." : name + ".", depth + 1));
+      }
+      return Status::Ok();
+    }
+    // A name seen twice (QEMU flattens some arrays' first element twice)
+    // keeps its first place, as the reader's last one is not mapped.
+    out_.fields.emplace(name, Field{out_.data.size(), size, static_cast<uint32_t>(count)});
+    out_.data.resize(out_.data.size() + size * count, 0);
+    return Status::Ok();
+  }
+
+  DeviceSection& out_;
+};
+
+class StreamWriter {
+ public:
+  explicit StreamWriter(const StreamSink& out) : out_(out) {}
+  void U8(uint8_t v) { buf_.push_back(v); }
+  void Be(uint64_t v, unsigned bytes) {
+    for (unsigned i = bytes; i-- > 0;) buf_.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  void Name(const std::string& s) {
+    U8(static_cast<uint8_t>(s.size()));
+    Bytes(s.data(), s.size());
+  }
+  void Bytes(const void* p, size_t n) {
+    auto b = static_cast<const uint8_t*>(p);
+    buf_.insert(buf_.end(), b, b + n);
+  }
+  Status Flush(bool force = false) {
+    if (buf_.empty() || (!force && buf_.size() < (1u << 20))) return Status::Ok();
+    Status s = out_(buf_.data(), buf_.size());
+    buf_.clear();
+    return s;
+  }
+
+ private:
+  const StreamSink& out_;
+  std::vector<uint8_t> buf_;
+};
+
 }  // namespace
+
+Result<std::vector<std::pair<std::string, uint32_t>>> DescribedSections(std::string_view vmdesc) {
+  json j = json::parse(vmdesc, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("devices") || !j.at("devices").is_array()) {
+    return Status::Corruption("the QEMU device description (vmdesc) is not a JSON object with \"devices\"");
+  }
+  std::vector<std::pair<std::string, uint32_t>> out;
+  try {
+    for (const json& d : j.at("devices")) out.emplace_back(d.at("name").get<std::string>(), d.value("instance_id", uint32_t{0}));
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("the QEMU device description is malformed: ") + e.what());
+  }
+  return out;
+}
+
+Result<Layout> LayoutSections(std::string_view vmdesc, const std::vector<SectionPick>& picks) {
+  json j = json::parse(vmdesc, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("devices") || !j.at("devices").is_array()) {
+    return Status::Corruption("the QEMU device description (vmdesc) is not a JSON object with \"devices\"");
+  }
+  Layout out;
+  json devices = json::array();
+  try {
+    for (const SectionPick& p : picks) {
+      const json* desc = nullptr;
+      for (const json& d : j.at("devices")) {
+        if (d.value("name", std::string()) == p.idstr && d.value("instance_id", uint32_t{0}) == p.from_instance) {
+          desc = &d;
+          break;
+        }
+      }
+      if (!desc) {
+        return Status::NotFound("the QEMU device description has no section '" + p.idstr + "' instance " +
+                                std::to_string(p.from_instance));
+      }
+      DeviceSection s;
+      s.idstr = p.idstr;
+      s.instance = p.instance;
+      s.version = desc->value("version", uint32_t{0});
+      LayoutWalker w(s);
+      VMSNAP_RETURN_IF_ERROR(w.Walk(*desc, "", 0));
+      json d = *desc;
+      d["instance_id"] = p.instance;
+      devices.push_back(std::move(d));
+      out.sections.push_back(std::move(s));
+    }
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("the QEMU device description is malformed: ") + e.what());
+  }
+  json whole = {{"page_size", kPageSize}, {"devices", std::move(devices)}};
+  out.vmdesc = whole.dump();
+  return out;
+}
+
+Status WriteStream(const std::string& machine, const std::vector<RamSource>& ram,
+                   const std::vector<DeviceSection>& sections, const std::string& vmdesc, const StreamSink& out) {
+  StreamWriter w(out);
+  w.Be(kMagic, 4);
+  w.Be(kVersion, 4);
+  // QEMU 7.2 refuses a stream without it, and compares the machine name.
+  w.U8(kConfiguration);
+  w.Be(machine.size(), 4);
+  w.Bytes(machine.data(), machine.size());
+
+  // Ids from 1: QEMU's loader matches a PART/END section to the first
+  // handler whose load id equals it, and handlers not loaded yet hold 0.
+  uint32_t id = 1;
+  auto header = [&w](uint8_t type, uint32_t section_id, const std::string& idstr, uint32_t instance, uint32_t version) {
+    w.U8(type);
+    w.Be(section_id, 4);
+    w.Name(idstr);
+    w.Be(instance, 4);
+    w.Be(version, 4);
+  };
+  auto footer = [&w](uint32_t section_id) {
+    w.U8(kFooter);
+    w.Be(section_id, 4);
+  };
+
+  // RAM: the block list, then every page.
+  uint32_t ram_id = id++;
+  header(kStart, ram_id, "ram", 0, kRamSectionVersion);
+  uint64_t total = 0;
+  for (const RamSource& b : ram) total += b.size;
+  w.Be(total | kRamMemSize, 8);
+  for (const RamSource& b : ram) {
+    w.Name(b.name);
+    w.Be(b.size, 8);
+  }
+  w.Be(kRamEos, 8);
+  footer(ram_id);
+  w.U8(kEnd);
+  w.Be(ram_id, 4);
+  std::vector<uint8_t> piece;
+  for (const RamSource& b : ram) {
+    bool first = true;
+    for (uint64_t off = 0; off < b.size;) {
+      uint64_t len = std::min<uint64_t>(b.size - off, 1u << 20);
+      piece.resize(len);
+      VMSNAP_RETURN_IF_ERROR(b.read(off, len, piece.data()));
+      for (uint64_t p = 0; p < len; p += kPageSize) {
+        const uint8_t* page = piece.data() + p;
+        bool zero = std::all_of(page, page + kPageSize, [](uint8_t c) { return c == 0; });
+        w.Be((off + p) | (zero ? kRamZero : kRamPage) | (first ? 0 : kRamContinue), 8);
+        if (first) w.Name(b.name);
+        first = false;
+        if (zero) w.U8(0);
+        else w.Bytes(page, kPageSize);
+      }
+      off += len;
+      VMSNAP_RETURN_IF_ERROR(w.Flush());
+    }
+  }
+  w.Be(kRamEos, 8);
+  footer(ram_id);
+
+  for (const DeviceSection& s : sections) {
+    uint32_t sid = id++;
+    header(kFull, sid, s.idstr, s.instance, s.version);
+    w.Bytes(s.data.data(), s.data.size());
+    footer(sid);
+    VMSNAP_RETURN_IF_ERROR(w.Flush());
+  }
+  w.U8(kEof);
+  // The description QEMU appends, which QEMU's own loader skips and
+  // `vmsnap import qemu` needs.
+  w.U8(kVmdesc);
+  w.Be(vmdesc.size(), 4);
+  w.Bytes(vmdesc.data(), vmdesc.size());
+  return w.Flush(true);
+}
+
+bool DeviceSection::Set(std::string_view name, uint64_t value, uint32_t index) {
+  auto it = fields.find(std::string(name));
+  if (it == fields.end() || index >= it->second.count || it->second.size > 8) return false;
+  uint64_t off = it->second.offset + uint64_t{index} * it->second.size;
+  for (uint64_t i = it->second.size; i-- > 0;) {
+    data[off + i] = static_cast<uint8_t>(value);
+    value >>= 8;
+  }
+  return true;
+}
 
 bool DeviceSection::HasSubsection(std::string_view name) const {
   return std::find(subsections.begin(), subsections.end(), name) != subsections.end();

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -37,6 +38,9 @@ struct DeviceSection {
   std::vector<std::string> subsections;
 
   bool Has(std::string_view name) const { return fields.count(std::string(name)) != 0; }
+  // Writes element `index` of `name` big-endian, truncated to the field's
+  // size; false when the section has no such field.
+  bool Set(std::string_view name, uint64_t value, uint32_t index = 0);
   bool HasSubsection(std::string_view name) const;
   // Big-endian unsigned value of element `index` of `name`; 0 when absent.
   uint64_t U(std::string_view name, uint32_t index = 0) const;
@@ -68,6 +72,43 @@ Result<Stream> ParseStream(std::span<const uint8_t> in, const std::string& what)
 
 // True when `in` starts like a migration stream (the "QEVM" magic).
 bool LooksLikeStream(std::span<const uint8_t> in);
+
+// --- Writing (export) ---
+
+// Which vmdesc entry to lay out, and under which instance to write it (a
+// one-vCPU description serves every vCPU).
+struct SectionPick {
+  std::string idstr;
+  uint32_t from_instance = 0;
+  uint32_t instance = 0;
+};
+struct Layout {
+  std::vector<DeviceSection> sections;  // in pick order: fields at zero, subsection headers in place
+  std::string vmdesc;                   // the description of exactly these sections
+};
+// Lays out the picked sections of `vmdesc` (a "devices" JSON as QEMU writes
+// it). A pick the description lacks is an error naming it.
+Result<Layout> LayoutSections(std::string_view vmdesc, const std::vector<SectionPick>& picks);
+
+// The (id string, instance) of every section `vmdesc` describes, in order.
+Result<std::vector<std::pair<std::string, uint32_t>>> DescribedSections(std::string_view vmdesc);
+
+// One RAM block to write; `read` fills `len` bytes from `offset` in the block.
+struct RamSource {
+  std::string name;
+  uint64_t size = 0;
+  std::function<Status(uint64_t offset, uint64_t len, uint8_t* out)> read;
+};
+
+// Receives the stream in order.
+using StreamSink = std::function<Status(const uint8_t* data, size_t len)>;
+
+// Writes a version-3 stream as QEMU 7.2 does for a stopped VM: CONFIGURATION
+// naming `machine`, the RAM section (START with the block list, END with every
+// page; all-zero pages as zero records), each section as a FULL section with
+// its footer, EOF, then `vmdesc`.
+Status WriteStream(const std::string& machine, const std::vector<RamSource>& ram,
+                   const std::vector<DeviceSection>& sections, const std::string& vmdesc, const StreamSink& out);
 
 // Migration stream constants (QEMU's savevm format, version 3).
 inline constexpr uint32_t kMagic = 0x5145564d;  // "QEVM"

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
-// QEMU x86-64 machine state <-> vmsnap manifest: the cpu, apic, ioapic, i8259,
-// i8254 and kvmclock sections map to named fields; every other section (and
-// every RAM block other than guest RAM) is kept as a device record. The
-// mapping table and what is lost are in docs/interop-qemu.md.
+// QEMU x86-64 machine state <-> vmsnap manifest, both ways through one
+// mapping table: the cpu, cpu_common, apic, ioapic, i8259, i8254 and kvmclock
+// sections map to named fields; every other section (and every RAM block
+// other than guest RAM) is kept as a device record on import and written back
+// as it was on export. The table and what is lost are in docs/interop-qemu.md.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,29 @@ struct Imported {
 // Fills `m` (everything but chunks) from `stream` and returns where guest RAM
 // goes; the caller adds the memory to its writer.
 Result<Imported> ToManifest(const Stream& stream, const ImportOptions& options, schema::Manifest::Builder m);
+
+struct ExportOptions {
+  // The destination's QEMU machine (the CONFIGURATION section must name it):
+  // "" = the machine an imported snapshot came from, else "microvm".
+  std::string machine;
+};
+
+struct Exported {
+  std::vector<std::string> warnings;  // one line per kind of loss
+};
+
+// Reads guest-physical memory of the snapshot.
+using ReadGuest = std::function<Status(uint64_t gpa, uint64_t len, uint8_t* out)>;
+
+// Writes `m` and its memory as a QEMU 7.2 migration stream that
+// `qemu-system-x86_64 -incoming` accepts (docs/interop-qemu.md gives the
+// command line). A snapshot imported from QEMU keeps its machine, its section
+// list and its device records; any other gets microvm's minimal section set.
+Result<Exported> FromManifest(schema::Manifest::Reader m, const ReadGuest& read, const ExportOptions& options,
+                              const StreamSink& out);
+
+// The device description of QEMU 7.2's microvm (generated at build time).
+extern const char kMicrovmVmdesc[];
 
 // Where vmsnap's VMM places RAM (docs/guest-abi.md): below 3 GiB from 0, the
 // rest from 4 GiB.

@@ -3,7 +3,8 @@
 # End-to-end tests between QEMU and vmsnap: QEMU boots a test guest (through
 # the multiboot stub), is stopped mid-run and migrated to a file; vmsnap
 # imports the stream and resumes it, and the guest's serial output must go on
-# exactly where QEMU's stopped.
+# exactly where QEMU's stopped. The other way: a snapshot vmsnap took is
+# exported as a stream that QEMU's -incoming resumes.
 import argparse
 import json
 import os
@@ -318,6 +319,128 @@ def bad_case(c, a, tmp):
     bad_input(c, a, "a compressed stream (compress capability)", comp, "not supported")
 
 
+def resume_in_qemu(tmp, stream, accel, mem="64M", smp=1, machine="microvm", extra=()):
+    """Starts QEMU with `-incoming exec:cat STREAM` and the options of
+    docs/interop-qemu.md, waits until it has loaded the stream, reads the
+    registers, sends `cont` and returns (serial output, exit status, registers
+    text, QEMU's stderr)."""
+    serial = os.path.join(tmp, "resume-serial.txt")
+    qmp_path = os.path.join(tmp, "resume-qmp.sock")
+    for p in (serial, qmp_path):
+        if os.path.exists(p):
+            os.unlink(p)
+    argv = qemu_argv(machine, accel, mem, smp) + [
+        "-serial", f"file:{serial}", "-qmp", f"unix:{qmp_path},server=on,wait=off",
+        "-incoming", f"exec:cat {stream}", *extra]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    regs = ""
+    try:
+        qmp = Qmp(qmp_path)
+        end = time.monotonic() + 30
+        while qmp.cmd("query-status")["status"] == "inmigrate":
+            if time.monotonic() > end:
+                raise RuntimeError("QEMU never finished loading the stream")
+            time.sleep(0.02)
+        regs = qmp.hmp("info registers -a")
+        try:
+            qmp.cmd("cont")
+        except (RuntimeError, OSError):
+            pass  # a guest that exits at once takes QEMU (and its reply) with it
+        status = proc.wait(timeout=30)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        proc.kill()
+        proc.wait()
+        status = f"failed: {e}"
+    err = proc.stderr.read().decode(errors="replace")
+    # isa-debug-exit makes QEMU exit with value * 2 + 1.
+    if isinstance(status, int) and status & 1:
+        status >>= 1
+    return open(serial, "rb").read() if os.path.exists(serial) else b"", status, regs, err
+
+
+def compare_registers(snapshot_json, regs_text):
+    """Every register `info registers` shows that the snapshot also names,
+    compared; returns (count compared, mismatches)."""
+    bad, n = [], 0
+    for i, q in enumerate(parse_info_registers(regs_text)):
+        v = snapshot_json["vcpus"][i]
+        for k, val in q.items():
+            src = v["regs"] if k in v["regs"] else v["sregs"] if k in v["sregs"] else None
+            if src is None:
+                continue
+            n += 1
+            if int(src[k], 16) != val:
+                bad.append(f"vcpu{i}.{k}: snapshot {src[k]}, QEMU {val:#x}")
+    return n, bad
+
+
+def export_case(c, a, tmp):
+    # vmsnap run -> doorbell snapshot -> export -> QEMU, under TCG and KVM;
+    # timer's snapshot holds a halted second vCPU with its LAPIC timer armed.
+    for guest, status, smp in (("pit", 44, 1), ("timer", 43, 2), ("regs", 42, 1)):
+        elf = os.path.join(a.guest_dir, guest + ".elf")
+        snap = os.path.join(tmp, guest + ".vmsnap")
+        p = run([a.vmsnap, "run", elf, "--serial", "-", "--vcpus", str(smp), "--snapshot-on-doorbell", snap])
+        c.check(p.returncode == status and os.path.exists(snap), f"{guest}: vmsnap run takes a doorbell snapshot")
+        p = run([a.vmsnap, "load", snap, "--serial", "-"])
+        rest = p.stdout
+        c.check(p.returncode == status and rest, f"{guest}: vmsnap load gives the rest of the output")
+        stream = os.path.join(tmp, guest + ".qemu")
+        p = run([a.vmsnap, "export", snap, "--format", "qemu", "-o", stream])
+        warnings = [l for l in p.stderr.decode().splitlines() if l]
+        c.check(p.returncode == 0 and warnings and all("warning:" in w for w in warnings)
+                and len(set(warnings)) == len(warnings) and any("CPUID" in w for w in warnings),
+                f"{guest}: export --format qemu exits 0, one warning line per kind ({len(warnings)})")
+        j = json.loads(run([a.vmsnap, "inspect", snap, "--json"]).stdout)
+        for accel in ("tcg", "kvm"):
+            out, st, regs, err = resume_in_qemu(tmp, stream, accel, smp=smp)
+            c.check(st == status and out == rest,
+                    f"{guest}/{accel}: QEMU resumes the export and continues the output exactly "
+                    f"(exit {st}, {out[:60]!r}, {err.strip()[-200:]!r})")
+            n, bad = compare_registers(j, regs)
+            c.check(n >= 20 and not bad, f"{guest}/{accel}: {n} registers in QEMU equal the snapshot's {bad[:3]}")
+    # `-o -` writes the same stream to standard output.
+    p = subprocess.run([a.vmsnap, "export", snap, "--format", "qemu", "-o", "-"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    c.check(p.returncode == 0 and p.stdout == open(stream, "rb").read(), "export -o - streams the same bytes")
+    # The export is a stream vmsnap itself reads back, and loads.
+    back = stream + ".vmsnap"
+    p = run([a.vmsnap, "import", "qemu", stream, "-o", back])
+    c.check(p.returncode == 0, f"the export imports again {p.stderr.decode().strip()[-160:]!r}")
+    p = run([a.vmsnap, "load", back, "--serial", "-"])
+    c.check(p.returncode == 42 and p.stdout == rest, "and that import resumes in vmsnap")
+
+    # QEMU -> import -> export -> QEMU, with the source's own options.
+    for accel in ("tcg", "kvm"):
+        src = os.path.join(tmp, f"rt-{accel}.stream")
+        before, _ = save_from_qemu(tmp, a.image, src, "microvm", accel, "64M", 1, a.after)
+        snap = src + ".vmsnap"
+        p = run([a.vmsnap, "import", "qemu", src, "-o", snap])
+        c.check(p.returncode == 0, f"round trip/{accel}: import")
+        out_stream = src + ".qemu"
+        p = run([a.vmsnap, "export", snap, "--format", "qemu", "-o", out_stream])
+        c.check(p.returncode == 0, f"round trip/{accel}: export {p.stderr.decode().strip()[-160:]!r}")
+        out, st, _, err = resume_in_qemu(tmp, out_stream, accel, extra=["-kernel", a.image])
+        c.check(st == a.exit_status and before + out == a.expected,
+                f"round trip/{accel}: QEMU -> vmsnap -> QEMU continues the output exactly "
+                f"(exit {st}, QEMU {len(before)} + {len(out)} bytes, {err.strip()[-200:]!r})")
+
+    # Bad input.
+    golden = os.path.join(a.golden_dir, "s390x.vmsnap")
+    out = os.path.join(tmp, "s390x.qemu")
+    open(out, "wb").write(b"precious")
+    p = run([a.vmsnap, "export", golden, "--format", "qemu", "-o", out])
+    lines = [l for l in p.stderr.decode().splitlines() if l]
+    c.check(p.returncode == 2 and len(lines) == 1 and "x86_64" in lines[0] and open(out, "rb").read() == b"precious",
+            f"an s390x snapshot: exit {p.returncode}, one line, output untouched: {lines[:1]!r}")
+    snap = os.path.join(tmp, "pit.vmsnap")
+    before = open(snap, "rb").read()
+    p = run([a.vmsnap, "export", snap, "--format", "qemu", "-o", snap])
+    lines = [l for l in p.stderr.decode().splitlines() if l]
+    c.check(p.returncode == 2 and len(lines) == 1 and open(snap, "rb").read() == before,
+            f"the snapshot as its own output is refused: {lines[:1]!r}")
+
+
 def guest_first_bytes(path):
     return open(path, "rb").read(2)
 
@@ -335,7 +458,9 @@ def main():
     ap.add_argument("--image", help="the same guest wrapped for QEMU's -kernel")
     ap.add_argument("--image-bin", help="the guest as a flat binary")
     ap.add_argument("--exit-status", type=int, default=46)
-    ap.add_argument("--test", choices=["import", "containers", "bad"])
+    ap.add_argument("--guest-dir", help="where the test guests' ELF files are")
+    ap.add_argument("--golden-dir", help="tests/golden (for a snapshot of another architecture)")
+    ap.add_argument("--test", choices=["import", "containers", "bad", "export"])
     a = ap.parse_args()
     if a.save:
         with tempfile.TemporaryDirectory() as tmp:
@@ -359,6 +484,8 @@ def main():
             containers_case(c, a, tmp)
         elif a.test == "bad":
             bad_case(c, a, tmp)
+        elif a.test == "export":
+            export_case(c, a, tmp)
     print(f"{c.failures} failure(s)")
     return 1 if c.failures else 0
 

@@ -267,7 +267,7 @@ Result<ExportFormat> ParseExportFormat(std::string_view name) {
   if (name == "lime") return ExportFormat::kLime;
   if (name == "raw") return ExportFormat::kRaw;
   return Status::InvalidArgument("unknown export format '" + std::string(name) +
-                                 "' (expected elf, lime or raw)");
+                                 "' (expected elf, lime, raw or qemu)");
 }
 
 std::vector<uint8_t> X86Prstatus(schema::x86::Vcpu::Reader vcpu, uint32_t index) {
