@@ -11,12 +11,13 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "qemu"))
+from qmp import Qmp, kill  # noqa: E402  (the QMP client shared with the QEMU tests)
 
 MiB = 1 << 20
 
@@ -34,12 +35,6 @@ def wait_for(pred, timeout, what):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def kill(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def vm_hwm_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -53,61 +48,6 @@ def cpu_s(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Qmp:
-    """Just enough QMP: commands, replies, events skipped, fd passing."""
-
-    def __init__(self, path, timeout=30):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.002)
-        self.buf = b""
-        self._read()  # greeting
-        self.cmd("qmp_capabilities")
-
-    def _read(self):
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("QMP connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, fds=None, **args):
-        msg = json.dumps({"execute": name, "arguments": args}).encode() + b"\n"
-        if fds:
-            socket.send_fds(self.sock, [msg], fds)
-        else:
-            self.sock.sendall(msg)
-        while True:
-            r = self._read()
-            if "event" in r:
-                continue
-            if "error" in r:
-                raise RuntimeError(f"QMP {name}: {r['error']}")
-            return r.get("return")
-
-    def wait_migration(self, what):
-        """Polls query-migrate every 5 ms until it completes."""
-        while True:
-            st = self.cmd("query-migrate").get("status")
-            if st == "completed":
-                return
-            if st in ("failed", "cancelled"):
-                raise RuntimeError(f"QEMU {what} {st}")
-            time.sleep(0.005)
-
-    def close(self):
-        self.sock.close()
 
 
 class Bench:
@@ -132,6 +72,38 @@ class Bench:
         # Written back before anything is timed, so no save pays for it.
         subprocess.run(["sync", img], check=True)
         return img, json.loads(out.stdout)
+
+    def linux_image(self):
+        """Guest memory of a real Linux guest: Debian's cloud kernel after the
+        Linux test fixture's workload filled tmpfs and the page cache (kernel
+        text, page cache, slab, free pages), taken from QEMU's migration
+        stream through vmsnap's import and a raw export."""
+        fixture = self.a.linux_fixture
+        stream = os.path.join(fixture, "a.stream")
+        if not os.path.exists(stream):
+            log(f"booting the Linux fixture into {fixture}")
+            subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                         "tests", "linux", "linux_fixture.py"),
+                            "--out", fixture], check=True)
+        snap = self.path("linux.vmsnap")
+        img = self.path("image-linux.raw")
+        for f in (snap, img):
+            if os.path.exists(f):
+                os.unlink(f)
+        subprocess.run([self.vmsnap, "import", "qemu", stream, "-o", snap], check=True, capture_output=True)
+        subprocess.run([self.vmsnap, "export", snap, "--format", "raw", "-o", img], check=True)
+        os.unlink(snap)
+        size = os.path.getsize(img)
+        zero, page = 0, b"\0" * 4096
+        with open(img, "rb") as f:
+            while True:
+                b = f.read(4096)
+                if not b:
+                    break
+                zero += b == page[:len(b)]
+        subprocess.run(["sync", img], check=True)
+        return img, {"source": "Linux guest (tests/linux fixture)", "zero_pages": zero,
+                     "pages": size // 4096}
 
     # --- vmsnap -------------------------------------------------------------
     def vmsnap_save(self, img, out, extra=()):
@@ -231,9 +203,16 @@ class Bench:
         results["loadavg"] = open("/proc/loadavg").read().split()[0]
         qv = subprocess.run([self.qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
         results["qemu"] = qv
-        for mib in self.a.sizes:
-            img, mix = self.image(mib)
-            if mib == self.a.sizes[0]:
+        for entry in self.a.sizes:
+            if entry == "linux":
+                img, mix = self.linux_image()
+                mib = os.path.getsize(img) // MiB
+                key = f"linux-{mib}"
+            else:
+                mib = entry
+                img, mix = self.image(mib)
+                key = str(mib)
+            if entry == self.a.sizes[0]:
                 log("measuring the machine's limits")
                 out = subprocess.run([self.limits_bin, img, self.path("scratch.tmp"), "3"], check=True,
                                      capture_output=True, text=True).stdout
@@ -242,7 +221,7 @@ class Bench:
                     "vmsnap_eager_cpu", "vmsnap_lazy_s", "vmsnap_lazy_cpu", "vmsnap_raw_save_s",
                     "vmsnap_raw_size", "vmsnap_raw_save_cpu", "qemu_save_s", "qemu_save_cpu",
                     "qemu_size", "qemu_rss", "qemu_load_s", "qemu_load_cpu"]
-            r = {"mix": mix, **{k: [] for k in keys}}
+            r = {"mix": mix, "mib": mib, **{k: [] for k in keys}}
             snap = self.path(f"vmsnap-{mib}M.vmsnap")
             qfile = self.path(f"qemu-{mib}M.mig")
 
@@ -277,7 +256,7 @@ class Bench:
             for k in list(r):
                 if isinstance(r[k], list) and r[k]:
                     r[k + "_median"] = statistics.median(r[k])
-            results["sizes"][str(mib)] = r
+            results["sizes"][key] = r
             for f in (snap, qfile):
                 if os.path.exists(f) and not self.a.keep:
                     os.unlink(f)
@@ -296,8 +275,11 @@ def table(res):
            f"{load}.", ""]
     out.append("| guest memory | | vmsnap | QEMU | ratio (speed: QEMU time / vmsnap time; size: vmsnap / QEMU) | target | met |")
     out.append("|---|---|---|---|---|---|---|")
-    for mib, r in res["sizes"].items():
+    for key, r in res["sizes"].items():
+        mib = r.get("mib", key)
         g = f"{int(mib) // 1024} GiB" if int(mib) >= 1024 else f"{mib} MiB"
+        if key.startswith("linux"):
+            g = f"Linux, {g}"
         vs, qs = r["vmsnap_save_s_median"], r["qemu_save_s_median"]
         vz, qz = r["vmsnap_size_median"], r["qemu_size_median"]
         ve, ql = r["vmsnap_eager_s_median"], r["qemu_load_s_median"]
@@ -335,14 +317,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--build", required=True)
     p.add_argument("--work", default="/var/tmp/vmsnap-bench")
-    p.add_argument("--sizes", default="1024,4096", help="guest memory sizes in MiB")
+    p.add_argument("--sizes", default="1024,4096,linux",
+                   help="guest memory sizes in MiB; 'linux' is the Linux guest's memory (tests/linux)")
+    p.add_argument("--linux-fixture", default="/var/tmp/vmsnap-bench/linux",
+                   help="the Linux fixture's directory (booted there when it holds no a.stream)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--lazy-starts", type=int, default=5, help="lazy loads per run")
     p.add_argument("--qemu", default="qemu-system-x86_64")
     p.add_argument("--keep", action="store_true", help="keep images and snapshots")
     p.add_argument("--table-only", action="store_true", help="print the table of WORK/results.json")
     a = p.parse_args()
-    a.sizes = [int(s) for s in a.sizes.split(",")]
+    a.sizes = [s if s == "linux" else int(s) for s in a.sizes.split(",")]
     if a.table_only:
         with open(os.path.join(a.work, "results.json")) as f:
             print(table(json.load(f)))

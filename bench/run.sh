@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # The benchmark in one command: builds vmsnap and the bench helpers (Release),
-# then measures vmsnap beside QEMU on 1 GiB and 4 GiB guests and prints the
-# table that docs/performance.md shows. Needs root (KVM, userfaultfd), QEMU
+# then measures vmsnap beside QEMU on 1 GiB and 4 GiB guests and on a real
+# Linux guest's memory (tests/linux) and prints the table that
+# docs/performance.md shows. Needs root (KVM, userfaultfd), QEMU
 # (qemu-system-x86) and about 12 GiB free under WORK.
 #
 #   bench/run.sh [--runs N] [--sizes 1024,4096] [--work DIR] [--keep]

@@ -349,7 +349,11 @@ class Parser {
   }
 
   Status RamPages() {
-    RamBlock* block = nullptr;
+    // A page flagged "continue" refers to the block of the page before it,
+    // which may be in an earlier part of the section: QEMU's receiver keeps
+    // that block from one part to the next, and its sender relies on it once
+    // the guest is big enough to need several parts.
+    RamBlock* block = last_block_ == SIZE_MAX ? nullptr : &out_.blocks[last_block_];
     while (true) {
       uint64_t at = c_.pos();
       VMSNAP_ASSIGN_OR_RETURN(uint64_t v, c_.Be(8));
@@ -367,8 +371,11 @@ class Parser {
       if (!(flags & kRamContinue)) {
         VMSNAP_ASSIGN_OR_RETURN(std::string name, c_.Name());
         block = nullptr;
-        for (auto& b : out_.blocks) {
-          if (b.name == name) block = &b;
+        for (size_t i = 0; i < out_.blocks.size(); ++i) {
+          if (out_.blocks[i].name == name) {
+            block = &out_.blocks[i];
+            last_block_ = i;
+          }
         }
         if (!block) return c_.Error("page of RAM block '" + name + "', which the RAM section did not list");
       }
@@ -452,6 +459,7 @@ class Parser {
   uint64_t vmdesc_at_ = 0;
   std::map<uint32_t, SectionInfo> ids_;
   std::set<size_t> used_;
+  size_t last_block_ = SIZE_MAX;  // index in out_.blocks of the last RAM page's block
 };
 
 // Lays out one vmstate on an empty section: the inverse of VmstateWalker,

@@ -119,6 +119,21 @@ void SetRegs(schema::x86::Vcpu::Builder x, uint64_t cr3, uint64_t cr4, uint64_t 
   s.setCr3(cr3);
   s.setCr4(cr4);
   s.setEfer(kEfer);
+  // An XSAVE area with x87/SSE in use: MXCSR's reset value and XMM0 = {seed + 0x1111222233334444,
+  // 0x5555666677778888}, which gdb must find through the FPU and XSAVE notes.
+  std::vector<uint8_t> area(4096, 0);
+  auto put = [&](size_t at, uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) area[at + i] = static_cast<uint8_t>(v >> (8 * i));
+  };
+  put(0, 0x37f, 2);      // FCW
+  put(24, 0x1f80, 4);    // MXCSR
+  put(160, 0x1111222233334444 + seed, 8);
+  put(168, 0x5555666677778888, 8);
+  put(512, 3, 8);        // XSTATE_BV: x87 and SSE
+  x.setXsave(capnp::Data::Reader(area.data(), area.size()));
+  auto xcr = x.initXcrs(1);
+  xcr[0].setXcr(0);
+  xcr[0].setValue(3);
 }
 
 // Writes `image` as a full x86_64 snapshot with `vcpus` vCPUs all using `cr3`.
@@ -422,8 +437,8 @@ TEST_F(ForensicsCli, ExportElfOpensInReadelfAndGdb) {
   EXPECT_NE(r.out.find("CORE (Core file)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Advanced Micro Devices X86-64"), std::string::npos) << r.out;
   // One PT_NOTE, then one PT_LOAD per region with vaddr = paddr = gpa, filesz = memsz.
-  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(NOTE\s+0x[0-9a-f]+ 0x0+ 0x0+ 0x0*2c8 )")))
-      << r.out;  // 2 notes of 356 bytes
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(NOTE\s+0x[0-9a-f]+ 0x0+ 0x0+ 0x[0-9a-f]+ 0x0+ )")))
+      << r.out;
   EXPECT_TRUE(std::regex_search(
       r.out, std::regex(R"(LOAD\s+0x[0-9a-f]+ 0x0000000000000000 0x0000000000000000 0x0*1000000 0x0*1000000 RWE)")))
       << r.out;
@@ -434,9 +449,19 @@ TEST_F(ForensicsCli, ExportElfOpensInReadelfAndGdb) {
   size_t prstatus = 0;
   for (std::string s = r.out; std::regex_search(s, m, std::regex("NT_PRSTATUS")); s = m.suffix()) ++prstatus;
   EXPECT_EQ(prstatus, 2u) << r.out;
+  // Each vCPU's FPU and XSAVE notes, then QEMU's CPU state notes (type 0).
+  auto count = [&](const char* what) {
+    size_t n = 0;
+    for (std::string s = r.out; std::regex_search(s, m, std::regex(what)); s = m.suffix()) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("CORE +0x0+200\\s+NT_FPREGSET"), 2u) << r.out;
+  EXPECT_EQ(count("LINUX +0x[0-9a-f]+\\s+NT_X86_XSTATE"), 2u) << r.out;
+  EXPECT_EQ(count("QEMU +0x0+1b8\\s"), 2u) << r.out;
 
   r = Shell(*dir_, "gdb -batch -nx -c " + out +
-                     " -ex 'info registers' -ex 'x/8gx 0x600000' -ex 'p/x $fs_base' -ex 'thread 2' -ex 'info registers rip rdi'");
+                     " -ex 'info registers' -ex 'x/8gx 0x600000' -ex 'p/x $fs_base' -ex 'p/x $xmm0.v2_int64'"
+                     " -ex 'thread 2' -ex 'info registers rip rdi' -ex 'p/x $xmm0.v2_int64'");
   ASSERT_EQ(r.exit, 0) << r.err;
   // vCPU 0's registers, as saved.
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(rax\s+0xa0a0a0a000000000)"))) << r.out;
@@ -448,6 +473,9 @@ TEST_F(ForensicsCli, ExportElfOpensInReadelfAndGdb) {
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(cs\s+0x8)"))) << r.out;
   // gdb's `info registers` leaves fs_base out; it reads it from the note all the same.
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\$1 = 0x7f0000001000)"))) << r.out;
+  // The SSE registers come from each vCPU's own FPU/XSAVE notes.
+  EXPECT_NE(r.out.find("$2 = {0x1111222233334444, 0x5555666677778888}"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("$3 = {0x1111222233334445, 0x5555666677778888}"), std::string::npos) << r.out;
   // Memory, found through p_vaddr = gpa.
   EXPECT_TRUE(std::regex_search(
       r.out, std::regex(R"(0x600000:\s+0x1111111111111111\s+0x2222222222222222)"))) << r.out;

@@ -183,6 +183,80 @@ TEST(Headers, PrstatusHasUserRegsInGdbOrder) {
   EXPECT_EQ(Le64(b, kReg + 22 * 8), 0x65u);    // gs_base
 }
 
+uint32_t Le32(const std::vector<uint8_t>& b, size_t off) { return static_cast<uint32_t>(Le64(b, off)); }
+
+TEST(Headers, QemuNoteHasQemuCpuStateLayout) {
+  capnp::MallocMessageBuilder msg;
+  auto v = msg.initRoot<schema::x86::Vcpu>();
+  auto r = v.initRegs();
+  r.setRax(0xaa);
+  r.setRbp(0xbb);
+  r.setR15(0x15);
+  r.setRip(0xffffffff81000000);
+  r.setRflags(0x246);
+  auto s = v.initSregs();
+  auto cs = s.initCs();
+  cs.setSelector(0x10);
+  cs.setLimit(0xffffffff);
+  cs.setType(0xb);
+  cs.setS(1);
+  cs.setPresent(1);
+  cs.setL(1);
+  cs.setG(1);
+  s.initGs().setBase(0xffff888000000000);
+  auto tr = s.initTr();
+  tr.setSelector(0x40);
+  tr.setPresent(1);
+  tr.setUnusable(1);  // an unusable segment is not present for QEMU
+  s.initIdt().setBase(0xfffffe0000000000);
+  s.getIdt().setLimit(0xfff);
+  s.setCr0(0x80050033);
+  s.setCr3(0x2a72000);
+  s.setCr4(0x751eb0);
+  auto msrs = v.initMsrs(1);
+  msrs[0].setIndex(0xc0000102);
+  msrs[0].setValue(0x1234000);
+  auto b = X86QemuCpuState(v.asReader());
+  ASSERT_EQ(b.size(), 440u);
+  EXPECT_EQ(Le32(b, 0), 1u);                       // version
+  EXPECT_EQ(Le32(b, 4), 440u);                     // size
+  EXPECT_EQ(Le64(b, 8), 0xaau);                    // rax
+  EXPECT_EQ(Le64(b, 8 + 7 * 8), 0xbbu);            // rbp, after rsp
+  EXPECT_EQ(Le64(b, 8 + 15 * 8), 0x15u);           // r15
+  EXPECT_EQ(Le64(b, 8 + 16 * 8), 0xffffffff81000000u);  // rip
+  EXPECT_EQ(Le64(b, 8 + 17 * 8), 0x246u);          // rflags
+  constexpr size_t kSeg = 152, kSegSize = 24;      // cs ds es fs gs ss ldt tr gdt idt
+  EXPECT_EQ(Le32(b, kSeg), 0x10u);                 // cs.selector
+  EXPECT_EQ(Le32(b, kSeg + 4), 0xffffffffu);       // cs.limit
+  EXPECT_EQ(Le32(b, kSeg + 8), 0x00a09b00u);       // cs.flags: G L P S type 0xb
+  EXPECT_EQ(Le64(b, kSeg + 4 * kSegSize + 16), 0xffff888000000000u);  // gs.base
+  EXPECT_EQ(Le32(b, kSeg + 7 * kSegSize + 8), 0u);                   // tr: unusable
+  EXPECT_EQ(Le32(b, kSeg + 9 * kSegSize + 4), 0xfffu);               // idt.limit
+  EXPECT_EQ(Le64(b, kSeg + 9 * kSegSize + 16), 0xfffffe0000000000u);  // idt.base
+  constexpr size_t kCr = kSeg + 10 * kSegSize;
+  EXPECT_EQ(Le64(b, kCr), 0x80050033u);            // cr0
+  EXPECT_EQ(Le64(b, kCr + 3 * 8), 0x2a72000u);     // cr3
+  EXPECT_EQ(Le64(b, kCr + 4 * 8), 0x751eb0u);      // cr4
+  EXPECT_EQ(Le64(b, kCr + 5 * 8), 0x1234000u);     // kernel_gs_base
+}
+
+TEST(Headers, XstateNoteCarriesXcr0WhereGdbReadsIt) {
+  capnp::MallocMessageBuilder msg;
+  auto v = msg.initRoot<schema::x86::Vcpu>();
+  std::vector<uint8_t> area(4096, 0);
+  area[24] = 0x80;  // mxcsr 0x1f80, left as it was
+  area[25] = 0x1f;
+  v.setXsave(capnp::Data::Reader(area.data(), area.size()));
+  auto xcrs = v.initXcrs(1);
+  xcrs[0].setXcr(0);
+  xcrs[0].setValue(0x207);
+  auto b = X86Xstate(v.asReader());
+  ASSERT_EQ(b.size(), 4096u);
+  EXPECT_EQ(Le64(b, 464), 0x207u);
+  EXPECT_EQ(b[24], 0x80);
+  EXPECT_EQ(b[25], 0x1f);
+}
+
 // ---- aarch64 stage 1, hand-built tables for each granule ----
 
 constexpr uint64_t kTbl = 3, kPage = 3 | 0x400, kBlock = 1 | 0x400;  // valid|table, +AF

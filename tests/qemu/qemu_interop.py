@@ -9,66 +9,14 @@ import argparse
 import json
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
-QEMU = "qemu-system-x86_64"
-
-
-class Qmp:
-    """Just enough QMP for stop / migrate / human monitor commands."""
-
-    def __init__(self, path, timeout=20):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.01)
-        self.buf = b""
-        self._read()
-        self.cmd("qmp_capabilities")
-
-    def _read(self):
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("QMP connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def cmd(self, name, **args):
-        self.sock.sendall(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        while True:
-            r = self._read()
-            if "event" in r:
-                continue
-            if "error" in r:
-                raise RuntimeError(f"QMP {name}: {r['error']}")
-            return r.get("return")
-
-    def hmp(self, line):
-        return self.cmd("human-monitor-command", **{"command-line": line})
-
-    def wait_migration(self, timeout=30):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            st = self.cmd("query-migrate").get("status")
-            if st == "completed":
-                return
-            if st in ("failed", "cancelled"):
-                raise RuntimeError(f"migration {st}")
-            time.sleep(0.02)
-        raise RuntimeError("migration did not complete")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qmp import QEMU, Qmp  # noqa: E402
 
 
 def qemu_argv(machine, accel, mem, smp):

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // ELF core, LiME and raw export. The ELF core follows what QEMU's
-// dump-guest-memory writes: one PT_NOTE with an NT_PRSTATUS per vCPU, then one
-// PT_LOAD per memory region with p_vaddr = p_paddr = guest-physical address.
+// dump-guest-memory writes: one PT_NOTE (per x86 vCPU NT_PRSTATUS, then the
+// FPU and XSAVE notes the kernel's own cores carry, then QEMU's "QEMU" CPU
+// state notes, then the guest's VMCOREINFO when it gave one), then one PT_LOAD
+// per memory region with p_vaddr = p_paddr = guest-physical address.
 #include "tools/forensics/export.h"
 
 #include "format/output.h"
@@ -76,16 +78,19 @@ class Streamer {
       // with the snapshot's chunks and no chunk is decompressed twice.
       const uint64_t n = std::min(len, piece_ - gpa % piece_);
       VMSNAP_RETURN_IF_ERROR(mem_.Read(gpa, n, buf_.get()));
+      // Zero runs are found in pages of the output file, not of guest
+      // memory: a file can only have holes in whole blocks, and in a LiME
+      // image (32-byte headers before each range) the two are not aligned.
       uint64_t i = 0;
       while (i < n) {
-        const uint64_t step = std::min(kPage - (gpa + i) % kPage, n - i);
+        const uint64_t step = std::min(kPage - (offset + i) % kPage, n - i);
         if (AllZero(buf_.get() + i, step)) {
           i += step;
           continue;
         }
         uint64_t j = i + step;
         while (j < n) {
-          const uint64_t s2 = std::min(kPage, n - j);
+          const uint64_t s2 = std::min(kPage - (offset + j) % kPage, n - j);
           if (AllZero(buf_.get() + j, s2)) break;
           j += s2;
         }
@@ -124,6 +129,68 @@ constexpr uint16_t kEmAarch64 = 183;
 constexpr uint32_t kPtLoad = 1;
 constexpr uint32_t kPtNote = 4;
 constexpr uint32_t kNtPrstatus = 1;
+constexpr uint32_t kNtPrfpreg = 2;
+constexpr uint32_t kNtX86Xstate = 0x202;
+constexpr size_t kFxsaveSize = 512;
+// Where the kernel's XSAVE note keeps XCR0 (in the FXSAVE area's bytes the
+// hardware leaves to software); gdb reads the enabled features from there.
+constexpr size_t kXstateXcr0Offset = 464;
+constexpr uint32_t kMsrKernelGsBase = 0xc0000102;
+
+void AppendNote(Bytes& notes, std::string_view name, uint32_t type, const std::vector<uint8_t>& desc) {
+  notes.U32(name.size() + 1);
+  notes.U32(desc.size());
+  notes.U32(type);
+  notes.Raw(name.data(), name.size());
+  notes.U8(0);
+  notes.PadTo(4);
+  notes.Raw(desc.data(), desc.size());
+  notes.PadTo(4);
+}
+
+uint64_t XcrValue(schema::x86::Vcpu::Reader v, uint32_t index, uint64_t fallback) {
+  for (auto x : v.getXcrs()) {
+    if (x.getXcr() == index) return x.getValue();
+  }
+  return fallback;
+}
+
+// The guest's VMCOREINFO note, when the snapshot came from a QEMU that had a
+// vmcoreinfo device the guest filled in: its migration section (kept as a
+// device record by the import) holds where the note is in guest memory, and
+// the note is copied from there as QEMU's own dump does. Absent or unusable
+// information gives no note rather than an error: the dump is still useful.
+std::vector<uint8_t> GuestVmcoreinfo(const PhysicalMemory& mem, schema::Manifest::Reader manifest) {
+  for (auto d : manifest.getDevices()) {
+    if (d.getName() != "qemu:vmcoreinfo:0") continue;
+    auto b = d.getData();
+    // bool has_vmcoreinfo, be16 host_format, be16 guest_format, be32 size, be64 paddr.
+    if (b.size() < 17 || b[0] == 0) return {};
+    auto be = [&](size_t at, unsigned n) {
+      uint64_t v = 0;
+      for (unsigned i = 0; i < n; ++i) v = v << 8 | b[at + i];
+      return v;
+    };
+    const uint64_t guest_format = be(3, 2), size = be(5, 4), paddr = be(9, 8);
+    constexpr uint64_t kFormatElf = 1;
+    if (guest_format != kFormatElf || size < 12 || size > (1u << 20)) return {};
+    std::vector<uint8_t> note(size);
+    if (!mem.Read(paddr, size, note.data()).ok()) return {};
+    // The kernel writes a whole ELF note: check that it is one before copying.
+    auto le32 = [&](size_t at) {
+      return uint32_t(note[at]) | uint32_t(note[at + 1]) << 8 | uint32_t(note[at + 2]) << 16 |
+             uint32_t(note[at + 3]) << 24;
+    };
+    const uint64_t namesz = le32(0), descsz = le32(4);
+    if (namesz != 11 || std::memcmp(note.data() + 12, "VMCOREINFO", 11) != 0 ||
+        12 + AlignUp(namesz, 4) + descsz > size) {
+      return {};
+    }
+    note.resize(12 + AlignUp(namesz, 4) + AlignUp(descsz, 4));
+    return note;
+  }
+  return {};
+}
 constexpr size_t kEhdrSize = 64;
 constexpr size_t kPhdrSize = 56;
 constexpr size_t kPrstatusSize = 336;
@@ -141,26 +208,34 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
 
   // Notes: one NT_PRSTATUS per vCPU. The x86-64 and arm64 layouts are
   // written; other architectures get their memory without register notes.
+  // gdb gives the FPU and XSAVE notes to the thread of the NT_PRSTATUS before
+  // them, so each vCPU's notes stay together.
   Bytes notes(big);
   if (arch == schema::Arch::X8664 || arch == schema::Arch::AARCH64) {
     uint32_t index = 0;
     for (auto v : manifest.getVcpus()) {
-      std::vector<uint8_t> desc;
       if (arch == schema::Arch::X8664) {
         if (!v.isX8664()) return Status::Corruption("vCPU " + std::to_string(index) + " holds no x86_64 state");
-        desc = X86Prstatus(v.getX8664(), index);
+        auto x = v.getX8664();
+        AppendNote(notes, "CORE", kNtPrstatus, X86Prstatus(x, index));
+        auto area = x.getXsave();
+        if (area.size() >= kFxsaveSize) {
+          AppendNote(notes, "CORE", kNtPrfpreg, std::vector<uint8_t>(area.begin(), area.begin() + kFxsaveSize));
+          AppendNote(notes, "LINUX", kNtX86Xstate, X86Xstate(x));
+        }
       } else {
         if (!v.isAarch64()) return Status::Corruption("vCPU " + std::to_string(index) + " holds no aarch64 state");
-        desc = Arm64Prstatus(v.getAarch64(), index);
+        AppendNote(notes, "CORE", kNtPrstatus, Arm64Prstatus(v.getAarch64(), index));
       }
-      notes.U32(5);  // "CORE\0"
-      notes.U32(desc.size());
-      notes.U32(kNtPrstatus);
-      notes.Raw("CORE\0\0\0", 8);  // name padded to 4 bytes
-      notes.Raw(desc.data(), desc.size());
-      notes.PadTo(4);
       ++index;
     }
+  }
+  if (arch == schema::Arch::X8664) {
+    // QEMU writes its CPU state notes after all the NT_PRSTATUS ones; crash
+    // finds CR3 and the IDT there, and from them the kernel's KASLR offset.
+    for (auto v : manifest.getVcpus()) AppendNote(notes, "QEMU", 0, X86QemuCpuState(v.getX8664()));
+    std::vector<uint8_t> vmcoreinfo = GuestVmcoreinfo(mem, manifest);
+    notes.Raw(vmcoreinfo.data(), vmcoreinfo.size());
   }
   const bool have_notes = notes.size() > 0;
   const uint64_t phnum = regions.size() + (have_notes ? 1 : 0);
@@ -314,8 +389,69 @@ std::vector<uint8_t> X86Prstatus(schema::x86::Vcpu::Reader vcpu, uint32_t index)
   b.U64(s.getEs().getSelector());
   b.U64(s.getFs().getSelector());
   b.U64(s.getGs().getSelector());
-  b.U32(0);  // pr_fpvalid
+  b.U32(vcpu.getXsave().size() >= 512 ? 1 : 0);  // pr_fpvalid: an NT_PRFPREG note follows
   b.PadTo(8);
+  return std::move(b.bytes());
+}
+
+std::vector<uint8_t> X86Xstate(schema::x86::Vcpu::Reader vcpu) {
+  auto area = vcpu.getXsave();
+  std::vector<uint8_t> out(area.begin(), area.end());
+  if (out.size() < kXstateXcr0Offset + 8) return out;
+  // XCR0 says which components of the area are in use; without XSAVE in the
+  // guest only x87 and SSE are.
+  const uint64_t xcr0 = XcrValue(vcpu, 0, 3);
+  for (unsigned i = 0; i < 8; ++i) out[kXstateXcr0Offset + i] = static_cast<uint8_t>(xcr0 >> (8 * i));
+  return out;
+}
+
+namespace {
+
+// QEMU's segment "flags": the descriptor's attribute bits where the
+// descriptor's high word has them (type 8-11, S 12, DPL 13-14, P 15, AVL 20,
+// L 21, D/B 22, G 23), as QEMU computes them from KVM's segments.
+uint32_t QemuSegmentFlags(schema::x86::Segment::Reader s) {
+  return uint32_t(s.getType()) << 8 | uint32_t(s.getS() != 0) << 12 | uint32_t(s.getDpl() & 3) << 13 |
+         uint32_t(s.getPresent() != 0 && s.getUnusable() == 0) << 15 | uint32_t(s.getAvl() != 0) << 20 |
+         uint32_t(s.getL() != 0) << 21 | uint32_t(s.getDb() != 0) << 22 | uint32_t(s.getG() != 0) << 23;
+}
+
+void QemuSegment(Bytes& b, uint32_t selector, uint32_t limit, uint32_t flags, uint64_t base) {
+  b.U32(selector);
+  b.U32(limit);
+  b.U32(flags);
+  b.U32(0);  // pad
+  b.U64(base);
+}
+
+}  // namespace
+
+std::vector<uint8_t> X86QemuCpuState(schema::x86::Vcpu::Reader vcpu) {
+  auto r = vcpu.getRegs();
+  auto s = vcpu.getSregs();
+  Bytes b(false);
+  b.U32(1);    // version
+  b.U32(440);  // size: the version-1 layout with kernel_gs_base at its end
+  for (uint64_t v : {r.getRax(), r.getRbx(), r.getRcx(), r.getRdx(), r.getRsi(), r.getRdi(), r.getRsp(),
+                     r.getRbp(), r.getR8(), r.getR9(), r.getR10(), r.getR11(), r.getR12(), r.getR13(),
+                     r.getR14(), r.getR15(), r.getRip(), r.getRflags()}) {
+    b.U64(v);
+  }
+  for (auto seg : {s.getCs(), s.getDs(), s.getEs(), s.getFs(), s.getGs(), s.getSs(), s.getLdt(), s.getTr()}) {
+    QemuSegment(b, seg.getSelector(), seg.getLimit(), QemuSegmentFlags(seg), seg.getBase());
+  }
+  QemuSegment(b, 0, s.getGdt().getLimit(), 0, s.getGdt().getBase());
+  QemuSegment(b, 0, s.getIdt().getLimit(), 0, s.getIdt().getBase());
+  b.U64(s.getCr0());
+  b.U64(0);  // cr1
+  b.U64(s.getCr2());
+  b.U64(s.getCr3());
+  b.U64(s.getCr4());
+  uint64_t kernel_gs_base = 0;
+  for (auto m : vcpu.getMsrs()) {
+    if (m.getIndex() == kMsrKernelGsBase) kernel_gs_base = m.getValue();
+  }
+  b.U64(kernel_gs_base);
   return std::move(b.bytes());
 }
 

@@ -49,6 +49,13 @@ Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reade
 // struct elf_prstatus for x86-64 (336 bytes) holding vCPU `index`'s registers,
 // pr_pid = index + 1.
 std::vector<uint8_t> X86Prstatus(schema::x86::Vcpu::Reader vcpu, uint32_t index);
+// The NT_X86_XSTATE note of an x86-64 vCPU: its XSAVE area with XCR0 in the
+// bytes software owns (offset 464), where the kernel's own cores put it.
+std::vector<uint8_t> X86Xstate(schema::x86::Vcpu::Reader vcpu);
+// QEMU's "QEMU" note of an x86-64 vCPU (QEMUCPUState version 1, 440 bytes):
+// general registers, segments with QEMU's flag layout, GDT/IDT, CR0-CR4 and
+// KERNEL_GS_BASE. crash reads CR3 and the IDT base from it.
+std::vector<uint8_t> X86QemuCpuState(schema::x86::Vcpu::Reader vcpu);
 // The same for an aarch64 vCPU: pr_reg is struct user_pt_regs (X0-X30, sp,
 // pc, pstate); sp is SP_EL1 when PSTATE says EL1h, else SP_EL0. 392 bytes.
 std::vector<uint8_t> Arm64Prstatus(schema::aarch64::Vcpu::Reader vcpu, uint32_t index);
