@@ -77,11 +77,16 @@ Status RestoreInto(std::shared_ptr<const SnapshotChain> shared, RestoreTarget& t
   VMSNAP_RETURN_IF_ERROR(target.VmConfigured());
   // C6: memory before any vCPU state, so nothing can run against empty RAM.
   EagerMemoryLoader eager;
-  VMSNAP_RETURN_IF_ERROR((loader ? loader : &eager)->LoadShared(shared, views));
+  MemoryLoader* load = loader ? loader : &eager;
+  // From here a loader may still be writing into the regions (a lazy one's
+  // background fill): a failed step stops it before the caller frees them.
+  Status s = load->LoadShared(shared, views);
   // C7, then the checks that need a vCPU that never ran.
-  VMSNAP_RETURN_IF_ERROR(target.CreateVcpus(vcpus.size()));
-  VMSNAP_RETURN_IF_ERROR(arch->CheckVcpus(m));
-  return arch->RestoreState(m);
+  if (s.ok()) s = target.CreateVcpus(vcpus.size());
+  if (s.ok()) s = arch->CheckVcpus(m);
+  if (s.ok()) s = arch->RestoreState(m);
+  if (!s.ok()) load->Abandon();
+  return s;
 }
 
 Status EagerMemoryLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) {

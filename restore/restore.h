@@ -38,6 +38,9 @@ class MemoryLoader {
                             std::span<const kvm::GuestRegion> regions) {
     return Load(*chain, regions);
   }
+  // The restore failed after Load: stop every use of the regions now, since
+  // the caller unmaps them next (a lazy loader's threads would fault).
+  virtual void Abandon() {}
 };
 
 class EagerMemoryLoader final : public MemoryLoader {

@@ -42,6 +42,7 @@ class LazyLoader final : public restore::MemoryLoader {
     pager_.reset();
     chain_.reset();
   }
+  void Abandon() override { Stop(); }
   LazyPager* pager() { return pager_.get(); }
 
  private:
