@@ -82,15 +82,28 @@ static void expect_state(vmsnap_snapshot *s, int vcpu, vmsnap_state what, const 
   }
 }
 
+/* Runs `vmsnap CMD PATH`; on failure shows what it printed. */
 static int run_tool(const char *cmd, const char *path) {
   char line[4096];
-  snprintf(line, sizeof line, "%s %s %s >/dev/null", vmsnap_bin, cmd, path);
-  return system(line);
+  int rc;
+  snprintf(line, sizeof line, "%s %s %s >%s.out 2>&1", vmsnap_bin, cmd, path, path);
+  rc = system(line);
+  if (rc != 0) {
+    fprintf(stderr, "`%s %s %s` exited with status %d:\n", vmsnap_bin, cmd, path, rc);
+    snprintf(line, sizeof line, "cat %s.out >&2", path);
+    if (system(line) != 0) fprintf(stderr, "(no output)\n");
+  }
+  return rc;
 }
+
+/* Guest memory handed to writers: the writer may read it until commit. */
+static void *memory[4];
+static unsigned memory_used;
 
 static void add_memory(vmsnap_writer *w, uint64_t gpa, uint64_t size, uint32_t slot) {
   unsigned char *m = calloc(1, size);
   vmsnap_region r;
+  memory[memory_used++] = m;
   memset(&r, 0, sizeof r);
   snprintf((char *)m, 64, "memory of slot %u", slot);
   r.slot = slot;
@@ -99,13 +112,13 @@ static void add_memory(vmsnap_writer *w, uint64_t gpa, uint64_t size, uint32_t s
   r.host = m;
   r.name = "ram";
   EXPECT(vmsnap_writer_add_region(w, &r) == VMSNAP_OK, "add region %u", slot);
-  free(m);
 }
 
 /* Commits W and checks the file with the tool. */
 static void commit_and_check(vmsnap_writer *w, const char *path) {
   EXPECT(vmsnap_writer_commit(w) == VMSNAP_OK, "commit %s", path);
   vmsnap_writer_free(w);
+  while (memory_used > 0) free(memory[--memory_used]);
   EXPECT(run_tool("verify", path) == 0, "vmsnap verify %s", path);
   EXPECT(run_tool("inspect", path) == 0, "vmsnap inspect %s", path);
   EXPECT(run_tool("inspect --json", path) == 0, "vmsnap inspect --json %s", path);
