@@ -211,6 +211,10 @@ int vmsnap_vm_add_vcpu(vmsnap_vm* vm, uint32_t index, int vcpu_fd) {
 int vmsnap_vm_capture(vmsnap_vm* vm, vmsnap_writer* w) {
   if (int rc = Usable(vm, "vmsnap_vm_capture")) return rc;
   VMSNAP_CHECK_ARG(w && !w->finished, "vmsnap_vm_capture: needs a writer that was not committed");
+  if (w->arch != VMSNAP_ARCH_X86_64) {
+    return Fail(Status::WrongArch(std::string("vmsnap_vm_capture: the writer is for ") + vmsnap_arch_name(w->arch) +
+                                  ", the VM is x86_64"));
+  }
   VMSNAP_GUARD_BEGIN
   Status st = CaptureInto(*vm, *w);
   if (!st.ok()) return Fail(st);

@@ -5,11 +5,11 @@
 
 #include "base/arch.h"
 #include "format/layout.h"
+#include "lib/arch_state.h"
 #include "lib/internal.h"
 #include "lib/x86_state.h"
 #include "restore/restore.h"
 #include "restore/x86_64/x86_restore.h"
-#include "schemas/s390x.capnp.h"
 #include "schemas/x86_64.capnp.h"
 
 namespace vmsnap::capi {
@@ -83,6 +83,7 @@ schema::Arch ToSchema(vmsnap_arch arch) {
   switch (arch) {
     case VMSNAP_ARCH_S390X: return schema::Arch::S390X;
     case VMSNAP_ARCH_PPC64: return schema::Arch::PPC64;
+    case VMSNAP_ARCH_AARCH64: return schema::Arch::AARCH64;
     default: return schema::Arch::X8664;
   }
 }
@@ -91,6 +92,7 @@ vmsnap_arch FromSchema(schema::Arch arch) {
   switch (arch) {
     case schema::Arch::S390X: return VMSNAP_ARCH_S390X;
     case schema::Arch::PPC64: return VMSNAP_ARCH_PPC64;
+    case schema::Arch::AARCH64: return VMSNAP_ARCH_AARCH64;
     default: return VMSNAP_ARCH_X86_64;
   }
 }
@@ -98,10 +100,6 @@ vmsnap_arch FromSchema(schema::Arch arch) {
 namespace {
 
 schema::Manifest::Reader Leaf(const vmsnap_snapshot* s) { return s->chain->leaf().manifest(); }
-
-int Missing(const vmsnap_snapshot* s, const std::string& what) {
-  return Fail(Status::NotFound("snapshot " + s->path + " holds no " + what));
-}
 
 template <typename T>
 int Answer(const vmsnap_snapshot* s, const std::optional<T>& v, const char* name, void* buf, size_t buf_size,
@@ -147,30 +145,6 @@ int X86Vcpu(const vmsnap_snapshot* s, schema::x86::Vcpu::Reader v, uint32_t vcpu
   }
 }
 
-// struct kvm_regs and kvm_mp_state of s390x, declared here: this host's
-// <linux/kvm.h> is x86's.
-struct S390Regs {
-  uint64_t gprs[16];
-};
-
-int S390Vcpu(const vmsnap_snapshot* s, schema::s390::Vcpu::Reader v, vmsnap_state what, void* buf,
-             size_t buf_size, size_t* size) {
-  switch (what) {
-    case VMSNAP_S390_REGS: {
-      S390Regs r{};
-      auto g = v.getGprs();
-      for (unsigned i = 0; i < 16 && i < g.size(); ++i) r.gprs[i] = g[i];
-      return CopyOut(&r, sizeof r, buf, buf_size, size);
-    }
-    case VMSNAP_S390_MP_STATE: {
-      uint32_t mp = v.getMpState();
-      return CopyOut(&mp, sizeof mp, buf, buf_size, size);
-    }
-    default:
-      return Invalid("state " + std::to_string(static_cast<int>(what)) + " is not s390x per-vCPU state");
-  }
-}
-
 }  // namespace
 }  // namespace vmsnap::capi
 
@@ -201,6 +175,7 @@ const char* vmsnap_arch_name(vmsnap_arch arch) {
     case VMSNAP_ARCH_X86_64: return "x86_64";
     case VMSNAP_ARCH_S390X: return "s390x";
     case VMSNAP_ARCH_PPC64: return "ppc64";
+    case VMSNAP_ARCH_AARCH64: return "aarch64";
   }
   return "unknown";
 }
@@ -301,7 +276,9 @@ int vmsnap_vcpu_state(const vmsnap_snapshot* snap, uint32_t vcpu, vmsnap_state w
   }
   auto v = vcpus[vcpu];
   if (v.isX8664()) return X86Vcpu(snap, v.getX8664(), vcpu, what, buf, buf_size, size);
-  if (v.isS390x()) return S390Vcpu(snap, v.getS390x(), what, buf, buf_size, size);
+  if (v.isS390x()) return ReadS390Vcpu(snap, vcpu, what, buf, buf_size, size);
+  if (v.isPpc64()) return ReadPpc64Vcpu(snap, vcpu, what, buf, buf_size, size);
+  if (v.isAarch64()) return ReadArm64Vcpu(snap, vcpu, what, buf, buf_size, size);
   return Fail(Status::Unsupported("snapshot " + snap->path + ": this library version reads no " +
                                   ArchName(Leaf(snap).getArch()) + " vCPU state in kernel layouts"));
   VMSNAP_GUARD_END
@@ -311,7 +288,10 @@ int vmsnap_vm_state(const vmsnap_snapshot* snap, vmsnap_state what, void* buf, s
   VMSNAP_CHECK_ARG(snap, "vmsnap_vm_state: snapshot is NULL");
   VMSNAP_GUARD_BEGIN
   auto vm = Leaf(snap).getVm();
-  if (!vm.isX8664()) return Missing(snap, "x86_64 VM state");
+  if (vm.isS390x()) return ReadS390Vm(snap, what, buf, buf_size, size);
+  if (vm.isPpc64()) return ReadPpc64Vm(snap, what, buf, buf_size, size);
+  if (vm.isAarch64()) return ReadArm64Vm(snap, what, buf, buf_size, size);
+  if (!vm.isX8664()) return Missing(snap, "VM state");
   auto x = vm.getX8664();
   if (what == VMSNAP_X86_VM_CONFIG) {
     vmsnap_x86_vm_config c{};

@@ -8,6 +8,7 @@
 #include "capture/dirty/incremental.h"
 #include "capture/x86_64/x86_capture.h"
 #include "format/compression_spec.h"
+#include "format/layout.h"
 #include "lib/internal.h"
 #include "lib/writer.h"
 
@@ -82,9 +83,14 @@ int vmsnap_writer_create(const char* path, vmsnap_arch arch, const vmsnap_write_
   VMSNAP_CHECK_ARG(path && out, "vmsnap_writer_create: path and out must not be NULL");
   *out = nullptr;
   VMSNAP_GUARD_BEGIN
-  if (arch != VMSNAP_ARCH_X86_64) {
-    return Fail(Status::Unsupported(std::string("vmsnap_writer_create: this library version writes x86_64 "
-                                                 "snapshots only, not ") + vmsnap_arch_name(arch)));
+  std::unique_ptr<ArchWriter> other;
+  switch (arch) {
+    case VMSNAP_ARCH_X86_64: break;
+    case VMSNAP_ARCH_S390X: other = NewS390Writer(); break;
+    case VMSNAP_ARCH_PPC64: other = NewPpc64Writer(); break;
+    case VMSNAP_ARCH_AARCH64: other = NewArm64Writer(); break;
+    default:
+      return Invalid("vmsnap_writer_create: unknown architecture " + std::to_string(static_cast<int>(arch)));
   }
   vmsnap_write_options o{};
   if (options) {
@@ -97,6 +103,8 @@ int vmsnap_writer_create(const char* path, vmsnap_arch arch, const vmsnap_write_
   auto w = std::make_unique<vmsnap_writer>();
   w->path = path;
   w->arch = arch;
+  if (other) w->page_size = other->page_size();
+  w->other = std::move(other);
   CompressionSpec spec;
   if (o.compression) {
     auto parsed = ParseCompressionSpec(o.compression);
@@ -108,6 +116,8 @@ int vmsnap_writer_create(const char* path, vmsnap_arch arch, const vmsnap_write_
   WriterOptions wo;
   Apply(spec, wo);
   wo.page_size = w->page_size;
+  // The first file-format minor that holds aarch64 state.
+  if (arch == VMSNAP_ARCH_AARCH64) wo.format_minor = layout::kMinorAarch64;
   wo.threads = o.threads;
   wo.progress_total = o.progress_total;
   if (o.progress) {
@@ -130,6 +140,7 @@ int vmsnap_writer_set_vcpu_state(vmsnap_writer* w, uint32_t vcpu, vmsnap_state w
   VMSNAP_CHECK_ARG(buf || size == 0, "vmsnap_writer_set_vcpu_state: buf is NULL");
   VMSNAP_CHECK_ARG(vcpu < 4096, "vmsnap_writer_set_vcpu_state: vCPU index " + std::to_string(vcpu) + " out of range");
   VMSNAP_GUARD_BEGIN
+  if (w->other) return w->other->SetVcpu(vcpu, what, buf, size);
   while (w->vcpus.size() <= vcpu) {
     w->vcpus.push_back(std::make_unique<StateVcpuOps>(static_cast<int>(w->vcpus.size())));
   }
@@ -176,8 +187,10 @@ int vmsnap_writer_set_vcpu_state(vmsnap_writer* w, uint32_t vcpu, vmsnap_state w
 
 int vmsnap_writer_set_vm_state(vmsnap_writer* w, vmsnap_state what, const void* buf, size_t size) {
   if (int rc = CheckUsable(w, "vmsnap_writer_set_vm_state")) return rc;
-  VMSNAP_CHECK_ARG(buf, "vmsnap_writer_set_vm_state: buf is NULL");
+  VMSNAP_CHECK_ARG(buf || size == 0, "vmsnap_writer_set_vm_state: buf is NULL");
   VMSNAP_GUARD_BEGIN
+  if (w->other) return w->other->SetVm(what, buf, size);
+  VMSNAP_CHECK_ARG(buf, "vmsnap_writer_set_vm_state: buf is NULL");
   switch (what) {
     case VMSNAP_X86_VM_CONFIG: {
       std::optional<vmsnap_x86_vm_config> c;
@@ -271,8 +284,31 @@ kvm::x86::VmConfig ConfigFromC(const vmsnap_x86_vm_config& c) {
   return k;
 }
 
+// x86_64: the state as the caller gave it, read by the capture code as if
+// from KVM.
+Status CaptureX86(vmsnap_writer& w, schema::Manifest::Builder m) {
+  StateVmOps vm(w.vcpus[0].get());
+  vm.irqchips = w.irqchips;
+  vm.pit = w.pit;
+  vm.clock = w.clock;
+  kvm::x86::VmConfig config;
+  if (w.config) {
+    config = *w.config;
+  } else {
+    config.irqchip = !w.irqchips.empty();
+    config.pit = w.pit.has_value();
+  }
+  for (const auto& cap : config.enabled_caps) {
+    if (cap.cap == KVM_CAP_EXCEPTION_PAYLOAD) vm.exception_payload = true;
+  }
+  std::vector<kvm::x86::VcpuOps*> ops;
+  for (auto& v : w.vcpus) ops.push_back(v.get());
+  capture::x86::X86Capturer capturer(&vm, ops, config);
+  return capturer.Capture(m);
+}
+
 Status CommitWriter(vmsnap_writer& w) {
-  if (w.vcpus.empty()) return Status::InvalidArgument("no vCPU state was set");
+  if (w.other ? w.other->vcpu_count() == 0 : w.vcpus.empty()) return Status::InvalidArgument("no vCPU state was set");
   schema::Manifest::Builder m = w.writer->manifest();
   m.setArch(ToSchema(w.arch));
   capture::FillCreation(m.initCreated(), w.tool_version);
@@ -294,25 +330,13 @@ Status CommitWriter(vmsnap_writer& w) {
     ref.setDepth(w.parent->depth + 1);
   }
 
-  // The state as the caller gave it, read by the capture code as if from KVM.
-  StateVmOps vm(w.vcpus[0].get());
-  vm.irqchips = w.irqchips;
-  vm.pit = w.pit;
-  vm.clock = w.clock;
-  kvm::x86::VmConfig config;
-  if (w.config) {
-    config = *w.config;
+  if (w.other) {
+    std::vector<MemRange> memory;
+    for (const auto& r : w.regions) memory.push_back({r.gpa, r.size});
+    VMSNAP_RETURN_IF_ERROR(w.other->Capture(memory, m));
   } else {
-    config.irqchip = !w.irqchips.empty();
-    config.pit = w.pit.has_value();
+    VMSNAP_RETURN_IF_ERROR(CaptureX86(w, m));
   }
-  for (const auto& cap : config.enabled_caps) {
-    if (cap.cap == KVM_CAP_EXCEPTION_PAYLOAD) vm.exception_payload = true;
-  }
-  std::vector<kvm::x86::VcpuOps*> ops;
-  for (auto& v : w.vcpus) ops.push_back(v.get());
-  capture::x86::X86Capturer capturer(&vm, ops, config);
-  VMSNAP_RETURN_IF_ERROR(capturer.Capture(m));
 
   auto devs = m.initDevices(static_cast<unsigned>(w.devices.size()));
   for (size_t i = 0; i < w.devices.size(); ++i) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "capture/dirty/incremental.h"
+#include "lib/arch_state.h"
 #include "lib/internal.h"
 #include "lib/x86_state.h"
 
@@ -31,7 +32,9 @@ struct vmsnap_writer {
   uint32_t page_size = 4096;
   std::string compression;
   std::string tool_version;
+  // x86_64 state; the other architectures keep theirs in `other`.
   std::vector<std::unique_ptr<vmsnap::capi::StateVcpuOps>> vcpus;
+  std::unique_ptr<vmsnap::capi::ArchWriter> other;
   std::map<uint32_t, kvm_irqchip> irqchips;
   std::optional<kvm_pit_state2> pit;
   std::optional<kvm_clock_data> clock;

@@ -59,7 +59,8 @@ VMSNAP_API const char *vmsnap_status_name(int status);
 typedef enum vmsnap_arch {
   VMSNAP_ARCH_X86_64 = 0,
   VMSNAP_ARCH_S390X = 1,
-  VMSNAP_ARCH_PPC64 = 2
+  VMSNAP_ARCH_PPC64 = 2,
+  VMSNAP_ARCH_AARCH64 = 3
 } vmsnap_arch;
 
 /* One guest memory region: a KVM memory slot and, where the call needs
@@ -101,10 +102,88 @@ typedef enum vmsnap_state {
   VMSNAP_X86_IOAPIC = 35,     /* struct kvm_irqchip, chip_id 2 */
   VMSNAP_X86_PIT = 36,        /* struct kvm_pit_state2       KVM_GET_PIT2 */
   VMSNAP_X86_CLOCK = 37,      /* struct kvm_clock_data       KVM_GET_CLOCK */
-  /* s390x, per vCPU (read only in this version) */
-  VMSNAP_S390_REGS = 64,      /* struct kvm_regs of s390: uint64_t gprs[16] */
-  VMSNAP_S390_MP_STATE = 65   /* struct kvm_mp_state */
+  /* s390x, ppc64 and aarch64, per vCPU: the registers a VMM moves with
+   * KVM_GET_ONE_REG / KVM_SET_ONE_REG, as packed records
+   *   { uint64_t id; uint8_t value[N]; }
+   * where N is the size the id encodes (1 << ((id >> 52) & 0xf) bytes,
+   * KVM_REG_SIZE) and value holds the bytes KVM_GET_ONE_REG wrote (host
+   * order). vmsnap_vcpu_state answers them in the order a restore sets them;
+   * each architecture stores the registers its capture reads (see
+   * docs/library.md), and vmsnap_writer_commit refuses a register it would
+   * not store rather than drop it. */
+  VMSNAP_ONE_REGS = 16,
+  /* s390x, per vCPU. The struct layouts are those of
+   * arch/s390/include/uapi/asm/kvm.h. */
+  VMSNAP_S390_REGS = 64,      /* struct kvm_regs: uint64_t gprs[16]     KVM_GET_REGS */
+  VMSNAP_S390_MP_STATE = 65,  /* struct kvm_mp_state                    KVM_GET_MP_STATE */
+  VMSNAP_S390_SREGS = 66,     /* struct kvm_sregs: uint32_t acrs[16]; uint64_t crs[16]  KVM_GET_SREGS */
+  VMSNAP_S390_FPU = 67,       /* struct kvm_fpu: uint32_t fpc; uint64_t fprs[16] (136 bytes)  KVM_GET_FPU */
+  VMSNAP_S390_RUN_REGS = 68,  /* struct vmsnap_s390_run_regs (below): PSW and prefix from kvm_run */
+  /* ONE_REGS of s390x: CPU_TIMER, CLOCK_COMP, TODPR, PP, GBEA. */
+  /* s390x, per VM */
+  VMSNAP_S390_TOD = 80,       /* struct kvm_s390_vm_tod_clock {uint8_t epoch_idx; uint64_t tod;}
+                                 KVM_S390_VM_TOD_HIGH / _LOW */
+  VMSNAP_S390_SKEYS = 81,     /* storage keys, one byte per guest page of the memory map
+                                 (regions in ascending order), as KVM_S390_GET_SKEYS fills
+                                 them; absent: the guest never used keys (GET_SKEYS_NONE) */
+  VMSNAP_S390_CMMA = 82,      /* CMMA values in the same layout, as KVM_S390_GET_CMMA_BITS
+                                 fills them; absent: CMMA was not enabled */
+  /* ppc64 (book3s HV), per vCPU; layouts of arch/powerpc/include/uapi/asm/kvm.h.
+   * ppc64 has no MP state (KVM refuses the MP state ioctls there). */
+  VMSNAP_PPC64_REGS = 96,     /* struct kvm_regs (392 bytes)            KVM_GET_REGS */
+  VMSNAP_PPC64_SREGS = 97,    /* struct kvm_sregs (1232 bytes): pvr and the book3s sdr1
+                                 and slb[64]; the valid SLB entries are kept, packed from
+                                 slot 0, the rest reads as zero      KVM_GET_SREGS */
+  /* ONE_REGS of ppc64: FPR0-31, VR0-31, VSR0-31 and the SPRs of a book3s HV
+   * resume (DSCR ... DEC_EXPIRY, docs/library.md); those the CPU lacks are left out. */
+  /* ppc64, per VM */
+  VMSNAP_PPC64_HTAB = 112,    /* the hashed page table as the first pass of a
+                                 KVM_PPC_GET_HTAB_FD read fd returns it (and a
+                                 KVM_GET_HTAB_WRITE fd takes it): records of
+                                 struct kvm_get_htab_header {uint32_t index;
+                                 uint16_t n_valid, n_invalid;} (host order), each
+                                 followed by n_valid HPTEs of two big-endian
+                                 doublewords, covering every index of the table
+                                 (whose size they give). */
+  /* aarch64, per vCPU; layouts of arch/arm64/include/uapi/asm/kvm.h. */
+  VMSNAP_ARM64_VCPU_INIT = 128, /* struct kvm_vcpu_init {uint32_t target; uint32_t features[7];}
+                                   as given to KVM_ARM_VCPU_INIT */
+  VMSNAP_ARM64_MP_STATE = 129,  /* struct kvm_mp_state                  KVM_GET_MP_STATE */
+  VMSNAP_ARM64_EVENTS = 130,    /* struct kvm_vcpu_events (64 bytes)    KVM_GET_VCPU_EVENTS */
+  /* ONE_REGS of aarch64: every register KVM_GET_REG_LIST names. */
+  /* aarch64, per VM */
+  VMSNAP_ARM64_VGIC = 144,      /* struct vmsnap_device_attr[]: the vGICv3's attributes
+                                   (KVM_DEV_ARM_VGIC_GRP_ADDR, _NR_IRQS, _DIST_REGS,
+                                   _REDIST_REGS, _CPU_SYSREGS, _LEVEL_INFO) */
+  VMSNAP_ARM64_ITS = 145,       /* struct vmsnap_device_attr[]: the ITS's
+                                   (KVM_DEV_ARM_VGIC_GRP_ADDR, _ITS_REGS) */
+  VMSNAP_ARM64_COUNTER_OFFSET = 146 /* struct kvm_arm_counter_offset {uint64_t counter_offset;
+                                       uint64_t reserved;}  KVM_ARM_SET_COUNTER_OFFSET */
 } vmsnap_state;
+
+/* The s390x PSW and prefix: no ioctl carries them; a VMM reads them from
+ * kvm_run (psw_mask, psw_addr, s.regs.prefix) after KVM_RUN returns and
+ * writes them there before the next. */
+typedef struct vmsnap_s390_run_regs {
+  uint64_t psw_mask;
+  uint64_t psw_addr;
+  uint32_t prefix;
+  uint32_t reserved; /* zero */
+} vmsnap_s390_run_regs;
+
+/* One KVM device attribute and its value: struct kvm_device_attr with the
+ * value in place of the address it points to. The value is as wide as the
+ * group's registers (KVM_DEV_ARM_VGIC_GRP_ADDR and _CPU_SYSREGS and
+ * _ITS_REGS 64 bits, the others 32 bits, zero-extended here). Lists come back
+ * in the order a restore sets them, without the control group and without
+ * the clear halves of set/clear register pairs (a restore clears those
+ * before it sets). */
+typedef struct vmsnap_device_attr {
+  uint32_t flags; /* zero */
+  uint32_t group;
+  uint64_t attr;
+  uint64_t value;
+} vmsnap_device_attr;
 
 /* What an x86 VMM set up on the VM before creating vCPUs; restore replays it
  * first. Not a kernel struct: it collects several ioctls. */
@@ -139,7 +218,7 @@ VMSNAP_API void vmsnap_close(vmsnap_snapshot *snap);
 VMSNAP_API int vmsnap_verify(const vmsnap_snapshot *snap, vmsnap_progress_fn progress, void *ctx);
 
 VMSNAP_API int vmsnap_arch_of(const vmsnap_snapshot *snap, vmsnap_arch *arch);
-/* "x86_64", "s390x", "ppc64". */
+/* "x86_64", "s390x", "ppc64", "aarch64". */
 VMSNAP_API const char *vmsnap_arch_name(vmsnap_arch arch);
 VMSNAP_API int vmsnap_file_version(const vmsnap_snapshot *snap, uint16_t *major, uint16_t *minor);
 
@@ -222,7 +301,12 @@ VMSNAP_API void vmsnap_writer_free(vmsnap_writer *w);
 /* Sets one piece of vCPU VCPU's state (vCPUs are numbered 0..n-1 and every
  * number below the highest used must have state) or of the VM's, from the
  * same layouts vmsnap_vcpu_state returns. x86_64 needs at least MP_STATE,
- * REGS, SREGS or SREGS2, LAPIC and CPUID per vCPU and CLOCK per VM. */
+ * REGS, SREGS or SREGS2, LAPIC and CPUID per vCPU and CLOCK per VM.
+ * s390x needs every per-vCPU piece (REGS, SREGS, FPU, MP_STATE, RUN_REGS,
+ * ONE_REGS) and TOD per VM; ppc64 REGS and SREGS per vCPU (ONE_REGS
+ * optional) and HTAB per VM; aarch64 VCPU_INIT, MP_STATE, EVENTS and
+ * ONE_REGS (with MPIDR_EL1 when the VM has a vGIC) per vCPU. What is
+ * missing is named by vmsnap_writer_commit. */
 VMSNAP_API int vmsnap_writer_set_vcpu_state(vmsnap_writer *w, uint32_t vcpu, vmsnap_state what,
                                             const void *buf, size_t size);
 VMSNAP_API int vmsnap_writer_set_vm_state(vmsnap_writer *w, vmsnap_state what, const void *buf,
