@@ -339,7 +339,11 @@ class Parser {
       if (out_.FindBlock(name)) return c_.Error("RAM block '" + name + "' listed twice");
       RamBlock b;
       b.name = name;
-      b.data.assign(len, 0);
+      if (len > 0) {
+        auto map = Mapping::Anonymous(len, "RAM block '" + name + "'");
+        if (!map.ok()) return c_.Error(map.status().message() + " (" + std::to_string(len) + " bytes)");
+        b.data = std::move(map).value();
+      }
       out_.blocks.push_back(std::move(b));
       seen += len;
     }

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/mapping.h"
 #include "base/status.h"
 
 namespace vmsnap::interop::qemu {
@@ -48,7 +49,10 @@ struct DeviceSection {
 
 struct RamBlock {
   std::string name;           // "pc.ram", "microvm.ram", "pc.bios", ...
-  std::vector<uint8_t> data;  // used_length bytes; pages never sent are zero
+  // used_length bytes; pages never sent are zero. Anonymous memory mapped
+  // without reserve: the stream declares the size, and only the pages it
+  // sends (or that are read later) cost memory.
+  Mapping data;
   uint64_t pages_sent = 0;
 };
 

@@ -771,7 +771,15 @@ Result<Imported> ToManifest(const Stream& s, const ImportOptions& opt, schema::M
   }
   std::vector<const RamBlock*> other_blocks;
   for (const auto& b : s.blocks) {
-    if (!mapped.count("ram:" + b.name)) other_blocks.push_back(&b);
+    if (mapped.count("ram:" + b.name)) continue;
+    // Kept whole in the manifest: ROMs and video memory are small; a larger
+    // block would be guest RAM vmsnap does not know how to place.
+    if (b.data.size() > kMaxOtherBlock) {
+      return Status::Unsupported("RAM block '" + b.name + "' of " + std::to_string(b.data.size()) +
+                                 " bytes is not guest RAM, and only blocks up to " +
+                                 std::to_string(kMaxOtherBlock >> 20) + " MiB are kept as device records");
+    }
+    other_blocks.push_back(&b);
   }
   auto devs = m.initDevices(static_cast<unsigned>(rest.size() + other_blocks.size() + 2));
   unsigned di = 0;

@@ -73,5 +73,8 @@ extern const char kMicrovmVmdesc[];
 // rest from 4 GiB.
 inline constexpr uint64_t kLowRamEnd = 0xC0000000ull;
 inline constexpr uint64_t kHighRamStart = 0x100000000ull;
+// RAM blocks other than the guest RAM (ROMs, video memory) are kept as device
+// records up to this size.
+inline constexpr uint64_t kMaxOtherBlock = 64ull << 20;
 
 }  // namespace vmsnap::interop::qemu
