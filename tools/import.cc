@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.h"
 #include "format/chain.h"
 #include "format/compression_spec.h"
 #include "format/writer.h"
@@ -38,24 +39,19 @@ struct ImportArgs {
 };
 
 Result<std::vector<uint8_t>> ReadWhole(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "cannot open " + path);
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "cannot open " + path);
   std::vector<uint8_t> data;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) data.reserve(static_cast<size_t>(st.st_size));
+  if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode)) data.reserve(static_cast<size_t>(st.st_size));
   uint8_t buf[1 << 16];
   while (true) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return Status::FromErrno(err, "cannot read " + path);
-    }
+    if (n < 0) return Status::FromErrno(errno, "cannot read " + path);
     if (n == 0) break;
     data.insert(data.end(), buf, buf + n);
   }
-  ::close(fd);
   return data;
 }
 

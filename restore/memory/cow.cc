@@ -8,6 +8,7 @@
 
 #include <cerrno>
 
+#include "base/fd.h"
 #include "format/layout.h"
 #include "restore/memory/blocks.h"
 #include "restore/memory/loader.h"
@@ -61,11 +62,11 @@ Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> r
       i = j;
     }
   }
-  const int fd = ::open(r.path().c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + r.path());
+  const UniqueFd fd(::open(r.path().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + r.path());
   Status s;
   for (const Map& m : maps) {
-    void* p = ::mmap(m.host, m.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+    void* p = ::mmap(m.host, m.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd.get(),
                      off_t(m.file_offset));
     if (p == MAP_FAILED) {
       s = Status::FromErrno(errno, "mmap " + r.path() + " at file offset " +
@@ -73,7 +74,6 @@ Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> r
       break;
     }
   }
-  ::close(fd);
   return s;
 }
 

@@ -57,16 +57,13 @@ enum BlockState : uint8_t { kEmpty = 0, kFilling = 1, kFilled = 2, kFailed = 3 }
 // A userfaultfd with the API handshake done, from the syscall or, where the
 // syscall is refused, from /dev/userfaultfd. Not UFFD_USER_MODE_ONLY: KVM's
 // own accesses to guest memory are kernel-mode faults and must reach us too.
-Result<int> OpenUserfaultfd(uint64_t features) {
-  int fd = int(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
-  if (fd < 0) {
+Result<UniqueFd> OpenUserfaultfd(uint64_t features) {
+  UniqueFd fd(int(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK)));
+  if (!fd.valid()) {
     const int e = errno;
-    int dev = ::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-    if (dev >= 0) {
-      fd = ::ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-      ::close(dev);
-    }
-    if (fd < 0) {
+    UniqueFd dev(::open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+    if (dev.valid()) fd.Reset(::ioctl(dev.get(), USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK));
+    if (!fd.valid()) {
       return Status::Unsupported(
           std::string("userfaultfd is not available (") + std::strerror(e) +
           "): lazy memory needs root, CAP_SYS_PTRACE, vm.unprivileged_userfaultfd=1 or access "
@@ -76,11 +73,7 @@ Result<int> OpenUserfaultfd(uint64_t features) {
   struct uffdio_api api = {};
   api.api = UFFD_API;
   api.features = features;
-  if (::ioctl(fd, UFFDIO_API, &api) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return Status::FromErrno(e, "userfaultfd UFFDIO_API");
-  }
+  if (::ioctl(fd.get(), UFFDIO_API, &api) != 0) return Status::FromErrno(errno, "userfaultfd UFFDIO_API");
   return fd;
 }
 
@@ -369,9 +362,7 @@ struct LazyPager::Impl {
 };
 
 Status CheckUserfaultfd() {
-  VMSNAP_ASSIGN_OR_RETURN(int fd, OpenUserfaultfd(0));
-  ::close(fd);
-  return Status::Ok();
+  return OpenUserfaultfd(0).status();
 }
 
 LazyPager::LazyPager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -393,7 +384,7 @@ Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,
     impl->can_poison = true;
   }
   if (!fd.ok()) return fd.status();
-  impl->uffd.Reset(fd.value());
+  impl->uffd = std::move(fd).value();
   for (const GuestRegion& r : impl->grid.regions()) {
     struct uffdio_register reg = {};
     reg.range.start = reinterpret_cast<uintptr_t>(r.host);
