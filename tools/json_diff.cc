@@ -125,6 +125,30 @@ std::string UniqueKey(const Json& obj, const std::string& name, const Json& id) 
 
 }  // namespace
 
+namespace {
+
+// A list of {KEY, FIELD...} entries as an object keyed by each entry's KEY
+// (its name when it has one), so two snapshots compare register by register
+// whatever the order of their lists.
+void KeyListBy(Json& parent, const char* list, const char* key) {
+  if (!parent.is_object() || !parent.contains(list) || !parent[list].is_array()) return;
+  Json keyed = Json::object();
+  for (const Json& e : parent[list]) {
+    if (!e.is_object() || !e.contains(key)) continue;
+    Json rest = e;
+    rest.erase(key);
+    std::string name = e.contains("name") && e["name"].is_string() ? e["name"].get<std::string>() : "";
+    rest.erase("name");
+    const Json& k = e[key];
+    if (name.empty()) name = std::string(key) + " " + (k.is_string() ? k.get<std::string>() : k.dump());
+    Json value = rest.size() == 1 ? rest.begin().value() : rest;
+    keyed[UniqueKey(keyed, name, k)] = std::move(value);
+  }
+  parent[list] = std::move(keyed);
+}
+
+}  // namespace
+
 void KeyArm64RegistersByName(Json& snapshot) {
   if (!snapshot.is_object() || !snapshot.contains("arch") || snapshot["arch"] != "aarch64") return;
   if (!snapshot.contains("vcpus") || !snapshot["vcpus"].is_array()) return;
@@ -155,6 +179,22 @@ void KeyArm64RegistersByName(Json& snapshot) {
       vcpu.erase("reg_list_decoded");
     }
   }
+  // The vGIC's and the ITS's register lists: by offset, ICC_* name and
+  // first INTID, like the vCPUs' registers.
+  if (!snapshot.contains("vm") || !snapshot["vm"].is_object()) return;
+  Json& vm = snapshot["vm"];
+  if (vm.contains("gic") && vm["gic"].is_object()) {
+    Json& gic = vm["gic"];
+    KeyListBy(gic, "dist", "offset");
+    if (gic.contains("cpus") && gic["cpus"].is_array()) {
+      for (Json& cpu : gic["cpus"]) {
+        KeyListBy(cpu, "redist", "offset");
+        KeyListBy(cpu, "sysregs", "id");
+        KeyListBy(cpu, "levels", "intid");
+      }
+    }
+  }
+  if (vm.contains("its") && vm["its"].is_object()) KeyListBy(vm["its"], "regs", "offset");
 }
 
 std::vector<Difference> DiffJson(const Json& a, const Json& b, const JsonDiffOptions& options) {

@@ -554,6 +554,35 @@ TEST_F(ToolsCli, DiffPairsArm64RegistersByIdNotPosition) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("vcpus[0].sysregs.AMAIR_EL1: 0x7 -> "), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("MPIDR_EL1"), std::string::npos) << "a register after the extra one was shifted:\n" << r.out;
+
+  // The vGIC's lists too: the distributor's registers by offset.
+  auto derive_vm = [&](const std::string& name, const std::function<void(schema::aarch64::Gic::Builder)>& edit) {
+    testing::WriteFileBytes(Path(name), testing::RewriteManifest(base, [&](schema::Manifest::Builder m) {
+      edit(m.getVm().getAarch64().getGic());
+    }));
+    return Path(name);
+  };
+  auto reverse_dist = [](schema::aarch64::Gic::Builder g) {
+    std::vector<std::pair<uint32_t, uint32_t>> regs;
+    for (auto e : g.getDist()) regs.emplace_back(e.getOffset(), e.getValue());
+    ASSERT_GT(regs.size(), 1u);
+    for (unsigned i = 0; i < regs.size(); ++i) {
+      g.getDist()[i].setOffset(regs[regs.size() - 1 - i].first);
+      g.getDist()[i].setValue(regs[regs.size() - 1 - i].second);
+    }
+  };
+  r = Run("diff " + Quote(a) + " " + Quote(derive_vm("gic-reordered.vmsnap", reverse_dist)));
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  const std::string gic_changed = derive_vm("gic-changed.vmsnap", [&](schema::aarch64::Gic::Builder g) {
+    reverse_dist(g);
+    for (auto reg : g.getDist()) {
+      if (reg.getOffset() == 0x104) reg.setValue(0x7);
+    }
+  });
+  r = Run("diff --json " + Quote(a) + " " + Quote(gic_changed));
+  ASSERT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(json::parse(r.out)["differences"],
+            json::parse(R"([{"path":"vm.gic.dist.offset 0x104","a":"0x3","b":"0x7"}])"));
 }
 
 TEST_F(ToolsCli, IgnoreVolatileSkipsTimeBasedState) {
