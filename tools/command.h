@@ -22,6 +22,7 @@ void RegisterExport(CLI::App& app, int* exit_code);
 void RegisterRead(CLI::App& app, int* exit_code);
 void RegisterTranslate(CLI::App& app, int* exit_code);
 void RegisterImport(CLI::App& app, int* exit_code);
+void RegisterServe(CLI::App& app, int* exit_code);
 
 // Exit statuses, as README and docs/guest-abi.md state them.
 inline constexpr int kExitOk = 0;

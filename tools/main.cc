@@ -38,6 +38,7 @@ constexpr Entry kCommands[] = {
     {"read", vmsnap::cli::RegisterRead, vmsnap::cli::kExitError},
     {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
     {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
+    {"serve", vmsnap::cli::RegisterServe, vmsnap::cli::kExitError},
 };
 
 // SIGINT/SIGTERM/SIGHUP: remove the temporary file of any output being
