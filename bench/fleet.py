@@ -84,8 +84,14 @@ class Fleet:
                            stdout=subprocess.DEVNULL)
             vm.wait()
         else:
-            subprocess.run([self.vmsnap, "run", guest, "--mem-file", mem, "--serial", "/dev/null",
-                            "--snapshot-on-doorbell", out, *extra], check=True)
+            # The snapshot is renamed into place once complete; the clone
+            # guest idles for ever after it, so it is killed then.
+            vm = subprocess.Popen([self.vmsnap, "run", guest, "--mem-file", mem, "--serial", "/dev/null",
+                                   "--snapshot-on-doorbell", out, *extra])
+            wait_for(lambda: os.path.exists(out), 120, "the doorbell snapshot")
+            if vm.poll() is None:
+                vm.kill()
+            vm.wait()
         os.unlink(mem)
 
     def warm_start(self, sock, snap):

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -177,6 +178,12 @@ void Vmm::InheritLineage(const SnapshotChain* from, bool warm) {
 
 Status Vmm::StartGeneration() {
   size_t got = 0;
+  // Testing hook (docs/guest-abi.md): an all-zero ID, so that two runs of a
+  // deterministic guest leave the same memory.
+  if (const char* fixed = std::getenv("VMSNAP_TEST_FIXED_GENERATION_ID"); fixed && *fixed == '1') {
+    generation_id_.fill(0);
+    got = generation_id_.size();
+  }
   while (got < generation_id_.size()) {
     ssize_t n = ::getrandom(generation_id_.data() + got, generation_id_.size() - got, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -185,7 +192,7 @@ Status Vmm::StartGeneration() {
   }
   uint8_t* p = memory_->HostPtr(kGenerationIdAddr, generation_id_.size());
   if (p == nullptr) return Status::InvalidArgument("guest RAM does not hold the generation ID page");
-  // Under the lazy pager this write faults the page in from the snapshot
+  // Under the lazy pager this access faults the page in from the snapshot
   // first, so the bytes around the ID keep their saved contents.
   std::memcpy(p, generation_id_.data(), generation_id_.size());
   next_load_.generation_id = generation_id_;
@@ -367,13 +374,18 @@ Result<int> Vmm::Run() {
   }
   // The generation ID is written here, not at restore: a VM restored and
   // saved without running keeps the snapshot's memory exactly.
+  std::array<uint8_t, 16> before{};
+  if (const uint8_t* p = memory_->HostPtr(kGenerationIdAddr, before.size())) {
+    std::memcpy(before.data(), p, before.size());
+  }
   VMSNAP_RETURN_IF_ERROR(StartGeneration());
+  const bool generation_changed = before != generation_id_;
   // Memory as it is now is the base of the first incremental snapshot, but
   // for the ID just written (KVM does not see the VMM's own writes): an
   // incremental snapshot stores the ID this VM's guest saw.
   if (dirty_) {
     VMSNAP_RETURN_IF_ERROR(dirty_->Start());
-    dirty_->tracker().MarkDirty(kGenerationIdAddr, generation_id_.size());
+    if (generation_changed) dirty_->tracker().MarkDirty(kGenerationIdAddr, generation_id_.size());
   }
   StartVcpus();
   // Clients are served from this one loop, each request line gathered as
