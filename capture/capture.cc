@@ -91,17 +91,6 @@ Result<CaptureResult> WriteSnapshot(const std::string& path, ArchCapturer& arch,
   FullMemory full;
   MemorySource* source = options.memory ? options.memory : &full;
   VMSNAP_RETURN_IF_ERROR(source->Feed(sorted, *writer));
-  if (!options.loads.empty()) {
-    auto loads = m.initLoads(static_cast<unsigned>(options.loads.size()));
-    for (size_t i = 0; i < options.loads.size(); ++i) {
-      const LoadRecord& l = options.loads[i];
-      auto b = loads[static_cast<unsigned>(i)];
-      b.setGenerationId(capnp::Data::Reader(l.generation_id.data(), l.generation_id.size()));
-      if (l.snapshot_id) b.setSnapshotId(capnp::Data::Reader(l.snapshot_id->data(), l.snapshot_id->size()));
-      b.setTimeUnixNs(l.time_unix_ns);
-      b.setWarm(l.warm);
-    }
-  }
   auto stats = m.initSave();
   stats.setLive(options.live);
   stats.setRounds(options.rounds);

@@ -3,10 +3,8 @@
 // an ArchCapturer, its memory through GuestRegion views) into a .vmsnap file.
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,14 +40,6 @@ class FullMemory final : public MemorySource {
   Status Feed(std::span<const kvm::GuestRegion> regions, SnapshotWriter& writer) override;
 };
 
-// One entry of Manifest.loads.
-struct LoadRecord {
-  std::array<uint8_t, 16> generation_id{};
-  std::optional<std::array<uint8_t, 16>> snapshot_id;  // nullopt: a boot
-  int64_t time_unix_ns = 0;
-  bool warm = false;
-};
-
 struct CaptureOptions {
   WriterOptions writer;
   std::string tool_version = "unknown";
@@ -59,8 +49,6 @@ struct CaptureOptions {
   // SaveStats of a live save (capture/dirty/live.h): memory copy rounds.
   bool live = false;
   uint32_t rounds = 1;
-  // The VM's lineage (Manifest.loads), oldest first.
-  std::vector<LoadRecord> loads;
 };
 
 struct CaptureResult {

@@ -38,17 +38,6 @@ struct Manifest {
   vm @8 :VmState;
   devices @9 :List(DeviceState);
   save @10 :SaveStats;
-  loads @11 :List(LoadRecord);  # the VM's lineage, oldest first; empty in files before it existed
-}
-
-# One start in the lineage of the VM a snapshot was taken from: its boot
-# (`run`) or a load of a snapshot, with the generation ID the guest was given
-# then (docs/guest-abi.md, "Generation ID"). Informational.
-struct LoadRecord {
-  generationId @0 :Data;                 # 16 bytes
-  snapshotId @1 :Data;                   # the snapshot loaded (16 bytes); empty for a boot
-  timeUnixNs @2 :Int64 $Common.decimal;
-  warm @3 :Bool;                         # started in a warm VM (`vmsnap load --via`)
 }
 
 struct Creation {

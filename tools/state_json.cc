@@ -374,22 +374,6 @@ Result<Json> ManifestToJson(schema::Manifest::Reader m, const SnapshotFacts& fac
     created["time"] = IsoTime(m.getCreated().getTimeUnixNs());
     j["created"] = std::move(created);
     j["save"] = Walk(capnp::toDynamic(m.getSave()), "save", vol);
-    // Only files that have a lineage show one, so older files print as
-    // they always did.
-    if (m.getLoads().size() > 0) {
-      Json loads = Json::array();
-      for (auto l : m.getLoads()) {
-        Json e = Json::object();
-        auto g = l.getGenerationId();
-        e["generation_id"] = BytesHex(std::span<const uint8_t>(g.begin(), g.size()));
-        auto id = l.getSnapshotId();
-        e["snapshot_id"] = id.size() ? Json(BytesHex(std::span<const uint8_t>(id.begin(), id.size()))) : Json();
-        e["time"] = IsoTime(l.getTimeUnixNs());
-        e["warm"] = l.getWarm();
-        loads.push_back(std::move(e));
-      }
-      j["loads"] = std::move(loads);
-    }
     Json vcpus = Json::array();
     size_t i = 0;
     for (auto v : m.getVcpus()) {

@@ -151,29 +151,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Boot(const BootConfig& boot, const VmmOptions&
   for (auto& ops : vmm->vcpu_ops_) {
     VMSNAP_RETURN_IF_ERROR(SetupVcpu(*ops, boot.vcpus, vmm->memory_->total_size(), entry, cpuid));
   }
-  vmm->InheritLineage(nullptr, false);
   return vmm;
-}
-
-void Vmm::InheritLineage(const SnapshotChain* from, bool warm) {
-  loads_.clear();
-  next_load_ = capture::LoadRecord{};
-  next_load_.warm = warm;
-  if (from == nullptr) return;
-  for (auto l : from->leaf().manifest().getLoads()) {
-    capture::LoadRecord r;
-    auto g = l.getGenerationId();
-    std::memcpy(r.generation_id.data(), g.begin(), std::min(g.size(), r.generation_id.size()));
-    auto id = l.getSnapshotId();
-    if (id.size() == 16) {
-      r.snapshot_id.emplace();
-      std::memcpy(r.snapshot_id->data(), id.begin(), 16);
-    }
-    r.time_unix_ns = l.getTimeUnixNs();
-    r.warm = l.getWarm();
-    loads_.push_back(r);
-  }
-  next_load_.snapshot_id = from->leaf().id();
 }
 
 Status Vmm::StartGeneration() {
@@ -195,11 +173,6 @@ Status Vmm::StartGeneration() {
   // Under the lazy pager this access faults the page in from the snapshot
   // first, so the bytes around the ID keep their saved contents.
   std::memcpy(p, generation_id_.data(), generation_id_.size());
-  next_load_.generation_id = generation_id_;
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  next_load_.time_unix_ns = int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-  loads_.push_back(next_load_);
   return Status::Ok();
 }
 
@@ -299,7 +272,6 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
     Target target(*vmm, options);
     VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(shared, target, loader));
   }
-  vmm->InheritLineage(shared.get(), false);
   // The restored memory is SNAPSHOT's: incremental snapshots build on it.
   if (vmm->dirty_) {
     schema::Manifest::Reader m = shared->leaf().manifest();
@@ -362,9 +334,7 @@ Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, restore::Mem
   std::vector<kvm::x86::VcpuOps*> ops;
   for (auto& o : vcpu_ops_) ops.push_back(o.get());
   WarmTarget target(*vm_ops_, std::move(ops), memory_->views());
-  VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(chain, target, loader));
-  InheritLineage(chain.get(), true);
-  return Status::Ok();
+  return restore::RestoreInto(chain, target, loader);
 }
 
 Result<int> Vmm::Run() {

@@ -155,11 +155,8 @@ class Vmm {
   Status RegisterMemory();
   Status VmConfigured();
   Status CreateVcpus(int count);
-  // The lineage snapshots of this VM record (Manifest.loads): `from`'s, if
-  // it was loaded from a snapshot; Run() then adds this start.
-  void InheritLineage(const SnapshotChain* from, bool warm);
   // A fresh random generation ID, written to guest memory (boot.h) before
-  // the first instruction, and this start's entry in the lineage.
+  // the first instruction.
   Status StartGeneration();
   // vcpu_loop.cc
   void StartVcpus();
@@ -214,8 +211,6 @@ class Vmm {
   UniqueFd event_fd_;  // wakes the main thread: doorbells, stops
   std::atomic<int64_t> first_entry_ns_{0};
   std::array<uint8_t, 16> generation_id_{};
-  std::vector<capture::LoadRecord> loads_;
-  capture::LoadRecord next_load_;
 };
 
 }  // namespace vmsnap::vmm
