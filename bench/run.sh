@@ -7,6 +7,10 @@
 # (qemu-system-x86) and about 12 GiB free under WORK.
 #
 #   bench/run.sh [--runs N] [--sizes 1024,4096] [--work DIR] [--keep]
+#   bench/run.sh fleet [--starts 100] [--sizes 1024,4096] [--clones 50] [--work DIR]
+#
+# `fleet` measures warm starts (vmsnap serve / load --via) beside cold ones,
+# and clones sharing one raw snapshot (bench/fleet.py); it needs no QEMU.
 #
 # BUILD (default build-bench beside the sources) may name an existing build.
 set -eu
@@ -14,6 +18,11 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$SRC/build-bench}
 if [ ! -f "$BUILD/build.ninja" ]; then
   cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DVMSNAP_BUILD_TESTS=OFF >/dev/null
+fi
+if [ "${1:-}" = fleet ]; then
+  shift
+  ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_bench_fleet_guests >/dev/null
+  exec python3 "$SRC/bench/fleet.py" --build "$BUILD" "$@"
 fi
 ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest >/dev/null
 exec python3 "$SRC/bench/bench.py" --build "$BUILD" "$@"

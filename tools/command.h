@@ -22,6 +22,7 @@ void RegisterExport(CLI::App& app, int* exit_code);
 void RegisterRead(CLI::App& app, int* exit_code);
 void RegisterTranslate(CLI::App& app, int* exit_code);
 void RegisterImport(CLI::App& app, int* exit_code);
+void RegisterServe(CLI::App& app, int* exit_code);
 #ifdef VMSNAP_HAVE_STORE
 void RegisterPush(CLI::App& app, int* exit_code);
 void RegisterPull(CLI::App& app, int* exit_code);

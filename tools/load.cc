@@ -6,14 +6,19 @@
 #include "tools/command.h"
 
 #if defined(VMSNAP_HAVE_X86_KVM)
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <memory>
 
 #include "restore/memory/vmm_loader.h"
 #include "tools/progress.h"
 #include "tools/vmm_options.h"
+#include "vmm/serve.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::cli {
@@ -24,6 +29,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     std::string snapshot;
     VmmFlags vmm;
     std::string memory = "lazy";
+    std::string via;
   };
   auto args = std::make_shared<Args>();
   sub->add_option("SNAPSHOT", args->snapshot, "snapshot file (.vmsnap)")->required();
@@ -33,11 +39,36 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
                   "(userfaultfd) while background threads fill the rest; eager: decode all "
                   "memory on every core before the vCPUs start")
       ->check(CLI::IsMember({"eager", "lazy"}));
+  sub->add_option("--via", args->via,
+                  "start the snapshot in a warm VM of `vmsnap serve --control SOCKET` (lazy memory; only "
+                  "--serial applies)");
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap load: %s\n", msg.c_str());
       *exit_code = kExitVmmFailed;
     };
+    if (!args->via.empty()) {
+      if (!args->vmm.control.empty() || !args->vmm.doorbell.empty() || args->memory != "lazy") {
+        return fail("--via takes no --control, --snapshot-on-doorbell or --memory (the warm VM decides)");
+      }
+      char* abs = ::realpath(args->snapshot.c_str(), nullptr);
+      if (abs == nullptr) return fail("cannot open snapshot " + args->snapshot + ": " + std::strerror(errno));
+      std::string path = abs;
+      std::free(abs);
+      UniqueFd serial;
+      if (args->vmm.serial != "-" && !args->vmm.serial.empty()) {
+        serial.Reset(::open(args->vmm.serial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (!serial.valid()) {
+          return fail("cannot open serial output " + args->vmm.serial + ": " + std::strerror(errno));
+        }
+      }
+      std::fflush(stdout);
+      auto st = vmm::LoadVia(args->via, path, serial.valid() ? serial.get() : STDOUT_FILENO, STDERR_FILENO,
+                             [](const std::string& note) { std::fprintf(stderr, "vmsnap load: %s\n", note.c_str()); });
+      if (!st.ok()) return fail(st.status().message());
+      *exit_code = *st & 0xff;
+      return;
+    }
     auto options = ToVmmOptions(args->vmm);
     if (!options.ok()) return fail(options.status().message());
 

@@ -38,6 +38,7 @@ constexpr Entry kCommands[] = {
     {"read", vmsnap::cli::RegisterRead, vmsnap::cli::kExitError},
     {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
     {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
+    {"serve", vmsnap::cli::RegisterServe, vmsnap::cli::kExitError},
 #ifdef VMSNAP_HAVE_STORE
     {"push", vmsnap::cli::RegisterPush, vmsnap::cli::kExitError},
     {"pull", vmsnap::cli::RegisterPull, vmsnap::cli::kExitError},

@@ -26,6 +26,10 @@ inline constexpr uint64_t kStackSize = 0x4000;    // 16 KiB each
 inline constexpr int kMaxVcpus = static_cast<int>((kFlatLoadAddr - kStackArea) / kStackSize);
 inline constexpr uint64_t kTssAddr = 0xfffbd000;
 inline constexpr uint64_t kIdentityMapAddr = 0xfffbc000;
+// The guest's generation ID: 16 random bytes the VMM writes before the first
+// instruction of every `run` and `load`, in the GDT page's unused tail
+// (docs/guest-abi.md, "Generation ID").
+inline constexpr uint64_t kGenerationIdAddr = 0x1f00;
 
 // Loads `path` into guest memory; returns the entry point.
 Result<uint64_t> LoadImage(const std::string& path, GuestMemory& mem);

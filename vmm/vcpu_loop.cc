@@ -4,6 +4,7 @@
 // parks every vCPU at a consistent point for a snapshot.
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -180,6 +181,11 @@ void Vmm::VcpuLoop(size_t i) {
         if (stop_) break;
       }
       v.run()->immediate_exit = 0;
+    }
+    if (i == 0 && first_entry_ns_.load(std::memory_order_relaxed) == 0) {
+      timespec ts{};
+      ::clock_gettime(CLOCK_MONOTONIC, &ts);
+      first_entry_ns_.store(int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec);
     }
     auto r = v.Run();
     if (!r.ok()) {

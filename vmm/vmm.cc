@@ -7,12 +7,16 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "restore/x86_64/x86_restore.h"
@@ -24,6 +28,24 @@ namespace {
 
 // Control clients connected and not yet served; more are refused at once.
 constexpr size_t kMaxControlClients = 64;
+
+// The VM configuration of a boot, and of a warm VM (so that snapshots of
+// booted guests fit the warm ones).
+Result<kvm::x86::VmConfig> BootVmConfig(kvm::x86::RealVmOps& vm) {
+  kvm::x86::VmConfig config;
+  config.tss_addr = kTssAddr;
+  config.identity_map_addr = kIdentityMapAddr;
+  config.irqchip = true;
+  config.pit = true;
+  config.pit_flags = KVM_PIT_SPEAKER_DUMMY;
+  VMSNAP_ASSIGN_OR_RETURN(int payload, vm.CheckExtension(KVM_CAP_EXCEPTION_PAYLOAD));
+  if (payload > 0) {
+    // Exception payloads (CR2/DR6 of a pending #PF/#DB) then travel in
+    // kvm_vcpu_events instead of being applied early.
+    config.enabled_caps.push_back({KVM_CAP_EXCEPTION_PAYLOAD, "KVM_CAP_EXCEPTION_PAYLOAD", {1}});
+  }
+  return config;
+}
 
 }  // namespace
 
@@ -122,18 +144,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Boot(const BootConfig& boot, const VmmOptions&
   VMSNAP_RETURN_IF_ERROR(WriteBootStructures(*vmm->memory_));
   VMSNAP_ASSIGN_OR_RETURN(uint64_t entry, LoadImage(boot.image, *vmm->memory_));
 
-  kvm::x86::VmConfig config;
-  config.tss_addr = kTssAddr;
-  config.identity_map_addr = kIdentityMapAddr;
-  config.irqchip = true;
-  config.pit = true;
-  config.pit_flags = KVM_PIT_SPEAKER_DUMMY;
-  VMSNAP_ASSIGN_OR_RETURN(int payload, vmm->vm_ops_->CheckExtension(KVM_CAP_EXCEPTION_PAYLOAD));
-  if (payload > 0) {
-    // Exception payloads (CR2/DR6 of a pending #PF/#DB) then travel in
-    // kvm_vcpu_events instead of being applied early.
-    config.enabled_caps.push_back({KVM_CAP_EXCEPTION_PAYLOAD, "KVM_CAP_EXCEPTION_PAYLOAD", {1}});
-  }
+  VMSNAP_ASSIGN_OR_RETURN(kvm::x86::VmConfig config, BootVmConfig(*vmm->vm_ops_));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(config));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(boot.vcpus));
   VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, vmm->vm_ops_->SupportedCpuid());
@@ -141,6 +152,80 @@ Result<std::unique_ptr<Vmm>> Vmm::Boot(const BootConfig& boot, const VmmOptions&
     VMSNAP_RETURN_IF_ERROR(SetupVcpu(*ops, boot.vcpus, vmm->memory_->total_size(), entry, cpuid));
   }
   return vmm;
+}
+
+Status Vmm::StartGeneration() {
+  size_t got = 0;
+  // Testing hook (docs/guest-abi.md): an all-zero ID, so that two runs of a
+  // deterministic guest leave the same memory.
+  if (const char* fixed = std::getenv("VMSNAP_TEST_FIXED_GENERATION_ID"); fixed && *fixed == '1') {
+    generation_id_.fill(0);
+    got = generation_id_.size();
+  }
+  while (got < generation_id_.size()) {
+    ssize_t n = ::getrandom(generation_id_.data() + got, generation_id_.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno(errno, "getrandom (generation ID)");
+    got += size_t(n);
+  }
+  uint8_t* p = memory_->HostPtr(kGenerationIdAddr, generation_id_.size());
+  if (p == nullptr) return Status::InvalidArgument("guest RAM does not hold the generation ID page");
+  // Under the lazy pager this access faults the page in from the snapshot
+  // first, so the bytes around the ID keep their saved contents.
+  std::memcpy(p, generation_id_.data(), generation_id_.size());
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptions& options) {
+  if (shape.vcpus < 1 || shape.vcpus > kMaxVcpus) {
+    return Status::InvalidArgument("--vcpus must be between 1 and " + std::to_string(kMaxVcpus));
+  }
+  std::unique_ptr<Vmm> vmm(new Vmm());
+  VMSNAP_RETURN_IF_ERROR(vmm->Init(options));
+  // Anonymous and never touched: the lazy pager needs it so (it registers it
+  // with userfaultfd when the snapshot comes).
+  VMSNAP_ASSIGN_OR_RETURN(vmm->memory_, GuestMemory::Create(shape.mem_size, ""));
+  VMSNAP_ASSIGN_OR_RETURN(kvm::x86::VmConfig config, BootVmConfig(*vmm->vm_ops_));
+  VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(config));
+  VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(shape.vcpus));
+  return vmm;
+}
+
+std::string Vmm::WarmMismatch(const SnapshotChain& chain) const {
+  schema::Manifest::Reader m = chain.leaf().manifest();
+  if (m.getArch() != schema::Arch::X8664 || !m.getVm().isX8664()) return "it is not an x86_64 snapshot";
+  if (m.getVcpus().size() != vcpus_.size()) {
+    return "it has " + std::to_string(m.getVcpus().size()) + " vCPUs, the warm VMs " +
+           std::to_string(vcpus_.size());
+  }
+  auto regions = m.getMemory().getRegions();
+  const std::vector<kvm::GuestRegion> views = memory_->views();
+  uint64_t snap_total = 0;
+  for (auto r : regions) snap_total += r.getSize();
+  bool same = regions.size() == views.size();
+  for (size_t i = 0; same && i < views.size(); ++i) {
+    auto r = regions[static_cast<unsigned>(i)];
+    same = r.getSlot() == views[i].slot && r.getGuestPhysAddr() == views[i].gpa && r.getSize() == views[i].size &&
+           (r.getFlags() & ~uint32_t(KVM_MEM_LOG_DIRTY_PAGES)) == views[i].flags;
+  }
+  if (!same) {
+    return "its memory (" + std::to_string(snap_total >> 20) + " MiB in " + std::to_string(regions.size()) +
+           " regions) is not laid out as the warm VMs' (" + std::to_string(memory_->total_size() >> 20) +
+           " MiB in " + std::to_string(views.size()) + ")";
+  }
+  // The configuration must be exactly what the warm VM applied; the dirty
+  // ring's size is the old VMM's choice and is never replayed.
+  kvm::x86::VmConfig c = restore::x86::ConfigFromManifest(m.getVm().getX8664().getConfig());
+  const kvm::x86::VmConfig& w = vm_config_;
+  bool caps = c.enabled_caps.size() == w.enabled_caps.size();
+  for (size_t i = 0; caps && i < c.enabled_caps.size(); ++i) {
+    caps = c.enabled_caps[i].cap == w.enabled_caps[i].cap && c.enabled_caps[i].args == w.enabled_caps[i].args;
+  }
+  if (!caps || c.tss_addr != w.tss_addr || c.identity_map_addr != w.identity_map_addr || c.irqchip != w.irqchip ||
+      c.pit != w.pit || c.pit_flags != w.pit_flags) {
+    return "its VM configuration (capabilities, irqchip, PIT) differs from the warm VMs'";
+  }
+  return "";
 }
 
 // The VMM as the restore order (restore/restore.h) sees it.
@@ -199,13 +284,79 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
   return vmm;
 }
 
+namespace {
+
+// The restore order's VM configuration step for a warm VM: the
+// configuration is already in place (WarmMismatch checked it is the
+// snapshot's); every other step is the x86 restorer's.
+class WarmRestorer final : public restore::ArchRestorer {
+ public:
+  explicit WarmRestorer(restore::x86::X86Restorer& inner) : inner_(inner) {}
+  Status CheckHost(schema::Manifest::Reader m) override { return inner_.CheckHost(m); }
+  Status RestoreVmConfig(schema::Manifest::Reader) override { return Status::Ok(); }
+  Status CheckVcpus(schema::Manifest::Reader m) override { return inner_.CheckVcpus(m); }
+  Status RestoreState(schema::Manifest::Reader m) override { return inner_.RestoreState(m); }
+
+ private:
+  restore::x86::X86Restorer& inner_;
+};
+
+// A prepared VM as the restore order sees it: everything already exists.
+class WarmTarget final : public restore::RestoreTarget {
+ public:
+  WarmTarget(kvm::x86::RealVmOps& vm, std::vector<kvm::x86::VcpuOps*> vcpus, std::vector<kvm::GuestRegion> views)
+      : inner_(vm), outer_(inner_), vcpus_(std::move(vcpus)), views_(std::move(views)) {}
+  schema::Arch arch() const override { return schema::Arch::X8664; }
+  unsigned max_vcpus() const override { return static_cast<unsigned>(vcpus_.size()); }
+  Result<restore::ArchRestorer*> CreateVm() override { return &outer_; }
+  Result<std::vector<kvm::GuestRegion>> CreateMemory(const std::vector<kvm::GuestRegion>&) override {
+    return views_;
+  }
+  Status RegisterMemory() override { return Status::Ok(); }
+  Status CreateVcpus(unsigned count) override {
+    if (count != vcpus_.size()) return Status::Internal("warm VM has another vCPU count");
+    inner_.set_vcpus(vcpus_);
+    return Status::Ok();
+  }
+
+ private:
+  restore::x86::X86Restorer inner_;
+  WarmRestorer outer_;
+  std::vector<kvm::x86::VcpuOps*> vcpus_;
+  std::vector<kvm::GuestRegion> views_;
+};
+
+}  // namespace
+
+Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, restore::MemoryLoader* loader) {
+  std::string why = WarmMismatch(*chain);
+  if (!why.empty()) return Status::InvalidArgument("snapshot " + chain->leaf().path() + " does not fit: " + why);
+  std::vector<kvm::x86::VcpuOps*> ops;
+  for (auto& o : vcpu_ops_) ops.push_back(o.get());
+  WarmTarget target(*vm_ops_, std::move(ops), memory_->views());
+  return restore::RestoreInto(chain, target, loader);
+}
+
 Result<int> Vmm::Run() {
   UniqueFd listen_fd;
   if (!options_.control_socket.empty()) {
     VMSNAP_ASSIGN_OR_RETURN(listen_fd, ListenControl(options_.control_socket));
   }
-  // Memory as it is now is the base of the first incremental snapshot.
-  if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->Start());
+  // The generation ID is written here, not at restore: a VM restored and
+  // saved without running keeps the snapshot's memory exactly.
+  std::array<uint8_t, 16> before{};
+  if (const uint8_t* p = memory_->HostPtr(kGenerationIdAddr, before.size())) {
+    std::memcpy(before.data(), p, before.size());
+  }
+  VMSNAP_RETURN_IF_ERROR(StartGeneration());
+  const bool generation_changed = before != generation_id_;
+  // Memory as it is now is the base of the first incremental snapshot, but
+  // for the ID just written (KVM does not see the VMM's own writes): an
+  // incremental snapshot stores the ID this VM's guest saw.
+  if (dirty_) {
+    VMSNAP_RETURN_IF_ERROR(dirty_->Start());
+    if (generation_changed) dirty_->tracker().MarkDirty(kGenerationIdAddr, generation_id_.size());
+  }
   StartVcpus();
   // Clients are served from this one loop, each request line gathered as
   // its bytes arrive and bounded by a deadline from the moment it connects:
@@ -222,6 +373,8 @@ Result<int> Vmm::Run() {
   for (;;) {
     std::vector<pollfd> fds{{event_fd_.get(), POLLIN, 0}};
     if (listen_fd.valid()) fds.push_back({listen_fd.get(), POLLIN, 0});
+    const size_t hangup_at = fds.size();
+    if (options_.hangup_fd >= 0) fds.push_back({options_.hangup_fd, POLLRDHUP, 0});
     const size_t first_client = fds.size();
     int timeout_ms = -1;
     const Clock::time_point now = Clock::now();
@@ -239,6 +392,9 @@ Result<int> Vmm::Run() {
       uint64_t v;
       ssize_t r = ::read(event_fd_.get(), &v, sizeof v);
       (void)r;
+    }
+    if (n > 0 && options_.hangup_fd >= 0 && (fds[hangup_at].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+      Stop(std::nullopt, Status::Io("the client that started this VM went away"));
     }
     int doorbells = 0;
     {

@@ -6,6 +6,7 @@
 // devices.cc, control.cc, save.cc.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -57,6 +58,17 @@ struct VmmOptions {
   std::function<SaveProgressFn()> doorbell_progress;
   // Told of a doorbell snapshot that failed (the VM goes on); empty: ignored.
   std::function<void(const Status&)> report;
+  // A socket whose peer owns this VM (`vmsnap load --via`): when the peer
+  // hangs up, the VM ends at once. -1: none.
+  int hangup_fd = -1;
+};
+
+// What a warm VM (`vmsnap serve`) is made with before any snapshot is known:
+// a snapshot restores into it only if it has the same memory layout, vCPU
+// count and VM configuration (WarmMismatch).
+struct WarmShape {
+  uint64_t mem_size = 64ull << 20;
+  int vcpus = 1;
 };
 
 // A `save` over the control socket.
@@ -90,6 +102,13 @@ class Vmm {
   // Restores SNAPSHOT into a new VM. `loader` fills memory (nullptr: eager).
   static Result<std::unique_ptr<Vmm>> Restore(const std::string& snapshot, const VmmOptions& options,
                                               restore::MemoryLoader* loader = nullptr);
+  // A warm VM: KVM VM, memory slots, irqchip, PIT and vCPUs, as Boot makes
+  // them for `shape`, with untouched memory, waiting for RestoreWarm.
+  static Result<std::unique_ptr<Vmm>> Prepare(const WarmShape& shape, const VmmOptions& options);
+  // Why `chain` cannot be restored into this prepared VM, or "" when it can.
+  std::string WarmMismatch(const SnapshotChain& chain) const;
+  // Restores `chain` into this prepared VM (WarmMismatch must be "").
+  Status RestoreWarm(std::shared_ptr<const SnapshotChain> chain, restore::MemoryLoader* loader);
   ~Vmm();
   Vmm(const Vmm&) = delete;
   Vmm& operator=(const Vmm&) = delete;
@@ -117,6 +136,13 @@ class Vmm {
   kvm::x86::VcpuOps& vcpu_ops(size_t i) { return *vcpu_ops_[i]; }
   kvm::x86::VmOps& vm_ops() { return *vm_ops_; }
   kvm::Vm& vm() { return *vm_; }
+  // CLOCK_MONOTONIC (ns) when vCPU 0 first entered KVM_RUN; 0 before.
+  // See VmmOptions::hangup_fd; for a VM prepared before its client was known.
+  void set_hangup_fd(int fd) { options_.hangup_fd = fd; }
+  int64_t first_entry_ns() const { return first_entry_ns_.load(); }
+  // The generation ID Run() gave the guest before its first instruction
+  // (docs/guest-abi.md, "Generation ID").
+  const std::array<uint8_t, 16>& generation_id() const { return generation_id_; }
 
  private:
   Vmm() = default;
@@ -129,6 +155,9 @@ class Vmm {
   Status RegisterMemory();
   Status VmConfigured();
   Status CreateVcpus(int count);
+  // A fresh random generation ID, written to guest memory (boot.h) before
+  // the first instruction.
+  Status StartGeneration();
   // vcpu_loop.cc
   void StartVcpus();
   void JoinVcpus();
@@ -180,6 +209,8 @@ class Vmm {
   int pending_doorbells_ = 0;
   int doorbell_seq_ = 0;
   UniqueFd event_fd_;  // wakes the main thread: doorbells, stops
+  std::atomic<int64_t> first_entry_ns_{0};
+  std::array<uint8_t, 16> generation_id_{};
 };
 
 }  // namespace vmsnap::vmm

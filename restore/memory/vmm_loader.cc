@@ -29,6 +29,19 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
                               std::span<const kvm::GuestRegion> regions) {
   Stop();
   chain_ = std::move(chain);
+  mapped_ = false;
+  if (map_raw_) {
+    // Refused before anything is mapped when the file is not all raw.
+    Status s = MapCopyOnWrite(*chain_, regions);
+    if (s.ok()) {
+      mapped_ = true;
+      return s;
+    }
+    if (s.code() != Code::kUnsupported) {
+      chain_.reset();
+      return s;
+    }
+  }
   auto pager = LazyPager::Start(*chain_, regions, options_);
   if (!pager.ok()) {
     chain_.reset();

@@ -30,9 +30,18 @@ class ParallelEagerLoader final : public restore::MemoryLoader {
 // the same snapshot (checked to be the same file by snapshot id). Keep the
 // loader alive while the VM runs and call Stop() before guest memory is
 // unmapped.
+//
+// A snapshot whose memory is one layer stored raw and page-aligned
+// (`--compress none`) is mapped copy-on-write from its file instead
+// (MapCopyOnWrite): nothing is read or copied before the guest touches it, and
+// every VM loaded from that file shares its page cache until it writes.
+// Such pages are not checked against their chunk checksums when the guest
+// reads them (`vmsnap verify` checks a file); `map_raw = false` pages them
+// through the pager, which checks every block.
 class LazyLoader final : public restore::MemoryLoader {
  public:
-  explicit LazyLoader(LazyOptions options = {}) : options_(std::move(options)) {}
+  explicit LazyLoader(LazyOptions options = {}, bool map_raw = true)
+      : options_(std::move(options)), map_raw_(map_raw) {}
   ~LazyLoader() override { Stop(); }
   Status Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) override;
   Status LoadShared(std::shared_ptr<const SnapshotChain> chain,
@@ -44,9 +53,13 @@ class LazyLoader final : public restore::MemoryLoader {
   }
   void Abandon() override { Stop(); }
   LazyPager* pager() { return pager_.get(); }
+  // Whether the last load mapped the file instead of starting the pager.
+  bool mapped() const { return mapped_; }
 
  private:
   LazyOptions options_;
+  bool map_raw_ = true;
+  bool mapped_ = false;
   std::shared_ptr<const SnapshotChain> chain_;
   std::unique_ptr<LazyPager> pager_;
 };

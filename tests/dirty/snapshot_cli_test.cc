@@ -36,7 +36,19 @@ constexpr uint64_t kDataPages = 512;
 std::string Guest(const std::string& name) { return std::string(VMSNAP_DIRTY_GUEST_DIR) + "/" + name + ".elf"; }
 
 // The end-to-end fixture (tests/cli_fixture.h).
-class DirtyCli : public CliTest {};
+// Two runs of a guest are compared page by page, so every start writes the
+// same (zero) generation ID instead of a random one.
+class DirtyCli : public CliTest {
+ protected:
+  void SetUp() override {
+    ::setenv("VMSNAP_TEST_FIXED_GENERATION_ID", "1", 1);
+    CliTest::SetUp();
+  }
+  void TearDown() override {
+    CliTest::TearDown();
+    ::unsetenv("VMSNAP_TEST_FIXED_GENERATION_ID");
+  }
+};
 
 // Guest-physical addresses of the pages a snapshot defines itself.
 std::set<uint64_t> DefinedPages(const SnapshotReader& r) {

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Fleet-start benchmark (docs/performance.md, "Warm start"): warm starts
+through `vmsnap serve` / `vmsnap load --via` beside cold lazy `vmsnap load`,
+alternated in one run so that both see the same machine:
+
+- start: from the request (connect, for a warm start; fork+exec, for a cold
+  one) to the guest's first serial byte, which is its first instruction
+  (bench/guest.S), over --starts starts of each;
+- exit: the whole `vmsnap load [--via]` process of a guest that exits right
+  after its snapshot point (bench/exit_guest.S), over --starts runs of each;
+- clones: --clones concurrent `vmsnap load`s of one 1 GiB snapshot stored
+  raw (`--compress none`, so each maps it copy-on-write), each guest writing
+  32 MiB and then idling (bench/clone_guest.S): the time until every guest
+  has started, and the total PSS of their processes (/proc/PID/smaps_rollup).
+
+Run through `bench/run.sh fleet` (which builds first); prints a Markdown table.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+MiB = 1 << 20
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
+    return xs[k]
+
+
+def wait_for(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Fleet:
+    def __init__(self, a):
+        self.a = a
+        self.vmsnap = os.path.join(a.build, "tools", "vmsnap")
+        self.spin = os.path.join(a.build, "bench", "bench_guest.bin")
+        self.exit_guest = os.path.join(a.build, "bench", "exit_guest.bin")
+        self.clone_guest = os.path.join(a.build, "bench", "clone_guest.bin")
+        self.mkimage = os.path.join(a.build, "bench", "vmsnap_bench_mkimage")
+        os.makedirs(a.work, exist_ok=True)
+
+    def path(self, name):
+        return os.path.join(self.a.work, name)
+
+    def image(self, mib):
+        img = self.path(f"fleet-image-{mib}M.raw")
+        subprocess.run([self.mkimage, img, str(mib)], check=True, capture_output=True)
+        return img
+
+    def snapshot(self, guest, img, out, spin, extra=()):
+        """Runs GUEST over a copy of IMG and saves it: over the control socket
+        for the spinning guest, at the doorbell for the exit guest."""
+        mem = self.path("fleet-mem.raw")
+        shutil.copyfile(img, mem)
+        if os.path.exists(out):
+            os.unlink(out)
+        if spin:
+            sock = self.path("fleet-save.sock")
+            vm = subprocess.Popen([self.vmsnap, "run", guest, "--mem-file", mem, "--serial", "/dev/null",
+                                   "--control", sock])
+            wait_for(lambda: os.path.exists(sock), 60, "the control socket")
+            time.sleep(0.2)
+            subprocess.run([self.vmsnap, "save", "--control", sock, "--stop", out], check=True,
+                           stdout=subprocess.DEVNULL)
+            vm.wait()
+        else:
+            # The snapshot is renamed into place once complete; the clone
+            # guest idles for ever after it, so it is killed then.
+            vm = subprocess.Popen([self.vmsnap, "run", guest, "--mem-file", mem, "--serial", "/dev/null",
+                                   "--snapshot-on-doorbell", out, *extra])
+            wait_for(lambda: os.path.exists(out), 120, "the doorbell snapshot")
+            if vm.poll() is None:
+                vm.kill()
+            vm.wait()
+        os.unlink(mem)
+
+    def warm_start(self, sock, snap):
+        r, w = os.pipe()
+        t0 = time.monotonic()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock)
+        req = json.dumps({"cmd": "load", "snapshot": snap}).encode() + b"\n"
+        socket.send_fds(s, [req], [w, 2])
+        b = os.read(r, 1)
+        t = time.monotonic() - t0
+        os.close(w)
+        s.close()  # the worker sees the hang-up and ends the VM
+        os.close(r)
+        if not b:
+            raise RuntimeError("warm start printed nothing")
+        return t
+
+    def cold_start(self, snap):
+        t0 = time.monotonic()
+        vm = subprocess.Popen([self.vmsnap, "load", snap, "--serial", "-"], stdout=subprocess.PIPE)
+        b = vm.stdout.read(1)
+        t = time.monotonic() - t0
+        vm.send_signal(signal.SIGKILL)
+        vm.wait()
+        vm.stdout.close()
+        if not b:
+            raise RuntimeError("cold start printed nothing")
+        return t
+
+    def whole(self, args):
+        t0 = time.monotonic()
+        rc = subprocess.run([self.vmsnap, "load", *args, "--serial", "/dev/null"]).returncode
+        t = time.monotonic() - t0
+        if rc != 0:
+            raise RuntimeError(f"vmsnap load {' '.join(args)} exited {rc}")
+        return t
+
+    def clones(self, n):
+        img = self.image(1024)
+        snap = self.path("fleet-clone-1024M.vmsnap")
+        self.snapshot(self.clone_guest, img, snap, spin=False, extra=["--compress", "none"])
+        os.unlink(img)
+        # Read once, so every clone finds the file in the page cache, as
+        # clones of a snapshot in use do.
+        subprocess.run(["cat", snap], stdout=subprocess.DEVNULL, check=True)
+        procs = []
+        t0 = time.monotonic()
+        for _ in range(n):
+            procs.append(subprocess.Popen([self.vmsnap, "load", snap, "--serial", "-"], stdout=subprocess.PIPE))
+        started = []
+        for p in procs:
+            if p.stdout.read(1) != b"\n":
+                raise RuntimeError("a clone did not start")
+            started.append(time.monotonic() - t0)
+        for p in procs:
+            if p.stdout.read(2) != b"w\n":
+                raise RuntimeError("a clone did not write its memory")
+        time.sleep(1)  # idle
+        pss_kib = 0
+        for p in procs:
+            with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss_kib += int(line.split()[1])
+        for p in procs:
+            p.kill()
+            p.wait()
+            p.stdout.close()
+        if not self.a.keep:
+            os.unlink(snap)
+        return {"clones": n, "all_started_s": max(started), "pss_total_mib": pss_kib / 1024,
+                "pss_budget_mib": 1024 + n * 40}
+
+    def run(self):
+        res = {"date": time.strftime("%Y-%m-%d"), "loadavg_before": open("/proc/loadavg").read().split()[0],
+               "cpus": os.cpu_count(), "starts": self.a.starts, "sizes": {}}
+        for mib in self.a.sizes:
+            img = self.image(mib)
+            spin_snap = self.path(f"fleet-spin-{mib}M.vmsnap")
+            exit_snap = self.path(f"fleet-exit-{mib}M.vmsnap")
+            self.snapshot(self.spin, img, spin_snap, spin=True)
+            self.snapshot(self.exit_guest, img, exit_snap, spin=False)
+            os.unlink(img)
+            sock = self.path("fleet.sock")
+            srv = subprocess.Popen([self.vmsnap, "serve", "--control", sock, "--pool", str(self.a.pool),
+                                    "--mem", f"{mib}M"])
+            r = {k: [] for k in ("warm_start", "cold_start", "warm_exit", "cold_exit")}
+            try:
+                wait_for(lambda: os.path.exists(sock), 60, "the serve socket")
+                time.sleep(1)
+                for i in range(self.a.starts):
+                    # Alternated, with a pause that lets the pool refill.
+                    r["warm_start"].append(self.warm_start(sock, spin_snap))
+                    time.sleep(self.a.gap)
+                    r["cold_start"].append(self.cold_start(spin_snap))
+                    time.sleep(self.a.gap)
+                    r["warm_exit"].append(self.whole(["--via", sock, exit_snap]))
+                    time.sleep(self.a.gap)
+                    r["cold_exit"].append(self.whole([exit_snap]))
+                    time.sleep(self.a.gap)
+                    if (i + 1) % 10 == 0:
+                        log(f"{mib} MiB: {i + 1}/{self.a.starts}: warm start "
+                            f"{statistics.median(r['warm_start']) * 1e3:.2f} ms median")
+            finally:
+                srv.send_signal(signal.SIGTERM)
+                srv.wait()
+            stats = {}
+            for k, xs in r.items():
+                stats[k] = {"p50_ms": pct(xs, 50) * 1e3, "p99_ms": pct(xs, 99) * 1e3,
+                            "min_ms": min(xs) * 1e3, "max_ms": max(xs) * 1e3}
+            res["sizes"][str(mib)] = {"stats": stats, "raw": r,
+                                      "stored_bytes": os.path.getsize(exit_snap)}
+            if not self.a.keep:
+                os.unlink(spin_snap)
+                os.unlink(exit_snap)
+        if self.a.clones:
+            res["clones"] = self.clones(self.a.clones)
+        res["loadavg_after"] = open("/proc/loadavg").read().split()[0]
+        with open(self.path("fleet-results.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        print(table(res))
+
+
+def table(res):
+    out = [f"Fleet start, {res['date']}, {res['cpus']} CPUs, {res['starts']} starts of each, alternated "
+           f"(load average {res['loadavg_before']} before, {res['loadavg_after']} after)", "",
+           "| RAM | measure | warm p50 | warm p99 | cold p50 | cold p99 | cold/warm (p50) | target (warm) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for mib, v in res["sizes"].items():
+        s = v["stats"]
+        g = f"{int(mib) // 1024} GiB" if int(mib) >= 1024 else f"{mib} MiB"
+        for what, w, c, tgt in (("request to first guest instruction", "warm_start", "cold_start",
+                                 "p50 <= 2 ms, p99 <= 5 ms"),
+                                ("whole `load` of a guest that exits at once", "warm_exit", "cold_exit",
+                                 "p50 <= 3 ms, p99 <= 8 ms")):
+            out.append(f"| {g} | {what} | {s[w]['p50_ms']:.2f} ms | {s[w]['p99_ms']:.2f} ms | "
+                       f"{s[c]['p50_ms']:.2f} ms | {s[c]['p99_ms']:.2f} ms | "
+                       f"{s[c]['p50_ms'] / s[w]['p50_ms']:.1f}x | {tgt} |")
+    c = res.get("clones")
+    if c:
+        out += ["", f"{c['clones']} clones of a 1 GiB raw snapshot, each writing 32 MiB then idling: all started "
+                f"in {c['all_started_s'] * 1e3:.0f} ms (target <= 1000 ms); total PSS {c['pss_total_mib']:.0f} MiB "
+                f"(target <= {c['pss_budget_mib']} MiB)"]
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--build", required=True)
+    p.add_argument("--work", default="/var/tmp/vmsnap-bench")
+    p.add_argument("--sizes", default="1024,4096", help="guest memory sizes in MiB")
+    p.add_argument("--starts", type=int, default=100)
+    p.add_argument("--pool", type=int, default=2)
+    p.add_argument("--gap", type=float, default=0.05, help="seconds between two measurements")
+    p.add_argument("--clones", type=int, default=50, help="0: skip the clone measurement")
+    p.add_argument("--keep", action="store_true")
+    a = p.parse_args()
+    a.sizes = [int(s) for s in a.sizes.split(",")]
+    Fleet(a).run()
+
+
+if __name__ == "__main__":
+    main()

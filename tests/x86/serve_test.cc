@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: MIT
+// `vmsnap serve` and `vmsnap load --via` on real KVM: a warm start prints and
+// exits as a plain load does, a snapshot of another shape falls back to a
+// cold start and says so once, concurrent clients each get their own VM, and
+// bad or vanishing clients leave the server serving. Also the generation ID:
+// every run and load gives the guest a fresh one.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/cli_fixture.h"
+
+namespace vmsnap::testing {
+namespace {
+
+std::string Guest(const std::string& name) { return std::string(VMSNAP_GUEST_DIR) + "/" + name; }
+
+// The IDs in the guest's "genid before:" / "genid after:" lines.
+std::vector<std::string> Ids(const std::string& out, const std::string& which) {
+  std::vector<std::string> ids;
+  std::regex re("genid " + which + ": ([0-9a-f]{32})\n");
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator(); ++it) {
+    ids.push_back((*it)[1]);
+  }
+  return ids;
+}
+
+// Children of `pid` (the warm VMs' processes of a server).
+std::vector<pid_t> Children(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::vector<pid_t> kids;
+  for (pid_t k; in >> k;) kids.push_back(k);
+  return kids;
+}
+
+// Sends `data` on a fresh connection to `sock` and returns the first line
+// of the reply ("" if none within 10 s).
+std::string RawRequest(const std::string& sock, const std::string& data) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, sock.c_str(), sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += size_t(n);
+  }
+  std::string line;
+  char c;
+  while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
+  ::close(fd);
+  return line;
+}
+
+class Serve : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    run_ = Run("run " + Guest("genid.elf") + " --mem 64M --snapshot-on-doorbell snap{n}.vmsnap");
+    ASSERT_EQ(run_.status, 42) << run_.err;
+  }
+  pid_t StartServer(const std::string& mem, int pool = 2) {
+    pid_t pid = Spawn({"serve", "--control", Path("pool.sock"), "--pool", std::to_string(pool), "--mem", mem});
+    EXPECT_TRUE(WaitForSocket(Path("pool.sock")));
+    return pid;
+  }
+  // `load --via`, with stderr in its own file so that threads may call it.
+  RunResult Via(const std::string& tag, int timeout_s = 60) {
+    const std::string err = Path("err-" + tag + ".txt");
+    std::string cmd = "cd " + dir_ + " && timeout " + std::to_string(timeout_s) + " " + VMSNAP_BIN +
+                      " load --via pool.sock snap1.vmsnap 2>" + err;
+    RunResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    int st = ::pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r.err = ReadFile(err);
+    return r;
+  }
+  RunResult run_;
+};
+
+TEST_F(Serve, EveryRunAndLoadGivesTheGuestAFreshGenerationId) {
+  // A VM keeps its ID across its own doorbell snapshot; each load is a new
+  // clone and gets a new one.
+  auto before = Ids(run_.out, "before"), after = Ids(run_.out, "after");
+  ASSERT_EQ(before.size(), 1u) << run_.out;
+  ASSERT_EQ(after.size(), 1u) << run_.out;
+  EXPECT_EQ(before[0], after[0]);
+  RunResult a = Run("load snap1.vmsnap");
+  RunResult b = Run("load snap1.vmsnap");
+  ASSERT_EQ(a.status, 42) << a.err;
+  ASSERT_EQ(b.status, 42) << b.err;
+  auto ia = Ids(a.out, "after"), ib = Ids(b.out, "after");
+  ASSERT_EQ(ia.size(), 1u) << a.out;
+  ASSERT_EQ(ib.size(), 1u) << b.out;
+  EXPECT_TRUE(Ids(a.out, "before").empty()) << "a load resumes after the doorbell";
+  std::set<std::string> all{before[0], ia[0], ib[0]};
+  EXPECT_EQ(all.size(), 3u) << before[0] << " " << ia[0] << " " << ib[0];
+  EXPECT_EQ(all.count(std::string(32, '0')), 0u);
+}
+
+TEST_F(Serve, WarmLoadPrintsAndExitsAsAPlainLoad) {
+  StartServer("64M");
+  RunResult cold = Run("load snap1.vmsnap");
+  RunResult warm = Via("warm");
+  ASSERT_EQ(cold.status, 42) << cold.err;
+  EXPECT_EQ(warm.status, 42) << warm.err;
+  EXPECT_EQ(warm.err, "");
+  // Same output but for the ID, which differs.
+  std::regex id("[0-9a-f]{32}");
+  EXPECT_EQ(std::regex_replace(warm.out, id, "ID"), std::regex_replace(cold.out, id, "ID"));
+  ASSERT_EQ(Ids(warm.out, "after").size(), 1u);
+  EXPECT_NE(Ids(warm.out, "after")[0], Ids(cold.out, "after")[0]);
+  // --serial sends the output to a file instead.
+  RunResult to_file = Run("load --via pool.sock snap1.vmsnap --serial serial.txt");
+  EXPECT_EQ(to_file.status, 42) << to_file.err;
+  EXPECT_EQ(to_file.out, "");
+  EXPECT_EQ(Ids(ReadFile(Path("serial.txt")), "after").size(), 1u);
+}
+
+TEST_F(Serve, SnapshotOfAnotherShapeStartsColdAndSaysSoOnce) {
+  StartServer("32M");
+  RunResult r = Via("cold");
+  EXPECT_EQ(r.status, 42) << r.err;
+  EXPECT_EQ(Ids(r.out, "after").size(), 1u) << r.out;
+  size_t first = r.err.find("cold start");
+  ASSERT_NE(first, std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("cold start", first + 1), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("64 MiB"), std::string::npos) << r.err;
+}
+
+TEST_F(Serve, ConcurrentClientsEachGetTheirOwnVm) {
+  // 200 warm starts from 4 clients at once through one socket.
+  const int kClients = 4, kEach = 50;
+  const pid_t server = StartServer("64M", 2);
+  std::vector<std::vector<RunResult>> results(kClients);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      for (int i = 0; i < kEach; ++i) results[c].push_back(Via(std::to_string(c)));
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  for (const auto& rs : results) {
+    for (const RunResult& r : rs) {
+      EXPECT_EQ(r.status, 42) << r.err;
+      auto id = Ids(r.out, "after");
+      ASSERT_EQ(id.size(), 1u) << r.out << r.err;
+      ids.insert(id[0]);
+    }
+  }
+  // A VM handed to two clients would have restored twice into one guest:
+  // every start has its own generation ID.
+  EXPECT_EQ(ids.size(), size_t(kClients * kEach));
+  // The pool returns to its size: two idle warm VMs, nothing left behind.
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (Children(server).size() != 2 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(Children(server).size(), 2u);
+}
+
+TEST_F(Serve, BadAndVanishingClientsLeaveTheServerServing) {
+  const pid_t server = StartServer("64M", 1);
+  EXPECT_NE(RawRequest(Path("pool.sock"), "not json\n").find("\"ok\":false"), std::string::npos);
+  EXPECT_NE(RawRequest(Path("pool.sock"), "{\"cmd\":\"load\",\"snapshot\":\"/x\"}\n").find("descriptors"),
+            std::string::npos);
+  EXPECT_NE(RawRequest(Path("pool.sock"), std::string(70 * 1024, 'x')).find("longer than"), std::string::npos);
+  // A client killed while its guest starts.
+  for (int i = 0; i < 3; ++i) {
+    pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("snap1.vmsnap"), "--serial", "/dev/null"});
+    std::this_thread::sleep_for(std::chrono::milliseconds(i * 5));
+    ::kill(c, SIGKILL);
+    Wait(c);
+  }
+  RunResult r = Via("after");
+  EXPECT_EQ(r.status, 42) << r.err;
+  EXPECT_EQ(Ids(r.out, "after").size(), 1u);
+  EXPECT_EQ(::kill(server, 0), 0) << "the server ended";
+}
+
+}  // namespace
+}  // namespace vmsnap::testing

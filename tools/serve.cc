@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT
+// vmsnap serve: keeps a pool of warm VMs that `vmsnap load --via` starts
+// snapshots in (docs/guest-abi.md, "Warm start").
+#include <cstdio>
+#include <string>
+
+#include "tools/command.h"
+
+#if defined(VMSNAP_HAVE_X86_KVM)
+#include "tools/vmm_options.h"
+#include "vmm/serve.h"
+
+namespace vmsnap::cli {
+
+void RegisterServe(CLI::App& app, int* exit_code) {
+  CLI::App* sub = app.add_subcommand(
+      "serve", "Keep warm VMs ready on a control socket; `vmsnap load --via SOCKET` starts a snapshot in one");
+  struct Args {
+    std::string control;
+    int pool = 1;
+    std::string mem = "64M";
+    int vcpus = 1;
+  };
+  auto args = std::make_shared<Args>();
+  sub->add_option("--control", args->control, "the socket clients connect to (created mode 0600)")->required();
+  sub->add_option("--pool", args->pool, "warm VMs kept ready")->required();
+  sub->add_option("--mem", args->mem, "guest RAM of each warm VM, with optional K/M/G suffix (default 64M)");
+  sub->add_option("--vcpus", args->vcpus, "vCPUs of each warm VM (default 1)");
+  sub->callback([args, exit_code] {
+    auto fail = [exit_code](const std::string& msg) {
+      std::fprintf(stderr, "vmsnap serve: %s\n", msg.c_str());
+      *exit_code = kExitError;
+    };
+    vmm::ServeOptions o;
+    o.socket = args->control;
+    o.pool = args->pool;
+    auto mem = ParseSize(args->mem);
+    if (!mem.ok()) return fail(mem.status().message());
+    o.shape.mem_size = *mem;
+    o.shape.vcpus = args->vcpus;
+    o.tool_version = VMSNAP_VERSION;
+    if (args->pool < 1 || args->pool > 256) return fail("--pool must be between 1 and 256");
+    Status s = vmm::Serve(o);
+    if (!s.ok()) return fail(s.message());
+    *exit_code = kExitOk;
+  });
+}
+
+}  // namespace vmsnap::cli
+
+#else  // no x86-64 KVM in this build (portable cross builds)
+
+namespace vmsnap::cli {
+
+void RegisterServe(CLI::App& app, int* exit_code) {
+  CLI::App* sub = app.add_subcommand("serve", "(needs an x86-64 host with KVM)");
+  sub->allow_extras();
+  sub->callback([exit_code] {
+    std::fprintf(stderr, "vmsnap serve: this build has no x86-64 KVM support\n");
+    *exit_code = kExitError;
+  });
+}
+
+}  // namespace vmsnap::cli
+
+#endif

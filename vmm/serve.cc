@@ -1,0 +1,413 @@
+// SPDX-License-Identifier: MIT
+// The warm pool (see serve.h). The server process only accepts connections
+// and hands each one to a ready worker over a socketpair; each worker is a
+// forked process that prepared its own KVM VM (a VM belongs to the process
+// that created it), reads the client's request and descriptors itself,
+// restores the snapshot, runs the guest, replies with its exit status and
+// exits. The server forks a replacement as soon as a worker is taken.
+#include "vmm/serve.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "restore/memory/vmm_loader.h"
+#include "vmm/control.h"
+
+namespace vmsnap::vmm {
+namespace {
+
+// Connections accepted while no worker is ready wait here (the pool is
+// being refilled); beyond this the listen backlog holds them.
+constexpr size_t kMaxWaiting = 64;
+// The descriptors a `load` request carries: serial output, then messages.
+constexpr int kRequestFds = 2;
+
+Status SendFd(int sock, char tag, int fd) {
+  char data = tag;
+  iovec iov{&data, 1};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (fd >= 0) {
+    msg.msg_control = ctl;
+    msg.msg_controllen = sizeof ctl;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  for (;;) {
+    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
+    if (errno != EINTR) return Status::FromErrno(errno, "sendmsg");
+  }
+}
+
+// recvmsg of up to `len` bytes; descriptors that came with them are
+// appended to `fds` (at most `max_fds`; any beyond are closed).
+ssize_t RecvWithFds(int sock, char* buf, size_t len, std::vector<UniqueFd>& fds, size_t max_fds) {
+  iovec iov{buf, len};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 8)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl;
+  msg.msg_controllen = sizeof ctl;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t k = 0; k < count; ++k) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+      UniqueFd owned(fd);
+      if (fds.size() < max_fds) fds.push_back(std::move(owned));
+    }
+  }
+  return n;
+}
+
+std::string HexBytes(const uint8_t* p, size_t n) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) {
+    s.push_back(kDigits[p[i] >> 4]);
+    s.push_back(kDigits[p[i] & 15]);
+  }
+  return s;
+}
+
+void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
+
+[[noreturn]] void Fail(int client, const std::string& error) {
+  Reply(client, {{"ok", false}, {"error", error}});
+  ::_exit(0);
+}
+
+// A worker with its client: reads the request, runs the guest, replies, and
+// ends the process without unwinding anything (the client already has its
+// exit status; the kernel releases the VM's memory after that).
+[[noreturn]] void ServeClient(UniqueFd client, std::unique_ptr<Vmm> warm, const VmmOptions& vopts) {
+  const int cfd = client.get();
+  timeval tv{5, 0};
+  ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string line;
+  std::vector<UniqueFd> fds;
+  std::vector<char> buf(kMaxRequestLine + 1);
+  for (;;) {
+    ssize_t n = RecvWithFds(cfd, buf.data(), buf.size(), fds, kRequestFds);
+    if (n <= 0) {
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) Fail(cfd, "no complete request line within 5 s");
+      ::_exit(0);  // the client went away before asking anything
+    }
+    line.append(buf.data(), size_t(n));
+    size_t nl = line.find('\n');
+    if (nl != std::string::npos) {
+      line.resize(nl);
+      break;
+    }
+    if (line.size() > kMaxRequestLine) {
+      Fail(cfd, "request line longer than " + std::to_string(kMaxRequestLine) + " bytes");
+    }
+  }
+  nlohmann::json req = nlohmann::json::parse(line, nullptr, false);
+  if (req.is_discarded() || !req.is_object()) Fail(cfd, "request is not a JSON object");
+  auto cmd = req.find("cmd");
+  if (cmd == req.end() || !cmd->is_string() || *cmd != "load") {
+    Fail(cfd, "this socket serves only {\"cmd\":\"load\",\"snapshot\":PATH}");
+  }
+  for (auto it = req.begin(); it != req.end(); ++it) {
+    if (it.key() != "cmd" && it.key() != "snapshot") Fail(cfd, "unknown request field \"" + it.key() + "\"");
+  }
+  auto snap = req.find("snapshot");
+  if (snap == req.end() || !snap->is_string() || snap->get<std::string>().empty()) {
+    Fail(cfd, "\"snapshot\" must be a non-empty string");
+  }
+  const std::string path = *snap;
+  if (path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
+  if (fds.size() != size_t(kRequestFds)) {
+    Fail(cfd, "a load request carries 2 descriptors (serial output, messages); got " + std::to_string(fds.size()));
+  }
+  // The guest's serial output and our messages go where the client's would.
+  if (::dup2(fds[0].get(), STDOUT_FILENO) < 0 || ::dup2(fds[1].get(), STDERR_FILENO) < 0) {
+    Fail(cfd, std::string("dup2: ") + std::strerror(errno));
+  }
+  fds.clear();
+
+  // As `vmsnap load`: a pager error before the VM runs is Restore's to
+  // explain; once it runs, it ends the VM (a vCPU waiting for that page
+  // cannot be woken with a wrong one).
+  struct PagerState {
+    std::mutex mu;
+    bool running = false;
+    Status pending;
+  };
+  static PagerState ps;
+  memory::LazyOptions lo;
+  lo.on_error = [cfd](const Status& s) {
+    {
+      std::lock_guard<std::mutex> lock(ps.mu);
+      if (!ps.running) {
+        ps.pending = s;
+        return;
+      }
+    }
+    std::fflush(stdout);
+    Fail(cfd, "stopping the VM: " + s.message());
+  };
+  // Never destroyed: the process ends with _exit while it may still fill.
+  auto* loader = new memory::LazyLoader(std::move(lo));
+
+  auto chain = restore::OpenSnapshot(path);
+  if (!chain.ok()) Fail(cfd, chain.status().message());
+  auto shared = std::make_shared<const SnapshotChain>(std::move(chain).value());
+  std::string why = warm->WarmMismatch(*shared);
+  std::unique_ptr<Vmm> vm;
+  const bool is_warm = why.empty();
+  if (is_warm) {
+    Status s = warm->RestoreWarm(shared, loader);
+    if (!s.ok()) Fail(cfd, s.message());
+    vm = std::move(warm);
+  } else {
+    Reply(cfd, {{"note", "snapshot " + path + " does not fit the warm VMs (" + why + "): cold start"}});
+    warm.reset();
+    VmmOptions cold = vopts;
+    auto r = Vmm::Restore(path, cold, loader);
+    if (!r.ok()) Fail(cfd, r.status().message());
+    vm = std::move(r).value();
+  }
+  {
+    std::lock_guard<std::mutex> lock(ps.mu);
+    if (!ps.pending.ok()) Fail(cfd, ps.pending.message());
+    ps.running = true;
+  }
+  vm->set_hangup_fd(cfd);
+  auto status = vm->Run();
+  std::fflush(stdout);
+  if (!status.ok()) Fail(cfd, status.status().message());
+  Reply(cfd, {{"ok", true},
+              {"exit_status", *status & 0xff},
+              {"warm", is_warm},
+              {"first_entry_ns", vm->first_entry_ns()},
+              {"generation_id", HexBytes(vm->generation_id().data(), vm->generation_id().size())}});
+  ::_exit(0);
+}
+
+// The worker's life: prepare, say ready, wait for a client, serve it.
+[[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o) {
+  // While idle a worker dies with the server; once it has a client it
+  // belongs to that client.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != server) ::_exit(0);
+  VmmOptions vopts;
+  vopts.serial = "-";
+  vopts.kvm_device = o.kvm_device;
+  vopts.tool_version = o.tool_version;
+  vopts.dirty_tracking = capture::dirty::Mode::kOff;
+  auto warm = Vmm::Prepare(o.shape, vopts);
+  if (!warm.ok()) {
+    std::string m = "E" + warm.status().message();
+    (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL);
+    ::_exit(1);
+  }
+  if (!SendFd(chan.get(), 'R', -1).ok()) ::_exit(0);
+  char tag = 0;
+  std::vector<UniqueFd> got;
+  ssize_t n = RecvWithFds(chan.get(), &tag, 1, got, 1);
+  if (n <= 0 || tag != 'C' || got.size() != 1) ::_exit(0);  // the server ended
+  ::prctl(PR_SET_PDEATHSIG, 0);
+  chan.Reset();
+  ServeClient(std::move(got[0]), std::move(warm).value(), vopts);
+}
+
+struct Worker {
+  pid_t pid = -1;
+  UniqueFd chan;
+  bool ready = false;
+};
+
+}  // namespace
+
+Status Serve(const ServeOptions& o) {
+  if (o.pool < 1) return Status::InvalidArgument("--pool must be at least 1");
+  // Workers are reaped by the kernel; a client that vanishes is no signal.
+  ::signal(SIGCHLD, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_set, old_set;
+  sigemptyset(&stop_set);
+  sigaddset(&stop_set, SIGINT);
+  sigaddset(&stop_set, SIGTERM);
+  ::sigprocmask(SIG_BLOCK, &stop_set, &old_set);
+  UniqueFd sig(::signalfd(-1, &stop_set, SFD_CLOEXEC));
+  if (!sig.valid()) return Status::FromErrno(errno, "signalfd");
+  VMSNAP_ASSIGN_OR_RETURN(UniqueFd listen_fd, ListenControl(o.socket));
+  // Accepted at once: accept() then never blocks the loop.
+  ::fcntl(listen_fd.get(), F_SETFL, ::fcntl(listen_fd.get(), F_GETFL) | O_NONBLOCK);
+  const pid_t self = ::getpid();
+  std::vector<Worker> workers;
+  std::deque<UniqueFd> waiting;
+
+  auto spawn = [&]() -> Status {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      return Status::FromErrno(errno, "socketpair");
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return Status::FromErrno(errno, "fork");
+    }
+    if (pid == 0) {
+      // Nothing of the server's stays open here: an idle worker must see
+      // its channel close when the server ends, and no client connection
+      // may be held by a process that does not serve it.
+      ::close(sv[0]);
+      sig.Reset();
+      listen_fd.Reset();
+      for (Worker& w : workers) w.chan.Reset();
+      waiting.clear();
+      ::signal(SIGCHLD, SIG_DFL);
+      ::sigprocmask(SIG_SETMASK, &old_set, nullptr);
+      RunWorker(UniqueFd(sv[1]), self, o);
+    }
+    ::close(sv[1]);
+    workers.push_back(Worker{pid, UniqueFd(sv[0]), false});
+    return Status::Ok();
+  };
+
+  Status result;
+  for (int i = 0; i < o.pool && result.ok(); ++i) result = spawn();
+  while (result.ok()) {
+    std::vector<pollfd> fds{{sig.get(), POLLIN, 0}};
+    const bool accepting = waiting.size() < kMaxWaiting;
+    fds.push_back({accepting ? listen_fd.get() : -1, POLLIN, 0});
+    for (const Worker& w : workers) fds.push_back({w.chan.get(), POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      result = Status::FromErrno(errno, "poll");
+      break;
+    }
+    if (fds[0].revents & POLLIN) break;
+    for (size_t i = 0; i < workers.size(); ++i) {
+      if (!(fds[2 + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char msg[4096];
+      ssize_t n = ::recv(workers[i].chan.get(), msg, sizeof msg, MSG_DONTWAIT);
+      if (n > 0 && msg[0] == 'R') {
+        workers[i].ready = true;
+      } else if (n > 0 && msg[0] == 'E') {
+        result = Status::Kvm("cannot prepare a warm VM: " + std::string(msg + 1, size_t(n - 1)));
+      } else if (n == 0 || (n < 0 && errno != EAGAIN)) {
+        result = Status::Internal("a warm VM's process (pid " + std::to_string(workers[i].pid) +
+                                  ") ended while idle");
+      }
+    }
+    if (accepting && (fds[1].revents & POLLIN)) {
+      for (;;) {
+        int c = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) break;
+        waiting.emplace_back(c);
+        if (waiting.size() >= kMaxWaiting) break;
+      }
+    }
+    // Hand each waiting client to a ready worker, and refill at once.
+    while (!waiting.empty() && result.ok()) {
+      size_t w = 0;
+      while (w < workers.size() && !workers[w].ready) ++w;
+      if (w == workers.size()) break;
+      Status s = SendFd(workers[w].chan.get(), 'C', waiting.front().get());
+      if (!s.ok()) {
+        // That worker died since it said ready: it is replaced below, and
+        // the client waits for the next one.
+        workers[w].ready = false;
+        ::kill(workers[w].pid, SIGKILL);
+      } else {
+        waiting.pop_front();
+      }
+      workers.erase(workers.begin() + long(w));
+      result = spawn();
+    }
+  }
+  workers.clear();  // idle workers see their channel close and exit
+  ::unlink(o.socket.c_str());
+  ::sigprocmask(SIG_SETMASK, &old_set, nullptr);
+  return result;
+}
+
+Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int serial_fd, int err_fd,
+                    const std::function<void(const std::string&)>& on_note) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (socket.empty() || socket.size() >= sizeof a.sun_path) {
+    return Status::InvalidArgument("socket path '" + socket + "' is empty or too long");
+  }
+  std::memcpy(a.sun_path, socket.c_str(), socket.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Status::FromErrno(errno, "socket");
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    return Status::FromErrno(errno, "cannot connect to " + socket);
+  }
+  std::string line = nlohmann::json{{"cmd", "load"}, {"snapshot", snapshot}}.dump() + "\n";
+  iovec iov{line.data(), line.size()};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kRequestFds)] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl;
+  msg.msg_controllen = sizeof ctl;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * kRequestFds);
+  const int pass[kRequestFds] = {serial_fd, err_fd};
+  std::memcpy(CMSG_DATA(c), pass, sizeof pass);
+  // The line is short: one sendmsg carries all of it with the descriptors.
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != ssize_t(line.size())) return Status::FromErrno(errno, "sending the request to " + socket);
+  for (;;) {
+    auto reply = ReadLine(fd.get());
+    if (!reply.ok()) {
+      return Status::Io(socket + " closed the connection before the guest's exit status");
+    }
+    nlohmann::json j = nlohmann::json::parse(*reply, nullptr, false);
+    if (!j.is_object()) return Status::Io("unreadable reply from " + socket);
+    if (j.contains("note") && j["note"].is_string()) {
+      if (on_note) on_note(j["note"].get<std::string>());
+      continue;
+    }
+    if (j.value("ok", false) && j.contains("exit_status") && j["exit_status"].is_number_integer()) {
+      return j["exit_status"].get<int>();
+    }
+    if (j.contains("error") && j["error"].is_string()) return Status::Io(j["error"].get<std::string>());
+    return Status::Io("unreadable reply from " + socket);
+  }
+}
+
+}  // namespace vmsnap::vmm
