@@ -215,7 +215,7 @@ std::string Vmm::WarmMismatch(const SnapshotChain& chain) const {
   }
   // The configuration must be exactly what the warm VM applied; the dirty
   // ring's size is the old VMM's choice and is never replayed.
-  kvm::x86::VmConfig c = restore::x86::ConfigFromManifest(m.getVm().getX8664().getConfig());
+  kvm::x86::VmConfig c = state::x86::Decode(m.getVm().getX8664().getConfig());
   const kvm::x86::VmConfig& w = vm_config_;
   bool caps = c.enabled_caps.size() == w.enabled_caps.size();
   for (size_t i = 0; caps && i < c.enabled_caps.size(); ++i) {
