@@ -188,8 +188,10 @@ class ReaderImpl final : public SnapshotReader {
                                      std::to_string(chunks_.size()) + " chunks)");
     }
     const ChunkInfo& c = chunks_[index];
+    // A chunk that stores nothing owns no bytes; its offset is not checked
+    // against the file and must not be used.
+    if (c.stored_length == 0) return std::span<const uint8_t>();
     std::span<const uint8_t> stored = bytes_.subspan(c.file_offset, c.stored_length);
-    if (c.stored_length == 0) return stored;
     uint64_t sum = layout::Checksum(stored.data(), stored.size());
     if (sum != c.checksum) {
       return Status::Corruption(ChunkName(index, c, page_size_) + ": checksum mismatch (manifest says " +
