@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string>
 
+#include "base/cache_dir.h"
 #include "tools/command.h"
 
 #if defined(VMSNAP_HAVE_X86_KVM)
@@ -100,6 +101,8 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         ::_exit(kExitVmmFailed);
       };
       auto l = std::make_unique<memory::LazyLoader>(std::move(lo));
+      // Raw snapshots are mapped, verified once per file state.
+      if (auto stamps = UserCacheDir("verified"); stamps.ok()) l->set_stamp_dir(*stamps);
       lazy = l.get();
       loader = std::move(l);
     } else {

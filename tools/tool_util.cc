@@ -11,6 +11,7 @@
 #ifdef VMSNAP_HAVE_STORE
 #include "store/chunk_store.h"
 #endif
+#include "base/cache_dir.h"
 #include "tools/progress.h"
 
 namespace vmsnap::tools {
@@ -59,17 +60,9 @@ int ResolveSnapshotArg(std::string& arg, std::string_view command, int exit_code
 #ifdef VMSNAP_HAVE_STORE
   auto url = store::ParseStoreUrl(arg, /*name_required=*/true);
   if (!url.ok()) return Fail(command, "", url.status(), exit_code);
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const std::string dir = (xdg && *xdg ? std::string(xdg) : std::string(home && *home ? home : "/tmp") + "/.cache") +
-                          "/vmsnap/store/" + url->pool;
-  // mkdir -p, private to the user.
-  for (size_t at = 1; at != std::string::npos; at = dir.find('/', at + 1)) {
-    const std::string part = dir.substr(0, dir.find('/', at + 1) == std::string::npos ? dir.size() : dir.find('/', at + 1));
-    if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Fail(command, "", Status::FromErrno(errno, "create the store cache " + part), exit_code);
-    }
-  }
+  auto cache = UserCacheDir("store/" + url->pool);
+  if (!cache.ok()) return Fail(command, "", cache.status(), exit_code);
+  const std::string dir = *cache;
   auto st = store::OpenStore(*url, "");
   if (!st.ok()) return Fail(command, "", st.status(), exit_code);
   ProgressBar bar("fetching", 0);

@@ -5,6 +5,7 @@
 // that created it), reads the client's request and descriptors itself,
 // restores the snapshot, runs the guest, replies with its exit status and
 // exits. The server forks a replacement as soon as a worker is taken.
+#include "base/cache_dir.h"
 #include "vmm/serve.h"
 
 #include <fcntl.h>
@@ -179,6 +180,8 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
   };
   // Never destroyed: the process ends with _exit while it may still fill.
   auto* loader = new memory::LazyLoader(std::move(lo));
+  // Raw snapshots are mapped, verified once per file state.
+  if (auto stamps = UserCacheDir("verified"); stamps.ok()) loader->set_stamp_dir(*stamps);
 
   auto chain = restore::OpenSnapshot(path);
   if (!chain.ok()) Fail(cfd, chain.status().message());

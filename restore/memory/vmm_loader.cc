@@ -2,6 +2,12 @@
 // restore::MemoryLoader adapters over LoadEager and LazyPager.
 #include "restore/memory/vmm_loader.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
 #include "format/layout.h"
 
 namespace vmsnap::memory {
@@ -25,13 +31,58 @@ Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRe
   return LoadShared(std::make_shared<const SnapshotChain>(std::move(own).value()), regions);
 }
 
+namespace {
+
+// One layer, every chunk raw: what MapCopyOnWrite can map.
+bool MappableRaw(const SnapshotChain& chain) {
+  if (chain.layers().size() != 1) return false;
+  for (const ChunkInfo& c : chain.leaf().chunk_index()) {
+    if (c.compressed) return false;
+  }
+  return true;
+}
+
+std::string StampOf(const struct stat& st) {
+  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + " " +
+         std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec) + "\n";
+}
+
+// Verifies the snapshot file unless `stamp_dir` remembers it verified in
+// exactly its present state; remembers a success there (best effort).
+Status VerifiedOnce(const SnapshotReader& r, const std::string& stamp_dir) {
+  struct stat st {};
+  if (::stat(r.path().c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + r.path());
+  const std::string stamp = StampOf(st);
+  const std::string file = stamp_dir.empty() ? "" : stamp_dir + "/" + layout::IdToHex(r.id());
+  if (!file.empty()) {
+    std::ifstream in(file);
+    std::string line;
+    if (std::getline(in, line) && line + "\n" == stamp) return Status::Ok();
+  }
+  VMSNAP_RETURN_IF_ERROR(r.VerifyAll());
+  if (!file.empty()) {
+    const std::string tmp = file + ".tmp-" + std::to_string(::getpid());
+    std::ofstream(tmp) << stamp;
+    if (::rename(tmp.c_str(), file.c_str()) != 0) ::unlink(tmp.c_str());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
                               std::span<const kvm::GuestRegion> regions) {
   Stop();
   chain_ = std::move(chain);
   mapped_ = false;
-  if (map_raw_) {
-    // Refused before anything is mapped when the file is not all raw.
+  if (map_raw_ && MappableRaw(*chain_)) {
+    // A mapped page reaches the guest unchecked: the file is checked first.
+    Status v = VerifiedOnce(chain_->leaf(), stamp_dir_);
+    if (!v.ok()) {
+      chain_.reset();
+      return v;
+    }
     Status s = MapCopyOnWrite(*chain_, regions);
     if (s.ok()) {
       mapped_ = true;

@@ -35,9 +35,13 @@ class ParallelEagerLoader final : public restore::MemoryLoader {
 // (`--compress none`) is mapped copy-on-write from its file instead
 // (MapCopyOnWrite): nothing is read or copied before the guest touches it, and
 // every VM loaded from that file shares its page cache until it writes.
-// Such pages are not checked against their chunk checksums when the guest
-// reads them (`vmsnap verify` checks a file); `map_raw = false` pages them
-// through the pager, which checks every block.
+// Before the first such mapping the whole file is verified (every chunk's
+// checksum, as `vmsnap verify` does); with a stamp directory the success is
+// remembered there under the snapshot id, with the file's device, inode,
+// size, mtime and ctime, so later loads of the unchanged file map it at once
+// and any change to it (which moves its ctime) verifies it again. Without a
+// stamp directory every load verifies. `map_raw = false` pages through the
+// pager instead, which checks each block as it fills it.
 class LazyLoader final : public restore::MemoryLoader {
  public:
   explicit LazyLoader(LazyOptions options = {}, bool map_raw = true)
@@ -53,6 +57,8 @@ class LazyLoader final : public restore::MemoryLoader {
   }
   void Abandon() override { Stop(); }
   LazyPager* pager() { return pager_.get(); }
+  // Where verified files are remembered (empty: verify on every load).
+  void set_stamp_dir(std::string dir) { stamp_dir_ = std::move(dir); }
   // Whether the last load mapped the file instead of starting the pager.
   bool mapped() const { return mapped_; }
 
@@ -60,6 +66,7 @@ class LazyLoader final : public restore::MemoryLoader {
   LazyOptions options_;
   bool map_raw_ = true;
   bool mapped_ = false;
+  std::string stamp_dir_;
   std::shared_ptr<const SnapshotChain> chain_;
   std::unique_ptr<LazyPager> pager_;
 };

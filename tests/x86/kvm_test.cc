@@ -394,6 +394,28 @@ TEST_F(KvmTest, BadInputExits125) {
                                                      ASSERT_GT(x.size(), 0u);
                                                      x[0].setValue(x[0].getValue() | (1ull << 62));
                                                    }));
+  // A raw snapshot is mapped copy-on-write, so its pages reach the guest
+  // unchecked: the file is verified before the first mapping, and again
+  // whenever it changed since. A damaged byte in memory is refused.
+  {
+    const std::vector<std::string> cache = {"XDG_CACHE_HOME=" + Path("cache")};
+    ASSERT_EQ(Vmsnap({"run", Guest("allpages.elf"), "--mem", "64M", "--serial", Path("s3"), "--compress", "none",
+                      "--snapshot-on-doorbell", Path("raw.vmsnap")}).status, 0);
+    Proc ok = Vmsnap({"load", Path("raw.vmsnap"), "--serial", Path("s4")}, cache);
+    EXPECT_EQ(ok.status, 0) << ok.err;
+    EXPECT_EQ(ReadFile(Path("s4")), "allpages: ok\n");
+    // Changed in place after it was verified once (its ctime moves).
+    std::string bytes = ReadFile(Path("raw.vmsnap"));
+    const size_t at = bytes.size() / 2;
+    {
+      std::fstream f(Path("raw.vmsnap"), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(long(at));
+      f.put(char(bytes[at] ^ 0x5a));
+    }
+    Proc bad = Vmsnap({"load", Path("raw.vmsnap"), "--serial", Path("s5")}, cache);
+    ExpectOneLineError(bad, "checksum");
+    EXPECT_EQ(ReadFile(Path("s5")), "");
+  }
   for (const char* mode : {"lazy", "eager"}) {
     Proc p = Vmsnap({"load", Path("bad-xcr0.vmsnap"), "--memory", mode});
     ExpectOneLineError(p, "KVM_SET_XCRS");
