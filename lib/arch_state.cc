@@ -3,6 +3,8 @@
 // layout and the answers naming a snapshot.
 #include "lib/arch_state.h"
 
+#include <algorithm>
+
 #include <cstdio>
 
 #include "lib/internal.h"
@@ -69,6 +71,17 @@ std::string IdHex(uint64_t id) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%016llx", static_cast<unsigned long long>(id));
   return buf;
+}
+
+Status CheckOneRegsStored(const std::vector<OneReg>& given, const std::vector<uint64_t>& asked, size_t vcpu,
+                          const char* arch) {
+  for (const OneReg& r : given) {
+    if (std::find(asked.begin(), asked.end(), r.id) == asked.end()) {
+      return Status::InvalidArgument("vCPU " + std::to_string(vcpu) + ": register " + IdHex(r.id) +
+                                     " of VMSNAP_ONE_REGS is not one " + arch + " snapshot stores");
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace vmsnap::capi

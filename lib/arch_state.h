@@ -90,4 +90,10 @@ int StoreExact(std::optional<T>& slot, const void* buf, size_t size, const char*
   return Ok();
 }
 
+// The registers a caller gave in VMSNAP_ONE_REGS that the capture did not
+// ask for (`asked`) would be dropped silently: InvalidArgument naming the
+// first, for the `arch` ("a ppc64") snapshot being written.
+Status CheckOneRegsStored(const std::vector<OneReg>& given, const std::vector<uint64_t>& asked, size_t vcpu,
+                          const char* arch);
+
 }  // namespace vmsnap::capi

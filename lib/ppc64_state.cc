@@ -204,12 +204,7 @@ class PpcWriter final : public ArchWriter {
       return st.Context("VMSNAP_PPC64_HTAB");
     }
     for (size_t i = 0; i < vcpus_.size(); ++i) {
-      for (const OneReg& r : vcpus_[i]->one) {
-        if (std::find(vcpus_[i]->asked.begin(), vcpus_[i]->asked.end(), r.id) == vcpus_[i]->asked.end()) {
-          return Status::InvalidArgument("vCPU " + std::to_string(i) + ": register " + IdHex(r.id) +
-                                         " of VMSNAP_ONE_REGS is not one a ppc64 snapshot stores");
-        }
-      }
+      VMSNAP_RETURN_IF_ERROR(CheckOneRegsStored(vcpus_[i]->one, vcpus_[i]->asked, i, "a ppc64"));
     }
     return Status::Ok();
   }

@@ -278,12 +278,7 @@ class S390Writer final : public ArchWriter {
       return st;
     }
     for (size_t i = 0; i < vcpus_.size(); ++i) {
-      for (const OneReg& r : vcpus_[i]->one) {
-        if (std::find(vcpus_[i]->asked.begin(), vcpus_[i]->asked.end(), r.id) == vcpus_[i]->asked.end()) {
-          return Status::InvalidArgument("vCPU " + std::to_string(i) + ": register " + IdHex(r.id) +
-                                         " of VMSNAP_ONE_REGS is not one an s390x snapshot stores");
-        }
-      }
+      VMSNAP_RETURN_IF_ERROR(CheckOneRegsStored(vcpus_[i]->one, vcpus_[i]->asked, i, "an s390x"));
     }
     return Status::Ok();
   }

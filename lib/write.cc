@@ -17,18 +17,6 @@ using namespace vmsnap::capi;
 
 namespace {
 
-template <typename T>
-int Store(std::optional<T>& slot, const void* buf, size_t size, const char* name) {
-  if (size != sizeof(T)) {
-    return Invalid(std::string(name) + ": expected " + std::to_string(sizeof(T)) + " bytes, got " +
-                   std::to_string(size));
-  }
-  T v;
-  std::memcpy(&v, buf, sizeof v);
-  slot = v;
-  return Ok();
-}
-
 int CheckUsable(vmsnap_writer* w, const char* call) {
   if (!w) return Invalid(std::string(call) + ": writer is NULL");
   if (w->finished) return Invalid(std::string(call) + ": the writer was committed or failed; only vmsnap_writer_free may follow");
@@ -146,17 +134,17 @@ int vmsnap_writer_set_vcpu_state(vmsnap_writer* w, uint32_t vcpu, vmsnap_state w
   }
   StateVcpuOps& v = *w->vcpus[vcpu];
   switch (what) {
-    case VMSNAP_X86_MP_STATE: return Store(v.mp, buf, size, "VMSNAP_X86_MP_STATE");
-    case VMSNAP_X86_REGS: return Store(v.regs, buf, size, "VMSNAP_X86_REGS");
-    case VMSNAP_X86_SREGS: return Store(v.sregs, buf, size, "VMSNAP_X86_SREGS");
-    case VMSNAP_X86_SREGS2: return Store(v.sregs2, buf, size, "VMSNAP_X86_SREGS2");
+    case VMSNAP_X86_MP_STATE: return StoreExact(v.mp, buf, size, "VMSNAP_X86_MP_STATE");
+    case VMSNAP_X86_REGS: return StoreExact(v.regs, buf, size, "VMSNAP_X86_REGS");
+    case VMSNAP_X86_SREGS: return StoreExact(v.sregs, buf, size, "VMSNAP_X86_SREGS");
+    case VMSNAP_X86_SREGS2: return StoreExact(v.sregs2, buf, size, "VMSNAP_X86_SREGS2");
     case VMSNAP_X86_XSAVE:
       if (size < 512) return Invalid("VMSNAP_X86_XSAVE: an XSAVE area is at least 512 bytes, got " + std::to_string(size));
       v.xsave = std::vector<uint8_t>(static_cast<const uint8_t*>(buf), static_cast<const uint8_t*>(buf) + size);
       return Ok();
-    case VMSNAP_X86_XCRS: return Store(v.xcrs, buf, size, "VMSNAP_X86_XCRS");
-    case VMSNAP_X86_DEBUGREGS: return Store(v.debugregs, buf, size, "VMSNAP_X86_DEBUGREGS");
-    case VMSNAP_X86_LAPIC: return Store(v.lapic, buf, size, "VMSNAP_X86_LAPIC");
+    case VMSNAP_X86_XCRS: return StoreExact(v.xcrs, buf, size, "VMSNAP_X86_XCRS");
+    case VMSNAP_X86_DEBUGREGS: return StoreExact(v.debugregs, buf, size, "VMSNAP_X86_DEBUGREGS");
+    case VMSNAP_X86_LAPIC: return StoreExact(v.lapic, buf, size, "VMSNAP_X86_LAPIC");
     case VMSNAP_X86_MSRS: {
       if (size % sizeof(kvm_msr_entry)) {
         return Invalid("VMSNAP_X86_MSRS: size " + std::to_string(size) + " is not a multiple of 16");
@@ -167,7 +155,7 @@ int vmsnap_writer_set_vcpu_state(vmsnap_writer* w, uint32_t vcpu, vmsnap_state w
       for (const auto& m : e) v.msrs[m.index] = m.data;
       return Ok();
     }
-    case VMSNAP_X86_EVENTS: return Store(v.events, buf, size, "VMSNAP_X86_EVENTS");
+    case VMSNAP_X86_EVENTS: return StoreExact(v.events, buf, size, "VMSNAP_X86_EVENTS");
     case VMSNAP_X86_CPUID: {
       if (size % sizeof(kvm_cpuid_entry2)) {
         return Invalid("VMSNAP_X86_CPUID: size " + std::to_string(size) + " is not a multiple of 40");
@@ -177,7 +165,7 @@ int vmsnap_writer_set_vcpu_state(vmsnap_writer* w, uint32_t vcpu, vmsnap_state w
       v.cpuid = std::move(e);
       return Ok();
     }
-    case VMSNAP_X86_TSC_KHZ: return Store(v.tsc_khz, buf, size, "VMSNAP_X86_TSC_KHZ");
+    case VMSNAP_X86_TSC_KHZ: return StoreExact(v.tsc_khz, buf, size, "VMSNAP_X86_TSC_KHZ");
     default:
       return Invalid("vmsnap_writer_set_vcpu_state: " + std::to_string(static_cast<int>(what)) +
                      " is not x86_64 per-vCPU state");
@@ -194,7 +182,7 @@ int vmsnap_writer_set_vm_state(vmsnap_writer* w, vmsnap_state what, const void* 
   switch (what) {
     case VMSNAP_X86_VM_CONFIG: {
       std::optional<vmsnap_x86_vm_config> c;
-      if (int rc = Store(c, buf, size, "VMSNAP_X86_VM_CONFIG")) return rc;
+      if (int rc = StoreExact(c, buf, size, "VMSNAP_X86_VM_CONFIG")) return rc;
       w->config = ConfigFromC(*c);
       return Ok();
     }
@@ -202,15 +190,15 @@ int vmsnap_writer_set_vm_state(vmsnap_writer* w, vmsnap_state what, const void* 
     case VMSNAP_X86_PIC_SLAVE:
     case VMSNAP_X86_IOAPIC: {
       std::optional<kvm_irqchip> chip;
-      if (int rc = Store(chip, buf, size, "irqchip state (struct kvm_irqchip)")) return rc;
+      if (int rc = StoreExact(chip, buf, size, "irqchip state (struct kvm_irqchip)")) return rc;
       chip->chip_id = what == VMSNAP_X86_PIC_MASTER ? KVM_IRQCHIP_PIC_MASTER
                       : what == VMSNAP_X86_PIC_SLAVE ? KVM_IRQCHIP_PIC_SLAVE
                                                      : KVM_IRQCHIP_IOAPIC;
       w->irqchips[chip->chip_id] = *chip;
       return Ok();
     }
-    case VMSNAP_X86_PIT: return Store(w->pit, buf, size, "VMSNAP_X86_PIT");
-    case VMSNAP_X86_CLOCK: return Store(w->clock, buf, size, "VMSNAP_X86_CLOCK");
+    case VMSNAP_X86_PIT: return StoreExact(w->pit, buf, size, "VMSNAP_X86_PIT");
+    case VMSNAP_X86_CLOCK: return StoreExact(w->clock, buf, size, "VMSNAP_X86_CLOCK");
     default:
       return Invalid("vmsnap_writer_set_vm_state: " + std::to_string(static_cast<int>(what)) +
                      " is not x86_64 VM state");
