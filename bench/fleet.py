@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from bench import wait_for  # noqa: E402  (the same poll loop as the QEMU bench)
+
 MiB = 1 << 20
 
 
@@ -38,15 +40,6 @@ def pct(xs, p):
     xs = sorted(xs)
     k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
     return xs[k]
-
-
-def wait_for(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.01)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 class Fleet:
