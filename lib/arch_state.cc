@@ -84,4 +84,16 @@ Status CheckOneRegsStored(const std::vector<OneReg>& given, const std::vector<ui
   return Status::Ok();
 }
 
+int StoreOneRegs(std::vector<OneReg>& slot, const void* buf, size_t size) {
+  auto r = ParseOneRegs(buf, size);
+  if (!r.ok()) return Fail(r.status());
+  slot = std::move(r).value();
+  return Ok();
+}
+
+int AnswerOneRegs(const std::vector<OneReg>& regs, void* buf, size_t buf_size, size_t* size) {
+  const std::vector<uint8_t> bytes = EncodeOneRegs(regs);
+  return CopyOut(bytes.data(), bytes.size(), buf, buf_size, size);
+}
+
 }  // namespace vmsnap::capi

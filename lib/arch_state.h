@@ -31,6 +31,9 @@ struct OneReg {
 size_t OneRegBytes(uint64_t id);
 // Splits a VMSNAP_ONE_REGS buffer; the error names the record and offset.
 Result<std::vector<OneReg>> ParseOneRegs(const void* buf, size_t size);
+// VMSNAP_ONE_REGS into `slot` (a C API status), and out of a vCPU's list.
+int StoreOneRegs(std::vector<OneReg>& slot, const void* buf, size_t size);
+int AnswerOneRegs(const std::vector<OneReg>& regs, void* buf, size_t buf_size, size_t* size);
 std::vector<uint8_t> EncodeOneRegs(const std::vector<OneReg>& regs);
 
 // A guest memory range of the snapshot being written (gpa and size in bytes).

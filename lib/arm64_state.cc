@@ -197,12 +197,7 @@ class Arm64Writer final : public ArchWriter {
       case VMSNAP_ARM64_VCPU_INIT: return StoreExact(v.init, buf, size, "VMSNAP_ARM64_VCPU_INIT");
       case VMSNAP_ARM64_MP_STATE: return StoreExact(v.mp, buf, size, "VMSNAP_ARM64_MP_STATE");
       case VMSNAP_ARM64_EVENTS: return StoreExact(v.events, buf, size, "VMSNAP_ARM64_EVENTS");
-      case VMSNAP_ONE_REGS: {
-        auto r = ParseOneRegs(buf, size);
-        if (!r.ok()) return Fail(r.status());
-        v.one = std::move(r).value();
-        return Ok();
-      }
+      case VMSNAP_ONE_REGS: return StoreOneRegs(v.one, buf, size);
       default: return NotStateOf(what, "aarch64 per-vCPU");
     }
   }
@@ -289,10 +284,7 @@ int ReadArm64Vcpu(const vmsnap_snapshot* s, uint32_t vcpu, vmsnap_state what, vo
     case VMSNAP_ARM64_VCPU_INIT: return Answer(s, st.init, "aarch64 VCPU_INIT", buf, buf_size, size);
     case VMSNAP_ARM64_MP_STATE: return Answer(s, st.mp, "aarch64 MP_STATE", buf, buf_size, size);
     case VMSNAP_ARM64_EVENTS: return Answer(s, st.events, "aarch64 EVENTS", buf, buf_size, size);
-    case VMSNAP_ONE_REGS: {
-      auto bytes = EncodeOneRegs(st.one);
-      return CopyOut(bytes.data(), bytes.size(), buf, buf_size, size);
-    }
+    case VMSNAP_ONE_REGS: return AnswerOneRegs(st.one, buf, buf_size, size);
     default: return NotStateOf(what, "aarch64 per-vCPU");
   }
 }

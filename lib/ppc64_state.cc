@@ -171,12 +171,7 @@ class PpcWriter final : public ArchWriter {
     switch (what) {
       case VMSNAP_PPC64_REGS: return StoreExact(v.regs, buf, size, "VMSNAP_PPC64_REGS");
       case VMSNAP_PPC64_SREGS: return StoreExact(v.sregs, buf, size, "VMSNAP_PPC64_SREGS");
-      case VMSNAP_ONE_REGS: {
-        auto r = ParseOneRegs(buf, size);
-        if (!r.ok()) return Fail(r.status());
-        v.one = std::move(r).value();
-        return Ok();
-      }
+      case VMSNAP_ONE_REGS: return StoreOneRegs(v.one, buf, size);
       default: return NotStateOf(what, "ppc64 per-vCPU");
     }
   }
@@ -233,10 +228,7 @@ int ReadPpc64Vcpu(const vmsnap_snapshot* s, uint32_t vcpu, vmsnap_state what, vo
   switch (what) {
     case VMSNAP_PPC64_REGS: return Answer(s, st.regs, "ppc64 REGS", buf, buf_size, size);
     case VMSNAP_PPC64_SREGS: return Answer(s, st.sregs, "ppc64 SREGS", buf, buf_size, size);
-    case VMSNAP_ONE_REGS: {
-      auto bytes = EncodeOneRegs(st.one);
-      return CopyOut(bytes.data(), bytes.size(), buf, buf_size, size);
-    }
+    case VMSNAP_ONE_REGS: return AnswerOneRegs(st.one, buf, buf_size, size);
     default: return NotStateOf(what, "ppc64 per-vCPU");
   }
 }

@@ -227,12 +227,7 @@ class S390Writer final : public ArchWriter {
         v.run = run;
         return Ok();
       }
-      case VMSNAP_ONE_REGS: {
-        auto r = ParseOneRegs(buf, size);
-        if (!r.ok()) return Fail(r.status());
-        v.one = std::move(r).value();
-        return Ok();
-      }
+      case VMSNAP_ONE_REGS: return StoreOneRegs(v.one, buf, size);
       default: return NotStateOf(what, "s390x per-vCPU");
     }
   }
@@ -317,10 +312,7 @@ int ReadS390Vcpu(const vmsnap_snapshot* s, uint32_t vcpu, vmsnap_state what, voi
     case VMSNAP_S390_FPU: return Answer(s, st.fpu, "s390x FPU", buf, buf_size, size);
     case VMSNAP_S390_MP_STATE: return Answer(s, st.mp, "s390x MP_STATE", buf, buf_size, size);
     case VMSNAP_S390_RUN_REGS: return Answer(s, st.run, "s390x RUN_REGS", buf, buf_size, size);
-    case VMSNAP_ONE_REGS: {
-      auto bytes = EncodeOneRegs(st.one);
-      return CopyOut(bytes.data(), bytes.size(), buf, buf_size, size);
-    }
+    case VMSNAP_ONE_REGS: return AnswerOneRegs(st.one, buf, buf_size, size);
     default: return NotStateOf(what, "s390x per-vCPU");
   }
 }
