@@ -14,6 +14,7 @@
 #include "lib/writer.h"
 #include "lib/x86_state.h"
 #include "restore/memory/loader.h"
+#include "restore/memory/vmm_loader.h"
 #include "restore/restore.h"
 #include "restore/x86_64/x86_restore.h"
 
@@ -31,10 +32,15 @@ struct vmsnap_vm {
   std::unique_ptr<capture::dirty::VmDirtyTracking> dirty;
   bool dirty_started = false;
   bool dirty_regions_set = false;
-  // Restore progress, for the order checks.
+  // A restore: the snapshot, the restore order's steps (which refuse a step
+  // out of turn), the x86 restorer they drive and the loader that filled the
+  // memory (shared with a lazy load's vmsnap_pager).
   const vmsnap_snapshot* restoring = nullptr;
-  bool memory_loaded = false;
-  bool state_restored = false;
+  std::unique_ptr<restore::x86::X86Restorer> restorer;
+  std::unique_ptr<restore::RestoreSteps> steps;
+  std::shared_ptr<restore::MemoryLoader> loader;
+  bool memory_loaded() const { return steps && steps->memory_loaded(); }
+  bool state_restored() const { return steps && steps->state_restored(); }
   bool has_vcpus() const {
     for (const auto& v : vcpus) {
       if (v) return true;
@@ -44,11 +50,13 @@ struct vmsnap_vm {
 };
 
 struct vmsnap_pager {
-  std::shared_ptr<const SnapshotChain> chain;  // the pager reads from it
-  std::unique_ptr<memory::LazyPager> pager;
+  std::shared_ptr<memory::LazyLoader> loader;  // also the VM's, for the restore order
 };
 
 namespace {
+
+// The most vCPUs a VM handle takes (vmsnap_vm_add_vcpu's index bound).
+constexpr unsigned kMaxVcpus = 1024;
 
 int Usable(vmsnap_vm* vm, const char* call) {
   if (!vm) return Invalid(std::string(call) + ": vm is NULL");
@@ -148,7 +156,7 @@ int vmsnap_vm_add_memory(vmsnap_vm* vm, const vmsnap_region* region) {
   VMSNAP_CHECK_ARG(region && region->host, "vmsnap_vm_add_memory: region and region->host must be set");
   VMSNAP_GUARD_BEGIN
   if (vm->has_vcpus()) return Invalid("vmsnap_vm_add_memory: add memory before the vCPUs");
-  if (vm->memory_loaded) return Invalid("vmsnap_vm_add_memory: memory was loaded already");
+  if (vm->memory_loaded()) return Invalid("vmsnap_vm_add_memory: memory was loaded already");
   kvm::GuestRegion g;
   g.slot = region->slot;
   g.flags = region->flags;
@@ -178,16 +186,16 @@ int vmsnap_vm_add_memory(vmsnap_vm* vm, const vmsnap_region* region) {
 
 int vmsnap_vm_add_vcpu(vmsnap_vm* vm, uint32_t index, int vcpu_fd) {
   if (int rc = Usable(vm, "vmsnap_vm_add_vcpu")) return rc;
-  VMSNAP_CHECK_ARG(vcpu_fd >= 0 && index < 1024, "vmsnap_vm_add_vcpu: bad vCPU fd or index");
+  VMSNAP_CHECK_ARG(vcpu_fd >= 0 && index < kMaxVcpus, "vmsnap_vm_add_vcpu: bad vCPU fd or index");
   VMSNAP_GUARD_BEGIN
   if (!vm->config) {
     return Invalid("vmsnap_vm_add_vcpu: configure the VM first (vmsnap_vm_configure or vmsnap_vm_restore_config): "
                    "the irqchip must exist before any vCPU");
   }
-  if (vm->restoring && !vm->memory_loaded) {
+  if (vm->restoring && !vm->memory_loaded()) {
     return Invalid("vmsnap_vm_add_vcpu: load the snapshot's memory first (vmsnap_vm_load_memory)");
   }
-  if (vm->state_restored) return Invalid("vmsnap_vm_add_vcpu: the VM's state was restored already");
+  if (vm->state_restored()) return Invalid("vmsnap_vm_add_vcpu: the VM's state was restored already");
   if (vm->vcpus.size() <= index) {
     vm->vcpus.resize(index + 1);
     vm->vcpu_ops.resize(index + 1);
@@ -267,25 +275,19 @@ int vmsnap_vm_restore_config(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   VMSNAP_GUARD_BEGIN
   if (vm->config) return Invalid("vmsnap_vm_restore_config: the VM is configured already; restore needs a fresh VM");
   if (vm->has_vcpus()) return Invalid("vmsnap_vm_restore_config: must precede every vCPU");
-  Status st = restore::CheckArch(*snap->chain, schema::Arch::X8664);
-  if (!st.ok()) return Fail(st);
-  auto m = snap->chain->leaf().manifest();
-  if (!m.getVm().isX8664()) return Fail(Status::Corruption("snapshot " + snap->path + " has no x86_64 VM state"));
-  // Refuse, before anything is created, a snapshot whose CPUID or XSAVE
-  // layout this host cannot provide.
-  st = restore::x86::CheckHost(*vm->vm_ops, m);
-  if (!st.ok()) return Fail(st);
-  kvm::x86::VmConfig c = state::x86::Decode(m.getVm().getX8664().getConfig());
+  auto restorer = std::make_unique<restore::x86::X86Restorer>(*vm->vm_ops);
   // The dirty ring is the new VMM's choice (vmsnap_vm_dirty_enable), not
   // replayed from the file.
-  c.dirty_ring_bytes = 0;
-  std::erase_if(c.enabled_caps, [](const auto& cap) {
-    return cap.cap == KVM_CAP_DIRTY_LOG_RING || cap.cap == KVM_CAP_DIRTY_LOG_RING_ACQ_REL ||
-           cap.cap == KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
-  });
-  st = restore::x86::ApplyVmConfig(*vm->vm_ops, c);
+  restorer->set_replay_dirty_logging(false);
+  auto steps = std::make_unique<restore::RestoreSteps>(snap->chain, schema::Arch::X8664, kMaxVcpus);
+  const char* who = "vmsnap_vm_restore_config";
+  Status st = steps->CheckSnapshot();
+  if (st.ok()) st = steps->CheckHost(*restorer, who);
+  if (st.ok()) st = steps->ConfigureVm(who);
   if (!st.ok()) return Fail(st);
-  vm->config = std::move(c);
+  vm->config = restorer->config();
+  vm->restorer = std::move(restorer);
+  vm->steps = std::move(steps);
   vm->restoring = snap;
   return Ok();
   VMSNAP_GUARD_END
@@ -300,7 +302,6 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
   if (vm->restoring != snap) {
     return Invalid("vmsnap_vm_load_memory: call vmsnap_vm_restore_config with this snapshot first");
   }
-  if (vm->memory_loaded) return Invalid("vmsnap_vm_load_memory: memory was loaded already");
   if (vm->has_vcpus()) return Invalid("vmsnap_vm_load_memory: load memory before adding vCPUs");
   vmsnap_load_options o{};
   if (options) {
@@ -310,23 +311,8 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
     }
     std::memcpy(&o, options, options->struct_size);
   }
-  // The regions must be the snapshot's memory map, slot for slot.
-  auto want = snap->chain->leaf().manifest().getMemory().getRegions();
-  if (want.size() != vm->regions.size()) {
-    return Invalid("vmsnap_vm_load_memory: snapshot " + snap->path + " has " + std::to_string(want.size()) +
-                   " memory regions, the VM " + std::to_string(vm->regions.size()));
-  }
-  for (auto r : want) {
-    bool found = false;
-    for (const auto& g : vm->regions) {
-      found |= g.gpa == r.getGuestPhysAddr() && g.size == r.getSize();
-    }
-    if (!found) {
-      return Invalid("vmsnap_vm_load_memory: the snapshot's region at " + Hex(r.getGuestPhysAddr()) + " (" +
-                     std::to_string(r.getSize()) + " bytes) has no matching region in the VM");
-    }
-  }
-  const std::vector<kvm::GuestRegion>& regions = vm->regions;
+  std::shared_ptr<memory::LazyLoader> lazy;
+  std::shared_ptr<restore::MemoryLoader> loader;
   if (o.mode == VMSNAP_MEMORY_LAZY) {
     if (!pager) return Invalid("vmsnap_vm_load_memory: a lazy load needs somewhere to return the pager");
     memory::LazyOptions lo;
@@ -340,12 +326,10 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
         fn(code, vmsnap_last_error(), ctx);
       };
     }
-    auto p = std::make_unique<vmsnap_pager>();
-    p->chain = snap->chain;
-    auto started = memory::LazyPager::Start(*p->chain, regions, std::move(lo));
-    if (!started.ok()) return Fail(started.status());
-    p->pager = std::move(started).value();
-    *pager = p.release();
+    // The caller's memory stays the caller's mapping: pages are copied in,
+    // never mapped from the file.
+    lazy = std::make_shared<memory::LazyLoader>(std::move(lo), /*map_raw=*/false);
+    loader = lazy;
   } else {
     memory::EagerOptions eo;
     eo.threads = o.threads;
@@ -354,10 +338,12 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
       void* ctx = o.progress_ctx;
       eo.progress = [fn, ctx](uint64_t d, uint64_t t) { fn(d, t, ctx); };
     }
-    Status st = memory::LoadEager(*snap->chain, regions, eo);
-    if (!st.ok()) return Fail(st);
+    loader = std::make_shared<memory::ParallelEagerLoader>(std::move(eo));
   }
-  vm->memory_loaded = true;
+  Status st = vm->steps->LoadMemory(*loader, vm->regions, "vmsnap_vm_load_memory");
+  if (!st.ok()) return Fail(st);
+  vm->loader = loader;
+  if (lazy) *pager = new vmsnap_pager{lazy};
   return Ok();
   VMSNAP_GUARD_END
 }
@@ -365,30 +351,30 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
 int vmsnap_pager_wait(vmsnap_pager* pager) {
   VMSNAP_CHECK_ARG(pager, "vmsnap_pager_wait: pager is NULL");
   VMSNAP_GUARD_BEGIN
-  Status st = pager->pager->Wait();
+  memory::LazyPager* p = pager->loader->pager();
+  if (!p) return Fail(Status::Internal("vmsnap_pager_wait: the pager was stopped (the restore failed)"));
+  Status st = p->Wait();
   if (!st.ok()) return Fail(st);
   return Ok();
   VMSNAP_GUARD_END
 }
 
-void vmsnap_pager_stop(vmsnap_pager* pager) { delete pager; }
+void vmsnap_pager_stop(vmsnap_pager* pager) {
+  if (pager) pager->loader->Stop();
+  delete pager;
+}
 
 int vmsnap_vm_restore_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   if (int rc = Usable(vm, "vmsnap_vm_restore_state")) return rc;
   VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_state: snapshot is NULL");
   VMSNAP_GUARD_BEGIN
   if (vm->restoring != snap) return Invalid("vmsnap_vm_restore_state: call vmsnap_vm_restore_config with this snapshot first");
-  if (!vm->memory_loaded) return Invalid("vmsnap_vm_restore_state: load the memory first (vmsnap_vm_load_memory)");
-  if (vm->state_restored) return Invalid("vmsnap_vm_restore_state: restored already");
+  if (!vm->memory_loaded()) return Invalid("vmsnap_vm_restore_state: load the memory first (vmsnap_vm_load_memory)");
   Status st = CheckAllVcpus(*vm, "vmsnap_vm_restore_state");
   if (!st.ok()) return Fail(st);
-  auto m = snap->chain->leaf().manifest();
-  // Still before anything runs: refuse CPUID features this host lacks.
-  st = restore::x86::CheckCpuid(*vm->vm_ops, *vm->vcpu_ops[0], m);
+  vm->restorer->set_vcpus(OpsByIndex(*vm));
+  st = vm->steps->RestoreState(static_cast<unsigned>(vm->vcpus.size()), "vmsnap_vm_restore_state");
   if (!st.ok()) return Fail(st);
-  st = restore::x86::RestoreState(*vm->vm_ops, OpsByIndex(*vm), m);
-  if (!st.ok()) return Fail(st);
-  vm->state_restored = true;
   return Ok();
   VMSNAP_GUARD_END
 }

@@ -5,6 +5,7 @@
 #include <linux/kvm.h>
 
 #include "base/arch.h"
+#include "base/hex.h"
 
 namespace vmsnap::restore {
 
@@ -33,18 +34,27 @@ bool HasVmState(schema::Manifest::Reader m, schema::Arch arch) {
 
 }  // namespace
 
-Status RestoreInto(std::shared_ptr<const SnapshotChain> shared, RestoreTarget& target, MemoryLoader* loader) {
+RestoreSteps::RestoreSteps(std::shared_ptr<const SnapshotChain> chain, schema::Arch arch, unsigned max_vcpus)
+    : chain_(std::move(chain)), arch_(arch), max_vcpus_(max_vcpus) {}
+
+Status RestoreSteps::InTurn(Step before, const char* who, const char* step, const char* missing) const {
+  if (done_ == before) return Status::Ok();
+  if (done_ > before) return Status::InvalidArgument(std::string(who) + ": " + step + " was done already");
+  return Status::InvalidArgument(std::string(who) + ": " + missing + " first");
+}
+
+Status RestoreSteps::CheckSnapshot() {
   // The snapshot is checked before any KVM object exists, so a bad or
   // foreign snapshot fails the same way on any host.
-  const SnapshotChain& chain = *shared;
-  const std::string& path = chain.leaf().path();
-  VMSNAP_RETURN_IF_ERROR(CheckArch(chain, target.arch()));
-  schema::Manifest::Reader m = chain.leaf().manifest();
-  if (!HasVmState(m, target.arch())) {
-    return Status::Corruption("snapshot " + path + " has no " + ArchName(target.arch()) + " VM state");
+  if (done_ != Step::kNone) return Status::InvalidArgument("restore: the snapshot was checked already");
+  const std::string& path = chain_->leaf().path();
+  VMSNAP_RETURN_IF_ERROR(CheckArch(*chain_, arch_));
+  schema::Manifest::Reader m = manifest();
+  if (!HasVmState(m, arch_)) {
+    return Status::Corruption("snapshot " + path + " has no " + ArchName(arch_) + " VM state");
   }
   auto vcpus = m.getVcpus();
-  if (vcpus.size() == 0 || vcpus.size() > target.max_vcpus()) {
+  if (vcpus.size() == 0 || vcpus.size() > max_vcpus_) {
     return Status::Corruption("snapshot " + path + " has " + std::to_string(vcpus.size()) + " vCPUs");
   }
   for (unsigned i = 0; i < vcpus.size(); ++i) {
@@ -63,30 +73,95 @@ Status RestoreInto(std::shared_ptr<const SnapshotChain> shared, RestoreTarget& t
     layout.push_back(g);
   }
   if (layout.empty()) return Status::Corruption("snapshot " + path + " has no memory regions");
+  layout_ = std::move(layout);
+  vcpu_count_ = vcpus.size();
+  done_ = Step::kChecked;
+  return Status::Ok();
+}
 
-  VMSNAP_ASSIGN_OR_RETURN(ArchRestorer * arch, target.CreateVm());
+Status RestoreSteps::CheckHost(ArchRestorer& arch, const char* who) {
+  VMSNAP_RETURN_IF_ERROR(InTurn(Step::kChecked, who, "the host check", "check the snapshot"));
   // Refuse, before anything runs, a snapshot this host cannot provide for.
-  VMSNAP_RETURN_IF_ERROR(arch->CheckHost(m));
-  VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm::GuestRegion> views, target.CreateMemory(layout));
+  VMSNAP_RETURN_IF_ERROR(arch.CheckHost(manifest()));
+  restorer_ = &arch;
+  done_ = Step::kHostChecked;
+  return Status::Ok();
+}
+
+Status RestoreSteps::ConfigureVm(const char* who) {
+  VMSNAP_RETURN_IF_ERROR(InTurn(Step::kHostChecked, who, "the VM configuration", "check the host"));
+  VMSNAP_RETURN_IF_ERROR(restorer_->RestoreVmConfig(manifest()));
+  done_ = Step::kConfigured;
+  return Status::Ok();
+}
+
+Status RestoreSteps::LoadMemory(MemoryLoader& loader, std::span<const kvm::GuestRegion> regions, const char* who) {
+  VMSNAP_RETURN_IF_ERROR(InTurn(Step::kConfigured, who, "loading memory", "restore the VM configuration"));
+  // The regions must be the snapshot's memory map, region for region.
+  if (regions.size() != layout_.size()) {
+    return Status::InvalidArgument(std::string(who) + ": snapshot " + chain_->leaf().path() + " has " +
+                                   std::to_string(layout_.size()) + " memory regions, the VM " +
+                                   std::to_string(regions.size()));
+  }
+  for (const kvm::GuestRegion& want : layout_) {
+    bool found = false;
+    for (const kvm::GuestRegion& g : regions) found |= g.gpa == want.gpa && g.size == want.size;
+    if (!found) {
+      return Status::InvalidArgument(std::string(who) + ": the snapshot's region at " + Hex(want.gpa) + " (" +
+                                     std::to_string(want.size) + " bytes) has no matching region in the VM");
+    }
+  }
+  // From here a loader may be writing into the regions (a lazy one's
+  // background fill): a failed step stops it before the caller frees them.
+  Status s = loader.LoadShared(chain_, regions);
+  if (!s.ok()) {
+    loader.Abandon();
+    return s;
+  }
+  loader_ = &loader;
+  done_ = Step::kMemory;
+  return Status::Ok();
+}
+
+Status RestoreSteps::RestoreState(unsigned vcpus_created, const char* who) {
+  VMSNAP_RETURN_IF_ERROR(InTurn(Step::kMemory, who, "restoring the state", "load the memory"));
+  Status s;
+  if (vcpus_created != vcpu_count_) {
+    s = Status::InvalidArgument(std::string(who) + ": snapshot " + chain_->leaf().path() + " has " +
+                                std::to_string(vcpu_count_) + " vCPUs, the VM " + std::to_string(vcpus_created));
+  }
+  // The checks that need a vCPU that never ran, then the state.
+  if (s.ok()) s = restorer_->CheckVcpus(manifest());
+  if (s.ok()) s = restorer_->RestoreState(manifest());
+  if (!s.ok()) {
+    loader_->Abandon();
+    return s;
+  }
+  done_ = Step::kState;
+  return Status::Ok();
+}
+
+Status RestoreInto(std::shared_ptr<const SnapshotChain> shared, RestoreTarget& target, MemoryLoader* loader) {
+  RestoreSteps steps(std::move(shared), target.arch(), target.max_vcpus());
+  VMSNAP_RETURN_IF_ERROR(steps.CheckSnapshot());
+  VMSNAP_ASSIGN_OR_RETURN(ArchRestorer * arch, target.CreateVm());
+  VMSNAP_RETURN_IF_ERROR(steps.CheckHost(*arch, "restore"));
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm::GuestRegion> views, target.CreateMemory(steps.layout()));
   // C0 before C1-C4: the first slot change after the irqchip exists is slow
   // (docs/state-coverage.md); nothing in the VM configuration needs the
   // slots to come later.
   VMSNAP_RETURN_IF_ERROR(target.RegisterMemory());
-  // C1-C4: caps, TSS/identity map, irqchip, PIT must exist before vCPUs.
-  VMSNAP_RETURN_IF_ERROR(arch->RestoreVmConfig(m));
+  VMSNAP_RETURN_IF_ERROR(steps.ConfigureVm("restore"));
   VMSNAP_RETURN_IF_ERROR(target.VmConfigured());
-  // C6: memory before any vCPU state, so nothing can run against empty RAM.
   EagerMemoryLoader eager;
-  MemoryLoader* load = loader ? loader : &eager;
-  // From here a loader may still be writing into the regions (a lazy one's
-  // background fill): a failed step stops it before the caller frees them.
-  Status s = load->LoadShared(shared, views);
-  // C7, then the checks that need a vCPU that never ran.
-  if (s.ok()) s = target.CreateVcpus(vcpus.size());
-  if (s.ok()) s = arch->CheckVcpus(m);
-  if (s.ok()) s = arch->RestoreState(m);
-  if (!s.ok()) load->Abandon();
-  return s;
+  MemoryLoader& load = loader ? *loader : eager;
+  VMSNAP_RETURN_IF_ERROR(steps.LoadMemory(load, views, "restore"));
+  Status s = target.CreateVcpus(steps.vcpu_count());
+  if (!s.ok()) {
+    load.Abandon();
+    return s;
+  }
+  return steps.RestoreState(steps.vcpu_count(), "restore");
 }
 
 Status EagerMemoryLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) {

@@ -86,6 +86,60 @@ class RestoreTarget {
   virtual Status CreateVcpus(unsigned count) = 0;
 };
 
+// The restore order, one step at a time, for every way of restoring: the
+// driver below takes all steps for a VMM that lets it create the VM, memory
+// and vCPUs; the C API takes them one per call for a VMM that owns its own
+// fds. Each step refuses to run out of turn ("... first"), so the order is
+// written here only. Steps, in order:
+//   CheckSnapshot  nothing exists yet: architecture, VM state, vCPU ids,
+//                  memory map (layout());
+//   CheckHost      what this host must provide, before memory exists;
+//   ConfigureVm    caps, TSS/identity map, irqchip, PIT (C1-C4), before
+//                  any vCPU; the VM's memory slots may come before or after;
+//   LoadMemory     memory contents (C6) into regions matching layout(),
+//                  before any vCPU exists;
+//   RestoreState   the vCPUs exist and never ran: vCPU checks (CPUID), then
+//                  every vCPU's and the VM's state.
+// A failed step leaves the sequence where it was; after LoadMemory, a
+// failed RestoreState stops the loader (Abandon) before the caller frees
+// the memory.
+class RestoreSteps {
+ public:
+  // Each step's `who` names the caller in its out-of-turn message (a C API
+  // function, or "restore"); the ArchRestorer given to CheckHost is the
+  // caller's and must outlive the steps.
+  RestoreSteps(std::shared_ptr<const SnapshotChain> chain, schema::Arch arch, unsigned max_vcpus);
+
+  Status CheckSnapshot();
+  Status CheckHost(ArchRestorer& arch, const char* who);
+  Status ConfigureVm(const char* who);
+  Status LoadMemory(MemoryLoader& loader, std::span<const kvm::GuestRegion> regions, const char* who);
+  // `vcpus_created`: how many vCPUs the caller made (must be the snapshot's).
+  Status RestoreState(unsigned vcpus_created, const char* who);
+
+  const SnapshotChain& chain() const { return *chain_; }
+  schema::Manifest::Reader manifest() const { return chain_->leaf().manifest(); }
+  // The snapshot's memory map, dirty logging cleared (valid after CheckSnapshot).
+  const std::vector<kvm::GuestRegion>& layout() const { return layout_; }
+  unsigned vcpu_count() const { return vcpu_count_; }
+  bool configured() const { return done_ >= Step::kConfigured; }
+  bool memory_loaded() const { return done_ >= Step::kMemory; }
+  bool state_restored() const { return done_ >= Step::kState; }
+
+ private:
+  enum class Step { kNone, kChecked, kHostChecked, kConfigured, kMemory, kState };
+  Status InTurn(Step before, const char* who, const char* step, const char* missing) const;
+
+  std::shared_ptr<const SnapshotChain> chain_;
+  schema::Arch arch_;
+  unsigned max_vcpus_;
+  ArchRestorer* restorer_ = nullptr;
+  MemoryLoader* loader_ = nullptr;
+  std::vector<kvm::GuestRegion> layout_;
+  unsigned vcpu_count_ = 0;
+  Step done_ = Step::kNone;
+};
+
 // The restore order: checks the snapshot before any KVM object exists, then
 // VM, host checks, memory regions, slots (C0), VM configuration (C1-C4),
 // memory contents (C6), vCPUs (C7), CPUID checks, and every vCPU's and the

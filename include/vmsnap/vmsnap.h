@@ -417,7 +417,9 @@ VMSNAP_API void vmsnap_pager_stop(vmsnap_pager *pager);
 /* Restores every vCPU (CPUID, MP state, registers, XSAVE, debug registers,
  * LAPIC, MSRs, events: the order of docs/state-coverage.md), then the VM
  * state (PIT, clock, PIC, IOAPIC), then tells each vCPU it was paused
- * (KVM_KVMCLOCK_CTRL). Every vCPU of SNAP must have been added. */
+ * (KVM_KVMCLOCK_CTRL). Every vCPU of SNAP must have been added. If it
+ * fails, a lazy load's pager is stopped (pages never filled become
+ * inaccessible; vmsnap_pager_wait then fails): the VM must not run. */
 VMSNAP_API int vmsnap_vm_restore_state(vmsnap_vm *vm, const vmsnap_snapshot *snap);
 
 typedef enum vmsnap_dirty_mode {

@@ -97,6 +97,15 @@ Status ApplyVmConfig(kx::VmOps& vm, const kx::VmConfig& config) {
   return Status::Ok();
 }
 
+kx::VmConfig WithoutDirtyLogging(kx::VmConfig c) {
+  c.dirty_ring_bytes = 0;
+  std::erase_if(c.enabled_caps, [](const auto& cap) {
+    return cap.cap == KVM_CAP_DIRTY_LOG_RING || cap.cap == KVM_CAP_DIRTY_LOG_RING_ACQ_REL ||
+           cap.cap == KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+  });
+  return c;
+}
+
 Status CheckCpuidSupported(capnp::List<sx::CpuidEntry>::Reader wanted_list,
                            const std::vector<kvm_cpuid_entry2>& supported) {
   std::vector<kvm_cpuid_entry2> wanted = state::x86::DecodeCpuid(wanted_list);

@@ -22,6 +22,9 @@ namespace vmsnap::restore::x86 {
 // identity map address, the irqchip and some caps are refused afterwards).
 Status ApplyVmConfig(kvm::x86::VmOps& vm, const kvm::x86::VmConfig& config);
 
+// CONFIG without the dirty ring and the caps that set up dirty logging.
+kvm::x86::VmConfig WithoutDirtyLogging(kvm::x86::VmConfig config);
+
 // Compares the feature bits a snapshot's CPUID needs with what this host's KVM
 // supports; the error names each missing feature ("avx512f (CPUID.07H:EBX[16])").
 Status CheckCpuidSupported(capnp::List<schema::x86::CpuidEntry>::Reader wanted,
@@ -65,8 +68,14 @@ class X86Restorer final : public ArchRestorer {
   const kvm::x86::VmConfig& config() const { return config_; }
 
   Status CheckHost(schema::Manifest::Reader m) override { return x86::CheckHost(vm_, m); }
+  // Whether the snapshot's dirty-logging setup (the ring and its size, manual
+  // protection) is replayed. The VMM replays it; a VMM that enables dirty
+  // tracking itself afterwards (the C API's) must get a VM without it.
+  void set_replay_dirty_logging(bool replay) { replay_dirty_logging_ = replay; }
+
   Status RestoreVmConfig(schema::Manifest::Reader m) override {
     config_ = state::x86::Decode(m.getVm().getX8664().getConfig());
+    if (!replay_dirty_logging_) config_ = WithoutDirtyLogging(std::move(config_));
     return ApplyVmConfig(vm_, config_);
   }
   Status CheckVcpus(schema::Manifest::Reader m) override {
@@ -79,6 +88,7 @@ class X86Restorer final : public ArchRestorer {
   kvm::x86::VmOps& vm_;
   std::vector<kvm::x86::VcpuOps*> vcpus_;
   kvm::x86::VmConfig config_;
+  bool replay_dirty_logging_ = true;
 };
 
 }  // namespace vmsnap::restore::x86

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <vmsnap/vmsnap.h>
@@ -182,7 +183,40 @@ int main(int argc, char **argv) {
       EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "irqchip"), "vCPU before config: %d", rc);
       rc = vmsnap_vm_restore_state(vm, src);
       EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT, "state before config: %d", rc);
+      rc = vmsnap_vm_restore_config(vm, src);
+      EXPECT(rc == VMSNAP_OK, "restore config: %d %s", rc, vmsnap_last_error());
+      rc = vmsnap_vm_restore_config(vm, src);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "already"), "config twice: %d", rc);
+      /* Memory that is not the snapshot's map is refused before a byte moves. */
+      rc = vmsnap_vm_load_memory(vm, src, NULL, NULL);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "memory regions"),
+             "load without regions: %d %s", rc, vmsnap_last_error());
+      uint32_t nregions = 0;
+      vmsnap_region_count(src, &nregions);
+      void *maps[8] = {0};
+      uint64_t sizes[8] = {0};
+      for (uint32_t i = 0; i < nregions && i < 8; ++i) {
+        vmsnap_region sr;
+        vmsnap_region_at(src, i, &sr);
+        sizes[i] = sr.size;
+        maps[i] = mmap(NULL, sr.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        sr.host = maps[i];
+        sr.flags = 0;
+        rc = vmsnap_vm_add_memory(vm, &sr);
+        EXPECT(rc == VMSNAP_OK, "add region %u: %d %s", i, rc, vmsnap_last_error());
+      }
+      rc = vmsnap_vm_load_memory(vm, src, NULL, NULL);
+      EXPECT(rc == VMSNAP_OK, "eager load: %d %s", rc, vmsnap_last_error());
+      rc = vmsnap_vm_load_memory(vm, src, NULL, NULL);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "already"), "load twice: %d %s", rc,
+             vmsnap_last_error());
+      rc = vmsnap_vm_restore_state(vm, src);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "vCPU"), "state without vCPUs: %d %s",
+             rc, vmsnap_last_error());
       vmsnap_vm_free(vm);
+      for (uint32_t i = 0; i < 8; ++i) {
+        if (maps[i] && maps[i] != MAP_FAILED) munmap(maps[i], sizes[i]);
+      }
       close(vmfd);
     }
     if (kvm >= 0) close(kvm);
