@@ -22,6 +22,7 @@
 #include "interop/qemu_stream.h"
 #include "interop/qemu_x86.h"
 #include "tools/command.h"
+#include "tools/progress.h"
 #include "tools/tool_util.h"
 
 #ifdef VMSNAP_HAVE_X86_KVM
@@ -136,7 +137,9 @@ int RunImport(const ImportArgs& a) {
   }
   Status st = (*writer)->Commit();
   if (!st.ok()) return tools::Fail("import", a.output, st, kExitError);
-  for (const std::string& w : imported->warnings) std::fprintf(stderr, "vmsnap import: warning: %s\n", w.c_str());
+  if (!tools::Quiet()) {
+    for (const std::string& w : imported->warnings) std::fprintf(stderr, "vmsnap import: warning: %s\n", w.c_str());
+  }
   std::printf("imported %s (QEMU machine %s, %zu vCPUs) to %s (%llu bytes)\n", stream_bytes->what.c_str(),
               stream->machine.c_str(), static_cast<size_t>((*writer)->manifest().getVcpus().size()),
               a.output.c_str(), static_cast<unsigned long long>((*writer)->file_size()));

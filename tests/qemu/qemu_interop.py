@@ -121,6 +121,9 @@ def import_case(c, a, tmp, accel, machine, smp):
     warnings = [l for l in p.stderr.decode().splitlines() if "warning:" in l]
     c.check(len(warnings) == len(set(warnings)) and any("CPUID" in w for w in warnings),
             f"{name}: import prints one warning per kind of loss, CPUID's source among them")
+    q = run([a.vmsnap, "import", "-q", "qemu", stream, "-o", snap + ".q"])
+    c.check(q.returncode == 0 and "warning" not in q.stderr.decode(),
+            f"{name}: import -q prints no warning ({q.stderr.decode().strip()[-200:]!r})")
     p = run([a.vmsnap, "load", snap, "--serial", "-"])
     c.check(p.returncode == a.exit_status, f"{name}: load exits {a.exit_status} (got {p.returncode}: "
             f"{p.stderr.decode().strip()[-200:]})")
