@@ -80,6 +80,13 @@ std::string IdHex(uint64_t id);
 int Invalid(const std::string& message);
 int Ok();
 
+// A writer's vCPU INDEX, created (with the ones below it) on first use.
+template <typename V>
+V& VcpuAt(std::vector<std::unique_ptr<V>>& vcpus, uint32_t index) {
+  while (vcpus.size() <= index) vcpus.push_back(std::make_unique<V>(static_cast<uint32_t>(vcpus.size())));
+  return *vcpus[index];
+}
+
 // Copies exactly sizeof(T) bytes from the caller, or fails naming `name`.
 template <typename T>
 int StoreExact(std::optional<T>& slot, const void* buf, size_t size, const char* name) {

@@ -191,8 +191,7 @@ class Arm64Writer final : public ArchWriter {
   size_t vcpu_count() const override { return vcpus_.size(); }
 
   int SetVcpu(uint32_t vcpu, vmsnap_state what, const void* buf, size_t size) override {
-    while (vcpus_.size() <= vcpu) vcpus_.push_back(std::make_unique<MemVcpu>(static_cast<uint32_t>(vcpus_.size())));
-    MemVcpu& v = *vcpus_[vcpu];
+    MemVcpu& v = VcpuAt(vcpus_, vcpu);
     switch (what) {
       case VMSNAP_ARM64_VCPU_INIT: return StoreExact(v.init, buf, size, "VMSNAP_ARM64_VCPU_INIT");
       case VMSNAP_ARM64_MP_STATE: return StoreExact(v.mp, buf, size, "VMSNAP_ARM64_MP_STATE");

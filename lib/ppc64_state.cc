@@ -166,8 +166,7 @@ class PpcWriter final : public ArchWriter {
   size_t vcpu_count() const override { return vcpus_.size(); }
 
   int SetVcpu(uint32_t vcpu, vmsnap_state what, const void* buf, size_t size) override {
-    while (vcpus_.size() <= vcpu) vcpus_.push_back(std::make_unique<MemVcpu>(static_cast<uint32_t>(vcpus_.size())));
-    MemVcpu& v = *vcpus_[vcpu];
+    MemVcpu& v = VcpuAt(vcpus_, vcpu);
     switch (what) {
       case VMSNAP_PPC64_REGS: return StoreExact(v.regs, buf, size, "VMSNAP_PPC64_REGS");
       case VMSNAP_PPC64_SREGS: return StoreExact(v.sregs, buf, size, "VMSNAP_PPC64_SREGS");

@@ -213,8 +213,7 @@ class S390Writer final : public ArchWriter {
   size_t vcpu_count() const override { return vcpus_.size(); }
 
   int SetVcpu(uint32_t vcpu, vmsnap_state what, const void* buf, size_t size) override {
-    while (vcpus_.size() <= vcpu) vcpus_.push_back(std::make_unique<MemVcpu>(static_cast<uint32_t>(vcpus_.size())));
-    MemVcpu& v = *vcpus_[vcpu];
+    MemVcpu& v = VcpuAt(vcpus_, vcpu);
     switch (what) {
       case VMSNAP_S390_REGS: return StoreExact(v.regs, buf, size, "VMSNAP_S390_REGS");
       case VMSNAP_S390_SREGS: return StoreExact(v.sregs, buf, size, "VMSNAP_S390_SREGS");
