@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "format/layout.h"
+#include "restore/memory/image_cache.h"
 
 namespace vmsnap::memory {
 
@@ -90,6 +91,26 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     }
     if (s.code() != Code::kUnsupported) {
       chain_.reset();
+      return s;
+    }
+  } else if (map_raw_ && !image_dir_.empty()) {
+    ImageCache cache(image_dir_);
+    UniqueFd image = cache.OpenFresh(*chain_);
+    if (!image.valid() && build_images_) {
+      auto built = cache.Build(*chain_);
+      if (!built.ok()) {
+        chain_.reset();
+        return built.status();
+      }
+      image = std::move(built).value();
+    }
+    if (image.valid()) {
+      Status s = MapImage(*chain_, image.get(), regions);
+      if (!s.ok()) {
+        chain_.reset();
+        return s;
+      }
+      mapped_ = true;
       return s;
     }
   }
