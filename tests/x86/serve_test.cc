@@ -95,10 +95,10 @@ class Serve : public CliTest {
     return pid;
   }
   // `load --via`, with stderr in its own file so that threads may call it.
-  RunResult Via(const std::string& tag, int timeout_s = 60) {
+  RunResult Via(const std::string& tag, int timeout_s = 60, const std::string& snapshot = "snap1.vmsnap") {
     const std::string err = Path("err-" + tag + ".txt");
     std::string cmd = "cd " + dir_ + " && timeout " + std::to_string(timeout_s) + " " + VMSNAP_BIN +
-                      " load --via pool.sock snap1.vmsnap 2>" + err;
+                      " load --via pool.sock " + snapshot + " 2>" + err;
     RunResult r;
     FILE* p = ::popen(cmd.c_str(), "r");
     if (!p) return r;
@@ -194,6 +194,35 @@ TEST_F(Serve, SnapshotOfAnotherShapeStartsColdAndSaysSoOnce) {
   ASSERT_NE(first, std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("cold start", first + 1), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("64 MiB"), std::string::npos) << r.err;
+}
+
+TEST_F(Serve, OneServerKeepsAPoolPerShape) {
+  RunResult big = Run("run " + Guest("genid.elf") + " --mem 96M --snapshot-on-doorbell big{n}.vmsnap");
+  ASSERT_EQ(big.status, 42) << big.err;
+  RunResult two = Run("run " + Guest("genid.elf") + " --mem 64M --vcpus 2 --snapshot-on-doorbell two{n}.vmsnap");
+  ASSERT_EQ(two.status, 42) << two.err;
+  const pid_t server =
+      Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M,96M", "--vcpus", "1"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  // Each snapshot goes to the pool of its shape, warm: no note. Twice each,
+  // so the second start of each is served by a refilled pool.
+  for (int round = 0; round < 2; ++round) {
+    for (const std::string snap : {"snap1.vmsnap", "big1.vmsnap"}) {
+      RunResult r = Via(snap + std::to_string(round), 60, snap);
+      EXPECT_EQ(r.status, 42) << snap << ": " << r.err;
+      EXPECT_EQ(r.err, "") << snap;
+      EXPECT_EQ(Ids(r.out, "after").size(), 1u) << r.out;
+    }
+  }
+  // Two vCPUs fit neither pool: cold, said once, and the guest still runs.
+  RunResult cold = Via("two", 60, "two1.vmsnap");
+  EXPECT_EQ(cold.status, 42) << cold.err;
+  size_t first = cold.err.find("cold start");
+  ASSERT_NE(first, std::string::npos) << cold.err;
+  EXPECT_EQ(cold.err.find("cold start", first + 1), std::string::npos) << cold.err;
+  // One warm VM of each shape again, once the pools refill.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_EQ(Children(server).size(), 2u);
 }
 
 TEST_F(Serve, ConcurrentClientsEachGetTheirOwnVm) {
