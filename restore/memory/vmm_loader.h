@@ -60,9 +60,11 @@ class LazyLoader final : public restore::MemoryLoader {
   // Where verified files are remembered (empty: verify on every load).
   void set_stamp_dir(std::string dir) { stamp_dir_ = std::move(dir); }
   // Where decompressed images live (image_cache.h; empty: none). A snapshot
-  // that cannot be mapped itself (compressed, or a chain) is mapped from its
-  // image there when a fresh one exists; with `build`, one is built first
-  // when there is none (decoding the whole snapshot once).
+  // with a fresh image there is mapped from it (one mapping per region);
+  // with `build`, one is built first when there is none for a snapshot that
+  // cannot be mapped itself (compressed, a chain) or only at the cost of
+  // many mappings (a raw file whose zero pages cut its stored pages into
+  // more than 256 runs).
   void set_image_dir(std::string dir, bool build) {
     image_dir_ = std::move(dir);
     build_images_ = build;
