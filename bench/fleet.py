@@ -110,6 +110,32 @@ class Fleet:
             raise RuntimeError("warm start printed nothing")
         return t
 
+    def warm_phases(self, sock, snap):
+        """A warm start of the exit guest through the socket itself: (request
+        to vCPU 0's first KVM_RUN, that KVM_RUN to the exit reply). The
+        second is the cost of the guest's first instructions (its first
+        `out` exits) on this host, plus the reply."""
+        t0 = time.monotonic_ns()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock)
+        req = json.dumps({"cmd": "load", "snapshot": snap}).encode() + b"\n"
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        socket.send_fds(s, [req], [devnull, 2])
+        os.close(devnull)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            b = s.recv(4096)
+            if not b:
+                break
+            buf += b
+        t1 = time.monotonic_ns()
+        s.close()
+        reply = json.loads(buf.decode().splitlines()[-1])
+        if not reply.get("ok"):
+            raise RuntimeError(f"warm start failed: {reply}")
+        entry = reply["first_entry_ns"]  # CLOCK_MONOTONIC, as time.monotonic_ns
+        return (entry - t0) / 1e9, (t1 - entry) / 1e9
+
     def cold_start(self, snap):
         t0 = time.monotonic()
         vm = subprocess.Popen([self.vmsnap, "load", snap, "--serial", "-"], stdout=subprocess.PIPE)
@@ -199,7 +225,8 @@ class Fleet:
             srv = subprocess.Popen([self.vmsnap, "serve", "--control", sock, "--pool", str(self.a.pool),
                                     "--mem", f"{mib}M"])
             r = {k: [] for k in ("warm_start", "cold_start", "warm_exit", "cold_exit",
-                                 "warm_start_img", "cold_start_img", "warm_exit_img", "cold_exit_img")}
+                                 "warm_start_img", "cold_start_img", "warm_exit_img", "cold_exit_img",
+                                 "warm_entry", "warm_first_insn", "warm_entry_img", "warm_first_insn_img")}
             try:
                 wait_for(lambda: os.path.exists(sock), 60, "the serve socket")
                 time.sleep(1)
@@ -221,6 +248,11 @@ class Fleet:
                     time.sleep(self.a.gap)
                     r["cold_exit_img"].append(self.whole([exit_img]))
                     time.sleep(self.a.gap)
+                    for sfx, snap in (("", exit_snap), ("_img", exit_img)):
+                        entry, first = self.warm_phases(sock, snap)
+                        r["warm_entry" + sfx].append(entry)
+                        r["warm_first_insn" + sfx].append(first)
+                        time.sleep(self.a.gap)
                     if (i + 1) % 10 == 0:
                         log(f"{mib} MiB: {i + 1}/{self.a.starts}: warm start "
                             f"{statistics.median(r['warm_start']) * 1e3:.2f} ms median, from the image "
@@ -250,6 +282,7 @@ def table(res):
            f"(load average {res['loadavg_before']} before, {res['loadavg_after']} after)", "",
            "| RAM | measure | warm p50 | warm p99 | cold p50 | cold p99 | cold/warm (p50) | target (warm) |",
            "|---|---|---|---|---|---|---|---|"]
+    phases = []
     for mib, v in res["sizes"].items():
         s = v["stats"]
         g = f"{int(mib) // 1024} GiB" if int(mib) >= 1024 else f"{mib} MiB"
@@ -264,6 +297,14 @@ def table(res):
             out.append(f"| {g} | {what} | {s[w]['p50_ms']:.2f} ms | {s[w]['p99_ms']:.2f} ms | "
                        f"{s[c]['p50_ms']:.2f} ms | {s[c]['p99_ms']:.2f} ms | "
                        f"{s[c]['p50_ms'] / s[w]['p50_ms']:.1f}x | {tgt} |")
+        for sfx, how in (("", "pager"), ("_img", "image")):
+            phases.append(f"- {g}, {how}: a warm start of the exit guest from the request to vCPU 0's first "
+                          f"KVM_RUN {s['warm_entry' + sfx]['p50_ms']:.2f} ms p50, "
+                          f"{s['warm_entry' + sfx]['p99_ms']:.2f} ms p99; from that KVM_RUN to the exit's "
+                          f"reply (the guest's first instructions, then the answer) "
+                          f"{s['warm_first_insn' + sfx]['p50_ms']:.2f} ms p50, "
+                          f"{s['warm_first_insn' + sfx]['p99_ms']:.2f} ms p99")
+    out += [""] + phases
     c = res.get("clones")
     if c:
         out += ["", f"{c['clones']} clones of a 1 GiB raw snapshot, each writing 32 MiB then idling: all started "
