@@ -9,8 +9,10 @@
 #   bench/run.sh [--runs N] [--sizes 1024,4096] [--work DIR] [--keep]
 #   bench/run.sh fleet [--starts 100] [--sizes 1024,4096] [--clones 50] [--work DIR]
 #
-# `fleet` measures warm starts (vmsnap serve / load --via) beside cold ones,
-# and clones sharing one raw snapshot (bench/fleet.py); it needs no QEMU.
+# Without `fleet`, the comparison with QEMU runs first, then the fleet
+# benchmark with its defaults. `fleet` alone measures warm starts (vmsnap
+# serve / load --via) beside cold ones, and clones sharing one snapshot
+# (bench/fleet.py); it needs no QEMU.
 #
 # BUILD (default build-bench beside the sources) may name an existing build.
 set -eu
@@ -24,5 +26,16 @@ if [ "${1:-}" = fleet ]; then
   ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_bench_fleet_guests >/dev/null
   exec python3 "$SRC/bench/fleet.py" --build "$BUILD" "$@"
 fi
-ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest >/dev/null
-exec python3 "$SRC/bench/bench.py" --build "$BUILD" "$@"
+ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest \
+  vmsnap_bench_fleet_guests >/dev/null
+python3 "$SRC/bench/bench.py" --build "$BUILD" "$@"
+# The fleet table (warm and cold start percentiles, clone PSS and start
+# time) in the same work directory, if one was named.
+fleet_args=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --work) fleet_args="--work $2"; shift ;;
+  esac
+  shift
+done
+exec python3 "$SRC/bench/fleet.py" --build "$BUILD" $fleet_args

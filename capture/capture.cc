@@ -5,6 +5,8 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <capnp/message.h>
+
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -88,6 +90,25 @@ Result<CaptureResult> WriteSnapshot(const std::string& path, ArchCapturer& arch,
     r.setName(sorted[i].name);
   }
   VMSNAP_RETURN_IF_ERROR(arch.Capture(m));
+  if (!options.loads.empty()) {
+    // Appended to whatever records the architecture's capture wrote; a
+    // history it carried over is replaced by the caller's.
+    std::vector<schema::DeviceState::Reader> keep;
+    capnp::MallocMessageBuilder old;
+    if (m.hasDevices()) {
+      old.setRoot(m.asReader());
+      for (auto d : old.getRoot<schema::Manifest>().asReader().getDevices()) {
+        if (d.getName() != kLoadHistoryRecord) keep.push_back(d);
+      }
+    }
+    auto devs = m.initDevices(static_cast<unsigned>(keep.size() + 1));
+    for (size_t i = 0; i < keep.size(); ++i) devs.setWithCaveats(static_cast<unsigned>(i), keep[i]);
+    auto rec = devs[static_cast<unsigned>(keep.size())];
+    rec.setName(kLoadHistoryRecord);
+    rec.setVersion(kLoadHistoryVersion);
+    const std::vector<uint8_t> data = EncodeLoadHistory(options.loads);
+    rec.setData(capnp::Data::Reader(data.data(), data.size()));
+  }
   FullMemory full;
   MemorySource* source = options.memory ? options.memory : &full;
   VMSNAP_RETURN_IF_ERROR(source->Feed(sorted, *writer));

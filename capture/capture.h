@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "format/load_history.h"
 #include "format/writer.h"
 #include "kvm/kvm.h"
 #include "schemas/manifest.capnp.h"
@@ -49,6 +50,9 @@ struct CaptureOptions {
   // SaveStats of a live save (capture/dirty/live.h): memory copy rounds.
   bool live = false;
   uint32_t rounds = 1;
+  // The VM's lineage, oldest first; written as the "vmsnap.loads" device
+  // record when not empty (docs/format.md, "Load history").
+  std::vector<LoadRecord> loads;
 };
 
 struct CaptureResult {

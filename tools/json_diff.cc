@@ -9,7 +9,7 @@ namespace vmsnap::tools {
 const char* const kMetadataPaths[] = {
     "id",           "format_version",       "parent",          "created",
     "save",         "memory.present_pages", "memory.zero_pages", "memory.absent_pages",
-    "memory.stored_bytes", "memory.raw_bytes", "memory.chunks",  nullptr};
+    "memory.stored_bytes", "memory.raw_bytes", "memory.chunks",  "loads", nullptr};
 
 namespace {
 

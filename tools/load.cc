@@ -8,6 +8,7 @@
 
 #if defined(VMSNAP_HAVE_X86_KVM)
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,9 +38,12 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
   AddVmmFlags(sub, args->vmm);
   sub->add_option("--memory", args->memory,
                   "lazy (default): start the vCPUs at once and page memory in on demand "
-                  "(userfaultfd) while background threads fill the rest; eager: decode all "
-                  "memory on every core before the vCPUs start")
-      ->check(CLI::IsMember({"eager", "lazy"}));
+                  "(userfaultfd) while background threads fill the rest, or map it copy-on-write "
+                  "where it can (a --compress none snapshot, or a decompressed image already in "
+                  "the cache); shared: as lazy, but build the decompressed image of a compressed "
+                  "snapshot in the cache first, so that every later load maps it; eager: decode "
+                  "all memory on every core before the vCPUs start")
+      ->check(CLI::IsMember({"eager", "lazy", "shared"}));
   sub->add_option("--via", args->via,
                   "start the snapshot in a warm VM of `vmsnap serve --control SOCKET` (lazy memory; only "
                   "--serial applies)");
@@ -73,6 +77,10 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     auto options = ToVmmOptions(args->vmm);
     if (!options.ok()) return fail(options.status().message());
 
+    // One malloc arena: each new thread's (vCPUs', pager's) first
+    // allocation would otherwise set one up, on the way to the first
+    // instruction (see vmm/serve.cc).
+    ::mallopt(M_ARENA_MAX, 1);
     std::unique_ptr<restore::MemoryLoader> loader;
     memory::LazyLoader* lazy = nullptr;
     // While Restore runs, a pager error is only recorded (Restore's own error,
@@ -86,7 +94,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     };
     auto ps = std::make_shared<PagerState>();
     std::unique_ptr<tools::ProgressBar> bar;
-    if (args->memory == "lazy") {
+    if (args->memory == "lazy" || args->memory == "shared") {
       memory::LazyOptions lo;
       lo.on_error = [ps](const Status& s) {
         {
@@ -103,6 +111,14 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       auto l = std::make_unique<memory::LazyLoader>(std::move(lo));
       // Raw snapshots are mapped, verified once per file state.
       if (auto stamps = UserCacheDir("verified"); stamps.ok()) l->set_stamp_dir(*stamps);
+      // Decompressed images (docs/performance.md): used when fresh, built
+      // first with --memory shared.
+      const bool build = args->memory == "shared";
+      if (auto images = UserCacheDir("images"); images.ok()) {
+        l->set_image_dir(*images, build);
+      } else if (build) {
+        return fail(images.status().message());
+      }
       lazy = l.get();
       loader = std::move(l);
     } else {

@@ -3,6 +3,7 @@
 // snapshots in (docs/guest-abi.md, "Warm start").
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "tools/command.h"
 
@@ -18,14 +19,19 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   struct Args {
     std::string control;
     int pool = 1;
-    std::string mem = "64M";
-    int vcpus = 1;
+    std::vector<std::string> mem{"64M"};
+    std::vector<int> vcpus{1};
   };
   auto args = std::make_shared<Args>();
   sub->add_option("--control", args->control, "the socket clients connect to (created mode 0600)")->required();
-  sub->add_option("--pool", args->pool, "warm VMs kept ready")->required();
-  sub->add_option("--mem", args->mem, "guest RAM of each warm VM, with optional K/M/G suffix (default 64M)");
-  sub->add_option("--vcpus", args->vcpus, "vCPUs of each warm VM (default 1)");
+  sub->add_option("--pool", args->pool, "warm VMs kept ready of each shape")->required();
+  sub->add_option("--mem", args->mem,
+                  "guest RAM of the warm VMs, with optional K/M/G suffix (default 64M); several sizes "
+                  "(--mem 64M --mem 1G, or --mem 64M,1G) keep a pool of each")
+      ->delimiter(',');
+  sub->add_option("--vcpus", args->vcpus,
+                  "vCPUs of the warm VMs (default 1); several counts keep a pool of each, for each --mem")
+      ->delimiter(',');
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap serve: %s\n", msg.c_str());
@@ -34,12 +40,20 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     vmm::ServeOptions o;
     o.socket = args->control;
     o.pool = args->pool;
-    auto mem = ParseSize(args->mem);
-    if (!mem.ok()) return fail(mem.status().message());
-    o.shape.mem_size = *mem;
-    o.shape.vcpus = args->vcpus;
+    o.shapes.clear();
+    for (const std::string& m : args->mem) {
+      auto mem = ParseSize(m);
+      if (!mem.ok()) return fail(mem.status().message());
+      for (int v : args->vcpus) {
+        for (const vmm::WarmShape& have : o.shapes) {
+          if (have.mem_size == *mem && have.vcpus == v) return fail("shape " + m + " x " + std::to_string(v) + " vCPUs given twice");
+        }
+        o.shapes.push_back(vmm::WarmShape{*mem, v});
+      }
+    }
     o.tool_version = VMSNAP_VERSION;
     if (args->pool < 1 || args->pool > 256) return fail("--pool must be between 1 and 256");
+    if (o.shapes.size() * size_t(args->pool) > 256) return fail("at most 256 warm VMs in all (--pool times the shapes)");
     Status s = vmm::Serve(o);
     if (!s.ok()) return fail(s.message());
     *exit_code = kExitOk;

@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "format/layout.h"
+#include "format/load_history.h"
 #include "tools/decode_arm64.h"
 #include "tools/decode_ppc.h"
 #include "tools/decode_s390.h"
@@ -374,6 +375,21 @@ Result<Json> ManifestToJson(schema::Manifest::Reader m, const SnapshotFacts& fac
     created["time"] = IsoTime(m.getCreated().getTimeUnixNs());
     j["created"] = std::move(created);
     j["save"] = Walk(capnp::toDynamic(m.getSave()), "save", vol);
+    // The lineage is shown only by snapshots that have one, so files without
+    // it (all but those the built-in VMM writes) print as they always did.
+    VMSNAP_ASSIGN_OR_RETURN(std::vector<LoadRecord> history, LoadHistoryOf(m));
+    if (!history.empty()) {
+      Json loads = Json::array();
+      for (const LoadRecord& l : history) {
+        Json e = Json::object();
+        e["generation_id"] = BytesHex(l.generation_id);
+        e["snapshot_id"] = l.snapshot_id ? Json(BytesHex(*l.snapshot_id)) : Json();
+        e["time"] = IsoTime(l.time_unix_ns);
+        e["warm"] = l.warm;
+        loads.push_back(std::move(e));
+      }
+      j["loads"] = std::move(loads);
+    }
     Json vcpus = Json::array();
     size_t i = 0;
     for (auto v : m.getVcpus()) {
@@ -384,6 +400,7 @@ Result<Json> ManifestToJson(schema::Manifest::Reader m, const SnapshotFacts& fac
     Json devices = Json::array();
     i = 0;
     for (auto d : m.getDevices()) {
+      if (d.getName() == kLoadHistoryRecord) continue;  // shown as "loads"
       devices.push_back(Walk(capnp::toDynamic(d), "devices[" + std::to_string(i++) + "]", vol));
     }
     j["devices"] = std::move(devices);

@@ -207,6 +207,15 @@ std::string RenderReport(const Json& doc) {
                   Str(s, "compression").c_str());
     head.emplace_back("saved", buf);
   }
+  if (doc.contains("loads")) {
+    // The lineage: how the VM this snapshot holds was started, oldest first.
+    for (const Json& l : doc["loads"]) {
+      head.emplace_back(l["snapshot_id"].is_null() ? "booted" : "loaded",
+                        Str(l, "time") + "  generation " + Str(l, "generation_id") +
+                            (l["snapshot_id"].is_null() ? "" : "  from " + Str(l, "snapshot_id")) +
+                            (l.value("warm", false) ? "  (warm)" : ""));
+    }
+  }
   if (doc["parent"].is_object()) {
     const Json& p = doc["parent"];
     head.emplace_back("parent", Str(p, "path") + " (id " + Str(p, "id") + ", depth " + Str(p, "depth") + ")");

@@ -24,6 +24,12 @@ SerialOut::~SerialOut() {
 Status SerialOut::Open(const std::string& path) {
   if (path.empty() || path == "-") {
     out_ = stdout;
+    // A buffer given now, by the thread that opens the device: stdio would
+    // otherwise allocate one on the vCPU thread's first write, and that
+    // thread's first allocation makes glibc set up a whole malloc arena on
+    // the way to the guest's first output.
+    static char buffer[BUFSIZ];
+    std::setvbuf(stdout, buffer, _IOFBF, sizeof buffer);
     return Status::Ok();
   }
   out_ = std::fopen(path.c_str(), "w");

@@ -28,6 +28,7 @@ Result<capture::CaptureResult> Vmm::CaptureNow(const std::string& path, uint64_t
   if (pause_hook_) VMSNAP_RETURN_IF_ERROR(pause_hook_(*memory_));
   capture::CaptureOptions opts;
   opts.tool_version = options_.tool_version;
+  opts.loads = loads_;
   opts.pause_ns = pause_ns;
   Apply(compression, opts.writer);
   opts.writer.progress = save_progress_;
@@ -71,6 +72,7 @@ Result<capture::CaptureResult> Vmm::Save(const SaveRequest& request, capture::di
   if (!request.live || threads_.empty()) return SavePausedNow(request.path, plan, compression, request.stop);
   capture::CaptureOptions opts;
   opts.tool_version = options_.tool_version;
+  opts.loads = loads_;
   Apply(compression, opts.writer);
   opts.writer.progress = save_progress_;
   // SaveLive pauses once, for the last round, and resumes before it writes

@@ -9,22 +9,27 @@
 #include "vmm/serve.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "restore/memory/vmm_loader.h"
@@ -101,6 +106,80 @@ std::string HexBytes(const uint8_t* p, size_t n) {
 
 void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
 
+// Snapshots the server has opened, inherited by every worker forked after:
+// a worker whose client names one of them skips opening and validating the
+// manifest (most of a start's own work before the VM runs). Each is keyed
+// by its path and checked against the state of every layer's file, so a
+// file replaced or modified since is opened afresh.
+struct FileState {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  timespec mtime{}, ctime{};
+  bool operator==(const FileState& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
+           mtime.tv_nsec == o.mtime.tv_nsec && ctime.tv_sec == o.ctime.tv_sec && ctime.tv_nsec == o.ctime.tv_nsec;
+  }
+};
+
+bool StateOf(const std::string& path, FileState* out) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  *out = FileState{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
+  return true;
+}
+
+struct OpenedChain {
+  std::string path;
+  std::vector<FileState> layers;  // as when opened, root first
+  std::shared_ptr<const SnapshotChain> chain;
+};
+constexpr size_t kMaxOpenedChains = 8;
+// Longer paths are served but not remembered.
+constexpr size_t kMaxPathMessage = 4096;
+
+// The chain for `path` if `cache` holds it and no layer's file changed.
+std::shared_ptr<const SnapshotChain> Cached(const std::deque<OpenedChain>& cache, const std::string& path) {
+  for (const OpenedChain& c : cache) {
+    if (c.path != path) continue;
+    const auto& layers = c.chain->layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      FileState now;
+      if (!StateOf(layers[i]->path(), &now) || !(now == c.layers[i])) return nullptr;
+    }
+    return c.chain;
+  }
+  return nullptr;
+}
+
+// Opens `path` into `cache` (most recent first) unless it is there already.
+void Remember(std::deque<OpenedChain>& cache, const std::string& path) {
+  if (Cached(cache, path)) return;
+  for (auto it = cache.begin(); it != cache.end(); ++it) {
+    if (it->path == path) {
+      cache.erase(it);
+      break;
+    }
+  }
+  // The state is taken before the open: a change during it makes the entry
+  // stale at once rather than wrongly fresh.
+  FileState leaf;
+  if (!StateOf(path, &leaf)) return;
+  auto chain = restore::OpenSnapshot(path);
+  if (!chain.ok()) return;  // the worker that asked reports it
+  OpenedChain c;
+  c.path = path;
+  c.chain = std::make_shared<const SnapshotChain>(std::move(chain).value());
+  for (const auto& layer : c.chain->layers()) {
+    FileState st;
+    if (!StateOf(layer->path(), &st)) return;
+    c.layers.push_back(st);
+  }
+  if (!(c.layers.back() == leaf)) return;
+  cache.push_front(std::move(c));
+  while (cache.size() > kMaxOpenedChains) cache.pop_back();
+}
+
 [[noreturn]] void Fail(int client, const std::string& error) {
   Reply(client, {{"ok", false}, {"error", error}});
   ::_exit(0);
@@ -109,7 +188,14 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
 // A worker with its client: reads the request, runs the guest, replies, and
 // ends the process without unwinding anything (the client already has its
 // exit status; the kernel releases the VM's memory after that).
-[[noreturn]] void ServeClient(UniqueFd client, std::unique_ptr<Vmm> warm, const VmmOptions& vopts) {
+// Cache directories a worker finds before its client comes.
+struct WorkerDirs {
+  std::string stamps;  // verified raw snapshots ("" if unavailable)
+  std::string images;  // decompressed images ("" if unavailable)
+};
+
+[[noreturn]] void ServeClient(UniqueFd client, UniqueFd chan, std::unique_ptr<Vmm> warm, const VmmOptions& vopts,
+                              const std::deque<OpenedChain>& opened, const WorkerDirs& dirs) {
   const int cfd = client.get();
   timeval tv{5, 0};
   ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -148,6 +234,12 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
   }
   const std::string path = *snap;
   if (path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
+  // The server opens it for the workers it forks from now on.
+  if (path.size() < kMaxPathMessage) {
+    const std::string m = "P" + path;
+    (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  chan.Reset();
   if (fds.size() != size_t(kRequestFds)) {
     Fail(cfd, "a load request carries 2 descriptors (serial output, messages); got " + std::to_string(fds.size()));
   }
@@ -181,11 +273,17 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
   // Never destroyed: the process ends with _exit while it may still fill.
   auto* loader = new memory::LazyLoader(std::move(lo));
   // Raw snapshots are mapped, verified once per file state.
-  if (auto stamps = UserCacheDir("verified"); stamps.ok()) loader->set_stamp_dir(*stamps);
+  loader->set_stamp_dir(dirs.stamps);
+  // Compressed ones are mapped from their decompressed image when a fresh
+  // one exists (`vmsnap load --memory shared` builds it), else paged in.
+  loader->set_image_dir(dirs.images, false);
 
-  auto chain = restore::OpenSnapshot(path);
-  if (!chain.ok()) Fail(cfd, chain.status().message());
-  auto shared = std::make_shared<const SnapshotChain>(std::move(chain).value());
+  std::shared_ptr<const SnapshotChain> shared = Cached(opened, path);
+  if (!shared) {
+    auto chain = restore::OpenSnapshot(path);
+    if (!chain.ok()) Fail(cfd, chain.status().message());
+    shared = std::make_shared<const SnapshotChain>(std::move(chain).value());
+  }
   std::string why = warm->WarmMismatch(*shared);
   std::unique_ptr<Vmm> vm;
   const bool is_warm = why.empty();
@@ -207,6 +305,19 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
     ps.running = true;
   }
   vm->set_hangup_fd(cfd);
+  // The guest's exit is the answer: sent from the vCPU that wrote it, then
+  // the process ends (its other threads, the pager's fill and the VM's
+  // memory go with it, after the client already has its status).
+  Vmm* running = vm.get();
+  vm->set_on_guest_exit([cfd, running, is_warm](int exit_status) {
+    std::fflush(stdout);
+    Reply(cfd, {{"ok", true},
+                {"exit_status", exit_status},
+                {"warm", is_warm},
+                {"first_entry_ns", running->first_entry_ns()},
+                {"generation_id", HexBytes(running->generation_id().data(), running->generation_id().size())}});
+    ::_exit(0);
+  });
   auto status = vm->Run();
   std::fflush(stdout);
   if (!status.ok()) Fail(cfd, status.status().message());
@@ -219,42 +330,114 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
 }
 
 // The worker's life: prepare, say ready, wait for a client, serve it.
-[[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o) {
+[[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o, const WarmShape& shape,
+                            const std::deque<OpenedChain>& opened) {
   // While idle a worker dies with the server; once it has a client it
   // belongs to that client.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != server) ::_exit(0);
+  // One malloc arena for the process: the first allocation of each new
+  // thread (the vCPUs', the pager's) would otherwise set up an arena of its
+  // own, a 128 MiB reservation trimmed by munmap, which on this kind of host
+  // (shadow paging) costs a millisecond or more on the way to the guest's
+  // first instruction.
+  ::mallopt(M_ARENA_MAX, 1);
   VmmOptions vopts;
   vopts.serial = "-";
   vopts.kvm_device = o.kvm_device;
   vopts.tool_version = o.tool_version;
   vopts.dirty_tracking = capture::dirty::Mode::kOff;
-  auto warm = Vmm::Prepare(o.shape, vopts);
+  auto warm = Vmm::Prepare(shape, vopts);
   if (!warm.ok()) {
     std::string m = "E" + warm.status().message();
     (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL);
     ::_exit(1);
   }
+  WorkerDirs dirs;
+  if (auto d = UserCacheDir("verified"); d.ok()) dirs.stamps = *d;
+  if (auto d = UserCacheDir("images"); d.ok()) dirs.images = *d;
   if (!SendFd(chan.get(), 'R', -1).ok()) ::_exit(0);
   char tag = 0;
   std::vector<UniqueFd> got;
   ssize_t n = RecvWithFds(chan.get(), &tag, 1, got, 1);
   if (n <= 0 || tag != 'C' || got.size() != 1) ::_exit(0);  // the server ended
   ::prctl(PR_SET_PDEATHSIG, 0);
-  chan.Reset();
-  ServeClient(std::move(got[0]), std::move(warm).value(), vopts);
+  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs);
 }
 
 struct Worker {
   pid_t pid = -1;
   UniqueFd chan;
+  size_t shape = 0;  // index into ServeOptions::shapes
   bool ready = false;
 };
+
+// A connection accepted and not yet handed to a worker.
+struct Waiting {
+  UniqueFd fd;
+  // The pool it goes to; unknown while the server (serving several shapes)
+  // has not yet seen the request line that names the snapshot.
+  std::optional<size_t> shape;
+  std::chrono::steady_clock::time_point deadline;
+  // Bytes of an incomplete line seen so far: the socket stays readable
+  // (peeking consumes nothing), so it is looked at again after a short
+  // sleep instead of polled.
+  size_t peeked = 0;
+};
+
+// Whether a snapshot of `regions_total` bytes of memory and `vcpus` vCPUs
+// fits the warm VMs of `shape` (the worker checks the rest: WarmMismatch).
+bool Fits(const WarmShape& shape, uint64_t regions_total, unsigned vcpus) {
+  return shape.mem_size == regions_total && unsigned(shape.vcpus) == vcpus;
+}
+
+// With several shapes, the pool a client goes to is the one its snapshot
+// fits: the server reads the request line without consuming it (MSG_PEEK
+// leaves the line and its descriptors for the worker) and looks the
+// snapshot up among those it has opened, opening it if need be. Returns
+// nullopt while the line is incomplete; a request that is malformed, names
+// no snapshot the server can open, or fits no pool goes to the first pool,
+// whose worker answers it (an error, or a cold start it says it made).
+std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes, std::deque<OpenedChain>& opened) {
+  if (shapes.size() == 1) return 0;
+  std::vector<char> buf(kMaxRequestLine + 1);
+  ssize_t n;
+  do {
+    n = ::recv(c.fd.get(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && std::chrono::steady_clock::now() < c.deadline) {
+    return std::nullopt;
+  }
+  const char* nl = n > 0 ? static_cast<const char*>(std::memchr(buf.data(), '\n', size_t(n))) : nullptr;
+  if (nl == nullptr) {
+    const bool final = n <= 0 || size_t(n) == buf.size() || std::chrono::steady_clock::now() >= c.deadline;
+    if (!final) {
+      c.peeked = size_t(n);
+      return std::nullopt;
+    }
+    return 0;
+  }
+  nlohmann::json req = nlohmann::json::parse(std::string(buf.data(), size_t(nl - buf.data())), nullptr, false);
+  if (!req.is_object() || !req.contains("snapshot") || !req["snapshot"].is_string()) return 0;
+  const std::string path = req["snapshot"];
+  if (path.empty() || path[0] != '/' || path.size() >= kMaxPathMessage) return 0;
+  Remember(opened, path);
+  std::shared_ptr<const SnapshotChain> chain = Cached(opened, path);
+  if (!chain) return 0;
+  schema::Manifest::Reader m = chain->leaf().manifest();
+  uint64_t total = 0;
+  for (auto r : m.getMemory().getRegions()) total += r.getSize();
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    if (Fits(shapes[i], total, m.getVcpus().size())) return i;
+  }
+  return 0;
+}
 
 }  // namespace
 
 Status Serve(const ServeOptions& o) {
   if (o.pool < 1) return Status::InvalidArgument("--pool must be at least 1");
+  if (o.shapes.empty()) return Status::InvalidArgument("no warm VM shape");
   // Workers are reaped by the kernel; a client that vanishes is no signal.
   ::signal(SIGCHLD, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
@@ -270,9 +453,12 @@ Status Serve(const ServeOptions& o) {
   ::fcntl(listen_fd.get(), F_SETFL, ::fcntl(listen_fd.get(), F_GETFL) | O_NONBLOCK);
   const pid_t self = ::getpid();
   std::vector<Worker> workers;
-  std::deque<UniqueFd> waiting;
+  std::deque<Waiting> waiting;
+  // Workers with a client, until they say which snapshot it asked for.
+  std::vector<UniqueFd> busy;
+  std::deque<OpenedChain> opened;
 
-  auto spawn = [&]() -> Status {
+  auto spawn = [&](size_t shape) -> Status {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
       return Status::FromErrno(errno, "socketpair");
@@ -294,23 +480,38 @@ Status Serve(const ServeOptions& o) {
       listen_fd.Reset();
       for (Worker& w : workers) w.chan.Reset();
       waiting.clear();
+      busy.clear();
       ::signal(SIGCHLD, SIG_DFL);
       ::sigprocmask(SIG_SETMASK, &old_set, nullptr);
-      RunWorker(UniqueFd(sv[1]), self, o);
+      RunWorker(UniqueFd(sv[1]), self, o, o.shapes[shape], opened);
     }
     ::close(sv[1]);
-    workers.push_back(Worker{pid, UniqueFd(sv[0]), false});
+    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false});
     return Status::Ok();
   };
 
   Status result;
-  for (int i = 0; i < o.pool && result.ok(); ++i) result = spawn();
+  for (size_t k = 0; k < o.shapes.size(); ++k) {
+    for (int i = 0; i < o.pool && result.ok(); ++i) result = spawn(k);
+  }
   while (result.ok()) {
     std::vector<pollfd> fds{{sig.get(), POLLIN, 0}};
     const bool accepting = waiting.size() < kMaxWaiting;
     fds.push_back({accepting ? listen_fd.get() : -1, POLLIN, 0});
     for (const Worker& w : workers) fds.push_back({w.chan.get(), POLLIN, 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    const size_t first_busy = fds.size();
+    for (const UniqueFd& b : busy) fds.push_back({b.get(), POLLIN, 0});
+    // Clients whose request line the server waits for (several shapes).
+    int timeout_ms = -1;
+    const auto now = std::chrono::steady_clock::now();
+    for (const Waiting& c : waiting) {
+      if (c.shape) continue;
+      fds.push_back({c.peeked ? -1 : c.fd.get(), POLLIN, 0});
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(c.deadline - now).count();
+      const int ms = int(std::clamp<int64_t>(left, 0, c.peeked ? 5 : 60'000));
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+    }
+    if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
       if (errno == EINTR) continue;
       result = Status::FromErrno(errno, "poll");
       break;
@@ -329,30 +530,52 @@ Status Serve(const ServeOptions& o) {
                                   ") ended while idle");
       }
     }
+    for (size_t i = busy.size(); i-- > 0;) {
+      if (!(fds[first_busy + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char msg[kMaxPathMessage + 1];
+      ssize_t n = ::recv(busy[i].get(), msg, sizeof msg, MSG_DONTWAIT);
+      if (n < 0 && errno == EAGAIN) continue;
+      if (n > 1 && size_t(n) <= kMaxPathMessage && msg[0] == 'P') {
+        Remember(opened, std::string(msg + 1, size_t(n - 1)));
+      }
+      busy.erase(busy.begin() + long(i));
+    }
     if (accepting && (fds[1].revents & POLLIN)) {
       for (;;) {
         int c = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) break;
-        waiting.emplace_back(c);
+        waiting.push_back(Waiting{UniqueFd(c), std::nullopt, std::chrono::steady_clock::now() + std::chrono::seconds(5)});
         if (waiting.size() >= kMaxWaiting) break;
       }
     }
-    // Hand each waiting client to a ready worker, and refill at once.
-    while (!waiting.empty() && result.ok()) {
+    for (Waiting& c : waiting) {
+      if (!c.shape) c.shape = PickShape(c, o.shapes, opened);
+    }
+    // Hand each client whose pool is known to a ready worker of that pool,
+    // in the order they came, and refill that pool at once.
+    for (auto it = waiting.begin(); it != waiting.end() && result.ok();) {
+      if (!it->shape) {
+        ++it;
+        continue;
+      }
       size_t w = 0;
-      while (w < workers.size() && !workers[w].ready) ++w;
-      if (w == workers.size()) break;
-      Status s = SendFd(workers[w].chan.get(), 'C', waiting.front().get());
+      while (w < workers.size() && !(workers[w].ready && workers[w].shape == *it->shape)) ++w;
+      if (w == workers.size()) {
+        ++it;
+        continue;
+      }
+      const size_t shape = workers[w].shape;
+      Status s = SendFd(workers[w].chan.get(), 'C', it->fd.get());
       if (!s.ok()) {
         // That worker died since it said ready: it is replaced below, and
         // the client waits for the next one.
-        workers[w].ready = false;
         ::kill(workers[w].pid, SIGKILL);
       } else {
-        waiting.pop_front();
+        busy.push_back(std::move(workers[w].chan));
       }
       workers.erase(workers.begin() + long(w));
-      result = spawn();
+      if (s.ok()) it = waiting.erase(it);
+      result = spawn(shape);
     }
   }
   workers.clear();  // idle workers see their channel close and exit
@@ -394,12 +617,22 @@ Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int 
     n = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n != ssize_t(line.size())) return Status::FromErrno(errno, "sending the request to " + socket);
+  // Replies are read a buffer at a time, not a byte at a time: the whole
+  // client is a few system calls.
+  std::string got;
   for (;;) {
-    auto reply = ReadLine(fd.get());
-    if (!reply.ok()) {
-      return Status::Io(socket + " closed the connection before the guest's exit status");
+    size_t nl;
+    while ((nl = got.find('\n')) == std::string::npos) {
+      if (got.size() > kMaxRequestLine) return Status::Io("unreadable reply from " + socket);
+      char buf[4096];
+      ssize_t r = ::recv(fd.get(), buf, sizeof buf, 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return Status::Io(socket + " closed the connection before the guest's exit status");
+      got.append(buf, size_t(r));
     }
-    nlohmann::json j = nlohmann::json::parse(*reply, nullptr, false);
+    const std::string reply = got.substr(0, nl);
+    got.erase(0, nl + 1);
+    nlohmann::json j = nlohmann::json::parse(reply, nullptr, false);
     if (!j.is_object()) return Status::Io("unreadable reply from " + socket);
     if (j.contains("note") && j["note"].is_string()) {
       if (on_note) on_note(j["note"].get<std::string>());

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "vmm/vmm.h"
@@ -14,8 +15,11 @@ namespace vmsnap::vmm {
 
 struct ServeOptions {
   std::string socket;        // the control socket the clients connect to
-  int pool = 1;              // warm VMs kept ready
-  WarmShape shape;           // what each warm VM is made with
+  int pool = 1;              // warm VMs kept ready of each shape
+  // What the warm VMs are made with: a pool of each. A snapshot goes to
+  // the pool whose memory size and vCPU count it has; one that fits none
+  // starts cold (and says so).
+  std::vector<WarmShape> shapes{WarmShape{}};
   std::string kvm_device;    // empty: kvm::DevicePath()
   std::string tool_version = "unknown";
 };

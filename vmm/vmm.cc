@@ -61,7 +61,13 @@ Status Vmm::Init(const VmmOptions& options) {
   options_ = options;
   VMSNAP_RETURN_IF_ERROR(serial_.Open(options_.serial));
   AddSerialPorts(ports_, serial_);
-  AddExitPort(ports_, [this](int status) { Stop(status, Status::Ok()); });
+  AddExitPort(ports_, [this](int status) {
+    if (on_guest_exit_) {
+      serial_.Flush();
+      on_guest_exit_(status & 0xff);
+    }
+    Stop(status, Status::Ok());
+  });
   AddDoorbellPort(ports_, [this] {
     // Pause right here: RIP is already past the `out`, so a snapshot taken
     // now resumes after it. The main thread captures (HandleDoorbell).
@@ -151,7 +157,18 @@ Result<std::unique_ptr<Vmm>> Vmm::Boot(const BootConfig& boot, const VmmOptions&
   for (auto& ops : vmm->vcpu_ops_) {
     VMSNAP_RETURN_IF_ERROR(SetupVcpu(*ops, boot.vcpus, vmm->memory_->total_size(), entry, cpuid));
   }
+  VMSNAP_RETURN_IF_ERROR(vmm->InheritLineage(nullptr, false));
   return vmm;
+}
+
+Status Vmm::InheritLineage(const SnapshotChain* from, bool warm) {
+  loads_.clear();
+  next_load_ = LoadRecord{};
+  next_load_.warm = warm;
+  if (from == nullptr) return Status::Ok();
+  VMSNAP_ASSIGN_OR_RETURN(loads_, LoadHistoryOf(from->leaf().manifest()));
+  next_load_.snapshot_id = from->leaf().id();
+  return Status::Ok();
 }
 
 Status Vmm::StartGeneration() {
@@ -173,6 +190,11 @@ Status Vmm::StartGeneration() {
   // Under the lazy pager this access faults the page in from the snapshot
   // first, so the bytes around the ID keep their saved contents.
   std::memcpy(p, generation_id_.data(), generation_id_.size());
+  next_load_.generation_id = generation_id_;
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  next_load_.time_unix_ns = int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  loads_.push_back(next_load_);
   return Status::Ok();
 }
 
@@ -188,6 +210,9 @@ Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptio
   VMSNAP_ASSIGN_OR_RETURN(kvm::x86::VmConfig config, BootVmConfig(*vmm->vm_ops_));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(config));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(shape.vcpus));
+  // What this host's KVM offers a vCPU, found now rather than when a
+  // snapshot comes (RestoreWarm checks the snapshot's CPUID against it).
+  VMSNAP_ASSIGN_OR_RETURN(vmm->warm_host_cpuid_, restore::x86::HostCpuid(*vmm->vm_ops_, *vmm->vcpu_ops_[0]));
   return vmm;
 }
 
@@ -272,6 +297,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
     Target target(*vmm, options);
     VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(shared, target, loader));
   }
+  VMSNAP_RETURN_IF_ERROR(vmm->InheritLineage(shared.get(), false));
   // The restored memory is SNAPSHOT's: incremental snapshots build on it.
   if (vmm->dirty_) {
     schema::Manifest::Reader m = shared->leaf().manifest();
@@ -304,8 +330,11 @@ class WarmRestorer final : public restore::ArchRestorer {
 // A prepared VM as the restore order sees it: everything already exists.
 class WarmTarget final : public restore::RestoreTarget {
  public:
-  WarmTarget(kvm::x86::RealVmOps& vm, std::vector<kvm::x86::VcpuOps*> vcpus, std::vector<kvm::GuestRegion> views)
-      : inner_(vm), outer_(inner_), vcpus_(std::move(vcpus)), views_(std::move(views)) {}
+  WarmTarget(kvm::x86::RealVmOps& vm, std::vector<kvm::x86::VcpuOps*> vcpus, std::vector<kvm::GuestRegion> views,
+             std::vector<kvm_cpuid_entry2> host_cpuid)
+      : inner_(vm), outer_(inner_), vcpus_(std::move(vcpus)), views_(std::move(views)) {
+    inner_.set_host_cpuid(std::move(host_cpuid));
+  }
   schema::Arch arch() const override { return schema::Arch::X8664; }
   unsigned max_vcpus() const override { return static_cast<unsigned>(vcpus_.size()); }
   Result<restore::ArchRestorer*> CreateVm() override { return &outer_; }
@@ -333,8 +362,9 @@ Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, restore::Mem
   if (!why.empty()) return Status::InvalidArgument("snapshot " + chain->leaf().path() + " does not fit: " + why);
   std::vector<kvm::x86::VcpuOps*> ops;
   for (auto& o : vcpu_ops_) ops.push_back(o.get());
-  WarmTarget target(*vm_ops_, std::move(ops), memory_->views());
-  return restore::RestoreInto(chain, target, loader);
+  WarmTarget target(*vm_ops_, std::move(ops), memory_->views(), warm_host_cpuid_);
+  VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(chain, target, loader));
+  return InheritLineage(chain.get(), true);
 }
 
 Result<int> Vmm::Run() {

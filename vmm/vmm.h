@@ -23,6 +23,7 @@
 #include "capture/dirty/snapshot.h"
 #include "capture/x86_64/x86_capture.h"
 #include "format/compression_spec.h"
+#include "format/load_history.h"
 #include "base/fd.h"
 #include "base/status.h"
 #include "kvm/kvm.h"
@@ -139,6 +140,11 @@ class Vmm {
   // CLOCK_MONOTONIC (ns) when vCPU 0 first entered KVM_RUN; 0 before.
   // See VmmOptions::hangup_fd; for a VM prepared before its client was known.
   void set_hangup_fd(int fd) { options_.hangup_fd = fd; }
+  // Called on the vCPU thread that wrote the exit port, with the status and
+  // the serial output already flushed, before anything of the VM is stopped:
+  // a warm VM's process answers its client from here and ends at once,
+  // without waiting for the other vCPUs or the main loop to notice.
+  void set_on_guest_exit(std::function<void(int status)> fn) { on_guest_exit_ = std::move(fn); }
   int64_t first_entry_ns() const { return first_entry_ns_.load(); }
   // The generation ID Run() gave the guest before its first instruction
   // (docs/guest-abi.md, "Generation ID").
@@ -155,8 +161,12 @@ class Vmm {
   Status RegisterMemory();
   Status VmConfigured();
   Status CreateVcpus(int count);
+  // The lineage snapshots of this VM record (docs/format.md, "Load
+  // history"): `from`'s, if it was loaded from a snapshot; Run() then adds
+  // this start.
+  Status InheritLineage(const SnapshotChain* from, bool warm);
   // A fresh random generation ID, written to guest memory (boot.h) before
-  // the first instruction.
+  // the first instruction, and this start's entry in the lineage.
   Status StartGeneration();
   // vcpu_loop.cc
   void StartVcpus();
@@ -211,6 +221,10 @@ class Vmm {
   UniqueFd event_fd_;  // wakes the main thread: doorbells, stops
   std::atomic<int64_t> first_entry_ns_{0};
   std::array<uint8_t, 16> generation_id_{};
+  std::vector<LoadRecord> loads_;
+  std::function<void(int status)> on_guest_exit_;
+  std::vector<kvm_cpuid_entry2> warm_host_cpuid_;  // Prepare's HostCpuid
+  LoadRecord next_load_;
 };
 
 }  // namespace vmsnap::vmm

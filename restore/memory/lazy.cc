@@ -22,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -283,6 +284,11 @@ struct LazyPager::Impl {
   }
 
   void BackgroundLoop(bool finisher) {
+    // The fill is work nobody waits for yet: on a busy host it must not take
+    // the CPU from the thread restoring the VM, the vCPUs or the fault
+    // handler (which serves what a vCPU waits for). On an idle core it runs
+    // as before.
+    (void)::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)), 19);
     internal::BlockReader reader(chain);
     for (;;) {
       if (failed.load()) break;

@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <fstream>
+#include <optional>
 
 #include "format/layout.h"
+#include "restore/memory/image_cache.h"
 
 namespace vmsnap::memory {
 
@@ -32,6 +34,11 @@ Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRe
 }
 
 namespace {
+
+// Mappings a raw file may need before a decompressed image is preferred
+// (when one may be built), and before the pager is (when not).
+constexpr uint64_t kCheapMappings = 256;
+constexpr uint64_t kMaxMappings = 16384;
 
 // One layer, every chunk raw: what MapCopyOnWrite can map.
 bool MappableRaw(const SnapshotChain& chain) {
@@ -76,28 +83,45 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
   Stop();
   chain_ = std::move(chain);
   mapped_ = false;
-  if (map_raw_ && MappableRaw(*chain_)) {
+  auto fail = [this](Status s) {
+    chain_.reset();
+    return s;
+  };
+  // In order: a fresh decompressed image (one mapping per region); the raw
+  // file itself (one mapping per run of stored pages); an image built now,
+  // when asked for and the file cannot be mapped cheaply; the pager.
+  std::optional<ImageCache> cache;
+  if (map_raw_ && !image_dir_.empty()) cache.emplace(image_dir_);
+  UniqueFd image;
+  if (cache) image = cache->OpenFresh(*chain_);
+  if (!image.valid() && map_raw_ && MappableRaw(*chain_)) {
     // A mapped page reaches the guest unchecked: the file is checked first.
     Status v = VerifiedOnce(chain_->leaf(), stamp_dir_);
-    if (!v.ok()) {
-      chain_.reset();
-      return v;
-    }
-    Status s = MapCopyOnWrite(*chain_, regions);
+    if (!v.ok()) return fail(v);
+    // A file whose stored runs are many (zero pages between them) costs a
+    // mapping each, thousands for a GiB: with an image to be built, that
+    // is mapped instead.
+    const uint64_t most = cache && build_images_ ? kCheapMappings : kMaxMappings;
+    Status s = MapCopyOnWrite(*chain_, regions, most);
     if (s.ok()) {
       mapped_ = true;
       return s;
     }
-    if (s.code() != Code::kUnsupported) {
-      chain_.reset();
-      return s;
-    }
+    if (s.code() != Code::kUnsupported) return fail(s);
+  }
+  if (!image.valid() && cache && build_images_) {
+    auto built = cache->Build(*chain_);
+    if (!built.ok()) return fail(built.status());
+    image = std::move(built).value();
+  }
+  if (image.valid()) {
+    Status s = MapImage(*chain_, image.get(), regions);
+    if (!s.ok()) return fail(s);
+    mapped_ = true;
+    return s;
   }
   auto pager = LazyPager::Start(*chain_, regions, options_);
-  if (!pager.ok()) {
-    chain_.reset();
-    return pager.status();
-  }
+  if (!pager.ok()) return fail(pager.status());
   pager_ = std::move(pager).value();
   return Status::Ok();
 }

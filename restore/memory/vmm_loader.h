@@ -59,7 +59,18 @@ class LazyLoader final : public restore::MemoryLoader {
   LazyPager* pager() { return pager_.get(); }
   // Where verified files are remembered (empty: verify on every load).
   void set_stamp_dir(std::string dir) { stamp_dir_ = std::move(dir); }
-  // Whether the last load mapped the file instead of starting the pager.
+  // Where decompressed images live (image_cache.h; empty: none). A snapshot
+  // with a fresh image there is mapped from it (one mapping per region);
+  // with `build`, one is built first when there is none for a snapshot that
+  // cannot be mapped itself (compressed, a chain) or only at the cost of
+  // many mappings (a raw file whose zero pages cut its stored pages into
+  // more than 256 runs).
+  void set_image_dir(std::string dir, bool build) {
+    image_dir_ = std::move(dir);
+    build_images_ = build;
+  }
+  // Whether the last load mapped the file (or its image) instead of
+  // starting the pager.
   bool mapped() const { return mapped_; }
 
  private:
@@ -67,6 +78,8 @@ class LazyLoader final : public restore::MemoryLoader {
   bool map_raw_ = true;
   bool mapped_ = false;
   std::string stamp_dir_;
+  std::string image_dir_;
+  bool build_images_ = false;
   std::shared_ptr<const SnapshotChain> chain_;
   std::unique_ptr<LazyPager> pager_;
 };

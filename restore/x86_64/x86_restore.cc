@@ -170,6 +170,10 @@ Result<std::vector<kvm_cpuid_entry2>> HostCpuid(kx::VmOps& vm, kx::VcpuOps& fres
 
 Status CheckCpuid(kx::VmOps& vm, kx::VcpuOps& fresh_vcpu, schema::Manifest::Reader m) {
   VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> host, HostCpuid(vm, fresh_vcpu));
+  return CheckCpuidAgainst(host, m);
+}
+
+Status CheckCpuidAgainst(const std::vector<kvm_cpuid_entry2>& host, schema::Manifest::Reader m) {
   for (auto v : m.getVcpus()) {
     if (!v.isX8664()) return Status::Corruption("vCPU " + std::to_string(v.getId()) + " has no x86_64 state");
     VMSNAP_RETURN_IF_ERROR(CheckCpuidSupported(v.getX8664().getCpuid(), host)

@@ -43,6 +43,9 @@ Result<std::vector<kvm_cpuid_entry2>> HostCpuid(kvm::x86::VmOps& vm, kvm::x86::V
 
 // CheckCpuidSupported for every vCPU of the snapshot against HostCpuid.
 Status CheckCpuid(kvm::x86::VmOps& vm, kvm::x86::VcpuOps& fresh_vcpu, schema::Manifest::Reader manifest);
+// The same against a HostCpuid result found earlier (it depends only on the
+// host and KVM).
+Status CheckCpuidAgainst(const std::vector<kvm_cpuid_entry2>& host, schema::Manifest::Reader manifest);
 
 // Restores one vCPU (steps 1-9 of docs/state-coverage.md). The vCPU must be
 // fresh (never run).
@@ -78,7 +81,11 @@ class X86Restorer final : public ArchRestorer {
     if (!replay_dirty_logging_) config_ = WithoutDirtyLogging(std::move(config_));
     return ApplyVmConfig(vm_, config_);
   }
+  // HostCpuid, found before (a warm VM finds it while it waits): the check
+  // then makes no KVM call.
+  void set_host_cpuid(std::vector<kvm_cpuid_entry2> host) { host_cpuid_ = std::move(host); }
   Status CheckVcpus(schema::Manifest::Reader m) override {
+    if (!host_cpuid_.empty()) return CheckCpuidAgainst(host_cpuid_, m);
     if (vcpus_.empty()) return Status::Internal("x86 restore: no vCPUs");
     return CheckCpuid(vm_, *vcpus_[0], m);
   }
@@ -89,6 +96,7 @@ class X86Restorer final : public ArchRestorer {
   std::vector<kvm::x86::VcpuOps*> vcpus_;
   kvm::x86::VmConfig config_;
   bool replay_dirty_logging_ = true;
+  std::vector<kvm_cpuid_entry2> host_cpuid_;
 };
 
 }  // namespace vmsnap::restore::x86

@@ -5,11 +5,13 @@
 // bad or vanishing clients leave the server serving. Also the generation ID:
 // every run and load gives the guest a fresh one.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -33,6 +35,16 @@ std::vector<std::string> Ids(const std::string& out, const std::string& which) {
     ids.push_back((*it)[1]);
   }
   return ids;
+}
+
+// The guest prints the ID as two little-endian qwords in hex; inspect
+// prints its bytes in order.
+std::string IdBytes(const std::string& printed) {
+  std::string out;
+  for (int half = 0; half < 2; ++half) {
+    for (int b = 7; b >= 0; --b) out += printed.substr(size_t(half * 16 + b * 2), 2);
+  }
+  return out;
 }
 
 // Children of `pid` (the warm VMs' processes of a server).
@@ -83,10 +95,10 @@ class Serve : public CliTest {
     return pid;
   }
   // `load --via`, with stderr in its own file so that threads may call it.
-  RunResult Via(const std::string& tag, int timeout_s = 60) {
+  RunResult Via(const std::string& tag, int timeout_s = 60, const std::string& snapshot = "snap1.vmsnap") {
     const std::string err = Path("err-" + tag + ".txt");
     std::string cmd = "cd " + dir_ + " && timeout " + std::to_string(timeout_s) + " " + VMSNAP_BIN +
-                      " load --via pool.sock snap1.vmsnap 2>" + err;
+                      " load --via pool.sock " + snapshot + " 2>" + err;
     RunResult r;
     FILE* p = ::popen(cmd.c_str(), "r");
     if (!p) return r;
@@ -121,6 +133,39 @@ TEST_F(Serve, EveryRunAndLoadGivesTheGuestAFreshGenerationId) {
   EXPECT_EQ(all.count(std::string(32, '0')), 0u);
 }
 
+TEST_F(Serve, SnapshotsRecordTheLineageOfLoads) {
+  // snap1 was taken in the booted VM; a load of it (generation A) that rings
+  // the doorbell again saves a snapshot whose lineage is the boot, then A.
+  RunResult a = Run("load snap1.vmsnap --snapshot-on-doorbell clone.vmsnap");
+  ASSERT_EQ(a.status, 42) << a.err;
+  RunResult j1 = Run("inspect --json snap1.vmsnap");
+  RunResult j2 = Run("inspect --json clone.vmsnap");
+  ASSERT_EQ(j1.status, 0) << j1.err;
+  ASSERT_EQ(j2.status, 0) << j2.err;
+  const std::string boot = IdBytes(Ids(run_.out, "before").at(0));
+  const std::string gen_a = IdBytes(Ids(a.out, "after").at(0));
+  auto s1 = nlohmann::json::parse(j1.out), s2 = nlohmann::json::parse(j2.out);
+  ASSERT_EQ(s1["loads"].size(), 1u) << j1.out;
+  EXPECT_EQ(s1["loads"][0]["generation_id"], boot);
+  EXPECT_TRUE(s1["loads"][0]["snapshot_id"].is_null());
+  ASSERT_EQ(s2["loads"].size(), 2u) << j2.out;
+  EXPECT_EQ(s2["loads"][0], s1["loads"][0]);
+  EXPECT_EQ(s2["loads"][1]["generation_id"], gen_a);
+  EXPECT_EQ(s2["loads"][1]["snapshot_id"], s1["id"]);
+  EXPECT_EQ(s2["loads"][1]["warm"], false);
+  // The record is the lineage, not a device.
+  EXPECT_TRUE(s2["devices"].empty()) << j2.out;
+  RunResult text = Run("inspect clone.vmsnap");
+  EXPECT_NE(text.out.find("booted"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("loaded"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("generation " + gen_a), std::string::npos) << text.out;
+  // diff does not count two loads' different lineages as a difference.
+  RunResult b = Run("load snap1.vmsnap --snapshot-on-doorbell clone2.vmsnap");
+  ASSERT_EQ(b.status, 42) << b.err;
+  RunResult d = Run("diff --json clone.vmsnap clone2.vmsnap");
+  EXPECT_EQ(d.out.find("loads"), std::string::npos) << d.out;
+}
+
 TEST_F(Serve, WarmLoadPrintsAndExitsAsAPlainLoad) {
   StartServer("64M");
   RunResult cold = Run("load snap1.vmsnap");
@@ -149,6 +194,35 @@ TEST_F(Serve, SnapshotOfAnotherShapeStartsColdAndSaysSoOnce) {
   ASSERT_NE(first, std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("cold start", first + 1), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("64 MiB"), std::string::npos) << r.err;
+}
+
+TEST_F(Serve, OneServerKeepsAPoolPerShape) {
+  RunResult big = Run("run " + Guest("genid.elf") + " --mem 96M --snapshot-on-doorbell big{n}.vmsnap");
+  ASSERT_EQ(big.status, 42) << big.err;
+  RunResult two = Run("run " + Guest("genid.elf") + " --mem 64M --vcpus 2 --snapshot-on-doorbell two{n}.vmsnap");
+  ASSERT_EQ(two.status, 42) << two.err;
+  const pid_t server =
+      Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M,96M", "--vcpus", "1"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  // Each snapshot goes to the pool of its shape, warm: no note. Twice each,
+  // so the second start of each is served by a refilled pool.
+  for (int round = 0; round < 2; ++round) {
+    for (const std::string snap : {"snap1.vmsnap", "big1.vmsnap"}) {
+      RunResult r = Via(snap + std::to_string(round), 60, snap);
+      EXPECT_EQ(r.status, 42) << snap << ": " << r.err;
+      EXPECT_EQ(r.err, "") << snap;
+      EXPECT_EQ(Ids(r.out, "after").size(), 1u) << r.out;
+    }
+  }
+  // Two vCPUs fit neither pool: cold, said once, and the guest still runs.
+  RunResult cold = Via("two", 60, "two1.vmsnap");
+  EXPECT_EQ(cold.status, 42) << cold.err;
+  size_t first = cold.err.find("cold start");
+  ASSERT_NE(first, std::string::npos) << cold.err;
+  EXPECT_EQ(cold.err.find("cold start", first + 1), std::string::npos) << cold.err;
+  // One warm VM of each shape again, once the pools refill.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_EQ(Children(server).size(), 2u);
 }
 
 TEST_F(Serve, ConcurrentClientsEachGetTheirOwnVm) {
@@ -200,6 +274,114 @@ TEST_F(Serve, BadAndVanishingClientsLeaveTheServerServing) {
   EXPECT_EQ(r.status, 42) << r.err;
   EXPECT_EQ(Ids(r.out, "after").size(), 1u);
   EXPECT_EQ(::kill(server, 0), 0) << "the server ended";
+}
+
+
+// Decompressed images (docs/performance.md): VMs loaded from one compressed
+// snapshot share its memory through the image, and an image that changed
+// after it was built is never mapped.
+class Images : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ::setenv("XDG_CACHE_HOME", Path("cache").c_str(), 1);
+    // The guest idles after its doorbell: the snapshot is taken, then the
+    // VM is ended.
+    pid_t vm = Spawn({"run", Guest("shared.elf"), "--mem", "64M", "--serial", Path("run.txt"),
+                      "--snapshot-on-doorbell", Path("snap.vmsnap")});
+    ASSERT_TRUE(WaitFor(Path("run.txt"), "sum: ")) << ReadFile(Path("run.txt"));
+    ::kill(vm, SIGKILL);
+    Wait(vm);
+  }
+  void TearDown() override {
+    ::unsetenv("XDG_CACHE_HOME");
+    CliTest::TearDown();
+  }
+  // A load of the snapshot, running until the test ends; its serial output
+  // goes to `out`.
+  pid_t Load(const std::string& memory, const std::string& out) {
+    pid_t pid = Spawn({"load", Path("snap.vmsnap"), "--memory", memory, "--serial", Path(out)});
+    EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out)) << ReadFile(Path("run.txt"));
+    return pid;
+  }
+  // Resident and proportional memory (KiB) of `pid`'s mappings of an image.
+  struct Use {
+    long rss = 0, pss = 0;
+  };
+  static Use ImageUse(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
+    Use u;
+    bool image = false;
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream ls(line);
+      std::string first;
+      ls >> first;
+      if (first.find('-') != std::string::npos && first.back() != ':') {
+        image = line.find(".img") != std::string::npos;
+        continue;
+      }
+      long v = 0;
+      ls >> v;
+      if (image && first == "Rss:") u.rss += v;
+      if (image && first == "Pss:") u.pss += v;
+    }
+    return u;
+  }
+  std::string Image() {
+    for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"))) {
+      if (e.path().extension() == ".img") return e.path().string();
+    }
+    return "";
+  }
+};
+
+TEST_F(Images, LoadsOfACompressedSnapshotShareItsPagesThroughTheImage) {
+  // Without an image, each pager fills private memory: nothing shared.
+  pid_t a = Load("lazy", "a.txt");
+  pid_t b = Load("lazy", "b.txt");
+  EXPECT_EQ(ImageUse(b).rss, 0) << "paged in privately";
+  ::kill(a, SIGKILL);
+  ::kill(b, SIGKILL);
+  Wait(a);
+  Wait(b);
+  // The first shared load builds the image; both map it.
+  pid_t c = Load("shared", "c.txt");
+  ASSERT_FALSE(Image().empty());
+  pid_t d = Load("lazy", "d.txt");  // a fresh image is used by any lazy load
+  // The 16 MiB the guests read are the same page-cache pages in both: each
+  // process's proportional share is about half of what it maps.
+  for (pid_t p : {c, d}) {
+    const Use u = ImageUse(p);
+    EXPECT_GE(u.rss, 16 * 1024) << p;
+    EXPECT_LE(u.pss * 10, u.rss * 6) << p << ": rss " << u.rss << " KiB, pss " << u.pss << " KiB";
+  }
+}
+
+TEST_F(Images, AnImageChangedAfterItWasBuiltIsNeverMapped) {
+  pid_t c = Load("shared", "c.txt");
+  ::kill(c, SIGKILL);
+  Wait(c);
+  const std::string img = Image();
+  ASSERT_FALSE(img.empty());
+  // Corrupt the first pattern page (at 16 MiB: the regions start at 0).
+  {
+    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0x1000000 + 2048);
+    const char junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    f.write(junk, sizeof junk);
+  }
+  // A lazy load does not map the stale image: the pager serves the right
+  // page. A shared load rebuilds the image first.
+  pid_t d = Load("lazy", "d.txt");
+  EXPECT_EQ(ImageUse(d).rss, 0) << "the stale image was mapped";
+  pid_t e = Load("shared", "e.txt");
+  std::ifstream in(img, std::ios::binary);
+  in.seekg(0x1000000 + 2048);
+  char now[8] = {};
+  in.read(now, sizeof now);
+  EXPECT_EQ(std::string(now, 8), std::string(8, '\0')) << "the image was rebuilt";
+  (void)e;
 }
 
 }  // namespace

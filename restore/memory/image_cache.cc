@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: MIT
+// See image_cache.h.
+#include "restore/memory/image_cache.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "base/hex.h"
+#include "base/mapping.h"
+#include "format/layout.h"
+
+namespace vmsnap::memory {
+namespace {
+
+std::string StateLine(const char* what, const struct stat& st) {
+  return std::string(what) + " " + std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " +
+         std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec) + " " + std::to_string(st.st_ctim.tv_sec) + "." +
+         std::to_string(st.st_ctim.tv_nsec) + "\n";
+}
+
+std::string BootId() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  std::getline(in, id);
+  return id;
+}
+
+// The stamp of `chain` with image `image_fd`, or "" when a file cannot be
+// stat'ed (then nothing is trusted).
+std::string Stamp(const SnapshotChain& chain, int image_fd) {
+  std::string s = "boot " + BootId() + "\n";
+  for (const auto& layer : chain.layers()) {
+    struct stat st {};
+    if (::stat(layer->path().c_str(), &st) != 0) return "";
+    s += StateLine("layer", st);
+  }
+  struct stat st {};
+  if (::fstat(image_fd, &st) != 0) return "";
+  return s + StateLine("image", st);
+}
+
+// Region r of the manifest starts at the sum of the sizes before it.
+struct Placed {
+  uint64_t gpa, size, offset;
+};
+
+std::vector<Placed> Layout(const SnapshotChain& chain, uint64_t* total) {
+  std::vector<Placed> out;
+  uint64_t off = 0;
+  for (auto r : chain.leaf().manifest().getMemory().getRegions()) {
+    out.push_back(Placed{r.getGuestPhysAddr(), r.getSize(), off});
+    off += r.getSize();
+  }
+  *total = off;
+  return out;
+}
+
+}  // namespace
+
+std::string ImageCache::ImagePath(const SnapshotChain& chain) const {
+  return dir_ + "/" + layout::IdToHex(chain.leaf().id()) + ".img";
+}
+
+UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
+  const std::string img = ImagePath(chain);
+  UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return UniqueFd();
+  std::ifstream in(img.substr(0, img.size() - 4) + ".stamp");
+  std::stringstream want;
+  want << in.rdbuf();
+  const std::string have = Stamp(chain, fd.get());
+  if (have.empty() || want.str() != have) return UniqueFd();
+  return fd;
+}
+
+Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
+  const std::string img = ImagePath(chain);
+  const std::string base = img.substr(0, img.size() - 4);
+  const std::string tmp = img + ".tmp-" + std::to_string(::getpid());
+  uint64_t total = 0;
+  const std::vector<Placed> placed = Layout(chain, &total);
+  UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Status::FromErrno(errno, "create " + tmp);
+  auto fail = [&](Status s) {
+    ::unlink(tmp.c_str());
+    return s;
+  };
+  if (::ftruncate(fd.get(), off_t(total)) != 0) return fail(Status::FromErrno(errno, "ftruncate " + tmp));
+  // Space for every stored page, reserved before any is written: a write
+  // through the mapping into a hole on a full disk would be a SIGBUS. Zero
+  // pages stay holes.
+  const uint32_t ps = chain.leaf().page_size();
+  for (const auto& layer : chain.layers()) {
+    for (const ChunkInfo& c : layer->chunk_index()) {
+      if (c.raw_length == 0) continue;
+      const Placed* p = nullptr;
+      for (const Placed& q : placed) {
+        if (c.gpa >= q.gpa && c.end(ps) <= q.gpa + q.size) p = &q;
+      }
+      if (p == nullptr) continue;  // LoadEager reports it
+      for (uint32_t i = 0; i < c.page_count;) {
+        if (!c.IsPresent(i)) {
+          ++i;
+          continue;
+        }
+        uint32_t j = i;
+        while (j < c.page_count && c.IsPresent(j)) ++j;
+        const int e = ::posix_fallocate(fd.get(), off_t(p->offset + (c.gpa - p->gpa) + uint64_t(i) * ps),
+                                        off_t(uint64_t(j - i) * ps));
+        if (e != 0) return fail(Status::FromErrno(e, "reserve space in " + tmp));
+        i = j;
+      }
+    }
+  }
+  {
+    auto map = Mapping::Map(total, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0, "mmap " + tmp);
+    if (!map.ok()) return fail(map.status());
+    std::vector<GuestRegion> views;
+    unsigned i = 0;
+    for (auto r : chain.leaf().manifest().getMemory().getRegions()) {
+      GuestRegion g;
+      g.slot = r.getSlot();
+      g.gpa = r.getGuestPhysAddr();
+      g.size = r.getSize();
+      g.host = map->data() + placed[i++].offset;
+      g.name = r.getName();
+      views.push_back(g);
+    }
+    EagerOptions eo;
+    eo.destination_zeroed = true;  // a new file reads as zero
+    Status s = LoadEager(chain, views, eo);
+    if (!s.ok()) return fail(s);
+  }
+  if (::rename(tmp.c_str(), img.c_str()) != 0) return fail(Status::FromErrno(errno, "rename " + tmp));
+  // The stamp names the image as it is now; written last, so a build that
+  // stops half-way leaves an image without a matching stamp.
+  const std::string stamp = Stamp(chain, fd.get());
+  const std::string stmp = base + ".stamp.tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream out(stmp);
+    out << stamp;
+    if (!out) {
+      ::unlink(stmp.c_str());
+      return Status::FromErrno(errno ? errno : EIO, "write " + stmp);
+    }
+  }
+  if (::rename(stmp.c_str(), (base + ".stamp").c_str()) != 0) {
+    ::unlink(stmp.c_str());
+    return Status::FromErrno(errno, "rename " + stmp);
+  }
+  // Read-only from here: the VMs map it private.
+  UniqueFd ro(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ro.valid()) return Status::FromErrno(errno, "open " + img);
+  return ro;
+}
+
+Status MapImage(const SnapshotChain& chain, int image, std::span<const GuestRegion> regions) {
+  uint64_t total = 0;
+  const std::vector<Placed> placed = Layout(chain, &total);
+  if (placed.size() != regions.size()) {
+    return Status::InvalidArgument("guest memory has " + std::to_string(regions.size()) +
+                                   " regions, the snapshot " + std::to_string(placed.size()));
+  }
+  for (const Placed& p : placed) {
+    const GuestRegion* g = nullptr;
+    for (const GuestRegion& r : regions) {
+      if (r.gpa == p.gpa && r.size == p.size) g = &r;
+    }
+    if (g == nullptr) return Status::InvalidArgument("no guest memory region at gpa " + Hex(p.gpa));
+    void* at = ::mmap(g->host, p.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, image, off_t(p.offset));
+    if (at == MAP_FAILED) return Status::FromErrno(errno, "mmap the decompressed image at offset " + Hex(p.offset));
+  }
+  return Status::Ok();
+}
+
+}  // namespace vmsnap::memory
