@@ -109,7 +109,8 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
 // A worker with its client: reads the request, runs the guest, replies, and
 // ends the process without unwinding anything (the client already has its
 // exit status; the kernel releases the VM's memory after that).
-[[noreturn]] void ServeClient(UniqueFd client, std::unique_ptr<Vmm> warm, const VmmOptions& vopts) {
+[[noreturn]] void ServeClient(UniqueFd client, std::unique_ptr<Vmm> warm, const VmmOptions& vopts,
+                              const ServeOptions& o) {
   const int cfd = client.get();
   timeval tv{5, 0};
   ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -146,8 +147,9 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
   if (snap == req.end() || !snap->is_string() || snap->get<std::string>().empty()) {
     Fail(cfd, "\"snapshot\" must be a non-empty string");
   }
-  const std::string path = *snap;
-  if (path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
+  std::string path = *snap;
+  const bool remote_url = o.open_remote && path.find("://") != std::string::npos;
+  if (!remote_url && path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
   if (fds.size() != size_t(kRequestFds)) {
     Fail(cfd, "a load request carries 2 descriptors (serial output, messages); got " + std::to_string(fds.size()));
   }
@@ -178,8 +180,17 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
     std::fflush(stdout);
     Fail(cfd, "stopping the VM: " + s.message());
   };
+  // A store URL: a local cache file that fills as the pager asks.
+  RemoteSnapshot remote;
+  if (remote_url) {
+    auto r = o.open_remote(path);
+    if (!r.ok()) Fail(cfd, r.status().message());
+    remote = std::move(r).value();
+    path = remote.path;
+    lo.fetch_chunk = remote.fetch;
+  }
   // Never destroyed: the process ends with _exit while it may still fill.
-  auto* loader = new memory::LazyLoader(std::move(lo));
+  auto* loader = new memory::LazyLoader(std::move(lo), /*map_raw=*/!remote.fetch);
   // Raw snapshots are mapped, verified once per file state.
   if (auto stamps = UserCacheDir("verified"); stamps.ok()) loader->set_stamp_dir(*stamps);
 
@@ -201,6 +212,7 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
     if (!r.ok()) Fail(cfd, r.status().message());
     vm = std::move(r).value();
   }
+  if (remote.restored) remote.restored();
   {
     std::lock_guard<std::mutex> lock(ps.mu);
     if (!ps.pending.ok()) Fail(cfd, ps.pending.message());
@@ -242,7 +254,7 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
   if (n <= 0 || tag != 'C' || got.size() != 1) ::_exit(0);  // the server ended
   ::prctl(PR_SET_PDEATHSIG, 0);
   chan.Reset();
-  ServeClient(std::move(got[0]), std::move(warm).value(), vopts);
+  ServeClient(std::move(got[0]), std::move(warm).value(), vopts, o);
 }
 
 struct Worker {
