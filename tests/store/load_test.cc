@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // `vmsnap load rados://POOL/NAME` on the real single-node cluster: a guest
 // that reads every page of its memory (tests/guests/allpages.S) runs from the
-// store as it runs from the local file, the second load is served by the
-// local cache, a deleted or altered chunk object stops the VM naming it, and
-// a cluster that stops answering in the middle of a load stops the VM with
-// one line instead of hanging it, leaving a cache the next load can use.
+// store as it runs from the local file (also as a warm start through
+// `serve`), the second load is served by the local cache, a deleted or
+// altered chunk object stops the VM naming it, and a cluster that stops
+// answering in the middle of a load stops the VM with one line instead of
+// hanging it, leaving a cache the next load can use.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -127,6 +128,16 @@ TEST_F(StoreLoad, GuestRunsAsFromTheFileAndTheSecondLoadUsesTheCache) {
   EXPECT_EQ(ReadFile(Path("remote.txt")), ReadFile(Path("local.txt")));
   EXPECT_EQ(ReadFile(Path("remote.txt")), "allpages: ok\n");
   EXPECT_NE(remote.err.find("fetched"), std::string::npos) << remote.err;
+
+  // A warm start of the URL: the serve worker fetches it into its own cache.
+  ::setenv("XDG_CACHE_HOME", Path("xdg").c_str(), 1);
+  Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "64M"});
+  ::unsetenv("XDG_CACHE_HOME");
+  ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
+  RunResult via = Run("load " + Url("a") + " --via srv.sock --serial via.txt");
+  EXPECT_EQ(via.status, 0) << via.err;
+  EXPECT_EQ(ReadFile(Path("via.txt")), "allpages: ok\n");
+  EXPECT_TRUE(fs::exists(Path("xdg/vmsnap/lazy")));
 
   // Every chunk object gone: the second load needs only the layout.
   const std::vector<std::string> chunks = Chunks("a.vmsnap");
