@@ -309,7 +309,7 @@ Result<std::vector<uint8_t>> GetLayout(ObjectStore& store, const std::string& na
 
 Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& e) {
   const std::string obj = ChunkObject(e.sha.data());
-  Result<std::vector<uint8_t>> r = store.Get(obj);
+  Result<std::vector<uint8_t>> r = store.GetSized(obj, e.length);
   if (r.ok() && (r.value().size() != e.length || Sha256(r.value()) != e.sha)) {
     return Status::Corruption(store.where() + "/" + obj + ": its bytes do not match its name (SHA-256); "
                               "the object was altered");
