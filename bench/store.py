@@ -224,6 +224,18 @@ class StoreBench:
                 if os.path.exists(cold):
                     shutil.rmtree(cold)
                 lc.append(self.first_byte(f"rados://{POOL}/a", cold))
+            # The floor under a store start: a process that connects to the
+            # cluster and lists the pool, beside one that opens the local file.
+            fl, fs = [], []
+            for i in range(a.starts):
+                t0 = time.monotonic()
+                self.run([self.vmsnap, "ls", f"rados://{POOL}/a"])
+                fl.append(time.monotonic() - t0)
+                t0 = time.monotonic()
+                self.run([self.vmsnap, "inspect", snap_a])
+                fs.append(time.monotonic() - t0)
+            res["ls_store"] = statistics.median(fl)
+            res["inspect_local"] = statistics.median(fs)
             res["first_local"] = statistics.median(ll)
             res["first_warm"] = statistics.median(lw)
             res["first_cold"] = statistics.median(lc)
@@ -263,6 +275,8 @@ def table(r):
          f"{r['first_local'] * 1e3:.1f} ms (`load FILE`)", "", "<= 15 ms"),
         ("`load rados://` to first guest instruction, empty cache (p50)", f"{r['first_cold'] * 1e3:.1f} ms",
          "", "", "<= 15 ms"),
+        ("`vmsnap ls rados://` (connect, list; p50)", f"{r['ls_store'] * 1e3:.1f} ms",
+         f"{r['inspect_local'] * 1e3:.1f} ms (`inspect FILE`)", "", ""),
         ("guest reading all its memory, empty cache", f"{r['read_store']:.2f} s",
          f"{r['read_local']:.2f} s (`load FILE`)", f"{r['read_store'] / r['read_local']:.2f}x", "<= 1.5x"),
     ]
