@@ -8,11 +8,16 @@
 #
 #   bench/run.sh [--runs N] [--sizes 1024,4096] [--work DIR] [--keep]
 #   bench/run.sh fleet [--starts 100] [--sizes 1024,4096] [--clones 50] [--work DIR]
+#   bench/run.sh store [--runs 3] [--starts 10] [--work DIR]
 #
 # Without `fleet`, the comparison with QEMU runs first, then the fleet
 # benchmark with its defaults. `fleet` alone measures warm starts (vmsnap
 # serve / load --via) beside cold ones, and clones sharing one snapshot
 # (bench/fleet.py); it needs no QEMU.
+#
+# `store` measures push, pull and `load rados://` on a single-node Ceph
+# cluster beside `rados bench` on the same pool (bench/store.py); it needs
+# Ceph's daemons (ceph-mon, ceph-mgr, ceph-osd) and no QEMU.
 #
 # BUILD (default build-bench beside the sources) may name an existing build.
 set -eu
@@ -25,6 +30,13 @@ if [ "${1:-}" = fleet ]; then
   shift
   ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_bench_fleet_guests >/dev/null
   exec python3 "$SRC/bench/fleet.py" --build "$BUILD" "$@"
+fi
+if [ "${1:-}" = store ]; then
+  shift
+  # The read-everything guest is a test guest (tests/guests/allpages.S).
+  cmake -S "$SRC" -B "$BUILD" -DVMSNAP_BUILD_TESTS=ON >/dev/null
+  ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_guests >/dev/null
+  exec python3 "$SRC/bench/store.py" --build "$BUILD" "$@"
 fi
 ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest \
   vmsnap_bench_fleet_guests >/dev/null

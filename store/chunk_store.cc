@@ -305,6 +305,35 @@ Result<std::vector<uint8_t>> GetLayout(ObjectStore& store, const std::string& na
   return raw;
 }
 
+}  // namespace
+
+Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& e) {
+  const std::string obj = ChunkObject(e.sha.data());
+  Result<std::vector<uint8_t>> r = store.GetSized(obj, e.length);
+  if (r.ok() && (r.value().size() != e.length || Sha256(r.value()) != e.sha)) {
+    return Status::Corruption(store.where() + "/" + obj + ": its bytes do not match its name (SHA-256); "
+                              "the object was altered");
+  }
+  if (!r.ok() && r.status().code() == Code::kNotFound) {
+    return Status::NotFound(store.where() + "/" + obj + ": chunk of " + name + " is missing from the store");
+  }
+  return r;
+}
+
+Result<SnapshotLayout> FetchLayout(ObjectStore& store, const std::string& name) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
+  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, store.where() + "/" + name));
+  SnapshotLayout out;
+  out.file_size = l.file_size;
+  out.chunks.reserve(l.chunks.size());
+  for (const Entry& e : l.chunks) out.chunks.push_back(LayoutChunk{e.offset, e.length, e.sha});
+  out.gaps = std::move(l.gaps);
+  out.sha = Sha256(raw);
+  return out;
+}
+
+namespace {
+
 Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::span<const uint8_t> raw,
                              const std::string& out_path, unsigned parallel, const ProgressFn& progress) {
   VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, store.where() + "/" + name));
@@ -330,14 +359,7 @@ Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::s
         i = next++;
       }
       const Entry& e = l.chunks[i];
-      const std::string obj = ChunkObject(e.sha.data());
-      Result<std::vector<uint8_t>> r = store.Get(obj);
-      if (r.ok() && (r.value().size() != e.length || Sha256(r.value()) != e.sha)) {
-        r = Status::Corruption(store.where() + "/" + obj + ": its bytes do not match its name (SHA-256); "
-                               "the object was altered");
-      } else if (!r.ok() && r.status().code() == Code::kNotFound) {
-        r = Status::NotFound(store.where() + "/" + obj + ": chunk of " + name + " is missing from the store");
-      }
+      Result<std::vector<uint8_t>> r = FetchChunk(store, name, LayoutChunk{e.offset, e.length, e.sha});
       std::lock_guard<std::mutex> lk(mu);
       slots[i] = std::move(r);
       cv.notify_all();

@@ -8,6 +8,7 @@
 // there. A pull rebuilds the file byte for byte.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -77,6 +78,24 @@ Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::s
 // snapshot's layout object, so a cached file is always of this content.
 Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
                                const ProgressFn& progress);
+
+// A stored snapshot's layout, for readers that fetch chunks themselves (the
+// lazy cache, store/lazy_cache.h).
+struct LayoutChunk {
+  uint64_t offset = 0;  // in the file
+  uint64_t length = 0;
+  std::array<uint8_t, 32> sha{};
+};
+struct SnapshotLayout {
+  uint64_t file_size = 0;
+  std::vector<LayoutChunk> chunks;  // by file offset
+  std::vector<uint8_t> gaps;        // every byte of the file outside the chunks, in order
+  std::array<uint8_t, 32> sha{};    // of the layout object: names the snapshot's content
+};
+Result<SnapshotLayout> FetchLayout(ObjectStore& store, const std::string& name);
+// One chunk of snapshot `name`, checked against its SHA-256; a missing or
+// altered object is named in the error as Pull names it.
+Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk);
 
 struct ListedSnapshot {
   std::string name;

@@ -27,6 +27,13 @@ class ObjectStore {
   virtual Status Touch(const std::string& name, const std::string& mark) = 0;
   // The whole object; NotFound when it does not exist.
   virtual Result<std::vector<uint8_t>> Get(const std::string& name) = 0;
+  // The whole object when the caller knows its size (a chunk, from the
+  // layout): in one request where the store allows it. An object of another
+  // size comes back with its own length, or `size` + 1 bytes when larger.
+  virtual Result<std::vector<uint8_t>> GetSized(const std::string& name, uint64_t size) {
+    (void)size;
+    return Get(name);
+  }
   // The object's mark, and its size.
   virtual Result<std::string> Mark(const std::string& name, uint64_t* size = nullptr) = 0;
   // Every object whose name starts with `prefix`.

@@ -18,7 +18,13 @@
 #include <memory>
 
 #include "restore/memory/vmm_loader.h"
+#ifdef VMSNAP_HAVE_STORE
+#include "store/chunk_store.h"
+#include "store/lazy_cache.h"
+#endif
+#include "tools/lazy_remote.h"
 #include "tools/progress.h"
+#include "tools/tool_util.h"
 #include "tools/vmm_options.h"
 #include "vmm/serve.h"
 #include "vmm/vmm.h"
@@ -32,9 +38,15 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     VmmFlags vmm;
     std::string memory = "lazy";
     std::string via;
+    std::string ceph_conf, cache_dir;
+    uint64_t cache_size = 16ull << 30;
+    unsigned fetch_parallel = 8, fetch_timeout = 10;
   };
   auto args = std::make_shared<Args>();
-  sub->add_option("SNAPSHOT", args->snapshot, "snapshot file (.vmsnap)")->required();
+  sub->add_option("SNAPSHOT", args->snapshot,
+                  "snapshot file (.vmsnap), or rados://POOL/NAME: memory is fetched from the store as the "
+                  "guest needs it (see docs/store.md)")
+      ->required();
   AddVmmFlags(sub, args->vmm);
   sub->add_option("--memory", args->memory,
                   "lazy (default): start the vCPUs at once and page memory in on demand "
@@ -44,6 +56,19 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
                   "snapshot in the cache first, so that every later load maps it; eager: decode "
                   "all memory on every core before the vCPUs start")
       ->check(CLI::IsMember({"eager", "lazy", "shared"}));
+  sub->add_option("--ceph-conf", args->ceph_conf,
+                  "store URLs: ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+  sub->add_option("--cache-dir", args->cache_dir,
+                  "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
+  sub->add_option("--cache-size", args->cache_size,
+                  "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
+                  "used snapshots are removed to make room")
+      ->transform(CLI::AsSizeValue(false));
+  sub->add_option("--fetch-parallel", args->fetch_parallel, "store URLs: chunk objects in flight at once (default 8)")
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--fetch-timeout", args->fetch_timeout,
+                  "store URLs: seconds to wait for a chunk before the VM is stopped (default 10)")
+      ->check(CLI::Range(1, 3600));
   sub->add_option("--via", args->via,
                   "start the snapshot in a warm VM of `vmsnap serve --control SOCKET` (lazy memory; only "
                   "--serial applies)");
@@ -56,10 +81,14 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       if (!args->vmm.control.empty() || !args->vmm.doorbell.empty() || args->memory != "lazy") {
         return fail("--via takes no --control, --snapshot-on-doorbell or --memory (the warm VM decides)");
       }
-      char* abs = ::realpath(args->snapshot.c_str(), nullptr);
-      if (abs == nullptr) return fail("cannot open snapshot " + args->snapshot + ": " + std::strerror(errno));
-      std::string path = abs;
-      std::free(abs);
+      // A store URL goes as it is: the warm VM's process fetches it.
+      std::string path = args->snapshot;
+      if (!IsStoreUrl(path)) {
+        char* abs = ::realpath(args->snapshot.c_str(), nullptr);
+        if (abs == nullptr) return fail("cannot open snapshot " + args->snapshot + ": " + std::strerror(errno));
+        path = abs;
+        std::free(abs);
+      }
       UniqueFd serial;
       if (args->vmm.serial != "-" && !args->vmm.serial.empty()) {
         serial.Reset(::open(args->vmm.serial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -81,6 +110,44 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     // allocation would otherwise set one up, on the way to the first
     // instruction (see vmm/serve.cc).
     ::mallopt(M_ARENA_MAX, 1);
+
+    // A store URL: the snapshot becomes a local cache file that is filled as
+    // the loader asks for chunks.
+    std::shared_ptr<void> remote_keep;  // the store source, alive until the VM ends
+    memory::ChunkFetchFn fetch_chunk;
+    std::function<Status()> fetch_all;
+    std::function<void()> after_restore;
+    std::function<std::string()> summary;
+    const std::string url_or_path = args->snapshot;
+    if (IsStoreUrl(args->snapshot)) {
+#ifdef VMSNAP_HAVE_STORE
+      const std::string url_text = args->snapshot;
+      RemoteOptions ro;
+      ro.ceph_conf = args->ceph_conf;
+      ro.cache_dir = args->cache_dir;
+      ro.cache_size = args->cache_size;
+      ro.parallel = args->fetch_parallel;
+      ro.timeout_s = args->fetch_timeout;
+      auto remote = OpenRemote(args->snapshot, ro);
+      if (!remote.ok()) return fail(remote.status().message());
+      std::shared_ptr<store::LazySnapshot> src = std::move(remote).value();
+      remote_keep = src;
+      args->snapshot = src->path();
+      fetch_chunk = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
+      fetch_all = [src] { return src->FetchAll(); };
+      after_restore = [src] { src->Discard(); };
+      summary = [src, url = url_text] {
+        const store::LazyCacheStats st = src->stats();
+        return url + ": " + std::to_string(st.fetched_chunks) + " chunks fetched (" +
+               tools::HumanBytes(st.fetched_bytes) + "), " + std::to_string(st.cached_at_open) + " of " +
+               std::to_string(st.chunks) + " in the cache at start" +
+               (src->kept() ? "" : " (not kept: larger than --cache-size)");
+      };
+#else
+      return fail(args->snapshot + ": this vmsnap was built without the chunk store (librados)");
+#endif
+    }
+
     std::unique_ptr<restore::MemoryLoader> loader;
     memory::LazyLoader* lazy = nullptr;
     // While Restore runs, a pager error is only recorded (Restore's own error,
@@ -108,13 +175,18 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         std::fflush(stderr);
         ::_exit(kExitVmmFailed);
       };
-      auto l = std::make_unique<memory::LazyLoader>(std::move(lo));
+      lo.fetch_chunk = fetch_chunk;
+      // A file filled on demand is never mapped: the pager checks each chunk.
+      auto l = std::make_unique<memory::LazyLoader>(std::move(lo), /*map_raw=*/!fetch_chunk);
       // Raw snapshots are mapped, verified once per file state.
       if (auto stamps = UserCacheDir("verified"); stamps.ok()) l->set_stamp_dir(*stamps);
       // Decompressed images (docs/performance.md): used when fresh, built
       // first with --memory shared.
+      // Not for a store URL: its local file is filled as the guest asks.
       const bool build = args->memory == "shared";
-      if (auto images = UserCacheDir("images"); images.ok()) {
+      if (fetch_chunk) {
+        if (build) return fail(url_or_path + ": --memory shared needs a local snapshot file (pull it first)");
+      } else if (auto images = UserCacheDir("images"); images.ok()) {
         l->set_image_dir(*images, build);
       } else if (build) {
         return fail(images.status().message());
@@ -129,12 +201,34 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       };
       loader = std::make_unique<memory::ParallelEagerLoader>(std::move(eo));
     }
+    // With a store, a worker may still wait in a store call that cannot be
+    // interrupted: end the process rather than wait for it on the way out.
+    auto end_now = [&](int code) {
+      if (!remote_keep) return;
+      std::fflush(stdout);
+      std::fflush(stderr);
+      ::_exit(code);
+    };
+    if (fetch_all && lazy == nullptr) {
+      Status s = fetch_all();
+      if (!s.ok()) {
+        fail(s.message());
+        return end_now(kExitVmmFailed);
+      }
+    }
     auto machine = vmm::Vmm::Restore(args->snapshot, *options, loader.get());
     if (bar) bar->Finish();
-    if (!machine.ok()) return fail(machine.status().message());
+    if (after_restore) after_restore();
+    if (!machine.ok()) {
+      fail(machine.status().message());
+      return end_now(kExitVmmFailed);
+    }
     if (lazy != nullptr) {
       std::lock_guard<std::mutex> lock(ps->mu);
-      if (!ps->pending.ok()) return fail(ps->pending.message());
+      if (!ps->pending.ok()) {
+        fail(ps->pending.message());
+        return end_now(kExitVmmFailed);
+      }
       ps->vm_running = true;
     }
     auto status = (*machine)->Run();
@@ -145,10 +239,15 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         std::lock_guard<std::mutex> lock(ps->mu);
         ps->vm_running = false;
       }
-      lazy->Stop();
+      if (!remote_keep) lazy->Stop();  // (a store load ends the process below)
     }
-    if (!status.ok()) return fail(status.status().message());
+    if (!status.ok()) {
+      fail(status.status().message());
+      return end_now(kExitVmmFailed);
+    }
+    if (summary) std::fprintf(stderr, "vmsnap load: %s\n", summary().c_str());
     *exit_code = *status & 0xff;
+    end_now(*exit_code);
   });
 }
 

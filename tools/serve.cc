@@ -8,8 +8,12 @@
 #include "tools/command.h"
 
 #if defined(VMSNAP_HAVE_X86_KVM)
+#include "tools/lazy_remote.h"
 #include "tools/vmm_options.h"
 #include "vmm/serve.h"
+#ifdef VMSNAP_HAVE_STORE
+#include "store/lazy_cache.h"
+#endif
 
 namespace vmsnap::cli {
 
@@ -54,6 +58,19 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     o.tool_version = VMSNAP_VERSION;
     if (args->pool < 1 || args->pool > 256) return fail("--pool must be between 1 and 256");
     if (o.shapes.size() * size_t(args->pool) > 256) return fail("at most 256 warm VMs in all (--pool times the shapes)");
+#ifdef VMSNAP_HAVE_STORE
+    // `load --via URL`: each worker fetches its snapshot into the default
+    // cache (docs/store.md), the cluster from CEPH_CONF.
+    o.open_remote = [](const std::string& url) -> Result<vmm::RemoteSnapshot> {
+      VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazySnapshot> src, OpenRemote(url, RemoteOptions{}));
+      vmm::RemoteSnapshot r;
+      r.path = src->path();
+      r.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
+      r.restored = [src] { src->Discard(); };
+      r.keep = src;
+      return r;
+    };
+#endif
     Status s = vmm::Serve(o);
     if (!s.ok()) return fail(s.message());
     *exit_code = kExitOk;

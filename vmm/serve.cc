@@ -195,7 +195,8 @@ struct WorkerDirs {
 };
 
 [[noreturn]] void ServeClient(UniqueFd client, UniqueFd chan, std::unique_ptr<Vmm> warm, const VmmOptions& vopts,
-                              const std::deque<OpenedChain>& opened, const WorkerDirs& dirs) {
+                              const std::deque<OpenedChain>& opened, const WorkerDirs& dirs,
+                              const ServeOptions& o) {
   const int cfd = client.get();
   timeval tv{5, 0};
   ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -232,10 +233,11 @@ struct WorkerDirs {
   if (snap == req.end() || !snap->is_string() || snap->get<std::string>().empty()) {
     Fail(cfd, "\"snapshot\" must be a non-empty string");
   }
-  const std::string path = *snap;
-  if (path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
-  // The server opens it for the workers it forks from now on.
-  if (path.size() < kMaxPathMessage) {
+  std::string path = *snap;
+  const bool remote_url = o.open_remote && path.find("://") != std::string::npos;
+  if (!remote_url && path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
+  // The server opens a local file for the workers it forks from now on.
+  if (!remote_url && path.size() < kMaxPathMessage) {
     const std::string m = "P" + path;
     (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
@@ -270,13 +272,22 @@ struct WorkerDirs {
     std::fflush(stdout);
     Fail(cfd, "stopping the VM: " + s.message());
   };
+  // A store URL: a local cache file that fills as the pager asks.
+  RemoteSnapshot remote;
+  if (remote_url) {
+    auto r = o.open_remote(path);
+    if (!r.ok()) Fail(cfd, r.status().message());
+    remote = std::move(r).value();
+    path = remote.path;
+    lo.fetch_chunk = remote.fetch;
+  }
   // Never destroyed: the process ends with _exit while it may still fill.
-  auto* loader = new memory::LazyLoader(std::move(lo));
+  auto* loader = new memory::LazyLoader(std::move(lo), /*map_raw=*/!remote.fetch);
   // Raw snapshots are mapped, verified once per file state.
   loader->set_stamp_dir(dirs.stamps);
   // Compressed ones are mapped from their decompressed image when a fresh
   // one exists (`vmsnap load --memory shared` builds it), else paged in.
-  loader->set_image_dir(dirs.images, false);
+  if (!remote_url) loader->set_image_dir(dirs.images, false);
 
   std::shared_ptr<const SnapshotChain> shared = Cached(opened, path);
   if (!shared) {
@@ -299,6 +310,7 @@ struct WorkerDirs {
     if (!r.ok()) Fail(cfd, r.status().message());
     vm = std::move(r).value();
   }
+  if (remote.restored) remote.restored();
   {
     std::lock_guard<std::mutex> lock(ps.mu);
     if (!ps.pending.ok()) Fail(cfd, ps.pending.message());
@@ -362,7 +374,7 @@ struct WorkerDirs {
   ssize_t n = RecvWithFds(chan.get(), &tag, 1, got, 1);
   if (n <= 0 || tag != 'C' || got.size() != 1) ::_exit(0);  // the server ended
   ::prctl(PR_SET_PDEATHSIG, 0);
-  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs);
+  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs, o);
 }
 
 struct Worker {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,16 @@
 #include "vmm/vmm.h"
 
 namespace vmsnap::vmm {
+
+// A snapshot a worker fetches while it loads it (a store URL): the local file
+// to open, the memory loader's fetch hook (restore/memory/loader.h), and what
+// to call once the VM is restored.
+struct RemoteSnapshot {
+  std::string path;
+  std::function<Status(size_t layer, size_t chunk)> fetch;
+  std::function<void()> restored;
+  std::shared_ptr<void> keep;  // what serves `fetch`
+};
 
 struct ServeOptions {
   std::string socket;        // the control socket the clients connect to
@@ -22,6 +33,8 @@ struct ServeOptions {
   std::vector<WarmShape> shapes{WarmShape{}};
   std::string kvm_device;    // empty: kvm::DevicePath()
   std::string tool_version = "unknown";
+  // Resolves a request's store URL (empty: only absolute paths are served).
+  std::function<Result<RemoteSnapshot>(const std::string& url)> open_remote;
 };
 
 // Serves until SIGINT or SIGTERM (then Ok), or until a warm VM cannot be
@@ -29,7 +42,7 @@ struct ServeOptions {
 Status Serve(const ServeOptions& options);
 
 // Client side of `vmsnap load --via`: asks the server at `socket` to run
-// `snapshot` (an absolute path) with the guest's serial output on
+// `snapshot` (an absolute path, or a store URL the server resolves) with the guest's serial output on
 // `serial_fd` and messages on `err_fd` (both passed to the server), and
 // returns the guest's exit status. `on_note` gets what the server says on
 // the way (a cold start instead of a warm one).

@@ -74,8 +74,18 @@ long BlockGrid::Find(const uint8_t* p) const {
   return -1;
 }
 
-BlockReader::BlockReader(const SnapshotChain& chain) : chain_(chain), dctx_(ZSTD_createDCtx()) {
+BlockReader::BlockReader(const SnapshotChain& chain, ChunkFetchFn fetch)
+    : chain_(chain), fetch_(std::move(fetch)), dctx_(ZSTD_createDCtx()) {
   cache_.resize(2);
+}
+
+Result<std::span<const uint8_t>> BlockReader::Stored(int32_t layer, uint32_t chunk) {
+  const SnapshotReader& r = *chain_.layers()[size_t(layer)];
+  if (fetch_ && r.chunk_index()[chunk].stored_length > 0) VMSNAP_RETURN_IF_ERROR(fetch_(size_t(layer), chunk));
+  // StoredBytes checks the stored checksum before handing anything out.
+  auto stored = r.StoredBytes(chunk);
+  if (!stored.ok()) return stored.status().Context(r.path());
+  return stored;
 }
 
 Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored,
@@ -108,16 +118,14 @@ Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const ui
 Result<const uint8_t*> BlockReader::Raw(int32_t layer, uint32_t chunk) {
   const SnapshotReader& r = *chain_.layers()[size_t(layer)];
   const ChunkInfo& c = r.chunk_index()[chunk];
-  // StoredBytes checks the stored checksum before handing anything out.
-  auto stored = r.StoredBytes(chunk);
-  if (!stored.ok()) return stored.status().Context(r.path());
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, Stored(layer, chunk));
   if (!c.compressed) {
     if (c.raw_checksum != c.checksum) {
       return Status::Corruption(ChunkName(r, chunk) +
                                 ": raw checksum disagrees with the stored checksum of an "
                                 "uncompressed chunk");
     }
-    return stored->data();  // pages in place in the mapped file
+    return stored.data();  // pages in place in the mapped file
   }
   return static_cast<const uint8_t*>(nullptr);  // caller decompresses into a slot
 }
@@ -173,9 +181,8 @@ Status BlockReader::Read(const BlockGrid::Block& block,
       whole = refs_[p].layer == f.layer && refs_[p].chunk == f.chunk && refs_[p].raw == p;
     }
     if (whole) {
-      auto stored = r.StoredBytes(f.chunk);
-      if (!stored.ok()) return stored.status().Context(r.path());
-      VMSNAP_RETURN_IF_ERROR(Decompress(f.layer, f.chunk, *stored, direct));
+      VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, Stored(f.layer, f.chunk));
+      VMSNAP_RETURN_IF_ERROR(Decompress(f.layer, f.chunk, stored, direct));
       if (wrote_direct) *wrote_direct = true;
       return Status::Ok();
     }
@@ -226,9 +233,8 @@ Status BlockReader::Read(const BlockGrid::Block& block,
     const SnapshotReader& r = *layers[size_t(l)];
     const ChunkInfo& c = r.chunk_index()[ci];
     if (d.buf.size() < c.raw_length) d.buf.resize(c.raw_length);
-    auto stored = r.StoredBytes(ci);
-    if (!stored.ok()) return stored.status().Context(r.path());
-    VMSNAP_RETURN_IF_ERROR(Decompress(l, ci, *stored, d.buf.data()));
+    VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, Stored(l, ci));
+    VMSNAP_RETURN_IF_ERROR(Decompress(l, ci, stored, d.buf.data()));
     d.layer = l;
     d.chunk = ci;
     d.data = d.buf.data();

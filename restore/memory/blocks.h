@@ -55,7 +55,8 @@ struct Run {
 // Decodes chunks of one chain on one thread, keeping the last two decoded.
 class BlockReader {
  public:
-  explicit BlockReader(const SnapshotChain& chain);
+  // `fetch` (may be empty) is called before each chunk's bytes are read.
+  explicit BlockReader(const SnapshotChain& chain, ChunkFetchFn fetch = {});
   BlockReader(const BlockReader&) = delete;
   BlockReader& operator=(const BlockReader&) = delete;
 
@@ -83,9 +84,11 @@ class BlockReader {
     std::vector<uint8_t> buf;
   };
   Result<const uint8_t*> Raw(int32_t layer, uint32_t chunk);
+  Result<std::span<const uint8_t>> Stored(int32_t layer, uint32_t chunk);
   Status Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored, uint8_t* out);
 
   const SnapshotChain& chain_;
+  ChunkFetchFn fetch_;
   struct DctxFree {
     void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
   };

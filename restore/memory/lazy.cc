@@ -81,11 +81,11 @@ Result<UniqueFd> OpenUserfaultfd(uint64_t features) {
 }  // namespace
 
 struct LazyPager::Impl {
-  explicit Impl(const SnapshotChain& c) : chain(c), handler_reader(c) {}
+  Impl(const SnapshotChain& c, const LazyOptions& o) : chain(c), opts(o), handler_reader(c, o.fetch_chunk) {}
 
   const SnapshotChain& chain;
-  internal::BlockGrid grid;
   LazyOptions opts;
+  internal::BlockGrid grid;
   uint32_t ps = 4096;
   UniqueFd uffd;
   UniqueFd stop_efd;
@@ -289,7 +289,7 @@ struct LazyPager::Impl {
     // handler (which serves what a vCPU waits for). On an idle core it runs
     // as before.
     (void)::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)), 19);
-    internal::BlockReader reader(chain);
+    internal::BlockReader reader(chain, opts.fetch_chunk);
     for (;;) {
       if (failed.load()) break;
       size_t i;
@@ -376,10 +376,9 @@ LazyPager::LazyPager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,
                                                     std::span<const GuestRegion> regions,
                                                     LazyOptions options) {
-  auto impl = std::make_unique<Impl>(chain);
+  auto impl = std::make_unique<Impl>(chain, options);
   VMSNAP_RETURN_IF_ERROR(impl->grid.Init(chain, regions));
   impl->ps = impl->grid.page_size();
-  impl->opts = std::move(options);
   // Ask for UFFDIO_POISON where the kernel has it; older kernels reject the
   // unknown feature, so retry without.
   auto fd = OpenUserfaultfd(UFFD_FEATURE_POISON);

@@ -51,6 +51,12 @@ struct EagerOptions {
 Status LoadEager(const SnapshotChain& chain, std::span<const GuestRegion> regions,
                  const EagerOptions& options = {});
 
+// Makes the stored bytes of chunk `chunk` of layer `layer` (0 = the chain's
+// base) readable in its file, for a snapshot whose file is filled on demand
+// (a store's local cache); called before every read of a chunk, from several
+// threads at once. An error fails the block as a checksum mismatch would.
+using ChunkFetchFn = std::function<Status(size_t layer, size_t chunk)>;
+
 struct LazyOptions {
   unsigned background_threads = 0;  // 0 = max(1, cores - 1): leave a core to the vCPUs
   // false: fill only on faults (demand paging alone; for tests and measurements).
@@ -63,6 +69,8 @@ struct LazyOptions {
   // without UFFDIO_POISON, made inaccessible), so no access ever reads a wrong
   // page.
   std::function<void(const Status&)> on_error;
+  // Empty: every chunk is in the file already.
+  ChunkFetchFn fetch_chunk;
 };
 
 // Counters, for tests and the benchmark.

@@ -14,7 +14,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -376,6 +378,50 @@ TEST_F(Loader, LazyCorruptChunkFoundInTheBackgroundIsReported) {
   EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
   EXPECT_EQ(calls.load(), 1);
   EXPECT_EQ(reported, s.message());
+  EXPECT_FALSE(pager.value()->done());
+}
+
+// A file filled on demand (a store's cache): the pager asks the fetch hook
+// for every stored chunk before it reads it, and a chunk the hook cannot
+// deliver fails like a chunk that fails its checksum.
+TEST_F(Loader, LazyAsksTheFetchHookForEveryChunkAndStopsOnItsError) {
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  SnapshotChain chain = Open("z.vmsnap");
+  std::set<size_t> stored;
+  for (size_t i = 0; i < chain.leaf().chunk_index().size(); ++i) {
+    if (chain.leaf().chunk_index()[i].stored_length > 0) stored.insert(i);
+  }
+  std::mutex mu;
+  std::set<size_t> asked;
+  {
+    GuestMemory mem(regs_);
+    LazyOptions o;
+    o.fetch_chunk = [&](size_t layer, size_t chunk) {
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_EQ(layer, 0u);
+      asked.insert(chunk);
+      return Status::Ok();
+    };
+    auto pager = LazyPager::Start(chain, mem.regions(), o);
+    ASSERT_TRUE(pager.ok());
+    ASSERT_TRUE(pager.value()->Wait().ok());
+    pager.value().reset();
+    EXPECT_EQ(asked, stored);
+    EXPECT_EQ(CountDifferentPages(mem, regs_), 0u);
+  }
+  GuestMemory mem(regs_);
+  std::atomic<int> calls{0};
+  LazyOptions o;
+  o.fetch_chunk = [](size_t, size_t chunk) {
+    return chunk == 7 ? Status::Io("store: chunk 7 did not arrive") : Status::Ok();
+  };
+  o.on_error = [&](const Status&) { calls.fetch_add(1); };
+  auto pager = LazyPager::Start(chain, mem.regions(), o);
+  ASSERT_TRUE(pager.ok());
+  Status s = pager.value()->Wait();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("chunk 7 did not arrive"), std::string::npos) << s.message();
+  EXPECT_EQ(calls.load(), 1);
   EXPECT_FALSE(pager.value()->done());
 }
 

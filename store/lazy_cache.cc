@@ -1,0 +1,413 @@
+// SPDX-License-Identifier: MIT
+// The on-demand local copy of a stored snapshot (lazy_cache.h): cache files,
+// the record of chunks present, and the fetch workers that serve the memory
+// loader's requests first and prefetch the rest.
+#include "store/lazy_cache.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "format/reader.h"
+
+namespace vmsnap::store {
+namespace {
+
+// Per layout entry, in this process.
+enum State : uint8_t {
+  kMissing,   // not in the file (as far as this process knows)
+  kRecorded,  // the record says it is in; not checked by this process yet
+  kQueued,    // asked for; waiting for a worker
+  kBusy,      // a worker is fetching or checking it
+  kPresent,   // in the file and checked
+  kFailed,    // the store failed it; the error is kept
+};
+
+std::string HexOf(const std::array<uint8_t, 32>& sha) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s;
+  for (uint8_t b : sha) {
+    s += kDigits[b >> 4];
+    s += kDigits[b & 15];
+  }
+  return s;
+}
+
+Status WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t off, const std::string& what) {
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, n, off_t(off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(errno, "write " + what);
+    }
+    p += w;
+    n -= uint64_t(w);
+    off += uint64_t(w);
+  }
+  return Status::Ok();
+}
+
+Status MakeDirs(const std::string& dir) {
+  std::string at;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
+      at = dir.substr(0, i);
+      if (::mkdir(at.c_str(), 0700) != 0 && errno != EEXIST) return Status::FromErrno(errno, "create " + at);
+    }
+  }
+  return Status::Ok();
+}
+
+uint64_t BlocksOf(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_blocks) * 512 : 0;
+}
+
+}  // namespace
+
+struct LazySnapshot::Impl {
+  std::unique_ptr<ObjectStore> store;
+  std::string name;
+  LazyCacheOptions opts;
+  SnapshotLayout layout;
+  std::string path, record_path;
+  bool kept = true;
+  UniqueFd fd, rec_fd;
+  std::unique_ptr<SnapshotReader> reader;
+  std::vector<long> entry_of;  // manifest chunk -> layout entry (-1: stores nothing)
+  std::vector<size_t> chunk_of;  // layout entry -> manifest chunk
+
+  mutable std::mutex mu;
+  std::condition_variable work_cv, done_cv;
+  std::vector<uint8_t> state;
+  std::map<size_t, Status> errors;
+  std::deque<size_t> urgent, hints;
+  size_t sweep = 0;
+  bool prefetch = false;
+  bool stopping = false;
+  std::vector<std::thread> workers;
+  unsigned running = 0;  // workers not yet returned
+  LazyCacheStats st;
+
+  std::string Where(size_t e) const {
+    return store->where() + "/" + ChunkObject(layout.chunks[e].sha.data()) + " (chunk " +
+           std::to_string(chunk_of[e]) + " of " + name + ")";
+  }
+
+  // Whether the chunk's bytes in the file match the manifest's checksum.
+  bool CheckInFile(size_t e) const { return reader->StoredBytes(chunk_of[e]).ok(); }
+
+  // Brings entry e (claimed: kBusy) into the file; returns its new state.
+  State Bring(size_t e, bool recorded, Status* error) {
+    if (recorded && CheckInFile(e)) return kPresent;
+    const LayoutChunk& c = layout.chunks[e];
+    auto got = FetchChunk(*store, name, c);
+    if (!got.ok()) {
+      *error = got.status();
+      return kFailed;
+    }
+    // Only bytes that matched their name ever reach the file; the record
+    // follows the bytes, and is checked against them before any use.
+    Status w = WriteAll(fd.get(), got->data(), got->size(), c.offset, path);
+    if (w.ok() && rec_fd.valid()) {
+      const uint8_t one = 1;
+      w = WriteAll(rec_fd.get(), &one, 1, e, record_path);
+    }
+    if (!w.ok()) {
+      *error = w;
+      return kFailed;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    st.fetched_chunks += 1;
+    st.fetched_bytes += c.length;
+    return kPresent;
+  }
+
+  void Worker() {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      size_t e = SIZE_MAX;
+      while (e == SIZE_MAX) {
+        if (stopping) {
+          --running;
+          done_cv.notify_all();
+          return;
+        }
+        if (!urgent.empty()) {
+          const size_t c = urgent.front();
+          urgent.pop_front();
+          if (state[c] == kQueued) e = c;
+        } else if (!hints.empty()) {
+          const size_t c = hints.front();
+          hints.pop_front();
+          if (state[c] == kMissing || state[c] == kRecorded) e = c;
+        } else if (prefetch && sweep < state.size()) {
+          const size_t c = sweep++;
+          if (state[c] == kMissing || state[c] == kRecorded) e = c;
+        } else {
+          work_cv.wait(lock);
+        }
+      }
+      const bool recorded = state[e] == kRecorded;
+      state[e] = kBusy;
+      lock.unlock();
+      Status error;
+      const State now = Bring(e, recorded, &error);
+      lock.lock();
+      state[e] = now;
+      if (now == kFailed) errors[e] = error;
+      done_cv.notify_all();
+    }
+  }
+};
+
+LazySnapshot::LazySnapshot(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+LazySnapshot::~LazySnapshot() {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->stopping = true;
+  impl_->work_cv.notify_all();
+  const bool ended = impl_->done_cv.wait_for(lock, std::chrono::seconds(2), [&] { return impl_->running == 0; });
+  lock.unlock();
+  for (auto& t : impl_->workers) {
+    if (ended) {
+      t.join();
+    } else {
+      t.detach();
+    }
+  }
+}
+
+Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::unique_ptr<ObjectStore> store, const std::string& name,
+                                                         const LazyCacheOptions& options) {
+  auto impl = std::make_shared<Impl>();
+  Impl& m = *impl;
+  m.store = std::move(store);
+  m.name = name;
+  m.opts = options;
+  VMSNAP_ASSIGN_OR_RETURN(m.layout, FetchLayout(*m.store, name));
+  VMSNAP_RETURN_IF_ERROR(MakeDirs(options.dir));
+  const size_t n = m.layout.chunks.size();
+  const std::string base = options.dir + "/" + HexOf(m.layout.sha);
+  m.path = base + ".vmsnap";
+  m.record_path = base + ".chunks";
+
+  // A cache file of this content that opens as a snapshot is reused.
+  struct stat fs {}, rs {};
+  bool reuse = ::stat(m.path.c_str(), &fs) == 0 && uint64_t(fs.st_size) == m.layout.file_size &&
+               ::stat(m.record_path.c_str(), &rs) == 0 && uint64_t(rs.st_size) == n;
+  if (reuse) {
+    m.fd.Reset(::open(m.path.c_str(), O_RDWR | O_CLOEXEC));
+    m.rec_fd.Reset(::open(m.record_path.c_str(), O_RDWR | O_CLOEXEC));
+    reuse = m.fd.valid() && m.rec_fd.valid();
+    if (reuse) {
+      auto r = SnapshotReader::Open(m.path);
+      reuse = r.ok();
+      if (reuse) m.reader = std::move(r).value();
+    }
+    // The record's time is the entry's last use, for eviction.
+    if (reuse) (void)::utimensat(AT_FDCWD, m.record_path.c_str(), nullptr, 0);
+  }
+  if (!reuse) {
+    m.fd.Reset();
+    m.rec_fd.Reset();
+    // Room first: least recently used entries go until this one fits.
+    struct Cached {
+      struct timespec used;
+      std::string base;
+    };
+    std::vector<Cached> others;
+    uint64_t in_use = 0;
+    if (DIR* d = ::opendir(options.dir.c_str())) {
+      while (dirent* ent = ::readdir(d)) {
+        const std::string f = ent->d_name;
+        const size_t dot = f.rfind('.');
+        if (dot == std::string::npos) continue;
+        const std::string stem = options.dir + "/" + f.substr(0, dot), ext = f.substr(dot);
+        if (ext == ".vmsnap" || ext == ".chunks") in_use += BlocksOf(options.dir + "/" + f);
+        struct stat cs {};
+        if (ext == ".chunks" && stem != base && ::stat((options.dir + "/" + f).c_str(), &cs) == 0) {
+          others.push_back({cs.st_mtim, stem});
+        }
+      }
+      ::closedir(d);
+    }
+    std::sort(others.begin(), others.end(), [](const Cached& a, const Cached& b) {
+      return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
+    });
+    const uint64_t need = m.layout.file_size + n;
+    for (const Cached& c : others) {
+      if (in_use + need <= options.max_bytes) break;
+      const uint64_t freed = BlocksOf(c.base + ".vmsnap") + BlocksOf(c.base + ".chunks");
+      // Another load may still use it: it keeps its open file; the name goes.
+      ::unlink((c.base + ".chunks").c_str());
+      ::unlink((c.base + ".vmsnap").c_str());
+      in_use -= std::min(in_use, freed);
+    }
+    m.kept = in_use + need <= options.max_bytes;
+    const std::string tmp = base + "." + std::to_string(::getpid()) + ".tmp";
+    if (!m.kept) m.path = tmp + ".vmsnap";
+    const std::string file_tmp = m.kept ? tmp : m.path;
+    m.fd.Reset(::open(file_tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!m.fd.valid()) return Status::FromErrno(errno, "create " + file_tmp);
+    auto fail = [&](const Status& s) {
+      ::unlink(file_tmp.c_str());
+      return s;
+    };
+    if (::ftruncate(m.fd.get(), off_t(m.layout.file_size)) != 0) {
+      return fail(Status::FromErrno(errno, "size " + file_tmp));
+    }
+    // Every byte but the chunks: header, manifest, footer, padding.
+    uint64_t gap_at = 0, file_at = 0;
+    for (size_t i = 0; i <= n; ++i) {
+      const uint64_t end = i < n ? m.layout.chunks[i].offset : m.layout.file_size;
+      Status s = WriteAll(m.fd.get(), m.layout.gaps.data() + gap_at, end - file_at, file_at, file_tmp);
+      if (!s.ok()) return fail(s);
+      gap_at += end - file_at;
+      file_at = end + (i < n ? m.layout.chunks[i].length : 0);
+    }
+    if (m.kept) {
+      const std::string rec_tmp = tmp + ".chunks";
+      m.rec_fd.Reset(::open(rec_tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      if (!m.rec_fd.valid()) return fail(Status::FromErrno(errno, "create " + rec_tmp));
+      if (::ftruncate(m.rec_fd.get(), off_t(n)) != 0 || ::rename(rec_tmp.c_str(), m.record_path.c_str()) != 0 ||
+          ::rename(file_tmp.c_str(), m.path.c_str()) != 0) {
+        const Status s = Status::FromErrno(errno, "create " + m.path);
+        ::unlink(rec_tmp.c_str());
+        return fail(s);
+      }
+    }
+    auto r = SnapshotReader::Open(m.path);
+    if (!r.ok()) return r.status().Context(m.store->where() + "/" + name);
+    m.reader = std::move(r).value();
+  }
+  if (m.reader->manifest().hasParent()) {
+    return Status::Unsupported(m.store->where() + "/" + name +
+                               ": an incremental snapshot cannot be loaded from the store; pull it and its parent");
+  }
+
+  // Chunks of the manifest and entries of the layout meet at file offsets.
+  std::map<uint64_t, size_t> at;
+  for (size_t e = 0; e < n; ++e) at[m.layout.chunks[e].offset] = e;
+  const auto& index = m.reader->chunk_index();
+  m.entry_of.assign(index.size(), -1);
+  m.chunk_of.assign(n, SIZE_MAX);
+  for (size_t i = 0; i < index.size(); ++i) {
+    if (index[i].stored_length == 0) continue;
+    auto it = at.find(index[i].file_offset);
+    if (it == at.end() || m.layout.chunks[it->second].length != index[i].stored_length) {
+      return Status::Corruption(m.store->where() + "/" + name + ": the layout has no object for chunk " +
+                                std::to_string(i));
+    }
+    m.entry_of[i] = long(it->second);
+    m.chunk_of[it->second] = i;
+  }
+  for (size_t e = 0; e < n; ++e) {
+    if (m.chunk_of[e] == SIZE_MAX) {
+      return Status::Corruption(m.store->where() + "/" + name + ": layout entry " + std::to_string(e) +
+                                " is no chunk of the manifest");
+    }
+  }
+  m.state.assign(n, kMissing);
+  if (m.rec_fd.valid() && n > 0) {
+    std::vector<uint8_t> rec(n);
+    if (::pread(m.rec_fd.get(), rec.data(), n, 0) == ssize_t(n)) {
+      for (size_t e = 0; e < n; ++e) {
+        if (rec[e] == 1) {
+          m.state[e] = kRecorded;
+          ++m.st.cached_at_open;
+        }
+      }
+    }
+  }
+  m.st.chunks = n;
+  const unsigned n_workers = std::max(1u, options.parallel);
+  m.running = n_workers;
+  for (unsigned t = 0; t < n_workers; ++t) m.workers.emplace_back([impl] { impl->Worker(); });
+  return std::unique_ptr<LazySnapshot>(new LazySnapshot(std::move(impl)));
+}
+
+const std::string& LazySnapshot::path() const { return impl_->path; }
+bool LazySnapshot::kept() const { return impl_->kept; }
+void LazySnapshot::Discard() {
+  if (!impl_->kept) ::unlink(impl_->path.c_str());
+}
+
+Status LazySnapshot::Fetch(size_t index) {
+  Impl& m = *impl_;
+  if (index >= m.entry_of.size() || m.entry_of[index] < 0) return Status::Ok();
+  const size_t e = size_t(m.entry_of[index]);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(m.opts.timeout_s);
+  std::unique_lock<std::mutex> lock(m.mu);
+  for (;;) {
+    switch (m.state[e]) {
+      case kPresent:
+        return Status::Ok();
+      case kFailed:
+        return m.errors[e];
+      case kRecorded:
+        // Cached: checked here, no worker needed.
+        m.state[e] = kBusy;
+        lock.unlock();
+        if (m.CheckInFile(e)) {
+          lock.lock();
+          m.state[e] = kPresent;
+          m.done_cv.notify_all();
+          return Status::Ok();
+        }
+        lock.lock();
+        m.state[e] = kMissing;
+        [[fallthrough]];
+      case kMissing:
+        m.state[e] = kQueued;
+        m.urgent.push_back(e);
+        // The guest is likely to want what follows next.
+        for (size_t k = std::min(e + 4, m.state.size() - 1); k > e; --k) m.hints.push_front(k);
+        while (m.hints.size() > 64) m.hints.pop_back();
+        m.work_cv.notify_all();
+        break;
+      case kQueued:
+      case kBusy:
+        if (m.done_cv.wait_until(lock, deadline) == std::cv_status::timeout && m.state[e] != kPresent &&
+            m.state[e] != kFailed) {
+          return Status::Io(m.Where(e) + ": the store did not deliver it within " +
+                            std::to_string(m.opts.timeout_s) + " s");
+        }
+        break;
+    }
+  }
+}
+
+void LazySnapshot::StartPrefetch() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->prefetch = true;
+  }
+  impl_->work_cv.notify_all();
+}
+
+Status LazySnapshot::FetchAll() {
+  StartPrefetch();
+  for (size_t i = 0; i < impl_->entry_of.size(); ++i) VMSNAP_RETURN_IF_ERROR(Fetch(i));
+  return Status::Ok();
+}
+
+LazyCacheStats LazySnapshot::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->st;
+}
+
+}  // namespace vmsnap::store

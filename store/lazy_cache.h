@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: MIT
+// A stored snapshot as a local file filled on demand, for `vmsnap load URL`:
+// the file has the `.vmsnap` layout with every byte but the chunks written
+// when it is created (so the ordinary reader opens it), chunks arrive from the
+// store when the memory loader asks for them or when the prefetcher gets
+// there first, and the file stays in a cache directory for the next load.
+//
+// A chunk is written into the file only after it matched the SHA-256 it is
+// named by; a record beside the file says which chunks are in, and a chunk
+// the record claims is checked again (XXH3, the manifest's checksum) the
+// first time a process uses it, so neither a crash in the middle of a write
+// nor a store that fails part-way can leave a wrong chunk in use.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "store/chunk_store.h"
+#include "store/object_store.h"
+
+namespace vmsnap::store {
+
+struct LazyCacheOptions {
+  std::string dir;                       // the cache directory; created if missing
+  uint64_t max_bytes = 16ull << 30;      // the directory's limit (disk blocks in use)
+  unsigned parallel = 8;                 // fetches in flight
+  unsigned timeout_s = 10;               // a chunk the store has not delivered by then fails the load
+};
+
+struct LazyCacheStats {
+  uint64_t chunks = 0;            // chunk objects of the snapshot
+  uint64_t cached_at_open = 0;    // found in the cache when it was opened
+  uint64_t fetched_chunks = 0;    // fetched from the store by this process
+  uint64_t fetched_bytes = 0;
+};
+
+class LazySnapshot {
+ public:
+  // Fetches the layout of snapshot `name` and opens (or creates) its cache
+  // file; makes room first by removing the least recently used other files
+  // of the cache directory. A snapshot larger than the limit on its own is
+  // still loaded, through a file that is not kept (see kept()).
+  static Result<std::unique_ptr<LazySnapshot>> Open(std::unique_ptr<ObjectStore> store, const std::string& name,
+                                                    const LazyCacheOptions& options);
+  // Stops the workers; one still waiting for the store after a moment is
+  // left to end on its own.
+  ~LazySnapshot();
+  LazySnapshot(const LazySnapshot&) = delete;
+  LazySnapshot& operator=(const LazySnapshot&) = delete;
+
+  // The local file, to open as any snapshot file.
+  const std::string& path() const;
+  // False when the file is only for this load: the caller removes it
+  // (Discard) once every reader has opened it.
+  bool kept() const;
+  void Discard();
+
+  // Returns once chunk `index` of the manifest's chunk index is in the file
+  // and checked, or with the store's error (naming the chunk object) or a
+  // timeout. Thread-safe; a chunk is fetched once however many ask.
+  Status Fetch(size_t index);
+  // Starts fetching every missing chunk in the background, the ones after
+  // recently requested chunks first, then in file order.
+  void StartPrefetch();
+  // Fetches every missing chunk and returns when all are in (or on the first error).
+  Status FetchAll();
+  LazyCacheStats stats() const;
+
+  struct Impl;
+
+ private:
+  explicit LazySnapshot(std::shared_ptr<Impl> impl);
+  // Shared with the workers: one stuck in a store call that outlives us
+  // (the cluster went away) keeps what it uses.
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace vmsnap::store

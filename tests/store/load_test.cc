@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT
+// `vmsnap load rados://POOL/NAME` on the real single-node cluster: a guest
+// that reads every page of its memory (tests/guests/allpages.S) runs from the
+// store as it runs from the local file (also as a warm start through
+// `serve`), the second load is served by the local cache, a deleted or
+// altered chunk object stops the VM naming it, and a cluster that stops
+// answering in the middle of a load stops the VM with one line instead of
+// hanging it, leaving a cache the next load can use.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "format/reader.h"
+#include "tests/cli_fixture.h"
+
+namespace vmsnap {
+namespace {
+
+using testing::CliTest;
+using testing::ReadFile;
+using testing::RunResult;
+namespace fs = std::filesystem;
+
+class StoreLoad : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    if (IsSkipped()) return;
+    const char* conf = std::getenv("CEPH_CONF");
+    ASSERT_NE(conf, nullptr) << "CEPH_CONF must name the test cluster (the ceph fixture sets it)";
+    conf_ = conf;
+    prefix_ = std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+              std::to_string(::getpid()) + "-";
+  }
+
+  // The allpages guest's snapshot (taken at its doorbell), pushed as NAME.
+  void SnapshotAndPush(const std::string& name, const std::string& mem, const std::string& compress) {
+    const std::string guest = std::string(VMSNAP_GUEST_DIR) + "/allpages.elf";
+    RunResult run = Run("run " + guest + " --mem " + mem + " --compress " + compress +
+                        " --snapshot-on-doorbell " + name + ".vmsnap --serial run.txt");
+    ASSERT_EQ(run.status, 0) << run.err;
+    ASSERT_EQ(ReadFile(Path("run.txt")), "allpages: ok\n");
+    RunResult push = Run("push " + name + ".vmsnap " + Url(name));
+    ASSERT_EQ(push.status, 0) << push.err;
+  }
+  std::string Url(const std::string& name) { return "rados://vmsnap/" + prefix_ + name; }
+
+  // The chunk objects of a local snapshot file, in manifest order: each is
+  // named by the SHA-256 of the chunk's stored bytes.
+  std::vector<std::string> Chunks(const std::string& file) {
+    std::vector<std::string> out;
+    auto r = SnapshotReader::Open(Path(file));
+    EXPECT_TRUE(r.ok());
+    if (!r.ok()) return out;
+    const std::string bytes = ReadFile(Path(file));
+    for (const ChunkInfo& c : r.value()->chunk_index()) {
+      if (c.stored_length == 0) continue;
+      std::ofstream(Path("slice.bin"), std::ios::binary)
+          .write(bytes.data() + c.file_offset, std::streamsize(c.stored_length));
+      FILE* p = ::popen(("sha256sum " + Path("slice.bin")).c_str(), "r");
+      char hex[65] = {};
+      if (p != nullptr && std::fread(hex, 1, 64, p) == 64) out.push_back(std::string("vmsnap.chunk.") + hex);
+      if (p != nullptr) ::pclose(p);
+    }
+    return out;
+  }
+
+  // Starts a load in the background with stderr to err.txt.
+  pid_t SpawnLoad(const std::string& args) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::chdir(Path("").c_str()) != 0) _exit(126);
+      const int err = ::open(Path("err.txt").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(err, 2);
+      execl("/bin/sh", "sh", "-c", (std::string("exec ") + VMSNAP_BIN + " " + args).c_str(), nullptr);
+      _exit(127);
+    }
+    return pid;
+  }
+  int WaitExit(pid_t pid, int limit_s) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    int st = 0;
+    while (std::chrono::steady_clock::now() < end) {
+      if (::waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return -2;
+  }
+
+  std::string OsdPidFile() { return fs::path(conf_).parent_path().string() + "/run/osd.0.pid"; }
+  void StopOsd() {
+    const std::string pid = ReadFile(OsdPidFile());
+    ASSERT_FALSE(pid.empty());
+    ASSERT_EQ(::kill(std::atoi(pid.c_str()), SIGKILL), 0);
+  }
+  // Starts the OSD again and waits until the pool takes writes.
+  void StartOsd() {
+    ::unlink(OsdPidFile().c_str());
+    ASSERT_EQ(std::system("ceph-osd -i 0 >/dev/null 2>&1"), 0);
+    for (int i = 0; i < 600; ++i) {
+      if (std::system("timeout 5 rados -p vmsnap put .osd-probe /dev/null >/dev/null 2>&1") == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "the OSD did not come back";
+  }
+
+  std::string conf_, prefix_;
+};
+
+TEST_F(StoreLoad, GuestRunsAsFromTheFileAndTheSecondLoadUsesTheCache) {
+  SnapshotAndPush("a", "64M", "zstd");
+  RunResult local = Run("load a.vmsnap --serial local.txt");
+  ASSERT_EQ(local.status, 0) << local.err;
+  RunResult remote = Run("load " + Url("a") + " --cache-dir cache --serial remote.txt");
+  ASSERT_EQ(remote.status, 0) << remote.err;
+  EXPECT_EQ(ReadFile(Path("remote.txt")), ReadFile(Path("local.txt")));
+  EXPECT_EQ(ReadFile(Path("remote.txt")), "allpages: ok\n");
+  EXPECT_NE(remote.err.find("fetched"), std::string::npos) << remote.err;
+
+  // A warm start of the URL: the serve worker fetches it into its own cache.
+  ::setenv("XDG_CACHE_HOME", Path("xdg").c_str(), 1);
+  Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "64M"});
+  ::unsetenv("XDG_CACHE_HOME");
+  ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
+  RunResult via = Run("load " + Url("a") + " --via srv.sock --serial via.txt");
+  EXPECT_EQ(via.status, 0) << via.err;
+  EXPECT_EQ(ReadFile(Path("via.txt")), "allpages: ok\n");
+  EXPECT_TRUE(fs::exists(Path("xdg/vmsnap/lazy")));
+
+  // Every chunk object gone: the second load needs only the layout.
+  const std::vector<std::string> chunks = Chunks("a.vmsnap");
+  ASSERT_FALSE(chunks.empty());
+  for (const std::string& c : chunks) (void)std::system(("rados -p vmsnap rm " + c + " 2>/dev/null").c_str());
+  RunResult again = Run("load " + Url("a") + " --cache-dir cache --serial again.txt");
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(ReadFile(Path("again.txt")), "allpages: ok\n");
+  EXPECT_NE(again.err.find("0 chunks fetched"), std::string::npos) << again.err;
+
+  // A fresh cache must fetch, and names the first chunk object it lacks.
+  RunResult fresh = Run("load " + Url("a") + " --cache-dir fresh --serial fresh.txt");
+  EXPECT_EQ(fresh.status, 125) << fresh.err;
+  EXPECT_NE(fresh.err.find("is missing from the store"), std::string::npos) << fresh.err;
+  EXPECT_NE(fresh.err.find("vmsnap.chunk."), std::string::npos) << fresh.err;
+  EXPECT_EQ(std::count(fresh.err.begin(), fresh.err.end(), '\n'), 1) << fresh.err;
+  EXPECT_EQ(ReadFile(Path("fresh.txt")).find("allpages: ok"), std::string::npos);
+}
+
+TEST_F(StoreLoad, AnAlteredChunkNeverReachesTheGuestOrTheCache) {
+  SnapshotAndPush("b", "16M", "zstd");
+  const std::vector<std::string> chunks = Chunks("b.vmsnap");
+  ASSERT_FALSE(chunks.empty());
+  // Same size, other bytes.
+  const std::string tmp = Path("obj.bin");
+  ASSERT_EQ(std::system(("rados -p vmsnap get " + chunks[0] + " " + tmp).c_str()), 0);
+  ASSERT_EQ(std::system(("printf 'XXXXXXXX' | dd of=" + tmp + " conv=notrunc status=none").c_str()), 0);
+  ASSERT_EQ(std::system(("rados -p vmsnap put " + chunks[0] + " " + tmp).c_str()), 0);
+  RunResult r = Run("load " + Url("b") + " --cache-dir cache --serial out.txt");
+  EXPECT_EQ(r.status, 125) << r.err;
+  EXPECT_NE(r.err.find(chunks[0] + ": its bytes do not match its name"), std::string::npos) << r.err;
+  EXPECT_EQ(ReadFile(Path("out.txt")).find("allpages: ok"), std::string::npos);
+  // Nothing in the cache claims the altered chunk: its place is still a hole.
+  const std::string chunk_bytes = ReadFile(tmp);
+  for (const auto& e : fs::directory_iterator(Path("cache"))) {
+    if (e.path().extension() == ".vmsnap") {
+      EXPECT_EQ(ReadFile(e.path().string()).find(chunk_bytes), std::string::npos);
+    }
+  }
+}
+
+TEST_F(StoreLoad, ClusterGoneMidLoadStopsTheVmAndLeavesAUsableCache) {
+  // Large enough that the fetch is still running when the OSD dies.
+  SnapshotAndPush("c", "256M", "none");
+  pid_t vm = SpawnLoad("load " + Url("c") + " --cache-dir cache --serial out.txt --fetch-parallel 2 --fetch-timeout 3");
+  // The cache file appears once the layout is read; the chunks follow.
+  bool seen = false;
+  for (int i = 0; i < 20000 && !seen; ++i) {
+    if (fs::exists(Path("cache"))) {
+      for (const auto& e : fs::directory_iterator(Path("cache"))) seen |= e.path().extension() == ".chunks";
+    }
+    if (!seen) std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  ASSERT_TRUE(seen);
+  StopOsd();
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = WaitExit(vm, 60);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string err = ReadFile(Path("err.txt"));
+  StartOsd();
+  EXPECT_EQ(status, 125) << err;
+  EXPECT_LT(took, 30.0) << "the VM hung instead of stopping";
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+  EXPECT_NE(err.find("did not deliver it within 3 s"), std::string::npos) << err;
+  EXPECT_EQ(ReadFile(Path("out.txt")).find("allpages: ok"), std::string::npos);
+
+  // The cluster is back: the same cache completes the load, every chunk checked.
+  RunResult again = Run("load " + Url("c") + " --cache-dir cache --serial again.txt");
+  EXPECT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(ReadFile(Path("again.txt")), "allpages: ok\n");
+}
+
+}  // namespace
+}  // namespace vmsnap
