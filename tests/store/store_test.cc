@@ -3,7 +3,7 @@
 // ctest fixture): push and pull byte for byte, deduplication between
 // snapshots, garbage collection that keeps what is shared or young, and the
 // faults a user meets (a missing or altered chunk object, a wrong pool, an
-// unsupported scheme), each one clear line with exit status 2.
+// unknown scheme), each one clear line with exit status 2.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -200,11 +200,11 @@ TEST_F(Store, BadUrlsAndPoolsGetOneLine) {
   } cases[] = {
       {"push " + Path("a.vmsnap") + " rados://no-such-pool/x", "rados://no-such-pool: no such pool"},
       {"push " + Path("a.vmsnap") + " rados://vmsnap", "no snapshot name"},
-      {"push " + Path("a.vmsnap") + " s3://bucket/x", "s3:// stores are not supported"},
+      {"push " + Path("a.vmsnap") + " s3:///x", "s3:///x: no bucket"},
       {"push " + Path("a.vmsnap") + " ftp://x/y", "unknown store scheme"},
       {"pull rados://vmsnap/" + prefix_ + "never-pushed -o " + Path("x.vmsnap"), "no such snapshot"},
       {"push " + Path("missing.vmsnap") + " " + Url("m"), "missing.vmsnap"},
-      {"gc rados://vmsnap/some-prefix", "gc works on a whole pool"},
+      {"gc rados://vmsnap/some-prefix", "gc works on a whole store"},
   };
   for (const Case& c : cases) {
     RunResult r = Run(c.args);
