@@ -6,6 +6,7 @@
 // altered, wrong keys, no bucket, no gateway), each one clear line.
 #include <filesystem>
 
+#include "store/chunk_store.h"
 #include "tests/store/store_fixture.h"
 
 namespace vmsnap {
@@ -186,6 +187,41 @@ TEST_F(S3, WrongKeysBucketOrGatewayGetOneLine) {
     EXPECT_EQ(Lines(r.err), 1u) << line << ": " << r.err;
   }
   EXPECT_FALSE(std::filesystem::exists(Path("x.vmsnap")));
+}
+
+// gc's delete must lose to a push that marked the chunk after gc read its
+// mark: on RADOS one compare-and-delete operation, on S3 a compare of the
+// mark and a delete conditional on the modification time.
+TEST_F(S3, ADeleteLosesToAMarkSetAfterGcReadTheOldOne) {
+  for (const std::string& url : {Url(""), std::string("rados://vmsnap/")}) {
+    SCOPED_TRACE(url);
+    auto u = store::ParseStoreUrl(url, /*name_required=*/false);
+    ASSERT_TRUE(u.ok()) << u.status().message();
+    auto st = store::OpenStore(*u, "");
+    ASSERT_TRUE(st.ok()) << st.status().message();
+    store::ObjectStore& s = **st;
+    const std::string obj = "vmsnap.chunk.mark-test-" + prefix_;
+    const std::vector<uint8_t> bytes(1000, 7);
+    ASSERT_TRUE(s.Put(obj, bytes, "100 old").ok());
+    uint64_t size = 0;
+    auto mark = s.Mark(obj, &size);
+    ASSERT_TRUE(mark.ok()) << mark.status().message();
+    EXPECT_EQ(*mark, "100 old");
+    EXPECT_EQ(size, bytes.size());
+    // A push relies on the chunk again.
+    ASSERT_TRUE(s.Touch(obj, "200 new").ok());
+    Status removed = s.RemoveIfMark(obj, "100 old");
+    EXPECT_FALSE(removed.ok());
+    EXPECT_NE(removed.message().find("marked again"), std::string::npos) << removed.message();
+    auto still = s.Get(obj);
+    ASSERT_TRUE(still.ok()) << still.status().message();
+    EXPECT_EQ(*still, bytes);
+    // With the current mark it goes, and a mark on a missing object creates nothing.
+    EXPECT_TRUE(s.RemoveIfMark(obj, "200 new").ok());
+    EXPECT_EQ(s.Get(obj).status().code(), Code::kNotFound);
+    EXPECT_EQ(s.Touch(obj, "300 late").code(), Code::kNotFound);
+    EXPECT_EQ(s.Get(obj).status().code(), Code::kNotFound);
+  }
 }
 
 }  // namespace
