@@ -15,7 +15,10 @@
 namespace vmsnap::store {
 namespace {
 
-constexpr char kMarkHeader[] = "x-amz-meta-vmsnap-mark";
+// The mark is an object tag: S3 changes a tag in place (radosgw rewrites
+// only the object's attributes, and its modification time), where metadata
+// could only change by copying the whole object onto itself.
+constexpr char kMarkTag[] = "vmsnap-mark";
 // A request that moves no byte for this long fails: a gateway whose cluster
 // is gone keeps the connection open and never answers.
 constexpr long kStallS = 30;
@@ -88,6 +91,17 @@ std::string XmlUnescape(const std::string& s) {
   return out;
 }
 
+std::string XmlEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '&') out += "&amp;";
+    else if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else out += c;
+  }
+  return out;
+}
+
 // The text of every <tag>...</tag> in an S3 XML answer, in order. S3's
 // answers are flat enough that this is all the parsing they need.
 std::vector<std::string> XmlValues(const std::string& xml, const std::string& tag) {
@@ -139,19 +153,6 @@ size_t OnHeader(char* p, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-struct Body {
-  std::span<const uint8_t> data;
-  size_t at = 0;
-};
-
-size_t OnRead(char* p, size_t size, size_t n, void* user) {
-  auto* b = static_cast<Body*>(user);
-  const size_t k = std::min(size * n, b->data.size() - b->at);
-  std::copy_n(b->data.data() + b->at, k, p);
-  b->at += k;
-  return k;
-}
-
 class S3Store final : public ObjectStore {
  public:
   S3Store(std::string bucket, std::string prefix, S3Config cfg)
@@ -174,21 +175,18 @@ class S3Store final : public ObjectStore {
   }
 
   Status Put(const std::string& name, std::span<const uint8_t> data, const std::string& mark) override {
-    VMSNAP_ASSIGN_OR_RETURN(Response r, Call("PUT", Key(name), "", {std::string(kMarkHeader) + ": " + mark}, data));
+    VMSNAP_ASSIGN_OR_RETURN(Response r, Call("PUT", Key(name), "",
+                                             {"x-amz-tagging: " + std::string(kMarkTag) + "=" + UriEncode(mark, false)}, data));
     if (r.status != 200) return Error(r, name, "write");
     return Status::Ok();
   }
 
-  // S3 changes an object's metadata only by copying the object onto itself;
-  // the copy fails (and creates nothing) when the source does not exist.
+  // Tagging an object that does not exist fails with 404 and creates nothing.
   Status Touch(const std::string& name, const std::string& mark) override {
-    VMSNAP_ASSIGN_OR_RETURN(Response r,
-                            Call("PUT", Key(name), "",
-                                 {"x-amz-copy-source: " + UriEncode(bucket_ + "/" + Key(name), true),
-                                  "x-amz-metadata-directive: REPLACE", std::string(kMarkHeader) + ": " + mark},
-                                 {}));
-    // A copy can fail after its 200 header: the error is then in the body.
-    if (r.status != 200 || r.Text().find("<Error>") != std::string::npos) return Error(r, name, "");
+    const std::string xml = std::string("<Tagging><TagSet><Tag><Key>") + kMarkTag + "</Key><Value>" + XmlEscape(mark) +
+                            "</Value></Tag></TagSet></Tagging>";
+    VMSNAP_ASSIGN_OR_RETURN(Response r, Call("PUT", Key(name), "tagging=", {}, {reinterpret_cast<const uint8_t*>(xml.data()), xml.size()}));
+    if (r.status != 200) return Error(r, name, "");
     return Status::Ok();
   }
 
@@ -203,10 +201,12 @@ class S3Store final : public ObjectStore {
   }
 
   Result<std::string> Mark(const std::string& name, uint64_t* size) override {
-    VMSNAP_ASSIGN_OR_RETURN(Response r, Call("HEAD", Key(name), "", {}, {}));
-    if (r.status != 200) return Error(r, name, "");
-    if (size != nullptr) *size = std::strtoull(r.Header("content-length").c_str(), nullptr, 10);
-    return r.Header(kMarkHeader);
+    if (size != nullptr) {
+      VMSNAP_ASSIGN_OR_RETURN(Response r, Call("HEAD", Key(name), "", {}, {}));
+      if (r.status != 200) return Error(r, name, "");
+      *size = std::strtoull(r.Header("content-length").c_str(), nullptr, 10);
+    }
+    return ReadMark(name);
   }
 
   Result<std::vector<std::string>> List(const std::string& prefix) override {
@@ -234,15 +234,16 @@ class S3Store final : public ObjectStore {
     return names;
   }
 
-  // S3 has no compare-and-delete on metadata. The mark is compared once more
-  // right before the delete, and the delete itself carries radosgw's
-  // x-amz-delete-if-unmodified-since with the object's modification time
-  // from that comparison: a push that marks the object in between (a copy
-  // onto itself, a new modification time) makes the delete fail with 412.
+  // S3 has no compare-and-delete. The object's modification time is read
+  // first, then its mark is compared once more, and the delete carries
+  // radosgw's x-amz-delete-if-unmodified-since with that time: a push that
+  // marks the object after the first read (a new tag, a new modification
+  // time) is seen by the comparison or makes the delete fail with 412.
   Status RemoveIfMark(const std::string& name, const std::string& mark) override {
     VMSNAP_ASSIGN_OR_RETURN(Response head, Call("HEAD", Key(name), "", {}, {}));
     if (head.status != 200) return Error(head, name, "");
-    if (head.Header(kMarkHeader) != mark) return Status::Io(Where(name) + ": marked again since it was examined; kept");
+    VMSNAP_ASSIGN_OR_RETURN(std::string now, ReadMark(name));
+    if (now != mark) return Status::Io(Where(name) + ": marked again since it was examined; kept");
     const time_t mtime = curl_getdate(head.Header("last-modified").c_str(), nullptr);
     if (mtime < 0) return Status::Io(Where(name) + ": the gateway gave no modification time; kept");
     char when[32];
@@ -264,6 +265,18 @@ class S3Store final : public ObjectStore {
 
  private:
   std::string Key(const std::string& name) const { return prefix_ + name; }
+
+  // The value of the mark tag; empty when the object has none.
+  Result<std::string> ReadMark(const std::string& name) {
+    VMSNAP_ASSIGN_OR_RETURN(Response r, Call("GET", Key(name), "tagging=", {}, {}));
+    if (r.status != 200) return Error(r, name, "read its tags");
+    const std::string xml = r.Text();
+    const auto keys = XmlValues(xml, "Key"), values = XmlValues(xml, "Value");
+    for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+      if (keys[i] == kMarkTag) return values[i];
+    }
+    return std::string();
+  }
   std::string Where(const std::string& name) const { return "s3://" + bucket_ + "/" + Key(name); }
 
   // One line from an S3 error answer: the HTTP status, S3's error code, and
@@ -308,12 +321,12 @@ class S3Store final : public ObjectStore {
     const std::string url = cfg_.endpoint + "/" + UriEncode(bucket_, false) + (key.empty() ? "" : "/" + UriEncode(key, true)) +
                             (query.empty() ? "" : "?" + query);
     Response resp;
-    Body in{body, 0};
     curl_slist* hl = nullptr;
     // Signed as "unsigned payload": radosgw requires the header for V4, and
     // every chunk is checked against its SHA-256 name when it is read.
     hl = curl_slist_append(hl, "x-amz-content-sha256: UNSIGNED-PAYLOAD");
     if (!cfg_.session_token.empty()) hl = curl_slist_append(hl, ("x-amz-security-token: " + cfg_.session_token).c_str());
+    if (method == "PUT") hl = curl_slist_append(hl, "Content-Type: application/octet-stream");
     for (const std::string& x : headers) hl = curl_slist_append(hl, x.c_str());
     curl_easy_setopt(h, CURLOPT_URL, url.c_str());
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, sigv4_.c_str());
@@ -331,10 +344,14 @@ class S3Store final : public ObjectStore {
     if (method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else if (method == "PUT") {
-      curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-      curl_easy_setopt(h, CURLOPT_READFUNCTION, OnRead);
-      curl_easy_setopt(h, CURLOPT_READDATA, &in);
-      curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(body.size()));
+      // The body goes as "post fields" under the PUT method: curl then sends
+      // it straight away. As an upload, curl would first ask with "Expect:
+      // 100-continue" and wait for an answer radosgw does not always give
+      // (a second per object); that header cannot be dropped either, since
+      // the signature covers the headers.
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.empty() ? "" : reinterpret_cast<const char*>(body.data()));
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
     } else if (method != "GET") {
       curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method.c_str());
     }
