@@ -190,7 +190,7 @@ Result<StoreUrl> ParseStoreUrl(const std::string& url, bool name_required) {
     const size_t last = path.rfind('/');
     u.prefix = last == std::string::npos ? "" : path.substr(0, last);
     u.name = last == std::string::npos ? path : path.substr(last + 1);
-    if (u.prefix.find("//") != std::string::npos || (!u.prefix.empty() && u.prefix[0] == '/')) {
+    if (!u.prefix.empty() && ("/" + u.prefix + "/").find("//") != std::string::npos) {
       return Status::InvalidArgument(url + ": empty folder name in the key prefix (" + form + ")");
     }
   } else {

@@ -178,6 +178,7 @@ TEST_F(S3, WrongKeysBucketOrGatewayGetOneLine) {
       {"", "pull " + Url("never-pushed") + " -o " + Path("x.vmsnap"), Url("never-pushed") + ": no such snapshot"},
       {"", push + "s3://vmsnap/" + folder_ + "/", "no snapshot name (s3://BUCKET/PREFIX/NAME)"},
       {"", push + Url("x") + " --ceph-conf /etc/ceph/ceph.conf", "--ceph-conf is for rados:// URLs"},
+      {"", push + "s3://vmsnap/" + folder_ + "//x", "empty folder name in the key prefix"},
   };
   for (const Case& c : cases) {
     const std::string line = c.env + " " + c.args;
