@@ -24,7 +24,7 @@ using storetest::WriteFile;
 using testing::ReadFile;
 using testing::RunResult;
 
-class Faults : public Store {
+class StoreFaults : public Store {
  protected:
   void TearDown() override {
     // Whatever happened, the next test finds the OSD running.
@@ -59,7 +59,7 @@ class Faults : public Store {
   bool osd_killed_ = false;
 };
 
-TEST_F(Faults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
+TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
   WriteSnapshot(Path("a.vmsnap"), 16384, 21);  // 64 MiB: 64 chunks
   const size_t before = RadosChunks().size();
   // One object at a time, and an OSD that does not answer fails an
@@ -114,7 +114,7 @@ TEST_F(Faults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
   EXPECT_EQ(ReadFile(Path("back.vmsnap")), ReadFile(Path("a.vmsnap")));
 }
 
-TEST_F(Faults, VerifyNamesADeletedOrAlteredChunk) {
+TEST_F(StoreFaults, VerifyNamesADeletedOrAlteredChunk) {
   ::setenv("XDG_CACHE_HOME", Path("cache").c_str(), 1);
   const std::vector<std::string> before = RadosChunks();
   WriteSnapshot(Path("a.vmsnap"), 128, 22);
@@ -146,7 +146,7 @@ TEST_F(Faults, VerifyNamesADeletedOrAlteredChunk) {
   ::unsetenv("XDG_CACHE_HOME");
 }
 
-TEST_F(Faults, WrongPoolOrIdentityGetsOneLine) {
+TEST_F(StoreFaults, WrongPoolOrIdentityGetsOneLine) {
   WriteSnapshot(Path("a.vmsnap"), 16, 23);
   struct Case {
     std::string env, args, expect;
