@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <thread>
 
 #include "tests/store/store_fixture.h"
@@ -60,22 +61,27 @@ class StoreFaults : public Store {
 };
 
 TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
-  WriteSnapshot(Path("a.vmsnap"), 16384, 21);  // 64 MiB: 64 chunks
+  // 64 MiB: 64 chunks, none of them in the pool yet even when the test runs
+  // again on the same cluster (it counts the chunks that land).
+  WriteSnapshot(Path("a.vmsnap"), 16384, uint32_t(::getpid()) * 2654435761u + uint32_t(std::time(nullptr)));
   const size_t before = RadosChunks().size();
   // One object at a time, and an OSD that does not answer fails an
   // operation after 5 s rather than the default 30.
   const pid_t push = SpawnWith({"CEPH_ARGS=--rados_osd_op_timeout=5"},
                                {"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"));
-  // Let the push run in short slices, frozen while the pool is counted,
-  // until some but not all of its chunks are there; the OSD dies while the
-  // push is frozen, so it is certainly in the middle.
+  // Once its first chunks are in the pool the push is frozen, the OSD dies,
+  // and the push goes on: it is certainly in the middle. (The push runs
+  // freely until then: freezing it while it connects to the cluster can
+  // stall its handshake.)
   size_t landed = 0;
-  for (int i = 0; i < 400; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    ASSERT_EQ(::kill(push, SIGSTOP), 0) << "the push ended before the OSD could be killed: " << ReadFile(Path("push.err"));
+  for (int i = 0; i < 2000 && landed == 0; ++i) {
     landed = RadosChunks().size() - before;
-    if (landed > 0) break;
-    ::kill(push, SIGCONT);
+    if (landed > 0) {
+      ASSERT_EQ(::kill(push, SIGSTOP), 0);
+      landed = RadosChunks().size() - before;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   ASSERT_GT(landed, 0u) << "no chunk of the push ever landed: " << ReadFile(Path("push.err"));
   ASSERT_LT(landed, 60u) << "the push was nearly done before it could be stopped";
