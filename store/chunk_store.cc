@@ -4,6 +4,7 @@
 #include "store/chunk_store.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <openssl/sha.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -166,31 +167,67 @@ Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t
 
 }  // namespace
 
-bool LooksLikeStoreUrl(const std::string& s) {
-  return s.rfind("rados://", 0) == 0 || s.rfind("s3://", 0) == 0;
-}
-
 Result<StoreUrl> ParseStoreUrl(const std::string& url, bool name_required) {
   StoreUrl u;
   u.text = url;
   const size_t colon = url.find("://");
-  if (colon == std::string::npos) return Status::InvalidArgument(url + ": not a store URL (rados://POOL/NAME)");
-  u.scheme = url.substr(0, colon);
-  if (u.scheme == "s3") {
-    return Status::Unsupported(url + ": s3:// stores are not supported by this version; use rados://POOL/NAME");
+  if (colon == std::string::npos) {
+    return Status::InvalidArgument(url + ": not a store URL (rados://POOL/NAME or s3://BUCKET/PREFIX/NAME)");
   }
-  if (u.scheme != "rados") return Status::InvalidArgument(url + ": unknown store scheme " + u.scheme + "://");
+  u.scheme = url.substr(0, colon);
+  if (u.scheme != "rados" && u.scheme != "s3") {
+    return Status::InvalidArgument(url + ": unknown store scheme " + u.scheme + ":// (rados:// or s3://)");
+  }
+  const bool s3 = u.scheme == "s3";
+  const char* form = s3 ? "s3://BUCKET/PREFIX/NAME" : "rados://POOL/NAME";
   const std::string rest = url.substr(colon + 3);
   const size_t slash = rest.find('/');
   u.pool = rest.substr(0, slash);
-  u.name = slash == std::string::npos ? "" : rest.substr(slash + 1);
-  if (u.pool.empty()) return Status::InvalidArgument(url + ": no pool (rados://POOL/NAME)");
-  if (name_required && u.name.empty()) return Status::InvalidArgument(url + ": no snapshot name (rados://POOL/NAME)");
+  const std::string path = slash == std::string::npos ? "" : rest.substr(slash + 1);
+  if (s3) {
+    // The last component names the snapshot, the folders before it the
+    // store: s3://b/fleet/vm1 keeps its objects under fleet/.
+    const size_t last = path.rfind('/');
+    u.prefix = last == std::string::npos ? "" : path.substr(0, last);
+    u.name = last == std::string::npos ? path : path.substr(last + 1);
+    if (!u.prefix.empty() && ("/" + u.prefix + "/").find("//") != std::string::npos) {
+      return Status::InvalidArgument(url + ": empty folder name in the key prefix (" + form + ")");
+    }
+  } else {
+    u.name = path;
+  }
+  if (u.pool.empty()) return Status::InvalidArgument(url + ": no " + (s3 ? "bucket" : "pool") + " (" + form + ")");
+  if (name_required && u.name.empty()) return Status::InvalidArgument(url + ": no snapshot name (" + form + ")");
   return u;
 }
 
+std::string StoreRoot(const StoreUrl& url) {
+  return url.scheme + "://" + url.pool + (url.prefix.empty() ? "" : "/" + url.prefix);
+}
+
+std::string SnapshotUrl(const StoreUrl& url, const std::string& name) {
+  return StoreRoot(url) + "/" + name;
+}
+
 Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf) {
-  return OpenRados(url.pool, ceph_conf);
+  // A socket whose far end died (an OSD killed, a gateway gone) must be an
+  // error the command reports; librados, and libcurl told not to touch
+  // signals, can write to one and raise SIGPIPE, which kills the process
+  // without a word. The Ceph tools ignore it too. A handler the program
+  // installed is left alone.
+  struct sigaction old {};
+  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+  if (url.scheme == "rados") return OpenRados(url.pool, ceph_conf);
+  if (!ceph_conf.empty()) {
+    return Status::InvalidArgument(url.text + ": --ceph-conf is for rados:// URLs; an S3 store is set by AWS_ENDPOINT_URL");
+  }
+#ifdef VMSNAP_HAVE_S3
+  auto cfg = S3ConfigFromEnv();
+  if (!cfg.ok()) return Status(cfg.status().code(), StoreRoot(url) + ": " + cfg.status().message());
+  return OpenS3(url.pool, url.prefix, *cfg);
+#else
+  return Status::Unsupported(url.text + ": this vmsnap was built without S3 support (libcurl)");
+#endif
 }
 
 std::string ChunkObject(const uint8_t sha256[32]) {

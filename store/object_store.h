@@ -18,7 +18,7 @@ namespace vmsnap::store {
 class ObjectStore {
  public:
   virtual ~ObjectStore() = default;
-  // "rados://POOL": for messages.
+  // "rados://POOL", "s3://BUCKET/PREFIX": for messages.
   virtual const std::string& where() const = 0;
   // Writes the whole object in one atomic step and sets its mark.
   virtual Status Put(const std::string& name, std::span<const uint8_t> data, const std::string& mark) = 0;
@@ -48,5 +48,20 @@ class ObjectStore {
 // ceph.conf path; empty: CEPH_CONF, then Ceph's default places), the identity
 // client.admin unless CEPH_ARGS says otherwise, keys from the usual keyring.
 Result<std::unique_ptr<ObjectStore>> OpenRados(const std::string& pool, const std::string& conf);
+
+// Where an S3 service is and who we are to it, as the AWS tools take it:
+// AWS_ENDPOINT_URL (default https://s3.REGION.amazonaws.com), AWS_REGION (or
+// AWS_DEFAULT_REGION; default us-east-1), AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional).
+struct S3Config {
+  std::string endpoint, region, access_key, secret_key, session_token;
+};
+Result<S3Config> S3ConfigFromEnv();
+
+// The objects under `prefix` in an S3 bucket (Ceph's radosgw, or any service
+// speaking S3), requests signed with AWS Signature V4 by libcurl. Opening
+// lists the bucket once, so a wrong bucket or key fails here.
+Result<std::unique_ptr<ObjectStore>> OpenS3(const std::string& bucket, const std::string& prefix,
+                                            const S3Config& config);
 
 }  // namespace vmsnap::store

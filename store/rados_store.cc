@@ -135,6 +135,11 @@ Result<std::unique_ptr<ObjectStore>> OpenRados(const std::string& pool, const st
   rados_t cluster;
   int rc = rados_create(&cluster, nullptr);
   if (rc < 0) return FromRados(rc, "rados://" + pool + ": create a cluster handle");
+  // Every error reaches the user as the one line the command prints; Ceph's
+  // own logging would add lines of its own on stderr (CEPH_ARGS may turn it
+  // back on).
+  (void)rados_conf_set(cluster, "err_to_stderr", "false");
+  (void)rados_conf_set(cluster, "log_to_stderr", "false");
   auto fail = [&](int code, const std::string& what) {
     rados_shutdown(cluster);
     return FromRados(code, "rados://" + pool + ": " + what);

@@ -204,8 +204,8 @@ void RegisterDiff(CLI::App& app, int* exit_code) {
       "named as inspect --json nests it (vcpus[0].regs.rip, vcpus[1].msrs.0xc0000082), with "
       "both values; and guest memory page by page, as the number of differing pages and their "
       "guest-physical ranges.");
-  sub->add_option("A", o->a, "First snapshot (a file, or rados://POOL/NAME)")->required();
-  sub->add_option("B", o->b, "Second snapshot (a file, or rados://POOL/NAME)")->required();
+  sub->add_option("A", o->a, "First snapshot (a file, rados://POOL/NAME or s3://BUCKET/PREFIX/NAME)")->required();
+  sub->add_option("B", o->b, "Second snapshot (a file, rados://POOL/NAME or s3://BUCKET/PREFIX/NAME)")->required();
   sub->add_flag("--json", o->json,
                 "Print one JSON object: identical (bool), differences [{path, a, b}], memory "
                 "{differing_pages, ranges [{start, end}]}, addresses as hex strings");

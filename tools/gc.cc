@@ -25,7 +25,7 @@ int RunGc(const GcArgs& a) {
   auto url = store::ParseStoreUrl(a.url, /*name_required=*/false);
   if (!url.ok()) return tools::Fail("gc", "", url.status(), kExitError);
   if (!url->name.empty()) {
-    return tools::Fail("gc", "", Status::InvalidArgument(a.url + ": gc works on a whole pool (chunks are shared by every snapshot in it); give rados://POOL"), kExitError);
+    return tools::Fail("gc", "", Status::InvalidArgument(a.url + ": gc works on a whole store (chunks are shared by every snapshot in it); give " + store::StoreRoot(*url) + (url->scheme == "s3" ? "/" : "")), kExitError);
   }
   auto st = store::OpenStore(*url, a.ceph_conf);
   if (!st.ok()) return tools::Fail("gc", "", st.status(), kExitError);
@@ -59,12 +59,12 @@ void RegisterGc(CLI::App& app, int* exit_code) {
   auto a = std::make_shared<GcArgs>();
   CLI::App* sub = app.add_subcommand(
       "gc",
-      "Delete the chunk objects of a pool that no snapshot layout references. Safe beside a running push: "
+      "Delete the chunk objects of a store (a pool, or a bucket folder) that no snapshot layout references. Safe beside a running push: "
       "a push marks every chunk it relies on before it writes its layout, and gc deletes only chunks "
       "whose mark is older than --grace, comparing the mark again in the same atomic step as the delete. "
-      "Remove a snapshot by deleting its layout object (rados rm vmsnap.snap.NAME), then run gc.");
-  sub->add_option("URL-PREFIX", a->url, "rados://POOL")->required();
-  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+      "Remove a snapshot by deleting its layout object (vmsnap.snap.NAME), then run gc.");
+  sub->add_option("URL-PREFIX", a->url, "rados://POOL, or s3://BUCKET/[PREFIX/] (the trailing / says the store is the folder)")->required();
+  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");
   sub->add_option("--grace", a->grace, "Seconds a chunk's mark protects it (default 3600; longer than any push)");
   sub->add_flag("--dry-run", a->dry_run, "Count what would be deleted, delete nothing");
   sub->add_flag("--json", a->json, "Print the counts as JSON");

@@ -105,7 +105,7 @@ void RegisterInspect(CLI::App& app, int* exit_code) {
       "Show everything a snapshot holds: header, parent chain, vCPU registers (with the XSAVE "
       "area and local APIC page decoded into named registers), MSRs by name, events, VM and "
       "device state, and a memory summary. Works offline, on any host.");
-  sub->add_option("SNAPSHOT", o->path, "Snapshot file (.vmsnap), or rados://POOL/NAME (fetched into the local cache)")->required();
+  sub->add_option("SNAPSHOT", o->path, "Snapshot file (.vmsnap), rados://POOL/NAME or s3://BUCKET/PREFIX/NAME (fetched into the local cache)")->required();
   sub->add_flag("--json", o->json,
                 "Print one JSON object instead of the report (keys: format_version, arch, id, "
                 "parent, created, save, vcpus, vm, devices, memory, file, and chain for an "

@@ -10,8 +10,6 @@
 
 namespace vmsnap::cli {
 
-bool IsStoreUrl(const std::string& s) { return s.rfind("rados://", 0) == 0 || s.rfind("s3://", 0) == 0; }
-
 Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text, const RemoteOptions& options) {
 #ifdef VMSNAP_HAVE_STORE
   VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/true));

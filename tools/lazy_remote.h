@@ -15,8 +15,6 @@ class LazySnapshot;
 
 namespace vmsnap::cli {
 
-bool IsStoreUrl(const std::string& s);
-
 struct RemoteOptions {
   std::string ceph_conf;   // empty: CEPH_CONF, then Ceph's default places
   std::string cache_dir;   // empty: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy

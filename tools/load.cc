@@ -18,8 +18,8 @@
 #include <memory>
 
 #include "restore/memory/vmm_loader.h"
+#include "store/chunk_store.h"  // LooksLikeStoreUrl (inline): also where the store is not built
 #ifdef VMSNAP_HAVE_STORE
-#include "store/chunk_store.h"
 #include "store/lazy_cache.h"
 #endif
 #include "tools/lazy_remote.h"
@@ -83,7 +83,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       }
       // A store URL goes as it is: the warm VM's process fetches it.
       std::string path = args->snapshot;
-      if (!IsStoreUrl(path)) {
+      if (!store::LooksLikeStoreUrl(path)) {
         char* abs = ::realpath(args->snapshot.c_str(), nullptr);
         if (abs == nullptr) return fail("cannot open snapshot " + args->snapshot + ": " + std::strerror(errno));
         path = abs;
@@ -119,7 +119,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     std::function<void()> after_restore;
     std::function<std::string()> summary;
     const std::string url_or_path = args->snapshot;
-    if (IsStoreUrl(args->snapshot)) {
+    if (store::LooksLikeStoreUrl(args->snapshot)) {
 #ifdef VMSNAP_HAVE_STORE
       const std::string url_text = args->snapshot;
       RemoteOptions ro;

@@ -31,7 +31,7 @@ int RunLs(const LsArgs& a) {
     for (const auto& s : *r) {
       nlohmann::ordered_json e;
       e["name"] = s.name;
-      e["url"] = "rados://" + url->pool + "/" + s.name;
+      e["url"] = store::SnapshotUrl(*url, s.name);
       e["file_bytes"] = s.file_bytes;
       e["chunks"] = s.chunks;
       j.push_back(std::move(e));
@@ -51,8 +51,8 @@ int RunLs(const LsArgs& a) {
 void RegisterLs(CLI::App& app, int* exit_code) {
   auto a = std::make_shared<LsArgs>();
   CLI::App* sub = app.add_subcommand("ls", "List the snapshots in a chunk store whose names start with the URL's NAME part.");
-  sub->add_option("URL-PREFIX", a->url, "rados://POOL[/PREFIX]")->required();
-  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+  sub->add_option("URL-PREFIX", a->url, "rados://POOL[/PREFIX] or s3://BUCKET/[PREFIX/][NAME-PREFIX]")->required();
+  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");
   sub->add_flag("--json", a->json, "Print a JSON array of {name, url, file_bytes, chunks}");
   sub->footer("Prints NAME, file size and chunk count per snapshot. Exit status: 0 listed; 2 error.");
   sub->callback([a, exit_code] { *exit_code = RunLs(*a); });

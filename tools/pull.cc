@@ -46,9 +46,9 @@ void RegisterPull(CLI::App& app, int* exit_code) {
       "Write a snapshot from a chunk store to a local file, identical to the file that was pushed. Every "
       "chunk is checked against the SHA-256 it is named by as it arrives; the file appears only when "
       "complete. See docs/store.md.");
-  sub->add_option("URL", a->url, "rados://POOL/NAME")->required();
+  sub->add_option("URL", a->url, "rados://POOL/NAME or s3://BUCKET/PREFIX/NAME")->required();
   sub->add_option("-o,--output", a->output, "Snapshot file to write")->required();
-  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");
   sub->add_option("--parallel", a->parallel, "Objects in flight at once (default 16)")->check(CLI::Range(1, 256));
   sub->footer("Exit status: 0 pulled; 2 error (no such snapshot, a chunk missing or altered, store "
               "unreachable), with one line naming the object.");

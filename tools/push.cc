@@ -67,8 +67,8 @@ void RegisterPush(CLI::App& app, int* exit_code) {
       "reader never sees a snapshot whose chunks are not all there). Running it again after a failure "
       "uploads only what is missing. See docs/store.md.");
   sub->add_option("SNAPSHOT", a->snapshot, "Snapshot file (.vmsnap)")->required();
-  sub->add_option("URL", a->url, "rados://POOL/NAME")->required();
-  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+  sub->add_option("URL", a->url, "rados://POOL/NAME or s3://BUCKET/PREFIX/NAME")->required();
+  sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");
   sub->add_option("--parallel", a->parallel, "Objects in flight at once (default 16)")->check(CLI::Range(1, 256));
   sub->add_flag("--json", a->json, "Print the counts as JSON");
   sub->footer("Prints what was uploaded and what was already there. Exit status: 0 pushed; 2 error (bad "

@@ -8,9 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#ifdef VMSNAP_HAVE_STORE
 #include "store/chunk_store.h"
-#endif
 #include "base/cache_dir.h"
 #include "tools/progress.h"
 
@@ -49,14 +47,8 @@ std::vector<std::string> ChainPaths(const SnapshotChain& chain) {
   return paths;
 }
 
-namespace {
-
-bool IsStoreUrl(const std::string& s) { return s.rfind("rados://", 0) == 0 || s.rfind("s3://", 0) == 0; }
-
-}  // namespace
-
 int ResolveSnapshotArg(std::string& arg, std::string_view command, int exit_code) {
-  if (!IsStoreUrl(arg)) return 0;
+  if (!store::LooksLikeStoreUrl(arg)) return 0;
 #ifdef VMSNAP_HAVE_STORE
   auto url = store::ParseStoreUrl(arg, /*name_required=*/true);
   if (!url.ok()) return Fail(command, "", url.status(), exit_code);

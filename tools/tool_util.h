@@ -26,10 +26,11 @@ std::string ResolveParentPath(const std::string& child_path, const std::string& 
 // write over.
 std::vector<std::string> ChainPaths(const SnapshotChain& chain);
 
-// A snapshot argument that is a store URL (rados://POOL/NAME) becomes the
-// path of a local copy in vmsnap's cache (${XDG_CACHE_HOME:-~/.cache}/vmsnap/
-// store/POOL/), pulled with every chunk checked unless the cache has it;
-// the cluster is CEPH_CONF's. A plain path is left as it is. On failure the
+// A snapshot argument that is a store URL (rados://POOL/NAME or
+// s3://BUCKET/PREFIX/NAME) becomes the path of a local copy in vmsnap's cache
+// (${XDG_CACHE_HOME:-~/.cache}/vmsnap/store/POOL-or-BUCKET/), pulled with
+// every chunk checked unless the cache has it; the cluster is CEPH_CONF's,
+// the S3 service the AWS_* environment's. A plain path is left as it is. On failure the
 // error is printed (one line) and the command's exit status returned; 0 on
 // success.
 int ResolveSnapshotArg(std::string& arg, std::string_view command, int exit_code);

@@ -70,7 +70,7 @@ void RegisterVerify(CLI::App& app, int* exit_code) {
       "and decompressed checksum (every chunk is decompressed), and that every other byte is "
       "the zero padding the layout puts between them, so any changed byte is found. For an incremental snapshot, "
       "every parent is found, checked against the id its child recorded, and verified too.");
-  sub->add_option("SNAPSHOT", *path, "Snapshot file (.vmsnap), or rados://POOL/NAME (every chunk fetched and checked)")->required();
+  sub->add_option("SNAPSHOT", *path, "Snapshot file (.vmsnap), rados://POOL/NAME or s3://BUCKET/PREFIX/NAME (every chunk fetched and checked)")->required();
   sub->footer(
       "Prints \"SNAPSHOT: ok (N chunks, M bytes)\" (chunks and file bytes checked, over the whole "
       "chain) or one line naming the first problem (section or chunk and file offset).\n"

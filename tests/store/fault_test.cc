@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: MIT
+// The chunk store when the cluster fails under it: the OSD killed in the
+// middle of a push (the push fails with one line, no snapshot appears, and
+// a rerun once the OSD is back uploads only what is missing), a chunk
+// object deleted or altered (verify names it), and a wrong pool or identity.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <thread>
+
+#include "tests/store/store_fixture.h"
+
+namespace vmsnap {
+namespace {
+
+using storetest::Json;
+using storetest::Lines;
+using storetest::Shell;
+using storetest::Store;
+using storetest::WriteFile;
+using testing::ReadFile;
+using testing::RunResult;
+
+class StoreFaults : public Store {
+ protected:
+  void TearDown() override {
+    // Whatever happened, the next test finds the OSD running.
+    if (osd_killed_) Cluster("start-osd");
+    Store::TearDown();
+  }
+
+  // `vmsnap ARGS` in the background with `env` set, its stderr to `err`.
+  pid_t SpawnWith(const std::vector<std::string>& env, const std::vector<std::string>& args, const std::string& err) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      if (::chdir(dir_.c_str()) != 0) _exit(126);
+      const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int null = ::open("/dev/null", O_WRONLY);
+      if (fd < 0 || null < 0) _exit(126);
+      ::dup2(fd, 2);
+      ::dup2(null, 1);
+      for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
+      std::vector<char*> argv;
+      std::string bin = VMSNAP_BIN;
+      argv.push_back(bin.data());
+      std::vector<std::string> copy = args;
+      for (auto& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(bin.c_str(), argv.data());
+      _exit(127);
+    }
+    children_.push_back(pid);
+    return pid;
+  }
+
+  bool osd_killed_ = false;
+};
+
+TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
+  // 64 MiB: 64 chunks, none of them in the pool yet even when the test runs
+  // again on the same cluster (it counts the chunks that land).
+  WriteSnapshot(Path("a.vmsnap"), 16384, uint32_t(::getpid()) * 2654435761u + uint32_t(std::time(nullptr)));
+  const size_t before = RadosChunks().size();
+  // One object at a time, and an OSD that does not answer fails an
+  // operation after 5 s rather than the default 30.
+  const pid_t push = SpawnWith({"CEPH_ARGS=--rados_osd_op_timeout=5"},
+                               {"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"));
+  // Once its first chunks are in the pool the push is frozen, the OSD dies,
+  // and the push goes on: it is certainly in the middle. (The push runs
+  // freely until then: freezing it while it connects to the cluster can
+  // stall its handshake.)
+  size_t landed = 0;
+  for (int i = 0; i < 2000 && landed == 0; ++i) {
+    landed = RadosChunks().size() - before;
+    if (landed > 0) {
+      ASSERT_EQ(::kill(push, SIGSTOP), 0);
+      landed = RadosChunks().size() - before;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ASSERT_GT(landed, 0u) << "no chunk of the push ever landed: " << ReadFile(Path("push.err"));
+  ASSERT_LT(landed, 60u) << "the push was nearly done before it could be stopped";
+  ASSERT_EQ(Cluster("kill-osd"), 0);
+  osd_killed_ = true;
+  ::kill(push, SIGCONT);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = Wait(push, std::chrono::seconds(60));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string err = ReadFile(Path("push.err"));
+  EXPECT_EQ(status, 2) << err;
+  EXPECT_EQ(Lines(err), 1u) << err;
+  EXPECT_NE(err.find("rados://vmsnap/vmsnap.chunk."), std::string::npos) << err;
+  EXPECT_NE(err.find("the cluster did not answer in time"), std::string::npos) << err;
+  EXPECT_LT(took, 30.0) << "the push hung on the dead OSD";
+
+  ASSERT_EQ(Cluster("start-osd"), 0);
+  osd_killed_ = false;
+  // No snapshot: the layout object is written only after every chunk.
+  EXPECT_NE(Rados("stat " + Object("a")), 0);
+  RunResult r = Run("ls rados://vmsnap/" + prefix_ + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out).size(), 0u) << r.out;
+  r = Run("pull " + Url("a") + " -o " + Path("back.vmsnap"));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("no such snapshot"), std::string::npos) << r.err;
+
+  // The rerun finds what landed and uploads the rest.
+  Json again = PushJson("a.vmsnap", Url("a"));
+  EXPECT_GE(again["present_chunks"].get<uint64_t>(), landed);
+  EXPECT_EQ(again["present_chunks"].get<uint64_t>() + again["uploaded_chunks"].get<uint64_t>(),
+            again["chunks"].get<uint64_t>());
+  EXPECT_GT(again["uploaded_chunks"].get<uint64_t>(), 0u);
+  r = Run("pull " + Url("a") + " -o " + Path("back.vmsnap"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(ReadFile(Path("back.vmsnap")), ReadFile(Path("a.vmsnap")));
+}
+
+TEST_F(StoreFaults, VerifyNamesADeletedOrAlteredChunk) {
+  ::setenv("XDG_CACHE_HOME", Path("cache").c_str(), 1);
+  const std::vector<std::string> before = RadosChunks();
+  WriteSnapshot(Path("a.vmsnap"), 128, 22);
+  Json p = PushJson("a.vmsnap", Url("a"));
+  ASSERT_EQ(p["uploaded_chunks"], p["chunks"]);
+  std::string victim;
+  for (const std::string& c : RadosChunks()) {
+    if (std::find(before.begin(), before.end(), c) == before.end()) victim = c;
+  }
+  ASSERT_FALSE(victim.empty());
+  // Altered: same size, one byte changed, so only the hash can tell.
+  ASSERT_EQ(Rados("get " + victim + " " + Path("chunk")), 0);
+  std::string bytes = ReadFile(Path("chunk"));
+  ASSERT_FALSE(bytes.empty());
+  bytes[bytes.size() / 2] ^= 1;
+  WriteFile(Path("chunk"), std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  ASSERT_EQ(Rados("put " + victim + " " + Path("chunk")), 0);
+  RunResult r = Run("verify " + Url("a"));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("rados://vmsnap/" + victim + ": its bytes do not match its name"), std::string::npos) << r.err;
+  EXPECT_EQ(Lines(r.err), 1u) << r.err;
+  ASSERT_EQ(Rados("rm " + victim), 0);
+  r = Run("verify " + Url("a"));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("rados://vmsnap/" + victim + ": chunk of " + prefix_ + "a is missing from the store"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(Lines(r.err), 1u) << r.err;
+  ::unsetenv("XDG_CACHE_HOME");
+}
+
+TEST_F(StoreFaults, WrongPoolOrIdentityGetsOneLine) {
+  WriteSnapshot(Path("a.vmsnap"), 16, 23);
+  struct Case {
+    std::string env, args, expect;
+  } cases[] = {
+      {"", "push " + Path("a.vmsnap") + " rados://no-such-pool/a", "rados://no-such-pool: no such pool"},
+      {"", "ls rados://no-such-pool", "rados://no-such-pool: no such pool"},
+      {"", "gc rados://no-such-pool", "rados://no-such-pool: no such pool"},
+      {"", "verify rados://no-such-pool/a", "rados://no-such-pool: no such pool"},
+      {"CEPH_ARGS='--name client.nobody --keyring /dev/null'", "push " + Path("a.vmsnap") + " " + Url("a"),
+       "rados://vmsnap: connect to the cluster"},
+      {"CEPH_ARGS='--key AQBVrCtpAAAAABAA0mZ5wSJ1ulEyHGLtbaXiwA=='", "pull " + Url("a") + " -o " + Path("x.vmsnap"),
+       "rados://vmsnap: connect to the cluster"},
+      {"", "push " + Path("a.vmsnap") + " " + Url("a") + " --ceph-conf " + Path("none.conf"),
+       "read the cluster configuration " + Path("none.conf")},
+  };
+  for (const auto& c : cases) {
+    RunResult r = RunWith(c.env, c.args);
+    EXPECT_EQ(r.status, 2) << c.env << " " << c.args << ": " << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.env << " " << c.args << ": " << r.err;
+    EXPECT_EQ(Lines(r.err), 1u) << c.env << " " << c.args << ": " << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(Path("x.vmsnap")));
+}
+
+}  // namespace
+}  // namespace vmsnap
