@@ -46,7 +46,11 @@ class RingTracker final : public DirtyTracker {
   Status HandleRingFull(int vcpu_index) override {
     ring_full_exits_.fetch_add(1);
     std::lock_guard lock(mu_);
-    return HarvestRingsLocked(full_pending_);
+    const bool mine = vcpu_index >= 0 && size_t(vcpu_index) < rings_.size();
+    const uint32_t before = mine ? rings_[vcpu_index].fetch : 0;
+    VMSNAP_RETURN_IF_ERROR(HarvestRingsLocked(full_pending_));
+    if (mine && rings_[vcpu_index].fetch == before) return Unstick(rings_[vcpu_index]);
+    return Status::Ok();
   }
 
  protected:
@@ -103,6 +107,34 @@ class RingTracker final : public DirtyTracker {
     }
     if (harvested) VMSNAP_RETURN_IF_ERROR(ops_.ResetDirtyRings().status());
     return Status::Ok();
+  }
+
+  // KVM says the ring of the vCPU that exited is full, yet no entry in it is
+  // published: on this host's software-assisted KVM an emulation burst can
+  // count pushes it never wrote. KVM's reset index equals our fetch index
+  // (we only ever mark entries harvested in order from it, and the reset
+  // consumes exactly those), so marking the next entries harvested and
+  // resetting moves KVM's reset index on until the vCPU may run again. KVM's
+  // dirty index is at least the soft limit ahead (the ring size minus a
+  // reserve of at most 576 entries on x86), so half a ring of 2048 entries or
+  // more, else a quarter, per exit can never pass it. Only
+  // this vCPU's ring is touched: the vCPU is out of KVM_RUN, so KVM is not
+  // writing to it. The pages those pushes stood for are unknown, so every
+  // page is reported dirty, as after an overflow.
+  Status Unstick(Ring& ring) {
+    kvm_dirty_gfn* e = ring.map->entries();
+    const uint32_t count = ring.map->count();
+    const uint32_t mask = count - 1;
+    const uint32_t step = count >= 2048 ? count / 2 : count / 4;
+    for (uint32_t k = 0; k < step; ++k) {
+      std::atomic_ref<uint32_t>(e[(ring.fetch + k) & mask].flags)
+          .store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
+    }
+    ring.fetch += step;
+    ring.desync = true;
+    ring_overflows_.fetch_add(1);
+    marked_.SetAll();
+    return ops_.ResetDirtyRings().status();
   }
 
   // After an overflow KVM's next entry may sit beyond our fetch index, with
