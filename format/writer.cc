@@ -13,7 +13,10 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include <time.h>
+
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -57,6 +60,8 @@ struct Slot {
   uint32_t pages = 0;
   bool has_defined = false;
   std::vector<uint8_t> defined;
+  bool try_compress = false;  // chosen when the chunk was handed to a worker
+  int level = 0;               // the zstd level, when try_compress
   // Output.
   std::vector<uint8_t> present;
   std::vector<uint8_t> gather;  // stored pages back to back, when compressing a sparse chunk
@@ -103,6 +108,13 @@ class WriterImpl final : public SnapshotWriter {
       free_.push_back(s.get());
     }
     manifest_ = message_->initRoot<schema::Manifest>();
+    // The adaptive ladder: raw, then zstd levels up to the ceiling. Level 1
+    // first: on text it costs about what level 3 does per byte and gives
+    // most of the gain, so raw to level 1 is the step that matters.
+    ladder_.push_back(0);
+    for (int l : {1, 3, 6, 9, 12, 15, 19}) {
+      if (l <= std::max(1, o.zstd_level)) ladder_.push_back(l);
+    }
   }
 
   ~WriterImpl() override {
@@ -124,6 +136,9 @@ class WriterImpl final : public SnapshotWriter {
     layout::EncodeHeader(h, hdr);
     VMSNAP_RETURN_IF_ERROR(file_->Append(hdr, sizeof hdr));
     offset_ = layout::kHeaderSize;
+    ncpu_ = std::max(1u, std::thread::hardware_concurrency());
+    window_start_ns_ = NowNs();
+    window_cpu_ns_ = ProcessCpuNs();
     for (unsigned i = 0; i < workers_n_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
     io_thread_ = std::thread([this] { IoLoop(); });
     return Status::Ok();
@@ -225,7 +240,6 @@ class WriterImpl final : public SnapshotWriter {
     if (opts_.compression == schema::Compression::ZSTD) {
       cctx.reset(ZSTD_createCCtx());
       if (cctx) {
-        ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts_.zstd_level);
         ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
         ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 0);  // we checksum ourselves
       }
@@ -239,6 +253,9 @@ class WriterImpl final : public SnapshotWriter {
         if (pending_.empty() || abandon_) return;
         slot = pending_.front();
         pending_.pop_front();
+        // Chosen now rather than when queued, so the choice reflects the
+        // pipeline as it is when the work starts.
+        ChooseCodecLocked(slot);
       }
       Process(slot, cctx.get(), xxh.get());
       std::lock_guard<std::mutex> lk(mu_);
@@ -276,7 +293,7 @@ class WriterImpl final : public SnapshotWriter {
       return;
     }
     if (s->stored_pages == s->pages) s->raw_contig = s->data;
-    if (opts_.compression != schema::Compression::ZSTD) {
+    if (!s->try_compress) {
       s->stored_checksum = s->raw_checksum;
       return;
     }
@@ -294,22 +311,82 @@ class WriterImpl final : public SnapshotWriter {
       }
       s->raw_contig = s->gather.data();
     }
+    if (opts_.before_compress) opts_.before_compress(s->level);
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, s->level);
     size_t n = ZSTD_compress2(cctx, s->frame.data(), s->frame.size(), s->raw_contig, raw_len);
     if (ZSTD_isError(n)) {
       s->status = Status::Internal("chunk at gpa " + Hex(s->gpa) +
                                    ": zstd compression failed: " + ZSTD_getErrorName(n));
       return;
     }
-    if (n >= raw_len) {
-      // Incompressible (random pages): storing them raw costs less and keeps
-      // them mappable.
+    // Incompressible (random pages): storing them raw costs less and keeps
+    // them mappable. The adaptive codec also keeps a chunk raw when zstd
+    // saves less than 1/16 of it: so small a gain is not worth a
+    // decompression at every load and the loss of mapping.
+    if (n >= raw_len || (opts_.adaptive && n > raw_len - raw_len / 16)) {
       s->stored_checksum = s->raw_checksum;
       return;
     }
     s->compressed = true;
     s->frame_len = n;
     s->stored_checksum = layout::Checksum(s->frame.data(), n);
+  }
+
+  // The adaptive codec, after zstd's --adapt: every few milliseconds the I/O
+  // thread looks at how the last stretch went and moves `effort_`, a
+  // fractional position on the ladder (raw, then rising zstd levels; each
+  // chunk takes the rung below or above it so that, over a run of chunks,
+  // the mix matches the fraction):
+  // - this process kept (nearly) every core busy: compression is what the
+  //   save waits for, so store more raw;
+  // - else, the writer spent a good part of the time waiting for chunks the
+  //   workers had: the workers are the limit (a slow level, or cores taken
+  //   by something else), so compress less;
+  // - else, the writer was busy most of the time (a slow disk, or writeback
+  //   it waits for) or the caller feeding memory is the limit: the cores
+  //   have time to spare, so compress harder, which leaves less to write.
+  void AdaptLocked(uint64_t now_ns) {
+    const uint64_t wall = now_ns - window_start_ns_;
+    if (wall < kWindowNs) return;
+    const uint64_t cpu = ProcessCpuNs();
+    const double cores = double(cpu - window_cpu_ns_) / double(wall * ncpu_);
+    const double starved = double(writer_starved_ns_) / double(wall);
+    // Down faster than up: a save slowed by compressing too much loses
+    // time, one that compresses too little only loses some file size.
+    const double step = cores >= kSaturated || starved >= kStarved ? -kEffortDown : kEffortUp;
+    effort_ = std::clamp(effort_ + step, 0.0, double(ladder_.size() - 1));
+    window_start_ns_ = now_ns;
+    window_cpu_ns_ = cpu;
+    writer_starved_ns_ = 0;
+  }
+
+  static uint64_t ProcessCpuNs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  }
+
+  static uint64_t NowNs() {
+    return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count());
+  }
+
+  void ChooseCodecLocked(Slot* s) {
+    if (!opts_.adaptive) {
+      s->try_compress = opts_.compression == schema::Compression::ZSTD;
+      s->level = opts_.zstd_level;
+      return;
+    }
+    size_t rung = size_t(effort_);
+    dither_ += effort_ - double(rung);
+    if (dither_ >= 1.0 && rung + 1 < ladder_.size()) {
+      dither_ -= 1.0;
+      ++rung;
+    }
+    s->level = ladder_[rung];
+    s->try_compress = s->level != 0;
   }
 
   Status Pad(uint64_t align) {
@@ -375,11 +452,17 @@ class WriterImpl final : public SnapshotWriter {
       Slot* s;
       {
         std::unique_lock<std::mutex> lk(mu_);
+        // Waiting for a chunk a worker has (or has yet to take) is time the
+        // workers cost the save; waiting for the caller to add memory is not.
+        const bool starved = opts_.adaptive && ring_[next_write_ % ring_.size()] == nullptr &&
+                             next_write_ < submitted_;
+        const uint64_t w0 = starved ? NowNs() : 0;
         cv_done_.wait(lk, [&] {
           return ring_[next_write_ % ring_.size()] != nullptr ||
                  ((finishing_ || stop_) && next_write_ == submitted_) ||
                  (stop_ && (!error_.ok() || abandon_));
         });
+        if (starved) writer_starved_ns_ += NowNs() - w0;
         if (abandon_) return;
         s = ring_[next_write_ % ring_.size()];
         if (s == nullptr) return;
@@ -395,6 +478,7 @@ class WriterImpl final : public SnapshotWriter {
       uint64_t done = 0, total = 0;
       {
         std::lock_guard<std::mutex> lk(mu_);
+        if (opts_.adaptive) AdaptLocked(NowNs());
         if (!st.ok() && error_.ok()) error_ = st;
         done_bytes_ += uint64_t(s->pages) * opts_.page_size;
         done = done_bytes_;
@@ -524,6 +608,16 @@ class WriterImpl final : public SnapshotWriter {
   Status error_;
   uint64_t done_bytes_ = 0;
   uint64_t added_bytes_ = 0;
+  // Adaptive codec (under mu_).
+  static constexpr uint64_t kWindowNs = 10'000'000;
+  static constexpr double kEffortUp = 0.1, kEffortDown = 0.3;
+  static constexpr double kSaturated = 0.85;   // of every core's time, used by this process
+  static constexpr double kStarved = 0.25;     // of the time, the writer waited for the workers
+  std::vector<int> ladder_;  // 0: raw, then zstd levels
+  double effort_ = 1.0;      // starts at zstd level 1
+  double dither_ = 0;
+  unsigned ncpu_ = 1;
+  uint64_t window_start_ns_ = 0, window_cpu_ns_ = 0, writer_starved_ns_ = 0;
   std::vector<std::thread> workers_;
   std::thread io_thread_;
 
@@ -566,6 +660,7 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string
       options.compression != schema::Compression::NONE) {
     return Status::InvalidArgument("unknown compression");
   }
+  if (options.compression != schema::Compression::ZSTD) options.adaptive = false;
   if (options.zstd_level < ZSTD_minCLevel() || options.zstd_level > ZSTD_maxCLevel()) {
     return Status::InvalidArgument("zstd level " + std::to_string(options.zstd_level) +
                                    " out of range");
