@@ -13,8 +13,12 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <chrono>
@@ -140,6 +144,7 @@ class WriterImpl final : public SnapshotWriter {
     ncpu_ = std::max(1u, std::thread::hardware_concurrency());
     window_start_ns_ = NowNs();
     window_cpu_ns_ = ProcessCpuNs();
+    (void)MachineBusy(window_start_ns_);  // the starting point
     for (unsigned i = 0; i < workers_n_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
     io_thread_ = std::thread([this] { IoLoop(); });
     return Status::Ok();
@@ -357,8 +362,8 @@ class WriterImpl final : public SnapshotWriter {
   // fractional position on the ladder (raw, then rising zstd levels; each
   // chunk takes the rung below or above it so that, over a run of chunks,
   // the mix matches the fraction):
-  // - this process kept (nearly) every core busy: compression is what the
-  //   save waits for, so store more raw;
+  // - this process, or the machine as a whole, kept (nearly) every core
+  //   busy: more compression would wait for a core, so store more raw;
   // - else, the writer spent a good part of the time waiting for chunks the
   //   workers had: the workers are the limit (a slow level, or cores taken
   //   by something else), so compress less;
@@ -369,15 +374,50 @@ class WriterImpl final : public SnapshotWriter {
     const uint64_t wall = now_ns - window_start_ns_;
     if (wall < kWindowNs) return;
     const uint64_t cpu = ProcessCpuNs();
-    const double cores = double(cpu - window_cpu_ns_) / double(wall * ncpu_);
+    const double ours = double(cpu - window_cpu_ns_) / double(wall * ncpu_);
+    const double machine = MachineBusy(now_ns);
     const double starved = double(writer_starved_ns_) / double(wall);
     // Down faster than up: a save slowed by compressing too much loses
     // time, one that compresses too little only loses some file size.
-    const double step = cores >= kSaturated || starved >= kStarved ? -kEffortDown : kEffortUp;
+    const bool saturated = ours >= kSaturated || machine >= kMachineSaturated;
+    const double step = saturated || starved >= kStarved ? -kEffortDown : kEffortUp;
     effort_ = std::clamp(effort_ + step, 0.0, double(ladder_.size() - 1));
     window_start_ns_ = now_ns;
     window_cpu_ns_ = cpu;
     writer_starved_ns_ = 0;
+  }
+
+  // How busy every core of the machine was since the last call, whatever ran
+  // on it (other processes too: compressing on a core they hold slows the
+  // save just the same). 0 when /proc/stat cannot be read. /proc/stat counts
+  // in 10 ms ticks, so it is read at most every kStatNs and its last figure
+  // stands in between.
+  double MachineBusy(uint64_t now_ns) {
+    if (opts_.machine_busy) return opts_.machine_busy();
+    if (stat_ns_ != 0 && now_ns - stat_ns_ < kStatNs) return machine_busy_;
+    stat_ns_ = now_ns;
+    const int fd = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n < 5 || std::strncmp(buf, "cpu ", 4) != 0) return 0;
+    buf[n] = 0;
+    // user nice system idle iowait irq softirq steal: idle and iowait are
+    // time a core had nothing to run (iowait: a disk kept it waiting).
+    unsigned long long v[8] = {};
+    const int k = std::sscanf(buf + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                              &v[4], &v[5], &v[6], &v[7]);
+    if (k < 5) return 0;
+    uint64_t total = 0;
+    for (int i = 0; i < k; ++i) total += v[i];
+    const uint64_t idle = v[3] + v[4];
+    const uint64_t d_total = total - stat_total_, d_idle = idle - stat_idle_;
+    const bool first = stat_total_ == 0;
+    stat_total_ = total;
+    stat_idle_ = idle;
+    if (first || d_total == 0) return machine_busy_ = 0;
+    return machine_busy_ = 1.0 - double(d_idle) / double(d_total);
   }
 
   static uint64_t ProcessCpuNs() {
@@ -630,13 +670,17 @@ class WriterImpl final : public SnapshotWriter {
   // Adaptive codec (under mu_).
   static constexpr uint64_t kWindowNs = 10'000'000;
   static constexpr double kEffortUp = 0.1, kEffortDown = 0.3;
-  static constexpr double kSaturated = 0.85;   // of every core's time, used by this process
+  static constexpr double kSaturated = 0.85;         // of every core's time, used by this process
+  static constexpr double kMachineSaturated = 0.90;  // of every core's time, used by anything
   static constexpr double kStarved = 0.10;     // of the time, the writer waited for the workers
   std::vector<int> ladder_;  // 0: raw, then zstd levels
-  double effort_ = 1.0;      // starts at zstd level 1
+  double effort_ = 0;        // starts raw: compression has to show it costs no time
   double dither_ = 0;
   unsigned ncpu_ = 1;
   uint64_t window_start_ns_ = 0, window_cpu_ns_ = 0, writer_starved_ns_ = 0;
+  static constexpr uint64_t kStatNs = 50'000'000;
+  uint64_t stat_total_ = 0, stat_idle_ = 0, stat_ns_ = 0;  // /proc/stat at the last look
+  double machine_busy_ = 0;
   std::vector<std::thread> workers_;
   std::thread io_thread_;
 

@@ -56,6 +56,10 @@ struct WriterOptions {
   // For tests: runs on a compression worker before each chunk it
   // compresses, with the chunk's zstd level (a throttled compressor).
   std::function<void(int level)> before_compress;
+  // For tests: the fraction of all cores' time the machine was busy since
+  // the previous call, which the adaptive codec otherwise reads from
+  // /proc/stat (so that a test does not depend on the machine's load).
+  std::function<double()> machine_busy;
 };
 
 class SnapshotWriter {
