@@ -99,7 +99,10 @@ class WriterImpl final : public SnapshotWriter {
   WriterImpl(const WriterOptions& o, std::unique_ptr<OutputFile> file)
       : opts_(o), file_(std::move(file)) {
     workers_n_ = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-    const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * 3);
+    // With auto, chunks take very different times (a raw one a tenth of a
+    // millisecond, a compressed one a few): a deeper queue lets the raw ones
+    // flow past one being compressed instead of waiting behind it.
+    const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * (o.adaptive ? 8 : 3));
     const size_t chunk_bytes = size_t(o.chunk_pages) * o.page_size;
     slots_.resize(nslots);
     ring_.assign(nslots, nullptr);
@@ -367,9 +370,13 @@ class WriterImpl final : public SnapshotWriter {
   // - else, the writer spent a good part of the time waiting for chunks the
   //   workers had: the workers are the limit (a slow level, or cores taken
   //   by something else), so compress less;
-  // - else, the writer was busy most of the time (a slow disk, or writeback
-  //   it waits for) or the caller feeding memory is the limit: the cores
-  //   have time to spare, so compress harder, which leaves less to write.
+  // - else, if the writer spent a good part of the time waiting inside its
+  //   writes (a slow disk, or writeback it waits for), or had little to do
+  //   (the caller feeding memory is the limit), the cores have time to
+  //   spare: compress harder, which leaves less to write;
+  // - else the writer is busy copying into the page cache: it is the limit,
+  //   and a chunk compressed ahead of it in the file order would only hold
+  //   it up, so stay.
   void AdaptLocked(uint64_t now_ns) {
     const uint64_t wall = now_ns - window_start_ns_;
     if (wall < kWindowNs) return;
@@ -379,12 +386,21 @@ class WriterImpl final : public SnapshotWriter {
     const double starved = double(writer_starved_ns_) / double(wall);
     // Down faster than up: a save slowed by compressing too much loses
     // time, one that compresses too little only loses some file size.
+    const double writing = double(writer_busy_ns_) / double(wall);
+    const double disk_wait = double(writer_busy_ns_ - std::min(writer_busy_ns_, writer_cpu_ns_)) / double(wall);
     const bool saturated = ours >= kSaturated || machine >= kMachineSaturated;
-    const double step = saturated || starved >= kStarved ? -kEffortDown : kEffortUp;
+    double step = 0;
+    if (saturated || starved >= kStarved) {
+      step = -kEffortDown;
+    } else if (disk_wait >= kDiskBound || writing < kWriterIdle) {
+      step = kEffortUp;
+    }
     effort_ = std::clamp(effort_ + step, 0.0, double(ladder_.size() - 1));
     window_start_ns_ = now_ns;
     window_cpu_ns_ = cpu;
     writer_starved_ns_ = 0;
+    writer_busy_ns_ = 0;
+    writer_cpu_ns_ = 0;
   }
 
   // How busy every core of the machine was since the last call, whatever ran
@@ -418,6 +434,12 @@ class WriterImpl final : public SnapshotWriter {
     stat_idle_ = idle;
     if (first || d_total == 0) return machine_busy_ = 0;
     return machine_busy_ = 1.0 - double(d_idle) / double(d_total);
+  }
+
+  static uint64_t ThreadCpuNs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
   }
 
   static uint64_t ProcessCpuNs() {
@@ -533,11 +555,17 @@ class WriterImpl final : public SnapshotWriter {
         std::lock_guard<std::mutex> lk(mu_);
         failed = !error_.ok();
       }
+      const uint64_t t0 = opts_.adaptive ? NowNs() : 0, c0 = opts_.adaptive ? ThreadCpuNs() : 0;
       Status st = failed ? Status::Ok() : WriteChunk(s);
       uint64_t done = 0, total = 0;
       {
+        const uint64_t t1 = opts_.adaptive ? NowNs() : 0, c1 = opts_.adaptive ? ThreadCpuNs() : 0;
         std::lock_guard<std::mutex> lk(mu_);
-        if (opts_.adaptive) AdaptLocked(NowNs());
+        if (opts_.adaptive) {
+          writer_busy_ns_ += t1 - t0;
+          writer_cpu_ns_ += c1 - c0;
+          AdaptLocked(t1);
+        }
         if (!st.ok() && error_.ok()) error_ = st;
         done_bytes_ += uint64_t(s->pages) * opts_.page_size;
         done = done_bytes_;
@@ -673,11 +701,14 @@ class WriterImpl final : public SnapshotWriter {
   static constexpr double kSaturated = 0.85;         // of every core's time, used by this process
   static constexpr double kMachineSaturated = 0.90;  // of every core's time, used by anything
   static constexpr double kStarved = 0.10;     // of the time, the writer waited for the workers
+  static constexpr double kDiskBound = 0.3;    // of the time, the writer waited in a write
+  static constexpr double kWriterIdle = 0.3;   // of the time, the writer had something to write
   std::vector<int> ladder_;  // 0: raw, then zstd levels
   double effort_ = 0;        // starts raw: compression has to show it costs no time
   double dither_ = 0;
   unsigned ncpu_ = 1;
   uint64_t window_start_ns_ = 0, window_cpu_ns_ = 0, writer_starved_ns_ = 0;
+  uint64_t writer_busy_ns_ = 0, writer_cpu_ns_ = 0;  // writing, and the CPU that took
   static constexpr uint64_t kStatNs = 50'000'000;
   uint64_t stat_total_ = 0, stat_idle_ = 0, stat_ns_ = 0;  // /proc/stat at the last look
   double machine_busy_ = 0;
