@@ -265,13 +265,16 @@ class Bench:
 
             for i in range(self.a.runs):
                 log(f"{mib} MiB run {i + 1}/{self.a.runs}")
-                # Alternated, and the order rotated from run to run, so that
-                # a drift of the machine's speed lands on every program alike.
+                # Alternated, the order rotated from run to run and reversed
+                # every other run, so that neither a drift of the machine's
+                # speed nor the save before (a large file written back or
+                # deleted) lands on one program more than another.
                 steps = [lambda: codec_save("disk", "auto"), qemu_save] + \
                     [lambda c=c: codec_save("disk", c) for c in CODECS["disk"] if c != "auto"] + \
                     [lambda c=c: codec_save("tmpfs", c) for c in CODECS["tmpfs"]]
                 k = i % len(steps)
-                for step in steps[k:] + steps[:k]:
+                order = steps[k:] + steps[:k]
+                for step in (order[::-1] if i % 2 else order):
                     step()
                 t, cpu = self.vmsnap_load(snap, "eager")
                 add(vmsnap_eager_s=t, vmsnap_eager_cpu=cpu)
