@@ -69,8 +69,10 @@ struct Slot {
   int level = 0;               // the zstd level, when try_compress
   // Output.
   std::vector<uint8_t> present;
-  std::vector<uint8_t> gather;  // stored pages back to back, when compressing a sparse chunk
-  std::vector<uint8_t> frame;   // the zstd frame
+  // Allocated on first use and not zeroed: a save that stores its chunks raw
+  // never touches them.
+  std::unique_ptr<uint8_t[]> gather;  // stored pages back to back, when compressing a sparse chunk
+  std::unique_ptr<uint8_t[]> frame;   // the zstd frame
   uint64_t stored_pages = 0;
   uint64_t raw_checksum = 0;
   uint64_t stored_checksum = 0;
@@ -103,16 +105,12 @@ class WriterImpl final : public SnapshotWriter {
     // millisecond, a compressed one a few): a deeper queue lets the raw ones
     // flow past one being compressed instead of waiting behind it.
     const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * (o.adaptive ? 8 : 3));
-    const size_t chunk_bytes = size_t(o.chunk_pages) * o.page_size;
     slots_.resize(nslots);
     ring_.assign(nslots, nullptr);
     for (auto& s : slots_) {
       s = std::make_unique<Slot>();
       s->defined.reserve((o.chunk_pages + 7) / 8);
       s->present.reserve((o.chunk_pages + 7) / 8);
-      if (o.compression == schema::Compression::ZSTD) {
-        s->frame.resize(ZSTD_compressBound(chunk_bytes));
-      }
       free_.push_back(s.get());
     }
     manifest_ = message_->initRoot<schema::Manifest>();
@@ -313,10 +311,10 @@ class WriterImpl final : public SnapshotWriter {
       prev = true;
       if (runs > 1 && s->try_compress) {
         if (out == nullptr) {
-          s->gather.resize(size_t(opts_.chunk_pages) * ps);
+          if (!s->gather) s->gather.reset(new uint8_t[size_t(opts_.chunk_pages) * ps]);
           const size_t run = size_t(s->stored_pages - 1) * ps;  // the first run, [first, first + its pages)
-          std::memcpy(s->gather.data(), s->data + size_t(first) * ps, run);
-          out = s->gather.data() + run;
+          std::memcpy(s->gather.get(), s->data + size_t(first) * ps, run);
+          out = s->gather.get() + run;
         }
         std::memcpy(out, p, ps);
         out += ps;
@@ -329,7 +327,7 @@ class WriterImpl final : public SnapshotWriter {
       return;
     }
     if (runs == 1) s->raw_contig = s->data + size_t(first) * ps;
-    if (out != nullptr) s->raw_contig = s->gather.data();
+    if (out != nullptr) s->raw_contig = s->gather.get();
     if (!s->try_compress) {
       s->stored_checksum = s->raw_checksum;
       return;
@@ -341,7 +339,9 @@ class WriterImpl final : public SnapshotWriter {
     if (opts_.before_compress) opts_.before_compress(s->level);
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, s->level);
-    size_t n = ZSTD_compress2(cctx, s->frame.data(), s->frame.size(), s->raw_contig, raw_len);
+    const size_t bound = ZSTD_compressBound(size_t(opts_.chunk_pages) * ps);
+    if (!s->frame) s->frame.reset(new uint8_t[bound]);
+    size_t n = ZSTD_compress2(cctx, s->frame.get(), bound, s->raw_contig, raw_len);
     if (ZSTD_isError(n)) {
       s->status = Status::Internal("chunk at gpa " + Hex(s->gpa) +
                                    ": zstd compression failed: " + ZSTD_getErrorName(n));
@@ -357,7 +357,7 @@ class WriterImpl final : public SnapshotWriter {
     }
     s->compressed = true;
     s->frame_len = n;
-    s->stored_checksum = layout::Checksum(s->frame.data(), n);
+    s->stored_checksum = layout::Checksum(s->frame.get(), n);
   }
 
   // The adaptive codec, after zstd's --adapt: every few milliseconds the I/O
@@ -387,7 +387,10 @@ class WriterImpl final : public SnapshotWriter {
     // Down faster than up: a save slowed by compressing too much loses
     // time, one that compresses too little only loses some file size.
     const double writing = double(writer_busy_ns_) / double(wall);
-    const double disk_wait = double(writer_busy_ns_ - std::min(writer_busy_ns_, writer_cpu_ns_)) / double(wall);
+    // The writer's CPU time in the stretch is all spent writing, nearly:
+    // waiting for a chunk takes none.
+    const uint64_t writer_cpu = ThreadCpuNs() - writer_cpu_ns_;
+    const double disk_wait = double(writer_busy_ns_ - std::min(writer_busy_ns_, writer_cpu)) / double(wall);
     const bool saturated = ours >= kSaturated || machine >= kMachineSaturated;
     double step = 0;
     if (saturated || starved >= kStarved) {
@@ -400,7 +403,7 @@ class WriterImpl final : public SnapshotWriter {
     window_cpu_ns_ = cpu;
     writer_starved_ns_ = 0;
     writer_busy_ns_ = 0;
-    writer_cpu_ns_ = 0;
+    writer_cpu_ns_ = ThreadCpuNs();
   }
 
   // How busy every core of the machine was since the last call, whatever ran
@@ -502,7 +505,7 @@ class WriterImpl final : public SnapshotWriter {
       VMSNAP_RETURN_IF_ERROR(Pad(align));
       m.file_offset = offset_;
       if (s->compressed) {
-        VMSNAP_RETURN_IF_ERROR(file_->Append(s->frame.data(), s->frame_len));
+        VMSNAP_RETURN_IF_ERROR(file_->Append(s->frame.get(), s->frame_len));
         m.stored_length = s->frame_len;
       } else if (s->raw_contig != nullptr) {
         VMSNAP_RETURN_IF_ERROR(file_->Append(s->raw_contig, m.raw_length));
@@ -529,6 +532,10 @@ class WriterImpl final : public SnapshotWriter {
   }
 
   void IoLoop() {
+    if (opts_.adaptive) {
+      std::lock_guard<std::mutex> lk(mu_);
+      writer_cpu_ns_ = ThreadCpuNs();
+    }
     for (;;) {
       Slot* s;
       {
@@ -555,15 +562,14 @@ class WriterImpl final : public SnapshotWriter {
         std::lock_guard<std::mutex> lk(mu_);
         failed = !error_.ok();
       }
-      const uint64_t t0 = opts_.adaptive ? NowNs() : 0, c0 = opts_.adaptive ? ThreadCpuNs() : 0;
+      const uint64_t t0 = opts_.adaptive ? NowNs() : 0;
       Status st = failed ? Status::Ok() : WriteChunk(s);
       uint64_t done = 0, total = 0;
       {
-        const uint64_t t1 = opts_.adaptive ? NowNs() : 0, c1 = opts_.adaptive ? ThreadCpuNs() : 0;
+        const uint64_t t1 = opts_.adaptive ? NowNs() : 0;
         std::lock_guard<std::mutex> lk(mu_);
         if (opts_.adaptive) {
           writer_busy_ns_ += t1 - t0;
-          writer_cpu_ns_ += c1 - c0;
           AdaptLocked(t1);
         }
         if (!st.ok() && error_.ok()) error_ = st;
@@ -708,7 +714,8 @@ class WriterImpl final : public SnapshotWriter {
   double dither_ = 0;
   unsigned ncpu_ = 1;
   uint64_t window_start_ns_ = 0, window_cpu_ns_ = 0, writer_starved_ns_ = 0;
-  uint64_t writer_busy_ns_ = 0, writer_cpu_ns_ = 0;  // writing, and the CPU that took
+  uint64_t writer_busy_ns_ = 0;  // writing, in this stretch
+  uint64_t writer_cpu_ns_ = 0;   // the I/O thread's CPU time at its start
   static constexpr uint64_t kStatNs = 50'000'000;
   uint64_t stat_total_ = 0, stat_idle_ = 0, stat_ns_ = 0;  // /proc/stat at the last look
   double machine_busy_ = 0;
