@@ -11,6 +11,8 @@
 #include <chrono>
 #include <fstream>
 
+#include "format/compression_spec.h"
+
 namespace vmsnap::capture {
 namespace {
 
@@ -116,9 +118,7 @@ Result<CaptureResult> WriteSnapshot(const std::string& path, ArchCapturer& arch,
   stats.setLive(options.live);
   stats.setRounds(options.rounds);
   stats.setPauseNs(options.pause_ns);
-  stats.setCompression(wopts.compression == schema::Compression::ZSTD
-                           ? "zstd:" + std::to_string(wopts.zstd_level)
-                           : std::string("none"));
+  stats.setCompression(CompressionText(wopts));
   stats.setDurationNs(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                 std::chrono::steady_clock::now() - start)
                                                 .count()));

@@ -44,6 +44,16 @@ class PosixWritableFile final : public WritableFile {
       (void)::sync_file_range(fd_.get(), static_cast<off64_t>(kicked_), static_cast<off64_t>(written_ - kicked_),
                               SYNC_FILE_RANGE_WRITE);
       kicked_ = written_;
+      // And wait for the writeback started kWritebackLag bytes ago: a disk
+      // slower than the writer then slows the writer, where the adaptive
+      // codec sees it (and compresses harder), instead of piling up dirty
+      // pages for the final fsync to wait on; dirty memory stays bounded too.
+      if (kicked_ >= waited_ + kWritebackLag + kWritebackStep) {
+        const uint64_t upto = kicked_ - kWritebackLag;
+        (void)::sync_file_range(fd_.get(), static_cast<off64_t>(waited_), static_cast<off64_t>(upto - waited_),
+                                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+        waited_ = upto;
+      }
     }
     return Status::Ok();
   }
@@ -83,6 +93,8 @@ class PosixWritableFile final : public WritableFile {
   uint64_t written_ = 0;  // the current offset (the file is written in order)
   uint64_t pos_ = 0;      // the end of the last byte actually written
   uint64_t kicked_ = 0;   // bytes whose writeback has been started
+  uint64_t waited_ = 0;   // bytes whose writeback has been waited for
+  static constexpr uint64_t kWritebackLag = 64ull << 20;
 };
 
 class PosixEnv final : public Env {

@@ -13,7 +13,15 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -57,10 +65,14 @@ struct Slot {
   uint32_t pages = 0;
   bool has_defined = false;
   std::vector<uint8_t> defined;
+  bool try_compress = false;  // chosen when the chunk was handed to a worker
+  int level = 0;               // the zstd level, when try_compress
   // Output.
   std::vector<uint8_t> present;
-  std::vector<uint8_t> gather;  // stored pages back to back, when compressing a sparse chunk
-  std::vector<uint8_t> frame;   // the zstd frame
+  // Allocated on first use and not zeroed: a save that stores its chunks raw
+  // never touches them.
+  std::unique_ptr<uint8_t[]> gather;  // stored pages back to back, when compressing a sparse chunk
+  std::unique_ptr<uint8_t[]> frame;   // the zstd frame
   uint64_t stored_pages = 0;
   uint64_t raw_checksum = 0;
   uint64_t stored_checksum = 0;
@@ -89,20 +101,26 @@ class WriterImpl final : public SnapshotWriter {
   WriterImpl(const WriterOptions& o, std::unique_ptr<OutputFile> file)
       : opts_(o), file_(std::move(file)) {
     workers_n_ = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-    const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * 3);
-    const size_t chunk_bytes = size_t(o.chunk_pages) * o.page_size;
+    // With auto, chunks take very different times (a raw one a tenth of a
+    // millisecond, a compressed one a few): a deeper queue lets the raw ones
+    // flow past one being compressed instead of waiting behind it.
+    const size_t nslots = std::max<size_t>(4, size_t(workers_n_) * (o.adaptive ? 8 : 3));
     slots_.resize(nslots);
     ring_.assign(nslots, nullptr);
     for (auto& s : slots_) {
       s = std::make_unique<Slot>();
       s->defined.reserve((o.chunk_pages + 7) / 8);
       s->present.reserve((o.chunk_pages + 7) / 8);
-      if (o.compression == schema::Compression::ZSTD) {
-        s->frame.resize(ZSTD_compressBound(chunk_bytes));
-      }
       free_.push_back(s.get());
     }
     manifest_ = message_->initRoot<schema::Manifest>();
+    // The adaptive ladder: raw, then zstd levels up to the ceiling. Level 1
+    // first: on text it costs about what level 3 does per byte and gives
+    // most of the gain, so raw to level 1 is the step that matters.
+    ladder_.push_back(0);
+    for (int l : {1, 3, 6, 9, 12, 15, 19}) {
+      if (l <= std::max(1, o.zstd_level)) ladder_.push_back(l);
+    }
   }
 
   ~WriterImpl() override {
@@ -124,6 +142,10 @@ class WriterImpl final : public SnapshotWriter {
     layout::EncodeHeader(h, hdr);
     VMSNAP_RETURN_IF_ERROR(file_->Append(hdr, sizeof hdr));
     offset_ = layout::kHeaderSize;
+    ncpu_ = std::max(1u, std::thread::hardware_concurrency());
+    window_start_ns_ = NowNs();
+    window_cpu_ns_ = ProcessCpuNs();
+    (void)MachineBusy(window_start_ns_);  // the starting point
     for (unsigned i = 0; i < workers_n_; ++i) workers_.emplace_back([this] { WorkerLoop(); });
     io_thread_ = std::thread([this] { IoLoop(); });
     return Status::Ok();
@@ -225,7 +247,6 @@ class WriterImpl final : public SnapshotWriter {
     if (opts_.compression == schema::Compression::ZSTD) {
       cctx.reset(ZSTD_createCCtx());
       if (cctx) {
-        ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, opts_.zstd_level);
         ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
         ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 0);  // we checksum ourselves
       }
@@ -239,6 +260,9 @@ class WriterImpl final : public SnapshotWriter {
         if (pending_.empty() || abandon_) return;
         slot = pending_.front();
         pending_.pop_front();
+        // Chosen now rather than when queued, so the choice reflects the
+        // pipeline as it is when the work starts.
+        ChooseCodecLocked(slot);
       }
       Process(slot, cctx.get(), xxh.get());
       std::lock_guard<std::mutex> lk(mu_);
@@ -260,14 +284,41 @@ class WriterImpl final : public SnapshotWriter {
       return;
     }
     XXH3_64bits_reset(xxh);
+    // The chunk's memory mapped in one call rather than by a page fault per
+    // few pages (guest memory backed by a file, or never touched). A hint:
+    // without it the reads below fault the pages in.
+#ifdef MADV_POPULATE_READ
+    (void)::madvise(const_cast<uint8_t*>(s->data), size_t(s->pages) * ps, MADV_POPULATE_READ);
+#endif
     const uint8_t* def = s->has_defined ? s->defined.data() : nullptr;
+    // Stored pages in one run are compressed or written where they are. From
+    // a second run on, a chunk to compress is gathered back to back, each
+    // page copied right after it was checked and hashed, while it is still
+    // in the cache.
+    uint32_t first = 0, runs = 0;
+    bool prev = false;
+    uint8_t* out = nullptr;
     for (uint32_t i = 0; i < s->pages; ++i) {
-      if (def && !Bit(def, i)) continue;
       const uint8_t* p = s->data + size_t(i) * ps;
-      if (IsZero(p, ps)) continue;
+      if ((def && !Bit(def, i)) || IsZero(p, ps)) {
+        prev = false;
+        continue;
+      }
       SetBit(s->present.data(), i);
       ++s->stored_pages;
       XXH3_64bits_update(xxh, p, ps);
+      if (!prev && runs++ == 0) first = i;
+      prev = true;
+      if (runs > 1 && s->try_compress) {
+        if (out == nullptr) {
+          if (!s->gather) s->gather.reset(new uint8_t[size_t(opts_.chunk_pages) * ps]);
+          const size_t run = size_t(s->stored_pages - 1) * ps;  // the first run, [first, first + its pages)
+          std::memcpy(s->gather.get(), s->data + size_t(first) * ps, run);
+          out = s->gather.get() + run;
+        }
+        std::memcpy(out, p, ps);
+        out += ps;
+      }
     }
     s->raw_checksum = XXH3_64bits_digest(xxh);
     const size_t raw_len = size_t(s->stored_pages) * ps;
@@ -275,8 +326,9 @@ class WriterImpl final : public SnapshotWriter {
       s->stored_checksum = s->raw_checksum;
       return;
     }
-    if (s->stored_pages == s->pages) s->raw_contig = s->data;
-    if (opts_.compression != schema::Compression::ZSTD) {
+    if (runs == 1) s->raw_contig = s->data + size_t(first) * ps;
+    if (out != nullptr) s->raw_contig = s->gather.get();
+    if (!s->try_compress) {
       s->stored_checksum = s->raw_checksum;
       return;
     }
@@ -284,32 +336,141 @@ class WriterImpl final : public SnapshotWriter {
       s->status = Status::Internal("out of memory creating a zstd context");
       return;
     }
-    if (s->raw_contig == nullptr) {
-      s->gather.resize(size_t(opts_.chunk_pages) * ps);
-      uint8_t* out = s->gather.data();
-      for (uint32_t i = 0; i < s->pages; ++i) {
-        if (!Bit(s->present.data(), i)) continue;
-        std::memcpy(out, s->data + size_t(i) * ps, ps);
-        out += ps;
-      }
-      s->raw_contig = s->gather.data();
-    }
+    if (opts_.before_compress) opts_.before_compress(s->level);
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
-    size_t n = ZSTD_compress2(cctx, s->frame.data(), s->frame.size(), s->raw_contig, raw_len);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, s->level);
+    const size_t bound = ZSTD_compressBound(size_t(opts_.chunk_pages) * ps);
+    if (!s->frame) s->frame.reset(new uint8_t[bound]);
+    size_t n = ZSTD_compress2(cctx, s->frame.get(), bound, s->raw_contig, raw_len);
     if (ZSTD_isError(n)) {
       s->status = Status::Internal("chunk at gpa " + Hex(s->gpa) +
                                    ": zstd compression failed: " + ZSTD_getErrorName(n));
       return;
     }
-    if (n >= raw_len) {
-      // Incompressible (random pages): storing them raw costs less and keeps
-      // them mappable.
+    // Incompressible (random pages): storing them raw costs less and keeps
+    // them mappable. The adaptive codec also keeps a chunk raw when zstd
+    // saves less than 1/16 of it: so small a gain is not worth a
+    // decompression at every load and the loss of mapping.
+    if (n >= raw_len || (opts_.adaptive && n > raw_len - raw_len / 16)) {
       s->stored_checksum = s->raw_checksum;
       return;
     }
     s->compressed = true;
     s->frame_len = n;
-    s->stored_checksum = layout::Checksum(s->frame.data(), n);
+    s->stored_checksum = layout::Checksum(s->frame.get(), n);
+  }
+
+  // The adaptive codec, after zstd's --adapt: every few milliseconds the I/O
+  // thread looks at how the last stretch went and moves `effort_`, a
+  // fractional position on the ladder (raw, then rising zstd levels; each
+  // chunk takes the rung below or above it so that, over a run of chunks,
+  // the mix matches the fraction):
+  // - this process, or the machine as a whole, kept (nearly) every core
+  //   busy: more compression would wait for a core, so store more raw;
+  // - else, the writer spent a good part of the time waiting for chunks the
+  //   workers had: the workers are the limit (a slow level, or cores taken
+  //   by something else), so compress less;
+  // - else, if the writer spent a good part of the time waiting inside its
+  //   writes (a slow disk, or writeback it waits for), or had little to do
+  //   (the caller feeding memory is the limit), the cores have time to
+  //   spare: compress harder, which leaves less to write;
+  // - else the writer is busy copying into the page cache: it is the limit,
+  //   and a chunk compressed ahead of it in the file order would only hold
+  //   it up, so stay.
+  void AdaptLocked(uint64_t now_ns) {
+    const uint64_t wall = now_ns - window_start_ns_;
+    if (wall < kWindowNs) return;
+    const uint64_t cpu = ProcessCpuNs();
+    const double ours = double(cpu - window_cpu_ns_) / double(wall * ncpu_);
+    const double machine = MachineBusy(now_ns);
+    const double starved = double(writer_starved_ns_) / double(wall);
+    // Down faster than up: a save slowed by compressing too much loses
+    // time, one that compresses too little only loses some file size.
+    const double writing = double(writer_busy_ns_) / double(wall);
+    // The writer's CPU time in the stretch is all spent writing, nearly:
+    // waiting for a chunk takes none.
+    const uint64_t writer_cpu = ThreadCpuNs() - writer_cpu_ns_;
+    const double disk_wait = double(writer_busy_ns_ - std::min(writer_busy_ns_, writer_cpu)) / double(wall);
+    const bool saturated = ours >= kSaturated || machine >= kMachineSaturated;
+    double step = 0;
+    if (saturated || starved >= kStarved) {
+      step = -kEffortDown;
+    } else if (disk_wait >= kDiskBound || writing < kWriterIdle) {
+      step = kEffortUp;
+    }
+    effort_ = std::clamp(effort_ + step, 0.0, double(ladder_.size() - 1));
+    window_start_ns_ = now_ns;
+    window_cpu_ns_ = cpu;
+    writer_starved_ns_ = 0;
+    writer_busy_ns_ = 0;
+    writer_cpu_ns_ = ThreadCpuNs();
+  }
+
+  // How busy every core of the machine was since the last call, whatever ran
+  // on it (other processes too: compressing on a core they hold slows the
+  // save just the same). 0 when /proc/stat cannot be read. /proc/stat counts
+  // in 10 ms ticks, so it is read at most every kStatNs and its last figure
+  // stands in between.
+  double MachineBusy(uint64_t now_ns) {
+    if (opts_.machine_busy) return opts_.machine_busy();
+    if (stat_ns_ != 0 && now_ns - stat_ns_ < kStatNs) return machine_busy_;
+    stat_ns_ = now_ns;
+    const int fd = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n < 5 || std::strncmp(buf, "cpu ", 4) != 0) return 0;
+    buf[n] = 0;
+    // user nice system idle iowait irq softirq steal: idle and iowait are
+    // time a core had nothing to run (iowait: a disk kept it waiting).
+    unsigned long long v[8] = {};
+    const int k = std::sscanf(buf + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                              &v[4], &v[5], &v[6], &v[7]);
+    if (k < 5) return 0;
+    uint64_t total = 0;
+    for (int i = 0; i < k; ++i) total += v[i];
+    const uint64_t idle = v[3] + v[4];
+    const uint64_t d_total = total - stat_total_, d_idle = idle - stat_idle_;
+    const bool first = stat_total_ == 0;
+    stat_total_ = total;
+    stat_idle_ = idle;
+    if (first || d_total == 0) return machine_busy_ = 0;
+    return machine_busy_ = 1.0 - double(d_idle) / double(d_total);
+  }
+
+  static uint64_t ThreadCpuNs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  }
+
+  static uint64_t ProcessCpuNs() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+  }
+
+  static uint64_t NowNs() {
+    return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count());
+  }
+
+  void ChooseCodecLocked(Slot* s) {
+    if (!opts_.adaptive) {
+      s->try_compress = opts_.compression == schema::Compression::ZSTD;
+      s->level = opts_.zstd_level;
+      return;
+    }
+    size_t rung = size_t(effort_);
+    dither_ += effort_ - double(rung);
+    if (dither_ >= 1.0 && rung + 1 < ladder_.size()) {
+      dither_ -= 1.0;
+      ++rung;
+    }
+    s->level = ladder_[rung];
+    s->try_compress = s->level != 0;
   }
 
   Status Pad(uint64_t align) {
@@ -344,7 +505,7 @@ class WriterImpl final : public SnapshotWriter {
       VMSNAP_RETURN_IF_ERROR(Pad(align));
       m.file_offset = offset_;
       if (s->compressed) {
-        VMSNAP_RETURN_IF_ERROR(file_->Append(s->frame.data(), s->frame_len));
+        VMSNAP_RETURN_IF_ERROR(file_->Append(s->frame.get(), s->frame_len));
         m.stored_length = s->frame_len;
       } else if (s->raw_contig != nullptr) {
         VMSNAP_RETURN_IF_ERROR(file_->Append(s->raw_contig, m.raw_length));
@@ -371,15 +532,25 @@ class WriterImpl final : public SnapshotWriter {
   }
 
   void IoLoop() {
+    if (opts_.adaptive) {
+      std::lock_guard<std::mutex> lk(mu_);
+      writer_cpu_ns_ = ThreadCpuNs();
+    }
     for (;;) {
       Slot* s;
       {
         std::unique_lock<std::mutex> lk(mu_);
+        // Waiting for a chunk a worker has (or has yet to take) is time the
+        // workers cost the save; waiting for the caller to add memory is not.
+        const bool starved = opts_.adaptive && ring_[next_write_ % ring_.size()] == nullptr &&
+                             next_write_ < submitted_;
+        const uint64_t w0 = starved ? NowNs() : 0;
         cv_done_.wait(lk, [&] {
           return ring_[next_write_ % ring_.size()] != nullptr ||
                  ((finishing_ || stop_) && next_write_ == submitted_) ||
                  (stop_ && (!error_.ok() || abandon_));
         });
+        if (starved) writer_starved_ns_ += NowNs() - w0;
         if (abandon_) return;
         s = ring_[next_write_ % ring_.size()];
         if (s == nullptr) return;
@@ -391,10 +562,16 @@ class WriterImpl final : public SnapshotWriter {
         std::lock_guard<std::mutex> lk(mu_);
         failed = !error_.ok();
       }
+      const uint64_t t0 = opts_.adaptive ? NowNs() : 0;
       Status st = failed ? Status::Ok() : WriteChunk(s);
       uint64_t done = 0, total = 0;
       {
+        const uint64_t t1 = opts_.adaptive ? NowNs() : 0;
         std::lock_guard<std::mutex> lk(mu_);
+        if (opts_.adaptive) {
+          writer_busy_ns_ += t1 - t0;
+          AdaptLocked(t1);
+        }
         if (!st.ok() && error_.ok()) error_ = st;
         done_bytes_ += uint64_t(s->pages) * opts_.page_size;
         done = done_bytes_;
@@ -524,6 +701,24 @@ class WriterImpl final : public SnapshotWriter {
   Status error_;
   uint64_t done_bytes_ = 0;
   uint64_t added_bytes_ = 0;
+  // Adaptive codec (under mu_).
+  static constexpr uint64_t kWindowNs = 10'000'000;
+  static constexpr double kEffortUp = 0.1, kEffortDown = 0.3;
+  static constexpr double kSaturated = 0.85;         // of every core's time, used by this process
+  static constexpr double kMachineSaturated = 0.90;  // of every core's time, used by anything
+  static constexpr double kStarved = 0.10;     // of the time, the writer waited for the workers
+  static constexpr double kDiskBound = 0.3;    // of the time, the writer waited in a write
+  static constexpr double kWriterIdle = 0.3;   // of the time, the writer had something to write
+  std::vector<int> ladder_;  // 0: raw, then zstd levels
+  double effort_ = 0;        // starts raw: compression has to show it costs no time
+  double dither_ = 0;
+  unsigned ncpu_ = 1;
+  uint64_t window_start_ns_ = 0, window_cpu_ns_ = 0, writer_starved_ns_ = 0;
+  uint64_t writer_busy_ns_ = 0;  // writing, in this stretch
+  uint64_t writer_cpu_ns_ = 0;   // the I/O thread's CPU time at its start
+  static constexpr uint64_t kStatNs = 50'000'000;
+  uint64_t stat_total_ = 0, stat_idle_ = 0, stat_ns_ = 0;  // /proc/stat at the last look
+  double machine_busy_ = 0;
   std::vector<std::thread> workers_;
   std::thread io_thread_;
 
@@ -566,6 +761,7 @@ Result<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string
       options.compression != schema::Compression::NONE) {
     return Status::InvalidArgument("unknown compression");
   }
+  if (options.compression != schema::Compression::ZSTD) options.adaptive = false;
   if (options.zstd_level < ZSTD_minCLevel() || options.zstd_level > ZSTD_maxCLevel()) {
     return Status::InvalidArgument("zstd level " + std::to_string(options.zstd_level) +
                                    " out of range");

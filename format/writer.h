@@ -32,6 +32,14 @@ using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 struct WriterOptions {
   schema::Compression compression = schema::Compression::ZSTD;
   int zstd_level = 3;
+  // The adaptive codec (`--compress auto`; needs compression ZSTD): each
+  // chunk is stored raw or compressed at a zstd level from 1 up to
+  // `zstd_level`, chosen while saving from the backlog between the
+  // compression workers and the I/O thread, so that neither the output nor
+  // the cores wait: a slow output gets smaller chunks, busy cores more raw
+  // ones. Raw chunks stay page-aligned (mappable) and every chunk is
+  // checksummed, as with a fixed codec.
+  bool adaptive = false;
   uint32_t page_size = 4096;
   uint32_t chunk_pages = 256;  // pages a chunk covers at most (1 MiB of 4 KiB pages)
   unsigned threads = 0;        // compression workers; 0 = one per core
@@ -45,6 +53,13 @@ struct WriterOptions {
   // the snapshot uses (layout::kMinorAarch64 for an aarch64 one). Commit()
   // refuses a manifest that needs a newer minor than this says.
   uint16_t format_minor = 0;
+  // For tests: runs on a compression worker before each chunk it
+  // compresses, with the chunk's zstd level (a throttled compressor).
+  std::function<void(int level)> before_compress;
+  // For tests: the fraction of all cores' time the machine was busy since
+  // the previous call, which the adaptive codec otherwise reads from
+  // /proc/stat (so that a test does not depend on the machine's load).
+  std::function<double()> machine_busy;
 };
 
 class SnapshotWriter {

@@ -48,7 +48,7 @@ int RunFlatten(const FlattenOptions& o) {
   // Chunks of about 1 MiB whatever the page size (the default 256 pages of
   // 1 MiB would pass the format's 64 MiB limit).
   wo.chunk_pages = static_cast<uint32_t>(std::clamp<uint64_t>((1u << 20) / ps, 1, 256));
-  CompressionSpec spec;
+  CompressionSpec spec = DefaultSaveCompression();
   if (!o.compress.empty()) {
     auto parsed = ParseCompressionSpec(o.compress);
     if (!parsed.ok()) return tools::Fail("flatten", "", parsed.status(), kExitError);
@@ -148,7 +148,7 @@ void RegisterFlatten(CLI::App& app, int* exit_code) {
       ->required();
   sub->add_option("-o,--output", o->output, "Where to write the full snapshot")->required();
   AddCompressFlag(sub, o->compress,
-                  "compression of the output (default: none if every chunk of SNAPSHOT is raw, else zstd:3)");
+                  "compression of the output (default: none if every chunk of SNAPSHOT is raw, else auto)");
   sub->footer(
       "The output is written to a temporary name beside OUTPUT and renamed into place only when "
       "complete; it is created mode 0600. Exit status: 0 success, 2 error.");

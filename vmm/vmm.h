@@ -53,7 +53,7 @@ struct VmmOptions {
   // are incremental on the previous one.
   bool incremental = false;
   // Codec of doorbell snapshots, and of control-socket saves that name none.
-  CompressionSpec compression;
+  CompressionSpec compression = DefaultSaveCompression();  // "auto"
   // A fresh progress callback for each doorbell snapshot (e.g. a progress
   // bar on a terminal); empty: none.
   std::function<SaveProgressFn()> doorbell_progress;

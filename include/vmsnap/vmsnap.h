@@ -284,7 +284,7 @@ typedef struct vmsnap_writer vmsnap_writer;
 
 typedef struct vmsnap_write_options {
   uint32_t struct_size;        /* sizeof(vmsnap_write_options) */
-  const char *compression;     /* "zstd", "zstd:LEVEL", "none"; NULL: "zstd:3" */
+  const char *compression;     /* "auto", "zstd", "zstd:LEVEL", "none"; NULL: "zstd:3" */
   uint32_t threads;            /* compression threads; 0: one per core */
   const char *tool_version;    /* recorded as the creator; NULL: "libvmsnap VERSION" */
   vmsnap_progress_fn progress; /* may be NULL; runs on the writer's I/O thread */

@@ -72,6 +72,19 @@ void ExpectChunks(const std::string& file, bool raw) {
   }
 }
 
+// An auto snapshot: whatever each chunk's codec, raw chunks sit page-aligned
+// in the file (mappable) and store their pages exactly.
+void ExpectAutoChunks(const std::string& file) {
+  auto r = SnapshotReader::Open(file);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_FALSE((*r)->chunk_index().empty()) << file;
+  for (const ChunkInfo& c : (*r)->chunk_index()) {
+    if (c.compressed || c.raw_length == 0) continue;
+    EXPECT_EQ(c.file_offset % 4096, 0u) << file << " raw chunk at gpa 0x" << std::hex << c.gpa;
+    EXPECT_EQ(c.stored_length, c.raw_length) << file;
+  }
+}
+
 // What a raw snapshot's inspect says: compression none and one page of file
 // per present page.
 void ExpectRawFigures(const json& j, const std::string& what) {
@@ -114,6 +127,37 @@ TEST_F(CompressCli, SaveNoneStoresRawPagesAndLoadsToTheSameEnd) {
     // and what the loaded VM prints are the uninterrupted run, nothing twice.
     EXPECT_EQ(ReadFile(Path("run.txt")) + after, uninterrupted)
         << "the VM ran on after save --stop, or the load repeated output";
+  }
+}
+
+// The default codec is auto: a save without --compress records "auto",
+// verifies, holds the memory its raw copy holds, and loads, eagerly and
+// lazily, to the uninterrupted run's end.
+TEST_F(CompressCli, DefaultAutoSaveEqualsARawSaveAndLoads) {
+  RunResult full = Run("run " + Guest("spin") + " --mem 32M --serial full.txt");
+  ASSERT_EQ(full.status, 46) << full.err;
+  const std::string uninterrupted = ReadFile(Path("full.txt"));
+
+  pid_t vm = Spawn({"run", Guest("spin"), "--mem", "32M", "--serial", "run.txt", "--control", Path("ctl")});
+  ASSERT_TRUE(WaitForSocket(Path("ctl")));
+  ASSERT_TRUE(WaitFor(Path("run.txt"), "tick group")) << "save mid-run";
+  RunResult save = Run("save --control ctl --stop auto.vmsnap");
+  ASSERT_EQ(save.status, 0) << save.err;
+  EXPECT_EQ(Wait(vm), 0);
+  EXPECT_EQ(Inspect("auto.vmsnap")["save"]["compression"], "auto");
+  ExpectAutoChunks(Path("auto.vmsnap"));
+  EXPECT_EQ(Run("verify auto.vmsnap").status, 0);
+  ASSERT_EQ(Run("flatten auto.vmsnap --compress none -o none.vmsnap").status, 0);
+  ExpectChunks(Path("none.vmsnap"), /*raw=*/true);
+  RunResult d = Run("diff --json auto.vmsnap none.vmsnap");
+  EXPECT_EQ(d.status, 0) << d.out << d.err;
+
+  for (const char* memory : {"lazy", "eager"}) {
+    SCOPED_TRACE(memory);
+    RunResult load = Run("load auto.vmsnap --memory " + std::string(memory) + " --serial load.txt");
+    EXPECT_EQ(load.status, 46) << load.err;
+    EXPECT_EQ(ReadFile(Path("run.txt")) + ReadFile(Path("load.txt")), uninterrupted)
+        << "an auto snapshot did not resume where the save stopped";
   }
 }
 
@@ -201,8 +245,19 @@ TEST_F(CompressCli, DoorbellSnapshotsAndFlattenFollowCompress) {
   RunResult inc = Run("run " + DirtyGuest("incr_rounds") +
                       " --mem 32M --snapshot-on-doorbell 'z-{n}.vmsnap' --incremental --serial /dev/null");
   ASSERT_EQ(inc.status, 0) << inc.err;
-  EXPECT_EQ(Inspect("z-5.vmsnap")["save"]["compression"], "zstd:3");
-  ExpectChunks(Path("z-5.vmsnap"), /*raw=*/false);
+  EXPECT_EQ(Inspect("z-5.vmsnap")["save"]["compression"], "auto") << "auto is the default";
+  ExpectAutoChunks(Path("z-5.vmsnap"));
+  // The guest is deterministic: at its fifth doorbell its memory is the
+  // same, whether auto (incrementally) or none stored it, but for the page
+  // holding the VM generation ID (0x1f00), which each run makes afresh.
+  RunResult same = Run("diff --json raw-5.vmsnap z-5.vmsnap");
+  json sj = json::parse(same.out, nullptr, false);
+  ASSERT_FALSE(sj.is_discarded()) << same.out << same.err;
+  EXPECT_LE(sj["memory"]["differing_pages"].get<uint64_t>(), 1u) << same.out;
+  for (const json& range : sj["memory"]["ranges"]) {
+    EXPECT_EQ(range["start"], "0x1000") << same.out;
+    EXPECT_EQ(range["end"], "0x2000") << same.out;
+  }
 
   RunResult flat = Run("flatten z-5.vmsnap --compress none -o flat.vmsnap");
   ASSERT_EQ(flat.status, 0) << flat.err;
@@ -216,10 +271,14 @@ TEST_F(CompressCli, DoorbellSnapshotsAndFlattenFollowCompress) {
   ASSERT_FALSE(dj.is_discarded()) << d.out;
   EXPECT_EQ(dj["memory"]["differing_pages"], 0);
 
-  // Without --compress, a zstd chain flattens to zstd:3.
-  ASSERT_EQ(Run("flatten z-5.vmsnap -o flat-z.vmsnap").status, 0);
+  ASSERT_EQ(Run("flatten z-5.vmsnap --compress zstd -o flat-z.vmsnap").status, 0);
   EXPECT_EQ(Inspect("flat-z.vmsnap")["save"]["compression"], "zstd:3");
   ExpectChunks(Path("flat-z.vmsnap"), /*raw=*/false);
+  // Without --compress, a snapshot that is not all raw flattens with auto.
+  ASSERT_EQ(Run("flatten flat-z.vmsnap -o flat-auto.vmsnap").status, 0);
+  EXPECT_EQ(Inspect("flat-auto.vmsnap")["save"]["compression"], "auto");
+  ExpectAutoChunks(Path("flat-auto.vmsnap"));
+  EXPECT_EQ(Run("diff flat-auto.vmsnap flat.vmsnap").status, 0);
   ASSERT_EQ(Run("flatten z-5.vmsnap --compress zstd:-3 -o flat-fast.vmsnap").status, 0);
   EXPECT_EQ(Inspect("flat-fast.vmsnap")["save"]["compression"], "zstd:-3");
   EXPECT_EQ(Run("diff flat-fast.vmsnap flat.vmsnap").status, 0);

@@ -60,11 +60,33 @@ TEST(CompressionSpecFormat, ToStringIsWhatSaveStatsRecordsAndParsesBack) {
   EXPECT_EQ(ToString(CompressionSpec{}), "zstd:3");
   EXPECT_EQ(ToString({schema::Compression::NONE, 3}), "none");
   EXPECT_EQ(ToString({schema::Compression::ZSTD, -5}), "zstd:-5");
-  for (const char* text : {"none", "zstd:1", "zstd:-7", "zstd:22"}) {
+  for (const char* text : {"auto", "none", "zstd:1", "zstd:-7", "zstd:22"}) {
     auto s = ParseCompressionSpec(text);
     ASSERT_TRUE(s.ok());
     EXPECT_EQ(ToString(*s), text);
   }
+}
+
+// "auto" is the adaptive codec, the default of saves, and what a writer
+// configured from it records.
+TEST(CompressionSpecParse, AutoIsAdaptiveAndTheSaveDefault) {
+  auto a = ParseCompressionSpec("auto");
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_TRUE(a->adaptive);
+  EXPECT_EQ(a->codec, schema::Compression::ZSTD);
+  EXPECT_EQ(*a, DefaultSaveCompression());
+  EXPECT_FALSE(ParseCompressionSpec("zstd").value().adaptive);
+  EXPECT_FALSE(ParseCompressionSpec("Auto").ok());
+  EXPECT_FALSE(ParseCompressionSpec("auto:3").ok());
+  WriterOptions w;
+  Apply(*a, w);
+  EXPECT_TRUE(w.adaptive);
+  EXPECT_EQ(CompressionText(w), "auto");
+  Apply(ParseCompressionSpec("zstd:5").value(), w);
+  EXPECT_FALSE(w.adaptive) << "a fixed level after auto must not stay adaptive";
+  EXPECT_EQ(CompressionText(w), "zstd:5");
+  Apply(ParseCompressionSpec("none").value(), w);
+  EXPECT_EQ(CompressionText(w), "none");
 }
 
 TEST(CompressionSpecFormat, ApplySetsCodecAndLevelOnly) {
@@ -83,7 +105,8 @@ TEST(CompressionSpecFormat, ApplySetsCodecAndLevelOnly) {
 TEST(CompressionSpecFormat, HelpNamesTheFormsAndThisBuildsRange) {
   std::string h = CompressionSpecHelp();
   EXPECT_NE(h.find("zstd[:LEVEL]"), std::string::npos);
-  EXPECT_NE(h.find("default zstd:3"), std::string::npos);
+  EXPECT_NE(h.find("auto (the default"), std::string::npos);
+  EXPECT_NE(h.find("default 3"), std::string::npos);
   EXPECT_NE(h.find(std::to_string(ZSTD_minCLevel()) + ".." + std::to_string(ZSTD_maxCLevel())), std::string::npos);
   EXPECT_NE(h.find("none"), std::string::npos);
 }
