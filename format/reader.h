@@ -45,6 +45,25 @@ struct ChunkInfo {
   uint64_t end(uint32_t page_size) const { return gpa + uint64_t(page_count) * page_size; }
   bool IsDefined(uint32_t i) const { return !defined || ((defined[i >> 3] >> (i & 7)) & 1); }
   bool IsPresent(uint32_t i) const { return (present[i >> 3] >> (i & 7)) & 1; }
+  // Calls fn(first, count, stored) for each run of present pages in order:
+  // pages first..first+count-1 are the stored pages from index `stored` on.
+  // Stops, returning false, as soon as fn returns false.
+  template <typename Fn>
+  bool ForEachPresentRun(Fn&& fn) const {
+    uint32_t stored = 0;
+    for (uint32_t i = 0; i < page_count;) {
+      if (!IsPresent(i)) {
+        ++i;
+        continue;
+      }
+      uint32_t j = i;
+      while (j < page_count && IsPresent(j)) ++j;
+      if (!fn(i, j - i, stored)) return false;
+      stored += j - i;
+      i = j;
+    }
+    return true;
+  }
 };
 
 class SnapshotReader {

@@ -44,22 +44,14 @@ Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> r
     if (reg == nullptr) {
       return Status::InvalidArgument(internal::ChunkName(r, ci) + " lies outside guest memory");
     }
-    uint32_t k = 0;  // index among stored pages
-    for (uint32_t i = 0; i < c.page_count;) {
-      if (!c.IsPresent(i)) {
-        ++i;
-        continue;
-      }
-      uint32_t j = i;
-      while (j < c.page_count && c.IsPresent(j)) ++j;
-      maps.push_back(Map{reg->host + (c.gpa - reg->gpa) + uint64_t(i) * ps,
-                         c.file_offset + uint64_t(k) * ps, uint64_t(j - i) * ps});
-      if (maps.size() > max_mappings) {
-        return Status::Unsupported("copy-on-write mapping would need more than " +
-                                   std::to_string(max_mappings) + " mappings");
-      }
-      k += j - i;
-      i = j;
+    const bool fits = c.ForEachPresentRun([&](uint32_t first, uint32_t count, uint32_t stored) {
+      maps.push_back(Map{reg->host + (c.gpa - reg->gpa) + uint64_t(first) * ps,
+                         c.file_offset + uint64_t(stored) * ps, uint64_t(count) * ps});
+      return maps.size() <= max_mappings;
+    });
+    if (!fits) {
+      return Status::Unsupported("copy-on-write mapping would need more than " + std::to_string(max_mappings) +
+                                 " mappings");
     }
   }
   const UniqueFd fd(::open(r.path().c_str(), O_RDONLY | O_CLOEXEC));

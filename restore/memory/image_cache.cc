@@ -106,18 +106,13 @@ Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
         if (c.gpa >= q.gpa && c.end(ps) <= q.gpa + q.size) p = &q;
       }
       if (p == nullptr) continue;  // LoadEager reports it
-      for (uint32_t i = 0; i < c.page_count;) {
-        if (!c.IsPresent(i)) {
-          ++i;
-          continue;
-        }
-        uint32_t j = i;
-        while (j < c.page_count && c.IsPresent(j)) ++j;
-        const int e = ::posix_fallocate(fd.get(), off_t(p->offset + (c.gpa - p->gpa) + uint64_t(i) * ps),
-                                        off_t(uint64_t(j - i) * ps));
-        if (e != 0) return fail(Status::FromErrno(e, "reserve space in " + tmp));
-        i = j;
-      }
+      int e = 0;
+      c.ForEachPresentRun([&](uint32_t first, uint32_t count, uint32_t) {
+        e = ::posix_fallocate(fd.get(), off_t(p->offset + (c.gpa - p->gpa) + uint64_t(first) * ps),
+                              off_t(uint64_t(count) * ps));
+        return e == 0;
+      });
+      if (e != 0) return fail(Status::FromErrno(e, "reserve space in " + tmp));
     }
   }
   {
