@@ -11,70 +11,63 @@
 // opened, the calls fail as libcurl's own do when it cannot start
 // (CURLE_FAILED_INIT, a null handle), and the store reports that.
 #include <curl/curl.h>
-#include <dlfcn.h>
 
 #include <cstdarg>
 #include <ctime>
 
+#include "store/dl_library.h"
+
 namespace {
 
-void* Library() {
-  static void* const handle = ::dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-  return handle;
-}
-
-template <typename Fn>
-Fn Symbol(const char* name) {
-  void* h = Library();
-  return h != nullptr ? reinterpret_cast<Fn>(::dlsym(h, name)) : nullptr;
-}
+constexpr char kSoname[] = "libcurl.so.4";
+using Curl = vmsnap::store::dl::Library<kSoname>;
 
 }  // namespace
 
 extern "C" {
 
 CURLcode curl_global_init(long flags) {
-  static const auto fn = Symbol<CURLcode (*)(long)>("curl_global_init");
+  static const auto fn = Curl::Symbol<CURLcode (*)(long)>("curl_global_init");
   return fn != nullptr ? fn(flags) : CURLE_FAILED_INIT;
 }
 
 CURL* curl_easy_init(void) {
-  static const auto fn = Symbol<CURL* (*)(void)>("curl_easy_init");
+  static const auto fn = Curl::Symbol<CURL* (*)(void)>("curl_easy_init");
   return fn != nullptr ? fn() : nullptr;
 }
 
 void curl_easy_cleanup(CURL* h) {
-  static const auto fn = Symbol<void (*)(CURL*)>("curl_easy_cleanup");
+  static const auto fn = Curl::Symbol<void (*)(CURL*)>("curl_easy_cleanup");
   if (fn != nullptr) fn(h);
 }
 
 void curl_easy_reset(CURL* h) {
-  static const auto fn = Symbol<void (*)(CURL*)>("curl_easy_reset");
+  static const auto fn = Curl::Symbol<void (*)(CURL*)>("curl_easy_reset");
   if (fn != nullptr) fn(h);
 }
 
 CURLcode curl_easy_perform(CURL* h) {
-  static const auto fn = Symbol<CURLcode (*)(CURL*)>("curl_easy_perform");
+  static const auto fn = Curl::Symbol<CURLcode (*)(CURL*)>("curl_easy_perform");
   return fn != nullptr ? fn(h) : CURLE_FAILED_INIT;
 }
 
 const char* curl_easy_strerror(CURLcode code) {
-  static const auto fn = Symbol<const char* (*)(CURLcode)>("curl_easy_strerror");
+  static const auto fn = Curl::Symbol<const char* (*)(CURLcode)>("curl_easy_strerror");
   return fn != nullptr ? fn(code) : "libcurl.so.4 could not be loaded";
 }
 
 curl_slist* curl_slist_append(curl_slist* list, const char* s) {
-  static const auto fn = Symbol<curl_slist* (*)(curl_slist*, const char*)>("curl_slist_append");
+  static const auto fn = Curl::Symbol<curl_slist* (*)(curl_slist*, const char*)>("curl_slist_append");
   return fn != nullptr ? fn(list, s) : nullptr;
 }
 
 void curl_slist_free_all(curl_slist* list) {
-  static const auto fn = Symbol<void (*)(curl_slist*)>("curl_slist_free_all");
+  static const auto fn = Curl::Symbol<void (*)(curl_slist*)>("curl_slist_free_all");
   if (fn != nullptr) fn(list);
 }
 
 time_t curl_getdate(const char* p, const time_t* unused) {
-  static const auto fn = Symbol<time_t (*)(const char*, const time_t*)>("curl_getdate");
+  static const auto fn = Curl::Symbol<time_t (*)(const char*, const time_t*)>("curl_getdate");
   return fn != nullptr ? fn(p, unused) : -1;
 }
 
@@ -82,7 +75,7 @@ time_t curl_getdate(const char* p, const time_t* unused) {
 // CURLOPTTYPE_* ranges): long, a pointer (object or function), curl_off_t,
 // or a blob pointer.
 CURLcode curl_easy_setopt(CURL* h, CURLoption option, ...) {
-  static const auto fn = Symbol<CURLcode (*)(CURL*, CURLoption, ...)>("curl_easy_setopt");
+  static const auto fn = Curl::Symbol<CURLcode (*)(CURL*, CURLoption, ...)>("curl_easy_setopt");
   if (fn == nullptr) return CURLE_FAILED_INIT;
   va_list ap;
   va_start(ap, option);
@@ -102,7 +95,7 @@ CURLcode curl_easy_setopt(CURL* h, CURLoption option, ...) {
 
 // Every CURLINFO_* takes a pointer to where the answer goes.
 CURLcode curl_easy_getinfo(CURL* h, CURLINFO info, ...) {
-  static const auto fn = Symbol<CURLcode (*)(CURL*, CURLINFO, ...)>("curl_easy_getinfo");
+  static const auto fn = Curl::Symbol<CURLcode (*)(CURL*, CURLINFO, ...)>("curl_easy_getinfo");
   if (fn == nullptr) return CURLE_FAILED_INIT;
   va_list ap;
   va_start(ap, info);

@@ -11,36 +11,29 @@
 // that is not listed here fails to link (add it here). Where librados.so.2
 // cannot be opened, the calls that return an int fail with -ENOSYS, which
 // the store reports as an error of the first one it makes (rados_create).
-#include <dlfcn.h>
 #include <rados/librados.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <ctime>
 
+#include "store/dl_library.h"
+
 namespace {
 
-void* Library() {
-  static void* const handle = ::dlopen("librados.so.2", RTLD_NOW | RTLD_LOCAL);
-  return handle;
-}
-
-template <typename Fn>
-Fn Symbol(const char* name) {
-  void* h = Library();
-  return h != nullptr ? reinterpret_cast<Fn>(::dlsym(h, name)) : nullptr;
-}
+constexpr char kSoname[] = "librados.so.2";
+using Rados = vmsnap::store::dl::Library<kSoname>;
 
 }  // namespace
 
 #define VMSNAP_RADOS_INT(name, params, args)                              \
   extern "C" int name params {                                            \
-    static const auto fn = Symbol<int(*) params>(#name);                  \
+    static const auto fn = Rados::Symbol<int(*) params>(#name);           \
     return fn != nullptr ? fn args : -ENOSYS;                             \
   }
 #define VMSNAP_RADOS_VOID(name, params, args)                             \
   extern "C" void name params {                                           \
-    static const auto fn = Symbol<void(*) params>(#name);                 \
+    static const auto fn = Rados::Symbol<void(*) params>(#name);          \
     if (fn != nullptr) fn args;                                           \
   }
 
@@ -86,6 +79,6 @@ VMSNAP_RADOS_INT(rados_write_op_operate,
 // The one call that returns a handle rather than a status: null without
 // librados, which the store treats as an allocation failure.
 extern "C" rados_write_op_t rados_create_write_op(void) {
-  static const auto fn = Symbol<rados_write_op_t (*)(void)>("rados_create_write_op");
+  static const auto fn = Rados::Symbol<rados_write_op_t (*)(void)>("rados_create_write_op");
   return fn != nullptr ? fn() : nullptr;
 }

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: MIT
+// A shared library opened on the first call into it instead of linked:
+// rados_dl.cc and curl_dl.cc forward their library's calls through this, and
+// say why each library is not linked.
+#pragma once
+
+#include <dlfcn.h>
+
+namespace vmsnap::store::dl {
+
+// SONAME is opened once (RTLD_LOCAL); Symbol is null when the library or
+// the symbol is missing, and each forwarding function then fails as its
+// library does when it cannot start.
+template <const char* Soname>
+struct Library {
+  static void* Handle() {
+    static void* const handle = ::dlopen(Soname, RTLD_NOW | RTLD_LOCAL);
+    return handle;
+  }
+  template <typename Fn>
+  static Fn Symbol(const char* name) {
+    void* h = Handle();
+    return h != nullptr ? reinterpret_cast<Fn>(::dlsym(h, name)) : nullptr;
+  }
+};
+
+}  // namespace vmsnap::store::dl
