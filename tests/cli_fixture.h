@@ -6,6 +6,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -71,11 +72,21 @@ class CliTest : public ::testing::Test {
   }
 
   // Starts `vmsnap ARGS` in the background, in the scratch directory;
-  // TearDown kills it if it still runs.
-  pid_t Spawn(const std::vector<std::string>& args) {
+  // TearDown kills it if it still runs. With `err`, its stderr goes to that
+  // file and its stdout to /dev/null; `env` (VAR=VALUE) is set for it only.
+  pid_t Spawn(const std::vector<std::string>& args, const std::string& err = "",
+              const std::vector<std::string>& env = {}) {
     pid_t pid = ::fork();
     if (pid == 0) {
       if (::chdir(dir_.c_str()) != 0) _exit(126);
+      if (!err.empty()) {
+        const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int null = ::open("/dev/null", O_WRONLY);
+        if (fd < 0 || null < 0) _exit(126);
+        ::dup2(fd, 2);
+        ::dup2(null, 1);
+      }
+      for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
       std::vector<char*> argv;
       std::string bin = VMSNAP_BIN;
       argv.push_back(bin.data());

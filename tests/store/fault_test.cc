@@ -33,30 +33,6 @@ class StoreFaults : public Store {
     Store::TearDown();
   }
 
-  // `vmsnap ARGS` in the background with `env` set, its stderr to `err`.
-  pid_t SpawnWith(const std::vector<std::string>& env, const std::vector<std::string>& args, const std::string& err) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      if (::chdir(dir_.c_str()) != 0) _exit(126);
-      const int fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      const int null = ::open("/dev/null", O_WRONLY);
-      if (fd < 0 || null < 0) _exit(126);
-      ::dup2(fd, 2);
-      ::dup2(null, 1);
-      for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
-      std::vector<char*> argv;
-      std::string bin = VMSNAP_BIN;
-      argv.push_back(bin.data());
-      std::vector<std::string> copy = args;
-      for (auto& a : copy) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(bin.c_str(), argv.data());
-      _exit(127);
-    }
-    children_.push_back(pid);
-    return pid;
-  }
-
   bool osd_killed_ = false;
 };
 
@@ -67,8 +43,8 @@ TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
   const size_t before = RadosChunks().size();
   // One object at a time, and an OSD that does not answer fails an
   // operation after 5 s rather than the default 30.
-  const pid_t push = SpawnWith({"CEPH_ARGS=--rados_osd_op_timeout=5"},
-                               {"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"));
+  const pid_t push = Spawn({"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"),
+                          {"CEPH_ARGS=--rados_osd_op_timeout=5"});
   // Once its first chunks are in the pool the push is frozen, the OSD dies,
   // and the push goes on: it is certainly in the middle. (The push runs
   // freely until then: freezing it while it connects to the cluster can

@@ -21,28 +21,17 @@
 #include <thread>
 
 #include "format/reader.h"
-#include "tests/cli_fixture.h"
+#include "tests/store/store_fixture.h"
 
 namespace vmsnap {
 namespace {
 
-using testing::CliTest;
 using testing::ReadFile;
 using testing::RunResult;
 namespace fs = std::filesystem;
 
-class StoreLoad : public CliTest {
+class StoreLoad : public storetest::Store {
  protected:
-  void SetUp() override {
-    CliTest::SetUp();
-    if (IsSkipped()) return;
-    const char* conf = std::getenv("CEPH_CONF");
-    ASSERT_NE(conf, nullptr) << "CEPH_CONF must name the test cluster (the ceph fixture sets it)";
-    conf_ = conf;
-    prefix_ = std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-              std::to_string(::getpid()) + "-";
-  }
-
   // The allpages guest's snapshot (taken at its doorbell), pushed as NAME.
   void SnapshotAndPush(const std::string& name, const std::string& mem, const std::string& compress) {
     const std::string guest = std::string(VMSNAP_GUEST_DIR) + "/allpages.elf";
@@ -53,8 +42,6 @@ class StoreLoad : public CliTest {
     RunResult push = Run("push " + name + ".vmsnap " + Url(name));
     ASSERT_EQ(push.status, 0) << push.err;
   }
-  std::string Url(const std::string& name) { return "rados://vmsnap/" + prefix_ + name; }
-
   // The chunk objects of a local snapshot file, in manifest order: each is
   // named by the SHA-256 of the chunk's stored bytes.
   std::vector<std::string> Chunks(const std::string& file) {
@@ -74,49 +61,6 @@ class StoreLoad : public CliTest {
     }
     return out;
   }
-
-  // Starts a load in the background with stderr to err.txt.
-  pid_t SpawnLoad(const std::string& args) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      if (::chdir(Path("").c_str()) != 0) _exit(126);
-      const int err = ::open(Path("err.txt").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(err, 2);
-      execl("/bin/sh", "sh", "-c", (std::string("exec ") + VMSNAP_BIN + " " + args).c_str(), nullptr);
-      _exit(127);
-    }
-    return pid;
-  }
-  int WaitExit(pid_t pid, int limit_s) {
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
-    int st = 0;
-    while (std::chrono::steady_clock::now() < end) {
-      if (::waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return -2;
-  }
-
-  std::string OsdPidFile() { return fs::path(conf_).parent_path().string() + "/run/osd.0.pid"; }
-  void StopOsd() {
-    const std::string pid = ReadFile(OsdPidFile());
-    ASSERT_FALSE(pid.empty());
-    ASSERT_EQ(::kill(std::atoi(pid.c_str()), SIGKILL), 0);
-  }
-  // Starts the OSD again and waits until the pool takes writes.
-  void StartOsd() {
-    ::unlink(OsdPidFile().c_str());
-    ASSERT_EQ(std::system("ceph-osd -i 0 >/dev/null 2>&1"), 0);
-    for (int i = 0; i < 600; ++i) {
-      if (std::system("timeout 5 rados -p vmsnap put .osd-probe /dev/null >/dev/null 2>&1") == 0) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "the OSD did not come back";
-  }
-
-  std::string conf_, prefix_;
 };
 
 TEST_F(StoreLoad, GuestRunsAsFromTheFileAndTheSecondLoadUsesTheCache) {
@@ -182,7 +126,9 @@ TEST_F(StoreLoad, AnAlteredChunkNeverReachesTheGuestOrTheCache) {
 TEST_F(StoreLoad, ClusterGoneMidLoadStopsTheVmAndLeavesAUsableCache) {
   // Large enough that the fetch is still running when the OSD dies.
   SnapshotAndPush("c", "256M", "none");
-  pid_t vm = SpawnLoad("load " + Url("c") + " --cache-dir cache --serial out.txt --fetch-parallel 2 --fetch-timeout 3");
+  pid_t vm = Spawn({"load", Url("c"), "--cache-dir", "cache", "--serial", "out.txt", "--fetch-parallel", "2",
+                    "--fetch-timeout", "3"},
+                   Path("err.txt"));
   // The cache file appears once the layout is read; the chunks follow.
   bool seen = false;
   for (int i = 0; i < 20000 && !seen; ++i) {
@@ -192,12 +138,12 @@ TEST_F(StoreLoad, ClusterGoneMidLoadStopsTheVmAndLeavesAUsableCache) {
     if (!seen) std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   ASSERT_TRUE(seen);
-  StopOsd();
+  ASSERT_EQ(Cluster("kill-osd"), 0);
   const auto t0 = std::chrono::steady_clock::now();
-  const int status = WaitExit(vm, 60);
+  const int status = Wait(vm, std::chrono::seconds(60));
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string err = ReadFile(Path("err.txt"));
-  StartOsd();
+  ASSERT_EQ(Cluster("start-osd"), 0);
   EXPECT_EQ(status, 125) << err;
   EXPECT_LT(took, 30.0) << "the VM hung instead of stopping";
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
