@@ -13,4 +13,15 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
+std::string BytesHex(std::span<const uint8_t> bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(bytes.size() * 2);
+  for (uint8_t b : bytes) {
+    s += kDigits[b >> 4];
+    s += kDigits[b & 15];
+  }
+  return s;
+}
+
 }  // namespace vmsnap

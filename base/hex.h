@@ -4,10 +4,14 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 namespace vmsnap {
 
 std::string Hex(uint64_t v);
+
+// Bytes as lower-case hex digits, two per byte, in order (ids, digests).
+std::string BytesHex(std::span<const uint8_t> bytes);
 
 }  // namespace vmsnap

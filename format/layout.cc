@@ -9,16 +9,7 @@
 
 namespace vmsnap::layout {
 
-std::string IdToHex(const SnapshotId& id) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(32);
-  for (uint8_t b : id) {
-    s += kDigits[b >> 4];
-    s += kDigits[b & 15];
-  }
-  return s;
-}
+std::string IdToHex(const SnapshotId& id) { return BytesHex(id); }
 
 SnapshotId ComputeId(std::span<const uint8_t> manifest_bytes) {
   XXH128_hash_t h = XXH3_128bits(manifest_bytes.data(), manifest_bytes.size());

@@ -8,16 +8,12 @@
 #include <cstring>
 #include <set>
 
+#include "base/hex.h"
+
 namespace vmsnap::interop::qemu {
 namespace {
 
 using nlohmann::json;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // Bounds-checked big-endian cursor over the stream. Every error names the
 // input, the offset and the section being read.

@@ -10,16 +10,12 @@
 #include <map>
 #include <set>
 
+#include "base/hex.h"
+
 namespace vmsnap::interop::qemu {
 namespace {
 
 namespace sx = schema::x86;
-
-std::string Hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // ---------------------------------------------------------------------------
 // The mapping table. One row ties bits of one QEMU field to bits of one vmsnap

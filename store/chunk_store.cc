@@ -231,13 +231,7 @@ Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::s
 }
 
 std::string ChunkObject(const uint8_t sha256[32]) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string s = kChunkPrefix;
-  for (int i = 0; i < 32; ++i) {
-    s += kDigits[sha256[i] >> 4];
-    s += kDigits[sha256[i] & 15];
-  }
-  return s;
+  return kChunkPrefix + BytesHex(std::span<const uint8_t>(sha256, 32));
 }
 
 std::string LayoutObject(const std::string& name) { return kLayoutPrefix + name; }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/hex.h"
 #include "format/reader.h"
 
 namespace vmsnap::store {
@@ -35,16 +36,6 @@ enum State : uint8_t {
   kPresent,   // in the file and checked
   kFailed,    // the store failed it; the error is kept
 };
-
-std::string HexOf(const std::array<uint8_t, 32>& sha) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : sha) {
-    s += kDigits[b >> 4];
-    s += kDigits[b & 15];
-  }
-  return s;
-}
 
 Status WriteAll(int fd, const uint8_t* p, uint64_t n, uint64_t off, const std::string& what) {
   while (n > 0) {
@@ -201,7 +192,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::unique_ptr<ObjectS
   VMSNAP_ASSIGN_OR_RETURN(m.layout, FetchLayout(*m.store, name));
   VMSNAP_RETURN_IF_ERROR(MakeDirs(options.dir));
   const size_t n = m.layout.chunks.size();
-  const std::string base = options.dir + "/" + HexOf(m.layout.sha);
+  const std::string base = options.dir + "/" + BytesHex(m.layout.sha);
   m.path = base + ".vmsnap";
   m.record_path = base + ".chunks";
 

@@ -40,7 +40,7 @@ Json ChainJson(const SnapshotReader& leaf) {
   for (uint32_t n = 0; child->manifest().hasParent() && n <= layout::kMaxParentDepth; n++) {
     auto ref = child->manifest().getParent();
     auto idb = ref.getSnapshotId();
-    std::string want = tools::BytesHex(std::span<const uint8_t>(idb.begin(), idb.size()));
+    std::string want = BytesHex(std::span<const uint8_t>(idb.begin(), idb.size()));
     Json l = Json::object();
     l["depth"] = ref.getDepth() > 0 ? ref.getDepth() - 1 : 0;
     std::string path = tools::ResolveParentPath(child->path(), ref.getPath().cStr());

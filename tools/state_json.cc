@@ -27,17 +27,6 @@ std::string HexSigned(int64_t v) {
   return "-" + Hex(0 - static_cast<uint64_t>(v));
 }
 
-std::string BytesHex(std::span<const uint8_t> bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(bytes.size() * 2);
-  for (uint8_t b : bytes) {
-    s += kDigits[b >> 4];
-    s += kDigits[b & 15];
-  }
-  return s;
-}
-
 std::string SnakeCase(std::string_view camel) {
   std::string s;
   for (char c : camel) {

@@ -28,8 +28,6 @@ using Json = nlohmann::ordered_json;
 
 // As Hex, with a leading '-' for negative values.
 std::string HexSigned(int64_t v);
-// Bytes as lower-case hex, two digits each, no prefix.
-std::string BytesHex(std::span<const uint8_t> bytes);
 // apicBase -> apic_base, timeUnixNs -> time_unix_ns.
 std::string SnakeCase(std::string_view camel);
 

@@ -6,6 +6,7 @@
 // restores the snapshot, runs the guest, replies with its exit status and
 // exits. The server forks a replacement as soon as a worker is taken.
 #include "base/cache_dir.h"
+#include "base/hex.h"
 #include "vmm/serve.h"
 
 #include <fcntl.h>
@@ -92,16 +93,6 @@ ssize_t RecvWithFds(int sock, char* buf, size_t len, std::vector<UniqueFd>& fds,
     }
   }
   return n;
-}
-
-std::string HexBytes(const uint8_t* p, size_t n) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s.push_back(kDigits[p[i] >> 4]);
-    s.push_back(kDigits[p[i] & 15]);
-  }
-  return s;
 }
 
 void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
@@ -327,7 +318,7 @@ struct WorkerDirs {
                 {"exit_status", exit_status},
                 {"warm", is_warm},
                 {"first_entry_ns", running->first_entry_ns()},
-                {"generation_id", HexBytes(running->generation_id().data(), running->generation_id().size())}});
+                {"generation_id", BytesHex(running->generation_id())}});
     ::_exit(0);
   });
   auto status = vm->Run();
@@ -337,7 +328,7 @@ struct WorkerDirs {
               {"exit_status", *status & 0xff},
               {"warm", is_warm},
               {"first_entry_ns", vm->first_entry_ns()},
-              {"generation_id", HexBytes(vm->generation_id().data(), vm->generation_id().size())}});
+              {"generation_id", BytesHex(vm->generation_id())}});
   ::_exit(0);
 }
 
