@@ -3,9 +3,11 @@
 #include "base/cache_dir.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <fstream>
 
 namespace vmsnap {
 
@@ -24,6 +26,26 @@ Result<std::string> UserCacheDir(std::string_view sub) {
     if (at == std::string::npos) break;
   }
   return dir;
+}
+
+Status ReplaceSmallFile(const std::string& path, std::string_view contents) {
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(contents.data(), std::streamsize(contents.size()));
+    out.flush();
+    if (!out) {
+      const int e = errno ? errno : EIO;
+      ::unlink(tmp.c_str());
+      return Status::FromErrno(e, "write " + tmp);
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(e, "rename " + tmp + " to " + path);
+  }
+  return Status::Ok();
 }
 
 }  // namespace vmsnap

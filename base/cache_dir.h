@@ -12,4 +12,9 @@ namespace vmsnap {
 
 Result<std::string> UserCacheDir(std::string_view sub);
 
+// Replaces the small file `path` with `contents` through a temporary beside
+// it and rename(2), so a reader sees the old contents or the new, never a
+// part. On failure the temporary is removed and `path` is left as it was.
+Status ReplaceSmallFile(const std::string& path, std::string_view contents);
+
 }  // namespace vmsnap

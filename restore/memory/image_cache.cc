@@ -12,6 +12,7 @@
 #include <sstream>
 #include <vector>
 
+#include "base/cache_dir.h"
 #include "base/hex.h"
 #include "base/mapping.h"
 #include "format/layout.h"
@@ -138,19 +139,7 @@ Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
   // The stamp names the image as it is now; written last, so a build that
   // stops half-way leaves an image without a matching stamp.
   const std::string stamp = Stamp(chain, fd.get());
-  const std::string stmp = base + ".stamp.tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(stmp);
-    out << stamp;
-    if (!out) {
-      ::unlink(stmp.c_str());
-      return Status::FromErrno(errno ? errno : EIO, "write " + stmp);
-    }
-  }
-  if (::rename(stmp.c_str(), (base + ".stamp").c_str()) != 0) {
-    ::unlink(stmp.c_str());
-    return Status::FromErrno(errno, "rename " + stmp);
-  }
+  VMSNAP_RETURN_IF_ERROR(ReplaceSmallFile(base + ".stamp", stamp));
   // Read-only from here: the VMs map it private.
   UniqueFd ro(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
   if (!ro.valid()) return Status::FromErrno(errno, "open " + img);

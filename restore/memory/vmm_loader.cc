@@ -9,6 +9,7 @@
 #include <fstream>
 #include <optional>
 
+#include "base/cache_dir.h"
 #include "format/layout.h"
 #include "restore/memory/image_cache.h"
 
@@ -69,9 +70,7 @@ Status VerifiedOnce(const SnapshotReader& r, const std::string& stamp_dir) {
   }
   VMSNAP_RETURN_IF_ERROR(r.VerifyAll());
   if (!file.empty()) {
-    const std::string tmp = file + ".tmp-" + std::to_string(::getpid());
-    std::ofstream(tmp) << stamp;
-    if (::rename(tmp.c_str(), file.c_str()) != 0) ::unlink(tmp.c_str());
+    (void)ReplaceSmallFile(file, stamp);  // a cache: a failure costs a verify next time
   }
   return Status::Ok();
 }
