@@ -87,28 +87,28 @@ bool X86Machine(const std::string& m) {
          m.rfind("xenfv", 0) == 0 || m.rfind("xenpv", 0) == 0 || m == "x-remote" || m == "none";
 }
 
-// Cuts one vmstate (fields, then subsections) out of the stream by its
-// description, recording flattened field names relative to the section.
-class VmstateWalker {
+// Walks one vmstate's description: its fields in order (a struct field's
+// parts recursively, once per array element), then its subsections, naming
+// each leaf field relative to the section ("a.b[2].c"). Reading a stream and
+// laying out a new one walk the same way and differ only at a subsection
+// header and at a leaf, which `Side` supplies:
+//   Status Subsection(const std::string& name, const json& vmsd);
+//   Status Leaf(const std::string& name, uint64_t size, uint64_t count);
+//   uint64_t pos() const;                        // bytes read or laid out
+//   Status Error(const std::string& message) const;
+template <typename Side>
+class VmdescWalk {
  public:
-  VmstateWalker(Cursor& c, uint64_t base, DeviceSection& out) : c_(c), base_(base), out_(out) {}
+  explicit VmdescWalk(Side& side) : side_(side) {}
 
   Status Walk(const json& vmsd, const std::string& prefix, int depth) {
-    if (depth > 16) return c_.Error("vmdesc nests deeper than 16 levels");
+    if (depth > 16) return side_.Error("vmdesc nests deeper than 16 levels");
     if (vmsd.contains("fields")) {
       for (const json& f : vmsd.at("fields")) VMSNAP_RETURN_IF_ERROR(WalkField(f, prefix, depth));
     }
     if (vmsd.contains("subsections")) {
       for (const json& s : vmsd.at("subsections")) {
-        std::string name = s.at("vmsd_name").get<std::string>();
-        VMSNAP_ASSIGN_OR_RETURN(uint64_t marker, c_.Be(1));
-        if (marker != kSubsection) {
-          return c_.Error("expected subsection '" + name + "' (0x05), found " + Hex(marker));
-        }
-        VMSNAP_ASSIGN_OR_RETURN(std::string got, c_.Name());
-        if (got != name) return c_.Error("subsection '" + got + "' where vmdesc says '" + name + "'");
-        VMSNAP_RETURN_IF_ERROR(c_.Be(4).status());  // its version
-        out_.subsections.push_back(name);
+        VMSNAP_RETURN_IF_ERROR(side_.Subsection(s.at("vmsd_name").get<std::string>(), s));
         VMSNAP_RETURN_IF_ERROR(Walk(s, prefix, depth + 1));
       }
     }
@@ -120,28 +120,55 @@ class VmstateWalker {
     std::string name = prefix + f.at("name").get<std::string>();
     uint64_t size = f.value("size", uint64_t{0});
     uint64_t count = f.value("array_len", uint64_t{1});
-    if (count > (1u << 24) || size > (1ull << 32)) return c_.Error("field '" + name + "' has an absurd size in vmdesc");
+    if (count > (1u << 24) || size > (1ull << 32)) {
+      return side_.Error("field '" + name + "' has an absurd size in vmdesc");
+    }
     const json* inner = nullptr;
     if (f.contains("struct")) inner = &f.at("struct");
     else if (f.contains("fields")) inner = &f;  // "tmp" fields describe their parts inline
-    if (inner) {
-      for (uint64_t i = 0; i < count; ++i) {
-        std::string p = count > 1 ? name + "[" + std::to_string(i) + "]." : name + ".";
-        uint64_t start = c_.pos();
-        VMSNAP_RETURN_IF_ERROR(Walk(*inner, p, depth + 1));
-        if (size != 0 && c_.pos() - start != size && !inner->contains("subsections")) {
-          return c_.Error("field '" + name + "' is " + std::to_string(c_.pos() - start) +
-                          " bytes by its parts but vmdesc says " + std::to_string(size));
-        }
+    if (inner == nullptr) return side_.Leaf(name, size, count);
+    for (uint64_t i = 0; i < count; ++i) {
+      std::string p = count > 1 ? name + "[" + std::to_string(i) + "]." : name + ".";
+      uint64_t start = side_.pos();
+      VMSNAP_RETURN_IF_ERROR(Walk(*inner, p, depth + 1));
+      if (size != 0 && side_.pos() - start != size && !inner->contains("subsections")) {
+        return side_.Error("field '" + name + "' is " + std::to_string(side_.pos() - start) +
+                           " bytes by its parts but vmdesc says " + std::to_string(size));
       }
-      return Status::Ok();
     }
+    return Status::Ok();
+  }
+
+  Side& side_;
+};
+
+// Cuts one vmstate out of the stream: checks each subsection header where
+// the description puts one, and records where each leaf field's bytes are.
+class StreamSide {
+ public:
+  StreamSide(Cursor& c, uint64_t base, DeviceSection& out) : c_(c), base_(base), out_(out) {}
+
+  Status Subsection(const std::string& name, const json&) {
+    VMSNAP_ASSIGN_OR_RETURN(uint64_t marker, c_.Be(1));
+    if (marker != kSubsection) {
+      return c_.Error("expected subsection '" + name + "' (0x05), found " + Hex(marker));
+    }
+    VMSNAP_ASSIGN_OR_RETURN(std::string got, c_.Name());
+    if (got != name) return c_.Error("subsection '" + got + "' where vmdesc says '" + name + "'");
+    VMSNAP_RETURN_IF_ERROR(c_.Be(4).status());  // its version
+    out_.subsections.push_back(name);
+    return Status::Ok();
+  }
+  Status Leaf(const std::string& name, uint64_t size, uint64_t count) {
     uint64_t offset = c_.pos() - base_;
     VMSNAP_RETURN_IF_ERROR(c_.Bytes(size * count).status());
     out_.fields[name] = Field{offset, size, static_cast<uint32_t>(count)};
     return Status::Ok();
   }
+  uint64_t pos() const { return c_.pos(); }
+  Status Error(const std::string& m) const { return c_.Error(m); }
 
+ private:
   Cursor& c_;
   uint64_t base_;
   DeviceSection& out_;
@@ -427,8 +454,8 @@ class Parser {
     s.instance = info.instance;
     s.version = info.version;
     s.stream_offset = c_.pos();
-    VmstateWalker w(c_, s.stream_offset, s);
-    VMSNAP_RETURN_IF_ERROR(w.Walk(*desc, "", 0));
+    StreamSide side(c_, s.stream_offset, s);
+    VMSNAP_RETURN_IF_ERROR(VmdescWalk<StreamSide>(side).Walk(*desc, "", 0));
     s.data.assign(in_.begin() + static_cast<ptrdiff_t>(s.stream_offset), in_.begin() + static_cast<ptrdiff_t>(c_.pos()));
     out_.sections.push_back(std::move(s));
     return Status::Ok();
@@ -462,47 +489,28 @@ class Parser {
   size_t last_block_ = SIZE_MAX;  // index in out_.blocks of the last RAM page's block
 };
 
-// Lays out one vmstate on an empty section: the inverse of VmstateWalker,
-// writing subsection headers where the reader expects them.
-class LayoutWalker {
+// Lays out one vmstate on an empty section, zero-filled: subsection headers
+// where a reader expects them, and each leaf field's place recorded.
+class LayoutSide {
  public:
-  explicit LayoutWalker(DeviceSection& out) : out_(out) {}
+  explicit LayoutSide(DeviceSection& out) : out_(out) {}
 
-  Status Walk(const json& vmsd, const std::string& prefix, int depth) {
-    if (depth > 16) return Status::Corruption("vmdesc nests deeper than 16 levels");
-    if (vmsd.contains("fields")) {
-      for (const json& f : vmsd.at("fields")) VMSNAP_RETURN_IF_ERROR(WalkField(f, prefix, depth));
-    }
-    if (vmsd.contains("subsections")) {
-      for (const json& s : vmsd.at("subsections")) {
-        std::string name = s.at("vmsd_name").get<std::string>();
-        if (name.size() > 255) return Status::Corruption("vmdesc subsection name longer than 255 bytes");
-        out_.data.push_back(kSubsection);
-        out_.data.push_back(static_cast<uint8_t>(name.size()));
-        out_.data.insert(out_.data.end(), name.begin(), name.end());
-        uint32_t v = s.value("version", uint32_t{1});
-        for (int i = 3; i >= 0; --i) out_.data.push_back(static_cast<uint8_t>(v >> (8 * i)));
-        out_.subsections.push_back(name);
-        VMSNAP_RETURN_IF_ERROR(Walk(s, prefix, depth + 1));
-      }
-    }
+  Status Subsection(const std::string& name, const json& vmsd) {
+    if (name.size() > 255) return Error("subsection name '" + name.substr(0, 32) + "...' is longer than 255 bytes");
+    out_.data.push_back(kSubsection);
+    out_.data.push_back(static_cast<uint8_t>(name.size()));
+    out_.data.insert(out_.data.end(), name.begin(), name.end());
+    uint32_t v = vmsd.value("version", uint32_t{1});
+    for (int i = 3; i >= 0; --i) out_.data.push_back(static_cast<uint8_t>(v >> (8 * i)));
+    out_.subsections.push_back(name);
     return Status::Ok();
   }
-
- private:
-  Status WalkField(const json& f, const std::string& prefix, int depth) {
-    std::string name = prefix + f.at("name").get<std::string>();
-    uint64_t size = f.value("size", uint64_t{0});
-    uint64_t count = f.value("array_len", uint64_t{1});
-    if (count > (1u << 16) || size > (1u << 24)) return Status::Corruption("vmdesc field '" + name + "' is too large");
-    const json* inner = nullptr;
-    if (f.contains("struct")) inner = &f.at("struct");
-    else if (f.contains("fields")) inner = &f;
-    if (inner) {
-      for (uint64_t i = 0; i < count; ++i) {
-        VMSNAP_RETURN_IF_ERROR(Walk(*inner, count > 1 ? name + "[" + std::to_string(i) + "]." : name + ".", depth + 1));
-      }
-      return Status::Ok();
+  Status Leaf(const std::string& name, uint64_t size, uint64_t count) {
+    // The section is built in memory: bound it, as a reader is bounded by
+    // the stream it reads.
+    if (size * count > kMaxSection - out_.data.size()) {
+      return Error("field '" + name + "' would make the section larger than " + std::to_string(kMaxSection >> 20) +
+                   " MiB");
     }
     // A name seen twice (QEMU flattens some arrays' first element twice)
     // keeps its first place, as the reader's last one is not mapped.
@@ -510,7 +518,13 @@ class LayoutWalker {
     out_.data.resize(out_.data.size() + size * count, 0);
     return Status::Ok();
   }
+  uint64_t pos() const { return out_.data.size(); }
+  Status Error(const std::string& m) const {
+    return Status::Corruption("vmdesc of section '" + out_.idstr + "': " + m);
+  }
 
+ private:
+  static constexpr uint64_t kMaxSection = 64ull << 20;
   DeviceSection& out_;
 };
 
@@ -581,8 +595,8 @@ Result<Layout> LayoutSections(std::string_view vmdesc, const std::vector<Section
       s.idstr = p.idstr;
       s.instance = p.instance;
       s.version = desc->value("version", uint32_t{0});
-      LayoutWalker w(s);
-      VMSNAP_RETURN_IF_ERROR(w.Walk(*desc, "", 0));
+      LayoutSide side(s);
+      VMSNAP_RETURN_IF_ERROR(VmdescWalk<LayoutSide>(side).Walk(*desc, "", 0));
       json d = *desc;
       d["instance_id"] = p.instance;
       devices.push_back(std::move(d));
