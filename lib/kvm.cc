@@ -7,6 +7,9 @@
 #include <cstring>
 
 #include "capture/dirty/incremental.h"
+#include "capture/dirty/snapshot.h"
+#include "format/compression_spec.h"
+#include "format/load_history.h"
 #include "capture/x86_64/x86_capture.h"
 #include "kvm/kvm.h"
 #include "kvm/x86_64/x86.h"
@@ -516,6 +519,103 @@ int vmsnap_vm_restore_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   vm->restorer->set_vcpus(OpsByIndex(*vm));
   st = vm->steps->RestoreState(static_cast<unsigned>(vm->vcpus.size()), "vmsnap_vm_restore_state");
   if (!st.ok()) return Fail(st);
+  // The restored memory is SNAP's: an incremental save builds on it.
+  if (vm->dirty) {
+    schema::Manifest::Reader m = snap->chain->leaf().manifest();
+    capture::dirty::ParentInfo loaded;
+    loaded.id = snap->chain->leaf().id();
+    loaded.path = snap->path;
+    loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
+    vm->dirty->set_last_snapshot(std::move(loaded));
+  }
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_save(vmsnap_vm* vm, const char* path, const vmsnap_save_options* options,
+                   vmsnap_save_result* result) {
+  if (int rc = Usable(vm, "vmsnap_vm_save")) return rc;
+  VMSNAP_CHECK_ARG(path && *path, "vmsnap_vm_save: path is empty");
+  VMSNAP_GUARD_BEGIN
+  vmsnap_save_options o{};
+  if (options) {
+    if (options->struct_size < sizeof(uint32_t) || options->struct_size > sizeof o) {
+      return Invalid("vmsnap_vm_save: options->struct_size is " + std::to_string(options->struct_size) +
+                     "; set it to sizeof(vmsnap_save_options)");
+    }
+    std::memcpy(&o, options, options->struct_size);
+  }
+  if (result && (result->struct_size < sizeof(uint32_t) || result->struct_size > sizeof(vmsnap_save_result))) {
+    return Invalid("vmsnap_vm_save: result->struct_size is " + std::to_string(result->struct_size) +
+                   "; set it to sizeof(vmsnap_save_result)");
+  }
+  Status st = CheckAllVcpus(*vm, "vmsnap_vm_save");
+  if (!st.ok()) return Fail(st);
+  if (!vm->config) {
+    return Invalid("vmsnap_vm_save: the VM's configuration is unknown "
+                   "(vmsnap_vm_configure or vmsnap_vm_restore_config first)");
+  }
+  const bool live = (o.flags & VMSNAP_SAVE_LIVE) != 0;
+  if (live && (!o.pause || !o.resume)) return Invalid("vmsnap_vm_save: a live save needs pause and resume");
+  capture::CaptureOptions co;
+  auto spec = ParseCompressionSpec(o.compression ? o.compression : "zstd:3");
+  if (!spec.ok()) return Fail(spec.status().Context("vmsnap_vm_save"));
+  Apply(*spec, co.writer);
+  co.tool_version = o.tool_version ? o.tool_version : std::string("libvmsnap ") + vmsnap_version();
+  co.pause_ns = o.pause_ns;
+  if (o.progress) {
+    vmsnap_progress_fn fn = o.progress;
+    void* ctx = o.progress_ctx;
+    co.writer.progress = [fn, ctx](uint64_t d, uint64_t t) { fn(d, t, ctx); };
+  }
+  if (o.loads && o.load_count) {
+    co.loads.reserve(o.load_count);
+    for (uint32_t i = 0; i < o.load_count; ++i) {
+      const vmsnap_load_record& l = o.loads[i];
+      LoadRecord r;
+      std::memcpy(r.generation_id.data(), l.generation_id, r.generation_id.size());
+      if (!l.booted) {
+        layout::SnapshotId id{};
+        std::memcpy(id.data(), l.snapshot_id, id.size());
+        r.snapshot_id = id;
+      }
+      r.warm = l.warm != 0;
+      r.time_unix_ns = l.time_unix_ns;
+      co.loads.push_back(r);
+    }
+  }
+  capture::dirty::SnapshotPlan plan;
+  if (o.parent) {
+    plan.parent = capture::dirty::ParentMode::kExplicit;
+    plan.parent_path = o.parent;
+  } else if (o.flags & VMSNAP_SAVE_INCREMENTAL) {
+    plan.parent = capture::dirty::ParentMode::kAuto;
+  }
+  capture::x86::X86Capturer capturer(vm->vm_ops.get(), OpsByIndex(*vm), *vm->config);
+  Result<capture::CaptureResult> r = Status::Ok();
+  capture::dirty::LiveStats stats;
+  if (live) {
+    vmsnap_vm_fn pause = o.pause, resume = o.resume;
+    void* ctx = o.pause_ctx;
+    capture::dirty::LivePause lp{[pause, ctx] { pause(ctx); }, [resume, ctx] { resume(ctx); }};
+    r = capture::dirty::SaveLive(vm->dirty.get(), capturer, path, plan, std::move(co), lp,
+                                 capture::dirty::LiveOptions{}, &stats);
+  } else {
+    std::vector<kvm::GuestRegion> sorted = vm->regions;
+    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.gpa < b.gpa; });
+    r = capture::dirty::SavePaused(vm->dirty.get(), capturer, sorted, path, plan, std::move(co));
+    stats.rounds = 1;
+  }
+  if (!r.ok()) return Fail(r.status());
+  if (result) {
+    vmsnap_save_result out{};
+    out.struct_size = result->struct_size;
+    out.rounds = stats.rounds;
+    out.file_size = r->file_size;
+    out.pause_ns = stats.pause_ns;
+    std::memcpy(out.id, r->id.data(), sizeof out.id);
+    std::memcpy(result, &out, result->struct_size);
+  }
   return Ok();
   VMSNAP_GUARD_END
 }

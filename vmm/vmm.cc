@@ -99,7 +99,11 @@ Status Vmm::Init(const VmmOptions& options) {
   VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_attach(vm_->fd(), &api_)));
   // The dirty ring can only be enabled before any vCPU exists.
   if (options_.dirty_tracking != capture::dirty::Mode::kOff) {
-    VMSNAP_ASSIGN_OR_RETURN(dirty_, capture::dirty::VmDirtyTracking::Prepare(vm_->fd(), options_.dirty_tracking));
+    vmsnap_dirty_mode mode = !options_.dirty_tracking                                  ? VMSNAP_DIRTY_DEFAULT
+                             : *options_.dirty_tracking == capture::dirty::Mode::kRing ? VMSNAP_DIRTY_RING
+                                                                                       : VMSNAP_DIRTY_BITMAP;
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_dirty_enable(api_, mode)));
+    dirty_ = true;
   }
   return Status::Ok();
 }
@@ -112,47 +116,29 @@ Status Vmm::RegisterMemory() {
   // (ApplyVmConfig) needs to precede the slots; the dirty ring, which does
   // affect them, was enabled in Init.
   //
-  // With the dirty ring, the slots are registered already logging, so that
-  // the tracker's Start() (when the VM starts running) changes nothing in
-  // KVM: a change would be the first after the irqchip. Nothing writes guest
-  // memory through KVM before the vCPUs run, so no write is logged early.
-  // (The bitmap tracker keeps switching the flag itself: with
-  // KVM_DIRTY_LOG_INITIALLY_SET it must be switched on after
-  // MANUAL_DIRTY_LOG_PROTECT2, which its creation enables.)
-  const uint32_t extra = dirty_ && dirty_->mode() == capture::dirty::Mode::kRing
-                             ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES)
-                             : 0u;
+  // With the dirty ring, vmsnap_vm_add_memory registers the slots already
+  // logging, so that starting the tracker (when the VM starts running)
+  // changes nothing in KVM: a change would be the first after the irqchip.
   for (const auto& r : memory_->regions()) {
     const kvm::GuestRegion& v = r->view();
-    vmsnap_region region{v.slot, v.flags | extra, v.gpa, v.size, v.host, v.name.c_str()};
+    vmsnap_region region{v.slot, v.flags, v.gpa, v.size, v.host, v.name.c_str()};
     VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_add_memory(api_, &region)));
   }
   return Status::Ok();
 }
 
-Status Vmm::VmConfigured() {
-  if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->SetRegions(memory_->views()));
-  return Status::Ok();
-}
-
 Status Vmm::CreateVm(const vmsnap_x86_vm_config& config) {
   VMSNAP_RETURN_IF_ERROR(RegisterMemory());
-  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_configure(api_, &config)));
-  vm_config_ = *capi::VmConfigOf(api_);
-  return VmConfigured();
+  return Api(vmsnap_vm_configure(api_, &config));
 }
 
 Status Vmm::CreateVcpus(int count) {
   for (int i = 0; i < count; ++i) {
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<kvm::Vcpu> v, vm_->CreateVcpu(i));
-    if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->AttachVcpu(v->fd(), i));
     VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_add_vcpu(api_, static_cast<uint32_t>(i), v->fd())));
     vcpu_ops_.push_back(std::make_unique<kvm::x86::RealVcpuOps>(v.get()));
     vcpus_.push_back(std::move(v));
   }
-  std::vector<kvm::x86::VcpuOps*> ops;
-  for (auto& o : vcpu_ops_) ops.push_back(o.get());
-  capturer_ = std::make_unique<capture::x86::X86Capturer>(vm_ops_.get(), ops, vm_config_);
   return Status::Ok();
 }
 
@@ -283,10 +269,6 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
     VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vcpu_count(snap_, &vcpus)));
   }
   VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_restore_config(api_, snap_)));
-  if (!warm_) {
-    vm_config_ = *capi::VmConfigOf(api_);
-    VMSNAP_RETURN_IF_ERROR(VmConfigured());
-  }
   load_ = std::make_unique<LoadPlan>(std::move(load));
   vmsnap_load_options lo{};
   lo.struct_size = sizeof lo;
@@ -321,16 +303,9 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
   vmm->snap_ = capi::WrapChain(shared, snapshot);
   VMSNAP_RETURN_IF_ERROR(vmm->Init(options));
   VMSNAP_RETURN_IF_ERROR(vmm->RestoreSnapshot(std::move(load)));
+  // (The restored memory is SNAPSHOT's: the C API makes it the base of
+  // incremental snapshots.)
   VMSNAP_RETURN_IF_ERROR(vmm->InheritLineage(shared.get(), false));
-  // The restored memory is SNAPSHOT's: incremental snapshots build on it.
-  if (vmm->dirty_) {
-    schema::Manifest::Reader m = shared->leaf().manifest();
-    capture::dirty::ParentInfo loaded;
-    loaded.id = shared->leaf().id();
-    loaded.path = snapshot;
-    loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
-    vmm->dirty_->set_last_snapshot(std::move(loaded));
-  }
   return vmm;
 }
 
@@ -358,8 +333,8 @@ Result<int> Vmm::Run() {
   // for the ID just written (KVM does not see the VMM's own writes): an
   // incremental snapshot stores the ID this VM's guest saw.
   if (dirty_) {
-    VMSNAP_RETURN_IF_ERROR(dirty_->Start());
-    if (generation_changed) dirty_->tracker().MarkDirty(kGenerationIdAddr, generation_id_.size());
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_dirty_start(api_)));
+    if (generation_changed) (void)vmsnap_vm_dirty_mark(api_, kGenerationIdAddr, generation_id_.size());
   }
   StartVcpus();
   // Clients are served from this one loop, each request line gathered as

@@ -187,7 +187,6 @@ class Vmm {
   // The restore order through the C API, into a new VM (Init done) or a
   // prepared one (`warm_`); `snap_` is the snapshot.
   Status RestoreSnapshot(LoadPlan load);
-  Status VmConfigured();
   Status CreateVcpus(int count);
   // The lineage snapshots of this VM record (docs/format.md, "Load
   // history"): `from`'s, if it was loaded from a snapshot; Run() then adds
@@ -209,6 +208,11 @@ class Vmm {
   Status HandleDoorbell();
   // control.cc
   void HandleControlRequest(int fd, const std::string& line);
+  // One save through the C API's vmsnap_vm_save: `o`'s flags, parent and
+  // live callbacks set by the caller, the rest (codec, creator, progress,
+  // lineage) here.
+  Result<capture::CaptureResult> ApiSave(const std::string& path, vmsnap_save_options o,
+                                         const CompressionSpec& compression, capture::dirty::LiveStats* stats);
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
                                             const capture::dirty::SnapshotPlan& plan,
                                             const CompressionSpec& compression);
@@ -231,13 +235,11 @@ class Vmm {
   vmsnap_pager* pager_ = nullptr;    // a lazy load's
   std::unique_ptr<LoadPlan> load_;   // the callbacks the pager calls (a stable address)
   bool warm_ = false;                // made by Prepare
-  kvm::x86::VmConfig vm_config_;
   std::unique_ptr<GuestMemory> memory_;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<kvm::x86::RealVcpuOps>> vcpu_ops_;
-  std::unique_ptr<capture::x86::X86Capturer> capturer_;
   PauseHook pause_hook_;
-  std::unique_ptr<capture::dirty::VmDirtyTracking> dirty_;  // null: tracking off
+  bool dirty_ = false;  // dirty tracking on (the C API's, through api_)
 
   SerialOut serial_;
   PortBus ports_;

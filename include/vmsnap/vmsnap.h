@@ -387,6 +387,66 @@ VMSNAP_API int vmsnap_vm_add_vcpu(vmsnap_vm *vm, uint32_t index, int vcpu_fd);
  * last successful capture go in. Every vCPU must be outside KVM_RUN. */
 VMSNAP_API int vmsnap_vm_capture(vmsnap_vm *vm, vmsnap_writer *w);
 
+/* One entry of a VM's load history (the starts that led to the VM a
+ * snapshot holds: a boot, then each load), oldest first; stored as the
+ * device record "vmsnap.loads" (docs/format.md, "Load history"). */
+typedef struct vmsnap_load_record {
+  uint8_t generation_id[16];  /* what the start gave the guest */
+  uint8_t snapshot_id[16];    /* the snapshot loaded; zero for a boot */
+  uint32_t booted;            /* 1: a boot (snapshot_id unused) */
+  uint32_t warm;              /* 1: started in a warm VM */
+  int64_t time_unix_ns;
+} vmsnap_load_record;
+
+typedef void (*vmsnap_vm_fn)(void *ctx);
+
+/* vmsnap_save_options.flags (since 0.3) */
+/* Incremental on the VM's last snapshot (the last one vmsnap_vm_save wrote,
+ * or the one the VM was restored from): only pages written since go in.
+ * Full when there is none. Needs dirty tracking. */
+#define VMSNAP_SAVE_INCREMENTAL 1u
+/* Live (pre-copy): memory is copied in rounds while the vCPUs run, then
+ * pause is called once for a short final round and resume before the file
+ * is written. Needs dirty tracking and both callbacks. */
+#define VMSNAP_SAVE_LIVE 2u
+
+typedef struct vmsnap_save_options {
+  uint32_t struct_size;       /* sizeof(vmsnap_save_options) */
+  uint32_t flags;             /* VMSNAP_SAVE_* */
+  const char *compression;    /* "auto", "zstd", "zstd:LEVEL", "none"; NULL: "zstd:3" */
+  const char *tool_version;   /* recorded as the creator; NULL: "libvmsnap VERSION" */
+  /* Non-NULL: incremental on this file, which must be the VM's last
+   * snapshot (as VMSNAP_SAVE_INCREMENTAL, but naming it). */
+  const char *parent;
+  vmsnap_progress_fn progress; /* may be NULL; runs on the writer's I/O thread */
+  void *progress_ctx;
+  /* Live: pause returns once every vCPU is outside KVM_RUN; resume lets
+   * them run again. Called from the calling thread. */
+  vmsnap_vm_fn pause;
+  vmsnap_vm_fn resume;
+  void *pause_ctx;
+  uint64_t pause_ns;          /* paused saves: how long the vCPUs were paused, recorded */
+  const vmsnap_load_record *loads; /* the VM's load history, oldest first; may be NULL */
+  uint32_t load_count;
+  uint32_t reserved;          /* zero */
+} vmsnap_save_options;
+
+typedef struct vmsnap_save_result {
+  uint32_t struct_size;       /* sizeof(vmsnap_save_result), set by the caller */
+  uint32_t rounds;            /* memory copy rounds (1 unless live) */
+  uint64_t file_size;
+  uint64_t pause_ns;          /* live: how long the vCPUs were paused */
+  uint8_t id[16];             /* the new snapshot's id */
+} vmsnap_save_result;
+
+/* Writes a snapshot of the VM to PATH in one call: every vCPU's and the
+ * VM's state and its memory (only the pages written since the last
+ * snapshot for an incremental one), atomically as vmsnap_writer_commit
+ * does. Unless live, every vCPU must be outside KVM_RUN. RESULT may be
+ * NULL. On success the file is the VM's last snapshot. Since 0.3. */
+VMSNAP_API int vmsnap_vm_save(vmsnap_vm *vm, const char *path, const vmsnap_save_options *options,
+                              vmsnap_save_result *result);
+
 /* Checks that SNAP is an x86_64 snapshot this host can run, then replays its
  * VM configuration. Before any vCPU; memory may be added before or after
  * (on some hosts the first memory slot added after the irqchip exists is
