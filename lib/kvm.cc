@@ -7,9 +7,13 @@
 #include <cstring>
 
 #include "capture/dirty/incremental.h"
+#include "capture/dirty/snapshot.h"
+#include "format/compression_spec.h"
+#include "format/load_history.h"
 #include "capture/x86_64/x86_capture.h"
 #include "kvm/kvm.h"
 #include "kvm/x86_64/x86.h"
+#include "lib/cxx.h"
 #include "lib/internal.h"
 #include "lib/writer.h"
 #include "lib/x86_state.h"
@@ -39,6 +43,10 @@ struct vmsnap_vm {
   std::unique_ptr<restore::x86::X86Restorer> restorer;
   std::unique_ptr<restore::RestoreSteps> steps;
   std::shared_ptr<restore::MemoryLoader> loader;
+  // A warm VM (vmsnap_vm_prepare_warm): configured, with its memory and
+  // vCPUs, before its snapshot is known; the host's CPUID found then.
+  bool warm = false;
+  std::vector<kvm_cpuid_entry2> host_cpuid;
   bool memory_loaded() const { return steps && steps->memory_loaded(); }
   bool state_restored() const { return steps && steps->state_restored(); }
   bool has_vcpus() const {
@@ -51,6 +59,8 @@ struct vmsnap_vm {
 
 struct vmsnap_pager {
   std::shared_ptr<memory::LazyLoader> loader;  // also the VM's, for the restore order
+  vmsnap_fetch_fn fetch = nullptr;             // the caller's, called by the loader's threads
+  void* fetch_ctx = nullptr;
 };
 
 namespace {
@@ -77,6 +87,76 @@ Status CheckAllVcpus(vmsnap_vm& vm, const char* call) {
                                      " was not added, but a higher index was");
     }
   }
+  return Status::Ok();
+}
+
+// Why SNAP cannot be restored into the warm VM, or Ok: the same vCPU count,
+// memory regions and VM configuration (the dirty ring's size is the old
+// VMM's choice and never replayed, so it does not count).
+Status FitOf(const vmsnap_vm& vm, const SnapshotChain& chain) {
+  auto no = [](const std::string& why) { return Status::Unsupported(why); };
+  schema::Manifest::Reader m = chain.leaf().manifest();
+  if (m.getArch() != schema::Arch::X8664 || !m.getVm().isX8664()) return no("it is not an x86_64 snapshot");
+  if (m.getVcpus().size() != vm.vcpus.size()) {
+    return no("it has " + std::to_string(m.getVcpus().size()) + " vCPUs, the VM " + std::to_string(vm.vcpus.size()));
+  }
+  auto regions = m.getMemory().getRegions();
+  const uint32_t log = KVM_MEM_LOG_DIRTY_PAGES;
+  uint64_t snap_total = 0, vm_total = 0;
+  for (auto r : regions) snap_total += r.getSize();
+  for (const auto& g : vm.regions) vm_total += g.size;
+  bool same = regions.size() == vm.regions.size();
+  for (size_t i = 0; same && i < vm.regions.size(); ++i) {
+    auto r = regions[static_cast<unsigned>(i)];
+    const kvm::GuestRegion& g = vm.regions[i];
+    same = r.getSlot() == g.slot && r.getGuestPhysAddr() == g.gpa && r.getSize() == g.size &&
+           (r.getFlags() & ~log) == (g.flags & ~log);
+  }
+  if (!same) {
+    return no("its memory (" + std::to_string(snap_total >> 20) + " MiB in " + std::to_string(regions.size()) +
+              " regions) is not laid out as the VM's (" + std::to_string(vm_total >> 20) + " MiB in " +
+              std::to_string(vm.regions.size()) + ")");
+  }
+  kvm::x86::VmConfig c = state::x86::Decode(m.getVm().getX8664().getConfig());
+  const kvm::x86::VmConfig& w = *vm.config;
+  bool caps = c.enabled_caps.size() == w.enabled_caps.size();
+  for (size_t i = 0; caps && i < c.enabled_caps.size(); ++i) {
+    caps = c.enabled_caps[i].cap == w.enabled_caps[i].cap && c.enabled_caps[i].args == w.enabled_caps[i].args;
+  }
+  if (!caps || c.tss_addr != w.tss_addr || c.identity_map_addr != w.identity_map_addr || c.irqchip != w.irqchip ||
+      c.pit != w.pit || c.pit_flags != w.pit_flags) {
+    return no("its VM configuration (capabilities, irqchip, PIT) differs from the VM's");
+  }
+  return Status::Ok();
+}
+
+// The restore's checks (the steps before anything of the VM changes), with
+// the options' choices; on success the VM is restoring SNAP.
+Status BeginRestore(vmsnap_vm& vm, const vmsnap_snapshot* snap, uint32_t flags, const char* who) {
+  if (vm.restoring) return Status::InvalidArgument(std::string(who) + ": a restore was begun already");
+  if (vm.warm) {
+    VMSNAP_RETURN_IF_ERROR(FitOf(vm, *snap->chain).Context(std::string(who) + ": snapshot " + snap->path +
+                                                           " does not fit the warm VM"));
+  } else {
+    if (vm.config) {
+      return Status::InvalidArgument(std::string(who) + ": the VM is configured already; restore needs a fresh VM");
+    }
+    if (vm.has_vcpus()) return Status::InvalidArgument(std::string(who) + ": must precede every vCPU");
+  }
+  auto restorer = std::make_unique<restore::x86::X86Restorer>(*vm.vm_ops);
+  // The dirty ring is the new VMM's choice (vmsnap_vm_dirty_enable), not
+  // replayed from the file, unless asked for.
+  restorer->set_replay_dirty_logging((flags & VMSNAP_RESTORE_REPLAY_DIRTY_LOGGING) != 0);
+  if (vm.warm) {
+    restorer->set_preconfigured(*vm.config);
+    restorer->set_host_cpuid(vm.host_cpuid);
+  }
+  auto steps = std::make_unique<restore::RestoreSteps>(snap->chain, schema::Arch::X8664, kMaxVcpus);
+  VMSNAP_RETURN_IF_ERROR(steps->CheckSnapshot());
+  VMSNAP_RETURN_IF_ERROR(steps->CheckHost(*restorer, who));
+  vm.restorer = std::move(restorer);
+  vm.steps = std::move(steps);
+  vm.restoring = snap;
   return Status::Ok();
 }
 
@@ -116,6 +196,10 @@ Status CaptureInto(vmsnap_vm& vm, vmsnap_writer& w) {
 }
 
 }  // namespace
+
+namespace vmsnap::capi {
+const kvm::x86::VmConfig* VmConfigOf(const vmsnap_vm* vm) { return vm && vm->config ? &*vm->config : nullptr; }
+}  // namespace vmsnap::capi
 
 extern "C" {
 
@@ -157,6 +241,7 @@ int vmsnap_vm_add_memory(vmsnap_vm* vm, const vmsnap_region* region) {
   VMSNAP_GUARD_BEGIN
   if (vm->has_vcpus()) return Invalid("vmsnap_vm_add_memory: add memory before the vCPUs");
   if (vm->memory_loaded()) return Invalid("vmsnap_vm_add_memory: memory was loaded already");
+  if (vm->warm) return Invalid("vmsnap_vm_add_memory: the VM is warm: its memory was all added before");
   kvm::GuestRegion g;
   g.slot = region->slot;
   g.flags = region->flags;
@@ -196,6 +281,7 @@ int vmsnap_vm_add_vcpu(vmsnap_vm* vm, uint32_t index, int vcpu_fd) {
     return Invalid("vmsnap_vm_add_vcpu: load the snapshot's memory first (vmsnap_vm_load_memory)");
   }
   if (vm->state_restored()) return Invalid("vmsnap_vm_add_vcpu: the VM's state was restored already");
+  if (vm->warm) return Invalid("vmsnap_vm_add_vcpu: the VM is warm: its vCPUs were all added before");
   if (vm->vcpus.size() <= index) {
     vm->vcpus.resize(index + 1);
     vm->vcpu_ops.resize(index + 1);
@@ -269,26 +355,66 @@ int vmsnap_vm_capture(vmsnap_vm* vm, vmsnap_writer* w) {
   VMSNAP_GUARD_END
 }
 
+int vmsnap_vm_restore_check(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsnap_restore_options* options) {
+  if (int rc = Usable(vm, "vmsnap_vm_restore_check")) return rc;
+  VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_check: snapshot is NULL");
+  VMSNAP_GUARD_BEGIN
+  vmsnap_restore_options o{};
+  if (options) {
+    if (options->struct_size < sizeof(uint32_t) || options->struct_size > sizeof o) {
+      return Invalid("vmsnap_vm_restore_check: options->struct_size is " + std::to_string(options->struct_size) +
+                     "; set it to sizeof(vmsnap_restore_options)");
+    }
+    std::memcpy(&o, options, options->struct_size);
+  }
+  Status st = BeginRestore(*vm, snap, o.flags, "vmsnap_vm_restore_check");
+  if (!st.ok()) return Fail(st);
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
 int vmsnap_vm_restore_config(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   if (int rc = Usable(vm, "vmsnap_vm_restore_config")) return rc;
   VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_config: snapshot is NULL");
   VMSNAP_GUARD_BEGIN
-  if (vm->config) return Invalid("vmsnap_vm_restore_config: the VM is configured already; restore needs a fresh VM");
-  if (vm->has_vcpus()) return Invalid("vmsnap_vm_restore_config: must precede every vCPU");
-  auto restorer = std::make_unique<restore::x86::X86Restorer>(*vm->vm_ops);
-  // The dirty ring is the new VMM's choice (vmsnap_vm_dirty_enable), not
-  // replayed from the file.
-  restorer->set_replay_dirty_logging(false);
-  auto steps = std::make_unique<restore::RestoreSteps>(snap->chain, schema::Arch::X8664, kMaxVcpus);
   const char* who = "vmsnap_vm_restore_config";
-  Status st = steps->CheckSnapshot();
-  if (st.ok()) st = steps->CheckHost(*restorer, who);
-  if (st.ok()) st = steps->ConfigureVm(who);
+  if (!vm->restoring) {
+    Status st = BeginRestore(*vm, snap, 0, who);
+    if (!st.ok()) return Fail(st);
+  } else if (vm->restoring != snap) {
+    return Invalid("vmsnap_vm_restore_config: the restore was begun with another snapshot");
+  }
+  if (vm->has_vcpus() && !vm->warm) return Invalid("vmsnap_vm_restore_config: must precede every vCPU");
+  Status st = vm->steps->ConfigureVm(who);
   if (!st.ok()) return Fail(st);
-  vm->config = restorer->config();
-  vm->restorer = std::move(restorer);
-  vm->steps = std::move(steps);
-  vm->restoring = snap;
+  vm->config = vm->restorer->config();
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_prepare_warm(vmsnap_vm* vm) {
+  if (int rc = Usable(vm, "vmsnap_vm_prepare_warm")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (vm->warm) return Invalid("vmsnap_vm_prepare_warm: the VM is warm already");
+  if (vm->restoring) return Invalid("vmsnap_vm_prepare_warm: the VM is being restored");
+  if (!vm->config) return Invalid("vmsnap_vm_prepare_warm: configure the VM first (vmsnap_vm_configure)");
+  if (vm->regions.empty()) return Invalid("vmsnap_vm_prepare_warm: add its memory first (vmsnap_vm_add_memory)");
+  Status st = CheckAllVcpus(*vm, "vmsnap_vm_prepare_warm");
+  if (!st.ok()) return Fail(st);
+  auto cpuid = restore::x86::HostCpuid(*vm->vm_ops, *vm->vcpu_ops[0]);
+  if (!cpuid.ok()) return Fail(cpuid.status());
+  vm->host_cpuid = std::move(cpuid).value();
+  vm->warm = true;
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_check_fit(const vmsnap_vm* vm, const vmsnap_snapshot* snap) {
+  VMSNAP_CHECK_ARG(vm && snap, "vmsnap_vm_check_fit: vm and snapshot must not be NULL");
+  VMSNAP_GUARD_BEGIN
+  if (!vm->warm) return Invalid("vmsnap_vm_check_fit: the VM is not warm (vmsnap_vm_prepare_warm)");
+  Status st = FitOf(*vm, *snap->chain);
+  if (!st.ok()) return Fail(st);
   return Ok();
   VMSNAP_GUARD_END
 }
@@ -302,7 +428,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
   if (vm->restoring != snap) {
     return Invalid("vmsnap_vm_load_memory: call vmsnap_vm_restore_config with this snapshot first");
   }
-  if (vm->has_vcpus()) return Invalid("vmsnap_vm_load_memory: load memory before adding vCPUs");
+  if (vm->has_vcpus() && !vm->warm) return Invalid("vmsnap_vm_load_memory: load memory before adding vCPUs");
   vmsnap_load_options o{};
   if (options) {
     if (options->struct_size < sizeof(uint32_t) || options->struct_size > sizeof o) {
@@ -313,6 +439,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
   }
   std::shared_ptr<memory::LazyLoader> lazy;
   std::shared_ptr<restore::MemoryLoader> loader;
+  std::unique_ptr<vmsnap_pager> owned_pager;
   if (o.mode == VMSNAP_MEMORY_LAZY) {
     if (!pager) return Invalid("vmsnap_vm_load_memory: a lazy load needs somewhere to return the pager");
     memory::LazyOptions lo;
@@ -326,9 +453,25 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
         fn(code, vmsnap_last_error(), ctx);
       };
     }
-    // The caller's memory stays the caller's mapping: pages are copied in,
-    // never mapped from the file.
-    lazy = std::make_shared<memory::LazyLoader>(std::move(lo), /*map_raw=*/false);
+    auto* handle = new vmsnap_pager{nullptr, o.fetch, o.fetch_ctx};
+    owned_pager.reset(handle);
+    if (o.fetch) {
+      lo.fetch_chunk = [handle](size_t layer, size_t chunk) {
+        char message[512] = "";
+        int rc = handle->fetch(static_cast<uint32_t>(layer), chunk, message, sizeof message, handle->fetch_ctx);
+        if (rc == VMSNAP_OK) return Status::Ok();
+        message[sizeof message - 1] = '\0';
+        return Status::Io(message[0] ? std::string(message)
+                                     : "fetching chunk " + std::to_string(chunk) + " failed (" +
+                                           vmsnap_status_name(rc) + ")");
+      };
+    }
+    // Without VMSNAP_LOAD_MAP_FILE the caller's memory stays the caller's
+    // mapping: pages are copied in, never mapped from the file.
+    lazy = std::make_shared<memory::LazyLoader>(std::move(lo), (o.flags & VMSNAP_LOAD_MAP_FILE) != 0);
+    if (o.verified_dir) lazy->set_stamp_dir(o.verified_dir);
+    if (o.image_dir) lazy->set_image_dir(o.image_dir, (o.flags & VMSNAP_LOAD_BUILD_IMAGE) != 0);
+    handle->loader = lazy;
     loader = lazy;
   } else {
     memory::EagerOptions eo;
@@ -343,7 +486,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
   Status st = vm->steps->LoadMemory(*loader, vm->regions, "vmsnap_vm_load_memory");
   if (!st.ok()) return Fail(st);
   vm->loader = loader;
-  if (lazy) *pager = new vmsnap_pager{lazy};
+  if (lazy) *pager = owned_pager.release();
   return Ok();
   VMSNAP_GUARD_END
 }
@@ -351,6 +494,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
 int vmsnap_pager_wait(vmsnap_pager* pager) {
   VMSNAP_CHECK_ARG(pager, "vmsnap_pager_wait: pager is NULL");
   VMSNAP_GUARD_BEGIN
+  if (pager->loader->mapped()) return Ok();  // mapped from the file or an image: nothing to fill
   memory::LazyPager* p = pager->loader->pager();
   if (!p) return Fail(Status::Internal("vmsnap_pager_wait: the pager was stopped (the restore failed)"));
   Status st = p->Wait();
@@ -375,6 +519,103 @@ int vmsnap_vm_restore_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   vm->restorer->set_vcpus(OpsByIndex(*vm));
   st = vm->steps->RestoreState(static_cast<unsigned>(vm->vcpus.size()), "vmsnap_vm_restore_state");
   if (!st.ok()) return Fail(st);
+  // The restored memory is SNAP's: an incremental save builds on it.
+  if (vm->dirty) {
+    schema::Manifest::Reader m = snap->chain->leaf().manifest();
+    capture::dirty::ParentInfo loaded;
+    loaded.id = snap->chain->leaf().id();
+    loaded.path = snap->path;
+    loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
+    vm->dirty->set_last_snapshot(std::move(loaded));
+  }
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_save(vmsnap_vm* vm, const char* path, const vmsnap_save_options* options,
+                   vmsnap_save_result* result) {
+  if (int rc = Usable(vm, "vmsnap_vm_save")) return rc;
+  VMSNAP_CHECK_ARG(path && *path, "vmsnap_vm_save: path is empty");
+  VMSNAP_GUARD_BEGIN
+  vmsnap_save_options o{};
+  if (options) {
+    if (options->struct_size < sizeof(uint32_t) || options->struct_size > sizeof o) {
+      return Invalid("vmsnap_vm_save: options->struct_size is " + std::to_string(options->struct_size) +
+                     "; set it to sizeof(vmsnap_save_options)");
+    }
+    std::memcpy(&o, options, options->struct_size);
+  }
+  if (result && (result->struct_size < sizeof(uint32_t) || result->struct_size > sizeof(vmsnap_save_result))) {
+    return Invalid("vmsnap_vm_save: result->struct_size is " + std::to_string(result->struct_size) +
+                   "; set it to sizeof(vmsnap_save_result)");
+  }
+  Status st = CheckAllVcpus(*vm, "vmsnap_vm_save");
+  if (!st.ok()) return Fail(st);
+  if (!vm->config) {
+    return Invalid("vmsnap_vm_save: the VM's configuration is unknown "
+                   "(vmsnap_vm_configure or vmsnap_vm_restore_config first)");
+  }
+  const bool live = (o.flags & VMSNAP_SAVE_LIVE) != 0;
+  if (live && (!o.pause || !o.resume)) return Invalid("vmsnap_vm_save: a live save needs pause and resume");
+  capture::CaptureOptions co;
+  auto spec = ParseCompressionSpec(o.compression ? o.compression : "zstd:3");
+  if (!spec.ok()) return Fail(spec.status().Context("vmsnap_vm_save"));
+  Apply(*spec, co.writer);
+  co.tool_version = o.tool_version ? o.tool_version : std::string("libvmsnap ") + vmsnap_version();
+  co.pause_ns = o.pause_ns;
+  if (o.progress) {
+    vmsnap_progress_fn fn = o.progress;
+    void* ctx = o.progress_ctx;
+    co.writer.progress = [fn, ctx](uint64_t d, uint64_t t) { fn(d, t, ctx); };
+  }
+  if (o.loads && o.load_count) {
+    co.loads.reserve(o.load_count);
+    for (uint32_t i = 0; i < o.load_count; ++i) {
+      const vmsnap_load_record& l = o.loads[i];
+      LoadRecord r;
+      std::memcpy(r.generation_id.data(), l.generation_id, r.generation_id.size());
+      if (!l.booted) {
+        layout::SnapshotId id{};
+        std::memcpy(id.data(), l.snapshot_id, id.size());
+        r.snapshot_id = id;
+      }
+      r.warm = l.warm != 0;
+      r.time_unix_ns = l.time_unix_ns;
+      co.loads.push_back(r);
+    }
+  }
+  capture::dirty::SnapshotPlan plan;
+  if (o.parent) {
+    plan.parent = capture::dirty::ParentMode::kExplicit;
+    plan.parent_path = o.parent;
+  } else if (o.flags & VMSNAP_SAVE_INCREMENTAL) {
+    plan.parent = capture::dirty::ParentMode::kAuto;
+  }
+  capture::x86::X86Capturer capturer(vm->vm_ops.get(), OpsByIndex(*vm), *vm->config);
+  Result<capture::CaptureResult> r = Status::Ok();
+  capture::dirty::LiveStats stats;
+  if (live) {
+    vmsnap_vm_fn pause = o.pause, resume = o.resume;
+    void* ctx = o.pause_ctx;
+    capture::dirty::LivePause lp{[pause, ctx] { pause(ctx); }, [resume, ctx] { resume(ctx); }};
+    r = capture::dirty::SaveLive(vm->dirty.get(), capturer, path, plan, std::move(co), lp,
+                                 capture::dirty::LiveOptions{}, &stats);
+  } else {
+    std::vector<kvm::GuestRegion> sorted = vm->regions;
+    std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.gpa < b.gpa; });
+    r = capture::dirty::SavePaused(vm->dirty.get(), capturer, sorted, path, plan, std::move(co));
+    stats.rounds = 1;
+  }
+  if (!r.ok()) return Fail(r.status());
+  if (result) {
+    vmsnap_save_result out{};
+    out.struct_size = result->struct_size;
+    out.rounds = stats.rounds;
+    out.file_size = r->file_size;
+    out.pause_ns = stats.pause_ns;
+    std::memcpy(out.id, r->id.data(), sizeof out.id);
+    std::memcpy(result, &out, result->struct_size);
+  }
   return Ok();
   VMSNAP_GUARD_END
 }

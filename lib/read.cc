@@ -6,6 +6,7 @@
 #include "base/arch.h"
 #include "format/layout.h"
 #include "lib/arch_state.h"
+#include "lib/cxx.h"
 #include "lib/internal.h"
 #include "lib/x86_state.h"
 #include "restore/restore.h"
@@ -67,6 +68,29 @@ int Ok() {
 }
 
 int Invalid(const std::string& message) { return Fail(Status::InvalidArgument(message)); }
+
+vmsnap_snapshot* WrapChain(std::shared_ptr<const SnapshotChain> chain, std::string path) {
+  auto* s = new vmsnap_snapshot;
+  s->chain = std::move(chain);
+  s->path = std::move(path);
+  return s;
+}
+
+Status StatusOf(int rc) {
+  const std::string m = last_error;
+  switch (rc) {
+    case VMSNAP_OK: return Status::Ok();
+    case VMSNAP_E_INVALID_ARGUMENT: return Status::InvalidArgument(m);
+    case VMSNAP_E_NOT_FOUND: return Status::NotFound(m);
+    case VMSNAP_E_IO: return Status::Io(m);
+    case VMSNAP_E_NO_SPACE: return Status::NoSpace(m);
+    case VMSNAP_E_CORRUPT: return Status::Corruption(m);
+    case VMSNAP_E_UNSUPPORTED: return Status::Unsupported(m);
+    case VMSNAP_E_WRONG_ARCH: return Status::WrongArch(m);
+    case VMSNAP_E_KVM: return Status::Kvm(m);
+    default: return Status::Internal(m);
+  }
+}
 
 int CopyOut(const void* data, size_t size, void* buf, size_t buf_size, size_t* size_out) {
   if (size_out) *size_out = size;
@@ -184,19 +208,17 @@ int vmsnap_open(const char* path, uint32_t flags, vmsnap_snapshot** out) {
   VMSNAP_CHECK_ARG(path && out, "vmsnap_open: path and out must not be NULL");
   *out = nullptr;
   VMSNAP_GUARD_BEGIN
-  auto s = std::make_unique<vmsnap_snapshot>();
-  s->path = path;
+  std::shared_ptr<const SnapshotChain> chain;
   if (flags & VMSNAP_OPEN_NO_PARENTS) {
     auto r = SnapshotReader::Open(path);
     if (!r.ok()) return Fail(r.status());
-    auto chain = SnapshotChain::FromReader(std::move(r).value());
-    s->chain = std::make_shared<const SnapshotChain>(std::move(chain));
+    chain = std::make_shared<const SnapshotChain>(SnapshotChain::FromReader(std::move(r).value()));
   } else {
     auto c = SnapshotChain::Open(path);
     if (!c.ok()) return Fail(c.status());
-    s->chain = std::make_shared<const SnapshotChain>(std::move(c).value());
+    chain = std::make_shared<const SnapshotChain>(std::move(c).value());
   }
-  *out = s.release();
+  *out = WrapChain(std::move(chain), path);
   return Ok();
   VMSNAP_GUARD_END
 }

@@ -17,7 +17,7 @@
 #include <mutex>
 #include <memory>
 
-#include "restore/memory/vmm_loader.h"
+#include "restore/memory/loader.h"
 #include "store/chunk_store.h"  // LooksLikeStoreUrl (inline): also where the store is not built
 #ifdef VMSNAP_HAVE_STORE
 #include "store/lazy_cache.h"
@@ -148,8 +148,8 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
 #endif
     }
 
-    std::unique_ptr<restore::MemoryLoader> loader;
-    memory::LazyLoader* lazy = nullptr;
+    vmm::LoadPlan plan;
+    bool lazy = false;
     // While Restore runs, a pager error is only recorded (Restore's own error,
     // if any, explains more); once the VM runs, a chunk that fails its
     // checksum ends the process: a vCPU blocked on that page cannot be
@@ -162,24 +162,25 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     auto ps = std::make_shared<PagerState>();
     std::unique_ptr<tools::ProgressBar> bar;
     if (args->memory == "lazy" || args->memory == "shared") {
-      memory::LazyOptions lo;
-      lo.on_error = [ps](const Status& s) {
+      lazy = true;
+      plan.lazy = true;
+      plan.on_error = [ps](const std::string& message) {
         {
           std::lock_guard<std::mutex> lock(ps->mu);
           if (!ps->vm_running) {
-            ps->pending = s;
+            ps->pending = Status::Io(message);
             return;
           }
         }
-        std::fprintf(stderr, "vmsnap load: stopping the VM: %s\n", s.message().c_str());
+        std::fprintf(stderr, "vmsnap load: stopping the VM: %s\n", message.c_str());
         std::fflush(stderr);
         ::_exit(kExitVmmFailed);
       };
-      lo.fetch_chunk = fetch_chunk;
+      plan.fetch = fetch_chunk;
       // A file filled on demand is never mapped: the pager checks each chunk.
-      auto l = std::make_unique<memory::LazyLoader>(std::move(lo), /*map_raw=*/!fetch_chunk);
+      plan.map_file = !fetch_chunk;
       // Raw snapshots are mapped, verified once per file state.
-      if (auto stamps = UserCacheDir("verified"); stamps.ok()) l->set_stamp_dir(*stamps);
+      if (auto stamps = UserCacheDir("verified"); stamps.ok()) plan.verified_dir = *stamps;
       // Decompressed images (docs/performance.md): used when fresh, built
       // first with --memory shared.
       // Not for a store URL: its local file is filled as the guest asks.
@@ -187,19 +188,16 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       if (fetch_chunk) {
         if (build) return fail(url_or_path + ": --memory shared needs a local snapshot file (pull it first)");
       } else if (auto images = UserCacheDir("images"); images.ok()) {
-        l->set_image_dir(*images, build);
+        plan.image_dir = *images;
+        plan.build_image = build;
       } else if (build) {
         return fail(images.status().message());
       }
-      lazy = l.get();
-      loader = std::move(l);
     } else {
-      memory::EagerOptions eo;
-      eo.progress = [&bar](uint64_t done, uint64_t total) {
+      plan.progress = [&bar](uint64_t done, uint64_t total) {
         if (!bar) bar = std::make_unique<tools::ProgressBar>("loading memory", total);
         bar->Update(done);
       };
-      loader = std::make_unique<memory::ParallelEagerLoader>(std::move(eo));
     }
     // With a store, a worker may still wait in a store call that cannot be
     // interrupted: end the process rather than wait for it on the way out.
@@ -209,21 +207,21 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       std::fflush(stderr);
       ::_exit(code);
     };
-    if (fetch_all && lazy == nullptr) {
+    if (fetch_all && !lazy) {
       Status s = fetch_all();
       if (!s.ok()) {
         fail(s.message());
         return end_now(kExitVmmFailed);
       }
     }
-    auto machine = vmm::Vmm::Restore(args->snapshot, *options, loader.get());
+    auto machine = vmm::Vmm::Restore(args->snapshot, *options, std::move(plan));
     if (bar) bar->Finish();
     if (after_restore) after_restore();
     if (!machine.ok()) {
       fail(machine.status().message());
       return end_now(kExitVmmFailed);
     }
-    if (lazy != nullptr) {
+    if (lazy) {
       std::lock_guard<std::mutex> lock(ps->mu);
       if (!ps->pending.ok()) {
         fail(ps->pending.message());
@@ -234,12 +232,12 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     auto status = (*machine)->Run();
     // The pager must stop before the VM's memory is unmapped; errors of the
     // unfinished fill no longer matter once the VM has ended.
-    if (lazy != nullptr) {
+    if (lazy) {
       {
         std::lock_guard<std::mutex> lock(ps->mu);
         ps->vm_running = false;
       }
-      if (!remote_keep) lazy->Stop();  // (a store load ends the process below)
+      if (!remote_keep) (*machine)->StopPager();  // (a store load ends the process below)
     }
     if (!status.ok()) {
       fail(status.status().message());

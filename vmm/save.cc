@@ -2,7 +2,9 @@
 // Snapshots of the running VM: pause (or not, for a live save), capture,
 // resume; from the API, the doorbell port and the control socket alike.
 #include <chrono>
+#include <cstring>
 
+#include "lib/cxx.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::vmm {
@@ -20,20 +22,66 @@ uint64_t NowNs() {
                                    .count());
 }
 
+void OnSaveProgress(uint64_t done, uint64_t total, void* ctx) { (*static_cast<SaveProgressFn*>(ctx))(done, total); }
+
+// A live save's pause and resume, as the C API calls them.
+struct LiveVm {
+  Vmm* vmm;
+  bool stop;  // stay paused after the last round (`save --stop`)
+};
+void LivePauseFn(void* ctx) {
+  auto* l = static_cast<LiveVm*>(ctx);
+  l->vmm->RequestPause();
+  l->vmm->WaitPaused();
+}
+void LiveResumeFn(void* ctx) {
+  auto* l = static_cast<LiveVm*>(ctx);
+  if (!l->stop) l->vmm->Resume();
+}
+
 }  // namespace
+
+Result<capture::CaptureResult> Vmm::ApiSave(const std::string& path, vmsnap_save_options o,
+                                            const CompressionSpec& compression, capture::dirty::LiveStats* stats) {
+  const std::string codec = ToString(compression);
+  o.struct_size = sizeof o;
+  o.compression = codec.c_str();
+  o.tool_version = options_.tool_version.c_str();
+  if (save_progress_) o.progress = OnSaveProgress, o.progress_ctx = &save_progress_;
+  std::vector<vmsnap_load_record> loads(loads_.size());
+  for (size_t i = 0; i < loads_.size(); ++i) {
+    vmsnap_load_record& l = loads[i];
+    std::memcpy(l.generation_id, loads_[i].generation_id.data(), sizeof l.generation_id);
+    l.booted = loads_[i].snapshot_id ? 0 : 1;
+    if (loads_[i].snapshot_id) std::memcpy(l.snapshot_id, loads_[i].snapshot_id->data(), sizeof l.snapshot_id);
+    l.warm = loads_[i].warm ? 1 : 0;
+    l.time_unix_ns = loads_[i].time_unix_ns;
+  }
+  o.loads = loads.data();
+  o.load_count = static_cast<uint32_t>(loads.size());
+  vmsnap_save_result r{};
+  r.struct_size = sizeof r;
+  if (int rc = vmsnap_vm_save(api_, path.c_str(), &o, &r)) return capi::StatusOf(rc);
+  if (stats) {
+    stats->rounds = r.rounds;
+    stats->pause_ns = r.pause_ns;
+  }
+  capture::CaptureResult out;
+  out.path = path;
+  out.file_size = r.file_size;
+  std::memcpy(out.id.data(), r.id, sizeof r.id);
+  return out;
+}
 
 Result<capture::CaptureResult> Vmm::CaptureNow(const std::string& path, uint64_t pause_ns,
                                                const capture::dirty::SnapshotPlan& plan,
                                                const CompressionSpec& compression) {
   if (pause_hook_) VMSNAP_RETURN_IF_ERROR(pause_hook_(*memory_));
-  capture::CaptureOptions opts;
-  opts.tool_version = options_.tool_version;
-  opts.loads = loads_;
-  opts.pause_ns = pause_ns;
-  Apply(compression, opts.writer);
-  opts.writer.progress = save_progress_;
-  std::vector<kvm::GuestRegion> views = memory_->views();
-  return capture::dirty::SavePaused(dirty_.get(), *capturer_, views, path, plan, opts);
+  vmsnap_save_options o{};
+  o.flags = plan.parent == capture::dirty::ParentMode::kAuto ? VMSNAP_SAVE_INCREMENTAL : 0u;
+  if (plan.parent == capture::dirty::ParentMode::kExplicit) o.parent = plan.parent_path.c_str();
+  o.pause_ns = pause_ns;
+  return ApiSave(path, o, compression, nullptr);
 }
 
 Result<capture::CaptureResult> Vmm::SavePausedNow(const std::string& path, const capture::dirty::SnapshotPlan& plan,
@@ -70,24 +118,18 @@ Result<capture::CaptureResult> Vmm::Save(const SaveRequest& request, capture::di
     plan.parent_path = request.parent;
   }
   if (!request.live || threads_.empty()) return SavePausedNow(request.path, plan, compression, request.stop);
-  capture::CaptureOptions opts;
-  opts.tool_version = options_.tool_version;
-  opts.loads = loads_;
-  Apply(compression, opts.writer);
-  opts.writer.progress = save_progress_;
-  // SaveLive pauses once, for the last round, and resumes before it writes
-  // the file. With `stop` the VM stays paused instead: it ends once the
-  // file is written, or resumes if the save failed.
+  // The live save pauses once, for the last round, and resumes before it
+  // writes the file. With `stop` the VM stays paused instead: it ends once
+  // the file is written, or resumes if the save failed.
   const bool stop = request.stop;
-  capture::dirty::LivePause vm{[this] {
-                                 RequestPause();
-                                 WaitPaused();
-                               },
-                               [this, stop] {
-                                 if (!stop) Resume();
-                               }};
-  auto r = capture::dirty::SaveLive(dirty_.get(), *capturer_, request.path, plan, opts, vm,
-                                    capture::dirty::LiveOptions{}, live_stats);
+  LiveVm live{this, stop};
+  vmsnap_save_options o{};
+  o.flags = VMSNAP_SAVE_LIVE;
+  if (!request.parent.empty()) o.parent = request.parent.c_str();
+  o.pause = LivePauseFn;
+  o.resume = LiveResumeFn;
+  o.pause_ctx = &live;
+  auto r = ApiSave(request.path, o, compression, live_stats);
   if (stop) {
     if (r.ok()) {
       Stop(0, Status::Ok());

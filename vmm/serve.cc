@@ -251,17 +251,18 @@ struct WorkerDirs {
     Status pending;
   };
   static PagerState ps;
-  memory::LazyOptions lo;
-  lo.on_error = [cfd](const Status& s) {
+  LoadPlan plan;
+  plan.lazy = true;
+  plan.on_error = [cfd](const std::string& message) {
     {
       std::lock_guard<std::mutex> lock(ps.mu);
       if (!ps.running) {
-        ps.pending = s;
+        ps.pending = Status::Io(message);
         return;
       }
     }
     std::fflush(stdout);
-    Fail(cfd, "stopping the VM: " + s.message());
+    Fail(cfd, "stopping the VM: " + message);
   };
   // A store URL: a local cache file that fills as the pager asks.
   RemoteSnapshot remote;
@@ -270,15 +271,15 @@ struct WorkerDirs {
     if (!r.ok()) Fail(cfd, r.status().message());
     remote = std::move(r).value();
     path = remote.path;
-    lo.fetch_chunk = remote.fetch;
+    plan.fetch = remote.fetch;
   }
-  // Never destroyed: the process ends with _exit while it may still fill.
-  auto* loader = new memory::LazyLoader(std::move(lo), /*map_raw=*/!remote.fetch);
-  // Raw snapshots are mapped, verified once per file state.
-  loader->set_stamp_dir(dirs.stamps);
+  // The VM is never destroyed: the process ends with _exit while the pager
+  // may still fill. Raw snapshots are mapped, verified once per file state.
+  plan.map_file = !remote.fetch;
+  plan.verified_dir = dirs.stamps;
   // Compressed ones are mapped from their decompressed image when a fresh
   // one exists (`vmsnap load --memory shared` builds it), else paged in.
-  if (!remote_url) loader->set_image_dir(dirs.images, false);
+  if (!remote_url) plan.image_dir = dirs.images;
 
   std::shared_ptr<const SnapshotChain> shared = Cached(opened, path);
   if (!shared) {
@@ -290,14 +291,14 @@ struct WorkerDirs {
   std::unique_ptr<Vmm> vm;
   const bool is_warm = why.empty();
   if (is_warm) {
-    Status s = warm->RestoreWarm(shared, loader);
+    Status s = warm->RestoreWarm(shared, std::move(plan));
     if (!s.ok()) Fail(cfd, s.message());
     vm = std::move(warm);
   } else {
     Reply(cfd, {{"note", "snapshot " + path + " does not fit the warm VMs (" + why + "): cold start"}});
     warm.reset();
     VmmOptions cold = vopts;
-    auto r = Vmm::Restore(path, cold, loader);
+    auto r = Vmm::Restore(path, cold, std::move(plan));
     if (!r.ok()) Fail(cfd, r.status().message());
     vm = std::move(r).value();
   }

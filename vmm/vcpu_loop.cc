@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "base/hex.h"
+#include "lib/cxx.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::vmm {
@@ -123,9 +124,8 @@ bool Vmm::HandleExit(size_t i) {
     case KVM_EXIT_DIRTY_RING_FULL:
       // Harvest and reset the rings, then re-enter (docs/checkpoint-cycles.md).
       if (dirty_) {
-        Status s = dirty_->tracker().HandleRingFull(static_cast<int>(i));
-        if (!s.ok()) {
-          Stop(std::nullopt, s);
+        if (int rc = vmsnap_vm_dirty_ring_full(api_, static_cast<uint32_t>(i))) {
+          Stop(std::nullopt, capi::StatusOf(rc));
           return false;
         }
       }

@@ -15,11 +15,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#include "restore/x86_64/x86_restore.h"
+#include "lib/cxx.h"
 #include "vmm/boot.h"
 #include "vmm/control.h"
 
@@ -31,21 +32,22 @@ constexpr size_t kMaxControlClients = 64;
 
 // The VM configuration of a boot, and of a warm VM (so that snapshots of
 // booted guests fit the warm ones).
-Result<kvm::x86::VmConfig> BootVmConfig(kvm::x86::RealVmOps& vm) {
-  kvm::x86::VmConfig config;
+Result<vmsnap_x86_vm_config> BootVmConfig(kvm::x86::RealVmOps& vm) {
+  vmsnap_x86_vm_config config{};
   config.tss_addr = kTssAddr;
   config.identity_map_addr = kIdentityMapAddr;
-  config.irqchip = true;
-  config.pit = true;
+  config.irqchip = 1;
+  config.pit = 1;
   config.pit_flags = KVM_PIT_SPEAKER_DUMMY;
   VMSNAP_ASSIGN_OR_RETURN(int payload, vm.CheckExtension(KVM_CAP_EXCEPTION_PAYLOAD));
-  if (payload > 0) {
-    // Exception payloads (CR2/DR6 of a pending #PF/#DB) then travel in
-    // kvm_vcpu_events instead of being applied early.
-    config.enabled_caps.push_back({KVM_CAP_EXCEPTION_PAYLOAD, "KVM_CAP_EXCEPTION_PAYLOAD", {1}});
-  }
+  // Exception payloads (CR2/DR6 of a pending #PF/#DB) then travel in
+  // kvm_vcpu_events instead of being applied early.
+  config.exception_payload = payload > 0 ? 1 : 0;
   return config;
 }
+
+// The C API's answers as the VMM's statuses.
+Status Api(int rc) { return rc == VMSNAP_OK ? Status::Ok() : capi::StatusOf(rc); }
 
 }  // namespace
 
@@ -55,6 +57,16 @@ Vmm::~Vmm() {
     for (auto& t : threads_) t.join();
     threads_.clear();
   }
+  // The pager before the memory it fills; the C API's handle before the fds
+  // it borrows.
+  StopPager();
+  vmsnap_vm_free(api_);
+  vmsnap_close(snap_);
+}
+
+void Vmm::StopPager() {
+  vmsnap_pager_stop(pager_);
+  pager_ = nullptr;
 }
 
 Status Vmm::Init(const VmmOptions& options) {
@@ -84,9 +96,14 @@ Status Vmm::Init(const VmmOptions& options) {
   VMSNAP_ASSIGN_OR_RETURN(system_, kvm::System::Open(device));
   VMSNAP_ASSIGN_OR_RETURN(vm_, system_->CreateVm());
   vm_ops_ = std::make_unique<kvm::x86::RealVmOps>(vm_.get());
+  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_attach(vm_->fd(), &api_)));
   // The dirty ring can only be enabled before any vCPU exists.
   if (options_.dirty_tracking != capture::dirty::Mode::kOff) {
-    VMSNAP_ASSIGN_OR_RETURN(dirty_, capture::dirty::VmDirtyTracking::Prepare(vm_->fd(), options_.dirty_tracking));
+    vmsnap_dirty_mode mode = !options_.dirty_tracking                                  ? VMSNAP_DIRTY_DEFAULT
+                             : *options_.dirty_tracking == capture::dirty::Mode::kRing ? VMSNAP_DIRTY_RING
+                                                                                       : VMSNAP_DIRTY_BITMAP;
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_dirty_enable(api_, mode)));
+    dirty_ = true;
   }
   return Status::Ok();
 }
@@ -99,41 +116,29 @@ Status Vmm::RegisterMemory() {
   // (ApplyVmConfig) needs to precede the slots; the dirty ring, which does
   // affect them, was enabled in Init.
   //
-  // With the dirty ring, the slots are registered already logging, so that
-  // the tracker's Start() (when the VM starts running) changes nothing in
-  // KVM: a change would be the first after the irqchip. Nothing writes guest
-  // memory through KVM before the vCPUs run, so no write is logged early.
-  // (The bitmap tracker keeps switching the flag itself: with
-  // KVM_DIRTY_LOG_INITIALLY_SET it must be switched on after
-  // MANUAL_DIRTY_LOG_PROTECT2, which its creation enables.)
-  const uint32_t extra = dirty_ && dirty_->mode() == capture::dirty::Mode::kRing
-                             ? static_cast<uint32_t>(KVM_MEM_LOG_DIRTY_PAGES)
-                             : 0u;
-  return memory_->Register(*vm_, extra);
-}
-
-Status Vmm::VmConfigured() {
-  if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->SetRegions(memory_->views()));
+  // With the dirty ring, vmsnap_vm_add_memory registers the slots already
+  // logging, so that starting the tracker (when the VM starts running)
+  // changes nothing in KVM: a change would be the first after the irqchip.
+  for (const auto& r : memory_->regions()) {
+    const kvm::GuestRegion& v = r->view();
+    vmsnap_region region{v.slot, v.flags, v.gpa, v.size, v.host, v.name.c_str()};
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_add_memory(api_, &region)));
+  }
   return Status::Ok();
 }
 
-Status Vmm::CreateVm(const kvm::x86::VmConfig& config) {
-  vm_config_ = config;
+Status Vmm::CreateVm(const vmsnap_x86_vm_config& config) {
   VMSNAP_RETURN_IF_ERROR(RegisterMemory());
-  VMSNAP_RETURN_IF_ERROR(restore::x86::ApplyVmConfig(*vm_ops_, config));
-  return VmConfigured();
+  return Api(vmsnap_vm_configure(api_, &config));
 }
 
 Status Vmm::CreateVcpus(int count) {
   for (int i = 0; i < count; ++i) {
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<kvm::Vcpu> v, vm_->CreateVcpu(i));
-    if (dirty_) VMSNAP_RETURN_IF_ERROR(dirty_->AttachVcpu(v->fd(), i));
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_add_vcpu(api_, static_cast<uint32_t>(i), v->fd())));
     vcpu_ops_.push_back(std::make_unique<kvm::x86::RealVcpuOps>(v.get()));
     vcpus_.push_back(std::move(v));
   }
-  std::vector<kvm::x86::VcpuOps*> ops;
-  for (auto& o : vcpu_ops_) ops.push_back(o.get());
-  capturer_ = std::make_unique<capture::x86::X86Capturer>(vm_ops_.get(), ops, vm_config_);
   return Status::Ok();
 }
 
@@ -150,7 +155,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Boot(const BootConfig& boot, const VmmOptions&
   VMSNAP_RETURN_IF_ERROR(WriteBootStructures(*vmm->memory_));
   VMSNAP_ASSIGN_OR_RETURN(uint64_t entry, LoadImage(boot.image, *vmm->memory_));
 
-  VMSNAP_ASSIGN_OR_RETURN(kvm::x86::VmConfig config, BootVmConfig(*vmm->vm_ops_));
+  VMSNAP_ASSIGN_OR_RETURN(vmsnap_x86_vm_config config, BootVmConfig(*vmm->vm_ops_));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(config));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(boot.vcpus));
   VMSNAP_ASSIGN_OR_RETURN(std::vector<kvm_cpuid_entry2> cpuid, vmm->vm_ops_->SupportedCpuid());
@@ -207,163 +212,107 @@ Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptio
   // Anonymous and never touched: the lazy pager needs it so (it registers it
   // with userfaultfd when the snapshot comes).
   VMSNAP_ASSIGN_OR_RETURN(vmm->memory_, GuestMemory::Create(shape.mem_size, ""));
-  VMSNAP_ASSIGN_OR_RETURN(kvm::x86::VmConfig config, BootVmConfig(*vmm->vm_ops_));
+  VMSNAP_ASSIGN_OR_RETURN(vmsnap_x86_vm_config config, BootVmConfig(*vmm->vm_ops_));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVm(config));
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(shape.vcpus));
-  // What this host's KVM offers a vCPU, found now rather than when a
-  // snapshot comes (RestoreWarm checks the snapshot's CPUID against it).
-  VMSNAP_ASSIGN_OR_RETURN(vmm->warm_host_cpuid_, restore::x86::HostCpuid(*vmm->vm_ops_, *vmm->vcpu_ops_[0]));
+  // What this host's KVM offers a vCPU is found now rather than when a
+  // snapshot comes (the restore checks the snapshot's CPUID against it).
+  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_prepare_warm(vmm->api_)));
+  vmm->warm_ = true;
   return vmm;
 }
 
 std::string Vmm::WarmMismatch(const SnapshotChain& chain) const {
-  schema::Manifest::Reader m = chain.leaf().manifest();
-  if (m.getArch() != schema::Arch::X8664 || !m.getVm().isX8664()) return "it is not an x86_64 snapshot";
-  if (m.getVcpus().size() != vcpus_.size()) {
-    return "it has " + std::to_string(m.getVcpus().size()) + " vCPUs, the warm VMs " +
-           std::to_string(vcpus_.size());
-  }
-  auto regions = m.getMemory().getRegions();
-  const std::vector<kvm::GuestRegion> views = memory_->views();
-  uint64_t snap_total = 0;
-  for (auto r : regions) snap_total += r.getSize();
-  bool same = regions.size() == views.size();
-  for (size_t i = 0; same && i < views.size(); ++i) {
-    auto r = regions[static_cast<unsigned>(i)];
-    same = r.getSlot() == views[i].slot && r.getGuestPhysAddr() == views[i].gpa && r.getSize() == views[i].size &&
-           (r.getFlags() & ~uint32_t(KVM_MEM_LOG_DIRTY_PAGES)) == views[i].flags;
-  }
-  if (!same) {
-    return "its memory (" + std::to_string(snap_total >> 20) + " MiB in " + std::to_string(regions.size()) +
-           " regions) is not laid out as the warm VMs' (" + std::to_string(memory_->total_size() >> 20) +
-           " MiB in " + std::to_string(views.size()) + ")";
-  }
-  // The configuration must be exactly what the warm VM applied; the dirty
-  // ring's size is the old VMM's choice and is never replayed.
-  kvm::x86::VmConfig c = state::x86::Decode(m.getVm().getX8664().getConfig());
-  const kvm::x86::VmConfig& w = vm_config_;
-  bool caps = c.enabled_caps.size() == w.enabled_caps.size();
-  for (size_t i = 0; caps && i < c.enabled_caps.size(); ++i) {
-    caps = c.enabled_caps[i].cap == w.enabled_caps[i].cap && c.enabled_caps[i].args == w.enabled_caps[i].args;
-  }
-  if (!caps || c.tss_addr != w.tss_addr || c.identity_map_addr != w.identity_map_addr || c.irqchip != w.irqchip ||
-      c.pit != w.pit || c.pit_flags != w.pit_flags) {
-    return "its VM configuration (capabilities, irqchip, PIT) differs from the warm VMs'";
-  }
-  return "";
-}
-
-// The VMM as the restore order (restore/restore.h) sees it.
-class Vmm::Target final : public restore::RestoreTarget {
- public:
-  Target(Vmm& vmm, const VmmOptions& options) : vmm_(vmm), options_(options) {}
-  schema::Arch arch() const override { return schema::Arch::X8664; }
-  unsigned max_vcpus() const override { return kMaxVcpus; }
-  Result<restore::ArchRestorer*> CreateVm() override {
-    VMSNAP_RETURN_IF_ERROR(vmm_.Init(options_));
-    restorer_ = std::make_unique<restore::x86::X86Restorer>(*vmm_.vm_ops_);
-    return restorer_.get();
-  }
-  Result<std::vector<kvm::GuestRegion>> CreateMemory(const std::vector<kvm::GuestRegion>& layout) override {
-    VMSNAP_ASSIGN_OR_RETURN(vmm_.memory_, GuestMemory::CreateRegions(layout));
-    return vmm_.memory_->views();
-  }
-  Status RegisterMemory() override { return vmm_.RegisterMemory(); }
-  Status VmConfigured() override {
-    vmm_.vm_config_ = restorer_->config();
-    return vmm_.VmConfigured();
-  }
-  Status CreateVcpus(unsigned count) override {
-    VMSNAP_RETURN_IF_ERROR(vmm_.CreateVcpus(static_cast<int>(count)));
-    std::vector<kvm::x86::VcpuOps*> ops;
-    for (auto& o : vmm_.vcpu_ops_) ops.push_back(o.get());
-    restorer_->set_vcpus(std::move(ops));
-    return Status::Ok();
-  }
-
- private:
-  Vmm& vmm_;
-  const VmmOptions& options_;
-  std::unique_ptr<restore::x86::X86Restorer> restorer_;
-};
-
-Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const VmmOptions& options,
-                                          restore::MemoryLoader* loader) {
-  // Opened once: the loader and the dirty tracking's parent use this copy.
-  VMSNAP_ASSIGN_OR_RETURN(SnapshotChain opened, restore::OpenSnapshot(snapshot));
-  auto shared = std::make_shared<const SnapshotChain>(std::move(opened));
-  std::unique_ptr<Vmm> vmm(new Vmm());
-  {
-    Target target(*vmm, options);
-    VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(shared, target, loader));
-  }
-  VMSNAP_RETURN_IF_ERROR(vmm->InheritLineage(shared.get(), false));
-  // The restored memory is SNAPSHOT's: incremental snapshots build on it.
-  if (vmm->dirty_) {
-    schema::Manifest::Reader m = shared->leaf().manifest();
-    capture::dirty::ParentInfo loaded;
-    loaded.id = shared->leaf().id();
-    loaded.path = snapshot;
-    loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
-    vmm->dirty_->set_last_snapshot(std::move(loaded));
-  }
-  return vmm;
+  vmsnap_snapshot* snap = capi::WrapChain(std::shared_ptr<const SnapshotChain>(&chain, [](const SnapshotChain*) {}),
+                                          chain.leaf().path());
+  const int rc = vmsnap_vm_check_fit(api_, snap);
+  vmsnap_close(snap);
+  return rc == VMSNAP_OK ? "" : vmsnap_last_error();
 }
 
 namespace {
 
-// The restore order's VM configuration step for a warm VM: the
-// configuration is already in place (WarmMismatch checked it is the
-// snapshot's); every other step is the x86 restorer's.
-class WarmRestorer final : public restore::ArchRestorer {
- public:
-  explicit WarmRestorer(restore::x86::X86Restorer& inner) : inner_(inner) {}
-  Status CheckHost(schema::Manifest::Reader m) override { return inner_.CheckHost(m); }
-  Status RestoreVmConfig(schema::Manifest::Reader) override { return Status::Ok(); }
-  Status CheckVcpus(schema::Manifest::Reader m) override { return inner_.CheckVcpus(m); }
-  Status RestoreState(schema::Manifest::Reader m) override { return inner_.RestoreState(m); }
-
- private:
-  restore::x86::X86Restorer& inner_;
-};
-
-// A prepared VM as the restore order sees it: everything already exists.
-class WarmTarget final : public restore::RestoreTarget {
- public:
-  WarmTarget(kvm::x86::RealVmOps& vm, std::vector<kvm::x86::VcpuOps*> vcpus, std::vector<kvm::GuestRegion> views,
-             std::vector<kvm_cpuid_entry2> host_cpuid)
-      : inner_(vm), outer_(inner_), vcpus_(std::move(vcpus)), views_(std::move(views)) {
-    inner_.set_host_cpuid(std::move(host_cpuid));
-  }
-  schema::Arch arch() const override { return schema::Arch::X8664; }
-  unsigned max_vcpus() const override { return static_cast<unsigned>(vcpus_.size()); }
-  Result<restore::ArchRestorer*> CreateVm() override { return &outer_; }
-  Result<std::vector<kvm::GuestRegion>> CreateMemory(const std::vector<kvm::GuestRegion>&) override {
-    return views_;
-  }
-  Status RegisterMemory() override { return Status::Ok(); }
-  Status CreateVcpus(unsigned count) override {
-    if (count != vcpus_.size()) return Status::Internal("warm VM has another vCPU count");
-    inner_.set_vcpus(vcpus_);
-    return Status::Ok();
-  }
-
- private:
-  restore::x86::X86Restorer inner_;
-  WarmRestorer outer_;
-  std::vector<kvm::x86::VcpuOps*> vcpus_;
-  std::vector<kvm::GuestRegion> views_;
-};
+// The load plan's callbacks, called by the C API with the plan as context.
+void OnPagerError(int, const char* message, void* ctx) { static_cast<LoadPlan*>(ctx)->on_error(message); }
+void OnProgress(uint64_t done, uint64_t total, void* ctx) { static_cast<LoadPlan*>(ctx)->progress(done, total); }
+int OnFetch(uint32_t layer, uint64_t chunk, char* message, size_t size, void* ctx) {
+  Status s = static_cast<LoadPlan*>(ctx)->fetch(layer, chunk);
+  if (s.ok()) return VMSNAP_OK;
+  std::snprintf(message, size, "%s", s.message().c_str());
+  return VMSNAP_E_IO;
+}
 
 }  // namespace
 
-Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, restore::MemoryLoader* loader) {
-  std::string why = WarmMismatch(*chain);
-  if (!why.empty()) return Status::InvalidArgument("snapshot " + chain->leaf().path() + " does not fit: " + why);
-  std::vector<kvm::x86::VcpuOps*> ops;
-  for (auto& o : vcpu_ops_) ops.push_back(o.get());
-  WarmTarget target(*vm_ops_, std::move(ops), memory_->views(), warm_host_cpuid_);
-  VMSNAP_RETURN_IF_ERROR(restore::RestoreInto(chain, target, loader));
+Status Vmm::RestoreSnapshot(LoadPlan load) {
+  // The restore order (restore::RestoreSteps) behind the C API: checks, the
+  // memory slots, the VM configuration, memory, vCPUs, state. The VMM does
+  // not enable dirty logging through the API (it tracks dirty pages
+  // itself), so the snapshot's is replayed, as a restore always did here.
+  vmsnap_restore_options ro{sizeof ro, VMSNAP_RESTORE_REPLAY_DIRTY_LOGGING};
+  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_restore_check(api_, snap_, &ro)));
+  uint32_t vcpus = 0;
+  if (!warm_) {
+    uint32_t count = 0;
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_region_count(snap_, &count)));
+    std::vector<kvm::GuestRegion> layout(count);
+    for (uint32_t i = 0; i < count; ++i) {
+      vmsnap_region r{};
+      VMSNAP_RETURN_IF_ERROR(Api(vmsnap_region_at(snap_, i, &r)));
+      // Dirty logging is the old VMM's business; this one enables its own.
+      layout[i] = kvm::GuestRegion{r.slot, r.flags & ~uint32_t(KVM_MEM_LOG_DIRTY_PAGES), r.guest_phys_addr, r.size,
+                                   nullptr, r.name ? r.name : ""};
+    }
+    VMSNAP_ASSIGN_OR_RETURN(memory_, GuestMemory::CreateRegions(layout));
+    // The slots before the configuration: see RegisterMemory.
+    VMSNAP_RETURN_IF_ERROR(RegisterMemory());
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vcpu_count(snap_, &vcpus)));
+  }
+  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_restore_config(api_, snap_)));
+  load_ = std::make_unique<LoadPlan>(std::move(load));
+  vmsnap_load_options lo{};
+  lo.struct_size = sizeof lo;
+  lo.mode = load_->lazy ? VMSNAP_MEMORY_LAZY : VMSNAP_MEMORY_EAGER;
+  lo.threads = load_->threads;
+  if (load_->on_error) lo.on_error = OnPagerError, lo.on_error_ctx = load_.get();
+  if (load_->progress) lo.progress = OnProgress, lo.progress_ctx = load_.get();
+  lo.flags = (load_->map_file ? VMSNAP_LOAD_MAP_FILE : 0u) | (load_->build_image ? VMSNAP_LOAD_BUILD_IMAGE : 0u);
+  if (!load_->verified_dir.empty()) lo.verified_dir = load_->verified_dir.c_str();
+  if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
+  if (load_->fetch) lo.fetch = OnFetch, lo.fetch_ctx = load_.get();
+  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_load_memory(api_, snap_, &lo, &pager_)));
+  if (!warm_) {
+    Status s = CreateVcpus(static_cast<int>(vcpus));
+    if (!s.ok()) {
+      StopPager();  // it must not fill memory that goes next
+      return s;
+    }
+  }
+  // A failure here stops the pager (the C API does).
+  return Api(vmsnap_vm_restore_state(api_, snap_));
+}
+
+Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const VmmOptions& options, LoadPlan load) {
+  // Opened once: the C API's handle, the lineage and the dirty tracking's
+  // parent use this copy.
+  VMSNAP_ASSIGN_OR_RETURN(SnapshotChain opened, restore::OpenSnapshot(snapshot));
+  auto shared = std::make_shared<const SnapshotChain>(std::move(opened));
+  // A foreign snapshot is refused before any KVM object exists.
+  VMSNAP_RETURN_IF_ERROR(restore::CheckArch(*shared, schema::Arch::X8664));
+  std::unique_ptr<Vmm> vmm(new Vmm());
+  vmm->snap_ = capi::WrapChain(shared, snapshot);
+  VMSNAP_RETURN_IF_ERROR(vmm->Init(options));
+  VMSNAP_RETURN_IF_ERROR(vmm->RestoreSnapshot(std::move(load)));
+  // (The restored memory is SNAPSHOT's: the C API makes it the base of
+  // incremental snapshots.)
+  VMSNAP_RETURN_IF_ERROR(vmm->InheritLineage(shared.get(), false));
+  return vmm;
+}
+
+Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
+  if (snap_) return Status::InvalidArgument("this warm VM was restored into already");
+  snap_ = capi::WrapChain(chain, chain->leaf().path());
+  VMSNAP_RETURN_IF_ERROR(RestoreSnapshot(std::move(load)));
   return InheritLineage(chain.get(), true);
 }
 
@@ -384,8 +333,8 @@ Result<int> Vmm::Run() {
   // for the ID just written (KVM does not see the VMM's own writes): an
   // incremental snapshot stores the ID this VM's guest saw.
   if (dirty_) {
-    VMSNAP_RETURN_IF_ERROR(dirty_->Start());
-    if (generation_changed) dirty_->tracker().MarkDirty(kGenerationIdAddr, generation_id_.size());
+    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_dirty_start(api_)));
+    if (generation_changed) (void)vmsnap_vm_dirty_mark(api_, kGenerationIdAddr, generation_id_.size());
   }
   StartVcpus();
   // Clients are served from this one loop, each request line gathered as

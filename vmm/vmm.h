@@ -28,6 +28,8 @@
 #include "base/status.h"
 #include "kvm/kvm.h"
 #include "kvm/x86_64/x86.h"
+#include "include/vmsnap/vmsnap.h"
+#include "restore/memory/loader.h"
 #include "restore/restore.h"
 #include "vmm/devices.h"
 #include "vmm/memory.h"
@@ -72,6 +74,27 @@ struct WarmShape {
   int vcpus = 1;
 };
 
+// How a restore fills guest memory: what the VMM asks of the C API's
+// vmsnap_vm_load_memory (vmsnap_load_options in include/vmsnap/vmsnap.h).
+struct LoadPlan {
+  bool lazy = false;  // false: every page copied before the guest runs
+  unsigned threads = 0;  // 0: one per core
+  // Eager: (bytes done, total), from the restoring thread.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+  // Lazy: the pager's first error, from a pager thread (see
+  // vmsnap_pager_error_fn: the VM must stop).
+  std::function<void(const std::string& message)> on_error;
+  // Lazy: map a raw single-layer snapshot from its file (VMSNAP_LOAD_MAP_FILE),
+  // remembering verified files in `verified_dir`; map a fresh decompressed
+  // image from `image_dir`, building one first with `build_image`.
+  bool map_file = false;
+  std::string verified_dir;
+  std::string image_dir;
+  bool build_image = false;
+  // Lazy: makes a chunk readable in a file filled on demand (a store's cache).
+  memory::ChunkFetchFn fetch;
+};
+
 // A `save` over the control socket.
 struct SaveRequest {
   std::string path;
@@ -100,16 +123,20 @@ using PauseHook = std::function<Status(GuestMemory&)>;
 class Vmm {
  public:
   static Result<std::unique_ptr<Vmm>> Boot(const BootConfig& boot, const VmmOptions& options);
-  // Restores SNAPSHOT into a new VM. `loader` fills memory (nullptr: eager).
+  // Restores SNAPSHOT into a new VM, through the C API (vmsnap_vm_*), its
+  // memory filled as `load` says.
   static Result<std::unique_ptr<Vmm>> Restore(const std::string& snapshot, const VmmOptions& options,
-                                              restore::MemoryLoader* loader = nullptr);
+                                              LoadPlan load = {});
   // A warm VM: KVM VM, memory slots, irqchip, PIT and vCPUs, as Boot makes
   // them for `shape`, with untouched memory, waiting for RestoreWarm.
   static Result<std::unique_ptr<Vmm>> Prepare(const WarmShape& shape, const VmmOptions& options);
   // Why `chain` cannot be restored into this prepared VM, or "" when it can.
   std::string WarmMismatch(const SnapshotChain& chain) const;
   // Restores `chain` into this prepared VM (WarmMismatch must be "").
-  Status RestoreWarm(std::shared_ptr<const SnapshotChain> chain, restore::MemoryLoader* loader);
+  Status RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load);
+  // Stops a lazy load's pager (pages never filled become inaccessible);
+  // before the VM's memory goes. Nothing for an eager or mapped load.
+  void StopPager();
   ~Vmm();
   Vmm(const Vmm&) = delete;
   Vmm& operator=(const Vmm&) = delete;
@@ -153,13 +180,13 @@ class Vmm {
  private:
   Vmm() = default;
   Status Init(const VmmOptions& options);
-  class Target;  // the restore order's view of the VMM (vmm.cc)
-  friend class Target;
   // Slots, VM configuration, then what needs both (a boot's order; a
-  // restore runs the same steps from restore::RestoreInto).
-  Status CreateVm(const kvm::x86::VmConfig& config);
+  // restore takes the same steps through RestoreSnapshot).
+  Status CreateVm(const vmsnap_x86_vm_config& config);
   Status RegisterMemory();
-  Status VmConfigured();
+  // The restore order through the C API, into a new VM (Init done) or a
+  // prepared one (`warm_`); `snap_` is the snapshot.
+  Status RestoreSnapshot(LoadPlan load);
   Status CreateVcpus(int count);
   // The lineage snapshots of this VM record (docs/format.md, "Load
   // history"): `from`'s, if it was loaded from a snapshot; Run() then adds
@@ -181,6 +208,11 @@ class Vmm {
   Status HandleDoorbell();
   // control.cc
   void HandleControlRequest(int fd, const std::string& line);
+  // One save through the C API's vmsnap_vm_save: `o`'s flags, parent and
+  // live callbacks set by the caller, the rest (codec, creator, progress,
+  // lineage) here.
+  Result<capture::CaptureResult> ApiSave(const std::string& path, vmsnap_save_options o,
+                                         const CompressionSpec& compression, capture::dirty::LiveStats* stats);
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
                                             const capture::dirty::SnapshotPlan& plan,
                                             const CompressionSpec& compression);
@@ -196,13 +228,18 @@ class Vmm {
   std::unique_ptr<kvm::System> system_;
   std::unique_ptr<kvm::Vm> vm_;
   std::unique_ptr<kvm::x86::RealVmOps> vm_ops_;
-  kvm::x86::VmConfig vm_config_;
+  // The C API's view of this VM (borrowing vm_'s and the vCPUs' fds): the
+  // restore goes through it. Freed before them (~Vmm).
+  vmsnap_vm* api_ = nullptr;
+  vmsnap_snapshot* snap_ = nullptr;  // the snapshot restored, kept while the VM may page from it
+  vmsnap_pager* pager_ = nullptr;    // a lazy load's
+  std::unique_ptr<LoadPlan> load_;   // the callbacks the pager calls (a stable address)
+  bool warm_ = false;                // made by Prepare
   std::unique_ptr<GuestMemory> memory_;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<kvm::x86::RealVcpuOps>> vcpu_ops_;
-  std::unique_ptr<capture::x86::X86Capturer> capturer_;
   PauseHook pause_hook_;
-  std::unique_ptr<capture::dirty::VmDirtyTracking> dirty_;  // null: tracking off
+  bool dirty_ = false;  // dirty tracking on (the C API's, through api_)
 
   SerialOut serial_;
   PortBus ports_;
@@ -223,7 +260,6 @@ class Vmm {
   std::array<uint8_t, 16> generation_id_{};
   std::vector<LoadRecord> loads_;
   std::function<void(int status)> on_guest_exit_;
-  std::vector<kvm_cpuid_entry2> warm_host_cpuid_;  // Prepare's HostCpuid
   LoadRecord next_load_;
 };
 

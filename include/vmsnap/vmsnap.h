@@ -22,10 +22,10 @@ extern "C" {
  * when the API or ABI breaks (and with it the SONAME, libvmsnap.so.MAJOR).
  * The file format has its own MAJOR.MINOR (docs/format.md). */
 #define VMSNAP_VERSION_MAJOR 0
-#define VMSNAP_VERSION_MINOR 1
+#define VMSNAP_VERSION_MINOR 3
 #define VMSNAP_VERSION_PATCH 0
 
-/* "0.1.0": the version of the library actually loaded. Thread-safe. */
+/* "0.3.0": the version of the library actually loaded. Thread-safe. */
 VMSNAP_API const char *vmsnap_version(void);
 /* The file-format version this library writes; it reads every minor of that
  * major. Thread-safe. */
@@ -347,13 +347,20 @@ VMSNAP_API int vmsnap_writer_commit(vmsnap_writer *w);
  *
  * Restore order, enforced (each call fails with VMSNAP_E_INVALID_ARGUMENT
  * when made too early or too late):
- *   vmsnap_vm_restore_config   before any vCPU or memory exists
- *   vmsnap_vm_add_memory       one call per region of the snapshot
+ *   vmsnap_vm_restore_check    optional: checks only, nothing is changed
+ *   vmsnap_vm_restore_config   before any vCPU exists
+ *   vmsnap_vm_add_memory       one call per region of the snapshot (may
+ *                              also come before vmsnap_vm_restore_config)
  *   vmsnap_vm_load_memory      eager, or lazy (userfaultfd)
  *   vmsnap_vm_add_vcpu         one per vCPU of the snapshot, fresh from KVM_CREATE_VCPU
  *   vmsnap_vm_restore_state    every vCPU, then the VM state
  * and for a fresh boot:
- *   vmsnap_vm_configure, vmsnap_vm_add_memory, vmsnap_vm_add_vcpu. */
+ *   vmsnap_vm_configure, vmsnap_vm_add_memory, vmsnap_vm_add_vcpu;
+ * and for a warm VM, made before its snapshot is known:
+ *   vmsnap_vm_configure, vmsnap_vm_add_memory, vmsnap_vm_add_vcpu,
+ *   vmsnap_vm_prepare_warm; later vmsnap_vm_restore_check (which checks the
+ *   snapshot fits), vmsnap_vm_restore_config, vmsnap_vm_load_memory,
+ *   vmsnap_vm_restore_state. */
 typedef struct vmsnap_vm vmsnap_vm;
 
 /* Borrows VM_FD; opens /dev/kvm for the system-wide queries. */
@@ -366,7 +373,9 @@ VMSNAP_API int vmsnap_vm_configure(vmsnap_vm *vm, const vmsnap_x86_vm_config *co
 
 /* Registers REGION with KVM_SET_USER_MEMORY_REGION and remembers it for
  * capture and restore. For a lazy load, REGION->host must be private
- * anonymous memory that was never touched. */
+ * anonymous memory that was never touched. REGION->flags may hold
+ * KVM_MEM_LOG_DIRTY_PAGES for a VMM that tracks dirty pages itself; a
+ * capture records the region without it. */
 VMSNAP_API int vmsnap_vm_add_memory(vmsnap_vm *vm, const vmsnap_region *region);
 
 /* Borrows a vCPU fd created with KVM_CREATE_VCPU(INDEX). */
@@ -378,9 +387,108 @@ VMSNAP_API int vmsnap_vm_add_vcpu(vmsnap_vm *vm, uint32_t index, int vcpu_fd);
  * last successful capture go in. Every vCPU must be outside KVM_RUN. */
 VMSNAP_API int vmsnap_vm_capture(vmsnap_vm *vm, vmsnap_writer *w);
 
+/* One entry of a VM's load history (the starts that led to the VM a
+ * snapshot holds: a boot, then each load), oldest first; stored as the
+ * device record "vmsnap.loads" (docs/format.md, "Load history"). */
+typedef struct vmsnap_load_record {
+  uint8_t generation_id[16];  /* what the start gave the guest */
+  uint8_t snapshot_id[16];    /* the snapshot loaded; zero for a boot */
+  uint32_t booted;            /* 1: a boot (snapshot_id unused) */
+  uint32_t warm;              /* 1: started in a warm VM */
+  int64_t time_unix_ns;
+} vmsnap_load_record;
+
+typedef void (*vmsnap_vm_fn)(void *ctx);
+
+/* vmsnap_save_options.flags (since 0.3) */
+/* Incremental on the VM's last snapshot (the last one vmsnap_vm_save wrote,
+ * or the one the VM was restored from): only pages written since go in.
+ * Full when there is none. Needs dirty tracking. */
+#define VMSNAP_SAVE_INCREMENTAL 1u
+/* Live (pre-copy): memory is copied in rounds while the vCPUs run, then
+ * pause is called once for a short final round and resume before the file
+ * is written. Needs dirty tracking and both callbacks. */
+#define VMSNAP_SAVE_LIVE 2u
+
+typedef struct vmsnap_save_options {
+  uint32_t struct_size;       /* sizeof(vmsnap_save_options) */
+  uint32_t flags;             /* VMSNAP_SAVE_* */
+  const char *compression;    /* "auto", "zstd", "zstd:LEVEL", "none"; NULL: "zstd:3" */
+  const char *tool_version;   /* recorded as the creator; NULL: "libvmsnap VERSION" */
+  /* Non-NULL: incremental on this file, which must be the VM's last
+   * snapshot (as VMSNAP_SAVE_INCREMENTAL, but naming it). */
+  const char *parent;
+  vmsnap_progress_fn progress; /* may be NULL; runs on the writer's I/O thread */
+  void *progress_ctx;
+  /* Live: pause returns once every vCPU is outside KVM_RUN; resume lets
+   * them run again. Called from the calling thread. */
+  vmsnap_vm_fn pause;
+  vmsnap_vm_fn resume;
+  void *pause_ctx;
+  uint64_t pause_ns;          /* paused saves: how long the vCPUs were paused, recorded */
+  const vmsnap_load_record *loads; /* the VM's load history, oldest first; may be NULL */
+  uint32_t load_count;
+  uint32_t reserved;          /* zero */
+} vmsnap_save_options;
+
+typedef struct vmsnap_save_result {
+  uint32_t struct_size;       /* sizeof(vmsnap_save_result), set by the caller */
+  uint32_t rounds;            /* memory copy rounds (1 unless live) */
+  uint64_t file_size;
+  uint64_t pause_ns;          /* live: how long the vCPUs were paused */
+  uint8_t id[16];             /* the new snapshot's id */
+} vmsnap_save_result;
+
+/* Writes a snapshot of the VM to PATH in one call: every vCPU's and the
+ * VM's state and its memory (only the pages written since the last
+ * snapshot for an incremental one), atomically as vmsnap_writer_commit
+ * does. Unless live, every vCPU must be outside KVM_RUN. RESULT may be
+ * NULL. On success the file is the VM's last snapshot. Since 0.3. */
+VMSNAP_API int vmsnap_vm_save(vmsnap_vm *vm, const char *path, const vmsnap_save_options *options,
+                              vmsnap_save_result *result);
+
 /* Checks that SNAP is an x86_64 snapshot this host can run, then replays its
- * VM configuration. Before any vCPU or memory. SNAP must outlive VM. */
+ * VM configuration. Before any vCPU; memory may be added before or after
+ * (on some hosts the first memory slot added after the irqchip exists is
+ * slow, so adding it first is faster). SNAP must outlive VM. After
+ * vmsnap_vm_restore_check with SNAP, only the configuration step is left;
+ * on a warm VM (vmsnap_vm_prepare_warm) nothing is applied: the VM's own
+ * configuration was checked to be the snapshot's. */
 VMSNAP_API int vmsnap_vm_restore_config(vmsnap_vm *vm, const vmsnap_snapshot *snap);
+
+/* vmsnap_restore_options.flags (since 0.3) */
+/* Replay the snapshot's dirty-logging set-up too (the dirty ring and its
+ * size, manual protection), for a VMM that does not enable dirty tracking
+ * itself; by default a restored VM has none. */
+#define VMSNAP_RESTORE_REPLAY_DIRTY_LOGGING 1u
+
+typedef struct vmsnap_restore_options {
+  uint32_t struct_size; /* sizeof(vmsnap_restore_options) */
+  uint32_t flags;       /* VMSNAP_RESTORE_* */
+} vmsnap_restore_options;
+
+/* The first step of a restore, before anything of the VM is changed: checks
+ * SNAP (architecture, VM state, vCPU ids, memory map) and what this host
+ * must provide for it, and, on a warm VM, that SNAP fits it
+ * (vmsnap_vm_check_fit). OPTIONS may be NULL. Then vmsnap_vm_restore_config.
+ * Since 0.3. */
+VMSNAP_API int vmsnap_vm_restore_check(vmsnap_vm *vm, const vmsnap_snapshot *snap,
+                                       const vmsnap_restore_options *options);
+
+/* Makes VM a warm VM: one configured (vmsnap_vm_configure), with every
+ * memory region and vCPU added, that never ran and waits for a snapshot not
+ * known yet. The host's CPUID is found now, so the restore makes no query
+ * then. A snapshot restores into it only if it fits (vmsnap_vm_check_fit);
+ * its memory is then loaded with the vCPUs already added, the order being
+ * otherwise the same. Since 0.3. */
+VMSNAP_API int vmsnap_vm_prepare_warm(vmsnap_vm *vm);
+
+/* Whether SNAP can be restored into the warm VM: the same vCPU count,
+ * memory regions (slot, address, size, flags) and VM configuration.
+ * VMSNAP_E_UNSUPPORTED with the reason as the last error ("it has 2 vCPUs,
+ * the VM 1") when not. Thread-safe with respect to other readers of SNAP.
+ * Since 0.3. */
+VMSNAP_API int vmsnap_vm_check_fit(const vmsnap_vm *vm, const vmsnap_snapshot *snap);
 
 typedef enum vmsnap_memory_mode {
   VMSNAP_MEMORY_EAGER = 0, /* every page copied before the call returns */
@@ -393,6 +501,26 @@ typedef struct vmsnap_pager vmsnap_pager;
  * a thread that touches a page that could not be filled stays blocked. */
 typedef void (*vmsnap_pager_error_fn)(int status, const char *message, void *ctx);
 
+/* Makes the stored bytes of chunk CHUNK of layer LAYER (0: the chain's
+ * base) readable in that layer's file, for a snapshot whose file is filled on
+ * demand (e.g. a local cache of a remote store). Called before every read of
+ * a chunk, from several pager threads at once. Returns VMSNAP_OK, or a status
+ * with a one-line reason written to MESSAGE (MESSAGE_SIZE bytes, NUL
+ * terminated); the chunk then fails as a checksum mismatch would. */
+typedef int (*vmsnap_fetch_fn)(uint32_t layer, uint64_t chunk, char *message, size_t message_size, void *ctx);
+
+/* vmsnap_load_options.flags (lazy only; since 0.3) */
+/* A snapshot whose memory is one layer stored raw and page-aligned is mapped
+ * copy-on-write from its file over the regions (MAP_PRIVATE | MAP_FIXED at
+ * the same host addresses) instead of being paged in: every VM loaded from
+ * that file shares its page cache until it writes. The file is verified
+ * first (every checksum), or found verified in verified_dir. The regions
+ * must be mappings the caller may have replaced (it unmaps them as before). */
+#define VMSNAP_LOAD_MAP_FILE 1u
+/* With image_dir: build a decompressed image there first when the snapshot
+ * cannot be mapped itself (compressed, a chain) and has no fresh image. */
+#define VMSNAP_LOAD_BUILD_IMAGE 2u
+
 typedef struct vmsnap_load_options {
   uint32_t struct_size;           /* sizeof(vmsnap_load_options) */
   vmsnap_memory_mode mode;
@@ -401,11 +529,27 @@ typedef struct vmsnap_load_options {
   void *on_error_ctx;
   vmsnap_progress_fn progress;    /* eager only; may be NULL */
   void *progress_ctx;
+  /* Since 0.3; a struct_size that ends above leaves them zero. Lazy only. */
+  uint32_t flags;                 /* VMSNAP_LOAD_* */
+  uint32_t reserved;              /* zero */
+  /* A directory where files verified for VMSNAP_LOAD_MAP_FILE are
+   * remembered (by snapshot id, with the file's device, inode, size, mtime
+   * and ctime), so an unchanged file is not verified again. NULL: verify on
+   * every load. */
+  const char *verified_dir;
+  /* A directory of decompressed images (one file per snapshot id, with a
+   * stamp checked against the snapshot before use): a snapshot with a fresh
+   * image there is mapped from it copy-on-write. NULL: none. */
+  const char *image_dir;
+  vmsnap_fetch_fn fetch;          /* NULL: every chunk is in the file already */
+  void *fetch_ctx;
 } vmsnap_load_options;
 
 /* Fills the regions added with vmsnap_vm_add_memory (they must match the
  * snapshot's memory map) from SNAP. Lazy: returns at once with *PAGER set;
- * the pager runs until every page is in or vmsnap_pager_stop. */
+ * the pager runs until every page is in or vmsnap_pager_stop (a load that
+ * mapped the file or an image has no pager threads: vmsnap_pager_wait
+ * returns at once). */
 VMSNAP_API int vmsnap_vm_load_memory(vmsnap_vm *vm, const vmsnap_snapshot *snap,
                                      const vmsnap_load_options *options, vmsnap_pager **pager);
 /* Blocks until every page is in (VMSNAP_OK) or the first error. Thread-safe. */

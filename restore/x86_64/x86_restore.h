@@ -76,7 +76,16 @@ class X86Restorer final : public ArchRestorer {
   // tracking itself afterwards (the C API's) must get a VM without it.
   void set_replay_dirty_logging(bool replay) { replay_dirty_logging_ = replay; }
 
+  // A VM configured before its snapshot was known (a warm VM), with
+  // `config`, which its caller checked is the snapshot's: the configuration
+  // step then applies nothing.
+  void set_preconfigured(kvm::x86::VmConfig config) {
+    config_ = std::move(config);
+    preconfigured_ = true;
+  }
+
   Status RestoreVmConfig(schema::Manifest::Reader m) override {
+    if (preconfigured_) return Status::Ok();
     config_ = state::x86::Decode(m.getVm().getX8664().getConfig());
     if (!replay_dirty_logging_) config_ = WithoutDirtyLogging(std::move(config_));
     return ApplyVmConfig(vm_, config_);
@@ -96,6 +105,7 @@ class X86Restorer final : public ArchRestorer {
   std::vector<kvm::x86::VcpuOps*> vcpus_;
   kvm::x86::VmConfig config_;
   bool replay_dirty_logging_ = true;
+  bool preconfigured_ = false;
   std::vector<kvm_cpuid_entry2> host_cpuid_;
 };
 

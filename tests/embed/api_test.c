@@ -2,7 +2,8 @@
 /* The C API's promises that a caller notices without a guest: a write that
  * is not committed leaves an existing file untouched and nothing beside it;
  * state goes in and comes back in the kernel's structs; errors name the file
- * and offset; calls out of the restore order are refused with a reason.
+ * and offset; calls out of the restore order are refused with a reason; a
+ * warm VM takes a snapshot that fits it and refuses one that does not.
  *   api_test SNAPSHOT WORK_DIR     (SNAPSHOT: any x86_64 snapshot) */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -214,6 +215,100 @@ int main(int argc, char **argv) {
       EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "vCPU"), "state without vCPUs: %d %s",
              rc, vmsnap_last_error());
       vmsnap_vm_free(vm);
+      for (uint32_t i = 0; i < 8; ++i) {
+        if (maps[i] && maps[i] != MAP_FAILED) munmap(maps[i], sizes[i]);
+      }
+      close(vmfd);
+    }
+    if (kvm >= 0) close(kvm);
+  }
+
+  /* A warm VM: made before its snapshot is known, checked to fit, then
+   * restored with its vCPUs already there; the file's raw memory may be
+   * mapped rather than copied. */
+  {
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    uint32_t nregions = 0, nvcpus = 0;
+    vmsnap_x86_vm_config config;
+    vmsnap_region_count(src, &nregions);
+    vmsnap_vcpu_count(src, &nvcpus);
+    EXPECT(vmsnap_vm_state(src, VMSNAP_X86_VM_CONFIG, &config, sizeof config, NULL) == VMSNAP_OK, "config");
+    for (int extra = 1; extra >= 0 && kvm >= 0; --extra) {
+      /* extra: one vCPU more than the snapshot has, so it does not fit. */
+      int vmfd = ioctl(kvm, KVM_CREATE_VM, 0);
+      int vcpus[8];
+      uint32_t n = nvcpus + (uint32_t)extra;
+      void *maps[8] = {0};
+      uint64_t sizes[8] = {0};
+      vmsnap_vm *vm = NULL;
+      vmsnap_restore_options bad = {2, 0};
+      EXPECT(vmfd >= 0 && vmsnap_vm_attach(vmfd, &vm) == VMSNAP_OK, "attach");
+      if (!vm) break;
+      rc = vmsnap_vm_prepare_warm(vm);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "configure"), "warm unconfigured: %d", rc);
+      for (uint32_t i = 0; i < nregions && i < 8; ++i) {
+        vmsnap_region sr;
+        vmsnap_region_at(src, i, &sr);
+        sizes[i] = sr.size;
+        maps[i] = mmap(NULL, sr.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        sr.host = maps[i];
+        EXPECT(vmsnap_vm_add_memory(vm, &sr) == VMSNAP_OK, "warm region %u", i);
+      }
+      EXPECT(vmsnap_vm_configure(vm, &config) == VMSNAP_OK, "warm configure");
+      for (uint32_t i = 0; i < n && i < 8; ++i) {
+        vcpus[i] = ioctl(vmfd, KVM_CREATE_VCPU, i);
+        EXPECT(vmsnap_vm_add_vcpu(vm, i, vcpus[i]) == VMSNAP_OK, "warm vCPU %u", i);
+      }
+      rc = vmsnap_vm_check_fit(vm, src);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT, "fit before warm: %d", rc);
+      EXPECT(vmsnap_vm_prepare_warm(vm) == VMSNAP_OK, "prepare warm");
+      rc = vmsnap_vm_add_vcpu(vm, n, kvm);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "warm"), "vCPU after warm: %d", rc);
+      rc = vmsnap_vm_check_fit(vm, src);
+      if (extra) {
+        EXPECT(rc == VMSNAP_E_UNSUPPORTED && strstr(vmsnap_last_error(), "vCPUs"), "unfit: %d", rc);
+        rc = vmsnap_vm_restore_check(vm, src, NULL);
+        EXPECT(rc == VMSNAP_E_UNSUPPORTED && strstr(vmsnap_last_error(), "does not fit"), "unfit restore: %d", rc);
+      } else {
+        vmsnap_load_options lo;
+        vmsnap_pager *pager = NULL;
+        struct kvm_regs want, got;
+        unsigned char page[4096], from_file[4096];
+        uint64_t gpa = 0;
+        EXPECT(rc == VMSNAP_OK, "fit: %d", rc);
+        rc = vmsnap_vm_restore_check(vm, src, &bad);
+        EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "struct_size"), "bad options: %d", rc);
+        EXPECT(vmsnap_vm_restore_check(vm, src, NULL) == VMSNAP_OK, "warm check");
+        rc = vmsnap_vm_restore_check(vm, src, NULL);
+        EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "begun"), "check twice: %d", rc);
+        rc = vmsnap_vm_load_memory(vm, src, NULL, NULL);
+        EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "configuration"), "load early: %d", rc);
+        EXPECT(vmsnap_vm_restore_config(vm, src) == VMSNAP_OK, "warm config");
+        memset(&lo, 0, sizeof lo);
+        lo.struct_size = sizeof lo;
+        lo.mode = VMSNAP_MEMORY_LAZY;
+        lo.flags = VMSNAP_LOAD_MAP_FILE;
+        rc = vmsnap_vm_load_memory(vm, src, &lo, &pager);
+        EXPECT(rc == VMSNAP_OK && pager, "warm lazy load: %d", rc);
+        EXPECT(vmsnap_vm_restore_state(vm, src) == VMSNAP_OK, "warm state");
+        EXPECT(vmsnap_pager_wait(pager) == VMSNAP_OK, "pager wait");
+        /* The vCPU holds the snapshot's registers, the memory its pages. */
+        EXPECT(vmsnap_x86_get_regs(src, 0, &want) == VMSNAP_OK && ioctl(vcpus[0], KVM_GET_REGS, &got) == 0 &&
+                   want.rip == got.rip && want.rsp == got.rsp,
+               "warm vCPU 0 registers");
+        for (gpa = 0; gpa < sizes[0]; gpa += 4096) {
+          memset(from_file, 0, sizeof from_file);
+          vmsnap_read_memory(src, gpa, from_file, sizeof from_file);
+          if (from_file[0] || memcmp(from_file, from_file + 1, sizeof from_file - 1)) break;
+        }
+        if (gpa < sizes[0]) {
+          memcpy(page, (unsigned char *)maps[0] + gpa, sizeof page);
+          EXPECT(memcmp(page, from_file, sizeof page) == 0, "warm memory at 0x%llx", (unsigned long long)gpa);
+        }
+        vmsnap_pager_stop(pager);
+      }
+      vmsnap_vm_free(vm);
+      for (uint32_t i = 0; i < n && i < 8; ++i) close(vcpus[i]);
       for (uint32_t i = 0; i < 8; ++i) {
         if (maps[i] && maps[i] != MAP_FAILED) munmap(maps[i], sizes[i]);
       }
