@@ -481,8 +481,28 @@ class WriterImpl final : public SnapshotWriter {
     const bool first = stat_total_ == 0;
     stat_total_ = total;
     stat_idle_ = idle;
-    if (first || d_total == 0) return machine_busy_ = 0;
+    // Until /proc/stat has a stretch to compare, the load average stands in:
+    // a save that starts on a machine whose cores are all taken must not
+    // compress its first chunks (the writer, idle at the start, would ask
+    // for it) and then wait for them behind every raw chunk.
+    if (first) return machine_busy_ = LoadAverageBusy();
+    if (d_total == 0) return machine_busy_;
     return machine_busy_ = 1.0 - double(d_idle) / double(d_total);
+  }
+
+  // The one-minute load average over the number of cores, at most 1; 0 when
+  // /proc/loadavg cannot be read.
+  double LoadAverageBusy() const {
+    const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[128];
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    double load = 0;
+    if (std::sscanf(buf, "%lf", &load) != 1 || !(load >= 0)) return 0;
+    return std::min(1.0, load / double(ncpu_));
   }
 
   static uint64_t ThreadCpuNs() {
