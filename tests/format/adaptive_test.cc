@@ -10,6 +10,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "format/chain.h"
 #include "format/io.h"
@@ -85,9 +86,27 @@ class SlowEnv final : public Env {
   std::chrono::microseconds delay_;
 };
 
+// TextMemory with every other chunk overwritten by random bytes
+// (encrypted or already compressed data: incompressible).
+Bytes HalfRandomMemory() {
+  Bytes b = TextMemory();
+  uint64_t x = 0x2545f4914f6cdd1dull;
+  for (uint64_t c = 1; c < kChunks; c += 2) {
+    for (uint64_t i = 0; i < kChunkPages * kPage; i += 8) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::memcpy(&b[c * kChunkPages * kPage + i], &x, 8);
+    }
+  }
+  return b;
+}
+
 struct Outcome {
   size_t chunks = 0, compressed = 0;
-  std::set<int> levels;  // the zstd levels tried
+  size_t compress_calls = 0;  // chunks zstd was run on
+  std::set<int> levels;       // the zstd levels tried
+  std::vector<bool> chunk_compressed;  // by chunk, in gpa order
 };
 
 Outcome Save(const std::string& path, const Bytes& mem, WriterOptions o) {
@@ -98,6 +117,7 @@ Outcome Save(const std::string& path, const Bytes& mem, WriterOptions o) {
     {
       std::lock_guard<std::mutex> lk(mu);
       out.levels.insert(level);
+      ++out.compress_calls;
     }
     if (inner) inner(level);
   };
@@ -129,6 +149,7 @@ Outcome Save(const std::string& path, const Bytes& mem, WriterOptions o) {
     if (c.raw_length == 0) continue;
     ++out.chunks;
     out.compressed += c.compressed;
+    out.chunk_compressed.push_back(c.compressed);
     if (!c.compressed) {
       EXPECT_EQ(c.file_offset % kPage, 0u) << "raw chunk at gpa " << c.gpa << " is not page-aligned";
       EXPECT_EQ(c.stored_length, c.raw_length);
@@ -200,6 +221,30 @@ TEST(AdaptiveCodec, StoresRawWhenTheMachineIsBusy) {
   ASSERT_EQ(got.chunks, kChunks);
   EXPECT_LE(got.compressed, kChunks / 4) << "auto kept compressing on a machine with no core to spare";
   ExpectSameMemory(dir / "busy.vmsnap", mem);
+}
+
+// Half the chunks random, the output slow: auto compresses the text chunks
+// and stores the random ones raw without running zstd on them (every chunk
+// zstd was run on came out compressed).
+TEST(AdaptiveCodec, SparesZstdTheRandomChunksAndCompressesTheText) {
+  TempDir dir;
+  const Bytes mem = HalfRandomMemory();
+  SlowEnv slow(std::chrono::microseconds(4000));
+  WriterOptions o = Auto();
+  o.env = &slow;
+  Outcome got = Save(dir / "half-random.vmsnap", mem, o);
+  ASSERT_EQ(got.chunks, kChunks);
+  size_t text_compressed = 0;
+  for (size_t c = 0; c < got.chunk_compressed.size(); ++c) {
+    if (c % 2 == 1) {
+      EXPECT_FALSE(got.chunk_compressed[c]) << "random chunk " << c << " stored compressed";
+    } else {
+      text_compressed += got.chunk_compressed[c];
+    }
+  }
+  EXPECT_GE(text_compressed, kChunks / 2 * 3 / 4) << "auto left text chunks raw although the output was the bottleneck";
+  EXPECT_EQ(got.compress_calls, got.compressed) << "zstd ran on chunks of random pages";
+  ExpectSameMemory(dir / "half-random.vmsnap", mem);
 }
 
 // Whatever auto chooses, the memory read back is the memory a raw save
