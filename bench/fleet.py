@@ -9,10 +9,14 @@ alternated in one run so that both see the same machine:
   (bench/guest.S), over --starts starts of each;
 - exit: the whole `vmsnap load [--via]` process of a guest that exits right
   after its snapshot point (bench/exit_guest.S), over --starts runs of each;
-- each of those twice: from a snapshot paged in by the lazy pager (its
-  default, compressed), and from another save of the same guest whose
-  decompressed image (`vmsnap load --memory shared`, built once before the
-  measurements) every load maps copy-on-write;
+- each of those twice: "pager", from a snapshot saved with `--compress
+  zstd:3` through a server started with `--no-image-build`, so that every
+  warm start pages it in with the lazy pager; and "image", from another
+  save of the same guest as saved by default, through a server that builds
+  its decompressed image after the first request for it (waited for before
+  the measurements), so that every warm start maps that image
+  copy-on-write. The cold loads are of the same two files (a lazy `vmsnap
+  load` maps a fresh image too);
 - clones: --clones concurrent `vmsnap load`s of one 1 GiB snapshot stored
   raw (`--compress none`, so each maps it copy-on-write), each guest writing
   32 MiB and then idling (bench/clone_guest.S): the time until every guest
@@ -80,7 +84,7 @@ class Fleet:
                                    "--control", sock])
             wait_for(lambda: os.path.exists(sock), 60, "the control socket")
             time.sleep(0.2)
-            subprocess.run([self.vmsnap, "save", "--control", sock, "--stop", out], check=True,
+            subprocess.run([self.vmsnap, "save", "--control", sock, "--stop", out, *extra], check=True,
                            stdout=subprocess.DEVNULL)
             vm.wait()
         else:
@@ -158,6 +162,13 @@ class Fleet:
         vm.wait()
         vm.stdout.close()
 
+    def wait_image(self, snap):
+        """Waits for the server's image of SNAP (a warm start asked for it)."""
+        sid = json.loads(subprocess.run([self.vmsnap, "inspect", snap, "--json"], check=True,
+                                        capture_output=True, text=True).stdout)["id"]
+        stamp = os.path.join(self.a.work, "cache", "vmsnap", "images", sid + ".stamp")
+        wait_for(lambda: os.path.exists(stamp), 300, "the server's image of " + snap)
+
     def whole(self, args):
         t0 = time.monotonic()
         rc = subprocess.run([self.vmsnap, "load", *args, "--serial", "/dev/null"]).returncode
@@ -212,31 +223,42 @@ class Fleet:
             exit_snap = self.path(f"fleet-exit-{mib}M.vmsnap")
             spin_img = self.path(f"fleet-spin-img-{mib}M.vmsnap")
             exit_img = self.path(f"fleet-exit-img-{mib}M.vmsnap")
-            self.snapshot(self.spin, img, spin_snap, spin=True)
-            self.snapshot(self.exit_guest, img, exit_snap, spin=False)
-            # The same guests saved again (another snapshot id), for loads
-            # that map a decompressed image.
+            # Compressed, so that the pager decodes it (the default, auto,
+            # may store this memory raw, which is mapped run by run).
+            zstd = ["--compress", "zstd:3"]
+            self.snapshot(self.spin, img, spin_snap, spin=True, extra=zstd)
+            self.snapshot(self.exit_guest, img, exit_snap, spin=False, extra=zstd)
+            # The same guests saved again (another snapshot id), as saved by
+            # default, for starts that map the image the server builds.
             self.snapshot(self.spin, img, spin_img, spin=True)
             self.snapshot(self.exit_guest, img, exit_img, spin=False)
             os.unlink(img)
-            self.build_image(spin_img)
-            self.whole(["--memory", "shared", exit_img])
             sock = self.path("fleet.sock")
+            psock = self.path("fleet-pager.sock")
             srv = subprocess.Popen([self.vmsnap, "serve", "--control", sock, "--pool", str(self.a.pool),
                                     "--mem", f"{mib}M"])
+            psrv = subprocess.Popen([self.vmsnap, "serve", "--control", psock, "--pool", str(self.a.pool),
+                                     "--mem", f"{mib}M", "--no-image-build"])
             r = {k: [] for k in ("warm_start", "cold_start", "warm_exit", "cold_exit",
                                  "warm_start_img", "cold_start_img", "warm_exit_img", "cold_exit_img",
                                  "warm_entry", "warm_first_insn", "warm_entry_img", "warm_first_insn_img")}
             try:
                 wait_for(lambda: os.path.exists(sock), 60, "the serve socket")
+                wait_for(lambda: os.path.exists(psock), 60, "the second serve socket")
+                # The first warm start of each image snapshot has the server
+                # build its image, off the measurements.
+                self.warm_start(sock, spin_img)
+                self.wait_image(spin_img)
+                self.warm_phases(sock, exit_img)
+                self.wait_image(exit_img)
                 time.sleep(1)
                 for i in range(self.a.starts):
                     # Alternated, with a pause that lets the pool refill.
-                    r["warm_start"].append(self.warm_start(sock, spin_snap))
+                    r["warm_start"].append(self.warm_start(psock, spin_snap))
                     time.sleep(self.a.gap)
                     r["cold_start"].append(self.cold_start(spin_snap))
                     time.sleep(self.a.gap)
-                    r["warm_exit"].append(self.whole(["--via", sock, exit_snap]))
+                    r["warm_exit"].append(self.whole(["--via", psock, exit_snap]))
                     time.sleep(self.a.gap)
                     r["cold_exit"].append(self.whole([exit_snap]))
                     time.sleep(self.a.gap)
@@ -248,8 +270,8 @@ class Fleet:
                     time.sleep(self.a.gap)
                     r["cold_exit_img"].append(self.whole([exit_img]))
                     time.sleep(self.a.gap)
-                    for sfx, snap in (("", exit_snap), ("_img", exit_img)):
-                        entry, first = self.warm_phases(sock, snap)
+                    for sfx, snap, via in (("", exit_snap, psock), ("_img", exit_img, sock)):
+                        entry, first = self.warm_phases(via, snap)
                         r["warm_entry" + sfx].append(entry)
                         r["warm_first_insn" + sfx].append(first)
                         time.sleep(self.a.gap)
@@ -258,8 +280,9 @@ class Fleet:
                             f"{statistics.median(r['warm_start']) * 1e3:.2f} ms median, from the image "
                             f"{statistics.median(r['warm_start_img']) * 1e3:.2f} ms")
             finally:
-                srv.send_signal(signal.SIGTERM)
-                srv.wait()
+                for p in (srv, psrv):
+                    p.send_signal(signal.SIGTERM)
+                    p.wait()
             stats = {}
             for k, xs in r.items():
                 stats[k] = {"p50_ms": pct(xs, 50) * 1e3, "p99_ms": pct(xs, 99) * 1e3,

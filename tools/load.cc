@@ -71,15 +71,23 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       ->check(CLI::Range(1, 3600));
   sub->add_option("--via", args->via,
                   "start the snapshot in a warm VM of `vmsnap serve --control SOCKET` (lazy memory; only "
-                  "--serial applies)");
+                  "--serial and --snapshot-on-doorbell apply; doorbell snapshots are full ones)");
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap load: %s\n", msg.c_str());
       *exit_code = kExitVmmFailed;
     };
     if (!args->via.empty()) {
-      if (!args->vmm.control.empty() || !args->vmm.doorbell.empty() || args->memory != "lazy") {
-        return fail("--via takes no --control, --snapshot-on-doorbell or --memory (the warm VM decides)");
+      if (!args->vmm.control.empty() || args->vmm.incremental || args->memory != "lazy") {
+        return fail("--via takes no --control, --incremental or --memory (the warm VM decides)");
+      }
+      // The warm VM's process writes doorbell snapshots: relative to here.
+      std::string doorbell = args->vmm.doorbell;
+      if (!doorbell.empty() && doorbell[0] != '/') {
+        char* cwd = ::getcwd(nullptr, 0);
+        if (cwd == nullptr) return fail(std::string("getcwd: ") + std::strerror(errno));
+        doorbell = std::string(cwd) + "/" + doorbell;
+        std::free(cwd);
       }
       // A store URL goes as it is: the warm VM's process fetches it.
       std::string path = args->snapshot;
@@ -98,7 +106,8 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       }
       std::fflush(stdout);
       auto st = vmm::LoadVia(args->via, path, serial.valid() ? serial.get() : STDOUT_FILENO, STDERR_FILENO,
-                             [](const std::string& note) { std::fprintf(stderr, "vmsnap load: %s\n", note.c_str()); });
+                             [](const std::string& note) { std::fprintf(stderr, "vmsnap load: %s\n", note.c_str()); },
+                             doorbell);
       if (!st.ok()) return fail(st.status().message());
       *exit_code = *st & 0xff;
       return;

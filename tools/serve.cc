@@ -25,6 +25,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     int pool = 1;
     std::vector<std::string> mem{"64M"};
     std::vector<int> vcpus{1};
+    bool no_image_build = false;
   };
   auto args = std::make_shared<Args>();
   sub->add_option("--control", args->control, "the socket clients connect to (created mode 0600)")->required();
@@ -36,6 +37,9 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   sub->add_option("--vcpus", args->vcpus,
                   "vCPUs of the warm VMs (default 1); several counts keep a pool of each, for each --mem")
       ->delimiter(',');
+  sub->add_flag("--no-image-build", args->no_image_build,
+                "do not build decompressed images of the snapshots clients ask for (an image built by "
+                "`vmsnap load --memory shared` is still used)");
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap serve: %s\n", msg.c_str());
@@ -44,6 +48,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     vmm::ServeOptions o;
     o.socket = args->control;
     o.pool = args->pool;
+    o.build_images = !args->no_image_build;
     o.shapes.clear();
     for (const std::string& m : args->mem) {
       auto mem = ParseSize(m);

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -28,11 +29,14 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
 
+#include "format/layout.h"
+#include "restore/memory/image_cache.h"
 #include "restore/memory/vmm_loader.h"
 #include "vmm/control.h"
 
@@ -218,7 +222,16 @@ struct WorkerDirs {
     Fail(cfd, "this socket serves only {\"cmd\":\"load\",\"snapshot\":PATH}");
   }
   for (auto it = req.begin(); it != req.end(); ++it) {
-    if (it.key() != "cmd" && it.key() != "snapshot") Fail(cfd, "unknown request field \"" + it.key() + "\"");
+    if (it.key() != "cmd" && it.key() != "snapshot" && it.key() != "snapshot_on_doorbell") {
+      Fail(cfd, "unknown request field \"" + it.key() + "\"");
+    }
+  }
+  std::string doorbell;
+  if (auto d = req.find("snapshot_on_doorbell"); d != req.end()) {
+    if (!d->is_string() || d->get<std::string>().empty() || d->get<std::string>()[0] != '/') {
+      Fail(cfd, "\"snapshot_on_doorbell\" must be an absolute path");
+    }
+    doorbell = *d;
   }
   auto snap = req.find("snapshot");
   if (snap == req.end() || !snap->is_string() || snap->get<std::string>().empty()) {
@@ -303,6 +316,8 @@ struct WorkerDirs {
     vm = std::move(r).value();
   }
   if (remote.restored) remote.restored();
+  // Doorbell snapshots record this load (warm or not) in their lineage.
+  if (!doorbell.empty()) vm->set_doorbell_snapshot(doorbell);
   {
     std::lock_guard<std::mutex> lock(ps.mu);
     if (!ps.pending.ok()) Fail(cfd, ps.pending.message());
@@ -351,6 +366,10 @@ struct WorkerDirs {
   vopts.kvm_device = o.kvm_device;
   vopts.tool_version = o.tool_version;
   vopts.dirty_tracking = capture::dirty::Mode::kOff;
+  // Told once the worker has its client, whose stderr it then is.
+  vopts.report = [](const Status& s) {
+    std::fprintf(stderr, "vmsnap load: %s (the VM goes on)\n", s.message().c_str());
+  };
   auto warm = Vmm::Prepare(shape, vopts);
   if (!warm.ok()) {
     std::string m = "E" + warm.status().message();
@@ -437,6 +456,100 @@ std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes
   return 0;
 }
 
+// Decompressed images the server builds of the snapshots its clients ask
+// for, one at a time, each in a forked process at the lowest CPU priority:
+// warm starts of a snapshot whose image is fresh map it (one mapping per
+// region, nothing decoded or faulted in from the file on the way to the
+// guest's first instruction) where they would otherwise page it in, or map
+// a raw file run by run (thousands of mappings per GiB where zero pages cut
+// it). The build is off the request path: the worker that asked has its
+// client already; the ones forked after the image is stamped find it.
+class ImageBuilder {
+ public:
+  explicit ImageBuilder(std::string dir) : cache_(dir), on_(!dir.empty()) {}
+  ~ImageBuilder() { Stop(); }
+
+  // Queues `chain` unless its image is fresh, it is queued or being built,
+  // or a build of its files in their present state was already tried.
+  void Want(std::shared_ptr<const SnapshotChain> chain) {
+    if (!on_ || !chain) return;
+    const std::string id = layout::IdToHex(chain->leaf().id());
+    FileState leaf;
+    if (!StateOf(chain->leaf().path(), &leaf)) return;
+    auto tried = tried_.find(id);
+    if (tried != tried_.end() && tried->second == leaf) return;
+    if (cache_.OpenFresh(*chain).valid()) return;
+    tried_[id] = leaf;
+    queue_.push_back(std::move(chain));
+  }
+
+  // The descriptor to poll while a build runs (it hangs up when the build
+  // ends), or -1.
+  int fd() const { return done_.get(); }
+
+  // Called when fd() is readable or hung up: that build ended.
+  void Ended() {
+    pid_ = -1;
+    done_.Reset();
+    building_.reset();
+  }
+
+  // Forks the next build if none runs. `close_in_child` closes what the
+  // server holds (client connections, worker channels) in the builder.
+  void Next(const std::function<void()>& close_in_child) {
+    if (pid_ >= 0 || queue_.empty()) return;
+    std::shared_ptr<const SnapshotChain> chain = std::move(queue_.front());
+    queue_.pop_front();
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t server = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(p[0]);
+      ::close(p[1]);
+      return;
+    }
+    if (pid == 0) {
+      ::close(p[0]);
+      close_in_child();
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != server) ::_exit(0);
+      (void)::setpriority(PRIO_PROCESS, 0, 19);
+      // A failure (a chunk that fails its checksum, a full disk) is the
+      // worker's to report when it pages that snapshot in; the image is
+      // only an optimisation.
+      ::_exit(cache_.Build(*chain).ok() ? 0 : 1);
+    }
+    ::close(p[1]);
+    pid_ = pid;
+    done_.Reset(p[0]);
+    building_ = std::move(chain);
+  }
+
+  // Ends a build in progress and removes its unfinished files.
+  void Stop() {
+    if (pid_ < 0) return;
+    ::kill(pid_, SIGKILL);
+    pollfd f{done_.get(), POLLIN, 0};
+    (void)::poll(&f, 1, 2000);
+    const std::string img = cache_.ImagePath(*building_);
+    ::unlink((img + ".tmp-" + std::to_string(pid_)).c_str());
+    ::unlink((img.substr(0, img.size() - 4) + ".stamp.tmp-" + std::to_string(pid_)).c_str());
+    Ended();
+  }
+
+ private:
+  memory::ImageCache cache_;
+  bool on_;
+  std::deque<std::shared_ptr<const SnapshotChain>> queue_;
+  std::map<std::string, FileState> tried_;  // by snapshot id
+  pid_t pid_ = -1;
+  UniqueFd done_;
+  std::shared_ptr<const SnapshotChain> building_;
+};
+
 }  // namespace
 
 Status Serve(const ServeOptions& o) {
@@ -461,6 +574,11 @@ Status Serve(const ServeOptions& o) {
   // Workers with a client, until they say which snapshot it asked for.
   std::vector<UniqueFd> busy;
   std::deque<OpenedChain> opened;
+  std::string image_dir;
+  if (o.build_images) {
+    if (auto d = UserCacheDir("images"); d.ok()) image_dir = *d;
+  }
+  ImageBuilder images(image_dir);
 
   auto spawn = [&](size_t shape) -> Status {
     int sv[2];
@@ -505,6 +623,8 @@ Status Serve(const ServeOptions& o) {
     for (const Worker& w : workers) fds.push_back({w.chan.get(), POLLIN, 0});
     const size_t first_busy = fds.size();
     for (const UniqueFd& b : busy) fds.push_back({b.get(), POLLIN, 0});
+    const size_t builder_at = fds.size();
+    fds.push_back({images.fd(), POLLIN, 0});
     // Clients whose request line the server waits for (several shapes).
     int timeout_ms = -1;
     const auto now = std::chrono::steady_clock::now();
@@ -520,7 +640,12 @@ Status Serve(const ServeOptions& o) {
       result = Status::FromErrno(errno, "poll");
       break;
     }
-    if (fds[0].revents & POLLIN) break;
+    if (fds[0].revents & POLLIN) {
+      // Taken, so that unblocking it on the way out does not deliver it.
+      signalfd_siginfo si;
+      (void)!::read(sig.get(), &si, sizeof si);
+      break;
+    }
     for (size_t i = 0; i < workers.size(); ++i) {
       if (!(fds[2 + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       char msg[4096];
@@ -540,10 +665,20 @@ Status Serve(const ServeOptions& o) {
       ssize_t n = ::recv(busy[i].get(), msg, sizeof msg, MSG_DONTWAIT);
       if (n < 0 && errno == EAGAIN) continue;
       if (n > 1 && size_t(n) <= kMaxPathMessage && msg[0] == 'P') {
-        Remember(opened, std::string(msg + 1, size_t(n - 1)));
+        const std::string path(msg + 1, size_t(n - 1));
+        Remember(opened, path);
+        images.Want(Cached(opened, path));
       }
       busy.erase(busy.begin() + long(i));
     }
+    if (fds[builder_at].revents & (POLLIN | POLLHUP | POLLERR)) images.Ended();
+    images.Next([&] {
+      sig.Reset();
+      listen_fd.Reset();
+      for (Worker& w : workers) w.chan.Reset();
+      waiting.clear();
+      busy.clear();
+    });
     if (accepting && (fds[1].revents & POLLIN)) {
       for (;;) {
         int c = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
@@ -583,13 +718,14 @@ Status Serve(const ServeOptions& o) {
     }
   }
   workers.clear();  // idle workers see their channel close and exit
+  images.Stop();
   ::unlink(o.socket.c_str());
   ::sigprocmask(SIG_SETMASK, &old_set, nullptr);
   return result;
 }
 
 Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int serial_fd, int err_fd,
-                    const std::function<void(const std::string&)>& on_note) {
+                    const std::function<void(const std::string&)>& on_note, const std::string& doorbell_snapshot) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (socket.empty() || socket.size() >= sizeof a.sun_path) {
@@ -601,7 +737,9 @@ Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int 
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     return Status::FromErrno(errno, "cannot connect to " + socket);
   }
-  std::string line = nlohmann::json{{"cmd", "load"}, {"snapshot", snapshot}}.dump() + "\n";
+  nlohmann::json req{{"cmd", "load"}, {"snapshot", snapshot}};
+  if (!doorbell_snapshot.empty()) req["snapshot_on_doorbell"] = doorbell_snapshot;
+  std::string line = req.dump() + "\n";
   iovec iov{line.data(), line.size()};
   alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kRequestFds)] = {};
   msghdr msg{};

@@ -35,6 +35,11 @@ struct ServeOptions {
   std::string tool_version = "unknown";
   // Resolves a request's store URL (empty: only absolute paths are served).
   std::function<Result<RemoteSnapshot>(const std::string& url)> open_remote;
+  // Whether the server builds the decompressed image of each local snapshot
+  // its clients ask for (in the background, one at a time), so that later
+  // warm starts of it map the image instead of paging it in. Without, an
+  // image built otherwise (`vmsnap load --memory shared`) is still used.
+  bool build_images = true;
 };
 
 // Serves until SIGINT or SIGTERM (then Ok), or until a warm VM cannot be
@@ -45,8 +50,11 @@ Status Serve(const ServeOptions& options);
 // `snapshot` (an absolute path, or a store URL the server resolves) with the guest's serial output on
 // `serial_fd` and messages on `err_fd` (both passed to the server), and
 // returns the guest's exit status. `on_note` gets what the server says on
-// the way (a cold start instead of a warm one).
+// the way (a cold start instead of a warm one). A non-empty
+// `doorbell_snapshot` (an absolute path, "{n}" numbered) is where the warm
+// VM saves a snapshot at each doorbell, as `load --snapshot-on-doorbell`.
 Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int serial_fd, int err_fd,
-                    const std::function<void(const std::string&)>& on_note);
+                    const std::function<void(const std::string&)>& on_note,
+                    const std::string& doorbell_snapshot = "");
 
 }  // namespace vmsnap::vmm

@@ -167,6 +167,8 @@ class Vmm {
   // CLOCK_MONOTONIC (ns) when vCPU 0 first entered KVM_RUN; 0 before.
   // See VmmOptions::hangup_fd; for a VM prepared before its client was known.
   void set_hangup_fd(int fd) { options_.hangup_fd = fd; }
+  // Where doorbell snapshots go (a warm VM learns it with its snapshot).
+  void set_doorbell_snapshot(std::string path) { options_.doorbell_snapshot = std::move(path); }
   // Called on the vCPU thread that wrote the exit port, with the status and
   // the serial output already flushed, before anything of the VM is stopped:
   // a warm VM's process answers its client from here and ends at once,

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 
@@ -54,6 +55,14 @@ namespace vmsnap::memory {
 namespace {
 
 enum BlockState : uint8_t { kEmpty = 0, kFilling = 1, kFilled = 2, kFailed = 3 };
+
+// The background fill waits this long after the start before it takes a
+// block: a VM's first faults (the VMM's write of the generation ID, the
+// guest's first instructions, its stack and page tables) come in the first
+// few milliseconds, and each is served soonest by the fault handler alone.
+constexpr auto kFirstFaultsWindow = std::chrono::milliseconds(10);
+// The background threads' nice value (see BackgroundLoop).
+constexpr int kBackgroundNice = 19;
 
 // A userfaultfd with the API handshake done, from the syscall or, where the
 // syscall is refused, from /dev/userfaultfd. Not UFFD_USER_MODE_ONLY: KVM's
@@ -110,6 +119,25 @@ struct LazyPager::Impl {
   internal::BlockReader handler_reader;  // used only by the handler thread
   std::thread handler;
   std::vector<std::thread> background;
+  std::vector<pid_t> background_tids;  // under mu
+  std::atomic<int> boosts{0};          // faults waiting on a background fill
+
+  // A fault that waits for a block a background thread is filling waits
+  // for a thread at the lowest priority, which a busy host may leave
+  // without a CPU for long: the background threads run at the normal
+  // priority while any fault waits on them. (Raising a priority needs
+  // CAP_SYS_NICE or RLIMIT_NICE; without, this does nothing.)
+  void Boost() {
+    if (boosts.fetch_add(1) == 0) Reprioritize();
+  }
+  void Unboost() {
+    if (boosts.fetch_sub(1) == 1) Reprioritize();
+  }
+  void Reprioritize() {
+    std::lock_guard<std::mutex> lock(mu);
+    const int nice = boosts.load() > 0 ? 0 : kBackgroundNice;
+    for (pid_t t : background_tids) (void)::setpriority(PRIO_PROCESS, t, nice);
+  }
 
   // The callback runs before Wait() and first_error() see the error, so a
   // caller woken by Wait() knows the VM has already been told to stop.
@@ -247,7 +275,9 @@ struct LazyPager::Impl {
         continue;
       }
       if (st == kFilling) {
+        Boost();
         state[i].wait(kFilling);
+        Unboost();
         continue;
       }
       if (st == kFilled) {
@@ -288,8 +318,17 @@ struct LazyPager::Impl {
     // the CPU from the thread restoring the VM, the vCPUs or the fault
     // handler (which serves what a vCPU waits for). On an idle core it runs
     // as before.
-    (void)::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)), 19);
+    const pid_t tid = pid_t(::syscall(SYS_gettid));
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      background_tids.push_back(tid);
+      if (boosts.load() == 0) (void)::setpriority(PRIO_PROCESS, tid, kBackgroundNice);
+    }
     internal::BlockReader reader(chain, opts.fetch_chunk);
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait_for(lock, kFirstFaultsWindow, [&] { return stopping; });
+    }
     for (;;) {
       if (failed.load()) break;
       size_t i;

@@ -86,8 +86,14 @@ class Serve : public CliTest {
   void SetUp() override {
     CliTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
+    // The servers' verification stamps and images stay in the test's directory.
+    ::setenv("XDG_CACHE_HOME", Path("cache").c_str(), 1);
     run_ = Run("run " + Guest("genid.elf") + " --mem 64M --snapshot-on-doorbell snap{n}.vmsnap");
     ASSERT_EQ(run_.status, 42) << run_.err;
+  }
+  void TearDown() override {
+    ::unsetenv("XDG_CACHE_HOME");
+    CliTest::TearDown();
   }
   pid_t StartServer(const std::string& mem, int pool = 2) {
     pid_t pid = Spawn({"serve", "--control", Path("pool.sock"), "--pool", std::to_string(pool), "--mem", mem});
@@ -164,6 +170,25 @@ TEST_F(Serve, SnapshotsRecordTheLineageOfLoads) {
   ASSERT_EQ(b.status, 42) << b.err;
   RunResult d = Run("diff --json clone.vmsnap clone2.vmsnap");
   EXPECT_EQ(d.out.find("loads"), std::string::npos) << d.out;
+}
+
+TEST_F(Serve, AWarmLoadIsInTheLineageOfTheSnapshotsItsGuestTakes) {
+  // As a cold load: snap1's lineage (the boot), then this warm load, whose
+  // generation ID is the one its guest printed.
+  StartServer("64M");
+  RunResult w = Run("load --via pool.sock snap1.vmsnap --snapshot-on-doorbell warm.vmsnap");
+  ASSERT_EQ(w.status, 42) << w.err;
+  EXPECT_EQ(w.err, "");
+  RunResult j1 = Run("inspect --json snap1.vmsnap");
+  RunResult j2 = Run("inspect --json warm.vmsnap");
+  ASSERT_EQ(j2.status, 0) << j2.err;
+  auto s1 = nlohmann::json::parse(j1.out), s2 = nlohmann::json::parse(j2.out);
+  ASSERT_EQ(s2["loads"].size(), 2u) << j2.out;
+  EXPECT_EQ(s2["loads"][0], s1["loads"][0]);
+  ASSERT_EQ(Ids(w.out, "after").size(), 1u) << w.out;
+  EXPECT_EQ(s2["loads"][1]["generation_id"], IdBytes(Ids(w.out, "after")[0]));
+  EXPECT_EQ(s2["loads"][1]["snapshot_id"], s1["id"]);
+  EXPECT_EQ(s2["loads"][1]["warm"], true);
 }
 
 TEST_F(Serve, WarmLoadPrintsAndExitsAsAPlainLoad) {
@@ -263,6 +288,9 @@ TEST_F(Serve, BadAndVanishingClientsLeaveTheServerServing) {
   EXPECT_NE(RawRequest(Path("pool.sock"), "{\"cmd\":\"load\",\"snapshot\":\"/x\"}\n").find("descriptors"),
             std::string::npos);
   EXPECT_NE(RawRequest(Path("pool.sock"), std::string(70 * 1024, 'x')).find("longer than"), std::string::npos);
+  EXPECT_NE(RawRequest(Path("pool.sock"), "{\"cmd\":\"load\",\"snapshot\":\"/x\",\"snapshot_on_doorbell\":\"x\"}\n")
+                .find("absolute"),
+            std::string::npos);
   // A client killed while its guest starts.
   for (int i = 0; i < 3; ++i) {
     pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("snap1.vmsnap"), "--serial", "/dev/null"});
@@ -330,7 +358,28 @@ class Images : public CliTest {
     }
     return u;
   }
+  // The most any warm VM of `server` (its children) maps of an image.
+  static Use MappedByAWorker(pid_t server) {
+    Use most;
+    for (pid_t k : Children(server)) {
+      const Use u = ImageUse(k);
+      if (u.rss > most.rss) most = u;
+    }
+    return most;
+  }
+  // Whether an image with its stamp is there, within `limit`.
+  bool WaitForImage(std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      const std::string img = Image();
+      if (!img.empty() && std::filesystem::exists(img.substr(0, img.size() - 4) + ".stamp")) return true;
+      if (std::chrono::steady_clock::now() >= end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   std::string Image() {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(Path("cache/vmsnap/images"), ec)) return "";
     for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"))) {
       if (e.path().extension() == ".img") return e.path().string();
     }
@@ -358,6 +407,37 @@ TEST_F(Images, LoadsOfACompressedSnapshotShareItsPagesThroughTheImage) {
     EXPECT_GE(u.rss, 16 * 1024) << p;
     EXPECT_LE(u.pss * 10, u.rss * 6) << p << ": rss " << u.rss << " KiB, pss " << u.pss << " KiB";
   }
+}
+
+TEST_F(Images, WarmStartsMapTheImageTheServerBuilds) {
+  // Told not to build images, the server's VMs page the snapshot in.
+  const pid_t plain = Spawn({"serve", "--control", Path("plain.sock"), "--pool", "1", "--mem", "64M",
+                             "--no-image-build"});
+  ASSERT_TRUE(WaitForSocket(Path("plain.sock")));
+  const pid_t a = Spawn({"load", "--via", Path("plain.sock"), Path("snap.vmsnap"), "--serial", Path("a.txt")});
+  ASSERT_TRUE(WaitFor(Path("a.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("a.txt"));
+  EXPECT_EQ(MappedByAWorker(plain).rss, 0) << "paged in privately";
+  ::kill(a, SIGKILL);
+  Wait(a);
+  ::kill(plain, SIGTERM);
+  EXPECT_EQ(Wait(plain), 0);
+  EXPECT_EQ(Image(), "") << "built with --no-image-build";
+
+  // By default the first warm start has the server build the image, in the
+  // background; the starts after it map it.
+  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  const pid_t b = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("b.txt")});
+  ASSERT_TRUE(WaitFor(Path("b.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("b.txt"));
+  ASSERT_TRUE(WaitForImage(std::chrono::seconds(60))) << "no image built";
+  ::kill(b, SIGKILL);
+  Wait(b);
+  const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("c.txt")});
+  ASSERT_TRUE(WaitFor(Path("c.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("c.txt"));
+  // The 16 MiB the guest read came from the image.
+  EXPECT_GE(MappedByAWorker(server).rss, 16 * 1024);
+  ::kill(c, SIGKILL);
+  Wait(c);
 }
 
 TEST_F(Images, AnImageChangedAfterItWasBuiltIsNeverMapped) {
