@@ -35,6 +35,9 @@ struct ServeOptions {
   std::string tool_version = "unknown";
   // Resolves a request's store URL (empty: only absolute paths are served).
   std::function<Result<RemoteSnapshot>(const std::string& url)> open_remote;
+  // Run in each warm VM's process before it is ready (opens store sessions
+  // that open_remote then uses).
+  std::function<void()> prepare_remote;
 };
 
 // Serves until SIGINT or SIGTERM (then Ok), or until a warm VM cannot be
