@@ -76,6 +76,10 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
     if (!url.ok()) continue;
     auto st = store::OpenStore(*url, ceph_conf);
     if (!st.ok()) continue;
+    // librados meets an OSD on the first operation on one of its objects:
+    // one read of an object that need not exist opens a session with the
+    // OSD it maps to (all of them, on a one-OSD cluster).
+    (void)(*st)->Mark(store::kLayoutPrefix);
     std::lock_guard<std::mutex> lock(sessions_mu);
     Sessions()[store::StoreRoot(*url)] = std::move(st).value();
   }
@@ -103,7 +107,6 @@ Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text,
   o.timeout_s = options.timeout_s;
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazySnapshot> src,
                           store::LazySnapshot::Open(std::move(st), url.name, o));
-  src->StartPrefetch();
   return std::shared_ptr<store::LazySnapshot>(std::move(src));
 #else
   (void)options;

@@ -24,8 +24,10 @@ struct RemoteOptions {
   unsigned timeout_s = 10;
 };
 
-// Opens URL's snapshot through its store, creates or reuses its cache file
-// and starts the prefetch. Unsupported when this vmsnap has no store layer.
+// Opens URL's snapshot through its store and creates or reuses its cache
+// file; the caller starts the prefetch once the VM is restored (before, it
+// would take the CPU the restore needs). Unsupported when this vmsnap has no
+// store layer.
 // A session OpenStoreSessions opened for the URL's store is used (once)
 // instead of connecting.
 Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& url, const RemoteOptions& options);

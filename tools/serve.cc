@@ -91,7 +91,10 @@ void RegisterServe(CLI::App& app, int* exit_code) {
       vmm::RemoteSnapshot r;
       r.path = src->path();
       r.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
-      r.restored = [src] { src->Discard(); };
+      r.restored = [src] {
+        src->Discard();
+        src->StartPrefetch();
+      };
       r.keep = src;
       return r;
     };
