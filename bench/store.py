@@ -11,10 +11,15 @@ run so that both see the same machine:
 - a second push after 5 % of the guest's memory changed (one contiguous
   range: a changed 1 MiB chunk is uploaded whole): its uploaded bytes over
   the first push's;
-- pull beside `rados bench seq` (16 in flight, as pull's default);
+- pull beside `rados bench seq` (16 in flight, as pull's default), and
+  the same pull into tmpfs (what the disk write and fsync cost);
 - `load rados://...` to the guest's first serial byte (its first
   instruction), --starts starts with a warm local cache and as many with an
   empty one, beside `load FILE`;
+- `load --via SOCKET rados://...` to the first serial byte: a warm start in
+  `vmsnap serve --store rados://bench`, whose warm VMs opened their cluster
+  session before the request (--starts starts, warm local cache), beside
+  the same warm start of the local file;
 - a guest that reads every page of its memory and exits
   (tests/guests/allpages.S on the same memory mix), loaded from the store
   with an empty cache, beside the same load from the local file.
@@ -126,11 +131,13 @@ class StoreBench:
         self.run([self.vmsnap, "pull", f"rados://{POOL}/{name}", "-o", out])
         return time.monotonic() - t0
 
-    def first_byte(self, target, cache=None):
+    def first_byte(self, target, cache=None, via=None):
         """Seconds from starting `vmsnap load` to the guest's first serial byte."""
         args = [self.vmsnap, "load", target, "--serial", "-"]
         if cache:
             args += ["--cache-dir", cache]
+        if via:
+            args += ["--via", via]
         t0 = time.monotonic()
         vm = subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -184,7 +191,7 @@ class StoreBench:
             # The snapshot's chunk objects are its 1 MiB chunks compressed:
             # rados bench runs with 1 MiB objects and with their mean size.
             k = {x: [] for x in ("rados_write", "rados_seq", "rados_write_mean", "rados_seq_mean", "push",
-                                 "push2_ratio", "pull")}
+                                 "push2_ratio", "pull", "pull_tmpfs")}
             mean = None
             for i in range(a.runs):
                 log(f"run {i + 1}/{a.runs}")
@@ -207,6 +214,14 @@ class StoreBench:
                 _, p2 = self.push(snap_b, "b")
                 k["push2_ratio"].append(p2["uploaded_bytes"] / p["uploaded_bytes"])
                 k["pull"].append(res["file_bytes"] / self.pull("a", self.path("pulled.vmsnap")) / MiB)
+                # The same into memory (tmpfs): what writing the file to the
+                # disk and making it durable costs.
+                shm = f"/dev/shm/vmsnap-store-bench-{os.getpid()}.vmsnap"
+                try:
+                    k["pull_tmpfs"].append(res["file_bytes"] / self.pull("a", shm) / MiB)
+                finally:
+                    if os.path.exists(shm):
+                        os.unlink(shm)
                 log("  " + ", ".join(f"{n} {v[-1]:.3f}" for n, v in k.items()))
             os.unlink(self.path("pulled.vmsnap"))
             for n, v in k.items():
@@ -234,13 +249,45 @@ class StoreBench:
                 t0 = time.monotonic()
                 self.run([self.vmsnap, "inspect", snap_a])
                 fs.append(time.monotonic() - t0)
+            # Warm starts: the server's warm VMs each opened a session with
+            # the pool before their client came; the cache is the warm one.
+            sock = self.path("store-serve.sock")
+            if os.path.exists(sock):
+                os.unlink(sock)
+            srv = subprocess.Popen([self.vmsnap, "serve", "--control", sock, "--pool", "2", "--mem", "1024M",
+                                    "--store", f"rados://{POOL}", "--cache-dir", warm], env=self.env)
+            lv, lvf = [], []
+            try:
+                t0 = time.monotonic()
+                while not os.path.exists(sock):
+                    if time.monotonic() - t0 > 60:
+                        raise RuntimeError("no serve socket")
+                    time.sleep(0.05)
+                time.sleep(1)
+                for i in range(a.starts):
+                    # Alternated with the same warm start of the local file:
+                    # the floor on this machine at this moment.
+                    lv.append(self.first_byte(f"rados://{POOL}/a", via=sock))
+                    time.sleep(0.5)  # the pool refills
+                    lvf.append(self.first_byte(snap_a, via=sock))
+                    time.sleep(0.5)
+            finally:
+                srv.send_signal(signal.SIGTERM)
+                try:
+                    srv.wait(10)
+                except subprocess.TimeoutExpired:
+                    kill(srv)
+            res["first_via"] = statistics.median(lv)
+            res["first_via_local"] = statistics.median(lvf)
             res["ls_store"] = statistics.median(fl)
             res["inspect_local"] = statistics.median(fs)
             res["first_local"] = statistics.median(ll)
             res["first_warm"] = statistics.median(lw)
             res["first_cold"] = statistics.median(lc)
             log(f"first instruction p50: local {res['first_local'] * 1e3:.1f} ms, store warm cache "
-                f"{res['first_warm'] * 1e3:.1f} ms, store empty cache {res['first_cold'] * 1e3:.1f} ms")
+                f"{res['first_warm'] * 1e3:.1f} ms, store empty cache {res['first_cold'] * 1e3:.1f} ms, "
+                f"warm start from the store {res['first_via'] * 1e3:.1f} ms, of the file "
+                f"{res['first_via_local'] * 1e3:.1f} ms")
             rl, rs = [], []
             for i in range(a.runs):
                 rl.append(self.whole(snap_r))
@@ -271,10 +318,16 @@ def table(r):
          f"{r['pull'] / r['rados_seq'] * 100:.0f} %", ">= 80 %"),
         ("", "", f"{r['rados_seq_mean']:.0f} MiB/s (`rados bench seq`, {mean} objects)",
          f"{r['pull'] / r['rados_seq_mean'] * 100:.0f} %", ""),
+        ("pull into tmpfs (no disk write, no fsync wait)", f"{r['pull_tmpfs']:.0f} MiB/s",
+         f"{r['rados_seq']:.0f} MiB/s (`rados bench seq`, 1 MiB objects)",
+         f"{r['pull_tmpfs'] / r['rados_seq'] * 100:.0f} %", ""),
         ("`load rados://` to first guest instruction, warm cache (p50)", f"{r['first_warm'] * 1e3:.1f} ms",
          f"{r['first_local'] * 1e3:.1f} ms (`load FILE`)", "", "<= 15 ms"),
         ("`load rados://` to first guest instruction, empty cache (p50)", f"{r['first_cold'] * 1e3:.1f} ms",
          "", "", "<= 15 ms"),
+        ("`load --via SOCKET rados://` (warm start, session opened ahead) to first guest instruction (p50)",
+         f"{r['first_via'] * 1e3:.1f} ms", f"{r['first_via_local'] * 1e3:.1f} ms (`load --via SOCKET FILE`)", "",
+         "<= 15 ms"),
         ("`vmsnap ls rados://` (connect, list; p50)", f"{r['ls_store'] * 1e3:.1f} ms",
          f"{r['inspect_local'] * 1e3:.1f} ms (`inspect FILE`)", "", ""),
         ("guest reading all its memory, empty cache", f"{r['read_store']:.2f} s",
@@ -296,7 +349,9 @@ def main():
     ap.add_argument("--work", default="/tmp/vmsnap-store-bench")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--starts", type=int, default=10)
-    ap.add_argument("--seconds", type=int, default=4, help="length of each rados bench")
+    # 3 s: at an idle machine's speed, 4 s of `rados bench write` beside a pushed
+    # snapshot fill the test OSD's 4 GiB device.
+    ap.add_argument("--seconds", type=int, default=3, help="length of each rados bench")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON, not the table")
     a = ap.parse_args()
     r = StoreBench(a).main()

@@ -167,6 +167,20 @@ Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t
 
 }  // namespace
 
+// A store that cannot write "only if absent" asks first: a plain write
+// would replace an object gc may be deleting, and could not tell the caller
+// whether the bytes were there. A chunk gc removes between the two is
+// written again.
+Result<bool> ObjectStore::Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
+                                 bool likely_new) {
+  (void)likely_new;
+  Status s = Touch(name, mark);
+  if (s.ok()) return false;
+  if (s.code() != Code::kNotFound) return s;
+  VMSNAP_RETURN_IF_ERROR(Put(name, data, mark));
+  return true;
+}
+
 Result<StoreUrl> ParseStoreUrl(const std::string& url, bool name_required) {
   StoreUrl u;
   u.text = url;
@@ -267,42 +281,48 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   PushStats st;
   st.file_bytes = size;
   const std::string mark = NewMark();
-  // Chunks of one file with the same bytes are one object: handled once.
-  std::map<std::array<uint8_t, 32>, size_t> first_of;
-  std::atomic<uint64_t> done{0};
-  VMSNAP_RETURN_IF_ERROR(ParallelFor(l.chunks.size(), options.parallel, [&](size_t i) {
+  uint64_t total = 0;
+  for (const Entry& e : l.chunks) total += e.length;
+  // Each worker hashes its chunk and uploads it at once: hashing (SHA-256,
+  // about 1.8 GB/s a core here) overlaps the cluster's work instead of
+  // delaying the first write by the whole file's hashing time. Chunks of one
+  // file with the same bytes are one object: the first to claim it uploads.
+  std::mutex claim_mu;
+  std::set<std::array<uint8_t, 32>> claimed;
+  std::vector<uint8_t> first(l.chunks.size(), 0);
+  // Whether the last chunk was new: a first push finds none, a second
+  // almost all, so the last outcome is the best guess of which single
+  // operation settles the next one.
+  std::atomic<bool> last_new{true};
+  std::atomic<uint64_t> done{0}, unique_n{0}, up_n{0}, up_b{0}, have_n{0}, have_b{0};
+  Status uploaded = ParallelFor(l.chunks.size(), options.parallel, [&](size_t i) {
     Entry& e = l.chunks[i];
     e.sha = Sha256({map.data() + e.offset, e.length});
-    return Status::Ok();
-  }));
-  std::vector<size_t> unique;
-  for (size_t i = 0; i < l.chunks.size(); ++i) {
-    if (first_of.emplace(l.chunks[i].sha, i).second) unique.push_back(i);
-  }
-  st.chunks = unique.size();
-  uint64_t total = 0;
-  for (size_t i : unique) total += l.chunks[i].length;
-  std::atomic<uint64_t> up_n{0}, up_b{0}, have_n{0}, have_b{0};
-  Status uploaded = ParallelFor(unique.size(), options.parallel, [&](size_t k) {
-    const Entry& e = l.chunks[unique[k]];
-    const std::string obj = ChunkObject(e.sha.data());
-    // Marking an existing chunk is what keeps gc from deleting it under us.
-    Status s = store.Touch(obj, mark);
-    if (s.ok()) {
-      have_n += 1;
-      have_b += e.length;
-    } else if (s.code() == Code::kNotFound) {
-      VMSNAP_RETURN_IF_ERROR(store.Put(obj, {map.data() + e.offset, e.length}, mark));
-      up_n += 1;
-      up_b += e.length;
-    } else {
-      return s;
+    bool mine;
+    {
+      std::lock_guard<std::mutex> lock(claim_mu);
+      mine = claimed.insert(e.sha).second;
+    }
+    if (mine) {
+      first[i] = 1;
+      unique_n += 1;
+      // Marking an existing chunk is what keeps gc from deleting it under us.
+      VMSNAP_ASSIGN_OR_RETURN(const bool wrote, store.Ensure(ChunkObject(e.sha.data()), {map.data() + e.offset, e.length},
+                                                              mark, last_new.load(std::memory_order_relaxed)));
+      last_new.store(wrote, std::memory_order_relaxed);
+      (wrote ? up_n : have_n) += 1;
+      (wrote ? up_b : have_b) += e.length;
     }
     const uint64_t d = done.fetch_add(e.length) + e.length;
     if (options.progress) options.progress(d, total);
     return Status::Ok();
   });
   VMSNAP_RETURN_IF_ERROR(uploaded);
+  std::vector<size_t> unique;
+  for (size_t i = 0; i < l.chunks.size(); ++i) {
+    if (first[i]) unique.push_back(i);
+  }
+  st.chunks = unique_n;
   st.uploaded_chunks = up_n;
   st.uploaded_bytes = up_b;
   st.present_chunks = have_n;
@@ -314,9 +334,7 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
     const std::string again = NewMark();
     VMSNAP_RETURN_IF_ERROR(ParallelFor(unique.size(), options.parallel, [&](size_t k) {
       const Entry& e = l.chunks[unique[k]];
-      Status s = store.Touch(ChunkObject(e.sha.data()), again);
-      if (s.code() == Code::kNotFound) return store.Put(ChunkObject(e.sha.data()), {map.data() + e.offset, e.length}, again);
-      return s;
+      return store.Ensure(ChunkObject(e.sha.data()), {map.data() + e.offset, e.length}, again, false).status();
     }));
   }
   // Last: from this moment the snapshot exists for every reader.

@@ -25,6 +25,12 @@ class ObjectStore {
   // Sets the mark of an object that exists; NotFound (and nothing created)
   // when it does not.
   virtual Status Touch(const std::string& name, const std::string& mark) = 0;
+  // Makes sure an immutable object (its name fixes its bytes) exists and
+  // carries `mark`: marks it when it is there, without sending its bytes
+  // again, writes it otherwise; true when it wrote it. `likely_new` says
+  // which to try first, so that a right guess costs one request.
+  virtual Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
+                              bool likely_new);
   // The whole object; NotFound when it does not exist.
   virtual Result<std::vector<uint8_t>> Get(const std::string& name) = 0;
   // The whole object when the caller knows its size (a chunk, from the
@@ -49,12 +55,20 @@ class ObjectStore {
 // client.admin unless CEPH_ARGS says otherwise, keys from the usual keyring.
 Result<std::unique_ptr<ObjectStore>> OpenRados(const std::string& pool, const std::string& conf);
 
+// Loads librados (which the store otherwise loads on its first call, tens
+// of milliseconds) now: for a process that forks workers which will open
+// stores, so that each inherits it loaded. Loading starts no thread, so the
+// fork stays safe.
+void PreloadRados();
+
 // Where an S3 service is and who we are to it, as the AWS tools take it:
 // AWS_ENDPOINT_URL (default https://s3.REGION.amazonaws.com), AWS_REGION (or
 // AWS_DEFAULT_REGION; default us-east-1), AWS_ACCESS_KEY_ID,
-// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional).
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN (optional); and VMSNAP_S3_TIMEOUT,
+// the seconds a request may move no byte before it fails (default 30).
 struct S3Config {
   std::string endpoint, region, access_key, secret_key, session_token;
+  long stall_s = 30;
 };
 Result<S3Config> S3ConfigFromEnv();
 

@@ -18,6 +18,7 @@
 #include <ctime>
 
 #include "store/dl_library.h"
+#include "store/object_store.h"
 
 namespace {
 
@@ -71,6 +72,8 @@ VMSNAP_RADOS_VOID(rados_write_op_cmpxattr,
                   (rados_write_op_t write_op, const char* name, uint8_t comparison_operator, const char* value,
                    size_t value_len),
                   (write_op, name, comparison_operator, value, value_len))
+VMSNAP_RADOS_VOID(rados_write_op_create, (rados_write_op_t write_op, int exclusive, const char* category),
+                  (write_op, exclusive, category))
 VMSNAP_RADOS_VOID(rados_write_op_assert_exists, (rados_write_op_t write_op), (write_op))
 VMSNAP_RADOS_INT(rados_write_op_operate,
                  (rados_write_op_t write_op, rados_ioctx_t io, const char* oid, time_t* mtime, int flags),
@@ -82,3 +85,9 @@ extern "C" rados_write_op_t rados_create_write_op(void) {
   static const auto fn = Rados::Symbol<rados_write_op_t (*)(void)>("rados_create_write_op");
   return fn != nullptr ? fn() : nullptr;
 }
+
+namespace vmsnap::store {
+
+void PreloadRados() { (void)Rados::Handle(); }
+
+}  // namespace vmsnap::store

@@ -52,6 +52,31 @@ class RadosStore final : public ObjectStore {
     return rc < 0 ? FromRados(rc, Where(name)) : Status::Ok();
   }
 
+  // One operation per object when the guess is right: an exclusive create
+  // (with the bytes and the mark) that the OSD refuses with EEXIST when the
+  // object is there, or a mark that requires the object to exist. A wrong
+  // guess costs the other one; an object gc removes in between is written.
+  Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
+                      bool likely_new) override {
+    for (int attempt = 0; attempt < 4; ++attempt, likely_new = !likely_new) {
+      if (!likely_new) {
+        Status s = Touch(name, mark);
+        if (s.ok()) return false;
+        if (s.code() != Code::kNotFound) return s;
+        continue;
+      }
+      rados_write_op_t op = rados_create_write_op();
+      rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, nullptr);
+      rados_write_op_write_full(op, reinterpret_cast<const char*>(data.data()), data.size());
+      rados_write_op_setxattr(op, kMarkAttr, mark.data(), mark.size());
+      const int rc = rados_write_op_operate(op, io_, name.c_str(), nullptr, 0);
+      rados_release_write_op(op);
+      if (rc == 0) return true;
+      if (rc != -EEXIST) return FromRados(rc, Where(name) + ": write");
+    }
+    return Status::Io(Where(name) + ": kept being removed and created by others while it was written");
+  }
+
   Result<std::vector<uint8_t>> Get(const std::string& name) override {
     uint64_t size = 0;
     time_t mtime = 0;
@@ -147,6 +172,12 @@ Result<std::unique_ptr<ObjectStore>> OpenRados(const std::string& pool, const st
   // CEPH_CONF and Ceph's default places when no path is given.
   rc = rados_conf_read_file(cluster, conf.empty() ? nullptr : conf.c_str());
   if (rc < 0) return fail(rc, "read the cluster configuration " + (conf.empty() ? std::string("(CEPH_CONF or /etc/ceph/ceph.conf)") : conf));
+  // A store command is a short client, and `load` waits for its session
+  // before the guest's first instruction: it binds no admin socket and
+  // opens no log file, which nothing reads for a client this brief, whatever
+  // the configuration file says. CEPH_ARGS (read next) can ask for them.
+  (void)rados_conf_set(cluster, "admin_socket", "");
+  (void)rados_conf_set(cluster, "log_file", "");
   (void)rados_conf_parse_env(cluster, nullptr);  // CEPH_ARGS
   // A store that is gone must fail a command, not hang it: Ceph's clients
   // wait forever (op timeouts 0) or five minutes (mount) by default. A

@@ -19,8 +19,9 @@ namespace {
 // only the object's attributes, and its modification time), where metadata
 // could only change by copying the whole object onto itself.
 constexpr char kMarkTag[] = "vmsnap-mark";
-// A request that moves no byte for this long fails: a gateway whose cluster
-// is gone keeps the connection open and never answers.
+// A request that moves no byte for this long fails (VMSNAP_S3_TIMEOUT may
+// set another limit): a gateway whose cluster is gone keeps the connection
+// open and never answers.
 constexpr long kStallS = 30;
 constexpr long kConnectS = 10;
 
@@ -336,7 +337,7 @@ class S3Store final : public ObjectStore {
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, kConnectS);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, kStallS);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, cfg_.stall_s);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
@@ -364,7 +365,7 @@ class S3Store final : public ObjectStore {
       curl_easy_cleanup(h);
       const std::string at = key.empty() ? where_ : "s3://" + bucket_ + "/" + key;
       if (rc == CURLE_OPERATION_TIMEDOUT) {
-        return Status::Io(at + ": " + cfg_.endpoint + " did not answer within " + std::to_string(kStallS) + " s");
+        return Status::Io(at + ": " + cfg_.endpoint + " did not answer within " + std::to_string(cfg_.stall_s) + " s");
       }
       return Status::Io(at + ": " + cfg_.endpoint + ": " + curl_easy_strerror(rc));
     }
@@ -393,6 +394,15 @@ Result<S3Config> S3ConfigFromEnv() {
   c.session_token = Env("AWS_SESSION_TOKEN");
   if (c.access_key.empty() || c.secret_key.empty()) {
     return Status::InvalidArgument("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+  }
+  c.stall_s = kStallS;
+  if (const std::string t = Env("VMSNAP_S3_TIMEOUT"); !t.empty()) {
+    char* end = nullptr;
+    const long v = std::strtol(t.c_str(), &end, 10);
+    if (end == t.c_str() || *end != '\0' || v < 1 || v > 3600) {
+      return Status::InvalidArgument("VMSNAP_S3_TIMEOUT=" + t + ": not a number of seconds between 1 and 3600");
+    }
+    c.stall_s = v;
   }
   return c;
 }

@@ -2,6 +2,10 @@
 // OpenRemote (lazy_remote.h): URL to store to lazily filled cache file.
 #include "tools/lazy_remote.h"
 
+#include <map>
+#include <memory>
+#include <mutex>
+
 #include "base/cache_dir.h"
 #ifdef VMSNAP_HAVE_STORE
 #include "store/chunk_store.h"
@@ -10,6 +14,81 @@
 
 namespace vmsnap::cli {
 
+#ifdef VMSNAP_HAVE_STORE
+namespace {
+
+// Sessions opened ahead, by store root; each is handed out once (a warm VM's
+// process serves one request).
+std::mutex sessions_mu;
+std::map<std::string, std::unique_ptr<store::ObjectStore>>& Sessions() {
+  static auto* m = new std::map<std::string, std::unique_ptr<store::ObjectStore>>();
+  return *m;
+}
+
+// A store given by itself: all of an s3:// path is the key prefix.
+Result<store::StoreUrl> ParseRoot(const std::string& text) {
+  VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/false));
+  if (url.scheme == "rados" && !url.name.empty()) {
+    return Status::InvalidArgument(text + ": names a snapshot; give the store alone (rados://POOL)");
+  }
+  if (!url.name.empty()) url.prefix = url.prefix.empty() ? url.name : url.prefix + "/" + url.name;
+  url.name.clear();
+  return url;
+}
+
+std::unique_ptr<store::ObjectStore> TakeSession(const std::string& root) {
+  std::lock_guard<std::mutex> lock(sessions_mu);
+  auto it = Sessions().find(root);
+  if (it == Sessions().end()) return nullptr;
+  std::unique_ptr<store::ObjectStore> s = std::move(it->second);
+  Sessions().erase(it);
+  return s;
+}
+
+}  // namespace
+#endif
+
+Status CheckStoreRoots(const std::vector<std::string>& roots) {
+  for (const std::string& r : roots) {
+#ifdef VMSNAP_HAVE_STORE
+    VMSNAP_RETURN_IF_ERROR(ParseRoot(r).status());
+#else
+    return Status::Unsupported(r + ": this vmsnap was built without the chunk store (librados)");
+#endif
+  }
+  return Status::Ok();
+}
+
+void PreloadStoreLibraries(const std::vector<std::string>& roots) {
+#ifdef VMSNAP_HAVE_STORE
+  for (const std::string& r : roots) {
+    if (r.rfind("rados://", 0) == 0) store::PreloadRados();
+  }
+#else
+  (void)roots;
+#endif
+}
+
+void OpenStoreSessions(const std::vector<std::string>& roots, const std::string& ceph_conf) {
+#ifdef VMSNAP_HAVE_STORE
+  for (const std::string& r : roots) {
+    auto url = ParseRoot(r);
+    if (!url.ok()) continue;
+    auto st = store::OpenStore(*url, ceph_conf);
+    if (!st.ok()) continue;
+    // librados meets an OSD on the first operation on one of its objects:
+    // one read of an object that need not exist opens a session with the
+    // OSD it maps to (all of them, on a one-OSD cluster).
+    (void)(*st)->Mark(store::kLayoutPrefix);
+    std::lock_guard<std::mutex> lock(sessions_mu);
+    Sessions()[store::StoreRoot(*url)] = std::move(st).value();
+  }
+#else
+  (void)roots;
+  (void)ceph_conf;
+#endif
+}
+
 Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text, const RemoteOptions& options) {
 #ifdef VMSNAP_HAVE_STORE
   VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/true));
@@ -17,7 +96,10 @@ Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text,
   if (dir.empty()) {
     VMSNAP_ASSIGN_OR_RETURN(dir, UserCacheDir("lazy"));
   }
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::ObjectStore> st, store::OpenStore(url, options.ceph_conf));
+  std::unique_ptr<store::ObjectStore> st = TakeSession(store::StoreRoot(url));
+  if (st == nullptr) {
+    VMSNAP_ASSIGN_OR_RETURN(st, store::OpenStore(url, options.ceph_conf));
+  }
   store::LazyCacheOptions o;
   o.dir = dir;
   o.max_bytes = options.cache_size;
@@ -25,7 +107,6 @@ Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text,
   o.timeout_s = options.timeout_s;
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazySnapshot> src,
                           store::LazySnapshot::Open(std::move(st), url.name, o));
-  src->StartPrefetch();
   return std::shared_ptr<store::LazySnapshot>(std::move(src));
 #else
   (void)options;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -23,8 +24,25 @@ struct RemoteOptions {
   unsigned timeout_s = 10;
 };
 
-// Opens URL's snapshot through its store, creates or reuses its cache file
-// and starts the prefetch. Unsupported when this vmsnap has no store layer.
+// Opens URL's snapshot through its store and creates or reuses its cache
+// file; the caller starts the prefetch once the VM is restored (before, it
+// would take the CPU the restore needs). Unsupported when this vmsnap has no
+// store layer.
+// A session OpenStoreSessions opened for the URL's store is used (once)
+// instead of connecting.
 Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& url, const RemoteOptions& options);
+
+// Checks that each of `roots` (rados://POOL, s3://BUCKET[/PREFIX]) is a store
+// URL, for a command line.
+Status CheckStoreRoots(const std::vector<std::string>& roots);
+// Opens a session with each store of `roots` ahead of any request, for the
+// next OpenRemote of a URL in it: a new cluster session costs tens of
+// milliseconds (librados's authentication and maps), which a warm start
+// should not wait for. A store that cannot be reached now is skipped: the
+// request that names it connects itself and reports the error.
+void OpenStoreSessions(const std::vector<std::string>& roots, const std::string& ceph_conf);
+// Loads the client libraries the stores of `roots` need, in a process that
+// will fork the workers that open them.
+void PreloadStoreLibraries(const std::vector<std::string>& roots);
 
 }  // namespace vmsnap::cli

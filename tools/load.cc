@@ -144,7 +144,10 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       args->snapshot = src->path();
       fetch_chunk = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
       fetch_all = [src] { return src->FetchAll(); };
-      after_restore = [src] { src->Discard(); };
+      after_restore = [src] {
+        src->Discard();
+        src->StartPrefetch();
+      };
       summary = [src, url = url_text] {
         const store::LazyCacheStats st = src->stats();
         return url + ": " + std::to_string(st.fetched_chunks) + " chunks fetched (" +

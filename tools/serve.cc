@@ -26,6 +26,9 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     std::vector<std::string> mem{"64M"};
     std::vector<int> vcpus{1};
     bool no_image_build = false;
+    std::vector<std::string> stores;
+    std::string ceph_conf, cache_dir;
+    uint64_t cache_size = 16ull << 30;
   };
   auto args = std::make_shared<Args>();
   sub->add_option("--control", args->control, "the socket clients connect to (created mode 0600)")->required();
@@ -40,6 +43,19 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   sub->add_flag("--no-image-build", args->no_image_build,
                 "do not build decompressed images of the snapshots clients ask for (an image built by "
                 "`vmsnap load --memory shared` is still used)");
+  sub->add_option("--store", args->stores,
+                  "store URLs: a store (rados://POOL, s3://BUCKET/PREFIX) each warm VM opens a session with "
+                  "before its client comes, so that `load --via` of a snapshot in it does not wait for one; "
+                  "repeat for several")
+      ->delimiter(',');
+  sub->add_option("--ceph-conf", args->ceph_conf,
+                  "store URLs: ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+  sub->add_option("--cache-dir", args->cache_dir,
+                  "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
+  sub->add_option("--cache-size", args->cache_size,
+                  "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
+                  "used snapshots are removed to make room")
+      ->transform(CLI::AsSizeValue(false));
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap serve: %s\n", msg.c_str());
@@ -63,15 +79,27 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     o.tool_version = VMSNAP_VERSION;
     if (args->pool < 1 || args->pool > 256) return fail("--pool must be between 1 and 256");
     if (o.shapes.size() * size_t(args->pool) > 256) return fail("at most 256 warm VMs in all (--pool times the shapes)");
+    if (Status s = CheckStoreRoots(args->stores); !s.ok()) return fail(s.message());
 #ifdef VMSNAP_HAVE_STORE
-    // `load --via URL`: each worker fetches its snapshot into the default
-    // cache (docs/store.md), the cluster from CEPH_CONF.
-    o.open_remote = [](const std::string& url) -> Result<vmm::RemoteSnapshot> {
-      VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazySnapshot> src, OpenRemote(url, RemoteOptions{}));
+    // `load --via URL`: each worker fetches its snapshot into the cache
+    // (docs/store.md), through the session it opened while it waited.
+    RemoteOptions ro;
+    ro.ceph_conf = args->ceph_conf;
+    ro.cache_dir = args->cache_dir;
+    ro.cache_size = args->cache_size;
+    if (!args->stores.empty()) {
+      PreloadStoreLibraries(args->stores);
+      o.prepare_remote = [stores = args->stores, conf = args->ceph_conf] { OpenStoreSessions(stores, conf); };
+    }
+    o.open_remote = [ro](const std::string& url) -> Result<vmm::RemoteSnapshot> {
+      VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazySnapshot> src, OpenRemote(url, ro));
       vmm::RemoteSnapshot r;
       r.path = src->path();
       r.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
-      r.restored = [src] { src->Discard(); };
+      r.restored = [src] {
+        src->Discard();
+        src->StartPrefetch();
+      };
       r.keep = src;
       return r;
     };

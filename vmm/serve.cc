@@ -376,6 +376,7 @@ struct WorkerDirs {
     (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL);
     ::_exit(1);
   }
+  if (o.prepare_remote) o.prepare_remote();
   WorkerDirs dirs;
   if (auto d = UserCacheDir("verified"); d.ok()) dirs.stamps = *d;
   if (auto d = UserCacheDir("images"); d.ok()) dirs.images = *d;

@@ -40,6 +40,9 @@ struct ServeOptions {
   // warm starts of it map the image instead of paging it in. Without, an
   // image built otherwise (`vmsnap load --memory shared`) is still used.
   bool build_images = true;
+  // Run in each warm VM's process before it is ready (opens store sessions
+  // that open_remote then uses).
+  std::function<void()> prepare_remote;
 };
 
 // Serves until SIGINT or SIGTERM (then Ok), or until a warm VM cannot be

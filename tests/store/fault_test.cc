@@ -2,7 +2,8 @@
 // The chunk store when the cluster fails under it: the OSD killed in the
 // middle of a push (the push fails with one line, no snapshot appears, and
 // a rerun once the OSD is back uploads only what is missing), a chunk
-// object deleted or altered (verify names it), and a wrong pool or identity.
+// object deleted or altered (verify names it), and a wrong pool or identity;
+// the OSD killed under a push through S3 likewise.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -92,6 +93,63 @@ TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
             again["chunks"].get<uint64_t>());
   EXPECT_GT(again["uploaded_chunks"].get<uint64_t>(), 0u);
   r = Run("pull " + Url("a") + " -o " + Path("back.vmsnap"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(ReadFile(Path("back.vmsnap")), ReadFile(Path("a.vmsnap")));
+}
+
+// The same through radosgw, which itself waits without limit for an OSD
+// that is gone: the push's own no-progress limit (VMSNAP_S3_TIMEOUT, 3 s
+// here) ends it with one line, and a rerun completes it.
+class S3Faults : public storetest::S3 {
+ protected:
+  void TearDown() override {
+    if (osd_killed_) Cluster("start-osd");
+    S3::TearDown();
+  }
+
+  bool osd_killed_ = false;
+};
+
+TEST_F(S3Faults, OsdKilledDuringAPushFailsWithinTheS3TimeoutThenARerunCompletes) {
+  WriteSnapshot(Path("a.vmsnap"), 16384, uint32_t(::getpid()) * 2246822519u + uint32_t(std::time(nullptr)));
+  const pid_t push = Spawn({"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"),
+                          {"VMSNAP_S3_TIMEOUT=3"});
+  size_t landed = 0;
+  for (int i = 0; i < 1000 && landed == 0; ++i) {
+    landed = S3Chunks().size();
+    if (landed > 0) {
+      ASSERT_EQ(::kill(push, SIGSTOP), 0);
+      landed = S3Chunks().size();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ASSERT_GT(landed, 0u) << "no chunk of the push ever landed: " << ReadFile(Path("push.err"));
+  ASSERT_LT(landed, 60u) << "the push was nearly done before it could be stopped";
+  ASSERT_EQ(Cluster("kill-osd"), 0);
+  osd_killed_ = true;
+  ::kill(push, SIGCONT);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = Wait(push, std::chrono::seconds(60));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string err = ReadFile(Path("push.err"));
+  EXPECT_EQ(status, 2) << err;
+  EXPECT_EQ(Lines(err), 1u) << err;
+  EXPECT_NE(err.find(Url("vmsnap.chunk.")), std::string::npos) << err;
+  EXPECT_NE(err.find("did not answer within 3 s"), std::string::npos) << err;
+  EXPECT_LT(took, 20.0) << "the push hung on the dead OSD";
+
+  ASSERT_EQ(Cluster("start-osd"), 0);
+  osd_killed_ = false;
+  // No snapshot, and the rerun uploads only what is missing.
+  int st = -1;
+  Curl("-I", Key("vmsnap.snap.a"), &st);
+  EXPECT_NE(st, 0) << "a layout object appeared for a push that failed";
+  Json again = PushJson("a.vmsnap", Url("a"));
+  EXPECT_GE(again["present_chunks"].get<uint64_t>(), landed);
+  EXPECT_EQ(again["present_chunks"].get<uint64_t>() + again["uploaded_chunks"].get<uint64_t>(),
+            again["chunks"].get<uint64_t>());
+  RunResult r = Run("pull " + Url("a") + " -o " + Path("back.vmsnap"));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(ReadFile(Path("back.vmsnap")), ReadFile(Path("a.vmsnap")));
 }

@@ -73,15 +73,22 @@ TEST_F(StoreLoad, GuestRunsAsFromTheFileAndTheSecondLoadUsesTheCache) {
   EXPECT_EQ(ReadFile(Path("remote.txt")), "allpages: ok\n");
   EXPECT_NE(remote.err.find("fetched"), std::string::npos) << remote.err;
 
-  // A warm start of the URL: the serve worker fetches it into its own cache.
+  // A warm start of the URL: the serve worker, which opened its session
+  // with the pool before the request, fetches it into the server's cache.
+  RunResult bad = Run("serve --control bad.sock --pool 1 --store " + Url("a"));
+  EXPECT_EQ(bad.status, 2) << bad.err;
+  EXPECT_NE(bad.err.find("give the store alone"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
   ::setenv("XDG_CACHE_HOME", Path("xdg").c_str(), 1);
-  Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "64M"});
+  Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "64M", "--store", "rados://vmsnap",
+         "--cache-dir", Path("srvcache")});
   ::unsetenv("XDG_CACHE_HOME");
   ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
   RunResult via = Run("load " + Url("a") + " --via srv.sock --serial via.txt");
   EXPECT_EQ(via.status, 0) << via.err;
   EXPECT_EQ(ReadFile(Path("via.txt")), "allpages: ok\n");
-  EXPECT_TRUE(fs::exists(Path("xdg/vmsnap/lazy")));
+  EXPECT_TRUE(fs::exists(Path("srvcache")));
+  EXPECT_FALSE(fs::exists(Path("xdg/vmsnap/lazy")));
 
   // Every chunk object gone: the second load needs only the layout.
   const std::vector<std::string> chunks = Chunks("a.vmsnap");
