@@ -11,16 +11,6 @@
 
 namespace vmsnap::vmm {
 
-kvm::MemorySlot MemoryRegion::slot_spec() const {
-  kvm::MemorySlot s;
-  s.slot = view_.slot;
-  s.flags = view_.flags;
-  s.guest_phys_addr = view_.gpa;
-  s.size = view_.size;
-  s.userspace_addr = reinterpret_cast<uint64_t>(view_.host);
-  return s;
-}
-
 Status GuestMemory::AddRegion(int fd, uint64_t file_offset, uint64_t gpa, uint64_t size, uint32_t slot,
                               uint32_t flags, const std::string& name) {
   // Anonymous RAM is private and not reserved up front: untouched guest pages
@@ -101,15 +91,6 @@ uint8_t* GuestMemory::HostPtr(uint64_t gpa, uint64_t len) const {
     }
   }
   return nullptr;
-}
-
-Status GuestMemory::Register(kvm::Vm& vm, uint32_t extra_flags) const {
-  for (const auto& r : regions_) {
-    kvm::MemorySlot spec = r->slot_spec();
-    spec.flags |= extra_flags;
-    VMSNAP_RETURN_IF_ERROR(vm.SetUserMemoryRegion(spec));
-  }
-  return Status::Ok();
 }
 
 }  // namespace vmsnap::vmm

@@ -33,10 +33,6 @@ class MemoryRegion {
   uint32_t slot() const { return view_.slot; }
   uint32_t flags() const { return view_.flags; }
   bool file_backed() const { return file_backed_; }
-  // Changes the KVM_MEM_* flags the region is registered with (a dirty
-  // tracker sets KVM_MEM_LOG_DIRTY_PAGES); the caller re-registers it.
-  void set_flags(uint32_t flags) { view_.flags = flags; }
-  kvm::MemorySlot slot_spec() const;
 
  private:
   friend class GuestMemory;
@@ -62,10 +58,6 @@ class GuestMemory {
   uint64_t top() const;
   // Host pointer for [gpa, gpa+len) if one region holds all of it, else null.
   uint8_t* HostPtr(uint64_t gpa, uint64_t len) const;
-  // Registers every region with KVM, with `extra_flags` (e.g.
-  // KVM_MEM_LOG_DIRTY_PAGES) added to each region's own flags; views() keep
-  // the regions' own flags.
-  Status Register(kvm::Vm& vm, uint32_t extra_flags = 0) const;
 
  private:
   Status AddRegion(int fd, uint64_t file_offset, uint64_t gpa, uint64_t size, uint32_t slot, uint32_t flags,

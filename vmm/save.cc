@@ -47,7 +47,8 @@ Result<capture::CaptureResult> Vmm::ApiSave(const std::string& path, vmsnap_save
   o.struct_size = sizeof o;
   o.compression = codec.c_str();
   o.tool_version = options_.tool_version.c_str();
-  if (save_progress_) o.progress = OnSaveProgress, o.progress_ctx = &save_progress_;
+  o.progress = save_progress_ ? OnSaveProgress : nullptr;
+  o.progress_ctx = &save_progress_;
   std::vector<vmsnap_load_record> loads(loads_.size());
   for (size_t i = 0; i < loads_.size(); ++i) {
     vmsnap_load_record& l = loads[i];

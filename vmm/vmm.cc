@@ -274,12 +274,15 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
   lo.struct_size = sizeof lo;
   lo.mode = load_->lazy ? VMSNAP_MEMORY_LAZY : VMSNAP_MEMORY_EAGER;
   lo.threads = load_->threads;
-  if (load_->on_error) lo.on_error = OnPagerError, lo.on_error_ctx = load_.get();
-  if (load_->progress) lo.progress = OnProgress, lo.progress_ctx = load_.get();
+  lo.on_error = load_->on_error ? OnPagerError : nullptr;
+  lo.on_error_ctx = load_.get();
+  lo.progress = load_->progress ? OnProgress : nullptr;
+  lo.progress_ctx = load_.get();
   lo.flags = (load_->map_file ? VMSNAP_LOAD_MAP_FILE : 0u) | (load_->build_image ? VMSNAP_LOAD_BUILD_IMAGE : 0u);
   if (!load_->verified_dir.empty()) lo.verified_dir = load_->verified_dir.c_str();
   if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
-  if (load_->fetch) lo.fetch = OnFetch, lo.fetch_ctx = load_.get();
+  lo.fetch = load_->fetch ? OnFetch : nullptr;
+  lo.fetch_ctx = load_.get();
   VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_load_memory(api_, snap_, &lo, &pager_)));
   if (!warm_) {
     Status s = CreateVcpus(static_cast<int>(vcpus));
