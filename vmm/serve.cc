@@ -5,8 +5,6 @@
 // that created it), reads the client's request and descriptors itself,
 // restores the snapshot, runs the guest, replies with its exit status and
 // exits. The server forks a replacement as soon as a worker is taken.
-#include "base/cache_dir.h"
-#include "base/hex.h"
 #include "vmm/serve.h"
 
 #include <fcntl.h>
@@ -35,9 +33,10 @@
 #include <optional>
 #include <vector>
 
+#include "base/cache_dir.h"
+#include "base/hex.h"
 #include "format/layout.h"
 #include "restore/memory/image_cache.h"
-#include "restore/memory/vmm_loader.h"
 #include "vmm/control.h"
 
 namespace vmsnap::vmm {
