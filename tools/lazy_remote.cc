@@ -48,6 +48,22 @@ std::unique_ptr<store::ObjectStore> TakeSession(const std::string& root) {
 }  // namespace
 #endif
 
+void AddRemoteOptions(CLI::App* sub, RemoteOptions& o) {
+  sub->add_option("--ceph-conf", o.ceph_conf,
+                  "store URLs: ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
+  sub->add_option("--cache-dir", o.cache_dir,
+                  "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
+  sub->add_option("--cache-size", o.cache_size,
+                  "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
+                  "used snapshots are removed to make room")
+      ->transform(CLI::AsSizeValue(false));
+  sub->add_option("--fetch-parallel", o.parallel, "store URLs: chunk objects in flight at once (default 8)")
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--fetch-timeout", o.timeout_s,
+                  "store URLs: seconds to wait for a chunk before the VM is stopped (default 10)")
+      ->check(CLI::Range(1, 3600));
+}
+
 Status CheckStoreRoots(const std::vector<std::string>& roots) {
   for (const std::string& r : roots) {
 #ifdef VMSNAP_HAVE_STORE

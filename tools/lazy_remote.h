@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "base/status.h"
 
 namespace vmsnap::store {
@@ -23,6 +25,11 @@ struct RemoteOptions {
   unsigned parallel = 8;
   unsigned timeout_s = 10;
 };
+
+// --ceph-conf, --cache-dir, --cache-size, --fetch-parallel and
+// --fetch-timeout into `options`: the same for every command that loads a
+// store URL (`load`, `serve`).
+void AddRemoteOptions(CLI::App* sub, RemoteOptions& options);
 
 // Opens URL's snapshot through its store and creates or reuses its cache
 // file; the caller starts the prefetch once the VM is restored (before, it

@@ -38,9 +38,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     VmmFlags vmm;
     std::string memory = "lazy";
     std::string via;
-    std::string ceph_conf, cache_dir;
-    uint64_t cache_size = 16ull << 30;
-    unsigned fetch_parallel = 8, fetch_timeout = 10;
+    RemoteOptions remote;
   };
   auto args = std::make_shared<Args>();
   sub->add_option("SNAPSHOT", args->snapshot,
@@ -56,19 +54,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
                   "snapshot in the cache first, so that every later load maps it; eager: decode "
                   "all memory on every core before the vCPUs start")
       ->check(CLI::IsMember({"eager", "lazy", "shared"}));
-  sub->add_option("--ceph-conf", args->ceph_conf,
-                  "store URLs: ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
-  sub->add_option("--cache-dir", args->cache_dir,
-                  "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
-  sub->add_option("--cache-size", args->cache_size,
-                  "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
-                  "used snapshots are removed to make room")
-      ->transform(CLI::AsSizeValue(false));
-  sub->add_option("--fetch-parallel", args->fetch_parallel, "store URLs: chunk objects in flight at once (default 8)")
-      ->check(CLI::Range(1, 256));
-  sub->add_option("--fetch-timeout", args->fetch_timeout,
-                  "store URLs: seconds to wait for a chunk before the VM is stopped (default 10)")
-      ->check(CLI::Range(1, 3600));
+  AddRemoteOptions(sub, args->remote);
   sub->add_option("--via", args->via,
                   "start the snapshot in a warm VM of `vmsnap serve --control SOCKET` (lazy memory; only "
                   "--serial and --snapshot-on-doorbell apply; doorbell snapshots are full ones)");
@@ -131,13 +117,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     if (store::LooksLikeStoreUrl(args->snapshot)) {
 #ifdef VMSNAP_HAVE_STORE
       const std::string url_text = args->snapshot;
-      RemoteOptions ro;
-      ro.ceph_conf = args->ceph_conf;
-      ro.cache_dir = args->cache_dir;
-      ro.cache_size = args->cache_size;
-      ro.parallel = args->fetch_parallel;
-      ro.timeout_s = args->fetch_timeout;
-      auto remote = OpenRemote(args->snapshot, ro);
+      auto remote = OpenRemote(args->snapshot, args->remote);
       if (!remote.ok()) return fail(remote.status().message());
       std::shared_ptr<store::LazySnapshot> src = std::move(remote).value();
       remote_keep = src;

@@ -27,8 +27,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     std::vector<int> vcpus{1};
     bool no_image_build = false;
     std::vector<std::string> stores;
-    std::string ceph_conf, cache_dir;
-    uint64_t cache_size = 16ull << 30;
+    RemoteOptions remote;
   };
   auto args = std::make_shared<Args>();
   sub->add_option("--control", args->control, "the socket clients connect to (created mode 0600)")->required();
@@ -48,14 +47,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
                   "before its client comes, so that `load --via` of a snapshot in it does not wait for one; "
                   "repeat for several")
       ->delimiter(',');
-  sub->add_option("--ceph-conf", args->ceph_conf,
-                  "store URLs: ceph.conf of the cluster (default: CEPH_CONF, then /etc/ceph/ceph.conf)");
-  sub->add_option("--cache-dir", args->cache_dir,
-                  "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
-  sub->add_option("--cache-size", args->cache_size,
-                  "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
-                  "used snapshots are removed to make room")
-      ->transform(CLI::AsSizeValue(false));
+  AddRemoteOptions(sub, args->remote);
   sub->callback([args, exit_code] {
     auto fail = [exit_code](const std::string& msg) {
       std::fprintf(stderr, "vmsnap serve: %s\n", msg.c_str());
@@ -83,13 +75,10 @@ void RegisterServe(CLI::App& app, int* exit_code) {
 #ifdef VMSNAP_HAVE_STORE
     // `load --via URL`: each worker fetches its snapshot into the cache
     // (docs/store.md), through the session it opened while it waited.
-    RemoteOptions ro;
-    ro.ceph_conf = args->ceph_conf;
-    ro.cache_dir = args->cache_dir;
-    ro.cache_size = args->cache_size;
+    const RemoteOptions ro = args->remote;
     if (!args->stores.empty()) {
       PreloadStoreLibraries(args->stores);
-      o.prepare_remote = [stores = args->stores, conf = args->ceph_conf] { OpenStoreSessions(stores, conf); };
+      o.prepare_remote = [stores = args->stores, conf = args->remote.ceph_conf] { OpenStoreSessions(stores, conf); };
     }
     o.open_remote = [ro](const std::string& url) -> Result<vmm::RemoteSnapshot> {
       VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazySnapshot> src, OpenRemote(url, ro));
