@@ -18,17 +18,8 @@
 
 #include <vmsnap/vmsnap.h>
 
-static int failures;
+#include "expect.h"
 
-#define EXPECT(cond, ...)                                  \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      fprintf(stderr, "FAIL line %d: ", __LINE__);         \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fprintf(stderr, " (last error: %s)\n", vmsnap_last_error()); \
-      ++failures;                                          \
-    }                                                      \
-  } while (0)
 
 static size_t count_entries(const char *dir) {
   DIR *d = opendir(dir);

@@ -15,18 +15,10 @@
 
 #include <vmsnap/vmsnap.h>
 
-static int failures;
+#include "expect.h"
+
 static const char *vmsnap_bin, *golden_dir, *work_dir;
 
-#define EXPECT(cond, ...)                                          \
-  do {                                                             \
-    if (!(cond)) {                                                 \
-      fprintf(stderr, "FAIL line %d: ", __LINE__);                 \
-      fprintf(stderr, __VA_ARGS__);                                \
-      fprintf(stderr, " (last error: %s)\n", vmsnap_last_error()); \
-      ++failures;                                                  \
-    }                                                              \
-  } while (0)
 
 /* ---- Kernel layouts of the other architectures. */
 struct s390_regs { uint64_t gprs[16]; };

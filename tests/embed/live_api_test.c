@@ -21,20 +21,12 @@
 
 #include <vmsnap/vmsnap.h>
 
+#include "expect.h"
+
 #define RAM_SIZE (16u << 20)
 #define CODE 0x1000u
 #define COUNTER 0x2000u
 
-static int failures;
-#define EXPECT(cond, ...)                                            \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      fprintf(stderr, "FAIL line %d: ", __LINE__);                   \
-      fprintf(stderr, __VA_ARGS__);                                  \
-      fprintf(stderr, " (last error: %s)\n", vmsnap_last_error());   \
-      ++failures;                                                    \
-    }                                                                \
-  } while (0)
 
 static int vcpu_fd;
 static struct kvm_run *run;
