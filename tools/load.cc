@@ -6,7 +6,6 @@
 #include "base/cache_dir.h"
 #include "tools/command.h"
 
-#if defined(VMSNAP_HAVE_X86_KVM)
 #include <fcntl.h>
 #include <malloc.h>
 #include <unistd.h>
@@ -242,20 +241,3 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
 }
 
 }  // namespace vmsnap::cli
-
-#else  // no x86-64 KVM in this build (portable cross builds)
-
-namespace vmsnap::cli {
-
-void RegisterLoad(CLI::App& app, int* exit_code) {
-  CLI::App* sub = app.add_subcommand("load", "(needs an x86-64 host with KVM)");
-  sub->allow_extras();
-  sub->callback([exit_code] {
-    std::fprintf(stderr, "vmsnap load: this build has no x86-64 KVM support\n");
-    *exit_code = kExitVmmFailed;
-  });
-}
-
-}  // namespace vmsnap::cli
-
-#endif

@@ -21,15 +21,23 @@ namespace {
 
 struct Entry {
   const char* name;
-  vmsnap::cli::RegisterFn fn;
+  vmsnap::cli::RegisterFn fn;  // null: a VM command this build lacks
   int usage_exit;  // exit status for a usage error in this subcommand
 };
 
+// The commands that run a VM exist where this build has x86-64 KVM; in the
+// others (the portable cross builds) they are listed, and say so.
+#ifdef VMSNAP_HAVE_X86_KVM
+#define VMSNAP_KVM_COMMAND(fn) fn
+#else
+#define VMSNAP_KVM_COMMAND(fn) nullptr
+#endif
+
 // Every subcommand, in the order `vmsnap --help` lists them.
 constexpr Entry kCommands[] = {
-    {"run", vmsnap::cli::RegisterRun, vmsnap::cli::kExitVmmFailed},
-    {"load", vmsnap::cli::RegisterLoad, vmsnap::cli::kExitVmmFailed},
-    {"save", vmsnap::cli::RegisterSave, vmsnap::cli::kExitError},
+    {"run", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterRun), vmsnap::cli::kExitVmmFailed},
+    {"load", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterLoad), vmsnap::cli::kExitVmmFailed},
+    {"save", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterSave), vmsnap::cli::kExitError},
     {"inspect", vmsnap::cli::RegisterInspect, vmsnap::cli::kExitError},
     {"diff", vmsnap::cli::RegisterDiff, vmsnap::cli::kExitError},
     {"verify", vmsnap::cli::RegisterVerify, vmsnap::cli::kExitError},
@@ -38,7 +46,7 @@ constexpr Entry kCommands[] = {
     {"read", vmsnap::cli::RegisterRead, vmsnap::cli::kExitError},
     {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
     {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
-    {"serve", vmsnap::cli::RegisterServe, vmsnap::cli::kExitError},
+    {"serve", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterServe), vmsnap::cli::kExitError},
 #ifdef VMSNAP_HAVE_STORE
     {"push", vmsnap::cli::RegisterPush, vmsnap::cli::kExitError},
     {"pull", vmsnap::cli::RegisterPull, vmsnap::cli::kExitError},
@@ -92,7 +100,16 @@ int main(int argc, char** argv) {
   const char* only = argc > 1 && argv[1][0] != '-' ? argv[1] : nullptr;
   for (const Entry& e : kCommands) {
     if (only != nullptr && std::strcmp(only, e.name) != 0) continue;
-    e.fn(app, &exit_code);
+    if (e.fn != nullptr) {
+      e.fn(app, &exit_code);
+    } else {
+      CLI::App* stub = app.add_subcommand(e.name, "(needs an x86-64 host with KVM)");
+      stub->allow_extras();
+      stub->callback([&exit_code, name = e.name, status = e.usage_exit] {
+        std::fprintf(stderr, "vmsnap %s: this build has no x86-64 KVM support\n", name);
+        exit_code = status;
+      });
+    }
     // Every command takes them, so a script need not know which ones are long.
     CLI::App* sub = app.get_subcommand(e.name);
     sub->add_flag_callback("-q,--quiet", [] { vmsnap::tools::SetProgressMode(vmsnap::tools::ProgressMode::kQuiet); },

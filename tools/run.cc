@@ -5,7 +5,6 @@
 
 #include "tools/command.h"
 
-#if defined(VMSNAP_HAVE_X86_KVM)
 #include "tools/vmm_options.h"
 #include "vmm/vmm.h"
 
@@ -50,20 +49,3 @@ void RegisterRun(CLI::App& app, int* exit_code) {
 }
 
 }  // namespace vmsnap::cli
-
-#else  // no x86-64 KVM in this build (portable cross builds)
-
-namespace vmsnap::cli {
-
-void RegisterRun(CLI::App& app, int* exit_code) {
-  CLI::App* sub = app.add_subcommand("run", "(needs an x86-64 host with KVM)");
-  sub->allow_extras();
-  sub->callback([exit_code] {
-    std::fprintf(stderr, "vmsnap run: this build has no x86-64 KVM support\n");
-    *exit_code = kExitVmmFailed;
-  });
-}
-
-}  // namespace vmsnap::cli
-
-#endif

@@ -9,7 +9,6 @@
 
 #include "tools/command.h"
 
-#if defined(VMSNAP_HAVE_X86_KVM)
 #include "tools/compression_flag.h"
 #include "tools/progress.h"
 #include "vmm/control.h"
@@ -78,20 +77,3 @@ void RegisterSave(CLI::App& app, int* exit_code) {
 }
 
 }  // namespace vmsnap::cli
-
-#else  // no x86-64 KVM in this build (portable cross builds)
-
-namespace vmsnap::cli {
-
-void RegisterSave(CLI::App& app, int* exit_code) {
-  CLI::App* sub = app.add_subcommand("save", "(needs an x86-64 host with KVM)");
-  sub->allow_extras();
-  sub->callback([exit_code] {
-    std::fprintf(stderr, "vmsnap save: this build has no x86-64 KVM support\n");
-    *exit_code = kExitError;
-  });
-}
-
-}  // namespace vmsnap::cli
-
-#endif

@@ -7,7 +7,6 @@
 
 #include "tools/command.h"
 
-#if defined(VMSNAP_HAVE_X86_KVM)
 #include "tools/lazy_remote.h"
 #include "tools/vmm_options.h"
 #include "vmm/serve.h"
@@ -100,20 +99,3 @@ void RegisterServe(CLI::App& app, int* exit_code) {
 }
 
 }  // namespace vmsnap::cli
-
-#else  // no x86-64 KVM in this build (portable cross builds)
-
-namespace vmsnap::cli {
-
-void RegisterServe(CLI::App& app, int* exit_code) {
-  CLI::App* sub = app.add_subcommand("serve", "(needs an x86-64 host with KVM)");
-  sub->allow_extras();
-  sub->callback([exit_code] {
-    std::fprintf(stderr, "vmsnap serve: this build has no x86-64 KVM support\n");
-    *exit_code = kExitError;
-  });
-}
-
-}  // namespace vmsnap::cli
-
-#endif
