@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <thread>
 
 #include "tests/store/store_fixture.h"
@@ -26,16 +27,55 @@ using storetest::WriteFile;
 using testing::ReadFile;
 using testing::RunResult;
 
-class StoreFaults : public Store {
+// A fixture over `Base` (RADOS or S3) whose tests may kill the OSD: the
+// next test finds it running, whatever happened.
+template <typename Base>
+class OsdFaults : public Base {
  protected:
   void TearDown() override {
-    // Whatever happened, the next test finds the OSD running.
-    if (osd_killed_) Cluster("start-osd");
-    Store::TearDown();
+    if (osd_killed_) this->Cluster("start-osd");
+    Base::TearDown();
+  }
+
+  struct KilledPush {
+    size_t landed = 0;  // chunks in the store when the OSD died
+    int status = -1;
+    double took = 0;    // seconds from the OSD's death to the push's end
+    std::string err;
+  };
+  // Freezes `push` once its first chunks are in the store (`chunks_now`
+  // counts them), kills the OSD, lets the push go on and waits for it: it
+  // is certainly in the middle. (The push runs freely until then: freezing
+  // it while it connects to the cluster can stall its handshake.)
+  void KillOsdUnder(pid_t push, const std::function<size_t()>& chunks_now, KilledPush& out) {
+    for (int i = 0; i < 2000 && out.landed == 0; ++i) {
+      out.landed = chunks_now();
+      if (out.landed > 0) {
+        ASSERT_EQ(::kill(push, SIGSTOP), 0);
+        out.landed = chunks_now();
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    ASSERT_GT(out.landed, 0u) << "no chunk of the push ever landed: " << ReadFile(this->Path("push.err"));
+    ASSERT_LT(out.landed, 60u) << "the push was nearly done before it could be stopped";
+    ASSERT_EQ(this->Cluster("kill-osd"), 0);
+    osd_killed_ = true;
+    ::kill(push, SIGCONT);
+    const auto t0 = std::chrono::steady_clock::now();
+    out.status = this->Wait(push, std::chrono::seconds(60));
+    out.took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out.err = ReadFile(this->Path("push.err"));
+  }
+  void StartOsd() {
+    ASSERT_EQ(this->Cluster("start-osd"), 0);
+    osd_killed_ = false;
   }
 
   bool osd_killed_ = false;
 };
+
+using StoreFaults = OsdFaults<Store>;
 
 TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
   // 64 MiB: 64 chunks, none of them in the pool yet even when the test runs
@@ -46,37 +86,16 @@ TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
   // operation after 5 s rather than the default 30.
   const pid_t push = Spawn({"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"),
                           {"CEPH_ARGS=--rados_osd_op_timeout=5"});
-  // Once its first chunks are in the pool the push is frozen, the OSD dies,
-  // and the push goes on: it is certainly in the middle. (The push runs
-  // freely until then: freezing it while it connects to the cluster can
-  // stall its handshake.)
-  size_t landed = 0;
-  for (int i = 0; i < 2000 && landed == 0; ++i) {
-    landed = RadosChunks().size() - before;
-    if (landed > 0) {
-      ASSERT_EQ(::kill(push, SIGSTOP), 0);
-      landed = RadosChunks().size() - before;
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  ASSERT_GT(landed, 0u) << "no chunk of the push ever landed: " << ReadFile(Path("push.err"));
-  ASSERT_LT(landed, 60u) << "the push was nearly done before it could be stopped";
-  ASSERT_EQ(Cluster("kill-osd"), 0);
-  osd_killed_ = true;
-  ::kill(push, SIGCONT);
-  const auto t0 = std::chrono::steady_clock::now();
-  const int status = Wait(push, std::chrono::seconds(60));
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::string err = ReadFile(Path("push.err"));
-  EXPECT_EQ(status, 2) << err;
-  EXPECT_EQ(Lines(err), 1u) << err;
-  EXPECT_NE(err.find("rados://vmsnap/vmsnap.chunk."), std::string::npos) << err;
-  EXPECT_NE(err.find("the cluster did not answer in time"), std::string::npos) << err;
-  EXPECT_LT(took, 30.0) << "the push hung on the dead OSD";
+  KilledPush k;
+  ASSERT_NO_FATAL_FAILURE(KillOsdUnder(push, [&] { return RadosChunks().size() - before; }, k));
+  const size_t landed = k.landed;
+  EXPECT_EQ(k.status, 2) << k.err;
+  EXPECT_EQ(Lines(k.err), 1u) << k.err;
+  EXPECT_NE(k.err.find("rados://vmsnap/vmsnap.chunk."), std::string::npos) << k.err;
+  EXPECT_NE(k.err.find("the cluster did not answer in time"), std::string::npos) << k.err;
+  EXPECT_LT(k.took, 30.0) << "the push hung on the dead OSD";
 
-  ASSERT_EQ(Cluster("start-osd"), 0);
-  osd_killed_ = false;
+  ASSERT_NO_FATAL_FAILURE(StartOsd());
   // No snapshot: the layout object is written only after every chunk.
   EXPECT_NE(Rados("stat " + Object("a")), 0);
   RunResult r = Run("ls rados://vmsnap/" + prefix_ + " --json");
@@ -100,47 +119,22 @@ TEST_F(StoreFaults, OsdKilledDuringAPushThenARerunUploadsOnlyWhatIsMissing) {
 // The same through radosgw, which itself waits without limit for an OSD
 // that is gone: the push's own no-progress limit (VMSNAP_S3_TIMEOUT, 3 s
 // here) ends it with one line, and a rerun completes it.
-class S3Faults : public storetest::S3 {
- protected:
-  void TearDown() override {
-    if (osd_killed_) Cluster("start-osd");
-    S3::TearDown();
-  }
-
-  bool osd_killed_ = false;
-};
+using S3Faults = OsdFaults<storetest::S3>;
 
 TEST_F(S3Faults, OsdKilledDuringAPushFailsWithinTheS3TimeoutThenARerunCompletes) {
   WriteSnapshot(Path("a.vmsnap"), 16384, uint32_t(::getpid()) * 2246822519u + uint32_t(std::time(nullptr)));
   const pid_t push = Spawn({"push", Path("a.vmsnap"), Url("a"), "--parallel", "1"}, Path("push.err"),
                           {"VMSNAP_S3_TIMEOUT=3"});
-  size_t landed = 0;
-  for (int i = 0; i < 1000 && landed == 0; ++i) {
-    landed = S3Chunks().size();
-    if (landed > 0) {
-      ASSERT_EQ(::kill(push, SIGSTOP), 0);
-      landed = S3Chunks().size();
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  ASSERT_GT(landed, 0u) << "no chunk of the push ever landed: " << ReadFile(Path("push.err"));
-  ASSERT_LT(landed, 60u) << "the push was nearly done before it could be stopped";
-  ASSERT_EQ(Cluster("kill-osd"), 0);
-  osd_killed_ = true;
-  ::kill(push, SIGCONT);
-  const auto t0 = std::chrono::steady_clock::now();
-  const int status = Wait(push, std::chrono::seconds(60));
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::string err = ReadFile(Path("push.err"));
-  EXPECT_EQ(status, 2) << err;
-  EXPECT_EQ(Lines(err), 1u) << err;
-  EXPECT_NE(err.find(Url("vmsnap.chunk.")), std::string::npos) << err;
-  EXPECT_NE(err.find("did not answer within 3 s"), std::string::npos) << err;
-  EXPECT_LT(took, 20.0) << "the push hung on the dead OSD";
+  KilledPush k;
+  ASSERT_NO_FATAL_FAILURE(KillOsdUnder(push, [&] { return S3Chunks().size(); }, k));
+  const size_t landed = k.landed;
+  EXPECT_EQ(k.status, 2) << k.err;
+  EXPECT_EQ(Lines(k.err), 1u) << k.err;
+  EXPECT_NE(k.err.find(Url("vmsnap.chunk.")), std::string::npos) << k.err;
+  EXPECT_NE(k.err.find("did not answer within 3 s"), std::string::npos) << k.err;
+  EXPECT_LT(k.took, 20.0) << "the push hung on the dead OSD";
 
-  ASSERT_EQ(Cluster("start-osd"), 0);
-  osd_killed_ = false;
+  ASSERT_NO_FATAL_FAILURE(StartOsd());
   // No snapshot, and the rerun uploads only what is missing.
   int st = -1;
   Curl("-I", Key("vmsnap.snap.a"), &st);
