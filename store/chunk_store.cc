@@ -294,7 +294,7 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   // almost all, so the last outcome is the best guess of which single
   // operation settles the next one.
   std::atomic<bool> last_new{true};
-  std::atomic<uint64_t> done{0}, unique_n{0}, up_n{0}, up_b{0}, have_n{0}, have_b{0};
+  std::atomic<uint64_t> done{0}, up_n{0}, up_b{0}, have_n{0}, have_b{0};
   Status uploaded = ParallelFor(l.chunks.size(), options.parallel, [&](size_t i) {
     Entry& e = l.chunks[i];
     e.sha = Sha256({map.data() + e.offset, e.length});
@@ -305,7 +305,6 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
     }
     if (mine) {
       first[i] = 1;
-      unique_n += 1;
       // Marking an existing chunk is what keeps gc from deleting it under us.
       VMSNAP_ASSIGN_OR_RETURN(const bool wrote, store.Ensure(ChunkObject(e.sha.data()), {map.data() + e.offset, e.length},
                                                               mark, last_new.load(std::memory_order_relaxed)));
@@ -322,7 +321,7 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   for (size_t i = 0; i < l.chunks.size(); ++i) {
     if (first[i]) unique.push_back(i);
   }
-  st.chunks = unique_n;
+  st.chunks = unique.size();
   st.uploaded_chunks = up_n;
   st.uploaded_bytes = up_b;
   st.present_chunks = have_n;

@@ -105,6 +105,21 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
 #endif
 }
 
+RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src) {
+#ifdef VMSNAP_HAVE_STORE
+  RemoteHooks h;
+  h.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
+  h.restored = [src] {
+    src->Discard();
+    src->StartPrefetch();
+  };
+  return h;
+#else
+  (void)src;
+  return {};
+#endif
+}
+
 Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text, const RemoteOptions& options) {
 #ifdef VMSNAP_HAVE_STORE
   VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/true));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,15 @@ void AddRemoteOptions(CLI::App* sub, RemoteOptions& options);
 // A session OpenStoreSessions opened for the URL's store is used (once)
 // instead of connecting.
 Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& url, const RemoteOptions& options);
+
+// What a VM's memory loader needs of an opened store snapshot: its chunks
+// fetched on fault (the cache file is one layer), and once the VM is
+// restored, the cache's restore-time view dropped and the prefetch started.
+struct RemoteHooks {
+  std::function<Status(size_t layer, size_t chunk)> fetch;
+  std::function<void()> restored;
+};
+RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src);
 
 // Checks that each of `roots` (rados://POOL, s3://BUCKET[/PREFIX]) is a store
 // URL, for a command line.

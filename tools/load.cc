@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <memory>
 
@@ -68,11 +69,10 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       }
       // The warm VM's process writes doorbell snapshots: relative to here.
       std::string doorbell = args->vmm.doorbell;
-      if (!doorbell.empty() && doorbell[0] != '/') {
-        char* cwd = ::getcwd(nullptr, 0);
-        if (cwd == nullptr) return fail(std::string("getcwd: ") + std::strerror(errno));
-        doorbell = std::string(cwd) + "/" + doorbell;
-        std::free(cwd);
+      if (!doorbell.empty()) {
+        std::error_code ec;
+        doorbell = std::filesystem::absolute(doorbell, ec).string();
+        if (ec) return fail(args->vmm.doorbell + ": " + ec.message());
       }
       // A store URL goes as it is: the warm VM's process fetches it.
       std::string path = args->snapshot;
@@ -115,19 +115,16 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     const std::string url_or_path = args->snapshot;
     if (store::LooksLikeStoreUrl(args->snapshot)) {
 #ifdef VMSNAP_HAVE_STORE
-      const std::string url_text = args->snapshot;
       auto remote = OpenRemote(args->snapshot, args->remote);
       if (!remote.ok()) return fail(remote.status().message());
       std::shared_ptr<store::LazySnapshot> src = std::move(remote).value();
       remote_keep = src;
       args->snapshot = src->path();
-      fetch_chunk = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
+      RemoteHooks hooks = HooksOf(src);
+      fetch_chunk = std::move(hooks.fetch);
+      after_restore = std::move(hooks.restored);
       fetch_all = [src] { return src->FetchAll(); };
-      after_restore = [src] {
-        src->Discard();
-        src->StartPrefetch();
-      };
-      summary = [src, url = url_text] {
+      summary = [src, url = url_or_path] {
         const store::LazyCacheStats st = src->stats();
         return url + ": " + std::to_string(st.fetched_chunks) + " chunks fetched (" +
                tools::HumanBytes(st.fetched_bytes) + "), " + std::to_string(st.cached_at_open) + " of " +

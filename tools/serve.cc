@@ -83,11 +83,9 @@ void RegisterServe(CLI::App& app, int* exit_code) {
       VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazySnapshot> src, OpenRemote(url, ro));
       vmm::RemoteSnapshot r;
       r.path = src->path();
-      r.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
-      r.restored = [src] {
-        src->Discard();
-        src->StartPrefetch();
-      };
+      RemoteHooks hooks = HooksOf(src);
+      r.fetch = std::move(hooks.fetch);
+      r.restored = std::move(hooks.restored);
       r.keep = src;
       return r;
     };
