@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The C API as the built-in VMM (C++, in this repository) calls it: a
-// snapshot handle over a chain it opened already, a call's status as a
-// Status, and the VM configuration a vmsnap_vm handle applied.
+// snapshot handle over a chain it opened already, and a call's status as a
+// Status.
 #pragma once
 
 #include <memory>
@@ -10,7 +10,6 @@
 #include "base/status.h"
 #include "format/chain.h"
 #include "include/vmsnap/vmsnap.h"
-#include "kvm/x86_64/x86.h"
 
 namespace vmsnap::capi {
 
@@ -22,9 +21,5 @@ vmsnap_snapshot* WrapChain(std::shared_ptr<const SnapshotChain> chain, std::stri
 // RC, as a vmsnap_* call returned it, with the calling thread's last error
 // as the message.
 Status StatusOf(int rc);
-
-// The configuration vmsnap_vm_configure or vmsnap_vm_restore_config applied
-// to VM; null before either.
-const kvm::x86::VmConfig* VmConfigOf(const vmsnap_vm* vm);
 
 }  // namespace vmsnap::capi

@@ -197,9 +197,6 @@ Status CaptureInto(vmsnap_vm& vm, vmsnap_writer& w) {
 
 }  // namespace
 
-namespace vmsnap::capi {
-const kvm::x86::VmConfig* VmConfigOf(const vmsnap_vm* vm) { return vm && vm->config ? &*vm->config : nullptr; }
-}  // namespace vmsnap::capi
 
 extern "C" {
 

@@ -77,6 +77,7 @@ vmsnap_snapshot* WrapChain(std::shared_ptr<const SnapshotChain> chain, std::stri
 }
 
 Status StatusOf(int rc) {
+  if (rc == VMSNAP_OK) return Status::Ok();
   const std::string m = last_error;
   switch (rc) {
     case VMSNAP_OK: return Status::Ok();

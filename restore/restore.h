@@ -117,12 +117,10 @@ class RestoreSteps {
   // `vcpus_created`: how many vCPUs the caller made (must be the snapshot's).
   Status RestoreState(unsigned vcpus_created, const char* who);
 
-  const SnapshotChain& chain() const { return *chain_; }
   schema::Manifest::Reader manifest() const { return chain_->leaf().manifest(); }
   // The snapshot's memory map, dirty logging cleared (valid after CheckSnapshot).
   const std::vector<kvm::GuestRegion>& layout() const { return layout_; }
   unsigned vcpu_count() const { return vcpu_count_; }
-  bool configured() const { return done_ >= Step::kConfigured; }
   bool memory_loaded() const { return done_ >= Step::kMemory; }
   bool state_restored() const { return done_ >= Step::kState; }
 

@@ -46,9 +46,6 @@ Result<vmsnap_x86_vm_config> BootVmConfig(kvm::x86::RealVmOps& vm) {
   return config;
 }
 
-// The C API's answers as the VMM's statuses.
-Status Api(int rc) { return rc == VMSNAP_OK ? Status::Ok() : capi::StatusOf(rc); }
-
 }  // namespace
 
 Vmm::~Vmm() {
@@ -96,13 +93,13 @@ Status Vmm::Init(const VmmOptions& options) {
   VMSNAP_ASSIGN_OR_RETURN(system_, kvm::System::Open(device));
   VMSNAP_ASSIGN_OR_RETURN(vm_, system_->CreateVm());
   vm_ops_ = std::make_unique<kvm::x86::RealVmOps>(vm_.get());
-  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_attach(vm_->fd(), &api_)));
+  VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_attach(vm_->fd(), &api_)));
   // The dirty ring can only be enabled before any vCPU exists.
   if (options_.dirty_tracking != capture::dirty::Mode::kOff) {
     vmsnap_dirty_mode mode = !options_.dirty_tracking                                  ? VMSNAP_DIRTY_DEFAULT
                              : *options_.dirty_tracking == capture::dirty::Mode::kRing ? VMSNAP_DIRTY_RING
                                                                                        : VMSNAP_DIRTY_BITMAP;
-    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_dirty_enable(api_, mode)));
+    VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_dirty_enable(api_, mode)));
     dirty_ = true;
   }
   return Status::Ok();
@@ -122,20 +119,20 @@ Status Vmm::RegisterMemory() {
   for (const auto& r : memory_->regions()) {
     const kvm::GuestRegion& v = r->view();
     vmsnap_region region{v.slot, v.flags, v.gpa, v.size, v.host, v.name.c_str()};
-    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_add_memory(api_, &region)));
+    VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_add_memory(api_, &region)));
   }
   return Status::Ok();
 }
 
 Status Vmm::CreateVm(const vmsnap_x86_vm_config& config) {
   VMSNAP_RETURN_IF_ERROR(RegisterMemory());
-  return Api(vmsnap_vm_configure(api_, &config));
+  return capi::StatusOf(vmsnap_vm_configure(api_, &config));
 }
 
 Status Vmm::CreateVcpus(int count) {
   for (int i = 0; i < count; ++i) {
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<kvm::Vcpu> v, vm_->CreateVcpu(i));
-    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_add_vcpu(api_, static_cast<uint32_t>(i), v->fd())));
+    VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_add_vcpu(api_, static_cast<uint32_t>(i), v->fd())));
     vcpu_ops_.push_back(std::make_unique<kvm::x86::RealVcpuOps>(v.get()));
     vcpus_.push_back(std::move(v));
   }
@@ -217,7 +214,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptio
   VMSNAP_RETURN_IF_ERROR(vmm->CreateVcpus(shape.vcpus));
   // What this host's KVM offers a vCPU is found now rather than when a
   // snapshot comes (the restore checks the snapshot's CPUID against it).
-  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_prepare_warm(vmm->api_)));
+  VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_prepare_warm(vmm->api_)));
   vmm->warm_ = true;
   return vmm;
 }
@@ -250,15 +247,15 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
   // not enable dirty logging through the API (it tracks dirty pages
   // itself), so the snapshot's is replayed, as a restore always did here.
   vmsnap_restore_options ro{sizeof ro, VMSNAP_RESTORE_REPLAY_DIRTY_LOGGING};
-  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_restore_check(api_, snap_, &ro)));
+  VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_restore_check(api_, snap_, &ro)));
   uint32_t vcpus = 0;
   if (!warm_) {
     uint32_t count = 0;
-    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_region_count(snap_, &count)));
+    VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_region_count(snap_, &count)));
     std::vector<kvm::GuestRegion> layout(count);
     for (uint32_t i = 0; i < count; ++i) {
       vmsnap_region r{};
-      VMSNAP_RETURN_IF_ERROR(Api(vmsnap_region_at(snap_, i, &r)));
+      VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_region_at(snap_, i, &r)));
       // Dirty logging is the old VMM's business; this one enables its own.
       layout[i] = kvm::GuestRegion{r.slot, r.flags & ~uint32_t(KVM_MEM_LOG_DIRTY_PAGES), r.guest_phys_addr, r.size,
                                    nullptr, r.name ? r.name : ""};
@@ -266,9 +263,9 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
     VMSNAP_ASSIGN_OR_RETURN(memory_, GuestMemory::CreateRegions(layout));
     // The slots before the configuration: see RegisterMemory.
     VMSNAP_RETURN_IF_ERROR(RegisterMemory());
-    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vcpu_count(snap_, &vcpus)));
+    VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vcpu_count(snap_, &vcpus)));
   }
-  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_restore_config(api_, snap_)));
+  VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_restore_config(api_, snap_)));
   load_ = std::make_unique<LoadPlan>(std::move(load));
   vmsnap_load_options lo{};
   lo.struct_size = sizeof lo;
@@ -283,7 +280,7 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
   if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
   lo.fetch = load_->fetch ? OnFetch : nullptr;
   lo.fetch_ctx = load_.get();
-  VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_load_memory(api_, snap_, &lo, &pager_)));
+  VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_load_memory(api_, snap_, &lo, &pager_)));
   if (!warm_) {
     Status s = CreateVcpus(static_cast<int>(vcpus));
     if (!s.ok()) {
@@ -292,7 +289,7 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
     }
   }
   // A failure here stops the pager (the C API does).
-  return Api(vmsnap_vm_restore_state(api_, snap_));
+  return capi::StatusOf(vmsnap_vm_restore_state(api_, snap_));
 }
 
 Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const VmmOptions& options, LoadPlan load) {
@@ -336,7 +333,7 @@ Result<int> Vmm::Run() {
   // for the ID just written (KVM does not see the VMM's own writes): an
   // incremental snapshot stores the ID this VM's guest saw.
   if (dirty_) {
-    VMSNAP_RETURN_IF_ERROR(Api(vmsnap_vm_dirty_start(api_)));
+    VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_dirty_start(api_)));
     if (generation_changed) (void)vmsnap_vm_dirty_mark(api_, kGenerationIdAddr, generation_id_.size());
   }
   StartVcpus();
