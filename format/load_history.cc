@@ -11,16 +11,6 @@ namespace {
 constexpr uint32_t kFlagLoaded = 1;  // snapshot_id names the snapshot loaded
 constexpr uint32_t kFlagWarm = 2;
 
-void PutLe(uint8_t* p, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) p[i] = uint8_t(v >> (8 * i));
-}
-
-uint64_t GetLe(const uint8_t* p, int bytes) {
-  uint64_t v = 0;
-  for (int i = bytes; i-- > 0;) v = v << 8 | p[i];
-  return v;
-}
-
 }  // namespace
 
 std::vector<uint8_t> EncodeLoadHistory(std::span<const LoadRecord> loads) {
@@ -30,8 +20,8 @@ std::vector<uint8_t> EncodeLoadHistory(std::span<const LoadRecord> loads) {
   for (const LoadRecord& l : loads) {
     std::memcpy(p, l.generation_id.data(), 16);
     if (l.snapshot_id) std::memcpy(p + 16, l.snapshot_id->data(), 16);
-    PutLe(p + 32, uint64_t(l.time_unix_ns), 8);
-    PutLe(p + 40, (l.snapshot_id ? kFlagLoaded : 0) | (l.warm ? kFlagWarm : 0), 4);
+    layout::PutLe64(p + 32, uint64_t(l.time_unix_ns));
+    layout::PutLe32(p + 40, (l.snapshot_id ? kFlagLoaded : 0) | (l.warm ? kFlagWarm : 0));
     p += kLoadRecordBytes;
   }
   return out;
@@ -48,8 +38,8 @@ Result<std::vector<LoadRecord>> DecodeLoadHistory(std::span<const uint8_t> data)
   const uint8_t* p = data.data();
   for (size_t i = 0; i < loads.size(); ++i, p += kLoadRecordBytes) {
     LoadRecord& l = loads[i];
-    const uint32_t flags = uint32_t(GetLe(p + 40, 4));
-    if ((flags & ~(kFlagLoaded | kFlagWarm)) != 0 || GetLe(p + 44, 4) != 0) {
+    const uint32_t flags = layout::GetLe32(p + 40);
+    if ((flags & ~(kFlagLoaded | kFlagWarm)) != 0 || layout::GetLe32(p + 44) != 0) {
       return Status::Corruption("device record \"" + std::string(kLoadHistoryRecord) + "\": entry " +
                                 std::to_string(i) + " has unknown flags or non-zero reserved bytes");
     }
@@ -58,7 +48,7 @@ Result<std::vector<LoadRecord>> DecodeLoadHistory(std::span<const uint8_t> data)
       l.snapshot_id.emplace();
       std::memcpy(l.snapshot_id->data(), p + 16, 16);
     }
-    l.time_unix_ns = int64_t(GetLe(p + 32, 8));
+    l.time_unix_ns = int64_t(layout::GetLe64(p + 32));
     l.warm = (flags & kFlagWarm) != 0;
   }
   return loads;
