@@ -318,9 +318,11 @@ class WriterImpl final : public SnapshotWriter {
     XXH3_64bits_reset(xxh);
     // The chunk's memory mapped in one call rather than by a page fault per
     // few pages (guest memory backed by a file, or never touched). A hint:
-    // without it the reads below fault the pages in.
+    // without it the reads below fault the pages in. Not for a chunk of
+    // chosen pages (an incremental save's dirty ones): it would fault in,
+    // or make a lazy restore's pager fetch, pages nobody reads.
 #ifdef MADV_POPULATE_READ
-    (void)::madvise(const_cast<uint8_t*>(s->data), size_t(s->pages) * ps, MADV_POPULATE_READ);
+    if (!s->has_defined) (void)::madvise(const_cast<uint8_t*>(s->data), size_t(s->pages) * ps, MADV_POPULATE_READ);
 #endif
     const uint8_t* def = s->has_defined ? s->defined.data() : nullptr;
     // Stored pages in one run are compressed or written where they are. From

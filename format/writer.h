@@ -34,11 +34,13 @@ struct WriterOptions {
   int zstd_level = 3;
   // The adaptive codec (`--compress auto`; needs compression ZSTD): each
   // chunk is stored raw or compressed at a zstd level from 1 up to
-  // `zstd_level`, chosen while saving from the backlog between the
-  // compression workers and the I/O thread, so that neither the output nor
-  // the cores wait: a slow output gets smaller chunks, busy cores more raw
-  // ones. Raw chunks stay page-aligned (mappable) and every chunk is
-  // checksummed, as with a fixed codec.
+  // `zstd_level`, re-chosen while saving (the writer's AdaptLocked) from how
+  // busy the process and the machine keep the cores, and how long the I/O
+  // thread waits for the disk or for the workers: a slow output gets
+  // smaller chunks, busy cores more raw ones; a chunk whose sampled pages
+  // look incompressible is stored raw without running zstd. Raw chunks stay
+  // page-aligned (mappable) and every chunk is checksummed, as with a fixed
+  // codec.
   bool adaptive = false;
   uint32_t page_size = 4096;
   uint32_t chunk_pages = 256;  // pages a chunk covers at most (1 MiB of 4 KiB pages)
