@@ -28,6 +28,18 @@ Result<std::string> UserCacheDir(std::string_view sub) {
   return dir;
 }
 
+std::string FileStamp(const struct stat& st) {
+  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
+         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + " " +
+         std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec);
+}
+
+std::string FileStampOf(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return FileStamp(st);
+}
+
 Status ReplaceSmallFile(const std::string& path, std::string_view contents) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   {

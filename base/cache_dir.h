@@ -6,11 +6,19 @@
 #include <string>
 #include <string_view>
 
+#include <sys/stat.h>
+
 #include "base/status.h"
 
 namespace vmsnap {
 
 Result<std::string> UserCacheDir(std::string_view sub);
+
+// A file's identity and last change (device, inode, size, mtime, ctime)
+// as one line without a newline, for a cache that must notice the file
+// replaced or modified since it looked; "" when it cannot be stat'ed.
+std::string FileStamp(const struct stat& st);
+std::string FileStampOf(const std::string& path);
 
 // Replaces the small file `path` with `contents` through a temporary beside
 // it and rename(2), so a reader sees the old contents or the new, never a

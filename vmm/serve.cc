@@ -105,27 +105,9 @@ void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
 // manifest (most of a start's own work before the VM runs). Each is keyed
 // by its path and checked against the state of every layer's file, so a
 // file replaced or modified since is opened afresh.
-struct FileState {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  off_t size = 0;
-  timespec mtime{}, ctime{};
-  bool operator==(const FileState& o) const {
-    return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
-           mtime.tv_nsec == o.mtime.tv_nsec && ctime.tv_sec == o.ctime.tv_sec && ctime.tv_nsec == o.ctime.tv_nsec;
-  }
-};
-
-bool StateOf(const std::string& path, FileState* out) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return false;
-  *out = FileState{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
-  return true;
-}
-
 struct OpenedChain {
   std::string path;
-  std::vector<FileState> layers;  // as when opened, root first
+  std::vector<std::string> layers;  // FileStamp of each, as when opened, root first
   std::shared_ptr<const SnapshotChain> chain;
 };
 constexpr size_t kMaxOpenedChains = 8;
@@ -138,17 +120,17 @@ std::shared_ptr<const SnapshotChain> Cached(const std::deque<OpenedChain>& cache
     if (c.path != path) continue;
     const auto& layers = c.chain->layers();
     for (size_t i = 0; i < layers.size(); ++i) {
-      FileState now;
-      if (!StateOf(layers[i]->path(), &now) || !(now == c.layers[i])) return nullptr;
+      if (FileStampOf(layers[i]->path()) != c.layers[i]) return nullptr;
     }
     return c.chain;
   }
   return nullptr;
 }
 
-// Opens `path` into `cache` (most recent first) unless it is there already.
-void Remember(std::deque<OpenedChain>& cache, const std::string& path) {
-  if (Cached(cache, path)) return;
+// Opens `path` into `cache` (most recent first) unless it is there already;
+// returns its chain, or null when it cannot be opened.
+std::shared_ptr<const SnapshotChain> Remember(std::deque<OpenedChain>& cache, const std::string& path) {
+  if (auto fresh = Cached(cache, path)) return fresh;
   for (auto it = cache.begin(); it != cache.end(); ++it) {
     if (it->path == path) {
       cache.erase(it);
@@ -157,21 +139,23 @@ void Remember(std::deque<OpenedChain>& cache, const std::string& path) {
   }
   // The state is taken before the open: a change during it makes the entry
   // stale at once rather than wrongly fresh.
-  FileState leaf;
-  if (!StateOf(path, &leaf)) return;
+  const std::string leaf = FileStampOf(path);
+  if (leaf.empty()) return nullptr;
   auto chain = restore::OpenSnapshot(path);
-  if (!chain.ok()) return;  // the worker that asked reports it
+  if (!chain.ok()) return nullptr;  // the worker that asked reports it
   OpenedChain c;
   c.path = path;
   c.chain = std::make_shared<const SnapshotChain>(std::move(chain).value());
   for (const auto& layer : c.chain->layers()) {
-    FileState st;
-    if (!StateOf(layer->path(), &st)) return;
-    c.layers.push_back(st);
+    std::string st = FileStampOf(layer->path());
+    if (st.empty()) return nullptr;
+    c.layers.push_back(std::move(st));
   }
-  if (!(c.layers.back() == leaf)) return;
+  if (c.layers.back() != leaf) return nullptr;
+  std::shared_ptr<const SnapshotChain> opened = c.chain;
   cache.push_front(std::move(c));
   while (cache.size() > kMaxOpenedChains) cache.pop_back();
+  return opened;
 }
 
 [[noreturn]] void Fail(int client, const std::string& error) {
@@ -444,8 +428,7 @@ std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes
   if (!req.is_object() || !req.contains("snapshot") || !req["snapshot"].is_string()) return 0;
   const std::string path = req["snapshot"];
   if (path.empty() || path[0] != '/' || path.size() >= kMaxPathMessage) return 0;
-  Remember(opened, path);
-  std::shared_ptr<const SnapshotChain> chain = Cached(opened, path);
+  std::shared_ptr<const SnapshotChain> chain = Remember(opened, path);
   if (!chain) return 0;
   schema::Manifest::Reader m = chain->leaf().manifest();
   uint64_t total = 0;
@@ -474,8 +457,8 @@ class ImageBuilder {
   void Want(std::shared_ptr<const SnapshotChain> chain) {
     if (!on_ || !chain) return;
     const std::string id = layout::IdToHex(chain->leaf().id());
-    FileState leaf;
-    if (!StateOf(chain->leaf().path(), &leaf)) return;
+    const std::string leaf = FileStampOf(chain->leaf().path());
+    if (leaf.empty()) return;
     auto tried = tried_.find(id);
     if (tried != tried_.end() && tried->second == leaf) return;
     if (cache_.OpenFresh(*chain).valid()) return;
@@ -544,7 +527,7 @@ class ImageBuilder {
   memory::ImageCache cache_;
   bool on_;
   std::deque<std::shared_ptr<const SnapshotChain>> queue_;
-  std::map<std::string, FileState> tried_;  // by snapshot id
+  std::map<std::string, std::string> tried_;  // FileStamp of the leaf, by snapshot id
   pid_t pid_ = -1;
   UniqueFd done_;
   std::shared_ptr<const SnapshotChain> building_;
@@ -666,8 +649,7 @@ Status Serve(const ServeOptions& o) {
       if (n < 0 && errno == EAGAIN) continue;
       if (n > 1 && size_t(n) <= kMaxPathMessage && msg[0] == 'P') {
         const std::string path(msg + 1, size_t(n - 1));
-        Remember(opened, path);
-        images.Want(Cached(opened, path));
+        images.Want(Remember(opened, path));
       }
       busy.erase(busy.begin() + long(i));
     }

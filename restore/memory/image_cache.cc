@@ -21,10 +21,7 @@ namespace vmsnap::memory {
 namespace {
 
 std::string StateLine(const char* what, const struct stat& st) {
-  return std::string(what) + " " + std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " +
-         std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec) + " " + std::to_string(st.st_ctim.tv_sec) + "." +
-         std::to_string(st.st_ctim.tv_nsec) + "\n";
+  return std::string(what) + " " + FileStamp(st) + "\n";
 }
 
 std::string BootId() {

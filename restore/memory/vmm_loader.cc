@@ -50,11 +50,7 @@ bool MappableRaw(const SnapshotChain& chain) {
   return true;
 }
 
-std::string StampOf(const struct stat& st) {
-  return std::to_string(st.st_dev) + " " + std::to_string(st.st_ino) + " " + std::to_string(st.st_size) + " " +
-         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + " " +
-         std::to_string(st.st_ctim.tv_sec) + "." + std::to_string(st.st_ctim.tv_nsec) + "\n";
-}
+std::string StampOf(const struct stat& st) { return FileStamp(st) + "\n"; }
 
 // Verifies the snapshot file unless `stamp_dir` remembers it verified in
 // exactly its present state; remembers a success there (best effort).
