@@ -311,7 +311,7 @@ struct WorkerDirs {
   // the process ends (its other threads, the pager's fill and the VM's
   // memory go with it, after the client already has its status).
   Vmm* running = vm.get();
-  vm->set_on_guest_exit([cfd, running, is_warm](int exit_status) {
+  auto reply_exit = [cfd, running, is_warm](int exit_status) {
     std::fflush(stdout);
     Reply(cfd, {{"ok", true},
                 {"exit_status", exit_status},
@@ -319,16 +319,15 @@ struct WorkerDirs {
                 {"first_entry_ns", running->first_entry_ns()},
                 {"generation_id", BytesHex(running->generation_id())}});
     ::_exit(0);
-  });
+  };
+  vm->set_on_guest_exit(reply_exit);
   auto status = vm->Run();
-  std::fflush(stdout);
-  if (!status.ok()) Fail(cfd, status.status().message());
-  Reply(cfd, {{"ok", true},
-              {"exit_status", *status & 0xff},
-              {"warm", is_warm},
-              {"first_entry_ns", vm->first_entry_ns()},
-              {"generation_id", BytesHex(vm->generation_id())}});
-  ::_exit(0);
+  if (!status.ok()) {
+    std::fflush(stdout);
+    Fail(cfd, status.status().message());
+  }
+  reply_exit(*status & 0xff);
+  ::_exit(0);  // not reached: reply_exit ends the process
 }
 
 // The worker's life: prepare, say ready, wait for a client, serve it.

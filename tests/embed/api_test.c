@@ -292,6 +292,7 @@ int main(int argc, char **argv) {
           vmsnap_read_memory(src, gpa, from_file, sizeof from_file);
           if (from_file[0] || memcmp(from_file, from_file + 1, sizeof from_file - 1)) break;
         }
+        EXPECT(gpa < sizes[0], "warm memory: the snapshot's first region holds no nonzero page to compare");
         if (gpa < sizes[0]) {
           memcpy(page, (unsigned char *)maps[0] + gpa, sizeof page);
           EXPECT(memcmp(page, from_file, sizeof page) == 0, "warm memory at 0x%llx", (unsigned long long)gpa);
