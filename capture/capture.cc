@@ -5,8 +5,6 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <capnp/message.h>
-
 #include <algorithm>
 #include <chrono>
 #include <fstream>
@@ -93,19 +91,10 @@ Result<CaptureResult> WriteSnapshot(const std::string& path, ArchCapturer& arch,
   }
   VMSNAP_RETURN_IF_ERROR(arch.Capture(m));
   if (!options.loads.empty()) {
-    // Appended to whatever records the architecture's capture wrote; a
-    // history it carried over is replaced by the caller's.
-    std::vector<schema::DeviceState::Reader> keep;
-    capnp::MallocMessageBuilder old;
-    if (m.hasDevices()) {
-      old.setRoot(m.asReader());
-      for (auto d : old.getRoot<schema::Manifest>().asReader().getDevices()) {
-        if (d.getName() != kLoadHistoryRecord) keep.push_back(d);
-      }
-    }
-    auto devs = m.initDevices(static_cast<unsigned>(keep.size() + 1));
-    for (size_t i = 0; i < keep.size(); ++i) devs.setWithCaveats(static_cast<unsigned>(i), keep[i]);
-    auto rec = devs[static_cast<unsigned>(keep.size())];
+    // The load history is the only device record a capture writes: the
+    // architectures keep their state in the manifest's own fields.
+    if (m.hasDevices()) return Status::Internal("the architecture's capture wrote device records");
+    auto rec = m.initDevices(1)[0];
     rec.setName(kLoadHistoryRecord);
     rec.setVersion(kLoadHistoryVersion);
     const std::vector<uint8_t> data = EncodeLoadHistory(options.loads);

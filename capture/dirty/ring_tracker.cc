@@ -100,9 +100,7 @@ class RingTracker final : public DirtyTracker {
         // inside an in-kernel emulation burst and only checks for a full
         // ring afterwards). Those pages are unknown, so report every page,
         // and from now on look past KVM's index gap (Resync).
-        ring.desync = true;
-        ring_overflows_.fetch_add(1);
-        marked_.SetAll();
+        LoseTrack(ring);
       }
     }
     if (harvested) VMSNAP_RETURN_IF_ERROR(ops_.ResetDirtyRings().status());
@@ -122,18 +120,9 @@ class RingTracker final : public DirtyTracker {
   // writing to it. The pages those pushes stood for are unknown, so every
   // page is reported dirty, as after an overflow.
   Status Unstick(Ring& ring) {
-    kvm_dirty_gfn* e = ring.map->entries();
     const uint32_t count = ring.map->count();
-    const uint32_t mask = count - 1;
-    const uint32_t step = count >= 2048 ? count / 2 : count / 4;
-    for (uint32_t k = 0; k < step; ++k) {
-      std::atomic_ref<uint32_t>(e[(ring.fetch + k) & mask].flags)
-          .store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
-    }
-    ring.fetch += step;
-    ring.desync = true;
-    ring_overflows_.fetch_add(1);
-    marked_.SetAll();
+    MarkHarvested(ring, count >= 2048 ? count / 2 : count / 4);
+    LoseTrack(ring);
     return ops_.ResetDirtyRings().status();
   }
 
@@ -148,15 +137,32 @@ class RingTracker final : public DirtyTracker {
     for (uint32_t i = 1; i < count; ++i) {
       uint32_t flags = std::atomic_ref<uint32_t>(e[(ring.fetch + i) & mask].flags).load(std::memory_order_acquire);
       if (flags & KVM_DIRTY_GFN_F_DIRTY) {
-        for (uint32_t k = 0; k < i; ++k) {
-          std::atomic_ref<uint32_t>(e[(ring.fetch + k) & mask].flags)
-              .store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
-        }
-        ring.fetch += i;
+        MarkHarvested(ring, i);
         return true;
       }
     }
     return false;
+  }
+
+  // Marks the next `n` entries from the fetch index harvested, whatever they
+  // hold, and moves the fetch index past them.
+  static void MarkHarvested(Ring& ring, uint32_t n) {
+    kvm_dirty_gfn* e = ring.map->entries();
+    const uint32_t mask = ring.map->count() - 1;
+    for (uint32_t k = 0; k < n; ++k) {
+      std::atomic_ref<uint32_t>(e[(ring.fetch + k) & mask].flags)
+          .store(KVM_DIRTY_GFN_F_RESET, std::memory_order_release);
+    }
+    ring.fetch += n;
+  }
+
+  // Entries of this ring were lost or skipped: the pages they stood for are
+  // unknown, so every page counts as dirty, and from now on the harvest looks
+  // past gaps in the ring (Resync).
+  void LoseTrack(Ring& ring) {
+    ring.desync = true;
+    ring_overflows_.fetch_add(1);
+    marked_.SetAll();
   }
 
   kvm::dirty::DirtyLogOps& ops_;
