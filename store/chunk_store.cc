@@ -525,14 +525,12 @@ Result<GcStats> CollectGarbage(ObjectStore& store, uint64_t grace_s, bool dry_ru
       continue;
     }
     if (!dry_run) {
-      Status s = store.RemoveIfMark(obj, mark.value());
-      if (!s.ok()) {
-        if (s.code() == Code::kNotFound) continue;
-        if (s.message().find("marked again") != std::string::npos) {
-          ++st.raced_chunks;
-          continue;
-        }
-        return s;
+      auto removed = store.RemoveIfMark(obj, mark.value());
+      if (!removed.ok() && removed.status().code() == Code::kNotFound) continue;
+      if (!removed.ok()) return removed.status();
+      if (!*removed) {
+        ++st.raced_chunks;
+        continue;
       }
     }
     ++st.removed_chunks;

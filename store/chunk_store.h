@@ -122,7 +122,7 @@ struct GcStats {
   uint64_t removed_chunks = 0;
   uint64_t removed_bytes = 0;
   uint64_t young_chunks = 0;         // unreferenced but marked within the grace period: kept
-  uint64_t raced_chunks = 0;         // marked again while gc ran: kept
+  uint64_t raced_chunks = 0;         // marked again while gc ran (on S3: or modified within the last second): kept
 };
 // Removes chunk objects that no layout references and that nobody marked
 // within `grace_s` seconds (a push marks every chunk it relies on before it

@@ -240,22 +240,29 @@ class S3Store final : public ObjectStore {
   // radosgw's x-amz-delete-if-unmodified-since with that time: a push that
   // marks the object after the first read (a new tag, a new modification
   // time) is seen by the comparison or makes the delete fail with 412.
-  Status RemoveIfMark(const std::string& name, const std::string& mark) override {
+  // The times are whole seconds, so a mark set within the second of the
+  // modification time read would not count as "modified since": an object
+  // the gateway's own clock (the answer's Date) says was modified within
+  // the last second is kept, and any later mark lands in a later second.
+  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
     VMSNAP_ASSIGN_OR_RETURN(Response head, Call("HEAD", Key(name), "", {}, {}));
     if (head.status != 200) return Error(head, name, "");
     VMSNAP_ASSIGN_OR_RETURN(std::string now, ReadMark(name));
-    if (now != mark) return Status::Io(Where(name) + ": marked again since it was examined; kept");
+    if (now != mark) return false;
     const time_t mtime = curl_getdate(head.Header("last-modified").c_str(), nullptr);
-    if (mtime < 0) return Status::Io(Where(name) + ": the gateway gave no modification time; kept");
+    const time_t date = curl_getdate(head.Header("date").c_str(), nullptr);
+    if (mtime < 0 || date < 0) return Status::Io(Where(name) + ": the gateway gave no modification time or date; kept");
+    if (mtime + 1 >= date) return false;
     char when[32];
     struct tm tm {};
     gmtime_r(&mtime, &tm);
     std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    BeforeRemove(name);
     VMSNAP_ASSIGN_OR_RETURN(Response r,
                             Call("DELETE", Key(name), "", {std::string("x-amz-delete-if-unmodified-since: ") + when}, {}));
-    if (r.status == 412) return Status::Io(Where(name) + ": marked again since it was examined; kept");
+    if (r.status == 412) return false;
     if (r.status != 204 && r.status != 200) return Error(r, name, "remove");
-    return Status::Ok();
+    return true;
   }
 
   Status Remove(const std::string& name) override {
