@@ -105,10 +105,10 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
 #endif
 }
 
-RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src) {
+RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src) {
 #ifdef VMSNAP_HAVE_STORE
   RemoteHooks h;
-  h.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
+  h.fetch = [src](size_t layer, size_t chunk) { return src->Fetch(layer, chunk); };
   h.restored = [src] {
     src->Discard();
     src->StartPrefetch();
@@ -120,7 +120,7 @@ RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src) {
 #endif
 }
 
-Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text, const RemoteOptions& options) {
+Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& text, const RemoteOptions& options) {
 #ifdef VMSNAP_HAVE_STORE
   VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/true));
   std::string dir = options.cache_dir;
@@ -136,9 +136,9 @@ Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text,
   o.max_bytes = options.cache_size;
   o.parallel = options.parallel;
   o.timeout_s = options.timeout_s;
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazySnapshot> src,
-                          store::LazySnapshot::Open(std::move(st), url.name, o));
-  return std::shared_ptr<store::LazySnapshot>(std::move(src));
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> src,
+                          store::LazyChain::Open(std::move(st), url.name, o));
+  return std::shared_ptr<store::LazyChain>(std::move(src));
 #else
   (void)options;
   return Status::Unsupported(text + ": this vmsnap was built without the chunk store (librados)");

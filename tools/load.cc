@@ -117,7 +117,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
 #ifdef VMSNAP_HAVE_STORE
       auto remote = OpenRemote(args->snapshot, args->remote);
       if (!remote.ok()) return fail(remote.status().message());
-      std::shared_ptr<store::LazySnapshot> src = std::move(remote).value();
+      std::shared_ptr<store::LazyChain> src = std::move(remote).value();
       remote_keep = src;
       args->snapshot = src->path();
       RemoteHooks hooks = HooksOf(src);
