@@ -4,7 +4,6 @@
 #include "store/chunk_store.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <openssl/sha.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -292,14 +291,14 @@ std::string SnapshotUrl(const StoreUrl& url, const std::string& name) {
   return StoreRoot(url) + "/" + name;
 }
 
+void PreloadClient(const StoreUrl& url) {
+  if (url.scheme == "rados") PreloadRados();
+#ifdef VMSNAP_HAVE_S3
+  if (url.scheme == "s3") PreloadS3();
+#endif
+}
+
 Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf) {
-  // A socket whose far end died (an OSD killed, a gateway gone) must be an
-  // error the command reports; librados, and libcurl told not to touch
-  // signals, can write to one and raise SIGPIPE, which kills the process
-  // without a word. The Ceph tools ignore it too. A handler the program
-  // installed is left alone.
-  struct sigaction old {};
-  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
   if (url.scheme == "rados") return OpenRados(url.pool, ceph_conf);
   if (!ceph_conf.empty()) {
     return Status::InvalidArgument(url.text + ": --ceph-conf is for rados:// URLs; an S3 store is set by AWS_ENDPOINT_URL");

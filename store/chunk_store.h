@@ -45,6 +45,11 @@ std::string SnapshotUrl(const StoreUrl& url, const std::string& name);
 // store's endpoint and keys come from the environment, S3ConfigFromEnv).
 Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf);
 
+// Loads the client library a store of `url`'s scheme needs (librados,
+// libcurl) in a process that will fork workers which open such stores, so
+// that each inherits it loaded.
+void PreloadClient(const StoreUrl& url);
+
 // Object names.
 std::string ChunkObject(const uint8_t sha256[32]);
 std::string LayoutObject(const std::string& name);

@@ -87,6 +87,10 @@ struct S3Config {
 };
 Result<S3Config> S3ConfigFromEnv();
 
+// Loads libcurl and runs its one-time set-up (which starts no thread) now:
+// PreloadRados's reason, for a process whose workers will open S3 stores.
+void PreloadS3();
+
 // The objects under `prefix` in an S3 bucket (Ceph's radosgw, or any service
 // speaking S3), requests signed with AWS Signature V4 by libcurl. Opening
 // lists the bucket once, so a wrong bucket or key fails here.

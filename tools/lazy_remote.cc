@@ -78,7 +78,7 @@ Status CheckStoreRoots(const std::vector<std::string>& roots) {
 void PreloadStoreLibraries(const std::vector<std::string>& roots) {
 #ifdef VMSNAP_HAVE_STORE
   for (const std::string& r : roots) {
-    if (r.rfind("rados://", 0) == 0) store::PreloadRados();
+    if (auto url = ParseRoot(r); url.ok()) store::PreloadClient(*url);
   }
 #else
   (void)roots;
@@ -94,8 +94,9 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
     if (!st.ok()) continue;
     // librados meets an OSD on the first operation on one of its objects:
     // one read of an object that need not exist opens a session with the
-    // OSD it maps to (all of them, on a one-OSD cluster).
-    (void)(*st)->Mark(store::kLayoutPrefix);
+    // OSD it maps to (all of them, on a one-OSD cluster). An S3 store's
+    // opening already listed the bucket, over the connection it keeps.
+    if (url->scheme == "rados") (void)(*st)->Mark(store::kLayoutPrefix);
     std::lock_guard<std::mutex> lock(sessions_mu);
     Sessions()[store::StoreRoot(*url)] = std::move(st).value();
   }

@@ -237,6 +237,20 @@ TEST_F(StoreLoad, AWarmWorkerUsesTheSessionServeOpenedForIt) {
   EXPECT_EQ(ReadFile(Path("via.txt")), "allpages: ok\n");
 }
 
+// serve loads each --store's client library before it forks its warm VMs'
+// processes, by the store's scheme: an S3 store's libcurl too, not only
+// librados (a worker would otherwise load it after the fork, on the way to
+// its first request).
+class StoreServeS3 : public storetest::S3 {};
+
+TEST_F(StoreServeS3, ServeLoadsTheS3ClientBeforeItForksItsWorkers) {
+  const pid_t srv = Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "16M", "--store", Folder(),
+                           "--cache-dir", Path("srvcache")});
+  ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
+  const std::string maps = ReadFile("/proc/" + std::to_string(srv) + "/maps");
+  EXPECT_NE(maps.find("libcurl.so"), std::string::npos) << "serve did not load libcurl for " << Folder();
+}
+
 // A chain save --incremental made (incr_rounds: a full snapshot at the first
 // doorbell, then one layer per round) loaded lazily from the store: the
 // guest's closing hash reads every data page, and they come from all three
