@@ -147,15 +147,9 @@ Result<Layout> DecodeLayout(std::span<const uint8_t> b, const std::string& where
   return l;
 }
 
-std::string DirOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 // Where a child's recorded parent path points (relative: to the child's folder).
 std::string ParentPath(const std::string& child, const std::string& recorded) {
-  return !recorded.empty() && recorded[0] == '/' ? recorded : DirOf(child) + "/" + recorded;
+  return (std::filesystem::path(child).parent_path() / recorded).string();
 }
 
 // The file's bytes [off, off + len), which no chunk may overlap (the

@@ -99,6 +99,11 @@ TEST_P(EachStore, AChainIsPushedParentsFirstAndComesBackWholeAndAChangedParentIs
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(Json::parse(r.out).size(), 3u) << r.out;
   EXPECT_EQ(Json::parse(r.out).back()["parent"], folder + "l1") << r.out;
+  // gc reads the children's layouts too, and a parent's chunks are its own
+  // layout's: everything below still reads the whole chain.
+  r = Run("gc " + (GetParam() == "s3" ? Folder() : std::string("rados://vmsnap")) + " --grace 0 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_GE(Json::parse(r.out)["snapshots"].get<uint64_t>(), 3u) << r.out;
 
   // Every layer comes back byte for byte, beside the leaf where its manifest looks.
   std::filesystem::create_directory(Path("out"));
