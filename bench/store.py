@@ -40,6 +40,8 @@ import subprocess
 import sys
 import time
 
+from bench import wait_for  # noqa: E402  (the same poll loop as the QEMU bench)
+
 MiB = 1 << 20
 POOL = "bench"
 
@@ -83,11 +85,7 @@ class StoreBench:
         vm = subprocess.Popen([self.vmsnap, "run", self.spin, "--mem-file", img, "--serial", "/dev/null",
                                "--control", sock], stdout=subprocess.DEVNULL)
         try:
-            t0 = time.monotonic()
-            while not os.path.exists(sock):
-                if time.monotonic() - t0 > 60:
-                    raise RuntimeError("no control socket")
-                time.sleep(0.05)
+            wait_for(lambda: os.path.exists(sock), 60, "the control socket")
             time.sleep(0.3)
             if os.path.exists(out):
                 os.unlink(out)
@@ -258,11 +256,7 @@ class StoreBench:
                                     "--store", f"rados://{POOL}", "--cache-dir", warm], env=self.env)
             lv, lvf = [], []
             try:
-                t0 = time.monotonic()
-                while not os.path.exists(sock):
-                    if time.monotonic() - t0 > 60:
-                        raise RuntimeError("no serve socket")
-                    time.sleep(0.05)
+                wait_for(lambda: os.path.exists(sock), 60, "serve's socket")
                 time.sleep(1)
                 for i in range(a.starts):
                     # Alternated with the same warm start of the local file:

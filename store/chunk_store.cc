@@ -4,10 +4,10 @@
 #include "store/chunk_store.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <openssl/sha.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -39,12 +40,18 @@ using layout::GetLe64;
 using layout::PutLe32;
 using layout::PutLe64;
 
-// The layout object: "VMSNAPLY", version, chunk count, file size, the gap
-// bytes' raw and stored sizes, one entry per chunk in file order, the gap
-// bytes (zstd), XXH3-64 of everything before it.
+// The layout object (docs/store.md): "VMSNAPLY", version, chunk count, file
+// size, the gap bytes' raw and stored sizes; in version 2 (an incremental
+// snapshot) the parent's snapshot id, its name's length and the name; one
+// entry per chunk in file order, the gap bytes (zstd), XXH3-64 of
+// everything before it. A full snapshot is still written as version 1, so
+// older readers read it.
 constexpr char kLayoutMagic[8] = {'V', 'M', 'S', 'N', 'A', 'P', 'L', 'Y'};
 constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersionParent = 2;
 constexpr size_t kLayoutHeader = 40;
+constexpr size_t kParentHeader = 20;  // parent id, name length
+constexpr size_t kMaxParentName = 4096;
 constexpr size_t kEntryBytes = 48;  // offset, length, SHA-256
 
 struct Entry {
@@ -57,18 +64,26 @@ struct Layout {
   uint64_t file_size = 0;
   std::vector<Entry> chunks;   // by offset, not overlapping
   std::vector<uint8_t> gaps;   // every byte of the file outside the chunks, in order
+  std::string parent;          // empty: a full snapshot
+  layout::SnapshotId parent_id{};
 };
 
 std::vector<uint8_t> EncodeLayout(const Layout& l) {
   const size_t bound = ZSTD_compressBound(l.gaps.size());
-  std::vector<uint8_t> out(kLayoutHeader + l.chunks.size() * kEntryBytes + bound + 8);
+  const size_t head = kLayoutHeader + (l.parent.empty() ? 0 : kParentHeader + l.parent.size());
+  std::vector<uint8_t> out(head + l.chunks.size() * kEntryBytes + bound + 8);
   uint8_t* p = out.data();
   std::memcpy(p, kLayoutMagic, 8);
-  PutLe32(p + 8, kLayoutVersion);
+  PutLe32(p + 8, l.parent.empty() ? kLayoutVersion : kLayoutVersionParent);
   PutLe32(p + 12, static_cast<uint32_t>(l.chunks.size()));
   PutLe64(p + 16, l.file_size);
   PutLe64(p + 24, l.gaps.size());
-  size_t at = kLayoutHeader;
+  if (!l.parent.empty()) {
+    std::memcpy(p + kLayoutHeader, l.parent_id.data(), l.parent_id.size());
+    PutLe32(p + kLayoutHeader + 16, static_cast<uint32_t>(l.parent.size()));
+    std::memcpy(p + kLayoutHeader + kParentHeader, l.parent.data(), l.parent.size());
+  }
+  size_t at = head;
   for (const Entry& e : l.chunks) {
     PutLe64(p + at, e.offset);
     PutLe64(p + at + 8, e.length);
@@ -88,20 +103,32 @@ Result<Layout> DecodeLayout(std::span<const uint8_t> b, const std::string& where
   if (b.size() < kLayoutHeader + 8) return bad("too short");
   if (std::memcmp(b.data(), kLayoutMagic, 8) != 0) return bad("bad magic");
   if (GetLe64(b.data() + b.size() - 8) != XXH3_64bits(b.data(), b.size() - 8)) return bad("checksum mismatch");
-  if (GetLe32(b.data() + 8) != kLayoutVersion) {
-    return Status::Unsupported(where + ": layout version " + std::to_string(GetLe32(b.data() + 8)) +
+  const uint32_t version = GetLe32(b.data() + 8);
+  if (version != kLayoutVersion && version != kLayoutVersionParent) {
+    return Status::Unsupported(where + ": layout version " + std::to_string(version) +
                                " is newer than this vmsnap reads");
   }
   Layout l;
+  size_t head = kLayoutHeader;
+  if (version == kLayoutVersionParent) {
+    if (b.size() < kLayoutHeader + kParentHeader + 8) return bad("too short");
+    std::memcpy(l.parent_id.data(), b.data() + kLayoutHeader, l.parent_id.size());
+    const uint32_t len = GetLe32(b.data() + kLayoutHeader + 16);
+    if (len == 0 || len > kMaxParentName || len > b.size() - 8 - kLayoutHeader - kParentHeader) {
+      return bad("parent name past its end");
+    }
+    l.parent.assign(reinterpret_cast<const char*>(b.data()) + kLayoutHeader + kParentHeader, len);
+    head += kParentHeader + len;
+  }
   const uint64_t n = GetLe32(b.data() + 12);
   l.file_size = GetLe64(b.data() + 16);
   const uint64_t gaps_raw = GetLe64(b.data() + 24), gaps_stored = GetLe64(b.data() + 32);
-  if (n > (b.size() - kLayoutHeader - 8) / kEntryBytes) return bad("chunk count past its end");
-  const size_t entries_end = kLayoutHeader + n * kEntryBytes;
+  if (n > (b.size() - head - 8) / kEntryBytes) return bad("chunk count past its end");
+  const size_t entries_end = head + n * kEntryBytes;
   if (gaps_stored != b.size() - 8 - entries_end) return bad("gap bytes do not fill it");
   uint64_t covered = 0, prev_end = 0;
   for (uint64_t i = 0; i < n; ++i) {
-    const uint8_t* p = b.data() + kLayoutHeader + i * kEntryBytes;
+    const uint8_t* p = b.data() + head + i * kEntryBytes;
     Entry e;
     e.offset = GetLe64(p);
     e.length = GetLe64(p + 8);
@@ -118,6 +145,41 @@ Result<Layout> DecodeLayout(std::span<const uint8_t> b, const std::string& where
   const size_t got = ZSTD_decompress(l.gaps.data(), l.gaps.size(), b.data() + entries_end, gaps_stored);
   if (ZSTD_isError(got) || got != gaps_raw) return bad("gap bytes do not decompress");
   return l;
+}
+
+// Where a child's recorded parent path points (relative: to the child's folder).
+std::string ParentPath(const std::string& child, const std::string& recorded) {
+  return (std::filesystem::path(child).parent_path() / recorded).string();
+}
+
+// The file's bytes [off, off + len), which no chunk may overlap (the
+// header, the manifest, the footer): from the layout's gap bytes.
+Result<std::span<const uint8_t>> GapBytes(const Layout& l, uint64_t off, uint64_t len, const std::string& where) {
+  uint64_t gap_at = 0, file_at = 0;
+  for (size_t i = 0; i <= l.chunks.size(); ++i) {
+    const uint64_t end = i < l.chunks.size() ? l.chunks[i].offset : l.file_size;
+    if (off >= file_at && len <= end - file_at && off - file_at <= end - file_at - len) {
+      return std::span<const uint8_t>(l.gaps.data() + gap_at + (off - file_at), len);
+    }
+    gap_at += end - file_at;
+    if (i < l.chunks.size()) file_at = end + l.chunks[i].length;
+  }
+  return Status::Corruption(where + ": not a snapshot layout (the manifest or footer lies in a chunk)");
+}
+
+// The snapshot id of the file a layout describes: XXH3-128 of its manifest,
+// found through the footer, both in the gap bytes.
+Result<layout::SnapshotId> LayoutId(const Layout& l, const std::string& where) {
+  if (l.file_size < layout::kFooterSize) return Status::Corruption(where + ": not a snapshot layout (no footer)");
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> footer,
+                          GapBytes(l, l.file_size - layout::kFooterSize, layout::kFooterSize, where));
+  const uint64_t off = GetLe64(footer.data() + layout::kFooterManifestOffset);
+  const uint64_t len = GetLe64(footer.data() + layout::kFooterManifestLength);
+  if (len > l.file_size || off > l.file_size - len) {
+    return Status::Corruption(where + ": not a snapshot layout (the footer's manifest is outside the file)");
+  }
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> manifest, GapBytes(l, off, len, where));
+  return layout::ComputeId(manifest);
 }
 
 std::array<uint8_t, 32> Sha256(std::span<const uint8_t> bytes) {
@@ -223,14 +285,14 @@ std::string SnapshotUrl(const StoreUrl& url, const std::string& name) {
   return StoreRoot(url) + "/" + name;
 }
 
+void PreloadClient(const StoreUrl& url) {
+  if (url.scheme == "rados") PreloadRados();
+#ifdef VMSNAP_HAVE_S3
+  if (url.scheme == "s3") PreloadS3();
+#endif
+}
+
 Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf) {
-  // A socket whose far end died (an OSD killed, a gateway gone) must be an
-  // error the command reports; librados, and libcurl told not to touch
-  // signals, can write to one and raise SIGPIPE, which kills the process
-  // without a word. The Ceph tools ignore it too. A handler the program
-  // installed is left alone.
-  struct sigaction old {};
-  if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
   if (url.scheme == "rados") return OpenRados(url.pool, ceph_conf);
   if (!ceph_conf.empty()) {
     return Status::InvalidArgument(url.text + ": --ceph-conf is for rados:// URLs; an S3 store is set by AWS_ENDPOINT_URL");
@@ -250,18 +312,91 @@ std::string ChunkObject(const uint8_t sha256[32]) {
 
 std::string LayoutObject(const std::string& name) { return kLayoutPrefix + name; }
 
+std::string DefaultParentName(const std::string& child_name, const std::string& recorded_parent_path) {
+  const size_t slash = child_name.rfind('/');
+  const std::string folder = slash == std::string::npos ? "" : child_name.substr(0, slash + 1);
+  std::string file = recorded_parent_path.substr(recorded_parent_path.rfind('/') + 1);
+  constexpr std::string_view kExt = ".vmsnap";
+  if (file.size() > kExt.size() && file.compare(file.size() - kExt.size(), kExt.size(), kExt) == 0) {
+    file.resize(file.size() - kExt.size());
+  }
+  if (file.empty() || file == "." || file == "..") return "";
+  return folder + file;
+}
+
+namespace {
+
+// An incremental snapshot's parent in the store: found there with the id
+// the child's manifest records, or pushed now from the file the manifest
+// names. Sets the layout's parent; returns what pushing the parent did.
+Result<PushStats> SettleParent(const SnapshotReader& child, const std::string& path, ObjectStore& store,
+                               const std::string& name, const PushOptions& options, Layout& l) {
+  auto ref = child.manifest().getParent();
+  auto idb = ref.getSnapshotId();  // 16 bytes: the reader checked
+  std::memcpy(l.parent_id.data(), idb.begin(), l.parent_id.size());
+  const std::string recorded = ref.getPath().cStr();
+  l.parent = options.parent_name.empty() ? DefaultParentName(name, recorded) : options.parent_name;
+  const std::string at = store.where() + "/";
+  if (l.parent.empty()) {
+    return Status::InvalidArgument(path + ": its parent's file name (" + recorded +
+                                   ") gives it no name in the store; name it with --parent-name");
+  }
+  if (l.parent == name) {
+    return Status::InvalidArgument(at + name + ": the snapshot and its parent " + recorded +
+                                   " would have the same name; name the parent with --parent-name");
+  }
+  auto have = FetchLayout(store, l.parent);
+  if (have.ok()) {
+    if (have->id != l.parent_id) {
+      return Status::Corruption(at + l.parent + " holds another snapshot (id " + layout::IdToHex(have->id) +
+                                ") than the parent of " + path + " (id " + layout::IdToHex(l.parent_id) +
+                                "); push the parent under another name with --parent-name");
+    }
+    return PushStats{};
+  }
+  if (have.status().code() != Code::kNotFound) return have.status();
+  const std::string ppath = ParentPath(path, recorded);
+  {
+    // The local file must be the parent the child was made on, before
+    // anything of it is uploaded.
+    auto parent = SnapshotReader::Open(ppath);
+    if (!parent.ok() && parent.status().code() == Code::kNotFound) {
+      return Status::NotFound(at + l.parent + ": no such snapshot, and the parent snapshot " + ppath + " of " +
+                              path + " is missing; push the parent first and name it with --parent-name");
+    }
+    if (!parent.ok()) return parent.status().Context("parent snapshot " + ppath + " of " + path);
+    if ((*parent)->id() != l.parent_id) {
+      return Status::Corruption("parent snapshot " + ppath + " of " + path + " is not the recorded file (id " +
+                                layout::IdToHex((*parent)->id()) + ", expected " + layout::IdToHex(l.parent_id) +
+                                ")");
+    }
+  }
+  PushOptions po = options;
+  po.parent_name.clear();
+  VMSNAP_ASSIGN_OR_RETURN(PushStats ps, Push(ppath, store, l.parent, po));
+  ps.pushed_parents.push_back(l.parent);
+  return ps;
+}
+
+}  // namespace
+
 Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::string& name,
                        const PushOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   // Open() checks the header, footer, manifest and chunk index: a damaged
   // file is refused before anything is uploaded.
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> reader, SnapshotReader::Open(path));
+  // Parents first: a child's layout only ever names a parent that exists.
+  Layout l;
+  PushStats parents;
+  if (reader->manifest().hasParent()) {
+    VMSNAP_ASSIGN_OR_RETURN(parents, SettleParent(*reader, path, store, name, options, l));
+  }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
   const uint64_t size = reader->file_size();
   VMSNAP_ASSIGN_OR_RETURN(Mapping map, Mapping::Map(size, PROT_READ, MAP_SHARED, fd.get(), 0, "map " + path));
 
-  Layout l;
   l.file_size = size;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (const ChunkInfo& c : reader->chunk_index()) {
@@ -340,6 +475,13 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   const std::vector<uint8_t> bytes = EncodeLayout(l);
   st.layout_bytes = bytes.size();
   VMSNAP_RETURN_IF_ERROR(store.Put(LayoutObject(name), bytes, mark));
+  st.parent = l.parent;
+  st.pushed_parents = std::move(parents.pushed_parents);
+  st.chunks += parents.chunks;
+  st.uploaded_chunks += parents.uploaded_chunks;
+  st.uploaded_bytes += parents.uploaded_bytes;
+  st.present_chunks += parents.present_chunks;
+  st.present_bytes += parents.present_bytes;
   return st;
 }
 
@@ -368,16 +510,118 @@ Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& n
   return r;
 }
 
-Result<SnapshotLayout> FetchLayout(ObjectStore& store, const std::string& name) {
-  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
-  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, store.where() + "/" + name));
+namespace {
+
+Result<SnapshotLayout> Describe(std::span<const uint8_t> raw, const std::string& where) {
+  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, where));
   SnapshotLayout out;
+  VMSNAP_ASSIGN_OR_RETURN(out.id, LayoutId(l, where));
   out.file_size = l.file_size;
   out.chunks.reserve(l.chunks.size());
   for (const Entry& e : l.chunks) out.chunks.push_back(LayoutChunk{e.offset, e.length, e.sha});
   out.gaps = std::move(l.gaps);
   out.sha = Sha256(raw);
+  out.parent = std::move(l.parent);
+  out.parent_id = l.parent_id;
   return out;
+}
+
+}  // namespace
+
+Result<SnapshotLayout> FetchLayout(ObjectStore& store, const std::string& name) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
+  return Describe(raw, store.where() + "/" + name);
+}
+
+Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::string& name) {
+  std::vector<StoredLayer> chain;
+  std::string at = name;
+  for (;;) {
+    if (chain.size() > layout::kMaxParentDepth) {
+      return Status::Corruption(store.where() + "/" + name + " has more than " +
+                                std::to_string(layout::kMaxParentDepth) + " parents");
+    }
+    StoredLayer layer;
+    layer.name = at;
+    auto raw = GetLayout(store, at);
+    if (!raw.ok() && !chain.empty() && raw.status().code() == Code::kNotFound) {
+      return Status::NotFound(store.where() + "/" + at + ": no such snapshot (the parent of " + store.where() + "/" +
+                              chain.back().name + ")");
+    }
+    VMSNAP_ASSIGN_OR_RETURN(layer.raw, std::move(raw));
+    VMSNAP_ASSIGN_OR_RETURN(layer.layout, Describe(layer.raw, store.where() + "/" + at));
+    if (!chain.empty() && layer.layout.id != chain.back().layout.parent_id) {
+      // Never used in its stead: the child's pages sit on top of the
+      // parent it was made on, and no other.
+      return Status::Corruption(store.where() + "/" + at + " is not the parent of " + store.where() + "/" +
+                                chain.back().name + " (its snapshot id is " + layout::IdToHex(layer.layout.id) +
+                                ", the child's parent has " + layout::IdToHex(chain.back().layout.parent_id) +
+                                "): it was pushed again with other content");
+    }
+    at = layer.layout.parent;
+    chain.push_back(std::move(layer));
+    if (at.empty()) break;
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
+}
+
+Result<std::string> LinkChain(const std::string& dir, const std::vector<std::string>& layers) {
+  namespace fs = std::filesystem;
+  if (layers.size() <= 1) return layers.empty() ? std::string() : layers.back();
+  // Where each layer goes, relative to the chain's folder: the leaf first,
+  // then each parent where its child's manifest looks for it. A parent
+  // path that climbs ("../") needs the leaf that many folders down.
+  std::vector<std::string> recorded(layers.size());
+  size_t climbs = 0;
+  for (size_t k = 1; k < layers.size(); ++k) {
+    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> r, SnapshotReader::Open(layers[k]));
+    if (!r->manifest().hasParent()) return Status::Internal(layers[k] + ": a chain's layer without a parent");
+    recorded[k] = r->manifest().getParent().getPath().cStr();
+    if (recorded[k].empty() || recorded[k][0] == '/') {
+      return Status::Unsupported(layers[k] + ": names its parent by the absolute path " + recorded[k] +
+                                 "; pull the chain and load the files");
+    }
+    for (const auto& part : fs::path(recorded[k])) climbs += part == "..";
+  }
+  std::string key;
+  for (const std::string& f : layers) key += fs::absolute(f).string() + '\n';
+  const std::string chain_dir = dir + "/chains/" + BytesHex(Sha256({reinterpret_cast<const uint8_t*>(key.data()), key.size()}));
+  fs::path leaf = "l";
+  for (size_t i = 0; i < climbs; ++i) leaf /= "l";
+  leaf /= BytesHex(Sha256({reinterpret_cast<const uint8_t*>(layers.back().data()), layers.back().size()})).substr(0, 16) +
+          ".vmsnap";
+  std::vector<fs::path> place(layers.size());
+  place.back() = leaf;
+  std::set<fs::path> used{leaf};
+  for (size_t k = layers.size() - 1; k > 0; --k) {
+    place[k - 1] = (place[k].parent_path() / recorded[k]).lexically_normal();
+    if (place[k - 1].empty() || *place[k - 1].begin() == ".." || !used.insert(place[k - 1]).second) {
+      return Status::Unsupported(layers[k] + ": its parent path " + recorded[k] + " cannot be laid out beside it");
+    }
+  }
+  const std::string leaf_path = chain_dir + "/" + leaf.string();
+  std::error_code ec;
+  if (fs::exists(leaf_path, ec)) return leaf_path;  // the same layers: made by an earlier load
+  // Made aside, then renamed into place: two loads of one chain never see
+  // half a folder.
+  const std::string tmp = chain_dir + "." + std::to_string(::getpid()) + ".tmp";
+  fs::remove_all(tmp, ec);
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const fs::path link = fs::path(tmp) / place[k];
+    fs::create_directories(link.parent_path(), ec);
+    if (!ec) fs::create_symlink(fs::absolute(layers[k]), link, ec);
+    if (ec) {
+      fs::remove_all(tmp, ec);
+      return Status::Io("link " + link.string() + " to " + layers[k] + ": " + ec.message());
+    }
+  }
+  if (::rename(tmp.c_str(), chain_dir.c_str()) != 0) {
+    const int err = errno;
+    fs::remove_all(tmp, ec);
+    if (err != EEXIST && err != ENOTEMPTY) return Status::FromErrno(err, "create " + chain_dir);
+  }
+  return leaf_path;
 }
 
 namespace {
@@ -460,22 +704,47 @@ Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::s
 
 Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
                        unsigned parallel, const ProgressFn& progress) {
-  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
-  return PullLayout(store, name, raw, out_path, parallel, progress);
+  // Every layer's id is checked before anything is written.
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> chain, FetchChain(store, name));
+  VMSNAP_ASSIGN_OR_RETURN(PullStats st, PullLayout(store, name, chain.back().raw, out_path, parallel, progress));
+  std::string child = out_path;
+  for (size_t k = chain.size() - 1; k-- > 0;) {
+    // Where the layer above looks for it.
+    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> r, SnapshotReader::Open(child));
+    const std::string target = ParentPath(child, r->manifest().getParent().getPath().cStr());
+    struct stat fs {};
+    if (::stat(target.c_str(), &fs) == 0) {
+      auto there = SnapshotReader::Open(target);
+      if (!there.ok() || (*there)->id() != chain[k].layout.id) {
+        return Status::InvalidArgument(target + ": exists and is not " + store.where() + "/" + chain[k].name +
+                                       ", the parent " + child + " names (id " + layout::IdToHex(chain[k].layout.id) +
+                                       "); not overwritten");
+      }
+      st.parents_kept.push_back(target);
+    } else {
+      VMSNAP_RETURN_IF_ERROR(PullLayout(store, chain[k].name, chain[k].raw, target, parallel, progress).status());
+      st.parents_written.push_back(target);
+    }
+    child = target;
+  }
+  return st;
 }
 
 Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
                                const ProgressFn& progress) {
-  VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> raw, GetLayout(store, name));
-  VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw, store.where() + "/" + name));
-  // Named by the layout's own hash: a snapshot pushed again under the same
-  // name with other contents gets another file.
-  const std::array<uint8_t, 32> sha = Sha256(raw);
-  const std::string path = cache_dir + "/" + ChunkObject(sha.data()).substr(std::strlen(kChunkPrefix)) + ".vmsnap";
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && uint64_t(st.st_size) == l.file_size) return path;
-  VMSNAP_RETURN_IF_ERROR(PullLayout(store, name, raw, path, 16, progress).status());
-  return path;
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> chain, FetchChain(store, name));
+  std::vector<std::string> files;
+  for (const StoredLayer& layer : chain) {
+    // Named by the layout's own hash: a snapshot pushed again under the
+    // same name with other contents gets another file.
+    const std::string path = cache_dir + "/" + BytesHex(layer.layout.sha) + ".vmsnap";
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != layer.layout.file_size) {
+      VMSNAP_RETURN_IF_ERROR(PullLayout(store, layer.name, layer.raw, path, 16, progress).status());
+    }
+    files.push_back(path);
+  }
+  return LinkChain(cache_dir, files);
 }
 
 Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix) {
@@ -491,6 +760,7 @@ Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std:
     VMSNAP_ASSIGN_OR_RETURN(Layout l, DecodeLayout(raw.value(), store.where() + "/" + s.name));
     s.file_bytes = l.file_size;
     s.chunks = l.chunks.size();
+    s.parent = l.parent;
     out.push_back(std::move(s));
   }
   return out;
@@ -525,14 +795,12 @@ Result<GcStats> CollectGarbage(ObjectStore& store, uint64_t grace_s, bool dry_ru
       continue;
     }
     if (!dry_run) {
-      Status s = store.RemoveIfMark(obj, mark.value());
-      if (!s.ok()) {
-        if (s.code() == Code::kNotFound) continue;
-        if (s.message().find("marked again") != std::string::npos) {
-          ++st.raced_chunks;
-          continue;
-        }
-        return s;
+      auto removed = store.RemoveIfMark(obj, mark.value());
+      if (!removed.ok() && removed.status().code() == Code::kNotFound) continue;
+      if (!removed.ok()) return removed.status();
+      if (!*removed) {
+        ++st.raced_chunks;
+        continue;
       }
     }
     ++st.removed_chunks;

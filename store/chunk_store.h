@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "format/layout.h"
 #include "store/object_store.h"
 
 namespace vmsnap::store {
@@ -44,6 +45,11 @@ std::string SnapshotUrl(const StoreUrl& url, const std::string& name);
 // store's endpoint and keys come from the environment, S3ConfigFromEnv).
 Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf);
 
+// Loads the client library a store of `url`'s scheme needs (librados,
+// libcurl) in a process that will fork workers which open such stores, so
+// that each inherits it loaded.
+void PreloadClient(const StoreUrl& url);
+
 // Object names.
 std::string ChunkObject(const uint8_t sha256[32]);
 std::string LayoutObject(const std::string& name);
@@ -60,6 +66,10 @@ struct PushStats {
   uint64_t present_bytes = 0;
   uint64_t layout_bytes = 0;      // the layout object
   uint64_t file_bytes = 0;
+  // An incremental snapshot: the parent's name in the store, and the parents
+  // this push pushed first (root first; their chunks are in the counts above).
+  std::string parent;
+  std::vector<std::string> pushed_parents;
 };
 
 struct PushOptions {
@@ -68,26 +78,44 @@ struct PushOptions {
   // A push that took longer than this marks every chunk again before it
   // writes the layout, so gc's grace period always covers the gap.
   uint64_t remark_after_s = 600;
+  // For an incremental snapshot: the name its parent has (or gets) in the
+  // store. Empty: ParentName's default.
+  std::string parent_name;
 };
+
+// The store name an incremental snapshot's parent gets by default: the
+// folder of the child's name (up to its last '/'), then the parent's file
+// name (as the child's manifest records it) without ".vmsnap". Empty when
+// that file name gives none.
+std::string DefaultParentName(const std::string& child_name, const std::string& recorded_parent_path);
 
 // Uploads the chunks of the snapshot file at `path` that the store lacks,
 // then its layout object. Running it again after a failure uploads only what
-// is missing.
+// is missing. An incremental snapshot's layout names its parent in the same
+// store (by name, and by the parent's snapshot id the manifest records): a
+// parent the store lacks is pushed first from the local file the manifest
+// names; one that holds other content under that name is refused.
 Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::string& name,
                        const PushOptions& options);
 
 // Writes the snapshot `name` to `out_path` (through OutputFile), every chunk
 // checked against its SHA-256 on arrival.
+// An incremental snapshot's parents are written where each layer's manifest
+// looks for its parent (relative to the layer's directory); a file already
+// there with the right snapshot id is kept, one with another is refused.
 struct PullStats {
   uint64_t chunks = 0;
   uint64_t file_bytes = 0;
+  std::vector<std::string> parents_written, parents_kept;  // local paths, leaf's parent first
 };
 Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::string& out_path,
                        unsigned parallel, const ProgressFn& progress);
 
 // The snapshot as a local file in `cache_dir` (which must exist), pulled
 // there unless an earlier call did: the file is named by the hash of the
-// snapshot's layout object, so a cached file is always of this content.
+// snapshot's layout object, so a cached file is always of this content. An
+// incremental snapshot's layers are each cached so; the path returned is
+// then the leaf's link in a chain folder (LinkChain).
 Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
                                const ProgressFn& progress);
 
@@ -103,8 +131,28 @@ struct SnapshotLayout {
   std::vector<LayoutChunk> chunks;  // by file offset
   std::vector<uint8_t> gaps;        // every byte of the file outside the chunks, in order
   std::array<uint8_t, 32> sha{};    // of the layout object: names the snapshot's content
+  layout::SnapshotId id{};          // the snapshot's id (of the manifest, which the gaps hold)
+  std::string parent;               // an incremental snapshot's parent, by name in this store
+  layout::SnapshotId parent_id{};   // and by the id the child's manifest records
 };
 Result<SnapshotLayout> FetchLayout(ObjectStore& store, const std::string& name);
+
+// A snapshot and its parents, root first, each parent checked to have the
+// snapshot id its child recorded: a parent pushed again with other content
+// is refused, naming both.
+struct StoredLayer {
+  std::string name;
+  SnapshotLayout layout;
+  std::vector<uint8_t> raw;  // the layout object
+};
+Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::string& name);
+
+// The layers of a chain (local files, root first) as the chain reader finds
+// them: a folder `dir`/chains/HASH of links, each layer linked where its
+// child's manifest looks for it (relative to the child's folder), the files
+// themselves left where they are. Returns the leaf's link. The folder is
+// named by the layers' paths, so the same chain reuses it.
+Result<std::string> LinkChain(const std::string& dir, const std::vector<std::string>& layers);
 // One chunk of snapshot `name`, checked against its SHA-256; a missing or
 // altered object is named in the error as Pull names it.
 Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk);
@@ -113,6 +161,7 @@ struct ListedSnapshot {
   std::string name;
   uint64_t file_bytes = 0;
   uint64_t chunks = 0;
+  std::string parent;  // an incremental snapshot's parent, by name
 };
 Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix);
 
@@ -122,7 +171,7 @@ struct GcStats {
   uint64_t removed_chunks = 0;
   uint64_t removed_bytes = 0;
   uint64_t young_chunks = 0;         // unreferenced but marked within the grace period: kept
-  uint64_t raced_chunks = 0;         // marked again while gc ran: kept
+  uint64_t raced_chunks = 0;         // marked again while gc ran (on S3: or modified within the last second): kept
 };
 // Removes chunk objects that no layout references and that nobody marked
 // within `grace_s` seconds (a push marks every chunk it relies on before it

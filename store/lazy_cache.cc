@@ -70,7 +70,7 @@ uint64_t BlocksOf(const std::string& path) {
 }  // namespace
 
 struct LazySnapshot::Impl {
-  std::unique_ptr<ObjectStore> store;
+  std::shared_ptr<ObjectStore> store;
   std::string name;
   LazyCacheOptions opts;
   SnapshotLayout layout;
@@ -182,14 +182,14 @@ LazySnapshot::~LazySnapshot() {
   }
 }
 
-Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::unique_ptr<ObjectStore> store, const std::string& name,
-                                                         const LazyCacheOptions& options) {
+Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectStore> store, const std::string& name,
+                                                         SnapshotLayout layout, const LazyCacheOptions& options) {
   auto impl = std::make_shared<Impl>();
   Impl& m = *impl;
   m.store = std::move(store);
   m.name = name;
   m.opts = options;
-  VMSNAP_ASSIGN_OR_RETURN(m.layout, FetchLayout(*m.store, name));
+  m.layout = std::move(layout);
   VMSNAP_RETURN_IF_ERROR(MakeDirs(options.dir));
   const size_t n = m.layout.chunks.size();
   const std::string base = options.dir + "/" + BytesHex(m.layout.sha);
@@ -285,11 +285,6 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::unique_ptr<ObjectS
     if (!r.ok()) return r.status().Context(m.store->where() + "/" + name);
     m.reader = std::move(r).value();
   }
-  if (m.reader->manifest().hasParent()) {
-    return Status::Unsupported(m.store->where() + "/" + name +
-                               ": an incremental snapshot cannot be loaded from the store; pull it and its parent");
-  }
-
   // Chunks of the manifest and entries of the layout meet at file offsets.
   std::map<uint64_t, size_t> at;
   for (size_t e = 0; e < n; ++e) at[m.layout.chunks[e].offset] = e;
@@ -399,6 +394,59 @@ Status LazySnapshot::FetchAll() {
 LazyCacheStats LazySnapshot::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->st;
+}
+
+Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> store, const std::string& name,
+                                                   const LazyCacheOptions& options) {
+  VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> layers, FetchChain(*store, name));
+  std::shared_ptr<ObjectStore> shared(std::move(store));
+  auto chain = std::unique_ptr<LazyChain>(new LazyChain());
+  std::vector<std::string> files;
+  for (StoredLayer& l : layers) {
+    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<LazySnapshot> s,
+                            LazySnapshot::Open(shared, l.name, std::move(l.layout), options));
+    files.push_back(s->path());
+    chain->layers_.push_back(std::move(s));
+  }
+  VMSNAP_ASSIGN_OR_RETURN(chain->path_, LinkChain(options.dir, files));
+  return chain;
+}
+
+bool LazyChain::kept() const {
+  for (const auto& l : layers_) {
+    if (!l->kept()) return false;
+  }
+  return true;
+}
+
+void LazyChain::Discard() {
+  for (const auto& l : layers_) l->Discard();
+}
+
+Status LazyChain::Fetch(size_t layer, size_t index) {
+  if (layer >= layers_.size()) return Status::Internal("chunk of layer " + std::to_string(layer) + ": no such layer");
+  return layers_[layer]->Fetch(index);
+}
+
+void LazyChain::StartPrefetch() {
+  for (const auto& l : layers_) l->StartPrefetch();
+}
+
+Status LazyChain::FetchAll() {
+  for (const auto& l : layers_) VMSNAP_RETURN_IF_ERROR(l->FetchAll());
+  return Status::Ok();
+}
+
+LazyCacheStats LazyChain::stats() const {
+  LazyCacheStats sum;
+  for (const auto& l : layers_) {
+    const LazyCacheStats s = l->stats();
+    sum.chunks += s.chunks;
+    sum.cached_at_open += s.cached_at_open;
+    sum.fetched_chunks += s.fetched_chunks;
+    sum.fetched_bytes += s.fetched_bytes;
+  }
+  return sum;
 }
 
 }  // namespace vmsnap::store

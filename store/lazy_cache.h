@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "store/chunk_store.h"
@@ -38,12 +39,13 @@ struct LazyCacheStats {
 
 class LazySnapshot {
  public:
-  // Fetches the layout of snapshot `name` and opens (or creates) its cache
-  // file; makes room first by removing the least recently used other files
-  // of the cache directory. A snapshot larger than the limit on its own is
-  // still loaded, through a file that is not kept (see kept()).
-  static Result<std::unique_ptr<LazySnapshot>> Open(std::unique_ptr<ObjectStore> store, const std::string& name,
-                                                    const LazyCacheOptions& options);
+  // Opens (or creates) the cache file of snapshot `name`, whose layout the
+  // caller fetched (FetchChain: one layer of a chain; the layers share the
+  // store); makes room first by removing the least recently used other
+  // files of the cache directory. A snapshot larger than the limit on its
+  // own is still loaded, through a file that is not kept (see kept()).
+  static Result<std::unique_ptr<LazySnapshot>> Open(std::shared_ptr<ObjectStore> store, const std::string& name,
+                                                    SnapshotLayout layout, const LazyCacheOptions& options);
   // Stops the workers; one still waiting for the store after a moment is
   // left to end on its own.
   ~LazySnapshot();
@@ -75,6 +77,30 @@ class LazySnapshot {
   // Shared with the workers: one stuck in a store call that outlives us
   // (the cluster went away) keeps what it uses.
   std::shared_ptr<Impl> impl_;
+};
+
+// A stored snapshot and its parents (an incremental snapshot's chain), each
+// layer a LazySnapshot in the same cache directory, linked where each
+// child's manifest looks for its parent (LinkChain), so the chain opens as
+// local files do; a full snapshot is a chain of one. Every parent is checked
+// to be the one its child was made on (FetchChain).
+class LazyChain {
+ public:
+  static Result<std::unique_ptr<LazyChain>> Open(std::unique_ptr<ObjectStore> store, const std::string& name,
+                                                 const LazyCacheOptions& options);
+  // The leaf, to open as any snapshot file.
+  const std::string& path() const { return path_; }
+  bool kept() const;
+  void Discard();
+  // Chunk `index` of layer `layer` (0: the root, as SnapshotChain counts).
+  Status Fetch(size_t layer, size_t index);
+  void StartPrefetch();
+  Status FetchAll();
+  LazyCacheStats stats() const;  // summed over the layers
+
+ private:
+  std::vector<std::unique_ptr<LazySnapshot>> layers_;  // root first
+  std::string path_;
 };
 
 }  // namespace vmsnap::store

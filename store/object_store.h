@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -44,10 +45,24 @@ class ObjectStore {
   virtual Result<std::string> Mark(const std::string& name, uint64_t* size = nullptr) = 0;
   // Every object whose name starts with `prefix`.
   virtual Result<std::vector<std::string>> List(const std::string& prefix) = 0;
-  // Deletes the object only if its mark is still `mark`; Io naming a changed
-  // mark otherwise (someone relies on it again).
-  virtual Status RemoveIfMark(const std::string& name, const std::string& mark) = 0;
+  // Deletes the object only if its mark is still `mark`: true when it did,
+  // false when it kept the object because someone marked it again (or, on
+  // S3, modified it too recently to tell a new mark apart).
+  virtual Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) = 0;
   virtual Status Remove(const std::string& name) = 0;
+
+  // For tests: stands for a push that marks an object at the worst moment
+  // for gc, run by RemoveIfMark after its last look at the object and
+  // right before the delete itself.
+  void SetBeforeRemove(std::function<void(const std::string& name)> fn) { before_remove_ = std::move(fn); }
+
+ protected:
+  void BeforeRemove(const std::string& name) {
+    if (before_remove_) before_remove_(name);
+  }
+
+ private:
+  std::function<void(const std::string& name)> before_remove_;
 };
 
 // A pool of a Ceph cluster through librados: the cluster from `conf` (a
@@ -71,6 +86,10 @@ struct S3Config {
   long stall_s = 30;
 };
 Result<S3Config> S3ConfigFromEnv();
+
+// Loads libcurl and runs its one-time set-up (which starts no thread) now:
+// PreloadRados's reason, for a process whose workers will open S3 stores.
+void PreloadS3();
 
 // The objects under `prefix` in an S3 bucket (Ceph's radosgw, or any service
 // speaking S3), requests signed with AWS Signature V4 by libcurl. Opening

@@ -132,14 +132,16 @@ class RadosStore final : public ObjectStore {
     return names;
   }
 
-  Status RemoveIfMark(const std::string& name, const std::string& mark) override {
+  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
+    BeforeRemove(name);
     rados_write_op_t op = rados_create_write_op();
     rados_write_op_cmpxattr(op, kMarkAttr, LIBRADOS_CMPXATTR_OP_EQ, mark.data(), mark.size());
     rados_write_op_remove(op);
     const int rc = rados_write_op_operate(op, io_, name.c_str(), nullptr, 0);
     rados_release_write_op(op);
-    if (rc == -ECANCELED) return Status::Io(Where(name) + ": marked again since it was examined; kept");
-    return rc < 0 ? FromRados(rc, Where(name) + ": remove") : Status::Ok();
+    if (rc == -ECANCELED) return false;  // marked again since it was examined
+    if (rc < 0) return FromRados(rc, Where(name) + ": remove");
+    return true;
   }
 
   Status Remove(const std::string& name) override {

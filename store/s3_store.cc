@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 
+#include "store/chunk_store.h"  // StoreRoot
 #include "store/object_store.h"
 
 namespace vmsnap::store {
@@ -158,7 +159,7 @@ class S3Store final : public ObjectStore {
  public:
   S3Store(std::string bucket, std::string prefix, S3Config cfg)
       : bucket_(std::move(bucket)), prefix_(std::move(prefix)), cfg_(std::move(cfg)) {
-    where_ = "s3://" + bucket_ + (prefix_.empty() ? "" : "/" + prefix_.substr(0, prefix_.size() - 1));
+    where_ = StoreRoot(StoreUrl{"s3", bucket_, prefix_.empty() ? "" : prefix_.substr(0, prefix_.size() - 1), "", ""});
     while (!cfg_.endpoint.empty() && cfg_.endpoint.back() == '/') cfg_.endpoint.pop_back();
     sigv4_ = "aws:amz:" + cfg_.region + ":s3";
   }
@@ -193,11 +194,9 @@ class S3Store final : public ObjectStore {
 
   Result<std::vector<uint8_t>> Get(const std::string& name) override {
     VMSNAP_ASSIGN_OR_RETURN(Response r, Call("GET", Key(name), "", {}, {}));
+    // A body shorter than its Content-Length is curl's own error
+    // (CURLE_PARTIAL_FILE), reported by Call.
     if (r.status != 200) return Error(r, name, "read");
-    const std::string len = r.Header("content-length");
-    if (!len.empty() && std::strtoull(len.c_str(), nullptr, 10) != r.body.size()) {
-      return Status::Io(Where(name) + ": read " + std::to_string(r.body.size()) + " of its " + len + " bytes");
-    }
     return std::move(r.body);
   }
 
@@ -240,22 +239,29 @@ class S3Store final : public ObjectStore {
   // radosgw's x-amz-delete-if-unmodified-since with that time: a push that
   // marks the object after the first read (a new tag, a new modification
   // time) is seen by the comparison or makes the delete fail with 412.
-  Status RemoveIfMark(const std::string& name, const std::string& mark) override {
+  // The times are whole seconds, so a mark set within the second of the
+  // modification time read would not count as "modified since": an object
+  // the gateway's own clock (the answer's Date) says was modified within
+  // the last second is kept, and any later mark lands in a later second.
+  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
     VMSNAP_ASSIGN_OR_RETURN(Response head, Call("HEAD", Key(name), "", {}, {}));
     if (head.status != 200) return Error(head, name, "");
     VMSNAP_ASSIGN_OR_RETURN(std::string now, ReadMark(name));
-    if (now != mark) return Status::Io(Where(name) + ": marked again since it was examined; kept");
+    if (now != mark) return false;
     const time_t mtime = curl_getdate(head.Header("last-modified").c_str(), nullptr);
-    if (mtime < 0) return Status::Io(Where(name) + ": the gateway gave no modification time; kept");
+    const time_t date = curl_getdate(head.Header("date").c_str(), nullptr);
+    if (mtime < 0 || date < 0) return Status::Io(Where(name) + ": the gateway gave no modification time or date; kept");
+    if (mtime + 1 >= date) return false;
     char when[32];
     struct tm tm {};
     gmtime_r(&mtime, &tm);
     std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    BeforeRemove(name);
     VMSNAP_ASSIGN_OR_RETURN(Response r,
                             Call("DELETE", Key(name), "", {std::string("x-amz-delete-if-unmodified-since: ") + when}, {}));
-    if (r.status == 412) return Status::Io(Where(name) + ": marked again since it was examined; kept");
+    if (r.status == 412) return false;
     if (r.status != 204 && r.status != 200) return Error(r, name, "remove");
-    return Status::Ok();
+    return true;
   }
 
   Status Remove(const std::string& name) override {
@@ -407,9 +413,19 @@ Result<S3Config> S3ConfigFromEnv() {
   return c;
 }
 
-Result<std::unique_ptr<ObjectStore>> OpenS3(const std::string& bucket, const std::string& prefix, const S3Config& config) {
+namespace {
+
+void InitCurl() {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+}  // namespace
+
+void PreloadS3() { InitCurl(); }
+
+Result<std::unique_ptr<ObjectStore>> OpenS3(const std::string& bucket, const std::string& prefix, const S3Config& config) {
+  InitCurl();
   std::string p = prefix;
   if (!p.empty() && p.back() != '/') p += '/';
   auto s = std::make_unique<S3Store>(bucket, p, config);

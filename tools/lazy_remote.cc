@@ -78,7 +78,7 @@ Status CheckStoreRoots(const std::vector<std::string>& roots) {
 void PreloadStoreLibraries(const std::vector<std::string>& roots) {
 #ifdef VMSNAP_HAVE_STORE
   for (const std::string& r : roots) {
-    if (r.rfind("rados://", 0) == 0) store::PreloadRados();
+    if (auto url = ParseRoot(r); url.ok()) store::PreloadClient(*url);
   }
 #else
   (void)roots;
@@ -94,8 +94,9 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
     if (!st.ok()) continue;
     // librados meets an OSD on the first operation on one of its objects:
     // one read of an object that need not exist opens a session with the
-    // OSD it maps to (all of them, on a one-OSD cluster).
-    (void)(*st)->Mark(store::kLayoutPrefix);
+    // OSD it maps to (all of them, on a one-OSD cluster). An S3 store's
+    // opening already listed the bucket, over the connection it keeps.
+    if (url->scheme == "rados") (void)(*st)->Mark(store::kLayoutPrefix);
     std::lock_guard<std::mutex> lock(sessions_mu);
     Sessions()[store::StoreRoot(*url)] = std::move(st).value();
   }
@@ -105,10 +106,10 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
 #endif
 }
 
-RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src) {
+RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src) {
 #ifdef VMSNAP_HAVE_STORE
   RemoteHooks h;
-  h.fetch = [src](size_t layer, size_t chunk) { return layer == 0 ? src->Fetch(chunk) : Status::Ok(); };
+  h.fetch = [src](size_t layer, size_t chunk) { return src->Fetch(layer, chunk); };
   h.restored = [src] {
     src->Discard();
     src->StartPrefetch();
@@ -120,7 +121,7 @@ RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src) {
 #endif
 }
 
-Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text, const RemoteOptions& options) {
+Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& text, const RemoteOptions& options) {
 #ifdef VMSNAP_HAVE_STORE
   VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/true));
   std::string dir = options.cache_dir;
@@ -136,9 +137,9 @@ Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& text,
   o.max_bytes = options.cache_size;
   o.parallel = options.parallel;
   o.timeout_s = options.timeout_s;
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazySnapshot> src,
-                          store::LazySnapshot::Open(std::move(st), url.name, o));
-  return std::shared_ptr<store::LazySnapshot>(std::move(src));
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> src,
+                          store::LazyChain::Open(std::move(st), url.name, o));
+  return std::shared_ptr<store::LazyChain>(std::move(src));
 #else
   (void)options;
   return Status::Unsupported(text + ": this vmsnap was built without the chunk store (librados)");

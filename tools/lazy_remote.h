@@ -14,7 +14,7 @@
 #include "base/status.h"
 
 namespace vmsnap::store {
-class LazySnapshot;
+class LazyChain;
 }
 
 namespace vmsnap::cli {
@@ -38,7 +38,7 @@ void AddRemoteOptions(CLI::App* sub, RemoteOptions& options);
 // store layer.
 // A session OpenStoreSessions opened for the URL's store is used (once)
 // instead of connecting.
-Result<std::shared_ptr<store::LazySnapshot>> OpenRemote(const std::string& url, const RemoteOptions& options);
+Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& url, const RemoteOptions& options);
 
 // What a VM's memory loader needs of an opened store snapshot: its chunks
 // fetched on fault (the cache file is one layer), and once the VM is
@@ -47,7 +47,7 @@ struct RemoteHooks {
   std::function<Status(size_t layer, size_t chunk)> fetch;
   std::function<void()> restored;
 };
-RemoteHooks HooksOf(std::shared_ptr<store::LazySnapshot> src);
+RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src);
 
 // Checks that each of `roots` (rados://POOL, s3://BUCKET[/PREFIX]) is a store
 // URL, for a command line.

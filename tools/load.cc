@@ -100,10 +100,11 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     auto options = ToVmmOptions(args->vmm);
     if (!options.ok()) return fail(options.status().message());
 
-    // One malloc arena: each new thread's (vCPUs', pager's) first
-    // allocation would otherwise set one up, on the way to the first
-    // instruction (see vmm/serve.cc).
-    ::mallopt(M_ARENA_MAX, 1);
+    // One malloc arena for a lazy load: each new thread's (vCPUs', pager's)
+    // first allocation would otherwise set one up, on the way to the first
+    // instruction (see vmm/serve.cc). An eager load keeps the default: its
+    // fill threads allocate as they decompress.
+    if (args->memory == "lazy" || args->memory == "shared") ::mallopt(M_ARENA_MAX, 1);
 
     // A store URL: the snapshot becomes a local cache file that is filled as
     // the loader asks for chunks.
@@ -117,7 +118,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
 #ifdef VMSNAP_HAVE_STORE
       auto remote = OpenRemote(args->snapshot, args->remote);
       if (!remote.ok()) return fail(remote.status().message());
-      std::shared_ptr<store::LazySnapshot> src = std::move(remote).value();
+      std::shared_ptr<store::LazyChain> src = std::move(remote).value();
       remote_keep = src;
       args->snapshot = src->path();
       RemoteHooks hooks = HooksOf(src);

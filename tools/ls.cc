@@ -34,13 +34,14 @@ int RunLs(const LsArgs& a) {
       e["url"] = store::SnapshotUrl(*url, s.name);
       e["file_bytes"] = s.file_bytes;
       e["chunks"] = s.chunks;
+      if (!s.parent.empty()) e["parent"] = s.parent;
       j.push_back(std::move(e));
     }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     for (const auto& s : *r) {
-      std::printf("%s\t%s\t%llu chunks\n", s.name.c_str(), tools::HumanBytes(s.file_bytes).c_str(),
-                  static_cast<unsigned long long>(s.chunks));
+      std::printf("%s\t%s\t%llu chunks%s%s\n", s.name.c_str(), tools::HumanBytes(s.file_bytes).c_str(),
+                  static_cast<unsigned long long>(s.chunks), s.parent.empty() ? "" : "\tparent ", s.parent.c_str());
     }
   }
   return kExitOk;
@@ -53,8 +54,8 @@ void RegisterLs(CLI::App& app, int* exit_code) {
   CLI::App* sub = app.add_subcommand("ls", "List the snapshots in a chunk store whose names start with the URL's NAME part.");
   sub->add_option("URL-PREFIX", a->url, "rados://POOL[/PREFIX] or s3://BUCKET/[PREFIX/][NAME-PREFIX]")->required();
   sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");
-  sub->add_flag("--json", a->json, "Print a JSON array of {name, url, file_bytes, chunks}");
-  sub->footer("Prints NAME, file size and chunk count per snapshot. Exit status: 0 listed; 2 error.");
+  sub->add_flag("--json", a->json, "Print a JSON array of {name, url, file_bytes, chunks[, parent]}");
+  sub->footer("Prints NAME, file size and chunk count per snapshot, and an incremental snapshot's parent. Exit status: 0 listed; 2 error.");
   sub->callback([a, exit_code] { *exit_code = RunLs(*a); });
 }
 

@@ -68,6 +68,12 @@ void InstallSignalCleanup() {
   sa.sa_handler = OnTerminatingSignal;
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  // A socket whose far end died (an OSD killed, a gateway gone, a client
+  // of `serve` that left) must be an error the command reports: librados,
+  // and libcurl told not to touch signals, can write to one and raise
+  // SIGPIPE, which would end the process without a word. The Ceph tools
+  // ignore it too; a write to a closed pipe then fails with EPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
 }
 
 // The tool's, the library's and the file format's versions: a file written

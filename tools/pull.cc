@@ -34,6 +34,8 @@ int RunPull(const PullArgs& a) {
   if (!r.ok()) return tools::Fail("pull", a.output, r.status(), kExitError);
   std::printf("%s: %llu chunks, %s\n", a.output.c_str(), static_cast<unsigned long long>(r->chunks),
               tools::HumanBytes(r->file_bytes).c_str());
+  for (const std::string& p : r->parents_written) std::printf("  its parent %s written\n", p.c_str());
+  for (const std::string& p : r->parents_kept) std::printf("  its parent %s already there\n", p.c_str());
   return kExitOk;
 }
 
@@ -45,7 +47,8 @@ void RegisterPull(CLI::App& app, int* exit_code) {
       "pull",
       "Write a snapshot from a chunk store to a local file, identical to the file that was pushed. Every "
       "chunk is checked against the SHA-256 it is named by as it arrives; the file appears only when "
-      "complete. See docs/store.md.");
+      "complete. An incremental snapshot's parents are written where its manifest looks for them "
+      "(a file already there must be that parent). See docs/store.md.");
   sub->add_option("URL", a->url, "rados://POOL/NAME or s3://BUCKET/PREFIX/NAME")->required();
   sub->add_option("-o,--output", a->output, "Snapshot file to write")->required();
   sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");

@@ -15,7 +15,7 @@ namespace vmsnap::cli {
 namespace {
 
 struct PushArgs {
-  std::string snapshot, url, ceph_conf;
+  std::string snapshot, url, ceph_conf, parent_name;
   unsigned parallel = 16;
   bool json = false;
 };
@@ -28,6 +28,7 @@ int RunPush(const PushArgs& a) {
   tools::ProgressBar bar("pushing", 0);
   store::PushOptions o;
   o.parallel = a.parallel;
+  o.parent_name = a.parent_name;
   o.progress = [&](uint64_t done, uint64_t total) {
     bar.SetTotal(total);
     bar.Update(done);
@@ -46,12 +47,15 @@ int RunPush(const PushArgs& a) {
     j["present_chunks"] = s.present_chunks;
     j["present_bytes"] = s.present_bytes;
     j["layout_bytes"] = s.layout_bytes;
+    if (!s.parent.empty()) j["parent"] = s.parent;
+    j["pushed_parents"] = s.pushed_parents;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s: %llu chunks uploaded (%s), %llu already there (%s), layout %s\n", a.url.c_str(),
                 static_cast<unsigned long long>(s.uploaded_chunks), tools::HumanBytes(s.uploaded_bytes).c_str(),
                 static_cast<unsigned long long>(s.present_chunks), tools::HumanBytes(s.present_bytes).c_str(),
                 tools::HumanBytes(s.layout_bytes).c_str());
+    for (const std::string& p : s.pushed_parents) std::printf("  pushed its parent %s first\n", p.c_str());
   }
   return kExitOk;
 }
@@ -70,6 +74,9 @@ void RegisterPush(CLI::App& app, int* exit_code) {
   sub->add_option("URL", a->url, "rados://POOL/NAME or s3://BUCKET/PREFIX/NAME")->required();
   sub->add_option("--ceph-conf", a->ceph_conf, "ceph.conf of the cluster, for rados:// (default: CEPH_CONF, then /etc/ceph/ceph.conf); an S3 store comes from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY");
   sub->add_option("--parallel", a->parallel, "Objects in flight at once (default 16)")->check(CLI::Range(1, 256));
+  sub->add_option("--parent-name", a->parent_name,
+                  "An incremental snapshot: its parent's name in the store (default: the parent's file name "
+                  "without .vmsnap, beside NAME); a parent the store lacks is pushed first");
   sub->add_flag("--json", a->json, "Print the counts as JSON");
   sub->footer("Prints what was uploaded and what was already there. Exit status: 0 pushed; 2 error (bad "
               "snapshot, store unreachable, wrong pool or credentials), with one line naming it.");

@@ -80,7 +80,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
       o.prepare_remote = [stores = args->stores, conf = args->remote.ceph_conf] { OpenStoreSessions(stores, conf); };
     }
     o.open_remote = [ro](const std::string& url) -> Result<vmm::RemoteSnapshot> {
-      VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazySnapshot> src, OpenRemote(url, ro));
+      VMSNAP_ASSIGN_OR_RETURN(std::shared_ptr<store::LazyChain> src, OpenRemote(url, ro));
       vmm::RemoteSnapshot r;
       r.path = src->path();
       RemoteHooks hooks = HooksOf(src);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // What every store must do, written once and run on each (rados:// and
 // s3:// on the test cluster): a push and pull give back the same bytes that
-// every command accepts by URL, and a second push uploads only what changed.
+// every command accepts by URL, a second push uploads only what changed, and
+// an incremental chain is pushed parents first and comes back whole, its
+// parents checked by snapshot id.
 #include <filesystem>
 #include <string>
 
@@ -20,6 +22,11 @@ using testing::RunResult;
 class EachStore : public storetest::S3, public ::testing::WithParamInterface<std::string> {
  protected:
   std::string At(const std::string& name) { return GetParam() == "s3" ? S3::Url(name) : Store::Url(name); }
+  // The same in a folder of names (rados://POOL/FOLDER/NAME): where a
+  // chain's parents get their default names beside the child's.
+  std::string InFolder(const std::string& name) {
+    return GetParam() == "s3" ? S3::Url(name) : "rados://vmsnap/" + prefix_ + "/" + name;
+  }
 };
 
 TEST_P(EachStore, PushThenPullGivesTheSameBytesAndEveryCommandTakesTheUrl) {
@@ -73,6 +80,73 @@ TEST_P(EachStore, ASecondPushUploadsOnlyWhatChanged) {
   RunResult r = Run("pull " + At("c") + " -o " + Path("c2.vmsnap"));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(ReadFile(Path("c2.vmsnap")), ReadFile(Path("c.vmsnap")));
+}
+
+TEST_P(EachStore, AChainIsPushedParentsFirstAndComesBackWholeAndAChangedParentIsRefused) {
+  ::setenv("XDG_CACHE_HOME", Path("cache").c_str(), 1);
+  WriteSnapshot(Path("base.vmsnap"), 1024, 21);
+  WriteLayer(Path("l1.vmsnap"), Path("base.vmsnap"), 1024, 0, 3, 22);
+  WriteLayer(Path("l2.vmsnap"), Path("l1.vmsnap"), 1024, 1, 5, 23);
+  const std::string base = InFolder("base"), l1 = InFolder("l1"), l2 = InFolder("l2");
+  const std::string folder = GetParam() == "s3" ? "" : prefix_ + "/";
+  Json p = PushJson("l2.vmsnap", l2);
+  EXPECT_EQ(p["parent"], folder + "l1");
+  EXPECT_EQ(p["pushed_parents"], Json::array({folder + "base", folder + "l1"}));
+  Json again = PushJson("l2.vmsnap", l2);
+  EXPECT_EQ(again["pushed_parents"], Json::array());
+  EXPECT_EQ(again["uploaded_bytes"].get<uint64_t>(), 0u);
+  RunResult r = Run("ls " + (GetParam() == "s3" ? Folder() : "rados://vmsnap/" + prefix_ + "/") + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out).size(), 3u) << r.out;
+  EXPECT_EQ(Json::parse(r.out).back()["parent"], folder + "l1") << r.out;
+  // gc reads the children's layouts too, and a parent's chunks are its own
+  // layout's: everything below still reads the whole chain.
+  r = Run("gc " + (GetParam() == "s3" ? Folder() : std::string("rados://vmsnap")) + " --grace 0 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_GE(Json::parse(r.out)["snapshots"].get<uint64_t>(), 3u) << r.out;
+
+  // Every layer comes back byte for byte, beside the leaf where its manifest looks.
+  std::filesystem::create_directory(Path("out"));
+  r = Run("pull " + l2 + " -o " + Path("out/l2.vmsnap"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* f : {"l2.vmsnap", "l1.vmsnap", "base.vmsnap"}) {
+    EXPECT_EQ(ReadFile(Path(std::string("out/") + f)), ReadFile(Path(f))) << f;
+  }
+  r = Run("pull " + l2 + " -o " + Path("out/l2.vmsnap"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("already there"), std::string::npos) << r.out;
+  // The chain by URL: verify checks every layer, diff compares the merged memory.
+  r = Run("verify " + l2);
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = Run("diff " + Path("l2.vmsnap") + " " + l2);
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  r = Run("diff " + Path("l1.vmsnap") + " " + l2);
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  r = Run("inspect " + l2 + " --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["memory"], Json::parse(Run("inspect " + Path("l2.vmsnap") + " --json").out)["memory"]);
+
+  // The parent's name pushed again with other content: never used under the child.
+  WriteSnapshot(Path("other.vmsnap"), 1024, 99);
+  ASSERT_EQ(Run("push " + Path("other.vmsnap") + " " + base).status, 0);
+  for (const std::string& cmd : {"verify " + l2, "pull " + l2 + " -o " + Path("l2-again.vmsnap")}) {
+    r = Run(cmd);
+    EXPECT_EQ(r.status, 2) << cmd;
+    EXPECT_NE(r.err.find("is not the parent of"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("pushed again with other content"), std::string::npos) << r.err;
+    EXPECT_EQ(storetest::Lines(r.err), 1u) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(Path("l2-again.vmsnap")));
+  r = Run("push " + Path("l1.vmsnap") + " " + l1 + "-again");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("holds another snapshot"), std::string::npos) << r.err;
+  EXPECT_EQ(storetest::Lines(r.err), 1u) << r.err;
+  // A parent neither in the store nor on disk.
+  std::filesystem::rename(Path("base.vmsnap"), Path("base.moved"));
+  r = Run("push " + Path("l1.vmsnap") + " " + l1 + "-x --parent-name base-x");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("no such snapshot, and the parent snapshot"), std::string::npos) << r.err;
+  ::unsetenv("XDG_CACHE_HOME");
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, EachStore, ::testing::Values("rados", "s3"),

@@ -5,7 +5,8 @@
 // `serve`), the second load is served by the local cache, a deleted or
 // altered chunk object stops the VM naming it, and a cluster that stops
 // answering in the middle of a load stops the VM with one line instead of
-// hanging it, leaving a cache the next load can use.
+// hanging it, leaving a cache the next load can use; an incremental chain
+// loads the same way, each page from the layer that holds it.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -18,6 +19,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "format/reader.h"
@@ -161,6 +165,131 @@ TEST_F(StoreLoad, ClusterGoneMidLoadStopsTheVmAndLeavesAUsableCache) {
   RunResult again = Run("load " + Url("c") + " --cache-dir cache --serial again.txt");
   EXPECT_EQ(again.status, 0) << again.err;
   EXPECT_EQ(ReadFile(Path("again.txt")), "allpages: ok\n");
+}
+
+// The established TCP connections of process `pid` (/proc/net/tcp{,6}
+// rows whose socket inode the process holds).
+int TcpSessions(pid_t pid) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    const std::string target = fs::read_symlink(e.path(), ec).string();
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  int n = 0;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream row(line);
+      std::string f[10];
+      for (auto& x : f) row >> x;
+      n += f[3] == "01" && inodes.count(f[9]) > 0;  // 01: ESTABLISHED
+    }
+  }
+  return n;
+}
+
+std::vector<pid_t> ChildrenOf(pid_t parent) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string stat = ReadFile(e.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) out.push_back(pid_t(std::atoi(e.path().filename().c_str())));
+  }
+  return out;
+}
+
+// `serve --store` opens each warm VM's cluster session before its client
+// comes, and the request uses it: once the worker holds its sessions (the
+// monitor's and the OSD's), the configuration it was started with is made
+// to point at nothing, and a warm start of a URL still runs, where a new
+// session would fail to find a monitor.
+TEST_F(StoreLoad, AWarmWorkerUsesTheSessionServeOpenedForIt) {
+  SnapshotAndPush("w", "16M", "zstd");
+  std::string conf = ReadFile(std::getenv("CEPH_CONF"));
+  const size_t global = conf.find("[global]\n");
+  ASSERT_NE(global, std::string::npos);
+  conf.insert(global + 9, "client mount timeout = 2\n");
+  storetest::WriteFile(Path("ceph.conf"), std::vector<uint8_t>(conf.begin(), conf.end()));
+  const pid_t srv = Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "16M", "--store",
+                           "rados://vmsnap", "--ceph-conf", Path("ceph.conf"), "--cache-dir", Path("srvcache")});
+  ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
+  bool warm = false;
+  for (int i = 0; i < 3000 && !warm; ++i) {
+    for (pid_t w : ChildrenOf(srv)) warm |= TcpSessions(w) >= 2;
+    if (!warm) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(warm) << "no worker of serve opened its sessions with the cluster";
+  const std::regex mon("mon host = [^\n]*");
+  const std::string dead = std::regex_replace(conf, mon, "mon host = v2:127.0.0.1:1");
+  ASSERT_NE(dead, conf);
+  storetest::WriteFile(Path("ceph.conf"), std::vector<uint8_t>(dead.begin(), dead.end()));
+  RunResult via = Run("load " + Url("w") + " --via srv.sock --serial via.txt");
+  EXPECT_EQ(via.status, 0) << via.err;
+  EXPECT_EQ(ReadFile(Path("via.txt")), "allpages: ok\n");
+}
+
+// serve loads each --store's client library before it forks its warm VMs'
+// processes, by the store's scheme: an S3 store's libcurl too, not only
+// librados (a worker would otherwise load it after the fork, on the way to
+// its first request).
+class StoreServeS3 : public storetest::S3 {};
+
+TEST_F(StoreServeS3, ServeLoadsTheS3ClientBeforeItForksItsWorkers) {
+  const pid_t srv = Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "16M", "--store", Folder(),
+                           "--cache-dir", Path("srvcache")});
+  ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
+  const std::string maps = ReadFile("/proc/" + std::to_string(srv) + "/maps");
+  EXPECT_NE(maps.find("libcurl.so"), std::string::npos) << "serve did not load libcurl for " << Folder();
+}
+
+// A chain save --incremental made (incr_rounds: a full snapshot at the first
+// doorbell, then one layer per round) loaded lazily from the store: the
+// guest's closing hash reads every data page, and they come from all three
+// layers, so a page served from the wrong layer (or not at all) changes it.
+// Then the same as a warm start, and a parent pushed again with other
+// content under its name is refused before the VM starts.
+TEST_F(StoreLoad, AnIncrementalChainLoadsLazilyWithPagesFromEveryLayer) {
+  RunResult run = Run("run " + std::string(VMSNAP_DIRTY_GUEST_DIR) + "/incr_rounds.elf --mem 16M "
+                      "--snapshot-on-doorbell 'inc-{n}.vmsnap' --incremental --serial run.txt");
+  ASSERT_EQ(run.status, 0) << run.err;
+  const std::string folder = "rados://vmsnap/" + prefix_ + "/";
+  RunResult push = Run("push inc-3.vmsnap " + folder + "inc-3 --json");
+  ASSERT_EQ(push.status, 0) << push.err;
+  EXPECT_EQ(storetest::Json::parse(push.out)["pushed_parents"].size(), 2u) << push.out;
+  RunResult local = Run("load inc-3.vmsnap --serial local.txt");
+  ASSERT_EQ(local.status, 0) << local.err;
+  ASSERT_NE(ReadFile(Path("local.txt")).find("hash "), std::string::npos);
+  RunResult remote = Run("load " + folder + "inc-3 --cache-dir cache --serial remote.txt");
+  ASSERT_EQ(remote.status, 0) << remote.err;
+  EXPECT_EQ(ReadFile(Path("remote.txt")), ReadFile(Path("local.txt")));
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(Path("cache"))) files += e.path().extension() == ".vmsnap";
+  EXPECT_EQ(files, 3u) << "one cache file per layer";
+
+  Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "16M", "--store", "rados://vmsnap",
+         "--cache-dir", Path("srvcache")});
+  ASSERT_TRUE(WaitForSocket(Path("srv.sock")));
+  RunResult via = Run("load " + folder + "inc-3 --via srv.sock --serial via.txt");
+  EXPECT_EQ(via.status, 0) << via.err;
+  EXPECT_EQ(ReadFile(Path("via.txt")), ReadFile(Path("local.txt")));
+
+  // inc-2's name now holds inc-1's layout: another snapshot.
+  ASSERT_EQ(Rados("get vmsnap.snap." + prefix_ + "/inc-1 " + Path("layout.bin")), 0);
+  ASSERT_EQ(Rados("put vmsnap.snap." + prefix_ + "/inc-2 " + Path("layout.bin")), 0);
+  RunResult bad = Run("load " + folder + "inc-3 --cache-dir cache --serial bad.txt");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("is not the parent of"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  EXPECT_EQ(ReadFile(Path("bad.txt")), "");
 }
 
 }  // namespace

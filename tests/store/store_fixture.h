@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "format/reader.h"
 #include "format/writer.h"
 #include "tests/cli_fixture.h"
 
@@ -88,6 +89,42 @@ class Store : public CliTest {
     }
     for (uint64_t p : changed) mem[p * kPage + 7] ^= 0x5a;
     ASSERT_TRUE(w.value()->AddMemory(0, mem.data(), mem.size()).ok());
+    auto c = w.value()->Commit();
+    ASSERT_TRUE(c.ok()) << c.message();
+  }
+
+  // An incremental snapshot on top of the snapshot file `parent` (named by
+  // its file name, as `save --parent` does beside it): of `pages` pages,
+  // every `every`-th one (from `first`) is defined and gets `seed`-derived bytes.
+  void WriteLayer(const std::string& path, const std::string& parent, uint64_t pages, uint64_t first, uint64_t every,
+                  uint32_t seed) {
+    auto pr = SnapshotReader::Open(parent);
+    ASSERT_TRUE(pr.ok()) << pr.status().message();
+    const layout::SnapshotId pid = pr.value()->id();
+    const uint32_t depth = pr.value()->manifest().hasParent() ? pr.value()->manifest().getParent().getDepth() + 1 : 1;
+    WriterOptions o;
+    o.threads = 1;
+    auto w = SnapshotWriter::Create(path, o);
+    ASSERT_TRUE(w.ok()) << w.status().message();
+    auto m = w.value()->manifest();
+    m.setArch(schema::Arch::X8664);
+    auto r = m.getMemory().initRegions(1);
+    r[0].setGuestPhysAddr(0);
+    r[0].setSize(pages * kPage);
+    auto ref = m.initParent();
+    ref.setSnapshotId(kj::arrayPtr(pid.data(), pid.size()));
+    ref.setPath(parent.substr(parent.rfind('/') + 1).c_str());
+    ref.setDepth(depth);
+    std::vector<uint8_t> mem(pages * kPage), defined((pages + 7) / 8);
+    std::mt19937_64 rng(seed);
+    for (uint64_t p = first; p < pages; p += every) {
+      defined[p / 8] |= uint8_t(1u << (p % 8));
+      for (uint64_t q = 0; q < kPage; q += 16) {
+        const uint64_t v = rng();
+        std::memcpy(&mem[p * kPage + q], &v, 8);
+      }
+    }
+    ASSERT_TRUE(w.value()->AddPages(0, mem.data(), mem.size(), defined.data()).ok());
     auto c = w.value()->Commit();
     ASSERT_TRUE(c.ok()) << c.message();
   }
