@@ -105,9 +105,11 @@ struct SnapshotLayout {
   std::array<uint8_t, 32> sha{};    // of the layout object: names the snapshot's content
 };
 Result<SnapshotLayout> FetchLayout(ObjectStore& store, const std::string& name);
-// One chunk of snapshot `name`, checked against its SHA-256; a missing or
-// altered object is named in the error as Pull names it.
-Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk);
+// One chunk of snapshot `name` into `out` (room for chunk.length + 1
+// bytes: one more tells an object of the wrong size), checked against its
+// SHA-256; a missing or altered object is named in the error as Pull names
+// it. The caller reuses `out` from chunk to chunk.
+Status FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk, uint8_t* out);
 
 struct ListedSnapshot {
   std::string name;
