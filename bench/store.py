@@ -322,7 +322,7 @@ class StoreBench:
                 t0 = time.monotonic()
                 self.run([self.vmsnap, "inspect", snap_a])
                 fs.append(time.monotonic() - t0)
-            # A librados client's own start, call by call, in a 100-line C++
+            # A librados client's own start, call by call, in a short C++
             # program: what any fresh process pays before it has the layout.
             steps = {}
             for i in range(a.starts):
