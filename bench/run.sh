@@ -35,7 +35,7 @@ if [ "${1:-}" = store ]; then
   shift
   # The read-everything guest is a test guest (tests/guests/allpages.S).
   cmake -S "$SRC" -B "$BUILD" -DVMSNAP_BUILD_TESTS=ON >/dev/null
-  ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_guests >/dev/null
+  ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_guests vmsnap_bench_rados_start >/dev/null
   exec python3 "$SRC/bench/store.py" --build "$BUILD" "$@"
 fi
 ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest \

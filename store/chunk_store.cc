@@ -19,6 +19,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -497,17 +498,17 @@ Result<std::vector<uint8_t>> GetLayout(ObjectStore& store, const std::string& na
 
 }  // namespace
 
-Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& e) {
+Status FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& e, uint8_t* out) {
   const std::string obj = ChunkObject(e.sha.data());
-  Result<std::vector<uint8_t>> r = store.GetSized(obj, e.length);
-  if (r.ok() && (r.value().size() != e.length || Sha256(r.value()) != e.sha)) {
+  Result<uint64_t> r = store.ReadSized(obj, e.length, out);
+  if (r.ok() && (r.value() != e.length || Sha256({out, e.length}) != e.sha)) {
     return Status::Corruption(store.where() + "/" + obj + ": its bytes do not match its name (SHA-256); "
                               "the object was altered");
   }
   if (!r.ok() && r.status().code() == Code::kNotFound) {
     return Status::NotFound(store.where() + "/" + obj + ": chunk of " + name + " is missing from the store");
   }
-  return r;
+  return r.status();
 }
 
 namespace {
@@ -633,10 +634,17 @@ Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::s
   oo.what = "snapshot";
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, OutputFile::Create(out_path, oo));
 
-  // Chunks are fetched `window` ahead by the workers and written in file order.
+  // Chunks are fetched `window` ahead by the workers and written in file
+  // order. Chunk i lands in buffer i % window, which chunk i - window has
+  // left by then (a worker starts chunk i only once chunk i - window is
+  // written): the buffers are allocated once, not per chunk.
   const size_t n = l.chunks.size();
   const size_t window = std::max<size_t>(parallel * 2, 4);
-  std::vector<std::optional<Result<std::vector<uint8_t>>>> slots(n);
+  uint64_t longest = 0;
+  for (const Entry& e : l.chunks) longest = std::max(longest, e.length);
+  std::vector<std::unique_ptr<uint8_t[]>> buffers(std::min(window, n));
+  for (auto& b : buffers) b.reset(new uint8_t[longest + 1]);
+  std::vector<std::optional<Status>> slots(n);
   std::mutex mu;
   std::condition_variable cv;
   size_t next = 0, written = 0;
@@ -651,7 +659,7 @@ Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::s
         i = next++;
       }
       const Entry& e = l.chunks[i];
-      Result<std::vector<uint8_t>> r = FetchChunk(store, name, LayoutChunk{e.offset, e.length, e.sha});
+      Status r = FetchChunk(store, name, LayoutChunk{e.offset, e.length, e.sha}, buffers[i % window].get());
       std::lock_guard<std::mutex> lk(mu);
       slots[i] = std::move(r);
       cv.notify_all();
@@ -669,21 +677,20 @@ Result<PullStats> PullLayout(ObjectStore& store, const std::string& name, std::s
     gap_at += gap;
     file_at = gap_end;
     if (i == n || !status.ok()) break;
-    std::optional<Result<std::vector<uint8_t>>> got;
     {
       std::unique_lock<std::mutex> lk(mu);
       cv.wait(lk, [&] { return slots[i].has_value(); });
-      got = std::move(slots[i]);
+      status = std::move(*slots[i]);
       slots[i].reset();
-      written = i + 1;
+    }
+    if (!status.ok()) break;
+    status = out->Append(buffers[i % window].get(), l.chunks[i].length);
+    file_at += l.chunks[i].length;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      written = i + 1;  // its buffer is free for chunk i + window
       cv.notify_all();
     }
-    if (!got->ok()) {
-      status = got->status();
-      break;
-    }
-    status = out->Append(got->value().data(), got->value().size());
-    file_at += l.chunks[i].length;
     if (progress) progress(file_at, l.file_size);
   }
   {

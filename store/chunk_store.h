@@ -153,9 +153,11 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
 // themselves left where they are. Returns the leaf's link. The folder is
 // named by the layers' paths, so the same chain reuses it.
 Result<std::string> LinkChain(const std::string& dir, const std::vector<std::string>& layers);
-// One chunk of snapshot `name`, checked against its SHA-256; a missing or
-// altered object is named in the error as Pull names it.
-Result<std::vector<uint8_t>> FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk);
+// One chunk of snapshot `name` into `out` (room for chunk.length + 1
+// bytes: one more tells an object of the wrong size), checked against its
+// SHA-256; a missing or altered object is named in the error as Pull names
+// it. The caller reuses `out` from chunk to chunk.
+Status FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk, uint8_t* out);
 
 struct ListedSnapshot {
   std::string name;

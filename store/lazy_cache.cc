@@ -16,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -101,18 +102,19 @@ struct LazySnapshot::Impl {
   // Whether the chunk's bytes in the file match the manifest's checksum.
   bool CheckInFile(size_t e) const { return reader->StoredBytes(chunk_of[e]).ok(); }
 
-  // Brings entry e (claimed: kBusy) into the file; returns its new state.
-  State Bring(size_t e, bool recorded, Status* error) {
+  // Brings entry e (claimed: kBusy) into the file through `buf` (room for
+  // the longest chunk and one byte more); returns its new state.
+  State Bring(size_t e, bool recorded, uint8_t* buf, Status* error) {
     if (recorded && CheckInFile(e)) return kPresent;
     const LayoutChunk& c = layout.chunks[e];
-    auto got = FetchChunk(*store, name, c);
+    Status got = FetchChunk(*store, name, c, buf);
     if (!got.ok()) {
-      *error = got.status();
+      *error = got;
       return kFailed;
     }
     // Only bytes that matched their name ever reach the file; the record
     // follows the bytes, and is checked against them before any use.
-    Status w = WriteAll(fd.get(), got->data(), got->size(), c.offset, path);
+    Status w = WriteAll(fd.get(), buf, c.length, c.offset, path);
     if (w.ok() && rec_fd.valid()) {
       const uint8_t one = 1;
       w = WriteAll(rec_fd.get(), &one, 1, e, record_path);
@@ -128,6 +130,11 @@ struct LazySnapshot::Impl {
   }
 
   void Worker() {
+    // One buffer per worker for all its chunks: a fresh one per chunk cost
+    // an allocation, its page faults and a zero fill each time.
+    uint64_t longest = 0;
+    for (const LayoutChunk& c : layout.chunks) longest = std::max(longest, c.length);
+    std::unique_ptr<uint8_t[]> buf;
     std::unique_lock<std::mutex> lock(mu);
     for (;;) {
       size_t e = SIZE_MAX;
@@ -155,8 +162,9 @@ struct LazySnapshot::Impl {
       const bool recorded = state[e] == kRecorded;
       state[e] = kBusy;
       lock.unlock();
+      if (!buf) buf.reset(new uint8_t[longest + 1]);
       Status error;
-      const State now = Bring(e, recorded, &error);
+      const State now = Bring(e, recorded, buf.get(), &error);
       lock.lock();
       state[e] = now;
       if (now == kFailed) errors[e] = error;

@@ -5,6 +5,7 @@
 // can never race a writer that still relies on the object.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,6 +41,15 @@ class ObjectStore {
   virtual Result<std::vector<uint8_t>> GetSized(const std::string& name, uint64_t size) {
     (void)size;
     return Get(name);
+  }
+  // The same into `out` (room for `size` + 1 bytes), for a caller that
+  // reuses one buffer for many chunks: no allocation, and on RADOS no zero
+  // fill, per object. Returns the object's length (at most `size` + 1).
+  virtual Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) {
+    VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> got, GetSized(name, size));
+    const uint64_t n = std::min<uint64_t>(got.size(), size + 1);
+    std::copy_n(got.data(), n, out);
+    return n;
   }
   // The object's mark, and its size.
   virtual Result<std::string> Mark(const std::string& name, uint64_t* size = nullptr) = 0;

@@ -38,6 +38,10 @@ TEST_P(EachStore, PushThenPullGivesTheSameBytesAndEveryCommandTakesTheUrl) {
   RunResult r = Run("pull " + At("a") + " -o " + Path("back.vmsnap"));
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(ReadFile(Path("back.vmsnap")), ReadFile(Path("a.vmsnap")));
+  // One worker: its few buffers are each reused for several chunks.
+  r = Run("pull " + At("a") + " --parallel 1 -o " + Path("back1.vmsnap"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(ReadFile(Path("back1.vmsnap")), ReadFile(Path("a.vmsnap")));
   EXPECT_EQ(Run("verify " + Path("back.vmsnap")).status, 0);
   EXPECT_EQ(Run("diff " + Path("a.vmsnap") + " " + Path("back.vmsnap")).status, 0);
   r = Run("verify " + At("a"));
