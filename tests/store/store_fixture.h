@@ -65,18 +65,27 @@ class Store : public CliTest {
   std::string Url(const std::string& name) { return "rados://vmsnap/" + prefix_ + name; }
   std::string Object(const std::string& name) { return "vmsnap.snap." + prefix_ + name; }
 
-  // A full snapshot of `pages` pages: page i holds `seed`-derived bytes unless
-  // i is in `changed`, which get other bytes; every 4th page is zero.
-  void WriteSnapshot(const std::string& path, uint64_t pages, uint32_t seed, const std::vector<uint64_t>& changed = {}) {
+  // A writer of an x86-64 snapshot of one region of `pages` pages at gpa 0
+  // (null, the failure recorded, if it cannot be made).
+  std::unique_ptr<SnapshotWriter> CreateWriter(const std::string& path, uint64_t pages) {
     WriterOptions o;
     o.threads = 1;
     auto w = SnapshotWriter::Create(path, o);
-    ASSERT_TRUE(w.ok()) << w.status().message();
+    EXPECT_TRUE(w.ok()) << w.status().message();
+    if (!w.ok()) return nullptr;
     auto m = w.value()->manifest();
     m.setArch(schema::Arch::X8664);
     auto r = m.getMemory().initRegions(1);
     r[0].setGuestPhysAddr(0);
     r[0].setSize(pages * kPage);
+    return std::move(w.value());
+  }
+
+  // A full snapshot of `pages` pages: page i holds `seed`-derived bytes unless
+  // i is in `changed`, which get other bytes; every 4th page is zero.
+  void WriteSnapshot(const std::string& path, uint64_t pages, uint32_t seed, const std::vector<uint64_t>& changed = {}) {
+    std::unique_ptr<SnapshotWriter> w = CreateWriter(path, pages);
+    if (!w) return;
     std::vector<uint8_t> mem(pages * kPage);
     std::mt19937_64 rng(seed);
     for (uint64_t p = 0; p < pages; ++p) {
@@ -88,8 +97,8 @@ class Store : public CliTest {
       }
     }
     for (uint64_t p : changed) mem[p * kPage + 7] ^= 0x5a;
-    ASSERT_TRUE(w.value()->AddMemory(0, mem.data(), mem.size()).ok());
-    auto c = w.value()->Commit();
+    ASSERT_TRUE(w->AddMemory(0, mem.data(), mem.size()).ok());
+    auto c = w->Commit();
     ASSERT_TRUE(c.ok()) << c.message();
   }
 
@@ -102,16 +111,9 @@ class Store : public CliTest {
     ASSERT_TRUE(pr.ok()) << pr.status().message();
     const layout::SnapshotId pid = pr.value()->id();
     const uint32_t depth = pr.value()->manifest().hasParent() ? pr.value()->manifest().getParent().getDepth() + 1 : 1;
-    WriterOptions o;
-    o.threads = 1;
-    auto w = SnapshotWriter::Create(path, o);
-    ASSERT_TRUE(w.ok()) << w.status().message();
-    auto m = w.value()->manifest();
-    m.setArch(schema::Arch::X8664);
-    auto r = m.getMemory().initRegions(1);
-    r[0].setGuestPhysAddr(0);
-    r[0].setSize(pages * kPage);
-    auto ref = m.initParent();
+    std::unique_ptr<SnapshotWriter> w = CreateWriter(path, pages);
+    if (!w) return;
+    auto ref = w->manifest().initParent();
     ref.setSnapshotId(kj::arrayPtr(pid.data(), pid.size()));
     ref.setPath(parent.substr(parent.rfind('/') + 1).c_str());
     ref.setDepth(depth);
@@ -124,8 +126,8 @@ class Store : public CliTest {
         std::memcpy(&mem[p * kPage + q], &v, 8);
       }
     }
-    ASSERT_TRUE(w.value()->AddPages(0, mem.data(), mem.size(), defined.data()).ok());
-    auto c = w.value()->Commit();
+    ASSERT_TRUE(w->AddPages(0, mem.data(), mem.size(), defined.data()).ok());
+    auto c = w->Commit();
     ASSERT_TRUE(c.ok()) << c.message();
   }
 
