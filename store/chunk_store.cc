@@ -30,6 +30,7 @@
 #include "format/layout.h"
 #include "format/output.h"
 #include "format/reader.h"
+#include "store/dl_library.h"
 
 namespace vmsnap::store {
 namespace {
@@ -231,6 +232,7 @@ Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::s
   // installed is left alone.
   struct sigaction old {};
   if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+  VMSNAP_RETURN_IF_ERROR(dl::Sha256Available());
   if (url.scheme == "rados") return OpenRados(url.pool, ceph_conf);
   if (!ceph_conf.empty()) {
     return Status::InvalidArgument(url.text + ": --ceph-conf is for rados:// URLs; an S3 store is set by AWS_ENDPOINT_URL");

@@ -6,6 +6,8 @@
 
 #include <dlfcn.h>
 
+#include "base/status.h"
+
 namespace vmsnap::store::dl {
 
 // SONAME is opened once (RTLD_LOCAL); Symbol is null when the library or
@@ -23,5 +25,8 @@ struct Library {
     return h != nullptr ? reinterpret_cast<Fn>(::dlsym(h, name)) : nullptr;
   }
 };
+
+// Ok if libcrypto's SHA-256 (crypto_dl.cc) can be called, else why not.
+Status Sha256Available();
 
 }  // namespace vmsnap::store::dl
