@@ -740,22 +740,14 @@ Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int 
     n = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n != ssize_t(line.size())) return Status::FromErrno(errno, "sending the request to " + socket);
-  // Replies are read a buffer at a time, not a byte at a time: the whole
-  // client is a few system calls.
-  std::string got;
+  ReplyReader replies(fd.get());
   for (;;) {
-    size_t nl;
-    while ((nl = got.find('\n')) == std::string::npos) {
-      if (got.size() > kMaxRequestLine) return Status::Io("unreadable reply from " + socket);
-      char buf[4096];
-      ssize_t r = ::recv(fd.get(), buf, sizeof buf, 0);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return Status::Io(socket + " closed the connection before the guest's exit status");
-      got.append(buf, size_t(r));
+    auto reply = replies.Next();
+    if (!reply.ok()) {
+      if (reply.status().code() == Code::kInvalidArgument) return Status::Io("unreadable reply from " + socket);
+      return Status::Io(socket + " closed the connection before the guest's exit status");
     }
-    const std::string reply = got.substr(0, nl);
-    got.erase(0, nl + 1);
-    nlohmann::json j = nlohmann::json::parse(reply, nullptr, false);
+    nlohmann::json j = nlohmann::json::parse(*reply, nullptr, false);
     if (!j.is_object()) return Status::Io("unreadable reply from " + socket);
     if (j.contains("note") && j["note"].is_string()) {
       if (on_note) on_note(j["note"].get<std::string>());

@@ -3,10 +3,12 @@
 // exits as a plain load does, a snapshot of another shape falls back to a
 // cold start and says so once, concurrent clients each get their own VM, and
 // bad or vanishing clients leave the server serving. Also the generation ID:
-// every run and load gives the guest a fresh one.
+// every run and load gives the guest a fresh one. And the reader the
+// clients read reply lines with.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <atomic>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "tests/cli_fixture.h"
+#include "vmm/control.h"
 
 namespace vmsnap::testing {
 namespace {
@@ -79,6 +82,59 @@ std::string RawRequest(const std::string& sock, const std::string& data) {
   while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
   ::close(fd);
   return line;
+}
+
+// The clients' reader of reply lines (`load --via`, `save --control`): it
+// reads a buffer at a time, so a line may come with the next one, in
+// pieces, or cut off by the server going away.
+TEST(ReplyReader, GivesEachLineWhateverTheReadsBringAndNamesAnEndWithoutOne) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  auto put = [&](const std::string& s) { ASSERT_EQ(::send(sv[1], s.data(), s.size(), 0), ssize_t(s.size())); };
+  vmm::ReplyReader reader(sv[0]);
+  put("{\"note\":\"cold\"}\n{\"ok\":true}\npar");
+  auto a = reader.Next();
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_EQ(*a, "{\"note\":\"cold\"}");
+  auto b = reader.Next();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(*b, "{\"ok\":true}");
+  std::thread rest([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    put("t\n\n");
+  });
+  auto c = reader.Next();
+  rest.join();
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(*c, "part");
+  auto empty = reader.Next();
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, "");
+  // A line the server never ends, then the server gone: an I/O error.
+  put("{\"ok\":tr");
+  ::close(sv[1]);
+  auto cut = reader.Next();
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(cut.status().code(), Code::kIo);
+  ::close(sv[0]);
+
+  // Over 64 KiB without a newline: refused, not read for ever.
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::thread flood([&] {
+    const std::string chunk(4096, 'x');
+    for (size_t sent = 0; sent <= vmm::kMaxRequestLine + chunk.size();) {
+      ssize_t n = ::send(sv[1], chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += size_t(n);
+    }
+  });
+  vmm::ReplyReader long_reader(sv[0]);
+  auto too_long = long_reader.Next();
+  ::close(sv[0]);
+  flood.join();
+  ::close(sv[1]);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.status().code(), Code::kInvalidArgument);
 }
 
 class Serve : public CliTest {
