@@ -48,13 +48,6 @@ namespace {
 constexpr size_t kMaxWaiting = 64;
 // The descriptors a `load` request carries: serial output, then messages.
 constexpr int kRequestFds = 2;
-// A pool that still has a warm VM after one is taken is refilled this long
-// after, not at once: preparing a VM (fork, KVM VM, memory slots, vCPUs)
-// takes a core for milliseconds, and on a small host that core is the one
-// the start just handed out needs on its way to the guest's first
-// instruction and its exit. A client that finds its pool empty has the
-// refill started at once.
-constexpr auto kRefillDelay = std::chrono::milliseconds(10);
 
 Status SendFd(int sock, char tag, int fd) {
   char data = tag;
@@ -620,28 +613,11 @@ Status Serve(const ServeOptions& o) {
     return Status::Ok();
   };
 
-  // Refills not yet started: the pool (shape) and when.
-  std::vector<std::pair<size_t, std::chrono::steady_clock::time_point>> refills;
-
   Status result;
   for (size_t k = 0; k < o.shapes.size(); ++k) {
     for (int i = 0; i < o.pool && result.ok(); ++i) result = spawn(k);
   }
   while (result.ok()) {
-    // Due refills, and those of a pool a client waits for with none ready.
-    for (size_t r = refills.size(); r-- > 0 && result.ok();) {
-      const size_t shape = refills[r].first;
-      bool wanted = std::chrono::steady_clock::now() >= refills[r].second;
-      for (const Waiting& c : waiting) {
-        if (wanted || !c.shape || *c.shape != shape) continue;
-        wanted = std::none_of(workers.begin(), workers.end(),
-                              [&](const Worker& w) { return w.ready && w.shape == shape; });
-      }
-      if (!wanted) continue;
-      refills.erase(refills.begin() + long(r));
-      result = spawn(shape);
-    }
-    if (!result.ok()) break;
     std::vector<pollfd> fds{{sig.get(), POLLIN, 0}};
     const bool accepting = waiting.size() < kMaxWaiting;
     fds.push_back({accepting ? listen_fd.get() : -1, POLLIN, 0});
@@ -658,11 +634,6 @@ Status Serve(const ServeOptions& o) {
       fds.push_back({c.peeked ? -1 : c.fd.get(), POLLIN, 0});
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(c.deadline - now).count();
       const int ms = int(std::clamp<int64_t>(left, 0, c.peeked ? 5 : 60'000));
-      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
-    }
-    for (const auto& r : refills) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(r.second - now).count();
-      const int ms = int(std::clamp<int64_t>(left, 0, kRefillDelay.count()));
       timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
     }
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
@@ -720,8 +691,7 @@ Status Serve(const ServeOptions& o) {
       if (!c.shape) c.shape = PickShape(c, o.shapes, opened);
     }
     // Hand each client whose pool is known to a ready worker of that pool,
-    // in the order they came, and refill that pool: at once if it has no
-    // other warm VM (ready or being prepared), else after kRefillDelay.
+    // in the order they came, and refill that pool at once.
     for (auto it = waiting.begin(); it != waiting.end() && result.ok();) {
       if (!it->shape) {
         ++it;
@@ -744,11 +714,7 @@ Status Serve(const ServeOptions& o) {
       }
       workers.erase(workers.begin() + long(w));
       if (s.ok()) it = waiting.erase(it);
-      if (s.ok() && std::any_of(workers.begin(), workers.end(), [&](const Worker& k) { return k.shape == shape; })) {
-        refills.emplace_back(shape, std::chrono::steady_clock::now() + kRefillDelay);
-      } else {
-        result = spawn(shape);
-      }
+      result = spawn(shape);
     }
   }
   workers.clear();  // idle workers see their channel close and exit
