@@ -4,7 +4,6 @@
 #include "store/chunk_store.h"
 
 #include <fcntl.h>
-#include <openssl/sha.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +31,7 @@
 #include "format/layout.h"
 #include "format/output.h"
 #include "format/reader.h"
+#include "store/dl_library.h"
 
 namespace vmsnap::store {
 namespace {
@@ -185,7 +185,7 @@ Result<layout::SnapshotId> LayoutId(const Layout& l, const std::string& where) {
 
 std::array<uint8_t, 32> Sha256(std::span<const uint8_t> bytes) {
   std::array<uint8_t, 32> out;
-  SHA256(bytes.data(), bytes.size(), out.data());
+  dl::Sha256(bytes.data(), bytes.size(), out.data());
   return out;
 }
 
@@ -294,6 +294,7 @@ void PreloadClient(const StoreUrl& url) {
 }
 
 Result<std::unique_ptr<ObjectStore>> OpenStore(const StoreUrl& url, const std::string& ceph_conf) {
+  VMSNAP_RETURN_IF_ERROR(dl::Sha256Available());
   if (url.scheme == "rados") return OpenRados(url.pool, ceph_conf);
   if (!ceph_conf.empty()) {
     return Status::InvalidArgument(url.text + ": --ceph-conf is for rados:// URLs; an S3 store is set by AWS_ENDPOINT_URL");

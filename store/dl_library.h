@@ -6,6 +6,11 @@
 
 #include <dlfcn.h>
 
+#include <cstddef>
+#include <cstdint>
+
+#include "base/status.h"
+
 namespace vmsnap::store::dl {
 
 // SONAME is opened once (RTLD_LOCAL); Symbol is null when the library or
@@ -23,5 +28,10 @@ struct Library {
     return h != nullptr ? reinterpret_cast<Fn>(::dlsym(h, name)) : nullptr;
   }
 };
+
+// Ok if libcrypto's SHA-256 (crypto_dl.cc) can be called, else why not.
+Status Sha256Available();
+// libcrypto's SHA-256 of `len` bytes; only after Sha256Available was Ok.
+void Sha256(const uint8_t* data, size_t len, uint8_t out[32]);
 
 }  // namespace vmsnap::store::dl

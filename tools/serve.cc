@@ -25,6 +25,7 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     std::vector<std::string> mem{"64M"};
     std::vector<int> vcpus{1};
     bool no_image_build = false;
+    std::string image_cache_size;
     std::vector<std::string> stores;
     RemoteOptions remote;
   };
@@ -41,6 +42,10 @@ void RegisterServe(CLI::App& app, int* exit_code) {
   sub->add_flag("--no-image-build", args->no_image_build,
                 "do not build decompressed images of the snapshots clients ask for (an image built by "
                 "`vmsnap load --memory shared` is still used)");
+  sub->add_option("--image-cache-size", args->image_cache_size,
+                  "bound the decompressed images in the cache directory to SIZE of disk (K/M/G suffix): "
+                  "after each image it builds, the server removes the least recently requested ones, never "
+                  "one a VM maps (default: no bound)");
   sub->add_option("--store", args->stores,
                   "store URLs: a store (rados://POOL, s3://BUCKET/PREFIX) each warm VM opens a session with "
                   "before its client comes, so that `load --via` of a snapshot in it does not wait for one; "
@@ -56,6 +61,13 @@ void RegisterServe(CLI::App& app, int* exit_code) {
     o.socket = args->control;
     o.pool = args->pool;
     o.build_images = !args->no_image_build;
+    if (!args->image_cache_size.empty()) {
+      auto size = ParseSize(args->image_cache_size);
+      if (!size.ok()) return fail("--image-cache-size: " + size.status().message());
+      if (*size == 0) return fail("--image-cache-size must be more than 0");
+      if (args->no_image_build) return fail("--image-cache-size bounds the images serve builds: not with --no-image-build");
+      o.image_cache_size = *size;
+    }
     o.shapes.clear();
     for (const std::string& m : args->mem) {
       auto mem = ParseSize(m);

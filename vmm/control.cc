@@ -58,18 +58,23 @@ Result<UniqueFd> ListenControl(const std::string& path) {
   return fd;
 }
 
-Result<std::string> ReadLine(int fd) {
-  std::string line;
-  char c;
-  while (line.size() <= kMaxRequestLine) {
-    ssize_t n = ::read(fd, &c, 1);
+Result<std::string> ReplyReader::Next() {
+  for (;;) {
+    if (const size_t nl = buf_.find('\n', scanned_); nl != std::string::npos) {
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      scanned_ = 0;
+      return line;
+    }
+    scanned_ = buf_.size();
+    if (buf_.size() > kMaxRequestLine) return Status::InvalidArgument("control socket line longer than 64 KiB");
+    char chunk[4096];
+    ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, "reading control socket");
     if (n == 0) return Status::Io("control socket closed before a full line");
-    if (c == '\n') return line;
-    line.push_back(c);
+    buf_.append(chunk, size_t(n));
   }
-  return Status::InvalidArgument("control socket line longer than 64 KiB");
 }
 
 Status WriteLine(int fd, const std::string& line) {
@@ -94,8 +99,9 @@ Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::j
     return Status(Code::kIo, "cannot connect to control socket " + path + ": " + std::strerror(err));
   }
   VMSNAP_RETURN_IF_ERROR(WriteLine(fd.get(), request.dump()));
+  ReplyReader replies(fd.get());
   for (;;) {
-    VMSNAP_ASSIGN_OR_RETURN(std::string line, ReadLine(fd.get()));
+    VMSNAP_ASSIGN_OR_RETURN(std::string line, replies.Next());
     nlohmann::json reply = nlohmann::json::parse(line, nullptr, false);
     if (reply.is_discarded() || !reply.is_object()) {
       return Status::Io("control socket " + path + " sent a malformed reply");

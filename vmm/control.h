@@ -63,8 +63,21 @@ class LineReader {
 Result<nlohmann::json> ControlRequest(const std::string& path, const nlohmann::json& request,
                                       const std::function<void(const nlohmann::json&)>& on_progress = {});
 
-// Reads one '\n'-terminated line from a connected socket (at most 64 KiB).
-Result<std::string> ReadLine(int fd);
+// The client side's reader of the lines a server sends on a connected
+// (blocking) socket: a buffer at a time, not a byte per system call; the
+// bytes after a line wait for the next call.
+class ReplyReader {
+ public:
+  explicit ReplyReader(int fd) : fd_(fd) {}
+  // The next line, newline excluded. Io: the socket failed or closed before
+  // a full line; InvalidArgument: a line longer than kMaxRequestLine.
+  Result<std::string> Next();
+
+ private:
+  int fd_;
+  std::string buf_;
+  size_t scanned_ = 0;  // bytes of buf_ already known to hold no newline
+};
 Status WriteLine(int fd, const std::string& line);
 
 }  // namespace vmsnap::vmm

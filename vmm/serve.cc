@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <map>
 #include <memory>
@@ -448,7 +449,10 @@ std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes
 // client already; the ones forked after the image is stamped find it.
 class ImageBuilder {
  public:
-  explicit ImageBuilder(std::string dir) : cache_(dir), on_(!dir.empty()) {}
+  // `max_bytes` (0: no bound) bounds the images in `dir`: see Trim.
+  ImageBuilder(std::string dir, uint64_t max_bytes) : cache_(dir), on_(!dir.empty()), max_bytes_(max_bytes) {
+    Trim("");
+  }
   ~ImageBuilder() { Stop(); }
 
   // Queues `chain` unless its image is fresh, it is queued or being built,
@@ -456,6 +460,9 @@ class ImageBuilder {
   void Want(std::shared_ptr<const SnapshotChain> chain) {
     if (!on_ || !chain) return;
     const std::string id = layout::IdToHex(chain->leaf().id());
+    timespec now {};
+    ::clock_gettime(CLOCK_REALTIME, &now);  // as file times are
+    used_[id] = int64_t(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
     const std::string leaf = FileStampOf(chain->leaf().path());
     if (leaf.empty()) return;
     auto tried = tried_.find(id);
@@ -471,9 +478,11 @@ class ImageBuilder {
 
   // Called when fd() is readable or hung up: that build ended.
   void Ended() {
+    const std::string built = building_ ? layout::IdToHex(building_->leaf().id()) : "";
     pid_ = -1;
     done_.Reset();
     building_.reset();
+    Trim(built);
   }
 
   // Forks the next build if none runs. `close_in_child` closes what the
@@ -523,8 +532,18 @@ class ImageBuilder {
   }
 
  private:
+  // With a bound: the least recently requested images go, but none a VM
+  // maps and not the one just built (ImageCache::Trim), at start and after
+  // each build. A removed image is built again at its next request.
+  void Trim(const std::string& built) {
+    if (!on_ || max_bytes_ == 0) return;
+    for (const std::string& id : cache_.Trim(max_bytes_, used_, built)) tried_.erase(id);
+  }
+
   memory::ImageCache cache_;
   bool on_;
+  uint64_t max_bytes_;
+  std::map<std::string, int64_t> used_;  // when clients last asked for it (ns since the epoch), by snapshot id
   std::deque<std::shared_ptr<const SnapshotChain>> queue_;
   std::map<std::string, std::string> tried_;  // FileStamp of the leaf, by snapshot id
   pid_t pid_ = -1;
@@ -560,7 +579,7 @@ Status Serve(const ServeOptions& o) {
   if (o.build_images) {
     if (auto d = UserCacheDir("images"); d.ok()) image_dir = *d;
   }
-  ImageBuilder images(image_dir);
+  ImageBuilder images(image_dir, o.image_cache_size);
 
   auto spawn = [&](size_t shape) -> Status {
     int sv[2];
@@ -740,22 +759,14 @@ Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int 
     n = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
   if (n != ssize_t(line.size())) return Status::FromErrno(errno, "sending the request to " + socket);
-  // Replies are read a buffer at a time, not a byte at a time: the whole
-  // client is a few system calls.
-  std::string got;
+  ReplyReader replies(fd.get());
   for (;;) {
-    size_t nl;
-    while ((nl = got.find('\n')) == std::string::npos) {
-      if (got.size() > kMaxRequestLine) return Status::Io("unreadable reply from " + socket);
-      char buf[4096];
-      ssize_t r = ::recv(fd.get(), buf, sizeof buf, 0);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) return Status::Io(socket + " closed the connection before the guest's exit status");
-      got.append(buf, size_t(r));
+    auto reply = replies.Next();
+    if (!reply.ok()) {
+      if (reply.status().code() == Code::kInvalidArgument) return Status::Io("unreadable reply from " + socket);
+      return Status::Io(socket + " closed the connection before the guest's exit status");
     }
-    const std::string reply = got.substr(0, nl);
-    got.erase(0, nl + 1);
-    nlohmann::json j = nlohmann::json::parse(reply, nullptr, false);
+    nlohmann::json j = nlohmann::json::parse(*reply, nullptr, false);
     if (!j.is_object()) return Status::Io("unreadable reply from " + socket);
     if (j.contains("note") && j["note"].is_string()) {
       if (on_note) on_note(j["note"].get<std::string>());

@@ -40,6 +40,10 @@ struct ServeOptions {
   // warm starts of it map the image instead of paging it in. Without, an
   // image built otherwise (`vmsnap load --memory shared`) is still used.
   bool build_images = true;
+  // With build_images: the most disk the images in the cache directory may
+  // take (0: no bound). The least recently requested go first, never one a
+  // VM maps (memory::ImageCache::Trim).
+  uint64_t image_cache_size = 0;
   // Run in each warm VM's process before it is ready (opens store sessions
   // that open_remote then uses).
   std::function<void()> prepare_remote;

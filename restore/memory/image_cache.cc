@@ -2,11 +2,14 @@
 // See image_cache.h.
 #include "restore/memory/image_cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -71,6 +74,9 @@ UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
   const std::string img = ImagePath(chain);
   UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return UniqueFd();
+  // Held by the mapping: Trim leaves the image alone. It fails only while
+  // Trim removes this image (then it is not used).
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) return UniqueFd();
   std::ifstream in(img.substr(0, img.size() - 4) + ".stamp");
   std::stringstream want;
   want << in.rdbuf();
@@ -140,7 +146,51 @@ Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
   // Read-only from here: the VMs map it private.
   UniqueFd ro(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
   if (!ro.valid()) return Status::FromErrno(errno, "open " + img);
+  (void)::flock(ro.get(), LOCK_SH | LOCK_NB);  // as OpenFresh
   return ro;
+}
+
+std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std::string, int64_t>& used_ns,
+                                          const std::string& keep) const {
+  struct Entry {
+    std::string id;
+    uint64_t bytes;
+    int64_t last;
+  };
+  auto ns = [](const timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; };
+  std::vector<Entry> images;
+  uint64_t total = 0;
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return {};
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    // <32 hex digits>.img: a build's unfinished file has a suffix.
+    if (name.size() != 36 || name.compare(32, 4, ".img") != 0) continue;
+    struct stat st {};
+    if (::stat((dir_ + "/" + name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    Entry en{name.substr(0, 32), uint64_t(st.st_blocks) * 512, ns(st.st_mtim)};
+    struct stat stamp {};
+    if (::stat((dir_ + "/" + en.id + ".stamp").c_str(), &stamp) == 0) en.last = ns(stamp.st_mtim);
+    if (auto u = used_ns.find(en.id); u != used_ns.end()) en.last = std::max(en.last, u->second);
+    total += en.bytes;
+    images.push_back(std::move(en));
+  }
+  ::closedir(d);
+  std::sort(images.begin(), images.end(), [](const Entry& a, const Entry& b) { return a.last < b.last; });
+  std::vector<std::string> removed;
+  for (const Entry& en : images) {
+    if (total <= max_bytes) break;
+    if (en.id == keep) continue;
+    const std::string img = dir_ + "/" + en.id + ".img";
+    UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // a VM maps it
+    // The stamp first: from then on nothing trusts the image.
+    ::unlink((dir_ + "/" + en.id + ".stamp").c_str());
+    if (::unlink(img.c_str()) != 0) continue;
+    total -= std::min(total, en.bytes);
+    removed.push_back(en.id);
+  }
+  return removed;
 }
 
 Status MapImage(const SnapshotChain& chain, int image, std::span<const GuestRegion> regions) {

@@ -13,10 +13,17 @@
 // itself. Anything else (a snapshot file replaced or touched, an image
 // written to, a reboot that may have lost unwritten pages) makes it stale,
 // and a stale image is never mapped: it is rebuilt, or the pager is used.
+//
+// An image open for use (OpenFresh, Build) holds a shared flock, which the
+// VM's mapping keeps after the descriptor is closed: Trim never removes
+// an image while a VM maps it.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/status.h"
@@ -38,6 +45,15 @@ class ImageCache {
   // it) and returns it open. Errors name the chunk that failed its checksum,
   // or the file that could not be written.
   Result<UniqueFd> Build(const SnapshotChain& chain) const;
+
+  // Removes images, least recently used first, until the images left take
+  // at most `max_bytes` of disk (their allocated blocks: zero pages are
+  // holes). An image in use (mapped by a VM) is skipped, and so is the one
+  // of snapshot id `keep`. The last use of an image is the later of when it
+  // was stamped and `used_ns[snapshot id]` (ns since the epoch). Returns
+  // the snapshot ids whose images it removed.
+  std::vector<std::string> Trim(uint64_t max_bytes, const std::map<std::string, int64_t>& used_ns,
+                                const std::string& keep) const;
 
  private:
   std::string dir_;

@@ -678,6 +678,22 @@ TEST_F(ToolsCli, HelpDescribesEachCommand) {
   EXPECT_NE(r.out.find("TSC_DEADLINE"), std::string::npos);
 }
 
+// Every command, even one of a few milliseconds (`load --via`), pays for
+// the libraries the binary links before main: the store's (librados,
+// libcurl, libcrypto) are opened when a store is used, not linked.
+TEST_F(ToolsCli, StartsWithoutLoadingTheStoresLibraries) {
+  FILE* p = popen(("readelf -d " + Quote(VMSNAP_BIN) + " 2>/dev/null").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string dynamic;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) dynamic.append(buf, n);
+  if (pclose(p) != 0 || dynamic.find("(NEEDED)") == std::string::npos) GTEST_SKIP() << "readelf is not installed";
+  for (const char* lib : {"librados", "libcurl", "libcrypto", "libssl"}) {
+    EXPECT_EQ(dynamic.find(std::string("[") + lib), std::string::npos) << lib << " is linked:\n" << dynamic;
+  }
+}
+
 // The golden files of tests/golden (written by the first format version): the
 // good ones inspect and verify on every later version; each bad one fails with
 // exit 2 and a message naming what is wrong.

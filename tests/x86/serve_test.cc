@@ -3,10 +3,12 @@
 // exits as a plain load does, a snapshot of another shape falls back to a
 // cold start and says so once, concurrent clients each get their own VM, and
 // bad or vanishing clients leave the server serving. Also the generation ID:
-// every run and load gives the guest a fresh one.
+// every run and load gives the guest a fresh one. And the reader the
+// clients read reply lines with.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <atomic>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "tests/cli_fixture.h"
+#include "vmm/control.h"
 
 namespace vmsnap::testing {
 namespace {
@@ -79,6 +82,59 @@ std::string RawRequest(const std::string& sock, const std::string& data) {
   while (::read(fd, &c, 1) == 1 && c != '\n') line.push_back(c);
   ::close(fd);
   return line;
+}
+
+// The clients' reader of reply lines (`load --via`, `save --control`): it
+// reads a buffer at a time, so a line may come with the next one, in
+// pieces, or cut off by the server going away.
+TEST(ReplyReader, GivesEachLineWhateverTheReadsBringAndNamesAnEndWithoutOne) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  auto put = [&](const std::string& s) { ASSERT_EQ(::send(sv[1], s.data(), s.size(), 0), ssize_t(s.size())); };
+  vmm::ReplyReader reader(sv[0]);
+  put("{\"note\":\"cold\"}\n{\"ok\":true}\npar");
+  auto a = reader.Next();
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_EQ(*a, "{\"note\":\"cold\"}");
+  auto b = reader.Next();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(*b, "{\"ok\":true}");
+  std::thread rest([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    put("t\n\n");
+  });
+  auto c = reader.Next();
+  rest.join();
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(*c, "part");
+  auto empty = reader.Next();
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(*empty, "");
+  // A line the server never ends, then the server gone: an I/O error.
+  put("{\"ok\":tr");
+  ::close(sv[1]);
+  auto cut = reader.Next();
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(cut.status().code(), Code::kIo);
+  ::close(sv[0]);
+
+  // Over 64 KiB without a newline: refused, not read for ever.
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::thread flood([&] {
+    const std::string chunk(4096, 'x');
+    for (size_t sent = 0; sent <= vmm::kMaxRequestLine + chunk.size();) {
+      ssize_t n = ::send(sv[1], chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += size_t(n);
+    }
+  });
+  vmm::ReplyReader long_reader(sv[0]);
+  auto too_long = long_reader.Next();
+  ::close(sv[0]);
+  flood.join();
+  ::close(sv[1]);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.status().code(), Code::kInvalidArgument);
 }
 
 class Serve : public CliTest {
@@ -318,9 +374,13 @@ class Images : public CliTest {
     // VM is ended.
     // Compressed explicitly: the default (auto) may store every chunk raw,
     // and a raw file is mapped itself, without an image.
-    pid_t vm = Spawn({"run", Guest("shared.elf"), "--mem", "64M", "--serial", Path("run.txt"),
-                      "--snapshot-on-doorbell", Path("snap.vmsnap"), "--compress", "zstd:3"});
-    ASSERT_TRUE(WaitFor(Path("run.txt"), "sum: ")) << ReadFile(Path("run.txt"));
+    Snapshot("snap.vmsnap", "run.txt");
+  }
+  // Another snapshot of the guest (another snapshot id, so another image).
+  void Snapshot(const std::string& name, const std::string& out) {
+    pid_t vm = Spawn({"run", Guest("shared.elf"), "--mem", "64M", "--serial", Path(out),
+                      "--snapshot-on-doorbell", Path(name), "--compress", "zstd:3"});
+    ASSERT_TRUE(WaitFor(Path(out), "sum: ")) << ReadFile(Path(out));
     ::kill(vm, SIGKILL);
     Wait(vm);
   }
@@ -376,6 +436,19 @@ class Images : public CliTest {
       if (std::chrono::steady_clock::now() >= end) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+  }
+  // The images there, by snapshot id.
+  std::set<std::string> ImageIds() {
+    std::set<std::string> ids;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"), ec)) {
+      if (e.path().extension() == ".img") ids.insert(e.path().stem().string());
+    }
+    return ids;
+  }
+  std::string Id(const std::string& snapshot) {
+    RunResult r = Run("inspect --json " + snapshot);
+    return nlohmann::json::parse(r.out, nullptr, false).value("id", "");
   }
   std::string Image() {
     std::error_code ec;
@@ -438,6 +511,56 @@ TEST_F(Images, WarmStartsMapTheImageTheServerBuilds) {
   EXPECT_GE(MappedByAWorker(server).rss, 16 * 1024);
   ::kill(c, SIGKILL);
   Wait(c);
+}
+
+TEST_F(Images, TheServerKeepsItsImagesWithinTheirBoundButNeverRemovesOneInUse) {
+  Snapshot("two.vmsnap", "run2.txt");
+  Snapshot("three.vmsnap", "run3.txt");
+  const std::string one = Id("snap.vmsnap"), two = Id("two.vmsnap"), three = Id("three.vmsnap");
+  ASSERT_EQ(std::set<std::string>({one, two, three}).size(), 3u);
+  // The first image, built by a shared load whose VM goes on mapping it.
+  const pid_t a = Load("shared", "a.txt");
+  ASSERT_EQ(ImageIds(), std::set<std::string>({one}));
+  struct stat st {};
+  ASSERT_EQ(::stat(Image().c_str(), &st), 0);
+  // Room for two and a half images.
+  const uint64_t bound = uint64_t(st.st_blocks) * 512 * 5 / 2;
+  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M",
+                              "--image-cache-size", std::to_string(bound)});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  int starts = 0;
+  auto start = [&](const std::string& snap, const std::string& id) {
+    const std::string out = "start" + std::to_string(++starts) + ".txt";
+    const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path(snap), "--serial", Path(out)});
+    EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out));
+    ::kill(c, SIGKILL);
+    Wait(c);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!std::filesystem::exists(Path("cache/vmsnap/images/" + id + ".stamp")) &&
+           std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    // The server trims once the build has ended.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  };
+  start("two.vmsnap", two);
+  EXPECT_EQ(ImageIds(), std::set<std::string>({one, two}));
+  // A third is over the bound: the least recently used one still maps,
+  // so the next goes.
+  start("three.vmsnap", three);
+  EXPECT_EQ(ImageIds(), std::set<std::string>({one, three})) << "the image in use was removed, or none was";
+  // Unmapped, the first is the least recently used: it goes when the
+  // second comes back.
+  ::kill(a, SIGKILL);
+  Wait(a);
+  start("two.vmsnap", two);
+  EXPECT_EQ(ImageIds(), std::set<std::string>({two, three}));
+  ::kill(server, SIGTERM);
+  EXPECT_EQ(Wait(server), 0);
+  // A bound needs images to bound.
+  RunResult bad = Run("serve --control x.sock --pool 1 --no-image-build --image-cache-size 1G");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--image-cache-size"), std::string::npos) << bad.err;
 }
 
 TEST_F(Images, AnImageChangedAfterItWasBuiltIsNeverMapped) {
