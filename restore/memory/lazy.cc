@@ -85,6 +85,7 @@ constexpr int kBackgroundNice = 19;
 // armed, the others when needed.
 constexpr size_t kMaxPartials = 8;
 constexpr size_t kSparePartials = 2;
+constexpr auto kArmedPrepareDelay = std::chrono::milliseconds(20);
 // A buffer for the chunks the writer makes by default (256 pages of 4 KiB);
 // a larger chunk grows it.
 constexpr uint64_t kDefaultChunkBytes = 1 << 20;
@@ -527,8 +528,16 @@ struct LazyPager::Impl {
       std::lock_guard<std::mutex> lock(mu);
       armed_early = !begun;
     }
-    // A warm VM's pager waits for its snapshot: time to prepare.
-    if (armed_early) MakeSpares();
+    // A warm VM's pager waits for its snapshot: time to prepare, once the
+    // start that made this VM's process (a pool refilled as another VM
+    // starts) has had the CPU: the preparation is not urgent, the start is.
+    if (armed_early) {
+      std::unique_lock<std::mutex> lock(mu);
+      if (!cv.wait_for(lock, kArmedPrepareDelay, [&] { return begun || stopping; })) {
+        lock.unlock();
+        MakeSpares();
+      }
+    }
     if (!WaitBegun()) return;
     struct uffd_msg msgs[16];
     for (;;) {
@@ -683,10 +692,10 @@ Status CheckUserfaultfd() {
   return OpenUserfaultfd(0).status();
 }
 
-LazyPager::LazyPager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LazyPager::LazyPager(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<LazyPager>> LazyPager::Arm(std::span<const GuestRegion> regions) {
-  auto impl = std::make_unique<Impl>(regions);
+  auto impl = std::make_shared<Impl>(regions);
   const long host_page = ::sysconf(_SC_PAGESIZE);
   for (const GuestRegion& r : impl->armed) {
     if (r.host == nullptr || r.size == 0 || host_page <= 0 ||
@@ -726,10 +735,9 @@ Result<std::unique_ptr<LazyPager>> LazyPager::Arm(std::span<const GuestRegion> r
   impl->stop_efd.Reset(::eventfd(0, EFD_CLOEXEC));
   if (impl->stop_efd.get() < 0) return Status::FromErrno(errno, "eventfd");
   Impl* p = impl.get();
-  std::unique_ptr<LazyPager> pager(new LazyPager(std::move(impl)));
-  p->handler = std::thread([p] { p->HandlerLoop(); });
-  p->finisher = std::thread([p] { p->FinisherLoop(); });
-  return pager;
+  p->handler = std::thread([impl] { impl->HandlerLoop(); });
+  p->finisher = std::thread([impl] { impl->FinisherLoop(); });
+  return std::unique_ptr<LazyPager>(new LazyPager(std::move(impl)));
 }
 
 Status LazyPager::Begin(const SnapshotChain& chain, std::span<const GuestRegion> regions, LazyOptions options) {
@@ -773,24 +781,32 @@ LazyPager::~LazyPager() {
   bool begun;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stopping = true;
     begun = impl_->begun;
+    if (!begun) {
+      // Armed and never given a snapshot (a warm VM whose load maps an
+      // image instead): nothing was filled and nothing is owed. The memory
+      // goes back to being ordinary anonymous memory now; the threads,
+      // which only wait, end on their own and free the rest, so that the
+      // load does not wait for them to be scheduled (the fill thread runs
+      // at nice 19).
+      for (const GuestRegion& r : impl_->armed) {
+        struct uffdio_range range = {reinterpret_cast<uintptr_t>(r.host), r.size};
+        (void)::ioctl(impl_->uffd.get(), UFFDIO_UNREGISTER, &range);
+      }
+    }
+    impl_->stopping = true;
   }
   impl_->cv.notify_all();
+  if (!begun) {
+    impl_->finisher.detach();
+    impl_->handler.detach();
+    return;
+  }
   impl_->finisher.join();
   const uint64_t one = 1;
   // An eventfd write of 1 cannot fail short of a kernel bug; the handler polls it.
   (void)!::write(impl_->stop_efd.get(), &one, sizeof(one));
   impl_->handler.join();
-  if (!begun) {
-    // Armed and never given a snapshot: nothing was filled and nothing is
-    // owed; the memory goes back to being ordinary anonymous memory.
-    for (const GuestRegion& r : impl_->armed) {
-      struct uffdio_range range = {reinterpret_cast<uintptr_t>(r.host), r.size};
-      (void)::ioctl(impl_->uffd.get(), UFFDIO_UNREGISTER, &range);
-    }
-    return;
-  }
   if (!impl_->done) impl_->FenceUnfilled();
 }
 

@@ -133,8 +133,8 @@ class LazyPager {
   struct Impl;
 
  private:
-  explicit LazyPager(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit LazyPager(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with its threads (see the destructor)
 };
 
 // Maps the chain's stored pages copy-on-write straight from the snapshot file
