@@ -156,6 +156,7 @@ struct LazyPager::Impl {
   mutable std::mutex mu;
   std::condition_variable cv;
   bool begun = false;
+  bool disarmed = false;  // armed, then unregistered without a snapshot
   std::chrono::steady_clock::time_point begun_at;
   std::deque<size_t> hints;   // blocks after recent faults, most recent first
   std::deque<size_t> parked;  // blocks parked partial, for the background to finish
@@ -744,7 +745,9 @@ Status LazyPager::Begin(const SnapshotChain& chain, std::span<const GuestRegion>
   Impl& m = *impl_;
   {
     std::lock_guard<std::mutex> lock(m.mu);
-    if (m.begun || m.stopping) return Status::InvalidArgument("this pager was given a snapshot already");
+    if (m.begun || m.stopping || m.disarmed) {
+      return Status::InvalidArgument("this pager was given a snapshot already, or disarmed");
+    }
   }
   auto same = [](const GuestRegion& a, const GuestRegion& b) {
     return a.host == b.host && a.gpa == b.gpa && a.size == b.size;
@@ -782,7 +785,7 @@ LazyPager::~LazyPager() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     begun = impl_->begun;
-    if (!begun) {
+    if (!begun && !impl_->disarmed) {
       // Armed and never given a snapshot (a warm VM whose load maps an
       // image instead): nothing was filled and nothing is owed. The memory
       // goes back to being ordinary anonymous memory now; the threads,
@@ -808,6 +811,16 @@ LazyPager::~LazyPager() {
   (void)!::write(impl_->stop_efd.get(), &one, sizeof(one));
   impl_->handler.join();
   if (!impl_->done) impl_->FenceUnfilled();
+}
+
+void LazyPager::Disarm() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (impl_->begun || impl_->disarmed) return;
+  for (const GuestRegion& r : impl_->armed) {
+    struct uffdio_range range = {reinterpret_cast<uintptr_t>(r.host), r.size};
+    (void)::ioctl(impl_->uffd.get(), UFFDIO_UNREGISTER, &range);
+  }
+  impl_->disarmed = true;
 }
 
 bool LazyPager::begun() const {

@@ -118,6 +118,11 @@ class LazyPager {
   // snapshot's memory. Once only.
   Status Begin(const SnapshotChain& chain, std::span<const GuestRegion> regions, LazyOptions options = {});
   bool begun() const;
+  // For an armed pager that will not be given a snapshot (the memory is
+  // mapped from an image instead): unregisters the regions now and leaves
+  // the waiting threads and the decoders' memory to the destructor, off
+  // the way to the guest's first instruction. Begin then refuses.
+  void Disarm();
   ~LazyPager();
   LazyPager(const LazyPager&) = delete;
   LazyPager& operator=(const LazyPager&) = delete;

@@ -99,9 +99,14 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     // mapping each, thousands for a GiB: with an image to be built, that
     // is mapped instead.
     const uint64_t most = cache && build_images_ ? kCheapMappings : kMaxMappings;
-    // An armed pager goes first: the zero pages between the mapped runs
-    // must fault as ordinary memory.
-    armed.reset();
+    // An armed pager lets go first: the zero pages between the mapped runs
+    // must fault as ordinary memory. It is kept (idle) until the VM ends:
+    // freeing it would cost more than the unregister on the way to the
+    // guest's first instruction.
+    if (armed) {
+      armed->Disarm();
+      armed_ = std::move(armed);
+    }
     Status s = MapCopyOnWrite(*chain_, regions, most);
     if (s.ok()) {
       mapped_ = true;
@@ -115,7 +120,10 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     image = std::move(built).value();
   }
   if (image.valid()) {
-    armed.reset();
+    if (armed) {
+      armed->Disarm();
+      armed_ = std::move(armed);
+    }
     Status s = MapImage(*chain_, image.get(), regions);
     if (!s.ok()) return fail(s);
     mapped_ = true;

@@ -71,8 +71,9 @@ class LazyLoader final : public restore::MemoryLoader {
     build_images_ = build;
   }
   // A pager armed for these regions ahead of the load (LazyPager::Arm): a
-  // load that pages takes it (unless its regions differ); one that maps or
-  // fails drops it before touching memory.
+  // load that pages takes it (unless its regions differ); one that maps a
+  // file or an image disarms it before mapping and keeps it, idle, until
+  // Stop; one that fails drops it.
   void set_armed(std::unique_ptr<LazyPager> armed) { armed_ = std::move(armed); }
   // Whether the last load mapped the file (or its image) instead of
   // starting the pager.
