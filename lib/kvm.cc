@@ -47,6 +47,9 @@ struct vmsnap_vm {
   // vCPUs, before its snapshot is known; the host's CPUID found then.
   bool warm = false;
   std::vector<kvm_cpuid_entry2> host_cpuid;
+  // A warm VM's pager, armed before its snapshot is known
+  // (vmsnap_vm_arm_pager); the load takes it.
+  std::unique_ptr<memory::LazyPager> armed_pager;
   bool memory_loaded() const { return steps && steps->memory_loaded(); }
   bool state_restored() const { return steps && steps->state_restored(); }
   bool has_vcpus() const {
@@ -406,6 +409,19 @@ int vmsnap_vm_prepare_warm(vmsnap_vm* vm) {
   VMSNAP_GUARD_END
 }
 
+int vmsnap_vm_arm_pager(vmsnap_vm* vm) {
+  if (int rc = Usable(vm, "vmsnap_vm_arm_pager")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (!vm->warm) return Invalid("vmsnap_vm_arm_pager: only a warm VM's pager is armed ahead (vmsnap_vm_prepare_warm)");
+  if (vm->restoring) return Invalid("vmsnap_vm_arm_pager: the VM is being restored");
+  if (vm->armed_pager) return Invalid("vmsnap_vm_arm_pager: the pager is armed already");
+  auto armed = memory::LazyPager::Arm(vm->regions);
+  if (!armed.ok()) return Fail(armed.status());
+  vm->armed_pager = std::move(armed).value();
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
 int vmsnap_vm_check_fit(const vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   VMSNAP_CHECK_ARG(vm && snap, "vmsnap_vm_check_fit: vm and snapshot must not be NULL");
   VMSNAP_GUARD_BEGIN
@@ -466,6 +482,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
     // Without VMSNAP_LOAD_MAP_FILE the caller's memory stays the caller's
     // mapping: pages are copied in, never mapped from the file.
     lazy = std::make_shared<memory::LazyLoader>(std::move(lo), (o.flags & VMSNAP_LOAD_MAP_FILE) != 0);
+    if (vm->armed_pager) lazy->set_armed(std::move(vm->armed_pager));
     if (o.verified_dir) lazy->set_stamp_dir(o.verified_dir);
     if (o.image_dir) lazy->set_image_dir(o.image_dir, (o.flags & VMSNAP_LOAD_BUILD_IMAGE) != 0);
     handle->loader = lazy;
@@ -479,6 +496,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
       eo.progress = [fn, ctx](uint64_t d, uint64_t t) { fn(d, t, ctx); };
     }
     loader = std::make_shared<memory::ParallelEagerLoader>(std::move(eo));
+    vm->armed_pager.reset();  // the copy must not fault into it
   }
   Status st = vm->steps->LoadMemory(*loader, vm->regions, "vmsnap_vm_load_memory");
   if (!st.ok()) return Fail(st);

@@ -215,6 +215,10 @@ Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptio
   // What this host's KVM offers a vCPU is found now rather than when a
   // snapshot comes (the restore checks the snapshot's CPUID against it).
   VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_prepare_warm(vmm->api_)));
+  // The lazy pager's set-up (userfaultfd, its threads, its decoders' memory)
+  // is done now, while the VM waits, rather than on the way to the guest's
+  // first instruction. Where userfaultfd is missing the load says so.
+  (void)vmsnap_vm_arm_pager(vmm->api_);
   vmm->warm_ = true;
   return vmm;
 }

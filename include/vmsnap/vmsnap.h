@@ -483,6 +483,16 @@ VMSNAP_API int vmsnap_vm_restore_check(vmsnap_vm *vm, const vmsnap_snapshot *sna
  * otherwise the same. Since 0.3. */
 VMSNAP_API int vmsnap_vm_prepare_warm(vmsnap_vm *vm);
 
+/* Arms the lazy pager of a warm VM (vmsnap_vm_prepare_warm) before its
+ * snapshot is known: its memory is registered with userfaultfd and the
+ * pager's threads are started and their memory made, so that a later lazy
+ * vmsnap_vm_load_memory only hands the pager its snapshot. Nothing may touch
+ * the VM's memory until that load (a touch waits for it). A load that does
+ * not page the memory in (eager, or the file or an image mapped) disarms the
+ * pager first, and so does vmsnap_vm_free. VMSNAP_E_UNSUPPORTED when
+ * userfaultfd is not available. Since 0.3. */
+VMSNAP_API int vmsnap_vm_arm_pager(vmsnap_vm *vm);
+
 /* Whether SNAP can be restored into the warm VM: the same vCPU count,
  * memory regions (slot, address, size, flags) and VM configuration.
  * VMSNAP_E_UNSUPPORTED with the reason as the last error ("it has 2 vCPUs,

@@ -130,17 +130,14 @@ Result<const uint8_t*> BlockReader::Raw(int32_t layer, uint32_t chunk) {
   return static_cast<const uint8_t*>(nullptr);  // caller decompresses into a slot
 }
 
-Status BlockReader::Read(const BlockGrid::Block& block,
-                         const std::function<Status(const Run&)>& emit, uint8_t* direct,
-                         bool* wrote_direct) {
-  if (wrote_direct) *wrote_direct = false;
-  const uint32_t ps = chain_.leaf().page_size();
+void ResolvePages(const SnapshotChain& chain, const BlockGrid::Block& block, std::vector<PageRef>& refs) {
+  const uint32_t ps = chain.leaf().page_size();
   const uint32_t n = block.pages;
   const uint64_t a = block.gpa, b = block.gpa + uint64_t(n) * ps;
   constexpr int32_t kUnresolved = -2;
-  refs_.assign(n, PageRef{kUnresolved, 0, 0});
+  refs.assign(n, PageRef{kUnresolved, 0, 0});
   uint32_t unresolved = n;
-  const auto& layers = chain_.layers();
+  const auto& layers = chain.layers();
   // Leaf first: the newest layer that defines a page decides its content.
   for (int32_t l = int32_t(layers.size()) - 1; l >= 0 && unresolved > 0; --l) {
     const auto& chunks = layers[size_t(l)]->chunk_index();
@@ -157,7 +154,7 @@ Status BlockReader::Read(const BlockGrid::Block& block,
       for (uint32_t k = i0 & ~7u; k < i0; ++k) raw += c.IsPresent(k) ? 1 : 0;
       for (uint32_t i = i0; i < i1; ++i) {
         const bool present = c.IsPresent(i);
-        PageRef& ref = refs_[size_t((c.gpa - a) / ps + i)];
+        PageRef& ref = refs[size_t((c.gpa - a) / ps + i)];
         if (ref.layer == kUnresolved && c.IsDefined(i)) {
           ref = present ? PageRef{l, ci, raw} : PageRef{-1, 0, 0};
           --unresolved;
@@ -166,9 +163,20 @@ Status BlockReader::Read(const BlockGrid::Block& block,
       }
     }
   }
-  for (PageRef& ref : refs_) {
+  for (PageRef& ref : refs) {
     if (ref.layer == kUnresolved) ref.layer = -1;  // no layer defines it: zero
   }
+}
+
+Status BlockReader::Read(const BlockGrid::Block& block,
+                         const std::function<Status(const Run&)>& emit, uint8_t* direct,
+                         bool* wrote_direct) {
+  if (wrote_direct) *wrote_direct = false;
+  const uint32_t ps = chain_.leaf().page_size();
+  const uint32_t n = block.pages;
+  const uint64_t a = block.gpa;
+  const auto& layers = chain_.layers();
+  ResolvePages(chain_, block, refs_);
 
   // One dense compressed chunk that is exactly this block: decompress in place.
   if (direct != nullptr && refs_[0].layer >= 0) {
@@ -263,6 +271,100 @@ Status BlockReader::Read(const BlockGrid::Block& block,
       VMSNAP_RETURN_IF_ERROR(emit(Run{p, q - p, data_of(first) + uint64_t(first.raw) * ps}));
     }
     p = q;
+  }
+  return Status::Ok();
+}
+
+ChunkStream::ChunkStream(uint64_t max_raw_bytes) {
+  // A decoder in memory of our own, touched now: the bufferless API needs
+  // no window buffer of its own (earlier output is the window).
+  const size_t size = ZSTD_estimateDCtxSize();
+  void* ws = std::aligned_alloc(64, (size + 63) & ~size_t(63));
+  if (ws != nullptr) {
+    std::memset(ws, 0, size);
+    workspace_.reset(ws);
+    dctx_ = ZSTD_initStaticDCtx(ws, size);
+  }
+  buf_.resize(max_raw_bytes);  // zero-filled: every page of it touched
+}
+
+Status ChunkStream::Begin(const SnapshotChain& chain, const ChunkFetchFn& fetch, int32_t layer,
+                          uint32_t chunk) {
+  reader_ = chain.layers()[size_t(layer)].get();
+  chunk_ = chunk;
+  page_size_ = reader_->page_size();
+  const ChunkInfo& c = reader_->chunk_index()[chunk];
+  raw_length_ = c.raw_length;
+  in_ = out_ = 0;
+  data_ = nullptr;
+  if (fetch && c.stored_length > 0) VMSNAP_RETURN_IF_ERROR(fetch(size_t(layer), chunk));
+  // StoredBytes checks the stored checksum before handing anything out.
+  auto stored = reader_->StoredBytes(chunk);
+  if (!stored.ok()) return stored.status().Context(reader_->path());
+  stored_ = *stored;
+  if (!c.compressed) {
+    if (c.raw_checksum != c.checksum || stored_.size() != raw_length_) {
+      return Status::Corruption(ChunkName(*reader_, chunk) +
+                                ": raw checksum or length disagrees with the stored ones of an "
+                                "uncompressed chunk");
+    }
+    data_ = stored_.data();
+    out_ = raw_length_;
+    return Status::Ok();
+  }
+  if (!dctx_) return Status::Internal("out of memory creating a zstd context");
+  if (raw_length_ > buf_.size()) buf_.resize(raw_length_);
+  const unsigned long long fcs = ZSTD_getFrameContentSize(stored_.data(), stored_.size());
+  if (fcs != raw_length_) {
+    return Status::Corruption(ChunkName(*reader_, chunk) + ": zstd frame content size does not match "
+                              "the manifest's raw length " + std::to_string(raw_length_));
+  }
+  const size_t rc = ZSTD_decompressBegin(dctx_);
+  if (ZSTD_isError(rc)) return Status::Internal(std::string("zstd: ") + ZSTD_getErrorName(rc));
+  data_ = buf_.data();
+  return Status::Ok();
+}
+
+Status ChunkStream::Ready(uint32_t pages) {
+  const uint64_t want = std::min<uint64_t>(uint64_t(pages) * page_size_, raw_length_);
+  while (out_ < want) {
+    const size_t next = ZSTD_nextSrcSizeToDecompress(dctx_);
+    if (next == 0 || next > stored_.size() - in_) {
+      return Status::Corruption(ChunkName(*reader_, chunk_) + ": zstd frame ends after " + std::to_string(out_) +
+                                " bytes, manifest says " + std::to_string(raw_length_));
+    }
+    const size_t n = ZSTD_decompressContinue(dctx_, buf_.data() + out_, raw_length_ - out_,
+                                             stored_.data() + in_, next);
+    if (ZSTD_isError(n)) return Status::Corruption(ChunkName(*reader_, chunk_) + ": zstd: " + ZSTD_getErrorName(n));
+    in_ += next;
+    out_ += n;
+  }
+  return Status::Ok();
+}
+
+Status ChunkStream::Finish() {
+  VMSNAP_RETURN_IF_ERROR(Ready(stored_pages()));
+  const ChunkInfo& c = reader_->chunk_index()[chunk_];
+  if (!c.compressed) return Status::Ok();  // checked whole by Begin
+  // The frame's end (a checksum, if it has one) follows the last block.
+  for (size_t next; (next = ZSTD_nextSrcSizeToDecompress(dctx_)) != 0;) {
+    if (next > stored_.size() - in_) break;
+    const size_t n = ZSTD_decompressContinue(dctx_, buf_.data() + out_, 0, stored_.data() + in_, next);
+    if (ZSTD_isError(n) || n != 0) {
+      return Status::Corruption(ChunkName(*reader_, chunk_) + ": zstd: " +
+                                (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "more data than the manifest says"));
+    }
+    in_ += next;
+  }
+  if (ZSTD_nextSrcSizeToDecompress(dctx_) != 0 || in_ != stored_.size()) {
+    return Status::Corruption(ChunkName(*reader_, chunk_) + ": stored bytes are not exactly one zstd frame of " +
+                              std::to_string(raw_length_) + " bytes");
+  }
+  const uint64_t sum = layout::Checksum(data_, raw_length_);
+  if (sum != c.raw_checksum) {
+    return Status::Corruption(ChunkName(*reader_, chunk_) +
+                              ": raw checksum mismatch after decompression (manifest says " +
+                              Hex(c.raw_checksum) + ", computed " + Hex(sum) + ")");
   }
   return Status::Ok();
 }

@@ -3,9 +3,13 @@
 // page of a block comes from in a chain, and a per-thread chunk decoder.
 #pragma once
 
+// The bufferless streaming API (ZSTD_decompressBegin/Continue) decodes a
+// frame a zstd block at a time straight into the caller's buffer.
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <span>
@@ -52,6 +56,17 @@ struct Run {
   const uint8_t* src;   // nullptr: zero pages
 };
 
+// Where one page of a block comes from.
+struct PageRef {
+  int32_t layer;   // -1: zero
+  uint32_t chunk;
+  uint32_t raw;    // index among the chunk's stored pages
+};
+
+// Where each page of `block` comes from, the newest layer that defines it
+// deciding; nothing is read.
+void ResolvePages(const SnapshotChain& chain, const BlockGrid::Block& block, std::vector<PageRef>& refs);
+
 // Decodes chunks of one chain on one thread, keeping the last two decoded.
 class BlockReader {
  public:
@@ -72,11 +87,6 @@ class BlockReader {
               uint8_t* direct = nullptr, bool* wrote_direct = nullptr);
 
  private:
-  struct PageRef {
-    int32_t layer;   // -1: zero
-    uint32_t chunk;
-    uint32_t raw;    // index among the chunk's stored pages
-  };
   struct Decoded {
     int32_t layer = -1;
     uint32_t chunk = 0;
@@ -96,6 +106,54 @@ class BlockReader {
   std::vector<PageRef> refs_;
   std::vector<Decoded> cache_;
   unsigned next_slot_ = 0;
+};
+
+// One chunk's stored pages made ready from the front, a zstd block (at most
+// 128 KiB) at a time, straight into a buffer of its own: the lazy pager's
+// answer to a first touch, which needs one page and not the whole chunk.
+// Begin checks the stored bytes against their checksum before anything is
+// decoded, so every page made ready is decoded from the bytes the writer
+// stored; the checksum of the decoded pages can only be checked once all of
+// them are (Finish). The decoder's memory and the buffer are allocated and
+// touched when the object is made, so that a warm VM pays for them before
+// its request.
+class ChunkStream {
+ public:
+  // `max_raw_bytes`: the largest chunk (raw) it will be given.
+  explicit ChunkStream(uint64_t max_raw_bytes);
+  ChunkStream(const ChunkStream&) = delete;
+  ChunkStream& operator=(const ChunkStream&) = delete;
+
+  // Starts chunk `chunk` of layer `layer` (0 = the chain's base): `fetch`
+  // (may be empty) is asked for it, its stored bytes are checked, nothing
+  // is decoded yet. An uncompressed chunk is ready at once, in place in the
+  // mapped file.
+  Status Begin(const SnapshotChain& chain, const ChunkFetchFn& fetch, int32_t layer, uint32_t chunk);
+  // Decodes until at least the first `pages` stored pages are ready (or
+  // every one is).
+  Status Ready(uint32_t pages);
+  uint32_t ready_pages() const { return uint32_t(out_ / page_size_); }
+  uint32_t stored_pages() const { return uint32_t(raw_length_ / page_size_); }
+  // The stored pages, back to back (the first ready_pages() of them valid).
+  const uint8_t* data() const { return data_; }
+  // Decodes the rest, then checks the frame ended where the manifest says
+  // and the decoded pages against their checksum.
+  Status Finish();
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> workspace_;
+  ZSTD_DCtx* dctx_ = nullptr;  // inside workspace_
+  std::vector<uint8_t> buf_;
+  const SnapshotReader* reader_ = nullptr;
+  uint32_t chunk_ = 0;
+  uint32_t page_size_ = 4096;
+  std::span<const uint8_t> stored_;
+  const uint8_t* data_ = nullptr;
+  uint64_t raw_length_ = 0;
+  uint64_t in_ = 0, out_ = 0;  // bytes consumed, bytes decoded
 };
 
 // "PATH: chunk N (gpa A-B) at file offset X" as the reader names chunks.

@@ -80,6 +80,7 @@ struct LazyStats {
   uint64_t background_fills = 0;   // blocks filled by background threads
   uint64_t zero_page_faults = 0;   // faults resolved with the zero page
   uint64_t bytes_filled = 0;       // bytes of non-zero pages copied in
+  uint64_t partial_faults = 0;     // faults answered before their block was whole
 };
 
 // Whether userfaultfd can serve this process's (and KVM's) faults: the syscall
@@ -92,13 +93,36 @@ Status CheckUserfaultfd();
 // nearest recent faults first, then from low memory up. Once every block is
 // filled the regions are unregistered, so the zero pages that were never
 // touched fault in as ordinary anonymous memory.
+//
+// A first fault on a block whose pages come from one chunk decodes that chunk
+// only as far as the faulting page (after checking its stored bytes against
+// their checksum), so the first pages a VM touches cost a fraction of their
+// chunks; the decoded pages' own checksum is checked when the rest of the
+// chunk is decoded, before the block counts as filled.
 class LazyPager {
  public:
-  // Returns once the regions are registered and the threads started: no work
-  // proportional to memory size happens here. `chain` must outlive the pager.
+  // Arm then Begin. Returns once the regions are registered and the threads
+  // started: no work proportional to memory size happens here. `chain` must
+  // outlive the pager.
   static Result<std::unique_ptr<LazyPager>> Start(const SnapshotChain& chain,
                                                   std::span<const GuestRegion> regions,
                                                   LazyOptions options = {});
+  // The part of Start that needs no snapshot, for a warm VM that waits for
+  // one: registers `regions` with userfaultfd, starts the threads and makes
+  // the decoders' memory. Until Begin, nothing may touch the regions (a
+  // touch waits for Begin). A pager destroyed without Begin unregisters the
+  // regions and leaves their memory as it was.
+  static Result<std::unique_ptr<LazyPager>> Arm(std::span<const GuestRegion> regions);
+  // Gives an armed pager its snapshot: `regions` must be those it was armed
+  // with (else InvalidArgument, and it stays armed), laid out as the
+  // snapshot's memory. Once only.
+  Status Begin(const SnapshotChain& chain, std::span<const GuestRegion> regions, LazyOptions options = {});
+  bool begun() const;
+  // For an armed pager that will not be given a snapshot (the memory is
+  // mapped from an image instead): unregisters the regions now and leaves
+  // the waiting threads and the decoders' memory to the destructor, off
+  // the way to the guest's first instruction. Begin then refuses.
+  void Disarm();
   ~LazyPager();
   LazyPager(const LazyPager&) = delete;
   LazyPager& operator=(const LazyPager&) = delete;
@@ -114,8 +138,8 @@ class LazyPager {
   struct Impl;
 
  private:
-  explicit LazyPager(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit LazyPager(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with its threads (see the destructor)
 };
 
 // Maps the chain's stored pages copy-on-write straight from the snapshot file

@@ -75,10 +75,12 @@ Status VerifiedOnce(const SnapshotReader& r, const std::string& stamp_dir) {
 
 Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
                               std::span<const kvm::GuestRegion> regions) {
+  std::unique_ptr<LazyPager> armed = std::move(armed_);
   Stop();
   chain_ = std::move(chain);
   mapped_ = false;
-  auto fail = [this](Status s) {
+  auto fail = [this, &armed](Status s) {
+    armed.reset();
     chain_.reset();
     return s;
   };
@@ -97,6 +99,14 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     // mapping each, thousands for a GiB: with an image to be built, that
     // is mapped instead.
     const uint64_t most = cache && build_images_ ? kCheapMappings : kMaxMappings;
+    // An armed pager lets go first: the zero pages between the mapped runs
+    // must fault as ordinary memory. It is kept (idle) until the VM ends:
+    // freeing it would cost more than the unregister on the way to the
+    // guest's first instruction.
+    if (armed) {
+      armed->Disarm();
+      armed_ = std::move(armed);
+    }
     Status s = MapCopyOnWrite(*chain_, regions, most);
     if (s.ok()) {
       mapped_ = true;
@@ -110,10 +120,23 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     image = std::move(built).value();
   }
   if (image.valid()) {
+    if (armed) {
+      armed->Disarm();
+      armed_ = std::move(armed);
+    }
     Status s = MapImage(*chain_, image.get(), regions);
     if (!s.ok()) return fail(s);
     mapped_ = true;
     return s;
+  }
+  if (armed) {
+    // Armed while the VM waited: only the snapshot is new.
+    Status s = armed->Begin(*chain_, regions, options_);
+    if (s.ok()) {
+      pager_ = std::move(armed);
+      return s;
+    }
+    armed.reset();  // other regions: armed for nothing; start afresh
   }
   auto pager = LazyPager::Start(*chain_, regions, options_);
   if (!pager.ok()) return fail(pager.status());

@@ -53,6 +53,7 @@ class LazyLoader final : public restore::MemoryLoader {
   // Stops the pager's threads (pages never filled are poisoned, see LazyPager).
   void Stop() {
     pager_.reset();
+    armed_.reset();
     chain_.reset();
   }
   void Abandon() override { Stop(); }
@@ -69,6 +70,11 @@ class LazyLoader final : public restore::MemoryLoader {
     image_dir_ = std::move(dir);
     build_images_ = build;
   }
+  // A pager armed for these regions ahead of the load (LazyPager::Arm): a
+  // load that pages takes it (unless its regions differ); one that maps a
+  // file or an image disarms it before mapping and keeps it, idle, until
+  // Stop; one that fails drops it.
+  void set_armed(std::unique_ptr<LazyPager> armed) { armed_ = std::move(armed); }
   // Whether the last load mapped the file (or its image) instead of
   // starting the pager.
   bool mapped() const { return mapped_; }
@@ -82,6 +88,7 @@ class LazyLoader final : public restore::MemoryLoader {
   bool build_images_ = false;
   std::shared_ptr<const SnapshotChain> chain_;
   std::unique_ptr<LazyPager> pager_;
+  std::unique_ptr<LazyPager> armed_;
 };
 
 }  // namespace vmsnap::memory

@@ -237,6 +237,8 @@ int main(int argc, char **argv) {
       if (!vm) break;
       rc = vmsnap_vm_prepare_warm(vm);
       EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "configure"), "warm unconfigured: %d", rc);
+      rc = vmsnap_vm_arm_pager(vm);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "warm"), "arm before warm: %d", rc);
       for (uint32_t i = 0; i < nregions && i < 8; ++i) {
         vmsnap_region sr;
         vmsnap_region_at(src, i, &sr);
@@ -253,6 +255,11 @@ int main(int argc, char **argv) {
       rc = vmsnap_vm_check_fit(vm, src);
       EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT, "fit before warm: %d", rc);
       EXPECT(vmsnap_vm_prepare_warm(vm) == VMSNAP_OK, "prepare warm");
+      /* Armed while it waits: the lazy load below hands the pager its
+       * snapshot; the VM that does not fit is freed armed. */
+      EXPECT(vmsnap_vm_arm_pager(vm) == VMSNAP_OK, "arm: %s", vmsnap_last_error());
+      rc = vmsnap_vm_arm_pager(vm);
+      EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "armed"), "arm twice: %d", rc);
       rc = vmsnap_vm_add_vcpu(vm, n, kvm);
       EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "warm"), "vCPU after warm: %d", rc);
       rc = vmsnap_vm_check_fit(vm, src);
