@@ -238,7 +238,8 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
         const std::string stem = options.dir + "/" + f.substr(0, dot), ext = f.substr(dot);
         if (ext == ".vmsnap" || ext == ".chunks") in_use += BlocksOf(options.dir + "/" + f);
         struct stat cs {};
-        if (ext == ".chunks" && stem != base && ::stat((options.dir + "/" + f).c_str(), &cs) == 0) {
+        const bool keep = stem == base || std::find(options.keep.begin(), options.keep.end(), stem) != options.keep.end();
+        if (ext == ".chunks" && !keep && ::stat((options.dir + "/" + f).c_str(), &cs) == 0) {
           others.push_back({cs.st_mtim, stem});
         }
       }
@@ -410,9 +411,13 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   std::shared_ptr<ObjectStore> shared(std::move(store));
   auto chain = std::unique_ptr<LazyChain>(new LazyChain());
   std::vector<std::string> files;
+  // Making room for a layer must not evict the layers opened before it.
+  LazyCacheOptions o = options;
   for (StoredLayer& l : layers) {
+    const std::string base = options.dir + "/" + BytesHex(l.layout.sha);
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<LazySnapshot> s,
-                            LazySnapshot::Open(shared, l.name, std::move(l.layout), options));
+                            LazySnapshot::Open(shared, l.name, std::move(l.layout), o));
+    o.keep.push_back(base);
     files.push_back(s->path());
     chain->layers_.push_back(std::move(s));
   }

@@ -28,6 +28,9 @@ struct LazyCacheOptions {
   uint64_t max_bytes = 16ull << 30;      // the directory's limit (disk blocks in use)
   unsigned parallel = 8;                 // fetches in flight
   unsigned timeout_s = 10;               // a chunk the store has not delivered by then fails the load
+  // Entries (paths without extension) that making room must not remove:
+  // the layers of the chain being opened (LazyChain::Open).
+  std::vector<std::string> keep;
 };
 
 struct LazyCacheStats {

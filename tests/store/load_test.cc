@@ -9,8 +9,11 @@
 // loads the same way, each page from the layer that holds it.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
@@ -274,6 +277,21 @@ TEST_F(StoreLoad, AnIncrementalChainLoadsLazilyWithPagesFromEveryLayer) {
   size_t files = 0;
   for (const auto& e : fs::directory_iterator(Path("cache"))) files += e.path().extension() == ".vmsnap";
   EXPECT_EQ(files, 3u) << "one cache file per layer";
+
+  // A cache that holds the root layer (from a load of it) and has no room
+  // for more: opening the layers above it must not evict the root the
+  // chain has just opened (they are used without being kept instead).
+  RunResult base = Run("load " + folder + "inc-1 --cache-dir small --serial base.txt");
+  ASSERT_EQ(base.status, 0) << base.err;
+  uint64_t used = 0;
+  for (const auto& e : fs::directory_iterator(Path("small"))) {
+    struct stat st {};
+    if (e.is_regular_file() && ::stat(e.path().c_str(), &st) == 0) used += uint64_t(st.st_blocks) * 512;
+  }
+  RunResult small = Run("load " + folder + "inc-3 --cache-dir small --cache-size " + std::to_string(used + 4096) +
+                        " --serial small.txt");
+  ASSERT_EQ(small.status, 0) << small.err;
+  EXPECT_EQ(ReadFile(Path("small.txt")), ReadFile(Path("local.txt")));
 
   Spawn({"serve", "--control", Path("srv.sock"), "--pool", "1", "--mem", "16M", "--store", "rados://vmsnap",
          "--cache-dir", Path("srvcache")});
