@@ -36,17 +36,12 @@ class ObjectStore {
   // The whole object; NotFound when it does not exist.
   virtual Result<std::vector<uint8_t>> Get(const std::string& name) = 0;
   // The whole object when the caller knows its size (a chunk, from the
-  // layout): in one request where the store allows it. An object of another
-  // size comes back with its own length, or `size` + 1 bytes when larger.
-  virtual Result<std::vector<uint8_t>> GetSized(const std::string& name, uint64_t size) {
-    (void)size;
-    return Get(name);
-  }
-  // The same into `out` (room for `size` + 1 bytes), for a caller that
-  // reuses one buffer for many chunks: no allocation, and on RADOS no zero
-  // fill, per object. Returns the object's length (at most `size` + 1).
+  // layout), into `out` (room for `size` + 1 bytes), for a caller that
+  // reuses one buffer for many chunks: in one request where the store
+  // allows it, no allocation, and on RADOS no zero fill, per object.
+  // Returns the object's length, or `size` + 1 when it is larger.
   virtual Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) {
-    VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> got, GetSized(name, size));
+    VMSNAP_ASSIGN_OR_RETURN(std::vector<uint8_t> got, Get(name));
     const uint64_t n = std::min<uint64_t>(got.size(), size + 1);
     std::copy_n(got.data(), n, out);
     return n;

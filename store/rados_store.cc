@@ -95,16 +95,8 @@ class RadosStore final : public ObjectStore {
     return out;
   }
 
-  Result<std::vector<uint8_t>> GetSized(const std::string& name, uint64_t size) override {
-    // One read of one byte more than expected: no stat round trip first.
-    if (size >= (64ull << 20)) return Get(name);
-    std::vector<uint8_t> out(size + 1);
-    VMSNAP_ASSIGN_OR_RETURN(const uint64_t n, ReadSized(name, size, out.data()));
-    out.resize(static_cast<size_t>(n));
-    return out;
-  }
-
   Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) override {
+    // One read of one byte more than expected: no stat round trip first.
     if (size >= (64ull << 20)) return ObjectStore::ReadSized(name, size, out);
     const int rc = rados_read(io_, name.c_str(), reinterpret_cast<char*>(out), size + 1, 0);
     if (rc < 0) return FromRados(rc, Where(name) + (rc == -ENOENT ? "" : ": read"));
