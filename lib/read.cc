@@ -80,7 +80,6 @@ Status StatusOf(int rc) {
   if (rc == VMSNAP_OK) return Status::Ok();
   const std::string m = last_error;
   switch (rc) {
-    case VMSNAP_OK: return Status::Ok();
     case VMSNAP_E_INVALID_ARGUMENT: return Status::InvalidArgument(m);
     case VMSNAP_E_NOT_FOUND: return Status::NotFound(m);
     case VMSNAP_E_IO: return Status::Io(m);

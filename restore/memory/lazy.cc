@@ -453,10 +453,11 @@ struct LazyPager::Impl {
       return true;
     }
     // Parked, then queued for the background (which skips it if a fault
-    // has taken it again by then).
+    // has taken it again by then, or finished it from an earlier entry).
+    // Without a background nothing takes from the queue.
     state[i].store(kPartial);
     state[i].notify_all();
-    {
+    if (opts.background) {
       std::lock_guard<std::mutex> lock(mu);
       parked.push_back(i);
     }
@@ -821,11 +822,6 @@ void LazyPager::Disarm() {
     (void)::ioctl(impl_->uffd.get(), UFFDIO_UNREGISTER, &range);
   }
   impl_->disarmed = true;
-}
-
-bool LazyPager::begun() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->begun;
 }
 
 Status LazyPager::Wait() {

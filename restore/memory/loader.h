@@ -117,7 +117,6 @@ class LazyPager {
   // with (else InvalidArgument, and it stays armed), laid out as the
   // snapshot's memory. Once only.
   Status Begin(const SnapshotChain& chain, std::span<const GuestRegion> regions, LazyOptions options = {});
-  bool begun() const;
   // For an armed pager that will not be given a snapshot (the memory is
   // mapped from an image instead): unregisters the regions now and leaves
   // the waiting threads and the decoders' memory to the destructor, off

@@ -84,6 +84,15 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     chain_.reset();
     return s;
   };
+  // Before a mapping: the zero pages between mapped runs must fault as
+  // ordinary memory. The pager is kept (idle) until the VM ends: freeing
+  // it would cost more than the unregister on the way to the guest's first
+  // instruction.
+  auto let_go = [this, &armed] {
+    if (!armed) return;
+    armed->Disarm();
+    armed_ = std::move(armed);
+  };
   // In order: a fresh decompressed image (one mapping per region); the raw
   // file itself (one mapping per run of stored pages); an image built now,
   // when asked for and the file cannot be mapped cheaply; the pager.
@@ -99,14 +108,7 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     // mapping each, thousands for a GiB: with an image to be built, that
     // is mapped instead.
     const uint64_t most = cache && build_images_ ? kCheapMappings : kMaxMappings;
-    // An armed pager lets go first: the zero pages between the mapped runs
-    // must fault as ordinary memory. It is kept (idle) until the VM ends:
-    // freeing it would cost more than the unregister on the way to the
-    // guest's first instruction.
-    if (armed) {
-      armed->Disarm();
-      armed_ = std::move(armed);
-    }
+    let_go();
     Status s = MapCopyOnWrite(*chain_, regions, most);
     if (s.ok()) {
       mapped_ = true;
@@ -120,10 +122,7 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     image = std::move(built).value();
   }
   if (image.valid()) {
-    if (armed) {
-      armed->Disarm();
-      armed_ = std::move(armed);
-    }
+    let_go();
     Status s = MapImage(*chain_, image.get(), regions);
     if (!s.ok()) return fail(s);
     mapped_ = true;

@@ -73,7 +73,8 @@ class LazyLoader final : public restore::MemoryLoader {
   // A pager armed for these regions ahead of the load (LazyPager::Arm): a
   // load that pages takes it (unless its regions differ); one that maps a
   // file or an image disarms it before mapping and keeps it, idle, until
-  // Stop; one that fails drops it.
+  // Stop (also when the mapping then fails); one that fails before that
+  // drops it.
   void set_armed(std::unique_ptr<LazyPager> armed) { armed_ = std::move(armed); }
   // Whether the last load mapped the file (or its image) instead of
   // starting the pager.

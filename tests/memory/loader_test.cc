@@ -336,6 +336,7 @@ TEST_F(Loader, LazyFaultFillsOnlyItsBlockWithoutBackground) {
   LazyStats st = pager.value()->stats();
   EXPECT_GE(st.faults, 1u);
   EXPECT_LE(st.fault_fills, 1u);
+  EXPECT_GE(st.fault_fills + st.partial_faults, 1u) << "the fault was served by neither a fill nor a partial decode";
   EXPECT_EQ(st.background_fills, 0u);
   EXPECT_LE(st.bytes_filled, 64 * kPage);  // that block's pages at most
   EXPECT_FALSE(pager.value()->done());
