@@ -508,7 +508,9 @@ class LayoutSide {
   Status Leaf(const std::string& name, uint64_t size, uint64_t count) {
     // The section is built in memory: bound it, as a reader is bounded by
     // the stream it reads.
-    if (size * count > kMaxSection - out_.data.size()) {
+    // (Added, not subtracted: subsection headers are not bounded, so the
+    // section may already be past the bound; size * count is at most 2^56.)
+    if (out_.data.size() + size * count > kMaxSection) {
       return Error("field '" + name + "' would make the section larger than " + std::to_string(kMaxSection >> 20) +
                    " MiB");
     }
