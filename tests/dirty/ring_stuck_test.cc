@@ -110,7 +110,11 @@ TEST_F(RingStuckTest, FullRingWithNothingPublishedMovesOnAndReportsEveryPage) {
   // The tracker must hand entries back so KVM has room again, and reset.
   EXPECT_EQ(tracker_->ring_overflows(), 1u);
   EXPECT_GT(kvm_.resets, resets_before);
+  // Half the ring (KVM keeps a reserve below its soft limit, so less might
+  // not let the vCPU run again), and no more (KVM's own index is beyond).
   EXPECT_EQ(FlagsAt(0), uint32_t{KVM_DIRTY_GFN_F_RESET});
+  EXPECT_EQ(FlagsAt(kEntries / 2 - 1), uint32_t{KVM_DIRTY_GFN_F_RESET}) << "not half the ring handed back";
+  EXPECT_EQ(FlagsAt(kEntries / 2), 0u) << "handed back past half the ring";
   // Writes may have been lost, so the next collect must report everything.
   PageSet all(kPages);
   auto n = tracker_->Collect(all);
