@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -41,7 +42,8 @@ std::string FileStampOf(const std::string& path) {
 }
 
 Status ReplaceSmallFile(const std::string& path, std::string_view contents) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  static std::atomic<uint64_t> calls{0};
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "." + std::to_string(calls.fetch_add(1));
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(contents.data(), std::streamsize(contents.size()));

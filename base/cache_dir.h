@@ -23,6 +23,8 @@ std::string FileStampOf(const std::string& path);
 // Replaces the small file `path` with `contents` through a temporary beside
 // it and rename(2), so a reader sees the old contents or the new, never a
 // part. On failure the temporary is removed and `path` is left as it was.
+// The temporary is `path`.tmp-PID.N, N counting the calls in this process,
+// so that two threads replacing one file do not share it.
 Status ReplaceSmallFile(const std::string& path, std::string_view contents);
 
 }  // namespace vmsnap

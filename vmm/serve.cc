@@ -525,9 +525,7 @@ class ImageBuilder {
     ::kill(pid_, SIGKILL);
     pollfd f{done_.get(), POLLIN, 0};
     (void)::poll(&f, 1, 2000);
-    const std::string img = cache_.ImagePath(*building_);
-    ::unlink((img + ".tmp-" + std::to_string(pid_)).c_str());
-    ::unlink((img.substr(0, img.size() - 4) + ".stamp.tmp-" + std::to_string(pid_)).c_str());
+    cache_.RemoveUnfinished(*building_, pid_);
     Ended();
   }
 

@@ -85,6 +85,19 @@ UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
   return fd;
 }
 
+void ImageCache::RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const {
+  const std::string img = ImagePath(chain);
+  ::unlink((img + ".tmp-" + std::to_string(pid)).c_str());
+  // The stamp's temporaries (ReplaceSmallFile): STAMP.tmp-PID.N.
+  const std::string stamp_tmp = layout::IdToHex(chain.leaf().id()) + ".stamp.tmp-" + std::to_string(pid) + ".";
+  if (DIR* d = ::opendir(dir_.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::string_view(e->d_name).starts_with(stamp_tmp)) ::unlink((dir_ + "/" + e->d_name).c_str());
+    }
+    ::closedir(d);
+  }
+}
+
 Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
   const std::string img = ImagePath(chain);
   const std::string base = img.substr(0, img.size() - 4);

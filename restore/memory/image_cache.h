@@ -19,6 +19,8 @@
 // an image while a VM maps it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <map>
 #include <span>
@@ -45,6 +47,9 @@ class ImageCache {
   // it) and returns it open. Errors name the chunk that failed its checksum,
   // or the file that could not be written.
   Result<UniqueFd> Build(const SnapshotChain& chain) const;
+  // Removes what a Build of `chain` in process `pid` that was killed left
+  // behind: its unfinished image and stamp temporaries.
+  void RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const;
 
   // Removes images, least recently used first, until the images left take
   // at most `max_bytes` of disk (their allocated blocks: zero pages are
