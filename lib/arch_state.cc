@@ -3,13 +3,48 @@
 // layout and the answers naming a snapshot.
 #include "lib/arch_state.h"
 
+#include <linux/kvm.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include <cstdio>
 
 #include "lib/internal.h"
 
 namespace vmsnap::capi {
+
+int MemVcpuState::ReadOneReg(const kvm_one_reg& r, bool absent_is_normal) {
+  asked.push_back(r.id);
+  for (const OneReg& o : one) {
+    if (o.id != r.id) continue;
+    std::memcpy(reinterpret_cast<void*>(r.addr), o.value.data(), o.value.size());
+    return 0;
+  }
+  if (!absent_is_normal) {
+    missing = "vCPU " + std::to_string(index_) + " has no register " + IdHex(r.id) +
+              " in its VMSNAP_ONE_REGS (vmsnap_writer_set_vcpu_state)";
+  }
+  return -ENOENT;
+}
+
+int MemVcpuState::WriteOneReg(const kvm_one_reg& r) {
+  const auto* p = reinterpret_cast<const uint8_t*>(r.addr);
+  std::vector<uint8_t> v(p, p + OneRegBytes(r.id));
+  for (OneReg& o : one) {
+    if (o.id == r.id) {
+      o.value = std::move(v);
+      return 0;
+    }
+  }
+  one.push_back({r.id, std::move(v)});
+  return 0;
+}
+
+int MemVcpuState::Absent(const char* name) {
+  missing = "vCPU " + std::to_string(index_) + " has no " + name + " state (vmsnap_writer_set_vcpu_state)";
+  return -ENOENT;
+}
 
 size_t OneRegBytes(uint64_t id) { return size_t{1} << ((id >> 52) & 0xf); }
 

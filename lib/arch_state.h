@@ -16,7 +16,10 @@
 
 #include "base/status.h"
 #include "include/vmsnap/vmsnap.h"
+#include "lib/internal.h"
 #include "schemas/manifest.capnp.h"
+
+struct kvm_one_reg;
 
 struct vmsnap_snapshot;
 
@@ -35,6 +38,36 @@ Result<std::vector<OneReg>> ParseOneRegs(const void* buf, size_t size);
 int StoreOneRegs(std::vector<OneReg>& slot, const void* buf, size_t size);
 int AnswerOneRegs(const std::vector<OneReg>& regs, void* buf, size_t buf_size, size_t* size);
 std::vector<uint8_t> EncodeOneRegs(const std::vector<OneReg>& regs);
+
+// What the in-memory vCPUs of every architecture hold besides their own
+// structs (each also derives from its architecture's kvm::*::Vcpu): the
+// VMSNAP_ONE_REGS list, the ids the capture code asked for, and the message
+// naming the first state a read wanted that the caller never gave.
+class MemVcpuState {
+ public:
+  std::vector<OneReg> one;      // in the order given (write) or set (read)
+  std::vector<uint64_t> asked;  // ids the capture code read
+  std::string missing;
+
+ protected:
+  explicit MemVcpuState(uint32_t index) : index_(index) {}
+  // KVM_GET_ONE_REG from `one`. A register not there: -ENOENT, and
+  // `missing` names it unless `absent_is_normal` (the architecture's
+  // capture skips registers a CPU does not have).
+  int ReadOneReg(const kvm_one_reg& r, bool absent_is_normal = false);
+  // KVM_SET_ONE_REG into `one`: replaces the register's value or appends it.
+  int WriteOneReg(const kvm_one_reg& r);
+  // -ENOENT, with `missing` naming the state (a VMSNAP_* name).
+  int Absent(const char* name);
+  template <typename T>
+  int Get(const std::optional<T>& v, T* out, const char* name) {
+    if (!v) return Absent(name);
+    *out = *v;
+    return 0;
+  }
+
+  uint32_t index_;
+};
 
 // A guest memory range of the snapshot being written (gpa and size in bytes).
 struct MemRange {
@@ -70,8 +103,16 @@ int ReadArm64Vcpu(const vmsnap_snapshot* s, uint32_t vcpu, vmsnap_state what, vo
                   size_t* size);
 int ReadArm64Vm(const vmsnap_snapshot* s, vmsnap_state what, void* buf, size_t buf_size, size_t* size);
 
-// Shared by the per-architecture files.
+// Shared by the per-architecture files and read.cc (x86).
 int Missing(const vmsnap_snapshot* s, const std::string& what);
+// A piece of a snapshot's state into the caller's buffer (CopyOut), or
+// Missing naming it.
+template <typename T>
+int Answer(const vmsnap_snapshot* s, const std::optional<T>& v, const char* name, void* buf, size_t buf_size,
+           size_t* size) {
+  if (!v) return Missing(s, name);
+  return CopyOut(&*v, sizeof(T), buf, buf_size, size);
+}
 int NotStateOf(vmsnap_state what, const char* kind);
 schema::Manifest::Reader LeafManifest(const vmsnap_snapshot* s);
 const std::string& SnapshotPath(const vmsnap_snapshot* s);

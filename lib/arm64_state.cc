@@ -17,14 +17,12 @@ namespace ka = kvm::arm64;
 
 static_assert(sizeof(vmsnap_device_attr) == 24);
 
-class MemVcpu final : public ka::Vcpu {
+class MemVcpu final : public ka::Vcpu, public MemVcpuState {
  public:
-  explicit MemVcpu(uint32_t index) : index_(index) {}
+  explicit MemVcpu(uint32_t index) : MemVcpuState(index) {}
   std::optional<ka::VcpuInit> init;
   std::optional<kvm_mp_state> mp;
   std::optional<ka::VcpuEvents> events;
-  std::vector<OneReg> one;
-  std::string missing;
 
   int Init(const ka::VcpuInit& i) override { init = i; return 0; }
   int Finalize(int) override { return 0; }
@@ -35,44 +33,12 @@ class MemVcpu final : public ka::Vcpu {
     for (size_t i = 0; i < one.size(); ++i) ids[i] = one[i].id;
     return 0;
   }
-  int GetOneReg(const kvm_one_reg& r) override {
-    for (const OneReg& o : one) {
-      if (o.id != r.id) continue;
-      std::memcpy(reinterpret_cast<void*>(r.addr), o.value.data(), o.value.size());
-      return 0;
-    }
-    missing = "vCPU " + std::to_string(index_) + " has no register " + IdHex(r.id) +
-              " in its VMSNAP_ONE_REGS (vmsnap_writer_set_vcpu_state)";
-    return -ENOENT;
-  }
-  int SetOneReg(const kvm_one_reg& r) override {
-    const auto* p = reinterpret_cast<const uint8_t*>(r.addr);
-    std::vector<uint8_t> v(p, p + OneRegBytes(r.id));
-    for (OneReg& o : one) {
-      if (o.id == r.id) {
-        o.value = std::move(v);
-        return 0;
-      }
-    }
-    one.push_back({r.id, std::move(v)});
-    return 0;
-  }
+  int GetOneReg(const kvm_one_reg& r) override { return ReadOneReg(r); }
+  int SetOneReg(const kvm_one_reg& r) override { return WriteOneReg(r); }
   int GetMpState(kvm_mp_state* s) override { return Get(mp, s, "VMSNAP_ARM64_MP_STATE"); }
   int SetMpState(const kvm_mp_state& s) override { mp = s; return 0; }
   int GetEvents(ka::VcpuEvents* e) override { return Get(events, e, "VMSNAP_ARM64_EVENTS"); }
   int SetEvents(const ka::VcpuEvents& e) override { events = e; return 0; }
-
- private:
-  template <typename T>
-  int Get(const std::optional<T>& v, T* out, const char* name) {
-    if (!v) {
-      missing = "vCPU " + std::to_string(index_) + " has no " + name + " state (vmsnap_writer_set_vcpu_state)";
-      return -ENOENT;
-    }
-    *out = *v;
-    return 0;
-  }
-  uint32_t index_;
 };
 
 // Bytes an attribute's value takes in the kernel's interface.
@@ -253,13 +219,6 @@ class Arm64Writer final : public ArchWriter {
   std::unique_ptr<MemDevice> gic_, its_;
   std::optional<ka::CounterOffset> counter_;
 };
-
-template <typename T>
-int Answer(const vmsnap_snapshot* s, const std::optional<T>& v, const char* name, void* buf, size_t buf_size,
-           size_t* size) {
-  if (!v) return Missing(s, name);
-  return CopyOut(&*v, sizeof(T), buf, buf_size, size);
-}
 
 int AnswerAttrs(const std::vector<vmsnap_device_attr>& a, void* buf, size_t buf_size, size_t* size) {
   return CopyOut(a.data(), a.size() * sizeof(vmsnap_device_attr), buf, buf_size, size);

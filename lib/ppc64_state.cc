@@ -13,14 +13,11 @@ namespace vmsnap::capi {
 namespace {
 namespace kp = kvm::ppc;
 
-class MemVcpu final : public kp::Vcpu {
+class MemVcpu final : public kp::Vcpu, public MemVcpuState {
  public:
-  explicit MemVcpu(uint32_t index) : index_(index) {}
+  explicit MemVcpu(uint32_t index) : MemVcpuState(index) {}
   std::optional<kp::Regs> regs;
   std::optional<kp::Sregs> sregs;
-  std::vector<OneReg> one;
-  std::vector<uint64_t> asked;
-  std::string missing;
 
   int GetRegs(kp::Regs* r) override { return Get(regs, r, "VMSNAP_PPC64_REGS"); }
   int SetRegs(const kp::Regs& r) override { regs = r; return 0; }
@@ -28,34 +25,10 @@ class MemVcpu final : public kp::Vcpu {
   int SetSregs(const kp::Sregs& r) override { sregs = r; return 0; }
   // Registers the caller did not give are absent, as on a CPU without them
   // (the capture leaves those out).
-  int GetOneReg(const kvm_one_reg& r) override {
-    asked.push_back(r.id);
-    for (const OneReg& o : one) {
-      if (o.id != r.id) continue;
-      std::memcpy(reinterpret_cast<void*>(r.addr), o.value.data(), o.value.size());
-      return 0;
-    }
-    return -ENOENT;
-  }
-  int SetOneReg(const kvm_one_reg& r) override {
-    const auto* p = reinterpret_cast<const uint8_t*>(r.addr);
-    one.push_back({r.id, std::vector<uint8_t>(p, p + OneRegBytes(r.id))});
-    return 0;
-  }
+  int GetOneReg(const kvm_one_reg& r) override { return ReadOneReg(r, /*absent_is_normal=*/true); }
+  int SetOneReg(const kvm_one_reg& r) override { return WriteOneReg(r); }
   int GetMpState(kvm_mp_state*) override { return -EINVAL; }
   int SetMpState(const kvm_mp_state&) override { return -EINVAL; }
-
- private:
-  template <typename T>
-  int Get(const std::optional<T>& v, T* out, const char* name) {
-    if (!v) {
-      missing = "vCPU " + std::to_string(index_) + " has no " + name + " state (vmsnap_writer_set_vcpu_state)";
-      return -ENOENT;
-    }
-    *out = *v;
-    return 0;
-  }
-  uint32_t index_;
 };
 
 // struct kvm_get_htab_header and the HPTEs that follow it.
@@ -207,13 +180,6 @@ class PpcWriter final : public ArchWriter {
   std::vector<std::unique_ptr<MemVcpu>> vcpus_;
   std::optional<std::vector<uint8_t>> htab_;
 };
-
-template <typename T>
-int Answer(const vmsnap_snapshot* s, const std::optional<T>& v, const char* name, void* buf, size_t buf_size,
-           size_t* size) {
-  if (!v) return Missing(s, name);
-  return CopyOut(&*v, sizeof(T), buf, buf_size, size);
-}
 
 }  // namespace
 

@@ -125,13 +125,6 @@ namespace {
 
 schema::Manifest::Reader Leaf(const vmsnap_snapshot* s) { return s->chain->leaf().manifest(); }
 
-template <typename T>
-int Answer(const vmsnap_snapshot* s, const std::optional<T>& v, const char* name, void* buf, size_t buf_size,
-           size_t* size) {
-  if (!v) return Missing(s, name);
-  return CopyOut(&*v, sizeof(T), buf, buf_size, size);
-}
-
 int X86Vcpu(const vmsnap_snapshot* s, schema::x86::Vcpu::Reader v, uint32_t vcpu, vmsnap_state what, void* buf,
             size_t buf_size, size_t* size) {
   bool want_sregs2 = what == VMSNAP_X86_SREGS2;

@@ -23,17 +23,14 @@ static_assert(sizeof(TodClock) == 16);
 static_assert(sizeof(ks::Fpu) == 136);
 static_assert(sizeof(vmsnap_s390_run_regs) == 24);
 
-class MemVcpu final : public ks::Vcpu {
+class MemVcpu final : public ks::Vcpu, public MemVcpuState {
  public:
-  explicit MemVcpu(uint32_t index) : index_(index) {}
+  explicit MemVcpu(uint32_t index) : MemVcpuState(index) {}
   std::optional<ks::Regs> regs;
   std::optional<ks::Sregs> sregs;
   std::optional<ks::Fpu> fpu;
   std::optional<kvm_mp_state> mp;
   std::optional<vmsnap_s390_run_regs> run;
-  std::vector<OneReg> one;  // in the order given (write) or set (read)
-  std::vector<uint64_t> asked;
-  std::string missing;
 
   int GetRegs(ks::Regs* r) override { return Get(regs, r, "VMSNAP_S390_REGS"); }
   int SetRegs(const ks::Regs& r) override { regs = r; return 0; }
@@ -43,22 +40,8 @@ class MemVcpu final : public ks::Vcpu {
   int SetFpu(const ks::Fpu& r) override { fpu = r; return 0; }
   int GetMpState(kvm_mp_state* r) override { return Get(mp, r, "VMSNAP_S390_MP_STATE"); }
   int SetMpState(const kvm_mp_state& r) override { mp = r; return 0; }
-  int GetOneReg(const kvm_one_reg& r) override {
-    asked.push_back(r.id);
-    for (const OneReg& o : one) {
-      if (o.id != r.id) continue;
-      std::memcpy(reinterpret_cast<void*>(r.addr), o.value.data(), o.value.size());
-      return 0;
-    }
-    missing = "vCPU " + std::to_string(index_) + " has no register " + IdHex(r.id) +
-              " in its VMSNAP_ONE_REGS (vmsnap_writer_set_vcpu_state)";
-    return -ENOENT;
-  }
-  int SetOneReg(const kvm_one_reg& r) override {
-    const auto* p = reinterpret_cast<const uint8_t*>(r.addr);
-    one.push_back({r.id, std::vector<uint8_t>(p, p + OneRegBytes(r.id))});
-    return 0;
-  }
+  int GetOneReg(const kvm_one_reg& r) override { return ReadOneReg(r); }
+  int SetOneReg(const kvm_one_reg& r) override { return WriteOneReg(r); }
   int GetPsw(uint64_t* mask, uint64_t* addr) override {
     if (!run) return Absent("VMSNAP_S390_RUN_REGS");
     *mask = run->psw_mask;
@@ -81,19 +64,6 @@ class MemVcpu final : public ks::Vcpu {
     run->prefix = prefix;
     return 0;
   }
-
- private:
-  int Absent(const char* name) {
-    missing = "vCPU " + std::to_string(index_) + " has no " + name + " state (vmsnap_writer_set_vcpu_state)";
-    return -ENOENT;
-  }
-  template <typename T>
-  int Get(const std::optional<T>& v, T* out, const char* name) {
-    if (!v) return Absent(name);
-    *out = *v;
-    return 0;
-  }
-  uint32_t index_;
 };
 
 // Guest frames of the memory map, in region order, as indexes into the
@@ -282,13 +252,6 @@ class S390Writer final : public ArchWriter {
   std::optional<TodClock> tod_;
   std::optional<std::vector<uint8_t>> skeys_, cmma_;
 };
-
-template <typename T>
-int Answer(const vmsnap_snapshot* s, const std::optional<T>& v, const char* name, void* buf, size_t buf_size,
-           size_t* size) {
-  if (!v) return Missing(s, name);
-  return CopyOut(&*v, sizeof(T), buf, buf_size, size);
-}
 
 std::vector<MemRange> SnapshotMemory(const vmsnap_snapshot* s) {
   std::vector<MemRange> out;
