@@ -92,9 +92,6 @@ struct Slot {
   std::vector<uint8_t> defined;
   bool try_compress = false;  // chosen when the chunk was handed to a worker
   int level = 0;               // the zstd level, when try_compress
-  // Adaptive codec: the chunk was chosen for compression but its pages
-  // looked incompressible, so zstd was not run on it.
-  bool skipped = false;
   // Output.
   std::vector<uint8_t> present;
   // Allocated on first use and not zeroed: a save that stores its chunks raw
@@ -292,17 +289,19 @@ class WriterImpl final : public SnapshotWriter {
         // pipeline as it is when the work starts.
         ChooseCodecLocked(slot);
       }
-      Process(slot, cctx.get(), xxh.get());
+      const bool spared = Process(slot, cctx.get(), xxh.get());
       std::lock_guard<std::mutex> lk(mu_);
       // The compression this chunk did not need goes to a later chunk, so
       // that the share of compressible memory compressed follows `effort_`.
-      if (slot->skipped && effort_ < 1) owed_ = std::min<uint64_t>(owed_ + 1, workers_n_);
+      if (spared && effort_ < 1) owed_ = std::min<uint64_t>(owed_ + 1, workers_n_);
       ring_[slot->seq % ring_.size()] = slot;
       cv_done_.notify_all();
     }
   }
 
-  void Process(Slot* s, ZSTD_CCtx* cctx, XXH3_state_t* xxh) {
+  // Fills in the slot's output. True when the adaptive codec chose to
+  // compress the chunk but spared zstd its incompressible-looking pages.
+  bool Process(Slot* s, ZSTD_CCtx* cctx, XXH3_state_t* xxh) {
     const size_t ps = opts_.page_size;
     s->status = Status::Ok();
     s->present.assign((s->pages + 7) / 8, 0);
@@ -310,10 +309,9 @@ class WriterImpl final : public SnapshotWriter {
     s->compressed = false;
     s->raw_contig = nullptr;
     s->frame_len = 0;
-    s->skipped = false;
     if (xxh == nullptr) {
       s->status = Status::Internal("out of memory creating a checksum state");
-      return;
+      return false;
     }
     XXH3_64bits_reset(xxh);
     // The chunk's memory mapped in one call rather than by a page fault per
@@ -363,25 +361,24 @@ class WriterImpl final : public SnapshotWriter {
     const size_t raw_len = size_t(s->stored_pages) * ps;
     if (raw_len == 0) {
       s->stored_checksum = s->raw_checksum;
-      return;
+      return false;
     }
     if (runs == 1) s->raw_contig = s->data + size_t(first) * ps;
     if (out != nullptr) s->raw_contig = s->gather.get();
     if (!s->try_compress) {
       s->stored_checksum = s->raw_checksum;
-      return;
+      return false;
     }
     // Fewer than 1/16 of the stored pages compressible: even shrunk to
     // nothing they would not save the 1/16 the adaptive codec asks of a
     // compressed chunk (below), so zstd's time on the chunk would be wasted.
     if (sample && (s->stored_pages - random_pages) * 16 < s->stored_pages) {
-      s->skipped = true;
       s->stored_checksum = s->raw_checksum;
-      return;
+      return true;
     }
     if (cctx == nullptr) {
       s->status = Status::Internal("out of memory creating a zstd context");
-      return;
+      return false;
     }
     if (opts_.before_compress) opts_.before_compress(s->level);
     ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
@@ -392,7 +389,7 @@ class WriterImpl final : public SnapshotWriter {
     if (ZSTD_isError(n)) {
       s->status = Status::Internal("chunk at gpa " + Hex(s->gpa) +
                                    ": zstd compression failed: " + ZSTD_getErrorName(n));
-      return;
+      return false;
     }
     // Incompressible (random pages): storing them raw costs less and keeps
     // them mappable. The adaptive codec also keeps a chunk raw when zstd
@@ -400,11 +397,12 @@ class WriterImpl final : public SnapshotWriter {
     // decompression at every load and the loss of mapping.
     if (n >= raw_len || (opts_.adaptive && n > raw_len - raw_len / 16)) {
       s->stored_checksum = s->raw_checksum;
-      return;
+      return false;
     }
     s->compressed = true;
     s->frame_len = n;
     s->stored_checksum = layout::Checksum(s->frame.get(), n);
+    return false;
   }
 
   // The adaptive codec, after zstd's --adapt: every few milliseconds the I/O

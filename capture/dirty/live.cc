@@ -48,7 +48,6 @@ Status FrozenArchState::Capture(schema::Manifest::Builder manifest) {
   manifest.setArch(src.getArch());
   if (src.hasVcpus()) manifest.setVcpus(src.getVcpus());
   if (src.hasVm()) manifest.setVm(src.getVm());
-  if (src.hasDevices()) manifest.setDevices(src.getDevices());
   return Status::Ok();
 }
 

@@ -74,39 +74,50 @@ long BlockGrid::Find(const uint8_t* p) const {
   return -1;
 }
 
-BlockReader::BlockReader(const SnapshotChain& chain, ChunkFetchFn fetch)
-    : chain_(chain), fetch_(std::move(fetch)), dctx_(ZSTD_createDCtx()) {
-  cache_.resize(2);
-}
+namespace {
 
-Result<std::span<const uint8_t>> BlockReader::Stored(int32_t layer, uint32_t chunk) {
-  const SnapshotReader& r = *chain_.layers()[size_t(layer)];
-  if (fetch_ && r.chunk_index()[chunk].stored_length > 0) VMSNAP_RETURN_IF_ERROR(fetch_(size_t(layer), chunk));
-  // StoredBytes checks the stored checksum before handing anything out.
+// Each check on a chunk's bytes has one home here, shared by the whole-chunk
+// decoder (BlockReader) and the one that decodes from the front (ChunkStream).
+
+// The stored bytes of chunk `chunk` of layer `layer`, the fetch hook (may be
+// empty) asked for them first; StoredBytes checks them against the stored
+// checksum before handing anything out.
+Result<std::span<const uint8_t>> FetchStored(const SnapshotChain& chain, const ChunkFetchFn& fetch,
+                                             int32_t layer, uint32_t chunk) {
+  const SnapshotReader& r = *chain.layers()[size_t(layer)];
+  if (fetch && r.chunk_index()[chunk].stored_length > 0) VMSNAP_RETURN_IF_ERROR(fetch(size_t(layer), chunk));
   auto stored = r.StoredBytes(chunk);
   if (!stored.ok()) return stored.status().Context(r.path());
   return stored;
 }
 
-Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored,
-                               uint8_t* out) {
-  const SnapshotReader& r = *chain_.layers()[size_t(layer)];
+// An uncompressed chunk's stored bytes are its pages: its raw checksum and
+// length must be the stored ones, or the manifest contradicts itself.
+Status CheckUncompressed(const SnapshotReader& r, uint32_t chunk, std::span<const uint8_t> stored) {
   const ChunkInfo& c = r.chunk_index()[chunk];
-  if (!dctx_) return Status::Internal("out of memory creating a zstd context");
-  const unsigned long long fcs = ZSTD_getFrameContentSize(stored.data(), stored.size());
-  if (fcs != c.raw_length) {
+  if (c.raw_checksum != c.checksum || stored.size() != c.raw_length) {
+    return Status::Corruption(ChunkName(r, chunk) +
+                              ": raw checksum or length disagrees with the stored ones of an "
+                              "uncompressed chunk");
+  }
+  return Status::Ok();
+}
+
+// A compressed chunk must be a frame that says it holds the manifest's raw
+// length, so the decoder can write into a buffer of exactly that size.
+Status CheckFrameSize(const SnapshotReader& r, uint32_t chunk, std::span<const uint8_t> stored) {
+  const uint64_t raw_length = r.chunk_index()[chunk].raw_length;
+  if (ZSTD_getFrameContentSize(stored.data(), stored.size()) != raw_length) {
     return Status::Corruption(ChunkName(r, chunk) + ": zstd frame content size does not match "
-                              "the manifest's raw length " + std::to_string(c.raw_length));
+                              "the manifest's raw length " + std::to_string(raw_length));
   }
-  const size_t n = ZSTD_decompressDCtx(dctx_.get(), out, c.raw_length, stored.data(), stored.size());
-  if (ZSTD_isError(n)) {
-    return Status::Corruption(ChunkName(r, chunk) + ": zstd: " + ZSTD_getErrorName(n));
-  }
-  if (n != c.raw_length) {
-    return Status::Corruption(ChunkName(r, chunk) + ": decompressed to " + std::to_string(n) +
-                              " bytes, manifest says " + std::to_string(c.raw_length));
-  }
-  const uint64_t sum = layout::Checksum(out, n);
+  return Status::Ok();
+}
+
+// The decoded pages against the checksum the writer took of them.
+Status CheckRaw(const SnapshotReader& r, uint32_t chunk, const uint8_t* raw) {
+  const ChunkInfo& c = r.chunk_index()[chunk];
+  const uint64_t sum = layout::Checksum(raw, c.raw_length);
   if (sum != c.raw_checksum) {
     return Status::Corruption(ChunkName(r, chunk) +
                               ": raw checksum mismatch after decompression (manifest says " +
@@ -115,19 +126,28 @@ Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const ui
   return Status::Ok();
 }
 
-Result<const uint8_t*> BlockReader::Raw(int32_t layer, uint32_t chunk) {
+}  // namespace
+
+BlockReader::BlockReader(const SnapshotChain& chain, ChunkFetchFn fetch)
+    : chain_(chain), fetch_(std::move(fetch)), dctx_(ZSTD_createDCtx()) {
+  cache_.resize(2);
+}
+
+Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored,
+                               uint8_t* out) {
   const SnapshotReader& r = *chain_.layers()[size_t(layer)];
   const ChunkInfo& c = r.chunk_index()[chunk];
-  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, Stored(layer, chunk));
-  if (!c.compressed) {
-    if (c.raw_checksum != c.checksum) {
-      return Status::Corruption(ChunkName(r, chunk) +
-                                ": raw checksum disagrees with the stored checksum of an "
-                                "uncompressed chunk");
-    }
-    return stored.data();  // pages in place in the mapped file
+  if (!dctx_) return Status::Internal("out of memory creating a zstd context");
+  VMSNAP_RETURN_IF_ERROR(CheckFrameSize(r, chunk, stored));
+  const size_t n = ZSTD_decompressDCtx(dctx_.get(), out, c.raw_length, stored.data(), stored.size());
+  if (ZSTD_isError(n)) {
+    return Status::Corruption(ChunkName(r, chunk) + ": zstd: " + ZSTD_getErrorName(n));
   }
-  return static_cast<const uint8_t*>(nullptr);  // caller decompresses into a slot
+  if (n != c.raw_length) {
+    return Status::Corruption(ChunkName(r, chunk) + ": decompressed to " + std::to_string(n) +
+                              " bytes, manifest says " + std::to_string(c.raw_length));
+  }
+  return CheckRaw(r, chunk, out);
 }
 
 void ResolvePages(const SnapshotChain& chain, const BlockGrid::Block& block, std::vector<PageRef>& refs) {
@@ -171,25 +191,31 @@ void ResolvePages(const SnapshotChain& chain, const BlockGrid::Block& block, std
 Status BlockReader::Read(const BlockGrid::Block& block,
                          const std::function<Status(const Run&)>& emit, uint8_t* direct,
                          bool* wrote_direct) {
+  ResolvePages(chain_, block, refs_);
+  return Read(block, refs_, emit, direct, wrote_direct);
+}
+
+Status BlockReader::Read(const BlockGrid::Block& block, const std::vector<PageRef>& refs,
+                         const std::function<Status(const Run&)>& emit, uint8_t* direct,
+                         bool* wrote_direct) {
   if (wrote_direct) *wrote_direct = false;
   const uint32_t ps = chain_.leaf().page_size();
   const uint32_t n = block.pages;
   const uint64_t a = block.gpa;
   const auto& layers = chain_.layers();
-  ResolvePages(chain_, block, refs_);
 
   // One dense compressed chunk that is exactly this block: decompress in place.
-  if (direct != nullptr && refs_[0].layer >= 0) {
-    const PageRef f = refs_[0];
+  if (direct != nullptr && refs[0].layer >= 0) {
+    const PageRef f = refs[0];
     const SnapshotReader& r = *layers[size_t(f.layer)];
     const ChunkInfo& c = r.chunk_index()[f.chunk];
     bool whole = c.compressed && c.gpa == a && c.page_count == n &&
                  c.raw_length == uint64_t(n) * ps;
     for (uint32_t p = 0; whole && p < n; ++p) {
-      whole = refs_[p].layer == f.layer && refs_[p].chunk == f.chunk && refs_[p].raw == p;
+      whole = refs[p].layer == f.layer && refs[p].chunk == f.chunk && refs[p].raw == p;
     }
     if (whole) {
-      VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, Stored(f.layer, f.chunk));
+      VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, fetch_, f.layer, f.chunk));
       VMSNAP_RETURN_IF_ERROR(Decompress(f.layer, f.chunk, stored, direct));
       if (wrote_direct) *wrote_direct = true;
       return Status::Ok();
@@ -199,7 +225,7 @@ Status BlockReader::Read(const BlockGrid::Block& block,
   // Decode every chunk the block needs before emitting anything.
   std::vector<std::pair<uint64_t, const uint8_t*>> need;  // (layer << 32 | chunk, data)
   auto key_of = [](const PageRef& r) { return (uint64_t(uint32_t(r.layer)) << 32) | r.chunk; };
-  for (const PageRef& ref : refs_) {
+  for (const PageRef& ref : refs) {
     if (ref.layer < 0) continue;
     const uint64_t k = key_of(ref);
     if (std::none_of(need.begin(), need.end(), [k](const auto& e) { return e.first == k; })) {
@@ -221,9 +247,12 @@ Status BlockReader::Read(const BlockGrid::Block& block,
     if (data) continue;
     const int32_t l = int32_t(k >> 32);
     const uint32_t ci = uint32_t(k);
-    VMSNAP_ASSIGN_OR_RETURN(const uint8_t* in_file, Raw(l, ci));
-    if (in_file) {
-      data = in_file;
+    const SnapshotReader& r = *layers[size_t(l)];
+    const ChunkInfo& c = r.chunk_index()[ci];
+    VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, fetch_, l, ci));
+    if (!c.compressed) {
+      VMSNAP_RETURN_IF_ERROR(CheckUncompressed(r, ci, stored));
+      data = stored.data();  // pages in place in the mapped file
       continue;
     }
     size_t s = 0;
@@ -238,10 +267,7 @@ Status BlockReader::Read(const BlockGrid::Block& block,
     used[s] = true;
     Decoded& d = cache_[s];
     d.data = nullptr;
-    const SnapshotReader& r = *layers[size_t(l)];
-    const ChunkInfo& c = r.chunk_index()[ci];
     if (d.buf.size() < c.raw_length) d.buf.resize(c.raw_length);
-    VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, Stored(l, ci));
     VMSNAP_RETURN_IF_ERROR(Decompress(l, ci, stored, d.buf.data()));
     d.layer = l;
     d.chunk = ci;
@@ -258,14 +284,14 @@ Status BlockReader::Read(const BlockGrid::Block& block,
   };
   uint32_t p = 0;
   while (p < n) {
-    const PageRef first = refs_[p];
+    const PageRef first = refs[p];
     uint32_t q = p + 1;
     if (first.layer < 0) {
-      while (q < n && refs_[q].layer < 0) ++q;
+      while (q < n && refs[q].layer < 0) ++q;
       VMSNAP_RETURN_IF_ERROR(emit(Run{p, q - p, nullptr}));
     } else {
-      while (q < n && refs_[q].layer == first.layer && refs_[q].chunk == first.chunk &&
-             refs_[q].raw == first.raw + (q - p)) {
+      while (q < n && refs[q].layer == first.layer && refs[q].chunk == first.chunk &&
+             refs[q].raw == first.raw + (q - p)) {
         ++q;
       }
       VMSNAP_RETURN_IF_ERROR(emit(Run{p, q - p, data_of(first) + uint64_t(first.raw) * ps}));
@@ -297,28 +323,16 @@ Status ChunkStream::Begin(const SnapshotChain& chain, const ChunkFetchFn& fetch,
   raw_length_ = c.raw_length;
   in_ = out_ = 0;
   data_ = nullptr;
-  if (fetch && c.stored_length > 0) VMSNAP_RETURN_IF_ERROR(fetch(size_t(layer), chunk));
-  // StoredBytes checks the stored checksum before handing anything out.
-  auto stored = reader_->StoredBytes(chunk);
-  if (!stored.ok()) return stored.status().Context(reader_->path());
-  stored_ = *stored;
+  VMSNAP_ASSIGN_OR_RETURN(stored_, FetchStored(chain, fetch, layer, chunk));
   if (!c.compressed) {
-    if (c.raw_checksum != c.checksum || stored_.size() != raw_length_) {
-      return Status::Corruption(ChunkName(*reader_, chunk) +
-                                ": raw checksum or length disagrees with the stored ones of an "
-                                "uncompressed chunk");
-    }
+    VMSNAP_RETURN_IF_ERROR(CheckUncompressed(*reader_, chunk, stored_));
     data_ = stored_.data();
     out_ = raw_length_;
     return Status::Ok();
   }
   if (!dctx_) return Status::Internal("out of memory creating a zstd context");
   if (raw_length_ > buf_.size()) buf_.resize(raw_length_);
-  const unsigned long long fcs = ZSTD_getFrameContentSize(stored_.data(), stored_.size());
-  if (fcs != raw_length_) {
-    return Status::Corruption(ChunkName(*reader_, chunk) + ": zstd frame content size does not match "
-                              "the manifest's raw length " + std::to_string(raw_length_));
-  }
+  VMSNAP_RETURN_IF_ERROR(CheckFrameSize(*reader_, chunk, stored_));
   const size_t rc = ZSTD_decompressBegin(dctx_);
   if (ZSTD_isError(rc)) return Status::Internal(std::string("zstd: ") + ZSTD_getErrorName(rc));
   data_ = buf_.data();
@@ -360,13 +374,7 @@ Status ChunkStream::Finish() {
     return Status::Corruption(ChunkName(*reader_, chunk_) + ": stored bytes are not exactly one zstd frame of " +
                               std::to_string(raw_length_) + " bytes");
   }
-  const uint64_t sum = layout::Checksum(data_, raw_length_);
-  if (sum != c.raw_checksum) {
-    return Status::Corruption(ChunkName(*reader_, chunk_) +
-                              ": raw checksum mismatch after decompression (manifest says " +
-                              Hex(c.raw_checksum) + ", computed " + Hex(sum) + ")");
-  }
-  return Status::Ok();
+  return CheckRaw(*reader_, chunk_, data_);
 }
 
 }  // namespace vmsnap::memory::internal

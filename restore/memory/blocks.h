@@ -85,6 +85,11 @@ class BlockReader {
   // `emit` is not called; *wrote_direct tells which happened.
   Status Read(const BlockGrid::Block& block, const std::function<Status(const Run&)>& emit,
               uint8_t* direct = nullptr, bool* wrote_direct = nullptr);
+  // The same for a caller that has already resolved the block's pages
+  // (`refs`, from ResolvePages on this block).
+  Status Read(const BlockGrid::Block& block, const std::vector<PageRef>& refs,
+              const std::function<Status(const Run&)>& emit, uint8_t* direct = nullptr,
+              bool* wrote_direct = nullptr);
 
  private:
   struct Decoded {
@@ -93,8 +98,6 @@ class BlockReader {
     const uint8_t* data = nullptr;  // raw stored pages back to back
     std::vector<uint8_t> buf;
   };
-  Result<const uint8_t*> Raw(int32_t layer, uint32_t chunk);
-  Result<std::span<const uint8_t>> Stored(int32_t layer, uint32_t chunk);
   Status Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored, uint8_t* out);
 
   const SnapshotChain& chain_;

@@ -323,15 +323,18 @@ struct LazyPager::Impl {
 
   // Fills block i, which the caller has claimed (state kFilling) while it
   // was empty, whole: every chunk it needs decoded and checked first.
-  void FillClaimed(size_t i, internal::BlockReader& reader, bool by_fault) {
+  // `resolved`: where each of its pages comes from, if the caller knows.
+  void FillClaimed(size_t i, internal::BlockReader& reader, bool by_fault,
+                   const std::vector<internal::PageRef>* resolved = nullptr) {
     const internal::BlockGrid::Block& blk = grid.block(i);
     uint64_t bytes = 0;
-    Status s = reader.Read(blk, [&](const internal::Run& run) {
+    auto copy = [&](const internal::Run& run) {
       if (!run.src) return Status::Ok();  // zero pages: left missing until touched
       const uint64_t len = uint64_t(run.pages) * ps;
       bytes += len;
       return Copy(blk.host + uint64_t(run.first_page) * ps, run.src, len);
-    });
+    };
+    Status s = resolved ? reader.Read(blk, *resolved, copy) : reader.Read(blk, copy);
     if (!s.ok()) {
       MarkFailed(i, s);
       return;
@@ -340,11 +343,11 @@ struct LazyPager::Impl {
     MarkFilled(i, by_fault);
   }
 
-  // Sets `p` up for block i (claimed) when its stored pages all come from
-  // one chunk; false (nothing read) when they come from several.
+  // Sets `p` up for block i (claimed), whose pages come from `refs`, when
+  // its stored pages all come from one chunk; false (nothing read) when
+  // they come from several.
   Result<bool> SetUpPartial(size_t i, Partial& p) {
     const internal::BlockGrid::Block& blk = grid.block(i);
-    internal::ResolvePages(*chain, blk, refs);
     p.pages.clear();
     p.entry.assign(blk.pages, -1);
     int32_t layer = -1;
@@ -401,6 +404,8 @@ struct LazyPager::Impl {
     const internal::BlockGrid::Block& blk = grid.block(i);
     Partial* p = partial_of[i];
     if (p == nullptr) {
+      // Resolved once, for the partial set-up and for a whole fill alike.
+      internal::ResolvePages(*chain, blk, refs);
       p = TakePartial();
       if (p != nullptr) {
         auto one_chunk = SetUpPartial(i, *p);
@@ -413,7 +418,7 @@ struct LazyPager::Impl {
       }
       if (partial_of[i] == nullptr) {
         if (!handler_reader) handler_reader = std::make_unique<internal::BlockReader>(*chain, opts.fetch_chunk);
-        FillClaimed(i, *handler_reader, true);
+        FillClaimed(i, *handler_reader, true, &refs);
         return false;
       }
     }

@@ -21,6 +21,9 @@ Status ParallelEagerLoader::Load(const SnapshotChain& chain,
 }
 
 Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) {
+  // An armed pager waits for this load (it is dropped if the load fails
+  // here); what an earlier load started does not.
+  std::unique_ptr<LazyPager> armed = std::move(armed_);
   Stop();
   auto own = SnapshotChain::Open(chain.leaf().path());
   if (!own.ok()) return own.status();
@@ -31,6 +34,7 @@ Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRe
                               layout::IdToHex(own.value().leaf().id()) + ", expected " +
                               layout::IdToHex(chain.leaf().id()) + ")");
   }
+  armed_ = std::move(armed);
   return LoadShared(std::make_shared<const SnapshotChain>(std::move(own).value()), regions);
 }
 

@@ -247,6 +247,46 @@ TEST(AdaptiveCodec, SparesZstdTheRandomChunksAndCompressesTheText) {
   ExpectSameMemory(dir / "half-random.vmsnap", mem);
 }
 
+// Random chunks with `text` text pages each (pages 0, 16, ... of the chunk).
+Bytes MostlyRandomMemory(uint64_t chunks, uint32_t text) {
+  const Bytes words = TextMemory();
+  Bytes b(chunks * kChunkPages * kPage);
+  uint64_t x = 0x2545f4914f6cdd1dull;
+  for (uint64_t i = 0; i < b.size(); i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(&b[i], &x, 8);
+  }
+  for (uint64_t c = 0; c < chunks; ++c) {
+    for (uint32_t t = 0; t < text; ++t) {
+      std::memcpy(&b[(c * kChunkPages + t * 16) * kPage], &words[(c % 8) * kPage], kPage);
+    }
+  }
+  return b;
+}
+
+// Auto spares zstd a chunk when fewer than 1/16 of its stored pages look
+// compressible: 1 text page in 32 is under, 2 in 32 is not. The two saves
+// run alike (a slow output, so auto climbs to compressing); zstd runs only
+// on the chunks with two (which it then stores raw: too little saved).
+TEST(AdaptiveCodec, SparesZstdOnlyChunksUnderASixteenthCompressible) {
+  TempDir dir;
+  SlowEnv slow(std::chrono::microseconds(4000));
+  WriterOptions o = Auto();
+  o.env = &slow;
+  const Bytes one = MostlyRandomMemory(64, 1), two = MostlyRandomMemory(64, 2);
+  const Outcome under = Save(dir / "one.vmsnap", one, o);
+  const Outcome at = Save(dir / "two.vmsnap", two, o);
+  ASSERT_EQ(under.chunks, 64u);
+  ASSERT_EQ(at.chunks, 64u);
+  EXPECT_EQ(under.compress_calls, 0u) << "zstd ran on chunks with 1 compressible page in 32";
+  EXPECT_GE(at.compress_calls, 16u) << "zstd was spared chunks with 2 compressible pages in 32";
+  EXPECT_EQ(at.compressed, 0u);
+  ExpectSameMemory(dir / "one.vmsnap", one);
+  ExpectSameMemory(dir / "two.vmsnap", two);
+}
+
 // Whatever auto chooses, the memory read back is the memory a raw save
 // stores, page for page.
 TEST(AdaptiveCodec, ReadsBackAsARawSaveOfTheSameMemory) {

@@ -563,6 +563,45 @@ TEST_F(Images, TheServerKeepsItsImagesWithinTheirBoundButNeverRemovesOneInUse) {
   EXPECT_NE(bad.err.find("--image-cache-size"), std::string::npos) << bad.err;
 }
 
+// A server stopped while it builds an image ends the build and leaves none
+// of its unfinished files. The build is held still (SIGSTOP) as soon as its
+// file appears, so that the stop finds it half-way.
+TEST_F(Images, AServerStoppedMidBuildLeavesNoUnfinishedFiles) {
+  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("c.txt")});
+  const std::string dir = Path("cache/vmsnap/images");
+  // Unfinished files: the image's "ID.img.tmp-PID", the stamp's
+  // "ID.stamp.tmp-PID.N".
+  auto unfinished = [&] {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.find(".tmp-") != std::string::npos) names.push_back(n);
+    }
+    return names;
+  };
+  pid_t builder = -1;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (builder < 0 && std::chrono::steady_clock::now() < end) {
+    for (const std::string& n : unfinished()) {
+      const size_t at = n.find(".img.tmp-");
+      if (at == std::string::npos) continue;
+      builder = pid_t(std::stol(n.substr(at + 9)));
+      ::kill(builder, SIGSTOP);
+    }
+  }
+  ASSERT_GT(builder, 0) << "no image build seen";
+  ASSERT_FALSE(unfinished().empty()) << "the build finished before it could be held";
+  ::kill(server, SIGTERM);
+  EXPECT_EQ(Wait(server), 0);
+  const std::vector<std::string> left = unfinished();
+  EXPECT_TRUE(left.empty()) << "left: " << left[0];
+  ::kill(c, SIGKILL);
+  Wait(c);
+}
+
 TEST_F(Images, AnImageChangedAfterItWasBuiltIsNeverMapped) {
   pid_t c = Load("shared", "c.txt");
   ::kill(c, SIGKILL);
