@@ -28,6 +28,7 @@
 #include "base/fd.h"
 #include "base/hex.h"
 #include "base/mapping.h"
+#include "format/chain.h"
 #include "format/layout.h"
 #include "format/output.h"
 #include "format/reader.h"
@@ -148,11 +149,6 @@ Result<Layout> DecodeLayout(std::span<const uint8_t> b, const std::string& where
   return l;
 }
 
-// Where a child's recorded parent path points (relative: to the child's folder).
-std::string ParentPath(const std::string& child, const std::string& recorded) {
-  return (std::filesystem::path(child).parent_path() / recorded).string();
-}
-
 // The file's bytes [off, off + len), which no chunk may overlap (the
 // header, the manifest, the footer): from the layout's gap bytes.
 Result<std::span<const uint8_t>> GapBytes(const Layout& l, uint64_t off, uint64_t len, const std::string& where) {
@@ -169,17 +165,20 @@ Result<std::span<const uint8_t>> GapBytes(const Layout& l, uint64_t off, uint64_
 }
 
 // The snapshot id of the file a layout describes: XXH3-128 of its manifest,
-// found through the footer, both in the gap bytes.
+// found through the footer (checked as a file's footer is), both in the gap
+// bytes; the manifest is checked against the footer's checksum.
 Result<layout::SnapshotId> LayoutId(const Layout& l, const std::string& where) {
-  if (l.file_size < layout::kFooterSize) return Status::Corruption(where + ": not a snapshot layout (no footer)");
-  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> footer,
+  auto bad = [&](const std::string& why) { return Status::Corruption(where + ": not a snapshot layout (" + why + ")"); };
+  if (l.file_size < layout::kFooterSize) return bad("no footer");
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> footer_bytes,
                           GapBytes(l, l.file_size - layout::kFooterSize, layout::kFooterSize, where));
-  const uint64_t off = GetLe64(footer.data() + layout::kFooterManifestOffset);
-  const uint64_t len = GetLe64(footer.data() + layout::kFooterManifestLength);
-  if (len > l.file_size || off > l.file_size - len) {
-    return Status::Corruption(where + ": not a snapshot layout (the footer's manifest is outside the file)");
+  auto footer = layout::DecodeFooter(footer_bytes.first<layout::kFooterSize>(), l.file_size);
+  if (!footer.ok()) return bad(footer.status().message());
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> manifest,
+                          GapBytes(l, footer->manifest_offset, footer->manifest_length, where));
+  if (layout::Checksum(manifest.data(), manifest.size()) != footer->manifest_checksum) {
+    return bad("the manifest does not match the footer's checksum");
   }
-  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> manifest, GapBytes(l, off, len, where));
   return layout::ComputeId(manifest);
 }
 
@@ -326,6 +325,15 @@ std::string DefaultParentName(const std::string& child_name, const std::string& 
   return folder + file;
 }
 
+void PushStats::AddParents(const PushStats& parents) {
+  chunks += parents.chunks;
+  uploaded_chunks += parents.uploaded_chunks;
+  uploaded_bytes += parents.uploaded_bytes;
+  present_chunks += parents.present_chunks;
+  present_bytes += parents.present_bytes;
+  pushed_parents.insert(pushed_parents.begin(), parents.pushed_parents.begin(), parents.pushed_parents.end());
+}
+
 namespace {
 
 // An incremental snapshot's parent in the store: found there with the id
@@ -357,22 +365,16 @@ Result<PushStats> SettleParent(const SnapshotReader& child, const std::string& p
     return PushStats{};
   }
   if (have.status().code() != Code::kNotFound) return have.status();
-  const std::string ppath = ParentPath(path, recorded);
-  {
-    // The local file must be the parent the child was made on, before
-    // anything of it is uploaded.
-    auto parent = SnapshotReader::Open(ppath);
-    if (!parent.ok() && parent.status().code() == Code::kNotFound) {
-      return Status::NotFound(at + l.parent + ": no such snapshot, and the parent snapshot " + ppath + " of " +
-                              path + " is missing; push the parent first and name it with --parent-name");
-    }
-    if (!parent.ok()) return parent.status().Context("parent snapshot " + ppath + " of " + path);
-    if ((*parent)->id() != l.parent_id) {
-      return Status::Corruption("parent snapshot " + ppath + " of " + path + " is not the recorded file (id " +
-                                layout::IdToHex((*parent)->id()) + ", expected " + layout::IdToHex(l.parent_id) +
-                                ")");
-    }
+  // The local file must be the parent the child was made on, before
+  // anything of it is uploaded.
+  auto parent = OpenParent(child);
+  if (!parent.ok() && parent.status().code() == Code::kNotFound) {
+    return Status::NotFound(at + l.parent + ": no such snapshot, and the " + parent.status().message() +
+                            "; push the parent first and name it with --parent-name");
   }
+  VMSNAP_RETURN_IF_ERROR(parent.status());
+  const std::string ppath = (*parent)->path();
+  parent->reset();
   PushOptions po = options;
   po.parent_name.clear();
   VMSNAP_ASSIGN_OR_RETURN(PushStats ps, Push(ppath, store, l.parent, po));
@@ -478,12 +480,7 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   st.layout_bytes = bytes.size();
   VMSNAP_RETURN_IF_ERROR(store.Put(LayoutObject(name), bytes, mark));
   st.parent = l.parent;
-  st.pushed_parents = std::move(parents.pushed_parents);
-  st.chunks += parents.chunks;
-  st.uploaded_chunks += parents.uploaded_chunks;
-  st.uploaded_bytes += parents.uploaded_bytes;
-  st.present_chunks += parents.present_chunks;
-  st.present_bytes += parents.present_bytes;
+  st.AddParents(parents);
   return st;
 }
 
@@ -568,8 +565,10 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
   return chain;
 }
 
-Result<std::string> LinkChain(const std::string& dir, const std::vector<std::string>& layers) {
+Result<std::string> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& readers) {
   namespace fs = std::filesystem;
+  std::vector<std::string> layers;
+  for (const SnapshotReader* r : readers) layers.push_back(r->path());
   if (layers.size() <= 1) return layers.empty() ? std::string() : layers.back();
   // Where each layer goes, relative to the chain's folder: the leaf first,
   // then each parent where its child's manifest looks for it. A parent
@@ -577,9 +576,9 @@ Result<std::string> LinkChain(const std::string& dir, const std::vector<std::str
   std::vector<std::string> recorded(layers.size());
   size_t climbs = 0;
   for (size_t k = 1; k < layers.size(); ++k) {
-    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> r, SnapshotReader::Open(layers[k]));
-    if (!r->manifest().hasParent()) return Status::Internal(layers[k] + ": a chain's layer without a parent");
-    recorded[k] = r->manifest().getParent().getPath().cStr();
+    const auto m = readers[k]->manifest();
+    if (!m.hasParent()) return Status::Internal(layers[k] + ": a chain's layer without a parent");
+    recorded[k] = m.getParent().getPath().cStr();
     if (recorded[k].empty() || recorded[k][0] == '/') {
       return Status::Unsupported(layers[k] + ": names its parent by the absolute path " + recorded[k] +
                                  "; pull the chain and load the files");
@@ -719,7 +718,7 @@ Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::s
   for (size_t k = chain.size() - 1; k-- > 0;) {
     // Where the layer above looks for it.
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> r, SnapshotReader::Open(child));
-    const std::string target = ParentPath(child, r->manifest().getParent().getPath().cStr());
+    const std::string target = ParentPathOf(child, r->manifest().getParent().getPath().cStr());
     struct stat fs {};
     if (::stat(target.c_str(), &fs) == 0) {
       auto there = SnapshotReader::Open(target);
@@ -741,7 +740,8 @@ Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::s
 Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
                                const ProgressFn& progress) {
   VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> chain, FetchChain(store, name));
-  std::vector<std::string> files;
+  std::vector<std::unique_ptr<SnapshotReader>> files;
+  std::vector<const SnapshotReader*> readers;
   for (const StoredLayer& layer : chain) {
     // Named by the layout's own hash: a snapshot pushed again under the
     // same name with other contents gets another file.
@@ -750,9 +750,11 @@ Result<std::string> PullCached(ObjectStore& store, const std::string& name, cons
     if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != layer.layout.file_size) {
       VMSNAP_RETURN_IF_ERROR(PullLayout(store, layer.name, layer.raw, path, 16, progress).status());
     }
-    files.push_back(path);
+    if (chain.size() == 1) return path;
+    VMSNAP_ASSIGN_OR_RETURN(files.emplace_back(), SnapshotReader::Open(path));
+    readers.push_back(files.back().get());
   }
-  return LinkChain(cache_dir, files);
+  return LinkChain(cache_dir, readers);
 }
 
 Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix) {

@@ -336,6 +336,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
 }
 
 const std::string& LazySnapshot::path() const { return impl_->path; }
+const SnapshotReader& LazySnapshot::reader() const { return *impl_->reader; }
 bool LazySnapshot::kept() const { return impl_->kept; }
 void LazySnapshot::Discard() {
   if (!impl_->kept) ::unlink(impl_->path.c_str());
@@ -410,7 +411,7 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> layers, FetchChain(*store, name));
   std::shared_ptr<ObjectStore> shared(std::move(store));
   auto chain = std::unique_ptr<LazyChain>(new LazyChain());
-  std::vector<std::string> files;
+  std::vector<const SnapshotReader*> readers;
   // Making room for a layer must not evict the layers opened before it.
   LazyCacheOptions o = options;
   for (StoredLayer& l : layers) {
@@ -418,10 +419,10 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<LazySnapshot> s,
                             LazySnapshot::Open(shared, l.name, std::move(l.layout), o));
     o.keep.push_back(base);
-    files.push_back(s->path());
+    readers.push_back(&s->reader());
     chain->layers_.push_back(std::move(s));
   }
-  VMSNAP_ASSIGN_OR_RETURN(chain->path_, LinkChain(options.dir, files));
+  VMSNAP_ASSIGN_OR_RETURN(chain->path_, LinkChain(options.dir, readers));
   return chain;
 }
 

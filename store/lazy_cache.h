@@ -57,6 +57,8 @@ class LazySnapshot {
 
   // The local file, to open as any snapshot file.
   const std::string& path() const;
+  // The file opened (its manifest checked; chunks may still be missing).
+  const SnapshotReader& reader() const;
   // False when the file is only for this load: the caller removes it
   // (Discard) once every reader has opened it.
   bool kept() const;
