@@ -4,6 +4,7 @@
 #include "store/chunk_store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -565,11 +566,11 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
   return chain;
 }
 
-Result<std::string> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& readers) {
+Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& readers) {
   namespace fs = std::filesystem;
   std::vector<std::string> layers;
   for (const SnapshotReader* r : readers) layers.push_back(r->path());
-  if (layers.size() <= 1) return layers.empty() ? std::string() : layers.back();
+  if (layers.size() <= 1) return LinkedChain{layers.empty() ? std::string() : layers.back(), UniqueFd()};
   // Where each layer goes, relative to the chain's folder: the leaf first,
   // then each parent where its child's manifest looks for it. A parent
   // path that climbs ("../") needs the leaf that many folders down.
@@ -602,27 +603,62 @@ Result<std::string> LinkChain(const std::string& dir, const std::vector<const Sn
     }
   }
   const std::string leaf_path = chain_dir + "/" + leaf.string();
-  std::error_code ec;
-  if (fs::exists(leaf_path, ec)) return leaf_path;  // the same layers: made by an earlier load
-  // Made aside, then renamed into place: two loads of one chain never see
-  // half a folder.
-  const std::string tmp = chain_dir + "." + std::to_string(::getpid()) + ".tmp";
-  fs::remove_all(tmp, ec);
-  for (size_t k = 0; k < layers.size(); ++k) {
-    const fs::path link = fs::path(tmp) / place[k];
-    fs::create_directories(link.parent_path(), ec);
-    if (!ec) fs::create_symlink(fs::absolute(layers[k]), link, ec);
-    if (ec) {
+  // The folder is held (a shared lock on it) until the chain is open:
+  // RemoveDeadChains takes only folders nobody holds. A folder renamed away
+  // between finding it and locking it is made again.
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    std::error_code ec;
+    if (!fs::exists(leaf_path, ec)) {
+      // Made aside, then renamed into place: two loads of one chain never
+      // see half a folder.
+      const std::string tmp = chain_dir + "." + std::to_string(::getpid()) + ".tmp";
       fs::remove_all(tmp, ec);
-      return Status::Io("link " + link.string() + " to " + layers[k] + ": " + ec.message());
+      for (size_t k = 0; k < layers.size(); ++k) {
+        const fs::path link = fs::path(tmp) / place[k];
+        fs::create_directories(link.parent_path(), ec);
+        if (!ec) fs::create_symlink(fs::absolute(layers[k]), link, ec);
+        if (ec) {
+          fs::remove_all(tmp, ec);
+          return Status::Io("link " + link.string() + " to " + layers[k] + ": " + ec.message());
+        }
+      }
+      if (::rename(tmp.c_str(), chain_dir.c_str()) != 0) {
+        const int err = errno;
+        fs::remove_all(tmp, ec);
+        if (err != EEXIST && err != ENOTEMPTY) return Status::FromErrno(err, "create " + chain_dir);
+      }
+    }
+    UniqueFd hold(::open(chain_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct stat held {}, there {};
+    if (hold.valid() && ::flock(hold.get(), LOCK_SH) == 0 && ::fstat(hold.get(), &held) == 0 &&
+        ::stat(chain_dir.c_str(), &there) == 0 && held.st_ino == there.st_ino && held.st_dev == there.st_dev) {
+      return LinkedChain{leaf_path, std::move(hold)};
     }
   }
-  if (::rename(tmp.c_str(), chain_dir.c_str()) != 0) {
-    const int err = errno;
-    fs::remove_all(tmp, ec);
-    if (err != EEXIST && err != ENOTEMPTY) return Status::FromErrno(err, "create " + chain_dir);
+  return Status::Io(chain_dir + ": removed again and again while it was made");
+}
+
+void RemoveDeadChains(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::directory_iterator it(fs::path(dir) / "chains", ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path folder = it->path();
+    // Folders being made or removed have a '.' in their names.
+    if (folder.filename().string().find('.') != std::string::npos) continue;
+    bool dead = false;
+    std::error_code walk;
+    for (fs::recursive_directory_iterator l(folder, walk), lend; !walk && l != lend && !dead; l.increment(walk)) {
+      std::error_code e;
+      dead = l->is_symlink(e) && !fs::exists(l->path(), e);
+    }
+    if (!dead) continue;
+    UniqueFd fd(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // Held: a load is opening the chain through it.
+    if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    const std::string gone = folder.string() + "." + std::to_string(::getpid()) + ".gone";
+    std::error_code e;
+    if (::rename(folder.c_str(), gone.c_str()) == 0) fs::remove_all(gone, e);
   }
-  return leaf_path;
 }
 
 namespace {
@@ -754,7 +790,8 @@ Result<std::string> PullCached(ObjectStore& store, const std::string& name, cons
     VMSNAP_ASSIGN_OR_RETURN(files.emplace_back(), SnapshotReader::Open(path));
     readers.push_back(files.back().get());
   }
-  return LinkChain(cache_dir, readers);
+  VMSNAP_ASSIGN_OR_RETURN(LinkedChain linked, LinkChain(cache_dir, readers));
+  return linked.leaf;
 }
 
 Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.h"
 #include "base/status.h"
 #include "format/layout.h"
 #include "store/object_store.h"
@@ -159,9 +160,19 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
 // The layers of a chain (local files, open, root first) as the chain reader
 // finds them: a folder `dir`/chains/HASH of links, each layer linked where
 // its child's manifest looks for it (relative to the child's folder), the
-// files themselves left where they are. Returns the leaf's link. The folder
-// is named by the layers' paths, so the same chain reuses it.
-Result<std::string> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& layers);
+// files themselves left where they are. Returns the leaf's link, and the
+// folder held (a shared lock) until `hold` is closed: the caller keeps it
+// until the chain is open. The folder is named by the layers' paths, so the
+// same chain reuses it. A chain of one layer is its file, with no folder.
+struct LinkedChain {
+  std::string leaf;
+  UniqueFd hold;
+};
+Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& layers);
+// Removes the chain folders of `dir` with a link to a file that is gone
+// (evicted from a cache, or made for one load), except those a LinkChain
+// caller holds.
+void RemoveDeadChains(const std::string& dir);
 // One chunk of snapshot `name` into `out` (room for chunk.length + 1
 // bytes: one more tells an object of the wrong size), checked against its
 // SHA-256; a missing or altered object is named in the error as Pull names

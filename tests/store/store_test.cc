@@ -8,7 +8,8 @@
 // line with exit status 2; and what a push asks of the store
 // (through a recording wrapper): each distinct chunk once, chunks settled
 // right whatever the guess of which are new, and every chunk marked again
-// before the layout when the push ran long.
+// before the layout when the push ran long; and the lazy cache's limit and
+// chain folders.
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -17,8 +18,10 @@
 #include <mutex>
 #include <set>
 
+#include "format/chain.h"
 #include "format/layout.h"
 #include "store/chunk_store.h"
+#include "store/lazy_cache.h"
 #include "tests/store/store_fixture.h"
 
 namespace vmsnap {
@@ -329,6 +332,106 @@ TEST_F(StorePush, WrongGuessesOfNewChunksStillStoreEachChunkOnceAndRight) {
   auto pulled = store::Pull(*store_, prefix_ + "b", Path("b.pulled"), 4, nullptr);
   ASSERT_TRUE(pulled.ok()) << pulled.status().message();
   EXPECT_EQ(ReadFile(Path("b.pulled")), ReadFile(Path("b.vmsnap")));
+}
+
+// The lazy cache's limit is for a chain as a whole, and its chain folders
+// go with the files they link: a chain whose layers each fit but not
+// together is used without being kept, and leaves nothing behind once open;
+// a kept chain's files and folder go when another snapshot needs the room,
+// while a chain already open goes on reading.
+TEST_F(StorePush, ALazyCacheKeepsAChainOnlyWholeAndDropsTheLinksOfWhatItRemoves) {
+  namespace fs = std::filesystem;
+  constexpr uint64_t kPages = 1024;
+  WriteSnapshot(Path("base.vmsnap"), kPages, 61);
+  WriteLayer(Path("top.vmsnap"), Path("base.vmsnap"), kPages, 0, 8, 62);
+  WriteSnapshot(Path("other.vmsnap"), kPages, 63);
+  store::PushOptions po;
+  po.parent_name = prefix_ + "base";
+  auto pushed = store::Push(Path("top.vmsnap"), *store_, prefix_ + "top", po);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+  po.parent_name.clear();
+  pushed = store::Push(Path("other.vmsnap"), *store_, prefix_ + "other", po);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+  auto local = SnapshotChain::Open(Path("top.vmsnap"));
+  ASSERT_TRUE(local.ok()) << local.status().message();
+  std::vector<uint8_t> want(kPages * storetest::kPage), got(want.size());
+  ASSERT_TRUE(local->ReadMemory(0, want.size(), want.data()).ok());
+
+  auto open = [&](const std::string& name, const std::string& dir, uint64_t max) {
+    auto u = store::ParseStoreUrl("rados://vmsnap", /*name_required=*/false);
+    EXPECT_TRUE(u.ok());
+    auto st = store::OpenStore(*u, "");
+    EXPECT_TRUE(st.ok()) << st.status().message();
+    store::LazyCacheOptions o;
+    o.dir = Path(dir);
+    o.max_bytes = max;
+    return store::LazyChain::Open(std::move(st).value(), prefix_ + name, o);
+  };
+  auto chains_in = [&](const std::string& dir) {
+    size_t n = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(Path(dir) + "/chains", ec), end; !ec && it != end; it.increment(ec)) ++n;
+    return n;
+  };
+  auto bytes_in = [&](const std::string& dir) {
+    uint64_t n = 0;
+    for (const auto& e : fs::directory_iterator(Path(dir))) n += e.is_regular_file() ? e.file_size() : 0;
+    return n;
+  };
+  const uint64_t base_bytes = fs::file_size(Path("base.vmsnap")), top_bytes = fs::file_size(Path("top.vmsnap"));
+
+  {
+    // Room for either layer (the file and a byte per chunk), not both.
+    const uint64_t limit = std::max(base_bytes, top_bytes) + 64;
+    ASSERT_LT(limit, base_bytes + top_bytes);
+    auto c = open("top", "tight", limit);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_FALSE((*c)->kept()) << "a chain larger than the cache's limit was kept";
+    ASSERT_TRUE((*c)->FetchAll().ok());
+    auto opened = SnapshotChain::Open((*c)->path());
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    (*c)->Discard();
+    ASSERT_TRUE(opened->ReadMemory(0, got.size(), got.data()).ok());
+    EXPECT_TRUE(got == want) << "the chain read other memory than its files hold";
+    EXPECT_LE(bytes_in("tight"), limit);
+    EXPECT_EQ(chains_in("tight"), 0u) << "the links of a chain made for one load stayed";
+  }
+  {
+    // Room for both, and little more: both are kept (the file the first
+    // one has made is not counted twice when the second is made).
+    auto c = open("top", "exact", base_bytes + top_bytes + 64);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_TRUE((*c)->kept()) << "a chain within the cache's limit was not kept whole";
+  }
+  {
+    auto c = open("top", "cache", 1ull << 30);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_TRUE((*c)->kept());
+    ASSERT_TRUE((*c)->FetchAll().ok());
+    auto opened = SnapshotChain::Open((*c)->path());
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    (*c)->Discard();
+    EXPECT_EQ(chains_in("cache"), 1u);
+    // Room for `other` alone: both layers of the chain go, and its folder.
+    auto o = open("other", "cache", fs::file_size(Path("other.vmsnap")) + 64);
+    ASSERT_TRUE(o.ok()) << o.status().message();
+    EXPECT_TRUE((*o)->kept());
+    EXPECT_EQ(chains_in("cache"), 0u) << "the links to removed files stayed";
+    ASSERT_TRUE(opened->ReadMemory(0, got.size(), got.data()).ok());
+    EXPECT_TRUE(got == want) << "a chain open before its files were removed read other memory";
+  }
+  {
+    // A folder its load still holds (the chain not yet open through it)
+    // stays, even when its files go; once let go, it goes too.
+    auto c = open("top", "held", 1ull << 30);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    auto o = open("other", "held", fs::file_size(Path("other.vmsnap")) + 64);
+    ASSERT_TRUE(o.ok()) << o.status().message();
+    EXPECT_EQ(chains_in("held"), 1u) << "a chain folder in use was removed";
+    (*c)->Discard();
+    store::RemoveDeadChains(Path("held"));
+    EXPECT_EQ(chains_in("held"), 0u);
+  }
 }
 
 // A push that took longer than remark_after_s marks every chunk again, with
