@@ -29,6 +29,41 @@ long FindChunk(const std::vector<ChunkInfo>& chunks, uint32_t ps, uint64_t gpa) 
 
 }  // namespace
 
+std::string ParentPathOf(const std::string& child_path, const std::string& recorded) {
+  if (!recorded.empty() && recorded[0] == '/') return recorded;
+  return DirOf(child_path) + "/" + recorded;
+}
+
+Result<std::unique_ptr<SnapshotReader>> OpenParent(const SnapshotReader& child, const ReaderOptions& options) {
+  auto ref = child.manifest().getParent();
+  const std::string recorded = ref.getPath().cStr();
+  if (recorded.empty()) {
+    return Status::Corruption("snapshot " + child.path() + " names a parent without a path");
+  }
+  const std::string ppath = ParentPathOf(child.path(), recorded);
+  layout::SnapshotId want{};
+  auto idb = ref.getSnapshotId();  // 16 bytes: the reader checked
+  std::memcpy(want.data(), idb.begin(), want.size());
+  auto parent = SnapshotReader::Open(ppath, options);
+  if (!parent.ok()) {
+    if (parent.status().code() == Code::kNotFound) {
+      return Status::NotFound("parent snapshot " + ppath + " of " + child.path() + " is missing");
+    }
+    return parent.status().Context("parent snapshot " + ppath + " of " + child.path());
+  }
+  if (parent.value()->id() != want) {
+    return Status::Corruption("parent snapshot " + ppath + " of " + child.path() +
+                              " is not the recorded file (id " + layout::IdToHex(parent.value()->id()) +
+                              ", expected " + layout::IdToHex(want) + ")");
+  }
+  if (parent.value()->page_size() != child.page_size()) {
+    return Status::Corruption("parent snapshot " + ppath + " of " + child.path() + " has page size " +
+                              std::to_string(parent.value()->page_size()) + ", the child " +
+                              std::to_string(child.page_size()));
+  }
+  return std::move(parent).value();
+}
+
 Result<SnapshotChain> SnapshotChain::Open(const std::string& leaf_path,
                                           const ReaderOptions& options) {
   SnapshotChain chain;
@@ -44,35 +79,8 @@ Result<SnapshotChain> SnapshotChain::Open(const std::string& leaf_path,
       return Status::Corruption("snapshot " + leaf_path + " has more than " +
                                 std::to_string(layout::kMaxParentDepth) + " parents");
     }
-    auto ref = m.getParent();
-    std::string ppath = ref.getPath().cStr();
-    if (ppath.empty()) {
-      return Status::Corruption("snapshot " + child.path() + " names a parent without a path");
-    }
-    if (ppath[0] != '/') ppath = DirOf(child.path()) + "/" + ppath;
-    layout::SnapshotId want{};
-    auto idb = ref.getSnapshotId();  // 16 bytes: the reader checked
-    std::memcpy(want.data(), idb.begin(), want.size());
-    auto parent = SnapshotReader::Open(ppath, options);
-    if (!parent.ok()) {
-      if (parent.status().code() == Code::kNotFound) {
-        return Status::NotFound("parent snapshot " + ppath + " of " + child.path() +
-                                " is missing");
-      }
-      return parent.status().Context("parent snapshot " + ppath + " of " + child.path());
-    }
-    if (parent.value()->id() != want) {
-      return Status::Corruption("parent snapshot " + ppath + " of " + child.path() +
-                                " is not the recorded file (id " +
-                                layout::IdToHex(parent.value()->id()) + ", expected " +
-                                layout::IdToHex(want) + ")");
-    }
-    if (parent.value()->page_size() != child.page_size()) {
-      return Status::Corruption("parent snapshot " + ppath + " of " + child.path() +
-                                " has page size " + std::to_string(parent.value()->page_size()) +
-                                ", the child " + std::to_string(child.page_size()));
-    }
-    rev.push_back(std::move(parent).value());
+    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> parent, OpenParent(child, options));
+    rev.push_back(std::move(parent));
   }
   std::reverse(rev.begin(), rev.end());
   chain.layers_ = std::move(rev);

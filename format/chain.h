@@ -14,6 +14,18 @@
 
 namespace vmsnap {
 
+// Where a child's recorded parent path points: the path itself when
+// absolute, else relative to the child's directory. Every reader of a chain
+// (local, pulled, cached) resolves parents through this one rule.
+std::string ParentPathOf(const std::string& child_path, const std::string& recorded);
+
+// The parent `child` names (it must have one), opened and checked to be the
+// file the child was made on (its snapshot id) with the child's page size.
+// Errors: NotFound("parent snapshot <path> of <child> is missing"),
+// Corruption("parent snapshot <path> of <child> is not the recorded file (id
+// X, expected Y)"), or the parent's own error with that context.
+Result<std::unique_ptr<SnapshotReader>> OpenParent(const SnapshotReader& child, const ReaderOptions& options = {});
+
 class SnapshotChain {
  public:
   // Errors: "parent snapshot <path> of <child> is missing", "parent snapshot

@@ -88,8 +88,16 @@ Result<Footer> DecodeFooter(std::span<const uint8_t> file) {
     return Status::Corruption("footer: file is " + std::to_string(file.size()) +
                               (file.size() == 1 ? " byte" : " bytes") + ", too short to hold a header and a footer (truncated)");
   }
-  const uint64_t at = file.size() - kFooterSize;
-  const uint8_t* p = file.data() + at;
+  return DecodeFooter(file.last<kFooterSize>(), file.size());
+}
+
+Result<Footer> DecodeFooter(std::span<const uint8_t, kFooterSize> footer, uint64_t file_size) {
+  if (file_size < kHeaderSize + kFooterSize) {
+    return Status::Corruption("footer: file is " + std::to_string(file_size) +
+                              (file_size == 1 ? " byte" : " bytes") + ", too short to hold a header and a footer (truncated)");
+  }
+  const uint64_t at = file_size - kFooterSize;
+  const uint8_t* p = footer.data();
   const std::string where = "footer at file offset " + Hex(at) + ": ";
   if (std::memcmp(p + kFooterMagicOffset, kFooterMagic, 8) != 0) {
     return Status::Corruption(where + "bad magic (file truncated or not a complete .vmsnap file)");

@@ -119,5 +119,9 @@ void EncodeFooter(const Footer& f, uint8_t out[kFooterSize]);
 // the footer's magic and checksum and that the manifest lies between the
 // header and the footer. Errors: Corruption("footer at file offset 0x...: ...").
 Result<Footer> DecodeFooter(std::span<const uint8_t> file);
+// The same checks on a footer held apart from its file: `footer` is the last
+// kFooterSize bytes of a file of `file_size` bytes (a stored snapshot's
+// layout keeps them among its other bytes).
+Result<Footer> DecodeFooter(std::span<const uint8_t, kFooterSize> footer, uint64_t file_size);
 
 }  // namespace vmsnap::layout

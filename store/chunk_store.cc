@@ -4,6 +4,7 @@
 #include "store/chunk_store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@
 #include "base/fd.h"
 #include "base/hex.h"
 #include "base/mapping.h"
+#include "format/chain.h"
 #include "format/layout.h"
 #include "format/output.h"
 #include "format/reader.h"
@@ -148,11 +150,6 @@ Result<Layout> DecodeLayout(std::span<const uint8_t> b, const std::string& where
   return l;
 }
 
-// Where a child's recorded parent path points (relative: to the child's folder).
-std::string ParentPath(const std::string& child, const std::string& recorded) {
-  return (std::filesystem::path(child).parent_path() / recorded).string();
-}
-
 // The file's bytes [off, off + len), which no chunk may overlap (the
 // header, the manifest, the footer): from the layout's gap bytes.
 Result<std::span<const uint8_t>> GapBytes(const Layout& l, uint64_t off, uint64_t len, const std::string& where) {
@@ -169,17 +166,20 @@ Result<std::span<const uint8_t>> GapBytes(const Layout& l, uint64_t off, uint64_
 }
 
 // The snapshot id of the file a layout describes: XXH3-128 of its manifest,
-// found through the footer, both in the gap bytes.
+// found through the footer (checked as a file's footer is), both in the gap
+// bytes; the manifest is checked against the footer's checksum.
 Result<layout::SnapshotId> LayoutId(const Layout& l, const std::string& where) {
-  if (l.file_size < layout::kFooterSize) return Status::Corruption(where + ": not a snapshot layout (no footer)");
-  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> footer,
+  auto bad = [&](const std::string& why) { return Status::Corruption(where + ": not a snapshot layout (" + why + ")"); };
+  if (l.file_size < layout::kFooterSize) return bad("no footer");
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> footer_bytes,
                           GapBytes(l, l.file_size - layout::kFooterSize, layout::kFooterSize, where));
-  const uint64_t off = GetLe64(footer.data() + layout::kFooterManifestOffset);
-  const uint64_t len = GetLe64(footer.data() + layout::kFooterManifestLength);
-  if (len > l.file_size || off > l.file_size - len) {
-    return Status::Corruption(where + ": not a snapshot layout (the footer's manifest is outside the file)");
+  auto footer = layout::DecodeFooter(footer_bytes.first<layout::kFooterSize>(), l.file_size);
+  if (!footer.ok()) return bad(footer.status().message());
+  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> manifest,
+                          GapBytes(l, footer->manifest_offset, footer->manifest_length, where));
+  if (layout::Checksum(manifest.data(), manifest.size()) != footer->manifest_checksum) {
+    return bad("the manifest does not match the footer's checksum");
   }
-  VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> manifest, GapBytes(l, off, len, where));
   return layout::ComputeId(manifest);
 }
 
@@ -326,6 +326,15 @@ std::string DefaultParentName(const std::string& child_name, const std::string& 
   return folder + file;
 }
 
+void PushStats::AddParents(const PushStats& parents) {
+  chunks += parents.chunks;
+  uploaded_chunks += parents.uploaded_chunks;
+  uploaded_bytes += parents.uploaded_bytes;
+  present_chunks += parents.present_chunks;
+  present_bytes += parents.present_bytes;
+  pushed_parents.insert(pushed_parents.begin(), parents.pushed_parents.begin(), parents.pushed_parents.end());
+}
+
 namespace {
 
 // An incremental snapshot's parent in the store: found there with the id
@@ -357,22 +366,16 @@ Result<PushStats> SettleParent(const SnapshotReader& child, const std::string& p
     return PushStats{};
   }
   if (have.status().code() != Code::kNotFound) return have.status();
-  const std::string ppath = ParentPath(path, recorded);
-  {
-    // The local file must be the parent the child was made on, before
-    // anything of it is uploaded.
-    auto parent = SnapshotReader::Open(ppath);
-    if (!parent.ok() && parent.status().code() == Code::kNotFound) {
-      return Status::NotFound(at + l.parent + ": no such snapshot, and the parent snapshot " + ppath + " of " +
-                              path + " is missing; push the parent first and name it with --parent-name");
-    }
-    if (!parent.ok()) return parent.status().Context("parent snapshot " + ppath + " of " + path);
-    if ((*parent)->id() != l.parent_id) {
-      return Status::Corruption("parent snapshot " + ppath + " of " + path + " is not the recorded file (id " +
-                                layout::IdToHex((*parent)->id()) + ", expected " + layout::IdToHex(l.parent_id) +
-                                ")");
-    }
+  // The local file must be the parent the child was made on, before
+  // anything of it is uploaded.
+  auto parent = OpenParent(child);
+  if (!parent.ok() && parent.status().code() == Code::kNotFound) {
+    return Status::NotFound(at + l.parent + ": no such snapshot, and the " + parent.status().message() +
+                            "; push the parent first and name it with --parent-name");
   }
+  VMSNAP_RETURN_IF_ERROR(parent.status());
+  const std::string ppath = (*parent)->path();
+  parent->reset();
   PushOptions po = options;
   po.parent_name.clear();
   VMSNAP_ASSIGN_OR_RETURN(PushStats ps, Push(ppath, store, l.parent, po));
@@ -478,12 +481,7 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   st.layout_bytes = bytes.size();
   VMSNAP_RETURN_IF_ERROR(store.Put(LayoutObject(name), bytes, mark));
   st.parent = l.parent;
-  st.pushed_parents = std::move(parents.pushed_parents);
-  st.chunks += parents.chunks;
-  st.uploaded_chunks += parents.uploaded_chunks;
-  st.uploaded_bytes += parents.uploaded_bytes;
-  st.present_chunks += parents.present_chunks;
-  st.present_bytes += parents.present_bytes;
+  st.AddParents(parents);
   return st;
 }
 
@@ -568,18 +566,20 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
   return chain;
 }
 
-Result<std::string> LinkChain(const std::string& dir, const std::vector<std::string>& layers) {
+Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& readers) {
   namespace fs = std::filesystem;
-  if (layers.size() <= 1) return layers.empty() ? std::string() : layers.back();
+  std::vector<std::string> layers;
+  for (const SnapshotReader* r : readers) layers.push_back(r->path());
+  if (layers.size() <= 1) return LinkedChain{layers.empty() ? std::string() : layers.back(), UniqueFd()};
   // Where each layer goes, relative to the chain's folder: the leaf first,
   // then each parent where its child's manifest looks for it. A parent
   // path that climbs ("../") needs the leaf that many folders down.
   std::vector<std::string> recorded(layers.size());
   size_t climbs = 0;
   for (size_t k = 1; k < layers.size(); ++k) {
-    VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> r, SnapshotReader::Open(layers[k]));
-    if (!r->manifest().hasParent()) return Status::Internal(layers[k] + ": a chain's layer without a parent");
-    recorded[k] = r->manifest().getParent().getPath().cStr();
+    const auto m = readers[k]->manifest();
+    if (!m.hasParent()) return Status::Internal(layers[k] + ": a chain's layer without a parent");
+    recorded[k] = m.getParent().getPath().cStr();
     if (recorded[k].empty() || recorded[k][0] == '/') {
       return Status::Unsupported(layers[k] + ": names its parent by the absolute path " + recorded[k] +
                                  "; pull the chain and load the files");
@@ -603,27 +603,62 @@ Result<std::string> LinkChain(const std::string& dir, const std::vector<std::str
     }
   }
   const std::string leaf_path = chain_dir + "/" + leaf.string();
-  std::error_code ec;
-  if (fs::exists(leaf_path, ec)) return leaf_path;  // the same layers: made by an earlier load
-  // Made aside, then renamed into place: two loads of one chain never see
-  // half a folder.
-  const std::string tmp = chain_dir + "." + std::to_string(::getpid()) + ".tmp";
-  fs::remove_all(tmp, ec);
-  for (size_t k = 0; k < layers.size(); ++k) {
-    const fs::path link = fs::path(tmp) / place[k];
-    fs::create_directories(link.parent_path(), ec);
-    if (!ec) fs::create_symlink(fs::absolute(layers[k]), link, ec);
-    if (ec) {
+  // The folder is held (a shared lock on it) until the chain is open:
+  // RemoveDeadChains takes only folders nobody holds. A folder renamed away
+  // between finding it and locking it is made again.
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    std::error_code ec;
+    if (!fs::exists(leaf_path, ec)) {
+      // Made aside, then renamed into place: two loads of one chain never
+      // see half a folder.
+      const std::string tmp = chain_dir + "." + std::to_string(::getpid()) + ".tmp";
       fs::remove_all(tmp, ec);
-      return Status::Io("link " + link.string() + " to " + layers[k] + ": " + ec.message());
+      for (size_t k = 0; k < layers.size(); ++k) {
+        const fs::path link = fs::path(tmp) / place[k];
+        fs::create_directories(link.parent_path(), ec);
+        if (!ec) fs::create_symlink(fs::absolute(layers[k]), link, ec);
+        if (ec) {
+          fs::remove_all(tmp, ec);
+          return Status::Io("link " + link.string() + " to " + layers[k] + ": " + ec.message());
+        }
+      }
+      if (::rename(tmp.c_str(), chain_dir.c_str()) != 0) {
+        const int err = errno;
+        fs::remove_all(tmp, ec);
+        if (err != EEXIST && err != ENOTEMPTY) return Status::FromErrno(err, "create " + chain_dir);
+      }
+    }
+    UniqueFd hold(::open(chain_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct stat held {}, there {};
+    if (hold.valid() && ::flock(hold.get(), LOCK_SH) == 0 && ::fstat(hold.get(), &held) == 0 &&
+        ::stat(chain_dir.c_str(), &there) == 0 && held.st_ino == there.st_ino && held.st_dev == there.st_dev) {
+      return LinkedChain{leaf_path, std::move(hold)};
     }
   }
-  if (::rename(tmp.c_str(), chain_dir.c_str()) != 0) {
-    const int err = errno;
-    fs::remove_all(tmp, ec);
-    if (err != EEXIST && err != ENOTEMPTY) return Status::FromErrno(err, "create " + chain_dir);
+  return Status::Io(chain_dir + ": removed again and again while it was made");
+}
+
+void RemoveDeadChains(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::directory_iterator it(fs::path(dir) / "chains", ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path folder = it->path();
+    // Folders being made or removed have a '.' in their names.
+    if (folder.filename().string().find('.') != std::string::npos) continue;
+    bool dead = false;
+    std::error_code walk;
+    for (fs::recursive_directory_iterator l(folder, walk), lend; !walk && l != lend && !dead; l.increment(walk)) {
+      std::error_code e;
+      dead = l->is_symlink(e) && !fs::exists(l->path(), e);
+    }
+    if (!dead) continue;
+    UniqueFd fd(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    // Held: a load is opening the chain through it.
+    if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    const std::string gone = folder.string() + "." + std::to_string(::getpid()) + ".gone";
+    std::error_code e;
+    if (::rename(folder.c_str(), gone.c_str()) == 0) fs::remove_all(gone, e);
   }
-  return leaf_path;
 }
 
 namespace {
@@ -719,7 +754,7 @@ Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::s
   for (size_t k = chain.size() - 1; k-- > 0;) {
     // Where the layer above looks for it.
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotReader> r, SnapshotReader::Open(child));
-    const std::string target = ParentPath(child, r->manifest().getParent().getPath().cStr());
+    const std::string target = ParentPathOf(child, r->manifest().getParent().getPath().cStr());
     struct stat fs {};
     if (::stat(target.c_str(), &fs) == 0) {
       auto there = SnapshotReader::Open(target);
@@ -741,7 +776,8 @@ Result<PullStats> Pull(ObjectStore& store, const std::string& name, const std::s
 Result<std::string> PullCached(ObjectStore& store, const std::string& name, const std::string& cache_dir,
                                const ProgressFn& progress) {
   VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> chain, FetchChain(store, name));
-  std::vector<std::string> files;
+  std::vector<std::unique_ptr<SnapshotReader>> files;
+  std::vector<const SnapshotReader*> readers;
   for (const StoredLayer& layer : chain) {
     // Named by the layout's own hash: a snapshot pushed again under the
     // same name with other contents gets another file.
@@ -750,9 +786,12 @@ Result<std::string> PullCached(ObjectStore& store, const std::string& name, cons
     if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || uint64_t(st.st_size) != layer.layout.file_size) {
       VMSNAP_RETURN_IF_ERROR(PullLayout(store, layer.name, layer.raw, path, 16, progress).status());
     }
-    files.push_back(path);
+    if (chain.size() == 1) return path;
+    VMSNAP_ASSIGN_OR_RETURN(files.emplace_back(), SnapshotReader::Open(path));
+    readers.push_back(files.back().get());
   }
-  return LinkChain(cache_dir, files);
+  VMSNAP_ASSIGN_OR_RETURN(LinkedChain linked, LinkChain(cache_dir, readers));
+  return linked.leaf;
 }
 
 Result<std::vector<ListedSnapshot>> ListSnapshots(ObjectStore& store, const std::string& prefix) {

@@ -14,9 +14,14 @@
 #include <string>
 #include <vector>
 
+#include "base/fd.h"
 #include "base/status.h"
 #include "format/layout.h"
 #include "store/object_store.h"
+
+namespace vmsnap {
+class SnapshotReader;
+}
 
 namespace vmsnap::store {
 
@@ -70,6 +75,11 @@ struct PushStats {
   // this push pushed first (root first; their chunks are in the counts above).
   std::string parent;
   std::vector<std::string> pushed_parents;
+
+  // Takes in what pushing this snapshot's parents first did: their chunk
+  // counts join the totals and their names pushed_parents; file_bytes and
+  // layout_bytes stay this snapshot's own.
+  void AddParents(const PushStats& parents);
 };
 
 struct PushOptions {
@@ -147,12 +157,22 @@ struct StoredLayer {
 };
 Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::string& name);
 
-// The layers of a chain (local files, root first) as the chain reader finds
-// them: a folder `dir`/chains/HASH of links, each layer linked where its
-// child's manifest looks for it (relative to the child's folder), the files
-// themselves left where they are. Returns the leaf's link. The folder is
-// named by the layers' paths, so the same chain reuses it.
-Result<std::string> LinkChain(const std::string& dir, const std::vector<std::string>& layers);
+// The layers of a chain (local files, open, root first) as the chain reader
+// finds them: a folder `dir`/chains/HASH of links, each layer linked where
+// its child's manifest looks for it (relative to the child's folder), the
+// files themselves left where they are. Returns the leaf's link, and the
+// folder held (a shared lock) until `hold` is closed: the caller keeps it
+// until the chain is open. The folder is named by the layers' paths, so the
+// same chain reuses it. A chain of one layer is its file, with no folder.
+struct LinkedChain {
+  std::string leaf;
+  UniqueFd hold;
+};
+Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& layers);
+// Removes the chain folders of `dir` with a link to a file that is gone
+// (evicted from a cache, or made for one load), except those a LinkChain
+// caller holds.
+void RemoveDeadChains(const std::string& dir);
 // One chunk of snapshot `name` into `out` (room for chunk.length + 1
 // bytes: one more tells an object of the wrong size), checked against its
 // SHA-256; a missing or altered object is named in the error as Pull names

@@ -68,6 +68,17 @@ uint64_t BlocksOf(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? uint64_t(st.st_blocks) * 512 : 0;
 }
 
+// Whether the cache holds an entry `base` for `layout` (its file and its
+// record, of the right sizes) that Open may reuse.
+bool HasEntry(const std::string& base, const SnapshotLayout& layout) {
+  struct stat fs {}, rs {};
+  return ::stat((base + ".vmsnap").c_str(), &fs) == 0 && uint64_t(fs.st_size) == layout.file_size &&
+         ::stat((base + ".chunks").c_str(), &rs) == 0 && uint64_t(rs.st_size) == layout.chunks.size();
+}
+
+// The room a new entry for `layout` takes: the file and its record.
+uint64_t EntryBytes(const SnapshotLayout& layout) { return layout.file_size + layout.chunks.size(); }
+
 }  // namespace
 
 struct LazySnapshot::Impl {
@@ -205,9 +216,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
   m.record_path = base + ".chunks";
 
   // A cache file of this content that opens as a snapshot is reused.
-  struct stat fs {}, rs {};
-  bool reuse = ::stat(m.path.c_str(), &fs) == 0 && uint64_t(fs.st_size) == m.layout.file_size &&
-               ::stat(m.record_path.c_str(), &rs) == 0 && uint64_t(rs.st_size) == n;
+  bool reuse = HasEntry(base, m.layout);
   if (reuse) {
     m.fd.Reset(::open(m.path.c_str(), O_RDWR | O_CLOEXEC));
     m.rec_fd.Reset(::open(m.record_path.c_str(), O_RDWR | O_CLOEXEC));
@@ -248,7 +257,8 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
     std::sort(others.begin(), others.end(), [](const Cached& a, const Cached& b) {
       return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
     });
-    const uint64_t need = m.layout.file_size + n;
+    const uint64_t need = EntryBytes(m.layout) + options.reserve;
+    bool evicted = false;
     for (const Cached& c : others) {
       if (in_use + need <= options.max_bytes) break;
       const uint64_t freed = BlocksOf(c.base + ".vmsnap") + BlocksOf(c.base + ".chunks");
@@ -256,7 +266,10 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
       ::unlink((c.base + ".chunks").c_str());
       ::unlink((c.base + ".vmsnap").c_str());
       in_use -= std::min(in_use, freed);
+      evicted = true;
     }
+    // Chains that linked an entry removed (here or by an earlier load).
+    if (evicted) RemoveDeadChains(options.dir);
     m.kept = in_use + need <= options.max_bytes;
     const std::string tmp = base + "." + std::to_string(::getpid()) + ".tmp";
     if (!m.kept) m.path = tmp + ".vmsnap";
@@ -336,6 +349,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
 }
 
 const std::string& LazySnapshot::path() const { return impl_->path; }
+const SnapshotReader& LazySnapshot::reader() const { return *impl_->reader; }
 bool LazySnapshot::kept() const { return impl_->kept; }
 void LazySnapshot::Discard() {
   if (!impl_->kept) ::unlink(impl_->path.c_str());
@@ -410,18 +424,37 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   VMSNAP_ASSIGN_OR_RETURN(std::vector<StoredLayer> layers, FetchChain(*store, name));
   std::shared_ptr<ObjectStore> shared(std::move(store));
   auto chain = std::unique_ptr<LazyChain>(new LazyChain());
-  std::vector<std::string> files;
-  // Making room for a layer must not evict the layers opened before it.
+  chain->dir_ = options.dir;
+  std::vector<const SnapshotReader*> readers;
+  // Making room for a layer must not evict the layers opened before it,
+  // and must leave room for the other layers still to be made.
   LazyCacheOptions o = options;
-  for (StoredLayer& l : layers) {
-    const std::string base = options.dir + "/" + BytesHex(l.layout.sha);
+  std::vector<std::string> bases;
+  std::vector<uint64_t> needs;
+  uint64_t lacking = 0;
+  for (const StoredLayer& l : layers) {
+    bases.push_back(options.dir + "/" + BytesHex(l.layout.sha));
+    needs.push_back(HasEntry(bases.back(), l.layout) ? 0 : EntryBytes(l.layout));
+    lacking += needs.back();
+  }
+  // The files this load has made so far are counted by each Open in use
+  // (as the few blocks they take yet): the reserve leaves that part out, so
+  // every new layer is held to the same sum and all are kept or none.
+  uint64_t made = 0;
+  for (size_t k = 0; k < layers.size(); ++k) {
+    StoredLayer& l = layers[k];
+    const uint64_t others = lacking - needs[k];
+    o.reserve = others - std::min(made, others);
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<LazySnapshot> s,
                             LazySnapshot::Open(shared, l.name, std::move(l.layout), o));
-    o.keep.push_back(base);
-    files.push_back(s->path());
+    if (needs[k] > 0) made += BlocksOf(s->path()) + BlocksOf(bases[k] + ".chunks");
+    o.keep.push_back(bases[k]);
+    readers.push_back(&s->reader());
     chain->layers_.push_back(std::move(s));
   }
-  VMSNAP_ASSIGN_OR_RETURN(chain->path_, LinkChain(options.dir, files));
+  VMSNAP_ASSIGN_OR_RETURN(LinkedChain linked, LinkChain(options.dir, readers));
+  chain->path_ = std::move(linked.leaf);
+  chain->hold_ = std::move(linked.hold);
   return chain;
 }
 
@@ -433,7 +466,11 @@ bool LazyChain::kept() const {
 }
 
 void LazyChain::Discard() {
+  // The chain is open now: its folder need not stay.
+  hold_.Reset();
   for (const auto& l : layers_) l->Discard();
+  // A layer not kept had a file (and so a chain folder) for this load alone.
+  if (!kept() && layers_.size() > 1) RemoveDeadChains(dir_);
 }
 
 Status LazyChain::Fetch(size_t layer, size_t index) {

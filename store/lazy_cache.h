@@ -31,6 +31,9 @@ struct LazyCacheOptions {
   // Entries (paths without extension) that making room must not remove:
   // the layers of the chain being opened (LazyChain::Open).
   std::vector<std::string> keep;
+  // Room the chain's other layers the cache lacks need besides this one's
+  // (LazyChain::Open): the limit is for the whole chain.
+  uint64_t reserve = 0;
 };
 
 struct LazyCacheStats {
@@ -45,8 +48,9 @@ class LazySnapshot {
   // Opens (or creates) the cache file of snapshot `name`, whose layout the
   // caller fetched (FetchChain: one layer of a chain; the layers share the
   // store); makes room first by removing the least recently used other
-  // files of the cache directory. A snapshot larger than the limit on its
-  // own is still loaded, through a file that is not kept (see kept()).
+  // files of the cache directory (and the chain folders that link to them).
+  // A snapshot larger than the limit on its own is still loaded, through a
+  // file that is not kept (see kept()).
   static Result<std::unique_ptr<LazySnapshot>> Open(std::shared_ptr<ObjectStore> store, const std::string& name,
                                                     SnapshotLayout layout, const LazyCacheOptions& options);
   // Stops the workers; one still waiting for the store after a moment is
@@ -57,6 +61,8 @@ class LazySnapshot {
 
   // The local file, to open as any snapshot file.
   const std::string& path() const;
+  // The file opened (its manifest checked; chunks may still be missing).
+  const SnapshotReader& reader() const;
   // False when the file is only for this load: the caller removes it
   // (Discard) once every reader has opened it.
   bool kept() const;
@@ -86,7 +92,10 @@ class LazySnapshot {
 // layer a LazySnapshot in the same cache directory, linked where each
 // child's manifest looks for its parent (LinkChain), so the chain opens as
 // local files do; a full snapshot is a chain of one. Every parent is checked
-// to be the one its child was made on (FetchChain).
+// to be the one its child was made on (FetchChain). The cache's limit holds
+// for the chain as a whole: room is made for all the layers the cache lacks
+// before the first of them is created, and when they do not fit together
+// none of them is kept.
 class LazyChain {
  public:
   static Result<std::unique_ptr<LazyChain>> Open(std::unique_ptr<ObjectStore> store, const std::string& name,
@@ -94,6 +103,9 @@ class LazyChain {
   // The leaf, to open as any snapshot file.
   const std::string& path() const { return path_; }
   bool kept() const;
+  // Once every reader has opened the chain: removes the files not kept
+  // (LazySnapshot::Discard) and lets the chain folder go (its folder is
+  // held until then, so no other load's eviction removes it first).
   void Discard();
   // Chunk `index` of layer `layer` (0: the root, as SnapshotChain counts).
   Status Fetch(size_t layer, size_t index);
@@ -103,7 +115,8 @@ class LazyChain {
 
  private:
   std::vector<std::unique_ptr<LazySnapshot>> layers_;  // root first
-  std::string path_;
+  std::string path_, dir_;
+  UniqueFd hold_;  // the chain folder, until Discard (LinkChain)
 };
 
 }  // namespace vmsnap::store

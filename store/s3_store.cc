@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <mutex>
@@ -120,8 +121,17 @@ std::vector<std::string> XmlValues(const std::string& xml, const std::string& ta
   return out;
 }
 
+// Where a GET's body goes when the caller gave its own buffer (ReadSized):
+// `room` bytes at `out`; `got` counts the whole body, kept or not.
+struct Sink {
+  uint8_t* out = nullptr;
+  uint64_t room = 0, got = 0;
+};
+
 struct Response {
   long status = 0;
+  long line_status = 0;  // of the last status line seen: OnBody's guide
+  Sink* sink = nullptr;  // a 200 answer's body goes there, not to `body`
   std::vector<uint8_t> body;
   std::map<std::string, std::string> headers;  // names in lower case
   std::string Text() const { return std::string(body.begin(), body.end()); }
@@ -133,8 +143,17 @@ struct Response {
 
 size_t OnBody(char* p, size_t size, size_t n, void* user) {
   auto* r = static_cast<Response*>(user);
-  r->body.insert(r->body.end(), p, p + size * n);
-  return size * n;
+  const size_t len = size * n;
+  if (r->sink != nullptr && r->line_status == 200) {
+    // The object itself, straight into the caller's buffer; an error's XML
+    // stays in `body` for Error().
+    Sink& k = *r->sink;
+    if (k.got < k.room) std::memcpy(k.out + k.got, p, std::min<uint64_t>(len, k.room - k.got));
+    k.got += len;
+    return len;
+  }
+  r->body.insert(r->body.end(), p, p + len);
+  return len;
 }
 
 size_t OnHeader(char* p, size_t size, size_t n, void* user) {
@@ -142,6 +161,8 @@ size_t OnHeader(char* p, size_t size, size_t n, void* user) {
   std::string line(p, size * n);
   if (line.rfind("HTTP/", 0) == 0) {
     r->headers.clear();  // an interim answer (100 Continue) came first
+    const size_t sp = line.find(' ');
+    r->line_status = sp == std::string::npos ? 0 : std::strtol(line.c_str() + sp + 1, nullptr, 10);
     return size * n;
   }
   const size_t colon = line.find(':');
@@ -198,6 +219,14 @@ class S3Store final : public ObjectStore {
     // (CURLE_PARTIAL_FILE), reported by Call.
     if (r.status != 200) return Error(r, name, "read");
     return std::move(r.body);
+  }
+
+  // The body lands in `out` as it arrives: no response buffer, no copy.
+  Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) override {
+    Sink sink{out, size + 1, 0};
+    VMSNAP_ASSIGN_OR_RETURN(Response r, Call("GET", Key(name), "", {}, {}, &sink));
+    if (r.status != 200) return Error(r, name, "read");
+    return std::min(sink.got, sink.room);
   }
 
   Result<std::string> Mark(const std::string& name, uint64_t* size) override {
@@ -321,13 +350,15 @@ class S3Store final : public ObjectStore {
   }
 
   Result<Response> Call(const std::string& method, const std::string& key, const std::string& query,
-                        const std::vector<std::string>& headers, std::span<const uint8_t> body) {
+                        const std::vector<std::string>& headers, std::span<const uint8_t> body,
+                        Sink* sink = nullptr) {
     CURL* h = Acquire();
     if (h == nullptr) return Status::Internal(where_ + ": curl_easy_init failed");
     curl_easy_reset(h);
     const std::string url = cfg_.endpoint + "/" + UriEncode(bucket_, false) + (key.empty() ? "" : "/" + UriEncode(key, true)) +
                             (query.empty() ? "" : "?" + query);
     Response resp;
+    resp.sink = sink;
     curl_slist* hl = nullptr;
     // Signed as "unsigned payload": radosgw requires the header for V4, and
     // every chunk is checked against its SHA-256 name when it is read.

@@ -43,7 +43,7 @@ Json ChainJson(const SnapshotReader& leaf) {
     std::string want = BytesHex(std::span<const uint8_t>(idb.begin(), idb.size()));
     Json l = Json::object();
     l["depth"] = ref.getDepth() > 0 ? ref.getDepth() - 1 : 0;
-    std::string path = tools::ResolveParentPath(child->path(), ref.getPath().cStr());
+    std::string path = ParentPathOf(child->path(), ref.getPath().cStr());
     l["path"] = path;
     l["id"] = want;
     auto parent = SnapshotReader::Open(path);

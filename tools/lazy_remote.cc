@@ -75,18 +75,14 @@ Status CheckStoreRoots(const std::vector<std::string>& roots) {
   return Status::Ok();
 }
 
-void PreloadStoreLibraries(const std::vector<std::string>& roots) {
 #ifdef VMSNAP_HAVE_STORE
+void PreloadStoreLibraries(const std::vector<std::string>& roots) {
   for (const std::string& r : roots) {
     if (auto url = ParseRoot(r); url.ok()) store::PreloadClient(*url);
   }
-#else
-  (void)roots;
-#endif
 }
 
 void OpenStoreSessions(const std::vector<std::string>& roots, const std::string& ceph_conf) {
-#ifdef VMSNAP_HAVE_STORE
   for (const std::string& r : roots) {
     auto url = ParseRoot(r);
     if (!url.ok()) continue;
@@ -100,14 +96,9 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
     std::lock_guard<std::mutex> lock(sessions_mu);
     Sessions()[store::StoreRoot(*url)] = std::move(st).value();
   }
-#else
-  (void)roots;
-  (void)ceph_conf;
-#endif
 }
 
 RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src) {
-#ifdef VMSNAP_HAVE_STORE
   RemoteHooks h;
   h.fetch = [src](size_t layer, size_t chunk) { return src->Fetch(layer, chunk); };
   h.restored = [src] {
@@ -115,14 +106,9 @@ RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src) {
     src->StartPrefetch();
   };
   return h;
-#else
-  (void)src;
-  return {};
-#endif
 }
 
 Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& text, const RemoteOptions& options) {
-#ifdef VMSNAP_HAVE_STORE
   VMSNAP_ASSIGN_OR_RETURN(store::StoreUrl url, store::ParseStoreUrl(text, /*name_required=*/true));
   std::string dir = options.cache_dir;
   if (dir.empty()) {
@@ -140,10 +126,8 @@ Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& text, co
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> src,
                           store::LazyChain::Open(std::move(st), url.name, o));
   return std::shared_ptr<store::LazyChain>(std::move(src));
-#else
-  (void)options;
-  return Status::Unsupported(text + ": this vmsnap was built without the chunk store (librados)");
-#endif
 }
+
+#endif  // VMSNAP_HAVE_STORE
 
 }  // namespace vmsnap::cli

@@ -32,10 +32,16 @@ struct RemoteOptions {
 // store URL (`load`, `serve`).
 void AddRemoteOptions(CLI::App* sub, RemoteOptions& options);
 
+// Checks that each of `roots` (rados://POOL, s3://BUCKET[/PREFIX]) is a store
+// URL, for a command line.
+Status CheckStoreRoots(const std::vector<std::string>& roots);
+#ifdef VMSNAP_HAVE_STORE
+// The rest exists where the store layer does; its callers are built only
+// there.
+
 // Opens URL's snapshot through its store and creates or reuses its cache
 // file; the caller starts the prefetch once the VM is restored (before, it
-// would take the CPU the restore needs). Unsupported when this vmsnap has no
-// store layer.
+// would take the CPU the restore needs).
 // A session OpenStoreSessions opened for the URL's store is used (once)
 // instead of connecting.
 Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& url, const RemoteOptions& options);
@@ -49,9 +55,6 @@ struct RemoteHooks {
 };
 RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src);
 
-// Checks that each of `roots` (rados://POOL, s3://BUCKET[/PREFIX]) is a store
-// URL, for a command line.
-Status CheckStoreRoots(const std::vector<std::string>& roots);
 // Opens a session with each store of `roots` ahead of any request, for the
 // next OpenRemote of a URL in it: a new cluster session costs tens of
 // milliseconds (librados's authentication and maps), which a warm start
@@ -61,5 +64,7 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
 // Loads the client libraries the stores of `roots` need, in a process that
 // will fork the workers that open them.
 void PreloadStoreLibraries(const std::vector<std::string>& roots);
+
+#endif  // VMSNAP_HAVE_STORE
 
 }  // namespace vmsnap::cli

@@ -30,17 +30,6 @@ int Fail(std::string_view command, const std::string& file, const Status& status
   return exit_code;
 }
 
-std::string DirOf(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-std::string ResolveParentPath(const std::string& child_path, const std::string& recorded) {
-  if (!recorded.empty() && recorded[0] == '/') return recorded;
-  return DirOf(child_path) + "/" + recorded;
-}
-
 std::vector<std::string> ChainPaths(const SnapshotChain& chain) {
   std::vector<std::string> paths;
   for (auto it = chain.layers().rbegin(); it != chain.layers().rend(); ++it) paths.push_back((*it)->path());

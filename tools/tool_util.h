@@ -16,12 +16,6 @@ namespace vmsnap::tools {
 // when the message already names it) and returns `exit_code`.
 int Fail(std::string_view command, const std::string& file, const Status& status, int exit_code);
 
-// The directory part of a path ("." for a bare name).
-std::string DirOf(const std::string& path);
-
-// A parent path as recorded in a child: absolute, or relative to the child's directory.
-std::string ResolveParentPath(const std::string& child_path, const std::string& recorded);
-
 // The files of a chain, leaf first: what a command reading it must never
 // write over.
 std::vector<std::string> ChainPaths(const SnapshotChain& chain);

@@ -3,20 +3,32 @@
 // ctest fixture), what is particular to rados:// (each_store_test.cc has
 // the round trip and deduplication every store passes): listing, garbage
 // collection that keeps what is shared or young, and the faults a user meets
-// (a missing or altered chunk object, a wrong pool, an unknown scheme), each
-// one clear line with exit status 2; and what a push asks of the store
-// (through a recording wrapper): each distinct chunk once, and every chunk
-// marked again before the layout when the push ran long.
+// (a missing or altered chunk object, a layout whose copy of the footer or
+// manifest does not verify, a wrong pool, an unknown scheme), each one clear
+// line with exit status 2; and what a push asks of the store
+// (through a recording wrapper): each distinct chunk once, chunks settled
+// right whatever the guess of which are new, and every chunk marked again
+// before the layout when the push ran long; and the lazy cache's limit and
+// chain folders.
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 
+#include "format/chain.h"
+#include "format/layout.h"
 #include "store/chunk_store.h"
+#include "store/lazy_cache.h"
 #include "tests/store/store_fixture.h"
 
 namespace vmsnap {
 namespace {
 
 using storetest::Json;
+using storetest::Lines;
 using storetest::Store;
 using storetest::WriteFile;
 using testing::ReadFile;
@@ -81,6 +93,60 @@ TEST_F(Store, MissingOrAlteredChunksAreNamedAndNothingIsWritten) {
   EXPECT_EQ(again["uploaded_chunks"].get<uint64_t>(), 1u);
   r = Run("pull " + Url("solo") + " -o " + Path("out.vmsnap"));
   EXPECT_EQ(r.status, 0) << r.err;
+}
+
+// A layout object carries the file's header, manifest and footer among its
+// gap bytes. One whose footer does not verify, or whose manifest does not
+// match the footer's checksum, is refused as the file itself would be, and
+// nothing is written.
+TEST_F(Store, ALayoutWhoseFooterOrManifestDoesNotVerifyIsRefused) {
+  WriteSnapshot(Path("s.vmsnap"), 256, 71);
+  ASSERT_EQ(Run("push " + Path("s.vmsnap") + " " + Url("s")).status, 0);
+  ASSERT_EQ(Rados("get " + Object("s") + " " + Path("layout.bin")), 0);
+  const std::string text = ReadFile(Path("layout.bin"));
+  const std::vector<uint8_t> raw(text.begin(), text.end());
+  // The layout's own encoding (docs/store.md): a full snapshot's is version 1.
+  ASSERT_GT(raw.size(), 48u);
+  ASSERT_EQ(layout::GetLe32(raw.data() + 8), 1u);
+  const uint64_t n = layout::GetLe32(raw.data() + 12), gaps_raw = layout::GetLe64(raw.data() + 24),
+                 gaps_stored = layout::GetLe64(raw.data() + 32), entries_end = 40 + n * 48;
+  std::vector<uint8_t> gaps(gaps_raw);
+  ASSERT_EQ(ZSTD_decompress(gaps.data(), gaps.size(), raw.data() + entries_end, gaps_stored), gaps_raw);
+  // The gap byte of a file offset: the chunks before it take no gap bytes.
+  auto gap_at = [&](uint64_t off) {
+    uint64_t in_chunks = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+      const uint64_t at = layout::GetLe64(raw.data() + 40 + i * 48), len = layout::GetLe64(raw.data() + 48 + i * 48);
+      if (at < off) in_chunks += len;
+    }
+    return off - in_chunks;
+  };
+  const uint64_t footer = gaps_raw - layout::kFooterSize;
+  const uint64_t manifest = gap_at(layout::GetLe64(gaps.data() + footer + layout::kFooterManifestOffset));
+  struct Case {
+    uint64_t gap_byte;
+    const char* want;
+  } cases[] = {{footer + layout::kFooterChecksumOffset, "checksum mismatch"},
+               {manifest + 8, "the manifest does not match the footer's checksum"}};
+  for (const Case& c : cases) {
+    std::vector<uint8_t> bad = gaps;
+    bad[c.gap_byte] ^= 1;
+    std::vector<uint8_t> out(raw.begin(), raw.begin() + long(entries_end));
+    out.resize(entries_end + ZSTD_compressBound(bad.size()));
+    const size_t z = ZSTD_compress(out.data() + entries_end, out.size() - entries_end, bad.data(), bad.size(), 3);
+    ASSERT_FALSE(ZSTD_isError(z));
+    out.resize(entries_end + z);
+    layout::PutLe64(out.data() + 32, z);
+    out.resize(out.size() + 8);
+    layout::PutLe64(out.data() + out.size() - 8, XXH3_64bits(out.data(), out.size() - 8));
+    WriteFile(Path("forged.bin"), out);
+    ASSERT_EQ(Rados("put " + Object("s") + " " + Path("forged.bin")), 0);
+    RunResult r = Run("pull " + Url("s") + " -o out.vmsnap");
+    EXPECT_EQ(r.status, 2) << c.want;
+    EXPECT_NE(r.err.find(c.want), std::string::npos) << r.err;
+    EXPECT_EQ(Lines(r.err), 1u) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(Path("out.vmsnap"))) << c.want;
+  }
 }
 
 TEST_F(Store, BadUrlsAndPoolsGetOneLine) {
@@ -149,8 +215,9 @@ class Recording final : public store::ObjectStore {
   Status Touch(const std::string& name, const std::string& mark) override { return s_.Touch(name, mark); }
   Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
                       bool likely_new) override {
-    Log("ensure", name, mark);
-    return s_.Ensure(name, data, mark, likely_new);
+    Result<bool> wrote = s_.Ensure(name, data, mark, likely_new);
+    Log("ensure", name, mark, likely_new, wrote.ok() && *wrote);
+    return wrote;
   }
   Result<std::vector<uint8_t>> Get(const std::string& name) override { return s_.Get(name); }
   Result<std::string> Mark(const std::string& name, uint64_t* size) override { return s_.Mark(name, size); }
@@ -162,13 +229,15 @@ class Recording final : public store::ObjectStore {
 
   struct Call {
     std::string op, name, mark;
+    bool guessed_new = false, wrote = false;  // an ensure's likely_new, and what it did
   };
   std::vector<Call> calls;
 
  private:
-  void Log(const std::string& op, const std::string& name, const std::string& mark) {
+  void Log(const std::string& op, const std::string& name, const std::string& mark, bool guessed_new = false,
+           bool wrote = false) {
     std::lock_guard<std::mutex> lock(mu_);
-    calls.push_back({op, name, mark});
+    calls.push_back({op, name, mark, guessed_new, wrote});
   }
   store::ObjectStore& s_;
   std::mutex mu_;
@@ -222,6 +291,147 @@ TEST_F(StorePush, ChunksWithTheSameBytesAreSettledOnce) {
   size_t ensures = 0;
   for (const auto& c : rec.calls) ensures += c.op == "ensure";
   EXPECT_EQ(ensures, 1u) << "a chunk of the same bytes was settled more than once";
+}
+
+// Push guesses from the last chunk's outcome whether the next one is new
+// (on RADOS a right guess is one operation). Chunks that alternate between
+// present and new make every guess wrong: each chunk must still be settled
+// once, counted right, marked by this push, and come back as it was.
+TEST_F(StorePush, WrongGuessesOfNewChunksStillStoreEachChunkOnceAndRight) {
+  constexpr uint64_t kChunkPages = 256;  // the writer's 1 MiB chunks
+  WriteSnapshot(Path("a.vmsnap"), 8 * kChunkPages, 51);
+  // b: chunks 1, 3, 5 and 7 changed, the others as in a.
+  WriteSnapshot(Path("b.vmsnap"), 8 * kChunkPages, 51, {1 * kChunkPages, 3 * kChunkPages, 5 * kChunkPages, 7 * kChunkPages});
+  store::PushOptions po;
+  po.parallel = 1;  // in file order, each guess from the chunk before
+  auto a = store::Push(Path("a.vmsnap"), *store_, prefix_ + "a", po);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_EQ(a->chunks, 8u);
+  Recording rec(*store_);
+  auto b = store::Push(Path("b.vmsnap"), rec, prefix_ + "b", po);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(b->chunks, 8u);
+  EXPECT_EQ(b->uploaded_chunks, 4u);
+  EXPECT_EQ(b->present_chunks, 4u);
+  std::set<std::string> settled;
+  size_t wrong = 0;
+  std::string mark;
+  for (const auto& c : rec.calls) {
+    if (c.op != "ensure") continue;
+    EXPECT_TRUE(settled.insert(c.name).second) << c.name << " settled twice";
+    wrong += c.guessed_new != c.wrote;
+    mark = c.mark;
+  }
+  EXPECT_EQ(settled.size(), 8u);
+  EXPECT_EQ(wrong, 8u) << "the test meant every guess to be wrong";
+  for (const std::string& name : settled) {
+    auto now = store_->Mark(name);
+    ASSERT_TRUE(now.ok()) << name << ": " << now.status().message();
+    EXPECT_EQ(*now, mark) << name << " is not marked by the push that relies on it";
+  }
+  auto pulled = store::Pull(*store_, prefix_ + "b", Path("b.pulled"), 4, nullptr);
+  ASSERT_TRUE(pulled.ok()) << pulled.status().message();
+  EXPECT_EQ(ReadFile(Path("b.pulled")), ReadFile(Path("b.vmsnap")));
+}
+
+// The lazy cache's limit is for a chain as a whole, and its chain folders
+// go with the files they link: a chain whose layers each fit but not
+// together is used without being kept, and leaves nothing behind once open;
+// a kept chain's files and folder go when another snapshot needs the room,
+// while a chain already open goes on reading.
+TEST_F(StorePush, ALazyCacheKeepsAChainOnlyWholeAndDropsTheLinksOfWhatItRemoves) {
+  namespace fs = std::filesystem;
+  constexpr uint64_t kPages = 1024;
+  WriteSnapshot(Path("base.vmsnap"), kPages, 61);
+  WriteLayer(Path("top.vmsnap"), Path("base.vmsnap"), kPages, 0, 8, 62);
+  WriteSnapshot(Path("other.vmsnap"), kPages, 63);
+  store::PushOptions po;
+  po.parent_name = prefix_ + "base";
+  auto pushed = store::Push(Path("top.vmsnap"), *store_, prefix_ + "top", po);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+  po.parent_name.clear();
+  pushed = store::Push(Path("other.vmsnap"), *store_, prefix_ + "other", po);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().message();
+  auto local = SnapshotChain::Open(Path("top.vmsnap"));
+  ASSERT_TRUE(local.ok()) << local.status().message();
+  std::vector<uint8_t> want(kPages * storetest::kPage), got(want.size());
+  ASSERT_TRUE(local->ReadMemory(0, want.size(), want.data()).ok());
+
+  auto open = [&](const std::string& name, const std::string& dir, uint64_t max) {
+    auto u = store::ParseStoreUrl("rados://vmsnap", /*name_required=*/false);
+    EXPECT_TRUE(u.ok());
+    auto st = store::OpenStore(*u, "");
+    EXPECT_TRUE(st.ok()) << st.status().message();
+    store::LazyCacheOptions o;
+    o.dir = Path(dir);
+    o.max_bytes = max;
+    return store::LazyChain::Open(std::move(st).value(), prefix_ + name, o);
+  };
+  auto chains_in = [&](const std::string& dir) {
+    size_t n = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(Path(dir) + "/chains", ec), end; !ec && it != end; it.increment(ec)) ++n;
+    return n;
+  };
+  auto bytes_in = [&](const std::string& dir) {
+    uint64_t n = 0;
+    for (const auto& e : fs::directory_iterator(Path(dir))) n += e.is_regular_file() ? e.file_size() : 0;
+    return n;
+  };
+  const uint64_t base_bytes = fs::file_size(Path("base.vmsnap")), top_bytes = fs::file_size(Path("top.vmsnap"));
+
+  {
+    // Room for either layer (the file and a byte per chunk), not both.
+    const uint64_t limit = std::max(base_bytes, top_bytes) + 64;
+    ASSERT_LT(limit, base_bytes + top_bytes);
+    auto c = open("top", "tight", limit);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_FALSE((*c)->kept()) << "a chain larger than the cache's limit was kept";
+    ASSERT_TRUE((*c)->FetchAll().ok());
+    auto opened = SnapshotChain::Open((*c)->path());
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    (*c)->Discard();
+    ASSERT_TRUE(opened->ReadMemory(0, got.size(), got.data()).ok());
+    EXPECT_TRUE(got == want) << "the chain read other memory than its files hold";
+    EXPECT_LE(bytes_in("tight"), limit);
+    EXPECT_EQ(chains_in("tight"), 0u) << "the links of a chain made for one load stayed";
+  }
+  {
+    // Room for both, and little more: both are kept (the file the first
+    // one has made is not counted twice when the second is made).
+    auto c = open("top", "exact", base_bytes + top_bytes + 64);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_TRUE((*c)->kept()) << "a chain within the cache's limit was not kept whole";
+  }
+  {
+    auto c = open("top", "cache", 1ull << 30);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_TRUE((*c)->kept());
+    ASSERT_TRUE((*c)->FetchAll().ok());
+    auto opened = SnapshotChain::Open((*c)->path());
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    (*c)->Discard();
+    EXPECT_EQ(chains_in("cache"), 1u);
+    // Room for `other` alone: both layers of the chain go, and its folder.
+    auto o = open("other", "cache", fs::file_size(Path("other.vmsnap")) + 64);
+    ASSERT_TRUE(o.ok()) << o.status().message();
+    EXPECT_TRUE((*o)->kept());
+    EXPECT_EQ(chains_in("cache"), 0u) << "the links to removed files stayed";
+    ASSERT_TRUE(opened->ReadMemory(0, got.size(), got.data()).ok());
+    EXPECT_TRUE(got == want) << "a chain open before its files were removed read other memory";
+  }
+  {
+    // A folder its load still holds (the chain not yet open through it)
+    // stays, even when its files go; once let go, it goes too.
+    auto c = open("top", "held", 1ull << 30);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    auto o = open("other", "held", fs::file_size(Path("other.vmsnap")) + 64);
+    ASSERT_TRUE(o.ok()) << o.status().message();
+    EXPECT_EQ(chains_in("held"), 1u) << "a chain folder in use was removed";
+    (*c)->Discard();
+    store::RemoveDeadChains(Path("held"));
+    EXPECT_EQ(chains_in("held"), 0u);
+  }
 }
 
 // A push that took longer than remark_after_s marks every chunk again, with
