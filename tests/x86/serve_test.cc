@@ -2,7 +2,8 @@
 // `vmsnap serve` and `vmsnap load --via` on real KVM: a warm start prints and
 // exits as a plain load does, a snapshot of another shape falls back to a
 // cold start and says so once, concurrent clients each get their own VM, and
-// bad or vanishing clients leave the server serving. Also the generation ID:
+// bad or vanishing clients leave the server serving, and warm VMs bound ahead
+// to a snapshot start it as an unbound one would. Also the generation ID:
 // every run and load gives the guest a fresh one. And the reader the
 // clients read reply lines with.
 #include <gtest/gtest.h>
@@ -519,6 +520,29 @@ TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
   EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
   EXPECT_EQ(s.reply.value("bound", true), false);
   EXPECT_NE(s.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
+}
+
+TEST_F(Bound, TimersRunFromTheStartNotFromTheBinding) {
+  // vCPU 1 is halted with its LAPIC timer (~300 ms) running at the
+  // snapshot point; its interrupt ends the guest.
+  RunResult timer = Run("run " + Guest("timer.elf") +
+                        " --mem 64M --vcpus 2 --snapshot-on-doorbell timer{n}.vmsnap --compress zstd:3");
+  ASSERT_EQ(timer.status, 43) << timer.err;
+  const pid_t server =
+      Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M", "--vcpus", "2"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  EXPECT_EQ(StartVia("timer1.vmsnap").reply.value("exit_status", -1), 43);
+  ASSERT_TRUE(WaitImages(1));
+  ASSERT_TRUE(WaitBound(server, 1));
+  // Bound for far longer than the timer had left: set at the binding, it
+  // would have fired while the VM waited and the guest would end at once.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  const Started s = StartVia("timer1.vmsnap");
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  EXPECT_EQ(s.reply.value("exit_status", -1), 43) << s.reply.dump() << s.out;
+  EXPECT_EQ(s.reply.value("bound", false), true) << s.reply.dump();
+  EXPECT_GE(ms.count(), 100) << "the timer ran while the VM waited";
 }
 
 class Images : public CliTest {
