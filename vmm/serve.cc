@@ -4,7 +4,10 @@
 // forked process that prepared its own KVM VM (a VM belongs to the process
 // that created it), reads the client's request and descriptors itself,
 // restores the snapshot, runs the guest, replies with its exit status and
-// exits. The server forks a replacement as soon as a worker is taken.
+// exits. The server forks a replacement as soon as a worker is taken. An
+// idle worker may be asked to bind to a snapshot (TryBind: restore it ahead,
+// from its image, up to what depends on when the guest starts); the server
+// then hands it the requests for that snapshot.
 #include "vmm/serve.h"
 
 #include <fcntl.h>
