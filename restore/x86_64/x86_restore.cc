@@ -336,14 +336,13 @@ Status RestoreVm(kx::VmOps& vm, sx::Vm::Reader s) {
 namespace {
 
 // One half of every vCPU's state (StatePart), vCPU by vCPU.
-Status RestoreVcpus(kx::VmOps& vm, const std::vector<kx::VcpuOps*>& vcpus, schema::Manifest::Reader m,
+Status RestoreVcpus(const std::vector<kx::VcpuOps*>& vcpus, schema::Manifest::Reader m, const kx::HostCaps& caps,
                     StatePart part) {
   auto list = m.getVcpus();
   if (list.size() != vcpus.size()) {
     return Status::InvalidArgument("snapshot has " + std::to_string(list.size()) + " vCPUs, VM has " +
                                    std::to_string(vcpus.size()));
   }
-  VMSNAP_ASSIGN_OR_RETURN(kx::HostCaps caps, vm.ProbeCaps());
   for (unsigned i = 0; i < list.size(); ++i) {
     if (!list[i].isX8664()) return Status::Corruption("vCPU " + std::to_string(i) + " has no x86_64 state");
     Status s;
@@ -361,10 +360,10 @@ Status RestoreVcpus(kx::VmOps& vm, const std::vector<kx::VcpuOps*>& vcpus, schem
 
 Status RestoreState(kx::VmOps& vm, const std::vector<kx::VcpuOps*>& vcpus, schema::Manifest::Reader m,
                     StatePart part) {
-  VMSNAP_RETURN_IF_ERROR(RestoreVcpus(vm, vcpus, m, part));
+  VMSNAP_ASSIGN_OR_RETURN(kx::HostCaps caps, vm.ProbeCaps());
+  VMSNAP_RETURN_IF_ERROR(RestoreVcpus(vcpus, m, caps, part));
   if (part == StatePart::kUntimed) return Status::Ok();
   auto list = m.getVcpus();
-  VMSNAP_ASSIGN_OR_RETURN(kx::HostCaps caps, vm.ProbeCaps());
   if (!m.getVm().isX8664()) return Status::Corruption("snapshot has no x86_64 VM state");
   VMSNAP_RETURN_IF_ERROR(RestoreVm(vm, m.getVm().getX8664()).Context("restoring VM state"));
   // Step 10, KVMCLOCK_CTRL: once everything is in place, tell a guest that
