@@ -3,9 +3,12 @@
 // fds, memory loading, dirty tracking. See include/vmsnap/vmsnap.h; the
 // restore order enforced here is the one docs/state-coverage.md gives.
 #include <capnp/message.h>
+#include <sys/mman.h>
 
+#include <cerrno>
 #include <cstring>
 
+#include "base/hex.h"
 #include "capture/dirty/incremental.h"
 #include "capture/dirty/snapshot.h"
 #include "format/compression_spec.h"
@@ -543,6 +546,48 @@ int vmsnap_vm_restore_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
     loaded.depth = m.hasParent() ? m.getParent().getDepth() : 0;
     vm->dirty->set_last_snapshot(std::move(loaded));
   }
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_restore_untimed_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
+  if (int rc = Usable(vm, "vmsnap_vm_restore_untimed_state")) return rc;
+  VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_untimed_state: snapshot is NULL");
+  VMSNAP_GUARD_BEGIN
+  const char* who = "vmsnap_vm_restore_untimed_state";
+  if (vm->restoring != snap) return Invalid(std::string(who) + ": call vmsnap_vm_restore_config with this snapshot first");
+  if (!vm->memory_loaded()) return Invalid(std::string(who) + ": load the memory first (vmsnap_vm_load_memory)");
+  Status st = CheckAllVcpus(*vm, who);
+  if (!st.ok()) return Fail(st);
+  vm->restorer->set_vcpus(OpsByIndex(*vm));
+  st = vm->steps->RestoreUntimedState(static_cast<unsigned>(vm->vcpus.size()), who);
+  if (!st.ok()) return Fail(st);
+  return Ok();
+  VMSNAP_GUARD_END
+}
+
+int vmsnap_vm_restore_cancel(vmsnap_vm* vm) {
+  if (int rc = Usable(vm, "vmsnap_vm_restore_cancel")) return rc;
+  VMSNAP_GUARD_BEGIN
+  if (!vm->warm) return Invalid("vmsnap_vm_restore_cancel: only a warm VM's restore is cancelled (vmsnap_vm_prepare_warm)");
+  if (!vm->restoring) return Ok();  // nothing was loaded
+  if (vm->state_restored()) return Invalid("vmsnap_vm_restore_cancel: the state is restored already");
+  // Nothing may fill or map the memory past this point.
+  if (vm->loader) vm->loader->Abandon();
+  vm->loader.reset();
+  // Whatever the load put there (a file or image mapped, pages copied)
+  // gives way to untouched anonymous memory at the same addresses, as the
+  // warm VM had it: KVM's slots keep pointing at them.
+  for (const kvm::GuestRegion& r : vm->regions) {
+    void* p = ::mmap(r.host, r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                     -1, 0);
+    if (p == MAP_FAILED) {
+      return Fail(Status::FromErrno(errno, "vmsnap_vm_restore_cancel: mmap of region at " + Hex(r.gpa)));
+    }
+  }
+  vm->steps.reset();
+  vm->restorer.reset();
+  vm->restoring = nullptr;
   return Ok();
   VMSNAP_GUARD_END
 }

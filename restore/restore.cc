@@ -124,6 +124,15 @@ Status RestoreSteps::LoadMemory(MemoryLoader& loader, std::span<const kvm::Guest
 }
 
 Status RestoreSteps::RestoreState(unsigned vcpus_created, const char* who) {
+  if (done_ == Step::kUntimed) {
+    Status s = restorer_->RestoreStatePart(manifest(), StatePart::kTimed);
+    if (!s.ok()) {
+      loader_->Abandon();
+      return s;
+    }
+    done_ = Step::kState;
+    return Status::Ok();
+  }
   VMSNAP_RETURN_IF_ERROR(InTurn(Step::kMemory, who, "restoring the state", "load the memory"));
   Status s;
   if (vcpus_created != vcpu_count_) {
@@ -138,6 +147,23 @@ Status RestoreSteps::RestoreState(unsigned vcpus_created, const char* who) {
     return s;
   }
   done_ = Step::kState;
+  return Status::Ok();
+}
+
+Status RestoreSteps::RestoreUntimedState(unsigned vcpus_created, const char* who) {
+  VMSNAP_RETURN_IF_ERROR(InTurn(Step::kMemory, who, "restoring the state", "load the memory"));
+  Status s;
+  if (vcpus_created != vcpu_count_) {
+    s = Status::InvalidArgument(std::string(who) + ": snapshot " + chain_->leaf().path() + " has " +
+                                std::to_string(vcpu_count_) + " vCPUs, the VM " + std::to_string(vcpus_created));
+  }
+  if (s.ok()) s = restorer_->CheckVcpus(manifest());
+  if (s.ok()) s = restorer_->RestoreStatePart(manifest(), StatePart::kUntimed);
+  if (!s.ok()) {
+    loader_->Abandon();
+    return s;
+  }
+  done_ = Step::kUntimed;
   return Status::Ok();
 }
 

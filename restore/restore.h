@@ -48,6 +48,12 @@ class EagerMemoryLoader final : public MemoryLoader {
   Status Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) override;
 };
 
+// The state step in two halves, for a VMM that restores ahead of the
+// guest's start (a warm VM bound to its likely snapshot): kUntimed is what
+// means the same whenever the guest starts; kTimed is the rest (timers and
+// clocks that run from the moment they are set), set at the start.
+enum class StatePart { kAll, kUntimed, kTimed };
+
 // Writes one architecture's state from a manifest into a new VM, a step at a
 // time; RestoreInto calls the steps in order. One per architecture.
 class ArchRestorer {
@@ -63,6 +69,12 @@ class ArchRestorer {
   // every vCPU and of the VM.
   virtual Status CheckVcpus(schema::Manifest::Reader manifest) { return Status::Ok(); }
   virtual Status RestoreState(schema::Manifest::Reader manifest) = 0;
+  // One half of RestoreState (kUntimed, then kTimed, give the same state as
+  // kAll). An architecture that does not split it sets all at kTimed.
+  virtual Status RestoreStatePart(schema::Manifest::Reader manifest, StatePart part) {
+    if (part == StatePart::kUntimed) return Status::Ok();
+    return RestoreState(manifest);
+  }
 };
 
 // The VMM a snapshot is restored into: creates what the restore order needs,
@@ -115,7 +127,13 @@ class RestoreSteps {
   Status ConfigureVm(const char* who);
   Status LoadMemory(MemoryLoader& loader, std::span<const kvm::GuestRegion> regions, const char* who);
   // `vcpus_created`: how many vCPUs the caller made (must be the snapshot's).
+  // After RestoreUntimedState, only the timed half is left to set.
   Status RestoreState(unsigned vcpus_created, const char* who);
+  // The vCPU checks and the half of the state that does not depend on when
+  // the guest starts (StatePart::kUntimed), between LoadMemory and
+  // RestoreState.
+  Status RestoreUntimedState(unsigned vcpus_created, const char* who);
+  bool untimed_restored() const { return done_ == Step::kUntimed; }
 
   schema::Manifest::Reader manifest() const { return chain_->leaf().manifest(); }
   // The snapshot's memory map, dirty logging cleared (valid after CheckSnapshot).
@@ -125,7 +143,7 @@ class RestoreSteps {
   bool state_restored() const { return done_ >= Step::kState; }
 
  private:
-  enum class Step { kNone, kChecked, kHostChecked, kConfigured, kMemory, kState };
+  enum class Step { kNone, kChecked, kHostChecked, kConfigured, kMemory, kUntimed, kState };
   Status InTurn(Step before, const char* who, const char* step, const char* missing) const;
 
   std::shared_ptr<const SnapshotChain> chain_;

@@ -18,7 +18,9 @@ namespace vmsnap::cli {
 
 void RegisterServe(CLI::App& app, int* exit_code) {
   CLI::App* sub = app.add_subcommand(
-      "serve", "Keep warm VMs ready on a control socket; `vmsnap load --via SOCKET` starts a snapshot in one");
+      "serve", "Keep warm VMs ready on a control socket; `vmsnap load --via SOCKET` starts a snapshot in one. "
+               "Idle warm VMs restore ahead the snapshot recently asked for that has a decompressed image "
+               "(docs/guest-abi.md, \"Warm start\")");
   struct Args {
     std::string control;
     int pool = 1;

@@ -4,7 +4,10 @@
 // forked process that prepared its own KVM VM (a VM belongs to the process
 // that created it), reads the client's request and descriptors itself,
 // restores the snapshot, runs the guest, replies with its exit status and
-// exits. The server forks a replacement as soon as a worker is taken.
+// exits. The server forks a replacement as soon as a worker is taken. An
+// idle worker may be asked to bind to a snapshot (TryBind: restore it ahead,
+// from its image, up to what depends on when the guest starts); the server
+// then hands it the requests for that snapshot.
 #include "vmm/serve.h"
 
 #include <fcntl.h>
@@ -32,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "base/cache_dir.h"
@@ -173,9 +177,69 @@ struct WorkerDirs {
   std::string images;  // decompressed images ("" if unavailable)
 };
 
+// What an idle worker restored ahead (Vmm::Bind): a snapshot whose image
+// was fresh, mapped over the VM's memory, and the state of every file that
+// binding rests on (each layer's, the image's and its stamp's), so that a
+// request sees with a few stats whether it still holds.
+struct Binding {
+  std::string path;  // as the server named it
+  std::shared_ptr<const SnapshotChain> chain;
+  std::vector<std::string> files;
+  std::vector<std::string> stamps;  // FileStampOf each of `files`, when bound
+  bool Holds() const {
+    if (!chain) return false;
+    for (size_t i = 0; i < files.size(); ++i) {
+      if (FileStampOf(files[i]) != stamps[i]) return false;
+    }
+    return true;
+  }
+};
+
+// Binds the idle `warm` VM to `path` if the snapshot fits it and its image
+// is fresh: only an image, since a snapshot paged in would have its pager
+// fill memory while the VM waits. Returns an empty binding otherwise.
+Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain>& opened, const WorkerDirs& dirs) {
+  if (dirs.images.empty() || path.empty() || path[0] != '/') return {};
+  // Taken before the open, as Remember does: a change during it shows.
+  const std::string leaf = FileStampOf(path);
+  if (leaf.empty()) return {};
+  std::shared_ptr<const SnapshotChain> chain = Cached(opened, path);
+  if (!chain) {
+    auto c = restore::OpenSnapshot(path);
+    if (!c.ok()) return {};
+    chain = std::make_shared<const SnapshotChain>(std::move(c).value());
+  }
+  if (!warm.WarmMismatch(*chain).empty()) return {};
+  memory::ImageCache cache(dirs.images);
+  Binding b;
+  b.path = path;
+  for (const auto& layer : chain->layers()) b.files.push_back(layer->path());
+  b.files.push_back(cache.ImagePath(*chain));
+  b.files.push_back(cache.StampPath(*chain));
+  for (const std::string& f : b.files) {
+    b.stamps.push_back(FileStampOf(f));
+    if (b.stamps.back().empty()) return {};
+  }
+  if (b.stamps[chain->layers().size() - 1] != leaf) return {};
+  if (!cache.OpenFresh(*chain).valid()) return {};
+  LoadPlan plan;
+  plan.lazy = true;
+  plan.map_file = true;
+  plan.verified_dir = dirs.stamps;
+  plan.image_dir = dirs.images;
+  if (!warm.Bind(chain, std::move(plan)).ok()) return {};
+  b.chain = chain;
+  // Unchanged since the image was found fresh: the load mapped that image.
+  if (!b.Holds()) {
+    (void)warm.Unbind();
+    return {};
+  }
+  return b;
+}
+
 [[noreturn]] void ServeClient(UniqueFd client, UniqueFd chan, std::unique_ptr<Vmm> warm, const VmmOptions& vopts,
                               const std::deque<OpenedChain>& opened, const WorkerDirs& dirs,
-                              const ServeOptions& o) {
+                              const ServeOptions& o, const Binding& binding) {
   const int cfd = client.get();
   timeval tv{5, 0};
   ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -278,7 +342,14 @@ struct WorkerDirs {
   // one exists (`vmsnap load --memory shared` builds it), else paged in.
   if (!remote_url) plan.image_dir = dirs.images;
 
-  std::shared_ptr<const SnapshotChain> shared = Cached(opened, path);
+  // The binding is used only for the very files it was made from; else it
+  // is undone and the snapshot restored as by an unbound VM.
+  const bool bound_start = binding.chain && !remote_url && path == binding.path && binding.Holds();
+  if (binding.chain && !bound_start) {
+    Status s = warm->Unbind();
+    if (!s.ok()) Fail(cfd, s.message());
+  }
+  std::shared_ptr<const SnapshotChain> shared = bound_start ? binding.chain : Cached(opened, path);
   if (!shared) {
     auto chain = restore::OpenSnapshot(path);
     if (!chain.ok()) Fail(cfd, chain.status().message());
@@ -312,11 +383,12 @@ struct WorkerDirs {
   // the process ends (its other threads, the pager's fill and the VM's
   // memory go with it, after the client already has its status).
   Vmm* running = vm.get();
-  auto reply_exit = [cfd, running, is_warm](int exit_status) {
+  auto reply_exit = [cfd, running, is_warm, bound_start](int exit_status) {
     std::fflush(stdout);
     Reply(cfd, {{"ok", true},
                 {"exit_status", exit_status},
                 {"warm", is_warm},
+                {"bound", bound_start},
                 {"first_entry_ns", running->first_entry_ns()},
                 {"generation_id", BytesHex(running->generation_id())}});
     ::_exit(0);
@@ -363,13 +435,28 @@ struct WorkerDirs {
   WorkerDirs dirs;
   if (auto d = UserCacheDir("verified"); d.ok()) dirs.stamps = *d;
   if (auto d = UserCacheDir("images"); d.ok()) dirs.images = *d;
-  if (!SendFd(chan.get(), 'R', -1).ok()) ::_exit(0);
-  char tag = 0;
+  // Ready ('R', then the path of the snapshot it is bound to, if any) until
+  // the server hands it a client ('C' with its descriptor), or asks it to
+  // bind to a snapshot ('B' PATH) first.
+  Binding binding;
   std::vector<UniqueFd> got;
-  ssize_t n = RecvWithFds(chan.get(), &tag, 1, got, 1);
-  if (n <= 0 || tag != 'C' || got.size() != 1) ::_exit(0);  // the server ended
+  for (;;) {
+    const std::string ready = "R" + binding.path;
+    if (::send(chan.get(), ready.data(), ready.size(), MSG_NOSIGNAL) < 0) ::_exit(0);
+    char msg[kMaxPathMessage + 1];
+    got.clear();
+    ssize_t n = RecvWithFds(chan.get(), msg, sizeof msg, got, 1);
+    if (n <= 0) ::_exit(0);  // the server ended
+    if (msg[0] == 'C' && got.size() == 1) break;
+    if (msg[0] != 'B' || !got.empty()) ::_exit(0);
+    if (binding.chain) {
+      (void)(*warm)->Unbind();
+      binding = Binding{};
+    }
+    binding = TryBind(**warm, std::string(msg + 1, size_t(n - 1)), opened, dirs);
+  }
   ::prctl(PR_SET_PDEATHSIG, 0);
-  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs, o);
+  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs, o, binding);
 }
 
 struct Worker {
@@ -377,6 +464,8 @@ struct Worker {
   UniqueFd chan;
   size_t shape = 0;  // index into ServeOptions::shapes
   bool ready = false;
+  std::string bound;    // the snapshot it said it is bound to ("": none)
+  std::string offered;  // the snapshot it was asked to bind to, until it answers
 };
 
 // A connection accepted and not yet handed to a worker.
@@ -390,7 +479,19 @@ struct Waiting {
   // (peeking consumes nothing), so it is looked at again after a short
   // sleep instead of polled.
   size_t peeked = 0;
+  // The snapshot the request names, once seen ("": not seen, or no local
+  // path): a worker bound to it is preferred.
+  std::string path;
+  // With one pool, how long the server waits for the request line to pick a
+  // bound worker; then the client goes to any.
+  std::chrono::steady_clock::time_point path_by;
 };
+
+// With one pool, how long the request line may take after the connection to
+// still pick a bound worker (the client sends it right after connecting).
+constexpr auto kPathWait = std::chrono::milliseconds(10);
+// Snapshots remembered per pool as candidates for binding, most recent first.
+constexpr size_t kMaxRecent = 8;
 
 // Whether a snapshot of `regions_total` bytes of memory and `vcpus` vCPUs
 // fits the warm VMs of `shape` (the worker checks the rest: WarmMismatch).
@@ -405,19 +506,23 @@ bool Fits(const WarmShape& shape, uint64_t regions_total, unsigned vcpus) {
 // nullopt while the line is incomplete; a request that is malformed, names
 // no snapshot the server can open, or fits no pool goes to the first pool,
 // whose worker answers it (an error, or a cold start it says it made).
+// With one pool the line is read the same way, only for its snapshot's path
+// (c.path: a worker bound to it is preferred), and waited for at most
+// kPathWait.
 std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes, std::deque<OpenedChain>& opened) {
-  if (shapes.size() == 1) return 0;
-  std::vector<char> buf(kMaxRequestLine + 1);
+  // The server is one thread: one buffer, not one per look.
+  static std::vector<char> buf(kMaxRequestLine + 1);
+  const auto until = shapes.size() == 1 ? c.path_by : c.deadline;
   ssize_t n;
   do {
     n = ::recv(c.fd.get(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && std::chrono::steady_clock::now() < c.deadline) {
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && std::chrono::steady_clock::now() < until) {
     return std::nullopt;
   }
   const char* nl = n > 0 ? static_cast<const char*>(std::memchr(buf.data(), '\n', size_t(n))) : nullptr;
   if (nl == nullptr) {
-    const bool final = n <= 0 || size_t(n) == buf.size() || std::chrono::steady_clock::now() >= c.deadline;
+    const bool final = n <= 0 || size_t(n) == buf.size() || std::chrono::steady_clock::now() >= until;
     if (!final) {
       c.peeked = size_t(n);
       return std::nullopt;
@@ -428,6 +533,8 @@ std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes
   if (!req.is_object() || !req.contains("snapshot") || !req["snapshot"].is_string()) return 0;
   const std::string path = req["snapshot"];
   if (path.empty() || path[0] != '/' || path.size() >= kMaxPathMessage) return 0;
+  c.path = path;
+  if (shapes.size() == 1) return 0;
   std::shared_ptr<const SnapshotChain> chain = Remember(opened, path);
   if (!chain) return 0;
   schema::Manifest::Reader m = chain->leaf().manifest();
@@ -573,6 +680,11 @@ Status Serve(const ServeOptions& o) {
   // Workers with a client, until they say which snapshot it asked for.
   std::vector<UniqueFd> busy;
   std::deque<OpenedChain> opened;
+  // Per pool: the snapshots its clients asked for lately (most recent
+  // first), which its idle workers are asked to bind to, and those a worker
+  // could not bind to (no fresh image, or they fit only by size).
+  std::vector<std::deque<std::string>> recent(o.shapes.size());
+  std::vector<std::set<std::string>> unbindable(o.shapes.size());
   std::string image_dir;
   if (o.build_images) {
     if (auto d = UserCacheDir("images"); d.ok()) image_dir = *d;
@@ -607,7 +719,7 @@ Status Serve(const ServeOptions& o) {
       RunWorker(UniqueFd(sv[1]), self, o, o.shapes[shape], opened);
     }
     ::close(sv[1]);
-    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false});
+    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false, "", ""});
     return Status::Ok();
   };
 
@@ -630,7 +742,8 @@ Status Serve(const ServeOptions& o) {
     for (const Waiting& c : waiting) {
       if (c.shape) continue;
       fds.push_back({c.peeked ? -1 : c.fd.get(), POLLIN, 0});
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(c.deadline - now).count();
+      const auto until = o.shapes.size() == 1 ? c.path_by : c.deadline;
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - now).count();
       const int ms = int(std::clamp<int64_t>(left, 0, c.peeked ? 5 : 60'000));
       timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
     }
@@ -650,7 +763,13 @@ Status Serve(const ServeOptions& o) {
       char msg[4096];
       ssize_t n = ::recv(workers[i].chan.get(), msg, sizeof msg, MSG_DONTWAIT);
       if (n > 0 && msg[0] == 'R') {
-        workers[i].ready = true;
+        Worker& w = workers[i];
+        w.ready = true;
+        w.bound.assign(msg + 1, size_t(n - 1));
+        // Not bound to what it was offered (no fresh image, or it does not
+        // fit): not offered again until an image build ends.
+        if (!w.offered.empty() && w.bound != w.offered) unbindable[w.shape].insert(w.offered);
+        w.offered.clear();
       } else if (n > 0 && msg[0] == 'E') {
         result = Status::Kvm("cannot prepare a warm VM: " + std::string(msg + 1, size_t(n - 1)));
       } else if (n == 0 || (n < 0 && errno != EAGAIN)) {
@@ -669,7 +788,10 @@ Status Serve(const ServeOptions& o) {
       }
       busy.erase(busy.begin() + long(i));
     }
-    if (fds[builder_at].revents & (POLLIN | POLLHUP | POLLERR)) images.Ended();
+    if (fds[builder_at].revents & (POLLIN | POLLHUP | POLLERR)) {
+      images.Ended();
+      for (auto& u : unbindable) u.clear();
+    }
     images.Next([&] {
       sig.Reset();
       listen_fd.Reset();
@@ -681,7 +803,8 @@ Status Serve(const ServeOptions& o) {
       for (;;) {
         int c = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
         if (c < 0) break;
-        waiting.push_back(Waiting{UniqueFd(c), std::nullopt, std::chrono::steady_clock::now() + std::chrono::seconds(5)});
+        const auto at = std::chrono::steady_clock::now();
+        waiting.push_back(Waiting{UniqueFd(c), std::nullopt, at + std::chrono::seconds(5), 0, "", at + kPathWait});
         if (waiting.size() >= kMaxWaiting) break;
       }
     }
@@ -695,13 +818,29 @@ Status Serve(const ServeOptions& o) {
         ++it;
         continue;
       }
-      size_t w = 0;
-      while (w < workers.size() && !(workers[w].ready && workers[w].shape == *it->shape)) ++w;
+      // A worker bound to the request's snapshot, else an unbound one, else
+      // any (which undoes its binding first).
+      size_t w = workers.size();
+      for (size_t i = 0; i < workers.size(); ++i) {
+        const Worker& k = workers[i];
+        if (!k.ready || k.shape != *it->shape) continue;
+        if (!it->path.empty() && k.bound == it->path) {
+          w = i;
+          break;
+        }
+        if (w == workers.size() || (!workers[w].bound.empty() && k.bound.empty())) w = i;
+      }
       if (w == workers.size()) {
         ++it;
         continue;
       }
       const size_t shape = workers[w].shape;
+      if (!it->path.empty()) {
+        std::deque<std::string>& r = recent[shape];
+        r.erase(std::remove(r.begin(), r.end(), it->path), r.end());
+        r.push_front(it->path);
+        while (r.size() > kMaxRecent) r.pop_back();
+      }
       Status s = SendFd(workers[w].chan.get(), 'C', it->fd.get());
       if (!s.ok()) {
         // That worker died since it said ready: it is replaced below, and
@@ -713,6 +852,27 @@ Status Serve(const ServeOptions& o) {
       workers.erase(workers.begin() + long(w));
       if (s.ok()) it = waiting.erase(it);
       result = spawn(shape);
+    }
+    // An idle unbound worker is asked to bind to the most recent snapshot
+    // of its pool that no other worker of the pool is bound to (or binding),
+    // if it has a fresh image; not to an older one instead (it would keep
+    // an image the cache's bound may have to remove in use).
+    for (Worker& w : workers) {
+      if (!w.ready || !w.bound.empty() || !result.ok()) continue;
+      for (const std::string& p : recent[w.shape]) {
+        bool taken = false;
+        for (const Worker& k : workers) {
+          taken |= &k != &w && k.shape == w.shape && (k.bound == p || k.offered == p);
+        }
+        if (taken) continue;
+        if (unbindable[w.shape].count(p) != 0) break;
+        const std::string m = "B" + p;
+        if (::send(w.chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT) == ssize_t(m.size())) {
+          w.ready = false;
+          w.offered = p;
+        }
+        break;
+      }
     }
   }
   workers.clear();  // idle workers see their channel close and exit

@@ -245,7 +245,7 @@ int OnFetch(uint32_t layer, uint64_t chunk, char* message, size_t size, void* ct
 
 }  // namespace
 
-Status Vmm::RestoreSnapshot(LoadPlan load) {
+Status Vmm::RestoreSnapshot(LoadPlan load, bool untimed_only) {
   // The restore order (restore::RestoreSteps) behind the C API: checks, the
   // memory slots, the VM configuration, memory, vCPUs, state. The VMM does
   // not enable dirty logging through the API (it tracks dirty pages
@@ -293,6 +293,7 @@ Status Vmm::RestoreSnapshot(LoadPlan load) {
     }
   }
   // A failure here stops the pager (the C API does).
+  if (untimed_only) return capi::StatusOf(vmsnap_vm_restore_untimed_state(api_, snap_));
   return capi::StatusOf(vmsnap_vm_restore_state(api_, snap_));
 }
 
@@ -313,10 +314,37 @@ Result<std::unique_ptr<Vmm>> Vmm::Restore(const std::string& snapshot, const Vmm
   return vmm;
 }
 
-Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
+Status Vmm::Bind(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
   if (snap_) return Status::InvalidArgument("this warm VM was restored into already");
   snap_ = capi::WrapChain(chain, chain->leaf().path());
-  VMSNAP_RETURN_IF_ERROR(RestoreSnapshot(std::move(load)));
+  bound_ = chain;
+  Status s = RestoreSnapshot(std::move(load), /*untimed_only=*/true);
+  if (!s.ok()) {
+    Status undone = Unbind();
+    if (!undone.ok()) return Status(s.code(), s.message() + "; undoing it: " + undone.message());
+  }
+  return s;
+}
+
+Status Vmm::Unbind() {
+  if (!snap_ || !bound_) return Status::Ok();
+  StopPager();
+  Status s = capi::StatusOf(vmsnap_vm_restore_cancel(api_));
+  vmsnap_close(snap_);
+  snap_ = nullptr;
+  bound_.reset();
+  load_.reset();
+  return s;
+}
+
+Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
+  if (bound_ && bound_ != chain) VMSNAP_RETURN_IF_ERROR(Unbind());
+  if (!bound_) VMSNAP_RETURN_IF_ERROR(Bind(chain, std::move(load)));
+  // What runs from the moment it is set (the LAPIC timer, the TSC, the
+  // PIT, kvmclock) is set now, just before the guest starts, whenever the
+  // rest was restored.
+  bound_.reset();
+  VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_restore_state(api_, snap_)));
   return InheritLineage(chain.get(), true);
 }
 

@@ -132,8 +132,21 @@ class Vmm {
   static Result<std::unique_ptr<Vmm>> Prepare(const WarmShape& shape, const VmmOptions& options);
   // Why `chain` cannot be restored into this prepared VM, or "" when it can.
   std::string WarmMismatch(const SnapshotChain& chain) const;
-  // Restores `chain` into this prepared VM (WarmMismatch must be "").
+  // Restores `chain` into this prepared VM (WarmMismatch must be ""): Bind
+  // unless bound to this very chain (another binding is undone first), then
+  // the state that depends on when the guest starts.
   Status RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load);
+  // The part of RestoreWarm done ahead of a request: the checks, memory
+  // loaded (an image mapped), and every vCPU's state that means the same
+  // whenever the guest starts (vmsnap_vm_restore_untimed_state). A failure
+  // is undone (Unbind) before it returns.
+  Status Bind(std::shared_ptr<const SnapshotChain> chain, LoadPlan load);
+  // Undoes a Bind: the pager stopped, untouched memory again
+  // (vmsnap_vm_restore_cancel). The VM is then as Prepare left it, but for
+  // an armed pager (the next load starts its own when it pages).
+  Status Unbind();
+  // The chain Bind restored ahead, or null.
+  const SnapshotChain* bound() const { return bound_.get(); }
   // Stops a lazy load's pager (pages never filled become inaccessible);
   // before the VM's memory goes. Nothing for an eager or mapped load.
   void StopPager();
@@ -188,7 +201,9 @@ class Vmm {
   Status RegisterMemory();
   // The restore order through the C API, into a new VM (Init done) or a
   // prepared one (`warm_`); `snap_` is the snapshot.
-  Status RestoreSnapshot(LoadPlan load);
+  // `untimed_only`: stop before the state that depends on when the guest
+  // starts (Bind); RestoreWarm sets it.
+  Status RestoreSnapshot(LoadPlan load, bool untimed_only = false);
   Status CreateVcpus(int count);
   // The lineage snapshots of this VM record (docs/format.md, "Load
   // history"): `from`'s, if it was loaded from a snapshot; Run() then adds
@@ -237,6 +252,7 @@ class Vmm {
   vmsnap_pager* pager_ = nullptr;    // a lazy load's
   std::unique_ptr<LoadPlan> load_;   // the callbacks the pager calls (a stable address)
   bool warm_ = false;                // made by Prepare
+  std::shared_ptr<const SnapshotChain> bound_;  // Bind's, until RestoreWarm or Unbind
   std::unique_ptr<GuestMemory> memory_;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<kvm::x86::RealVcpuOps>> vcpu_ops_;

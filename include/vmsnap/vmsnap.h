@@ -576,6 +576,29 @@ VMSNAP_API void vmsnap_pager_stop(vmsnap_pager *pager);
  * inaccessible; vmsnap_pager_wait then fails): the VM must not run. */
 VMSNAP_API int vmsnap_vm_restore_state(vmsnap_vm *vm, const vmsnap_snapshot *snap);
 
+/* The part of vmsnap_vm_restore_state that means the same whenever the
+ * guest starts, for a VMM that restores ahead of the start (a warm VM bound
+ * to the snapshot it will most likely be asked for): the vCPU checks, then
+ * each vCPU's CPUID, TSC rate, MP state, registers, XSAVE, XCRs and debug
+ * registers. vmsnap_vm_restore_state then sets only the rest, whose timers
+ * and clocks run from the moment they are set: each vCPU's LAPIC, MSRs
+ * (the TSC and its deadline among them) and events, then the PIT, the
+ * clock and the interrupt controllers, and KVM_KVMCLOCK_CTRL. The guest
+ * sees the same state as after one vmsnap_vm_restore_state. Since 0.3. */
+VMSNAP_API int vmsnap_vm_restore_untimed_state(vmsnap_vm *vm, const vmsnap_snapshot *snap);
+
+/* Undoes a warm VM's restore begun with vmsnap_vm_restore_check but whose
+ * state is not complete (at most vmsnap_vm_restore_untimed_state; nothing
+ * when no restore was begun, or one failed in its first step), so that
+ * another snapshot can be restored into it: the load's memory (copied, or
+ * a file or image mapped) is replaced by untouched anonymous memory at the
+ * same host addresses (MAP_FIXED, as the VMSNAP_LOAD_MAP_FILE rule allows),
+ * and the VM waits as after vmsnap_vm_prepare_warm. Stop the load's pager
+ * first (vmsnap_pager_stop). The vCPU state set so far is overwritten by
+ * the next restore. An armed pager was used or disarmed by the load: arm
+ * again if wanted. Since 0.3. */
+VMSNAP_API int vmsnap_vm_restore_cancel(vmsnap_vm *vm);
+
 typedef enum vmsnap_dirty_mode {
   VMSNAP_DIRTY_DEFAULT = 0, /* the ring when the host has it, else the bitmap */
   VMSNAP_DIRTY_BITMAP = 1,

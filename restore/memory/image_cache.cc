@@ -70,6 +70,10 @@ std::string ImageCache::ImagePath(const SnapshotChain& chain) const {
   return dir_ + "/" + layout::IdToHex(chain.leaf().id()) + ".img";
 }
 
+std::string ImageCache::StampPath(const SnapshotChain& chain) const {
+  return dir_ + "/" + layout::IdToHex(chain.leaf().id()) + ".stamp";
+}
+
 UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
   const std::string img = ImagePath(chain);
   UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));

@@ -40,6 +40,8 @@ class ImageCache {
 
   // The image file of `chain` (it may not exist).
   std::string ImagePath(const SnapshotChain& chain) const;
+  // The file beside it that holds its stamp.
+  std::string StampPath(const SnapshotChain& chain) const;
   // The chain's image, open, if it exists and its stamp matches; an invalid
   // fd if there is none or it is stale.
   UniqueFd OpenFresh(const SnapshotChain& chain) const;

@@ -183,6 +183,11 @@ Status CheckCpuidAgainst(const std::vector<kvm_cpuid_entry2>& host, schema::Mani
 }
 
 Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& caps) {
+  VMSNAP_RETURN_IF_ERROR(RestoreVcpuUntimed(vcpu, s, caps));
+  return RestoreVcpuTimed(vcpu, s, caps);
+}
+
+Status RestoreVcpuUntimed(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& caps) {
   // Step 1, CPUID2: it decides which MSRs, XSAVE components and CR4 bits the
   // vCPU accepts, so everything after it depends on it.
   std::vector<kvm_cpuid_entry2> cpuid = state::x86::DecodeCpuid(s.getCpuid());
@@ -247,7 +252,10 @@ Status RestoreVcpu(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& ca
     Decode(s.getDebugregs(), dr);
     VMSNAP_RETURN_IF_ERROR(vcpu.SetDebugRegs(dr));
   }
+  return Status::Ok();
+}
 
+Status RestoreVcpuTimed(kx::VcpuOps& vcpu, sx::Vcpu::Reader s, const kx::HostCaps& caps) {
   // Step 7, LAPIC: after SREGS (SET_SREGS restores the APIC base MSR, which
   // decides xAPIC/x2APIC mode and the APIC ID layout) and before the MSRs
   // (TSC_DEADLINE is only accepted with the LVT timer in deadline mode).
@@ -325,18 +333,37 @@ Status RestoreVm(kx::VmOps& vm, sx::Vm::Reader s) {
   return Status::Ok();
 }
 
-Status RestoreState(kx::VmOps& vm, const std::vector<kx::VcpuOps*>& vcpus, schema::Manifest::Reader m) {
+namespace {
+
+// One half of every vCPU's state (StatePart), vCPU by vCPU.
+Status RestoreVcpus(const std::vector<kx::VcpuOps*>& vcpus, schema::Manifest::Reader m, const kx::HostCaps& caps,
+                    StatePart part) {
   auto list = m.getVcpus();
   if (list.size() != vcpus.size()) {
     return Status::InvalidArgument("snapshot has " + std::to_string(list.size()) + " vCPUs, VM has " +
                                    std::to_string(vcpus.size()));
   }
-  VMSNAP_ASSIGN_OR_RETURN(kx::HostCaps caps, vm.ProbeCaps());
   for (unsigned i = 0; i < list.size(); ++i) {
     if (!list[i].isX8664()) return Status::Corruption("vCPU " + std::to_string(i) + " has no x86_64 state");
-    VMSNAP_RETURN_IF_ERROR(RestoreVcpu(*vcpus[i], list[i].getX8664(), caps)
-                               .Context("restoring vCPU " + std::to_string(i)));
+    Status s;
+    switch (part) {
+      case StatePart::kAll: s = RestoreVcpu(*vcpus[i], list[i].getX8664(), caps); break;
+      case StatePart::kUntimed: s = RestoreVcpuUntimed(*vcpus[i], list[i].getX8664(), caps); break;
+      case StatePart::kTimed: s = RestoreVcpuTimed(*vcpus[i], list[i].getX8664(), caps); break;
+    }
+    VMSNAP_RETURN_IF_ERROR(s.Context("restoring vCPU " + std::to_string(i)));
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status RestoreState(kx::VmOps& vm, const std::vector<kx::VcpuOps*>& vcpus, schema::Manifest::Reader m,
+                    StatePart part) {
+  VMSNAP_ASSIGN_OR_RETURN(kx::HostCaps caps, vm.ProbeCaps());
+  VMSNAP_RETURN_IF_ERROR(RestoreVcpus(vcpus, m, caps, part));
+  if (part == StatePart::kUntimed) return Status::Ok();
+  auto list = m.getVcpus();
   if (!m.getVm().isX8664()) return Status::Corruption("snapshot has no x86_64 VM state");
   VMSNAP_RETURN_IF_ERROR(RestoreVm(vm, m.getVm().getX8664()).Context("restoring VM state"));
   // Step 10, KVMCLOCK_CTRL: once everything is in place, tell a guest that

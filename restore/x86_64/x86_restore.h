@@ -51,14 +51,26 @@ Status CheckCpuidAgainst(const std::vector<kvm_cpuid_entry2>& host, schema::Mani
 // fresh (never run).
 Status RestoreVcpu(kvm::x86::VcpuOps& vcpu, schema::x86::Vcpu::Reader state,
                    const kvm::x86::HostCaps& caps);
+// The same in two halves: steps 1-6 (CPUID, TSC rate, MP state, registers,
+// XSAVE, XCRs, debug registers), which mean the same whenever the guest
+// starts, then steps 7-9 (LAPIC, MSRs, events), whose timers (the LAPIC
+// timer's count, the TSC and its deadline) run from the moment they are set.
+Status RestoreVcpuUntimed(kvm::x86::VcpuOps& vcpu, schema::x86::Vcpu::Reader state,
+                          const kvm::x86::HostCaps& caps);
+Status RestoreVcpuTimed(kvm::x86::VcpuOps& vcpu, schema::x86::Vcpu::Reader state,
+                        const kvm::x86::HostCaps& caps);
 
 // Restores the VM-level state (PIT2, CLOCK, IRQCHIP), after every vCPU.
 Status RestoreVm(kvm::x86::VmOps& vm, schema::x86::Vm::Reader state);
 
 // The whole sequence after the VM config, memory and vCPUs exist: every vCPU,
 // then the VM, then KVM_KVMCLOCK_CTRL on each vCPU. `vcpus` by index.
+// `part`: all of it, or its halves (StatePart): kUntimed is every vCPU's
+// RestoreVcpuUntimed; kTimed the rest, every vCPU's RestoreVcpuTimed then the
+// VM (the PIT counts and kvmclock runs from when they are set) and
+// KVM_KVMCLOCK_CTRL.
 Status RestoreState(kvm::x86::VmOps& vm, const std::vector<kvm::x86::VcpuOps*>& vcpus,
-                    schema::Manifest::Reader manifest);
+                    schema::Manifest::Reader manifest, StatePart part = StatePart::kAll);
 
 // The same steps behind the arch-neutral restore order (restore/restore.h).
 class X86Restorer final : public ArchRestorer {
@@ -99,6 +111,9 @@ class X86Restorer final : public ArchRestorer {
     return CheckCpuid(vm_, *vcpus_[0], m);
   }
   Status RestoreState(schema::Manifest::Reader m) override { return x86::RestoreState(vm_, vcpus_, m); }
+  Status RestoreStatePart(schema::Manifest::Reader m, StatePart part) override {
+    return x86::RestoreState(vm_, vcpus_, m, part);
+  }
 
  private:
   kvm::x86::VmOps& vm_;

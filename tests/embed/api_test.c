@@ -288,7 +288,34 @@ int main(int argc, char **argv) {
         lo.flags = VMSNAP_LOAD_MAP_FILE;
         rc = vmsnap_vm_load_memory(vm, src, &lo, &pager);
         EXPECT(rc == VMSNAP_OK && pager, "warm lazy load: %d", rc);
+        /* Restored ahead of its start (all but the timers), then undone:
+         * the memory is untouched again and the restore starts over. */
+        EXPECT(vmsnap_vm_restore_untimed_state(vm, src) == VMSNAP_OK, "untimed: %s", vmsnap_last_error());
+        rc = vmsnap_vm_restore_untimed_state(vm, src);
+        EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "already"), "untimed twice: %d", rc);
+        EXPECT(vmsnap_x86_get_regs(src, 0, &want) == VMSNAP_OK && ioctl(vcpus[0], KVM_GET_REGS, &got) == 0 &&
+                   want.rip == got.rip,
+               "registers restored ahead");
+        vmsnap_pager_stop(pager);
+        pager = NULL;
+        EXPECT(vmsnap_vm_restore_cancel(vm) == VMSNAP_OK, "cancel: %s", vmsnap_last_error());
+        for (gpa = 0; gpa < sizes[0]; gpa += 4096) {
+          vmsnap_read_memory(src, gpa, from_file, sizeof from_file);
+          if (from_file[0] || memcmp(from_file, from_file + 1, sizeof from_file - 1)) break;
+        }
+        if (gpa < sizes[0]) {
+          const unsigned char *p = (const unsigned char *)maps[0] + gpa;
+          EXPECT(p[0] == 0 && memcmp(p, p + 1, 4095) == 0, "memory untouched after cancel at 0x%llx",
+                 (unsigned long long)gpa);
+        }
+        EXPECT(vmsnap_vm_restore_check(vm, src, NULL) == VMSNAP_OK, "check after cancel: %s", vmsnap_last_error());
+        EXPECT(vmsnap_vm_restore_config(vm, src) == VMSNAP_OK, "config after cancel");
+        rc = vmsnap_vm_load_memory(vm, src, &lo, &pager);
+        EXPECT(rc == VMSNAP_OK && pager, "load after cancel: %d", rc);
+        EXPECT(vmsnap_vm_restore_untimed_state(vm, src) == VMSNAP_OK, "untimed again");
         EXPECT(vmsnap_vm_restore_state(vm, src) == VMSNAP_OK, "warm state");
+        rc = vmsnap_vm_restore_cancel(vm);
+        EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "restored"), "cancel late: %d", rc);
         EXPECT(vmsnap_pager_wait(pager) == VMSNAP_OK, "pager wait");
         /* The vCPU holds the snapshot's registers, the memory its pages. */
         EXPECT(vmsnap_x86_get_regs(src, 0, &want) == VMSNAP_OK && ioctl(vcpus[0], KVM_GET_REGS, &got) == 0 &&

@@ -2,11 +2,13 @@
 // `vmsnap serve` and `vmsnap load --via` on real KVM: a warm start prints and
 // exits as a plain load does, a snapshot of another shape falls back to a
 // cold start and says so once, concurrent clients each get their own VM, and
-// bad or vanishing clients leave the server serving. Also the generation ID:
+// bad or vanishing clients leave the server serving, and warm VMs bound ahead
+// to a snapshot start it as an unbound one would. Also the generation ID:
 // every run and load gives the guest a fresh one. And the reader the
 // clients read reply lines with.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -364,6 +366,185 @@ TEST_F(Serve, BadAndVanishingClientsLeaveTheServerServing) {
 // Decompressed images (docs/performance.md): VMs loaded from one compressed
 // snapshot share its memory through the image, and an image that changed
 // after it was built is never mapped.
+// Warm VMs bound ahead to the snapshot they will likely be asked for: a
+// start through one gives the guest what an unbound start gives it, and a
+// binding whose files changed is undone.
+class Bound : public Serve {
+ protected:
+  void SetUp() override {
+    Serve::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    RunResult regs = Run("run " + Guest("regs.elf") + " --mem 64M --snapshot-on-doorbell regs{n}.vmsnap");
+    ASSERT_EQ(regs.status, 42) << regs.err;
+  }
+  // A start as `load --via` makes it, with the reply read here: the guest's
+  // serial output and the server's last reply line.
+  struct Started {
+    std::string out;
+    nlohmann::json reply;
+  };
+  Started StartVia(const std::string& snapshot) {
+    Started st;
+    const std::string out = Path("start" + std::to_string(++starts_) + ".txt");
+    const int serial = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int err = ::open(Path("start-err.txt").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, Path("pool.sock").c_str(), sizeof a.sun_path - 1);
+    if (serial >= 0 && err >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+      timeval tv{60, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      std::string line = nlohmann::json{{"cmd", "load"}, {"snapshot", Path(snapshot)}}.dump() + "\n";
+      iovec iov{line.data(), line.size()};
+      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 2)] = {};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = ctl;
+      msg.msg_controllen = sizeof ctl;
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int) * 2);
+      const int pass[2] = {serial, err};
+      std::memcpy(CMSG_DATA(c), pass, sizeof pass);
+      if (::sendmsg(fd, &msg, MSG_NOSIGNAL) == ssize_t(line.size())) {
+        std::string reply;
+        char ch;
+        while (::read(fd, &ch, 1) == 1) {
+          if (ch != '\n') {
+            reply.push_back(ch);
+            continue;
+          }
+          st.reply = nlohmann::json::parse(reply, nullptr, false);
+          reply.clear();
+          if (st.reply.is_object() && !st.reply.contains("note")) break;
+        }
+      }
+    }
+    ::close(fd);
+    if (serial >= 0) ::close(serial);
+    if (err >= 0) ::close(err);
+    st.out = ReadFile(out);
+    return st;
+  }
+  // How many of the server's idle warm VMs map an image (a bound one does).
+  static size_t MappingAnImage(pid_t server) {
+    size_t n = 0;
+    for (pid_t k : Children(server)) {
+      n += ReadFile("/proc/" + std::to_string(k) + "/maps").find(".img\n") != std::string::npos;
+    }
+    return n;
+  }
+  // Waits until `want` of the server's warm VMs are bound.
+  bool WaitBound(pid_t server, size_t want) {
+    // The VM that served the last start ends just after its reply.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (MappingAnImage(server) < want) {
+      if (std::chrono::steady_clock::now() >= end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+  // Waits until `count` images are built.
+  bool WaitImages(size_t count) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      size_t n = 0;
+      std::error_code ec;
+      for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"), ec)) {
+        n += e.path().extension() == ".stamp";
+      }
+      if (n >= count) return true;
+      if (std::chrono::steady_clock::now() >= end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  int starts_ = 0;
+};
+
+TEST_F(Bound, AlternatedSnapshotsAreEachStartedByAVmBoundToItWithTheSameResult) {
+  const pid_t server = StartServer("64M", 2);
+  // The first start of each is unbound (no image yet): the reference.
+  const Started genid = StartVia("snap1.vmsnap");
+  const Started regs = StartVia("regs1.vmsnap");
+  for (const Started* s : {&genid, &regs}) {
+    EXPECT_EQ(s->reply.value("exit_status", -1), 42) << s->reply.dump() << s->out;
+    EXPECT_EQ(s->reply.value("bound", true), false) << s->reply.dump();
+  }
+  EXPECT_NE(regs.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << regs.out;
+  ASSERT_TRUE(WaitImages(2)) << "the server built no images";
+  std::regex id("[0-9a-f]{32}");
+  std::set<std::string> ids{Ids(genid.out, "after").at(0)};
+  // Once both warm VMs are bound, one to each snapshot, every start is bound.
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(WaitBound(server, 2)) << "start " << i << ": not every warm VM is bound";
+    const Started& ref = i % 2 ? regs : genid;
+    const Started s = StartVia(i % 2 ? "regs1.vmsnap" : "snap1.vmsnap");
+    EXPECT_EQ(s.reply.value("exit_status", -1), 42) << i << ": " << s.reply.dump() << s.out;
+    EXPECT_EQ(s.reply.value("bound", false), true) << i << ": " << s.reply.dump();
+    EXPECT_EQ(s.reply.value("warm", false), true) << i;
+    EXPECT_EQ(std::regex_replace(s.out, id, "ID"), std::regex_replace(ref.out, id, "ID")) << i;
+    if (i % 2 == 0) {
+      // A fresh generation ID each time, bound or not.
+      ASSERT_EQ(Ids(s.out, "after").size(), 1u) << s.out;
+      EXPECT_TRUE(ids.insert(Ids(s.out, "after")[0]).second) << s.out;
+      EXPECT_EQ(s.reply.value("generation_id", ""), IdBytes(Ids(s.out, "after")[0]));
+    }
+  }
+}
+
+TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
+  const pid_t server = StartServer("64M", 1);
+  EXPECT_EQ(StartVia("snap1.vmsnap").reply.value("exit_status", -1), 42);
+  ASSERT_TRUE(WaitImages(1));
+  ASSERT_TRUE(WaitBound(server, 1));
+  // The same path, other content: the guest is the new file's.
+  std::filesystem::copy_file(Path("regs1.vmsnap"), Path("new.vmsnap"));
+  std::filesystem::rename(Path("new.vmsnap"), Path("snap1.vmsnap"));
+  Started s = StartVia("snap1.vmsnap");
+  EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
+  EXPECT_EQ(s.reply.value("bound", true), false);
+  EXPECT_NE(s.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
+  EXPECT_TRUE(Ids(s.out, "after").empty()) << s.out;
+  // Bound to the new content once its image is built; the image removed,
+  // the guest still runs as the file says (paged in).
+  ASSERT_TRUE(WaitImages(2));
+  ASSERT_TRUE(WaitBound(server, 1));
+  for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"))) {
+    std::filesystem::remove(e.path());
+  }
+  s = StartVia("snap1.vmsnap");
+  EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
+  EXPECT_EQ(s.reply.value("bound", true), false);
+  EXPECT_NE(s.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
+}
+
+TEST_F(Bound, TimersRunFromTheStartNotFromTheBinding) {
+  // vCPU 1 is halted with its LAPIC timer (~300 ms) running at the
+  // snapshot point; its interrupt ends the guest.
+  RunResult timer = Run("run " + Guest("timer.elf") +
+                        " --mem 64M --vcpus 2 --snapshot-on-doorbell timer{n}.vmsnap --compress zstd:3");
+  ASSERT_EQ(timer.status, 43) << timer.err;
+  const pid_t server =
+      Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M", "--vcpus", "2"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  EXPECT_EQ(StartVia("timer1.vmsnap").reply.value("exit_status", -1), 43);
+  ASSERT_TRUE(WaitImages(1));
+  ASSERT_TRUE(WaitBound(server, 1));
+  // Bound for far longer than the timer had left: set at the binding, it
+  // would have fired while the VM waited and the guest would end at once.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  const Started s = StartVia("timer1.vmsnap");
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  EXPECT_EQ(s.reply.value("exit_status", -1), 43) << s.reply.dump() << s.out;
+  EXPECT_EQ(s.reply.value("bound", false), true) << s.reply.dump();
+  EXPECT_GE(ms.count(), 100) << "the timer ran while the VM waited";
+}
+
 class Images : public CliTest {
  protected:
   void SetUp() override {
