@@ -46,15 +46,37 @@ Result<UniqueFd> ListenControl(const std::string& path) {
     }
     ::unlink(path.c_str());
   }
+  // Bound under a temporary name and linked into place once it listens:
+  // a client that waits for the path to appear and then connects must
+  // never find a socket that refuses it. (A path too long for a temporary
+  // name beside it is bound in place.)
+  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
+  const bool renamed = Address(temp).ok();
+  VMSNAP_ASSIGN_OR_RETURN(sockaddr_un bind_addr, Address(renamed ? temp : path));
+  if (renamed) ::unlink(temp.c_str());
   // The umask makes bind create the socket 0600 with no window in which
   // another user could connect.
   mode_t old = ::umask(0177);
-  int r = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int r = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&bind_addr), sizeof bind_addr);
   int err = errno;
   ::umask(old);
   if (r != 0) return Status::FromErrno(err, "cannot bind control socket " + path);
-  if (::chmod(path.c_str(), 0600) != 0) return Status::FromErrno(errno, "chmod " + path);
-  if (::listen(fd.get(), 8) != 0) return Status::FromErrno(errno, "listen on " + path);
+  const std::string& bound = renamed ? temp : path;
+  auto fail = [&](const std::string& what) {
+    const int e = errno;
+    if (renamed) ::unlink(temp.c_str());
+    return Status::FromErrno(e, what);
+  };
+  if (::chmod(bound.c_str(), 0600) != 0) return fail("chmod " + bound);
+  if (::listen(fd.get(), 8) != 0) return fail("listen on " + path);
+  if (renamed) {
+    // link, not rename: whatever else is at the path stays as it was.
+    if (::link(temp.c_str(), path.c_str()) != 0) {
+      if (errno == EEXIST) errno = EADDRINUSE;  // as bind in place says
+      return fail("cannot bind control socket " + path);
+    }
+    ::unlink(temp.c_str());
+  }
   return fd;
 }
 

@@ -299,6 +299,16 @@ TEST_F(DirtyCli, ControlSocketSurvivesBadAndSlowClients) {
   EXPECT_EQ(second.status, 125) << second.err;
   EXPECT_NE(second.err.find("in use"), std::string::npos) << second.err;
   EXPECT_EQ(RawRequest(ctl, "{\"cmd\":\"ping\"}\n"), "{\"ok\":true}");
+  // A file that is not a socket at the path is refused and left as it was
+  // (the socket is bound under a temporary name first: none is left over).
+  std::ofstream(Path("notsock")) << "precious\n";
+  RunResult onfile = Run("run " + Guest("live_checksum") + " --mem 32M --serial /dev/null --control notsock", 30);
+  EXPECT_EQ(onfile.status, 125) << onfile.err;
+  EXPECT_NE(onfile.err.find("cannot bind control socket"), std::string::npos) << onfile.err;
+  EXPECT_EQ(ReadFile(Path("notsock")), "precious\n");
+  for (const auto& e : std::filesystem::directory_iterator(Path("."))) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+  }
   ASSERT_EQ(Run("save --control ctl --stop end.vmsnap").status, 0);
   EXPECT_EQ(Wait(vm), 0);
 }
