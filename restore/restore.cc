@@ -133,6 +133,14 @@ Status RestoreSteps::RestoreState(unsigned vcpus_created, const char* who) {
     done_ = Step::kState;
     return Status::Ok();
   }
+  return FirstState(vcpus_created, who, /*untimed_only=*/false);
+}
+
+Status RestoreSteps::RestoreUntimedState(unsigned vcpus_created, const char* who) {
+  return FirstState(vcpus_created, who, /*untimed_only=*/true);
+}
+
+Status RestoreSteps::FirstState(unsigned vcpus_created, const char* who, bool untimed_only) {
   VMSNAP_RETURN_IF_ERROR(InTurn(Step::kMemory, who, "restoring the state", "load the memory"));
   Status s;
   if (vcpus_created != vcpu_count_) {
@@ -141,29 +149,15 @@ Status RestoreSteps::RestoreState(unsigned vcpus_created, const char* who) {
   }
   // The checks that need a vCPU that never ran, then the state.
   if (s.ok()) s = restorer_->CheckVcpus(manifest());
-  if (s.ok()) s = restorer_->RestoreState(manifest());
+  if (s.ok()) {
+    s = untimed_only ? restorer_->RestoreStatePart(manifest(), StatePart::kUntimed)
+                     : restorer_->RestoreState(manifest());
+  }
   if (!s.ok()) {
     loader_->Abandon();
     return s;
   }
-  done_ = Step::kState;
-  return Status::Ok();
-}
-
-Status RestoreSteps::RestoreUntimedState(unsigned vcpus_created, const char* who) {
-  VMSNAP_RETURN_IF_ERROR(InTurn(Step::kMemory, who, "restoring the state", "load the memory"));
-  Status s;
-  if (vcpus_created != vcpu_count_) {
-    s = Status::InvalidArgument(std::string(who) + ": snapshot " + chain_->leaf().path() + " has " +
-                                std::to_string(vcpu_count_) + " vCPUs, the VM " + std::to_string(vcpus_created));
-  }
-  if (s.ok()) s = restorer_->CheckVcpus(manifest());
-  if (s.ok()) s = restorer_->RestoreStatePart(manifest(), StatePart::kUntimed);
-  if (!s.ok()) {
-    loader_->Abandon();
-    return s;
-  }
-  done_ = Step::kUntimed;
+  done_ = untimed_only ? Step::kUntimed : Step::kState;
   return Status::Ok();
 }
 

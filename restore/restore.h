@@ -145,6 +145,9 @@ class RestoreSteps {
  private:
   enum class Step { kNone, kChecked, kHostChecked, kConfigured, kMemory, kUntimed, kState };
   Status InTurn(Step before, const char* who, const char* step, const char* missing) const;
+  // After LoadMemory: the vCPU checks, then all of the state or only its
+  // untimed half; a failure stops the memory loader.
+  Status FirstState(unsigned vcpus_created, const char* who, bool untimed_only);
 
   std::shared_ptr<const SnapshotChain> chain_;
   schema::Arch arch_;
