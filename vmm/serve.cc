@@ -36,6 +36,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <vector>
 
 #include "base/cache_dir.h"
@@ -53,26 +54,33 @@ constexpr size_t kMaxWaiting = 64;
 // The descriptors a `load` request carries: serial output, then messages.
 constexpr int kRequestFds = 2;
 
-Status SendFd(int sock, char tag, int fd) {
-  char data = tag;
-  iovec iov{&data, 1};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+// One sendmsg of `len` bytes with `fds` attached; all of it or an error.
+Status SendWithFds(int sock, const void* data, size_t len, std::span<const int> fds) {
+  iovec iov{const_cast<void*>(data), len};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kRequestFds)] = {};
+  if (fds.size() > size_t(kRequestFds)) return Status::InvalidArgument("too many descriptors for one message");
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (fd >= 0) {
+  if (!fds.empty()) {
     msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
   for (;;) {
-    if (::sendmsg(sock, &msg, MSG_NOSIGNAL) >= 0) return Status::Ok();
+    const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n == ssize_t(len)) return Status::Ok();
+    if (n >= 0) return Status::Io("sendmsg sent " + std::to_string(n) + " of " + std::to_string(len) + " bytes");
     if (errno != EINTR) return Status::FromErrno(errno, "sendmsg");
   }
+}
+
+Status SendFd(int sock, char tag, int fd) {
+  return SendWithFds(sock, &tag, 1, fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>());
 }
 
 // recvmsg of up to `len` bytes; descriptors that came with them are
@@ -882,6 +890,16 @@ Status Serve(const ServeOptions& o) {
   return result;
 }
 
+Status SendLoadRequest(int fd, const std::string& snapshot, int serial_fd, int err_fd,
+                       const std::string& doorbell_snapshot) {
+  nlohmann::json req{{"cmd", "load"}, {"snapshot", snapshot}};
+  if (!doorbell_snapshot.empty()) req["snapshot_on_doorbell"] = doorbell_snapshot;
+  const std::string line = req.dump() + "\n";
+  // The line is short: one sendmsg carries all of it with the descriptors.
+  const int pass[kRequestFds] = {serial_fd, err_fd};
+  return SendWithFds(fd, line.data(), line.size(), pass);
+}
+
 Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int serial_fd, int err_fd,
                     const std::function<void(const std::string&)>& on_note, const std::string& doorbell_snapshot) {
   sockaddr_un a{};
@@ -895,28 +913,8 @@ Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int 
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
     return Status::FromErrno(errno, "cannot connect to " + socket);
   }
-  nlohmann::json req{{"cmd", "load"}, {"snapshot", snapshot}};
-  if (!doorbell_snapshot.empty()) req["snapshot_on_doorbell"] = doorbell_snapshot;
-  std::string line = req.dump() + "\n";
-  iovec iov{line.data(), line.size()};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kRequestFds)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctl;
-  msg.msg_controllen = sizeof ctl;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * kRequestFds);
-  const int pass[kRequestFds] = {serial_fd, err_fd};
-  std::memcpy(CMSG_DATA(c), pass, sizeof pass);
-  // The line is short: one sendmsg carries all of it with the descriptors.
-  ssize_t n;
-  do {
-    n = ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n != ssize_t(line.size())) return Status::FromErrno(errno, "sending the request to " + socket);
+  Status sent = SendLoadRequest(fd.get(), snapshot, serial_fd, err_fd, doorbell_snapshot);
+  if (!sent.ok()) return Status::Io("sending the request to " + socket + ": " + sent.message());
   ReplyReader replies(fd.get());
   for (;;) {
     auto reply = replies.Next();

@@ -60,6 +60,12 @@ Status Serve(const ServeOptions& options);
 // the way (a cold start instead of a warm one). A non-empty
 // `doorbell_snapshot` (an absolute path, "{n}" numbered) is where the warm
 // VM saves a snapshot at each doorbell, as `load --snapshot-on-doorbell`.
+// LoadVia's request on connected socket `fd`: the line and the two
+// descriptors in one sendmsg, for programs that read the server's reply
+// lines themselves (the JSON keys of docs/guest-abi.md).
+Status SendLoadRequest(int fd, const std::string& snapshot, int serial_fd, int err_fd,
+                       const std::string& doorbell_snapshot = "");
+
 Result<int> LoadVia(const std::string& socket, const std::string& snapshot, int serial_fd, int err_fd,
                     const std::function<void(const std::string&)>& on_note,
                     const std::string& doorbell_snapshot = "");

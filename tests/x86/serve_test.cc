@@ -26,6 +26,7 @@
 
 #include "tests/cli_fixture.h"
 #include "vmm/control.h"
+#include "vmm/serve.h"
 
 namespace vmsnap::testing {
 namespace {
@@ -395,30 +396,10 @@ class Bound : public Serve {
     if (serial >= 0 && err >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
       timeval tv{60, 0};
       ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      std::string line = nlohmann::json{{"cmd", "load"}, {"snapshot", Path(snapshot)}}.dump() + "\n";
-      iovec iov{line.data(), line.size()};
-      alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * 2)] = {};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = ctl;
-      msg.msg_controllen = sizeof ctl;
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * 2);
-      const int pass[2] = {serial, err};
-      std::memcpy(CMSG_DATA(c), pass, sizeof pass);
-      if (::sendmsg(fd, &msg, MSG_NOSIGNAL) == ssize_t(line.size())) {
-        std::string reply;
-        char ch;
-        while (::read(fd, &ch, 1) == 1) {
-          if (ch != '\n') {
-            reply.push_back(ch);
-            continue;
-          }
-          st.reply = nlohmann::json::parse(reply, nullptr, false);
-          reply.clear();
+      if (vmm::SendLoadRequest(fd, Path(snapshot), serial, err).ok()) {
+        vmm::ReplyReader replies(fd);
+        for (auto line = replies.Next(); line.ok(); line = replies.Next()) {
+          st.reply = nlohmann::json::parse(*line, nullptr, false);
           if (st.reply.is_object() && !st.reply.contains("note")) break;
         }
       }
