@@ -41,9 +41,13 @@ std::string FileStampOf(const std::string& path) {
   return FileStamp(st);
 }
 
+std::string SmallFileTempPrefix(const std::string& path, pid_t pid) {
+  return path + ".tmp-" + std::to_string(pid) + ".";
+}
+
 Status ReplaceSmallFile(const std::string& path, std::string_view contents) {
   static std::atomic<uint64_t> calls{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "." + std::to_string(calls.fetch_add(1));
+  const std::string tmp = SmallFileTempPrefix(path, ::getpid()) + std::to_string(calls.fetch_add(1));
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(contents.data(), std::streamsize(contents.size()));

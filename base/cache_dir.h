@@ -3,6 +3,8 @@
 // created (mode 0700) on first use.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <string_view>
 
@@ -26,5 +28,8 @@ std::string FileStampOf(const std::string& path);
 // The temporary is `path`.tmp-PID.N, N counting the calls in this process,
 // so that two threads replacing one file do not share it.
 Status ReplaceSmallFile(const std::string& path, std::string_view contents);
+// What every temporary of ReplaceSmallFile(path) in process `pid` starts
+// with ("path.tmp-PID."), for a cleaner of unfinished writes.
+std::string SmallFileTempPrefix(const std::string& path, pid_t pid);
 
 }  // namespace vmsnap

@@ -133,7 +133,6 @@ class RestoreSteps {
   // the guest starts (StatePart::kUntimed), between LoadMemory and
   // RestoreState.
   Status RestoreUntimedState(unsigned vcpus_created, const char* who);
-  bool untimed_restored() const { return done_ == Step::kUntimed; }
 
   schema::Manifest::Reader manifest() const { return chain_->leaf().manifest(); }
   // The snapshot's memory map, dirty logging cleared (valid after CheckSnapshot).

@@ -67,11 +67,11 @@ std::vector<Placed> Layout(const SnapshotChain& chain, uint64_t* total) {
 }  // namespace
 
 std::string ImageCache::ImagePath(const SnapshotChain& chain) const {
-  return dir_ + "/" + layout::IdToHex(chain.leaf().id()) + ".img";
+  return EntryPath(layout::IdToHex(chain.leaf().id()), ".img");
 }
 
 std::string ImageCache::StampPath(const SnapshotChain& chain) const {
-  return dir_ + "/" + layout::IdToHex(chain.leaf().id()) + ".stamp";
+  return EntryPath(layout::IdToHex(chain.leaf().id()), ".stamp");
 }
 
 UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
@@ -81,7 +81,7 @@ UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
   // Held by the mapping: Trim leaves the image alone. It fails only while
   // Trim removes this image (then it is not used).
   if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) return UniqueFd();
-  std::ifstream in(img.substr(0, img.size() - 4) + ".stamp");
+  std::ifstream in(StampPath(chain));
   std::stringstream want;
   want << in.rdbuf();
   const std::string have = Stamp(chain, fd.get());
@@ -91,9 +91,9 @@ UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
 
 void ImageCache::RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const {
   const std::string img = ImagePath(chain);
-  ::unlink((img + ".tmp-" + std::to_string(pid)).c_str());
-  // The stamp's temporaries (ReplaceSmallFile): STAMP.tmp-PID.N.
-  const std::string stamp_tmp = layout::IdToHex(chain.leaf().id()) + ".stamp.tmp-" + std::to_string(pid) + ".";
+  ::unlink(BuildTemp(img, pid).c_str());
+  // The stamp's temporaries (ReplaceSmallFile's, one per call).
+  const std::string stamp_tmp = SmallFileTempPrefix(StampPath(chain), pid).substr(dir_.size() + 1);
   if (DIR* d = ::opendir(dir_.c_str())) {
     while (dirent* e = ::readdir(d)) {
       if (std::string_view(e->d_name).starts_with(stamp_tmp)) ::unlink((dir_ + "/" + e->d_name).c_str());
@@ -104,8 +104,7 @@ void ImageCache::RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const {
 
 Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
   const std::string img = ImagePath(chain);
-  const std::string base = img.substr(0, img.size() - 4);
-  const std::string tmp = img + ".tmp-" + std::to_string(::getpid());
+  const std::string tmp = BuildTemp(img, ::getpid());
   uint64_t total = 0;
   const std::vector<Placed> placed = Layout(chain, &total);
   UniqueFd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -159,7 +158,7 @@ Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
   // The stamp names the image as it is now; written last, so a build that
   // stops half-way leaves an image without a matching stamp.
   const std::string stamp = Stamp(chain, fd.get());
-  VMSNAP_RETURN_IF_ERROR(ReplaceSmallFile(base + ".stamp", stamp));
+  VMSNAP_RETURN_IF_ERROR(ReplaceSmallFile(StampPath(chain), stamp));
   // Read-only from here: the VMs map it private.
   UniqueFd ro(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
   if (!ro.valid()) return Status::FromErrno(errno, "open " + img);
@@ -187,7 +186,7 @@ std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std
     if (::stat((dir_ + "/" + name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     Entry en{name.substr(0, 32), uint64_t(st.st_blocks) * 512, ns(st.st_mtim)};
     struct stat stamp {};
-    if (::stat((dir_ + "/" + en.id + ".stamp").c_str(), &stamp) == 0) en.last = ns(stamp.st_mtim);
+    if (::stat(EntryPath(en.id, ".stamp").c_str(), &stamp) == 0) en.last = ns(stamp.st_mtim);
     if (auto u = used_ns.find(en.id); u != used_ns.end()) en.last = std::max(en.last, u->second);
     total += en.bytes;
     images.push_back(std::move(en));
@@ -198,11 +197,11 @@ std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std
   for (const Entry& en : images) {
     if (total <= max_bytes) break;
     if (en.id == keep) continue;
-    const std::string img = dir_ + "/" + en.id + ".img";
+    const std::string img = EntryPath(en.id, ".img");
     UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // a VM maps it
     // The stamp first: from then on nothing trusts the image.
-    ::unlink((dir_ + "/" + en.id + ".stamp").c_str());
+    ::unlink(EntryPath(en.id, ".stamp").c_str());
     if (::unlink(img.c_str()) != 0) continue;
     total -= std::min(total, en.bytes);
     removed.push_back(en.id);

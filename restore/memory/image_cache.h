@@ -63,6 +63,11 @@ class ImageCache {
                                 const std::string& keep) const;
 
  private:
+  // DIR/ID.EXT: an image (".img") or its stamp (".stamp").
+  std::string EntryPath(const std::string& id, const char* ext) const { return dir_ + "/" + id + ext; }
+  // Where Build in process `pid` writes an image before renaming it.
+  static std::string BuildTemp(const std::string& image, pid_t pid) { return image + ".tmp-" + std::to_string(pid); }
+
   std::string dir_;
 };
 
