@@ -16,7 +16,7 @@
 namespace vmsnap::memory {
 
 Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> regions,
-                      uint64_t max_mappings) {
+                      uint64_t max_mappings, const std::function<void()>& before_mapping) {
   if (chain.layers().size() != 1) {
     return Status::Unsupported("copy-on-write mapping needs a full snapshot, not an incremental one");
   }
@@ -56,6 +56,7 @@ Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> r
   }
   const UniqueFd fd(::open(r.path().c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Status::FromErrno(errno, "open " + r.path());
+  if (before_mapping) before_mapping();
   Status s;
   for (const Map& m : maps) {
     void* p = ::mmap(m.host, m.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd.get(),

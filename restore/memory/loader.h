@@ -148,7 +148,10 @@ class LazyPager {
 // snapshots or when the stored runs would need more mappings than
 // `max_mappings`. Checksums are NOT checked before the guest sees a page;
 // callers that need that guarantee use LazyPager (or verify the file first).
+// `before_mapping`, if given, runs once the mapping is known to be possible,
+// just before the first mmap (a caller that must give up something to map,
+// an armed pager, does it there and keeps it on Unsupported).
 Status MapCopyOnWrite(const SnapshotChain& chain, std::span<const GuestRegion> regions,
-                      uint64_t max_mappings = 16384);
+                      uint64_t max_mappings = 16384, const std::function<void()>& before_mapping = {});
 
 }  // namespace vmsnap::memory

@@ -23,18 +23,20 @@ Status ParallelEagerLoader::Load(const SnapshotChain& chain,
 Status LazyLoader::Load(const SnapshotChain& chain, std::span<const kvm::GuestRegion> regions) {
   // An armed pager waits for this load (it is dropped if the load fails
   // here); what an earlier load started does not.
-  std::unique_ptr<LazyPager> armed = std::move(armed_);
-  Stop();
+  StopLoad();
   auto own = SnapshotChain::Open(chain.leaf().path());
-  if (!own.ok()) return own.status();
+  if (!own.ok()) {
+    armed_.reset();
+    return own.status();
+  }
   if (own.value().leaf().id() != chain.leaf().id() ||
       own.value().layers().size() != chain.layers().size()) {
+    armed_.reset();
     return Status::Corruption("snapshot " + chain.leaf().path() +
                               " changed while it was being loaded (snapshot id " +
                               layout::IdToHex(own.value().leaf().id()) + ", expected " +
                               layout::IdToHex(chain.leaf().id()) + ")");
   }
-  armed_ = std::move(armed);
   return LoadShared(std::make_shared<const SnapshotChain>(std::move(own).value()), regions);
 }
 
@@ -80,7 +82,7 @@ Status VerifiedOnce(const SnapshotReader& r, const std::string& stamp_dir) {
 Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
                               std::span<const kvm::GuestRegion> regions) {
   std::unique_ptr<LazyPager> armed = std::move(armed_);
-  Stop();
+  StopLoad();
   chain_ = std::move(chain);
   mapped_ = false;
   auto fail = [this, &armed](Status s) {
@@ -112,8 +114,7 @@ Status LazyLoader::LoadShared(std::shared_ptr<const SnapshotChain> chain,
     // mapping each, thousands for a GiB: with an image to be built, that
     // is mapped instead.
     const uint64_t most = cache && build_images_ ? kCheapMappings : kMaxMappings;
-    let_go();
-    Status s = MapCopyOnWrite(*chain_, regions, most);
+    Status s = MapCopyOnWrite(*chain_, regions, most, let_go);
     if (s.ok()) {
       mapped_ = true;
       return s;

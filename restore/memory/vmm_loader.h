@@ -52,9 +52,8 @@ class LazyLoader final : public restore::MemoryLoader {
                     std::span<const kvm::GuestRegion> regions) override;
   // Stops the pager's threads (pages never filled are poisoned, see LazyPager).
   void Stop() {
-    pager_.reset();
+    StopLoad();
     armed_.reset();
-    chain_.reset();
   }
   void Abandon() override { Stop(); }
   LazyPager* pager() { return pager_.get(); }
@@ -81,6 +80,12 @@ class LazyLoader final : public restore::MemoryLoader {
   bool mapped() const { return mapped_; }
 
  private:
+  // Ends the last load's pager and chain; an armed pager stays for the next.
+  void StopLoad() {
+    pager_.reset();
+    chain_.reset();
+  }
+
   LazyOptions options_;
   bool map_raw_ = true;
   bool mapped_ = false;
