@@ -426,8 +426,9 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   auto chain = std::unique_ptr<LazyChain>(new LazyChain());
   chain->dir_ = options.dir;
   std::vector<const SnapshotReader*> readers;
-  // Making room for a layer must not evict the layers opened before it,
-  // and must leave room for the other layers still to be made.
+  // Making room for a layer must not evict any layer of the chain (those
+  // opened before it, and those above it already cached), and must leave
+  // room for the other layers still to be made.
   LazyCacheOptions o = options;
   std::vector<std::string> bases;
   std::vector<uint64_t> needs;
@@ -437,6 +438,7 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
     needs.push_back(HasEntry(bases.back(), l.layout) ? 0 : EntryBytes(l.layout));
     lacking += needs.back();
   }
+  o.keep.insert(o.keep.end(), bases.begin(), bases.end());
   // The files this load has made so far are counted by each Open in use
   // (as the few blocks they take yet): the reserve leaves that part out, so
   // every new layer is held to the same sum and all are kept or none.
@@ -448,7 +450,6 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<LazySnapshot> s,
                             LazySnapshot::Open(shared, l.name, std::move(l.layout), o));
     if (needs[k] > 0) made += BlocksOf(s->path()) + BlocksOf(bases[k] + ".chunks");
-    o.keep.push_back(bases[k]);
     readers.push_back(&s->reader());
     chain->layers_.push_back(std::move(s));
   }
