@@ -23,22 +23,35 @@ using Crypto = vmsnap::store::dl::Library<kSoname>;
 // libcrypto's SHA256(data, len, md).
 using Sha256Fn = unsigned char* (*)(const unsigned char*, size_t, unsigned char*);
 
-Sha256Fn Sha256Symbol() {
-  static const auto fn = Crypto::Symbol<Sha256Fn>("SHA256");
-  return fn;
+// The symbol, and why it is missing (dlerror's text at the one lookup:
+// read later, it would be empty or another library's).
+struct Found {
+  Sha256Fn fn;
+  std::string why;
+};
+const Found& Sha256Symbol() {
+  static const Found found = [] {
+    Found f{Crypto::Symbol<Sha256Fn>("SHA256"), ""};
+    if (f.fn == nullptr) {
+      const char* e = ::dlerror();
+      if (e != nullptr) f.why = e;
+    }
+    return f;
+  }();
+  return found;
 }
 
 }  // namespace
 
 namespace vmsnap::store::dl {
 
-void Sha256(const uint8_t* data, size_t len, uint8_t out[32]) { Sha256Symbol()(data, len, out); }
+void Sha256(const uint8_t* data, size_t len, uint8_t out[32]) { Sha256Symbol().fn(data, len, out); }
 
 Status Sha256Available() {
-  if (Sha256Symbol() != nullptr) return Status::Ok();
-  const char* why = ::dlerror();
+  const Found& f = Sha256Symbol();
+  if (f.fn != nullptr) return Status::Ok();
   return Status::Unsupported(std::string("the chunk store names chunks by SHA-256, from ") + kSoname +
-                             ", which could not be loaded" + (why != nullptr ? std::string(": ") + why : ""));
+                             ", which could not be loaded" + (f.why.empty() ? "" : ": " + f.why));
 }
 
 }  // namespace vmsnap::store::dl
