@@ -577,8 +577,10 @@ int vmsnap_vm_restore_cancel(vmsnap_vm* vm) {
   vm->loader.reset();
   // Whatever the load put there (a file or image mapped, pages copied)
   // gives way to untouched anonymous memory at the same addresses, as the
-  // warm VM had it: KVM's slots keep pointing at them.
-  for (const kvm::GuestRegion& r : vm->regions) {
+  // warm VM had it: KVM's slots keep pointing at them. A pager still armed
+  // here means no load took the memory: it is untouched and stays
+  // registered with that pager (new memory would not be).
+  for (const kvm::GuestRegion& r : vm->armed_pager ? std::span<const kvm::GuestRegion>() : vm->regions) {
     void* p = ::mmap(r.host, r.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
                      -1, 0);
     if (p == MAP_FAILED) {

@@ -274,6 +274,32 @@ int main(int argc, char **argv) {
         unsigned char page[4096], from_file[4096];
         uint64_t gpa = 0;
         EXPECT(rc == VMSNAP_OK, "fit: %d", rc);
+        /* Cancelled before any load: the armed pager and its memory stay
+         * as they were for the load below. */
+        EXPECT(vmsnap_vm_restore_check(vm, src, NULL) == VMSNAP_OK, "check before cancel");
+        EXPECT(vmsnap_vm_restore_config(vm, src) == VMSNAP_OK, "config before cancel");
+        EXPECT(vmsnap_vm_restore_cancel(vm) == VMSNAP_OK, "cancel before load: %s", vmsnap_last_error());
+        /* The armed pager then pages a load in (no file mapping): the
+         * guest's memory holds the snapshot's pages. */
+        memset(&lo, 0, sizeof lo);
+        lo.struct_size = sizeof lo;
+        lo.mode = VMSNAP_MEMORY_LAZY;
+        EXPECT(vmsnap_vm_restore_check(vm, src, NULL) == VMSNAP_OK, "check after early cancel");
+        EXPECT(vmsnap_vm_restore_config(vm, src) == VMSNAP_OK, "config after early cancel");
+        rc = vmsnap_vm_load_memory(vm, src, &lo, &pager);
+        EXPECT(rc == VMSNAP_OK && pager, "paged load after early cancel: %d", rc);
+        for (gpa = 0; gpa < sizes[0]; gpa += 4096) {
+          vmsnap_read_memory(src, gpa, from_file, sizeof from_file);
+          if (from_file[0] || memcmp(from_file, from_file + 1, sizeof from_file - 1)) break;
+        }
+        if (gpa < sizes[0]) {
+          EXPECT(memcmp((const unsigned char *)maps[0] + gpa, from_file, sizeof from_file) == 0,
+                 "paged in after early cancel at 0x%llx", (unsigned long long)gpa);
+        }
+        EXPECT(vmsnap_pager_wait(pager) == VMSNAP_OK, "pager after early cancel: %s", vmsnap_last_error());
+        vmsnap_pager_stop(pager);
+        pager = NULL;
+        EXPECT(vmsnap_vm_restore_cancel(vm) == VMSNAP_OK, "cancel after paged load: %s", vmsnap_last_error());
         rc = vmsnap_vm_restore_check(vm, src, &bad);
         EXPECT(rc == VMSNAP_E_INVALID_ARGUMENT && strstr(vmsnap_last_error(), "struct_size"), "bad options: %d", rc);
         EXPECT(vmsnap_vm_restore_check(vm, src, NULL) == VMSNAP_OK, "warm check");
