@@ -38,18 +38,32 @@ namespace {
 constexpr uint64_t kPage = 4096;
 using Bytes = std::vector<uint8_t>;
 
+// A death test's child runs the fixture again in a process that dies
+// without destructors, so its directory is made inside the parent's one
+// (named by an environment variable the child inherits), which the parent
+// removes whole.
 class TempDir {
  public:
   TempDir() {
-    char tmpl[] = "/tmp/vmsnap-memtest-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) std::abort();
+    const char* parent = std::getenv(kEnv);
+    std::string tmpl = std::string(parent != nullptr ? parent : "/tmp") + "/vmsnap-memtest-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
     path_ = tmpl;
+    if (parent == nullptr) {
+      ::setenv(kEnv, path_.c_str(), 1);
+      owns_env_ = true;
+    }
   }
-  ~TempDir() { (void)std::system(("rm -rf '" + path_ + "'").c_str()); }
+  ~TempDir() {
+    (void)std::system(("rm -rf '" + path_ + "'").c_str());
+    if (owns_env_) ::unsetenv(kEnv);
+  }
   std::string operator/(const std::string& n) const { return path_ + "/" + n; }
 
  private:
+  static constexpr const char* kEnv = "VMSNAP_MEMTEST_PARENT_DIR";
   std::string path_;
+  bool owns_env_ = false;
 };
 
 // Page kinds in runs, as guest memory tends to look: zero, text-like, random.
