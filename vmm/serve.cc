@@ -603,9 +603,14 @@ class ImageBuilder {
   // Forks the next build if none runs. `close_in_child` closes what the
   // server holds (client connections, worker channels) in the builder.
   void Next(const std::function<void()>& close_in_child) {
-    if (pid_ >= 0 || queue_.empty()) return;
-    std::shared_ptr<const SnapshotChain> chain = std::move(queue_.front());
-    queue_.pop_front();
+    if (pid_ >= 0) return;
+    std::shared_ptr<const SnapshotChain> chain;
+    while (!chain && !queue_.empty()) {
+      chain = std::move(queue_.front());
+      queue_.pop_front();
+      if (!MakeRoom(*chain)) chain.reset();
+    }
+    if (!chain) return;
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return;
     std::fflush(stdout);
@@ -645,6 +650,21 @@ class ImageBuilder {
   }
 
  private:
+  // Room for `chain`'s image with a tenth of the filesystem kept free
+  // (ImageCache::Room): the least recently requested images make way, but
+  // none a VM maps. False, said once on stderr, when even that is not
+  // enough: the snapshot is paged in, as it would be without images.
+  bool MakeRoom(const SnapshotChain& chain) {
+    if (cache_.CheckRoom(chain).ok()) return true;
+    const int64_t short_by = int64_t(memory::ImageCache::ImageBytes(chain)) - cache_.Room();
+    const uint64_t images = cache_.Bytes();
+    const uint64_t keep = images > uint64_t(short_by) ? images - uint64_t(short_by) : 0;
+    for (const std::string& id : cache_.Trim(keep, used_, "")) tried_.erase(id);
+    Status s = cache_.CheckRoom(chain);
+    if (!s.ok()) std::fprintf(stderr, "vmsnap serve: %s\n", s.message().c_str());
+    return s.ok();
+  }
+
   // With a bound: the least recently requested images go, but none a VM
   // maps and not the one just built (ImageCache::Trim), at start and after
   // each build. A removed image is built again at its next request.

@@ -7,10 +7,12 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -102,7 +104,33 @@ void ImageCache::RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const {
   }
 }
 
+uint64_t ImageCache::ImageBytes(const SnapshotChain& chain) {
+  uint64_t bytes = 0;  // a chunk's raw bytes are its stored pages
+  for (const auto& layer : chain.layers()) {
+    for (const ChunkInfo& c : layer->chunk_index()) bytes += c.raw_length;
+  }
+  return bytes;
+}
+
+int64_t ImageCache::Room() const {
+  struct statvfs fs {};
+  if (::statvfs(dir_.c_str(), &fs) != 0) return INT64_MAX;
+  const uint64_t size = uint64_t(fs.f_blocks) * fs.f_frsize;
+  const uint64_t avail = uint64_t(fs.f_bavail) * fs.f_frsize;
+  return int64_t(avail) - int64_t(size / 10);
+}
+
+Status ImageCache::CheckRoom(const SnapshotChain& chain) const {
+  const uint64_t need = ImageBytes(chain);
+  const int64_t room = Room();
+  if (room >= int64_t(need)) return Status::Ok();
+  return Status::NoSpace("no image of " + chain.leaf().path() + ": it needs " + std::to_string(need >> 20) +
+                         " MiB, and " + dir_ + " has " + std::to_string(room > 0 ? room >> 20 : 0) +
+                         " MiB free beyond the tenth of its filesystem kept free");
+}
+
 Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
+  VMSNAP_RETURN_IF_ERROR(CheckRoom(chain));
   const std::string img = ImagePath(chain);
   const std::string tmp = BuildTemp(img, ::getpid());
   uint64_t total = 0;
@@ -166,16 +194,9 @@ Result<UniqueFd> ImageCache::Build(const SnapshotChain& chain) const {
   return ro;
 }
 
-std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std::string, int64_t>& used_ns,
-                                          const std::string& keep) const {
-  struct Entry {
-    std::string id;
-    uint64_t bytes;
-    int64_t last;
-  };
+std::vector<ImageCache::Entry> ImageCache::Entries() const {
   auto ns = [](const timespec& t) { return int64_t(t.tv_sec) * 1'000'000'000 + t.tv_nsec; };
   std::vector<Entry> images;
-  uint64_t total = 0;
   DIR* d = ::opendir(dir_.c_str());
   if (d == nullptr) return {};
   while (const dirent* e = ::readdir(d)) {
@@ -187,11 +208,26 @@ std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std
     Entry en{name.substr(0, 32), uint64_t(st.st_blocks) * 512, ns(st.st_mtim)};
     struct stat stamp {};
     if (::stat(EntryPath(en.id, ".stamp").c_str(), &stamp) == 0) en.last = ns(stamp.st_mtim);
-    if (auto u = used_ns.find(en.id); u != used_ns.end()) en.last = std::max(en.last, u->second);
-    total += en.bytes;
     images.push_back(std::move(en));
   }
   ::closedir(d);
+  return images;
+}
+
+uint64_t ImageCache::Bytes() const {
+  uint64_t total = 0;
+  for (const Entry& en : Entries()) total += en.bytes;
+  return total;
+}
+
+std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std::string, int64_t>& used_ns,
+                                          const std::string& keep) const {
+  std::vector<Entry> images = Entries();
+  uint64_t total = 0;
+  for (Entry& en : images) {
+    if (auto u = used_ns.find(en.id); u != used_ns.end()) en.last = std::max(en.last, u->second);
+    total += en.bytes;
+  }
   std::sort(images.begin(), images.end(), [](const Entry& a, const Entry& b) { return a.last < b.last; });
   std::vector<std::string> removed;
   for (const Entry& en : images) {

@@ -17,6 +17,10 @@
 // An image open for use (OpenFresh, Build) holds a shared flock, which the
 // VM's mapping keeps after the descriptor is closed: Trim never removes
 // an image while a VM maps it.
+//
+// Images are a cache and must not take a disk that other programs need: a
+// build that would leave less than a tenth of the cache's filesystem free
+// is refused before it writes anything (Room, Build).
 #pragma once
 
 #include <sys/types.h>
@@ -47,8 +51,21 @@ class ImageCache {
   UniqueFd OpenFresh(const SnapshotChain& chain) const;
   // Builds the image (replacing a stale one; VMs mapping the old one keep
   // it) and returns it open. Errors name the chunk that failed its checksum,
-  // or the file that could not be written.
+  // or the file that could not be written; kNoSpace, before anything is
+  // written, when the image needs more than Room().
   Result<UniqueFd> Build(const SnapshotChain& chain) const;
+  // The disk an image of `chain` takes at most: its stored pages (zero
+  // pages are holes; a page stored by several layers is counted for each).
+  static uint64_t ImageBytes(const SnapshotChain& chain);
+  // What images may still add to the cache's filesystem while a tenth of it
+  // stays free: its free bytes less a tenth of its size (negative when less
+  // than a tenth is free). INT64_MAX when the filesystem cannot be asked.
+  int64_t Room() const;
+  // kNoSpace, saying what is missing, when `chain`'s image needs more than
+  // Room().
+  Status CheckRoom(const SnapshotChain& chain) const;
+  // The disk the images take now (their allocated blocks).
+  uint64_t Bytes() const;
   // Removes what a Build of `chain` in process `pid` that was killed left
   // behind: its unfinished image and stamp temporaries.
   void RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const;
@@ -63,6 +80,13 @@ class ImageCache {
                                 const std::string& keep) const;
 
  private:
+  struct Entry {
+    std::string id;  // the snapshot id, in hex
+    uint64_t bytes;  // allocated blocks
+    int64_t last;    // the later of its stamp's and its own mtime (ns since the epoch)
+  };
+  // The complete images in the directory.
+  std::vector<Entry> Entries() const;
   // DIR/ID.EXT: an image (".img") or its stamp (".stamp").
   std::string EntryPath(const std::string& id, const char* ext) const { return dir_ + "/" + id + ext; }
   // Where Build in process `pid` writes an image before renaming it.

@@ -9,10 +9,13 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -723,6 +726,61 @@ TEST_F(Images, TheServerKeepsItsImagesWithinTheirBoundButNeverRemovesOneInUse) {
   RunResult bad = Run("serve --control x.sock --pool 1 --no-image-build --image-cache-size 1G");
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.err.find("--image-cache-size"), std::string::npos) << bad.err;
+}
+
+// Images are a cache: they never take the last tenth of their filesystem.
+// A build that would is refused before it writes anything (a shared load
+// says so in one line), and a server makes room by removing the least
+// recently used image that no VM maps.
+TEST_F(Images, ImagesNeverTakeTheLastTenthOfTheirFilesystem) {
+  Snapshot("two.vmsnap", "run2.txt");
+  const std::string one = Id("snap.vmsnap"), two = Id("two.vmsnap");
+  // One image's size, from a build where there is room.
+  pid_t a = Load("shared", "a.txt");
+  struct stat st {};
+  ASSERT_EQ(::stat(Image().c_str(), &st), 0);
+  const uint64_t bytes = uint64_t(st.st_blocks) * 512;
+  ::kill(a, SIGKILL);
+  Wait(a);
+  // A filesystem of 1.6 images for them: one fits with a tenth left free,
+  // two do not. Mounted in a namespace of this test's process and its
+  // children only.
+  const std::string dir = Path("cache/vmsnap/images");
+  ASSERT_EQ(::unshare(CLONE_NEWNS), 0) << std::strerror(errno);
+  ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << std::strerror(errno);
+  const std::string size = "size=" + std::to_string((bytes * 16 / 10 + 4095) / 4096 * 4096);
+  ASSERT_EQ(::mount("tmpfs", dir.c_str(), "tmpfs", 0, size.c_str()), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir};
+  a = Load("shared", "a2.txt");
+  ASSERT_EQ(ImageIds(), std::set<std::string>({one}));
+  RunResult refused = Run("load " + Path("two.vmsnap") + " --memory shared --serial " + Path("b.txt"));
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find("two.vmsnap: it needs"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("tenth of its filesystem kept free"), std::string::npos) << refused.err;
+  EXPECT_EQ(std::count(refused.err.begin(), refused.err.end(), '\n'), 1) << refused.err;
+  std::set<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) files.insert(e.path().filename().string());
+  EXPECT_EQ(files, std::set<std::string>({one + ".img", one + ".stamp"})) << "the refused build wrote something";
+  // The first image no longer mapped, a server's build of the second
+  // removes it to make room.
+  ::kill(a, SIGKILL);
+  Wait(a);
+  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M"});
+  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("two.vmsnap"), "--serial", Path("c.txt")});
+  EXPECT_TRUE(WaitFor(Path("c.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("c.txt"));
+  ::kill(c, SIGKILL);
+  Wait(c);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!std::filesystem::exists(dir + "/" + two + ".stamp") && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(ImageIds(), std::set<std::string>({two}));
+  ::kill(server, SIGTERM);
+  EXPECT_EQ(Wait(server), 0);
 }
 
 // A server stopped while it builds an image ends the build and leaves none
