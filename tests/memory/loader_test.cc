@@ -757,62 +757,65 @@ TEST_F(Loader, LazyAsksTheFetchHookForEveryChunkAndStopsOnItsError) {
 // A take hook hands the loader the bytes it fetched (a store's buffer): the
 // loader pages from them, not from the file, lets each go once done, and
 // still checks them against the manifest, so altered bytes fail their block
-// and name the chunk.
+// and name the chunk (for a raw chunk that check is the only one).
 TEST_F(Loader, LazyPagesFromTheBytesATakeHookHandsOverAndChecksThem) {
   if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
-  std::vector<uint8_t> intact;
-  {
-    FILE* f = std::fopen((dir_ / "z.vmsnap").c_str(), "rb");
-    ASSERT_NE(f, nullptr);
-    std::fseek(f, 0, SEEK_END);
-    intact.resize(size_t(std::ftell(f)));
-    std::fseek(f, 0, SEEK_SET);
-    ASSERT_EQ(std::fread(intact.data(), 1, intact.size(), f), intact.size());
-    std::fclose(f);
-  }
-  // The file's own copy of chunk 9 is wrong: only the bytes handed over are right.
-  CorruptChunk("z.vmsnap", 9);
-  SnapshotChain chain = Open("z.vmsnap");
-  const auto& chunks = chain.leaf().chunk_index();
-  std::atomic<int> taken{0}, released{0};
-  auto hand_over = [&](size_t chunk, bool alter) -> Result<TakenChunk> {
-    const ChunkInfo& c = chunks[chunk];
-    auto copy = std::shared_ptr<std::vector<uint8_t>>(
-        new std::vector<uint8_t>(intact.begin() + long(c.file_offset),
-                                 intact.begin() + long(c.file_offset + c.stored_length)),
-        [&](std::vector<uint8_t>* v) {
-          released.fetch_add(1);
-          delete v;
-        });
-    if (alter) (*copy)[33] ^= 0x10;
-    taken.fetch_add(1);
-    return TakenChunk{*copy, copy};
-  };
-  {
+  for (const char* name : {"z.vmsnap", "raw.vmsnap"}) {
+    SCOPED_TRACE(name);
+    std::vector<uint8_t> intact;
+    {
+      FILE* f = std::fopen((dir_ / name).c_str(), "rb");
+      ASSERT_NE(f, nullptr);
+      std::fseek(f, 0, SEEK_END);
+      intact.resize(size_t(std::ftell(f)));
+      std::fseek(f, 0, SEEK_SET);
+      ASSERT_EQ(std::fread(intact.data(), 1, intact.size(), f), intact.size());
+      std::fclose(f);
+    }
+    // The file's own copy of chunk 9 is wrong: only the bytes handed over are right.
+    CorruptChunk(name, 9);
+    SnapshotChain chain = Open(name);
+    const auto& chunks = chain.leaf().chunk_index();
+    std::atomic<int> taken{0}, released{0};
+    auto hand_over = [&](size_t chunk, bool alter) -> Result<TakenChunk> {
+      const ChunkInfo& c = chunks[chunk];
+      auto copy = std::shared_ptr<std::vector<uint8_t>>(
+          new std::vector<uint8_t>(intact.begin() + long(c.file_offset),
+                                   intact.begin() + long(c.file_offset + c.stored_length)),
+          [&](std::vector<uint8_t>* v) {
+            released.fetch_add(1);
+            delete v;
+          });
+      if (alter) (*copy)[33] ^= 0x10;
+      taken.fetch_add(1);
+      return TakenChunk{*copy, copy};
+    };
+    {
+      GuestMemory mem(regs_);
+      LazyOptions o;
+      o.take_chunk = [&](size_t, size_t chunk) { return hand_over(chunk, false); };
+      auto pager = LazyPager::Start(chain, mem.regions(), o);
+      ASSERT_TRUE(pager.ok());
+      ASSERT_TRUE(pager.value()->Wait().ok()) << pager.value()->first_error().message();
+      pager.value().reset();
+      EXPECT_EQ(CountDifferentPages(mem, regs_), 0u);
+    }
+    EXPECT_GT(taken.load(), 0);
+    EXPECT_EQ(released.load(), taken.load());
+
     GuestMemory mem(regs_);
     LazyOptions o;
-    o.take_chunk = [&](size_t, size_t chunk) { return hand_over(chunk, false); };
+    o.take_chunk = [&](size_t, size_t chunk) { return hand_over(chunk, chunk == 7); };
+    std::atomic<int> calls{0};
+    o.on_error = [&](const Status&) { calls.fetch_add(1); };
     auto pager = LazyPager::Start(chain, mem.regions(), o);
     ASSERT_TRUE(pager.ok());
-    ASSERT_TRUE(pager.value()->Wait().ok()) << pager.value()->first_error().message();
-    pager.value().reset();
-    EXPECT_EQ(CountDifferentPages(mem, regs_), 0u);
+    Status s = pager.value()->Wait();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("chunk 7 "), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
+    EXPECT_EQ(calls.load(), 1);
   }
-  EXPECT_GT(taken.load(), 0);
-  EXPECT_EQ(released.load(), taken.load());
-
-  GuestMemory mem(regs_);
-  LazyOptions o;
-  o.take_chunk = [&](size_t, size_t chunk) { return hand_over(chunk, chunk == 7); };
-  std::atomic<int> calls{0};
-  o.on_error = [&](const Status&) { calls.fetch_add(1); };
-  auto pager = LazyPager::Start(chain, mem.regions(), o);
-  ASSERT_TRUE(pager.ok());
-  Status s = pager.value()->Wait();
-  ASSERT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("chunk 7 "), std::string::npos) << s.message();
-  EXPECT_NE(s.message().find("checksum mismatch"), std::string::npos) << s.message();
-  EXPECT_EQ(calls.load(), 1);
 }
 
 // The faulting thread must never get a page of a block that failed its
