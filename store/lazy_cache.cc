@@ -85,6 +85,9 @@ uint64_t EntryBytes(const SnapshotLayout& layout) { return layout.file_size + la
 // prefetch runs ahead of the pager): at most this many, the oldest dropped
 // first (they are in the file).
 constexpr size_t kMaxHeld = 32;
+// Chunks a taker has that wait for the cache writer; a fetch worker that
+// would queue more waits for it (the disk is slower than the store).
+constexpr size_t kMaxQueued = 32;
 // The alignment O_DIRECT wants of buffers, file offsets and lengths (chunks
 // start at multiples of it in a snapshot file).
 constexpr uint64_t kDirectAlign = 4096;
@@ -140,18 +143,21 @@ struct LazySnapshot::Impl {
   std::vector<size_t> chunk_of;  // layout entry -> manifest chunk
 
   mutable std::mutex mu;
-  std::condition_variable work_cv, done_cv;
+  std::condition_variable work_cv, done_cv, write_cv, space_cv;
   std::vector<uint8_t> state;
   std::map<size_t, Status> errors;
   std::deque<size_t> urgent, hints;
   bool taking = false;  // a reader takes the bytes (Take was called)
   std::map<size_t, std::shared_ptr<uint8_t>> held;  // entry -> bytes fetched and checked, not taken yet
   std::deque<size_t> held_order;
+  // Chunks a taker has, for the writer thread to put into the file: a fetch
+  // worker does not wait for the disk before it fetches the next chunk.
+  std::deque<std::pair<size_t, std::shared_ptr<uint8_t>>> queued;
   size_t sweep = 0;
   bool prefetch = false;
   bool stopping = false;
   std::vector<std::thread> workers;
-  unsigned running = 0;  // workers not yet returned
+  unsigned running = 0;  // workers (and the writer) not yet returned
   LazyCacheStats st;
 
   std::string Where(size_t e) const {
@@ -184,9 +190,55 @@ struct LazySnapshot::Impl {
     return WriteAll(fd.get(), p + done, c.length - done, c.offset + done, path);
   }
 
+  // Puts entry e's bytes (checked) into the file, then marks them in the
+  // record: only bytes that matched their name ever reach the file, and the
+  // record follows the bytes (and is checked against them before any use).
+  Status Store(size_t e, const uint8_t* p, bool past_cache) {
+    Status w = WriteChunk(p, layout.chunks[e], past_cache);
+    if (w.ok() && rec_fd.valid()) {
+      const uint8_t one = 1;
+      w = WriteAll(rec_fd.get(), &one, 1, e, record_path);
+    }
+    return w;
+  }
+
+  // Writes the chunks a taker has into the file, past the page cache, and
+  // settles their state; drains the queue before it ends.
+  void Writer() {
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      if (queued.empty()) {
+        if (stopping) {
+          --running;
+          done_cv.notify_all();
+          return;
+        }
+        write_cv.wait(lock);
+        continue;
+      }
+      auto [e, buf] = std::move(queued.front());
+      queued.pop_front();
+      space_cv.notify_all();
+      lock.unlock();
+      Status w = Store(e, buf.get(), true);
+      buf.reset();
+      lock.lock();
+      if (w.ok()) {
+        state[e] = kPresent;
+        st.fetched_chunks += 1;
+        st.fetched_bytes += layout.chunks[e].length;
+      } else {
+        state[e] = kFailed;
+        errors[e] = w;
+      }
+      done_cv.notify_all();
+    }
+  }
+
   // Brings entry e (claimed: kBusy) into the file through `buf` (room for
   // the longest chunk and one byte more); returns its new state. A taker's
-  // chunk is held for it as soon as it is checked, before it is written.
+  // chunk is held for it as soon as it is checked and queued for the writer
+  // (it stays kBusy until written).
   State Bring(size_t e, bool recorded, const std::shared_ptr<uint8_t>& buf, Status* error) {
     if (recorded && CheckInFile(e)) return kPresent;
     const LayoutChunk& c = layout.chunks[e];
@@ -195,10 +247,8 @@ struct LazySnapshot::Impl {
       *error = got;
       return kFailed;
     }
-    bool for_taker;
     {
-      std::lock_guard<std::mutex> lock(mu);
-      for_taker = taking;
+      std::unique_lock<std::mutex> lock(mu);
       if (taking) {
         held[e] = buf;
         held_order.push_back(e);
@@ -206,16 +256,14 @@ struct LazySnapshot::Impl {
           held.erase(held_order.front());
           held_order.pop_front();
         }
+        queued.emplace_back(e, buf);
+        done_cv.notify_all();
+        write_cv.notify_one();
+        space_cv.wait(lock, [&] { return queued.size() <= kMaxQueued || stopping; });
+        return kBusy;  // the writer settles it
       }
     }
-    if (for_taker) done_cv.notify_all();
-    // Only bytes that matched their name ever reach the file; the record
-    // follows the bytes, and is checked against them before any use.
-    Status w = WriteChunk(buf.get(), c, for_taker);
-    if (w.ok() && rec_fd.valid()) {
-      const uint8_t one = 1;
-      w = WriteAll(rec_fd.get(), &one, 1, e, record_path);
-    }
+    Status w = Store(e, buf.get(), false);
     if (!w.ok()) {
       *error = w;
       return kFailed;
@@ -262,7 +310,7 @@ struct LazySnapshot::Impl {
         error = Status::Io(Where(e) + ": out of memory for its fetch buffer");
       }
       lock.lock();
-      state[e] = now;
+      if (now != kBusy) state[e] = now;  // kBusy: queued, the writer settles it
       if (now == kFailed) errors[e] = error;
       done_cv.notify_all();
     }
@@ -275,6 +323,8 @@ LazySnapshot::~LazySnapshot() {
   std::unique_lock<std::mutex> lock(impl_->mu);
   impl_->stopping = true;
   impl_->work_cv.notify_all();
+  impl_->write_cv.notify_all();
+  impl_->space_cv.notify_all();
   const bool ended = impl_->done_cv.wait_for(lock, std::chrono::seconds(2), [&] { return impl_->running == 0; });
   lock.unlock();
   for (auto& t : impl_->workers) {
@@ -433,8 +483,9 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
   m.direct_fd.Reset(::open(m.path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
   m.direct = m.direct_fd.valid();
   const unsigned n_workers = std::max(1u, options.parallel);
-  m.running = n_workers;
+  m.running = n_workers + 1;
   for (unsigned t = 0; t < n_workers; ++t) m.workers.emplace_back([impl] { impl->Worker(); });
+  m.workers.emplace_back([impl] { impl->Writer(); });
   return std::unique_ptr<LazySnapshot>(new LazySnapshot(std::move(impl)));
 }
 
