@@ -67,8 +67,6 @@ struct vmsnap_pager {
   std::shared_ptr<memory::LazyLoader> loader;  // also the VM's, for the restore order
   vmsnap_fetch_fn fetch = nullptr;             // the caller's, called by the loader's threads
   void* fetch_ctx = nullptr;
-  vmsnap_take_fn take = nullptr;
-  vmsnap_release_fn release = nullptr;
 };
 
 namespace {
@@ -471,33 +469,9 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
         fn(code, vmsnap_last_error(), ctx);
       };
     }
-    auto* handle = new vmsnap_pager{nullptr, o.fetch, o.fetch_ctx, o.take, o.release};
+    auto* handle = new vmsnap_pager{nullptr, o.fetch, o.fetch_ctx};
     owned_pager.reset(handle);
-    if (o.take && o.release) {
-      lo.take_chunk = [handle](size_t layer, size_t chunk) -> Result<memory::TakenChunk> {
-        char message[512] = "";
-        const uint8_t* data = nullptr;
-        uint64_t size = 0;
-        void* held = nullptr;
-        int rc = handle->take(static_cast<uint32_t>(layer), chunk, &data, &size, &held, message, sizeof message,
-                              handle->fetch_ctx);
-        if (rc != VMSNAP_OK) {
-          message[sizeof message - 1] = '\0';
-          return Status::Io(message[0] ? std::string(message)
-                                       : "fetching chunk " + std::to_string(chunk) + " failed (" +
-                                             vmsnap_status_name(rc) + ")");
-        }
-        memory::TakenChunk t;
-        if (data == nullptr) return t;
-        vmsnap_release_fn release = handle->release;
-        void* ctx = handle->fetch_ctx;
-        t.bytes = {data, size};
-        t.keep = std::shared_ptr<const void>(held, [release, ctx](const void* h) {
-          release(const_cast<void*>(h), ctx);
-        });
-        return t;
-      };
-    } else if (o.fetch) {
+    if (o.fetch) {
       lo.fetch_chunk = [handle](size_t layer, size_t chunk) {
         char message[512] = "";
         int rc = handle->fetch(static_cast<uint32_t>(layer), chunk, message, sizeof message, handle->fetch_ctx);

@@ -10,11 +10,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -81,47 +79,6 @@ bool HasEntry(const std::string& base, const SnapshotLayout& layout) {
 // The room a new entry for `layout` takes: the file and its record.
 uint64_t EntryBytes(const SnapshotLayout& layout) { return layout.file_size + layout.chunks.size(); }
 
-// Chunks fetched and held for a taker that has not asked for them yet (the
-// prefetch runs ahead of the pager): at most this many, the oldest dropped
-// first (they are in the file).
-constexpr size_t kMaxHeld = 32;
-// Chunks a taker has that wait for the cache writer; a fetch worker that
-// would queue more waits for it (the disk is slower than the store).
-constexpr size_t kMaxQueued = 32;
-// The alignment O_DIRECT wants of buffers, file offsets and lengths (chunks
-// start at multiples of it in a snapshot file).
-constexpr uint64_t kDirectAlign = 4096;
-
-// Fetch buffers, reused from chunk to chunk (a fresh one per chunk cost an
-// allocation, its page faults and a zero fill each time); a buffer handed
-// to a taker comes back when the taker lets it go.
-struct BufferPool {
-  explicit BufferPool(uint64_t n) : bytes((n + kDirectAlign - 1) / kDirectAlign * kDirectAlign) {}
-  ~BufferPool() {
-    for (uint8_t* p : free) std::free(p);
-  }
-  const uint64_t bytes;
-  std::mutex mu;
-  std::vector<uint8_t*> free;
-};
-
-std::shared_ptr<uint8_t> TakeBuffer(const std::shared_ptr<BufferPool>& pool) {
-  uint8_t* p = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(pool->mu);
-    if (!pool->free.empty()) {
-      p = pool->free.back();
-      pool->free.pop_back();
-    }
-  }
-  if (p == nullptr) p = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, pool->bytes));
-  if (p == nullptr) return nullptr;
-  return std::shared_ptr<uint8_t>(p, [pool](uint8_t* q) {
-    std::lock_guard<std::mutex> lock(pool->mu);
-    pool->free.push_back(q);
-  });
-}
-
 }  // namespace
 
 struct LazySnapshot::Impl {
@@ -132,32 +89,20 @@ struct LazySnapshot::Impl {
   std::string path, record_path;
   bool kept = true;
   UniqueFd fd, rec_fd;
-  // The file opened with O_DIRECT (invalid where the file system refuses
-  // it), for chunks a taker already has; `direct` falls to false at the
-  // first write it refuses.
-  UniqueFd direct_fd;
-  std::atomic<bool> direct{false};
-  std::shared_ptr<BufferPool> pool;
   std::unique_ptr<SnapshotReader> reader;
   std::vector<long> entry_of;  // manifest chunk -> layout entry (-1: stores nothing)
   std::vector<size_t> chunk_of;  // layout entry -> manifest chunk
 
   mutable std::mutex mu;
-  std::condition_variable work_cv, done_cv, write_cv, space_cv;
+  std::condition_variable work_cv, done_cv;
   std::vector<uint8_t> state;
   std::map<size_t, Status> errors;
   std::deque<size_t> urgent, hints;
-  bool taking = false;  // a reader takes the bytes (Take was called)
-  std::map<size_t, std::shared_ptr<uint8_t>> held;  // entry -> bytes fetched and checked, not taken yet
-  std::deque<size_t> held_order;
-  // Chunks a taker has, for the writer thread to put into the file: a fetch
-  // worker does not wait for the disk before it fetches the next chunk.
-  std::deque<std::pair<size_t, std::shared_ptr<uint8_t>>> queued;
   size_t sweep = 0;
   bool prefetch = false;
   bool stopping = false;
   std::vector<std::thread> workers;
-  unsigned running = 0;  // workers (and the writer) not yet returned
+  unsigned running = 0;  // workers not yet returned
   LazyCacheStats st;
 
   std::string Where(size_t e) const {
@@ -168,102 +113,23 @@ struct LazySnapshot::Impl {
   // Whether the chunk's bytes in the file match the manifest's checksum.
   bool CheckInFile(size_t e) const { return reader->StoredBytes(chunk_of[e]).ok(); }
 
-  // Writes chunk c from `p`: with O_DIRECT (no copy into the page cache,
-  // no writeback later) the whole pages, when `past_cache` and the file
-  // system allows it; the rest through the page cache.
-  Status WriteChunk(const uint8_t* p, const LayoutChunk& c, bool past_cache) {
-    uint64_t done = 0;
-    if (past_cache && direct.load() && c.offset % kDirectAlign == 0) {
-      const uint64_t whole = c.length / kDirectAlign * kDirectAlign;
-      while (done < whole) {
-        const ssize_t w = ::pwrite(direct_fd.get(), p + done, whole - done, off_t(c.offset + done));
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && errno == EINVAL) {
-          direct = false;  // not for this file system: the page cache it is
-          break;
-        }
-        if (w < 0) return Status::FromErrno(errno, "write " + path);
-        done += uint64_t(w);
-        if (done % kDirectAlign != 0) break;  // a short write off the alignment: finish it buffered
-      }
-    }
-    return WriteAll(fd.get(), p + done, c.length - done, c.offset + done, path);
-  }
-
-  // Puts entry e's bytes (checked) into the file, then marks them in the
-  // record: only bytes that matched their name ever reach the file, and the
-  // record follows the bytes (and is checked against them before any use).
-  Status Store(size_t e, const uint8_t* p, bool past_cache) {
-    Status w = WriteChunk(p, layout.chunks[e], past_cache);
-    if (w.ok() && rec_fd.valid()) {
-      const uint8_t one = 1;
-      w = WriteAll(rec_fd.get(), &one, 1, e, record_path);
-    }
-    return w;
-  }
-
-  // Writes the chunks a taker has into the file, past the page cache, and
-  // settles their state; drains the queue before it ends.
-  void Writer() {
-    std::unique_lock<std::mutex> lock(mu);
-    for (;;) {
-      if (queued.empty()) {
-        if (stopping) {
-          --running;
-          done_cv.notify_all();
-          return;
-        }
-        write_cv.wait(lock);
-        continue;
-      }
-      auto [e, buf] = std::move(queued.front());
-      queued.pop_front();
-      space_cv.notify_all();
-      lock.unlock();
-      Status w = Store(e, buf.get(), true);
-      buf.reset();
-      lock.lock();
-      if (w.ok()) {
-        state[e] = kPresent;
-        st.fetched_chunks += 1;
-        st.fetched_bytes += layout.chunks[e].length;
-      } else {
-        state[e] = kFailed;
-        errors[e] = w;
-      }
-      done_cv.notify_all();
-    }
-  }
-
   // Brings entry e (claimed: kBusy) into the file through `buf` (room for
-  // the longest chunk and one byte more); returns its new state. A taker's
-  // chunk is held for it as soon as it is checked and queued for the writer
-  // (it stays kBusy until written).
-  State Bring(size_t e, bool recorded, const std::shared_ptr<uint8_t>& buf, Status* error) {
+  // the longest chunk and one byte more); returns its new state.
+  State Bring(size_t e, bool recorded, uint8_t* buf, Status* error) {
     if (recorded && CheckInFile(e)) return kPresent;
     const LayoutChunk& c = layout.chunks[e];
-    Status got = FetchChunk(*store, name, c, buf.get());
+    Status got = FetchChunk(*store, name, c, buf);
     if (!got.ok()) {
       *error = got;
       return kFailed;
     }
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      if (taking) {
-        held[e] = buf;
-        held_order.push_back(e);
-        while (!held_order.empty() && (held.size() > kMaxHeld || held.count(held_order.front()) == 0)) {
-          held.erase(held_order.front());
-          held_order.pop_front();
-        }
-        queued.emplace_back(e, buf);
-        done_cv.notify_all();
-        write_cv.notify_one();
-        space_cv.wait(lock, [&] { return queued.size() <= kMaxQueued || stopping; });
-        return kBusy;  // the writer settles it
-      }
+    // Only bytes that matched their name ever reach the file; the record
+    // follows the bytes, and is checked against them before any use.
+    Status w = WriteAll(fd.get(), buf, c.length, c.offset, path);
+    if (w.ok() && rec_fd.valid()) {
+      const uint8_t one = 1;
+      w = WriteAll(rec_fd.get(), &one, 1, e, record_path);
     }
-    Status w = Store(e, buf.get(), false);
     if (!w.ok()) {
       *error = w;
       return kFailed;
@@ -275,6 +141,11 @@ struct LazySnapshot::Impl {
   }
 
   void Worker() {
+    // One buffer per worker for all its chunks: a fresh one per chunk cost
+    // an allocation, its page faults and a zero fill each time.
+    uint64_t longest = 0;
+    for (const LayoutChunk& c : layout.chunks) longest = std::max(longest, c.length);
+    std::unique_ptr<uint8_t[]> buf;
     std::unique_lock<std::mutex> lock(mu);
     for (;;) {
       size_t e = SIZE_MAX;
@@ -302,15 +173,11 @@ struct LazySnapshot::Impl {
       const bool recorded = state[e] == kRecorded;
       state[e] = kBusy;
       lock.unlock();
+      if (!buf) buf.reset(new uint8_t[longest + 1]);
       Status error;
-      State now = kFailed;
-      if (std::shared_ptr<uint8_t> buf = TakeBuffer(pool)) {
-        now = Bring(e, recorded, buf, &error);
-      } else {
-        error = Status::Io(Where(e) + ": out of memory for its fetch buffer");
-      }
+      const State now = Bring(e, recorded, buf.get(), &error);
       lock.lock();
-      if (now != kBusy) state[e] = now;  // kBusy: queued, the writer settles it
+      state[e] = now;
       if (now == kFailed) errors[e] = error;
       done_cv.notify_all();
     }
@@ -323,8 +190,6 @@ LazySnapshot::~LazySnapshot() {
   std::unique_lock<std::mutex> lock(impl_->mu);
   impl_->stopping = true;
   impl_->work_cv.notify_all();
-  impl_->write_cv.notify_all();
-  impl_->space_cv.notify_all();
   const bool ended = impl_->done_cv.wait_for(lock, std::chrono::seconds(2), [&] { return impl_->running == 0; });
   lock.unlock();
   for (auto& t : impl_->workers) {
@@ -477,15 +342,9 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
     }
   }
   m.st.chunks = n;
-  uint64_t longest = 0;
-  for (const LayoutChunk& c : m.layout.chunks) longest = std::max(longest, c.length);
-  m.pool = std::make_shared<BufferPool>(longest + 1);
-  m.direct_fd.Reset(::open(m.path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC));
-  m.direct = m.direct_fd.valid();
   const unsigned n_workers = std::max(1u, options.parallel);
-  m.running = n_workers + 1;
+  m.running = n_workers;
   for (unsigned t = 0; t < n_workers; ++t) m.workers.emplace_back([impl] { impl->Worker(); });
-  m.workers.emplace_back([impl] { impl->Writer(); });
   return std::unique_ptr<LazySnapshot>(new LazySnapshot(std::move(impl)));
 }
 
@@ -497,32 +356,12 @@ void LazySnapshot::Discard() {
 }
 
 Status LazySnapshot::Fetch(size_t index) {
-  return Await(index, nullptr);
-}
-
-Result<HeldChunk> LazySnapshot::Take(size_t index) {
-  HeldChunk got;
-  VMSNAP_RETURN_IF_ERROR(Await(index, &got));
-  return got;
-}
-
-Status LazySnapshot::Await(size_t index, HeldChunk* take) {
   Impl& m = *impl_;
   if (index >= m.entry_of.size() || m.entry_of[index] < 0) return Status::Ok();
   const size_t e = size_t(m.entry_of[index]);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(m.opts.timeout_s);
   std::unique_lock<std::mutex> lock(m.mu);
-  if (take != nullptr) m.taking = true;
   for (;;) {
-    if (take != nullptr) {
-      auto it = m.held.find(e);
-      if (it != m.held.end()) {
-        take->bytes = {it->second.get(), m.layout.chunks[e].length};
-        take->keep = std::move(it->second);
-        m.held.erase(it);
-        return Status::Ok();
-      }
-    }
     switch (m.state[e]) {
       case kPresent:
         return Status::Ok();
@@ -638,11 +477,6 @@ void LazyChain::Discard() {
 Status LazyChain::Fetch(size_t layer, size_t index) {
   if (layer >= layers_.size()) return Status::Internal("chunk of layer " + std::to_string(layer) + ": no such layer");
   return layers_[layer]->Fetch(index);
-}
-
-Result<HeldChunk> LazyChain::Take(size_t layer, size_t index) {
-  if (layer >= layers_.size()) return Status::Internal("chunk of layer " + std::to_string(layer) + ": no such layer");
-  return layers_[layer]->Take(index);
 }
 
 void LazyChain::StartPrefetch() {

@@ -14,7 +14,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <span>
 #include <string>
 #include <vector>
 
@@ -42,13 +41,6 @@ struct LazyCacheStats {
   uint64_t cached_at_open = 0;    // found in the cache when it was opened
   uint64_t fetched_chunks = 0;    // fetched from the store by this process
   uint64_t fetched_bytes = 0;
-};
-
-// A chunk's stored bytes as fetched (checked against their SHA-256), kept
-// alive by `keep`; empty when they are to be read from the cache file.
-struct HeldChunk {
-  std::span<const uint8_t> bytes;
-  std::shared_ptr<const void> keep;
 };
 
 class LazySnapshot {
@@ -80,16 +72,6 @@ class LazySnapshot {
   // and checked, or with the store's error (naming the chunk object) or a
   // timeout. Thread-safe; a chunk is fetched once however many ask.
   Status Fetch(size_t index);
-  // The same for a reader that takes the bytes as they arrive instead of
-  // reading them back from the file: the fetch buffer itself (checked
-  // against the SHA-256 the object is named by), or nothing when the chunk
-  // is to be read from the file (it was cached already, or fetched before
-  // anyone took it). From the first call on, chunks fetched are held for
-  // the taker (a bounded number of them, oldest dropped first) and written
-  // into the cache file past the page cache where the file system allows
-  // (O_DIRECT): their reader has them, so the file's copy is for the next
-  // load only.
-  Result<HeldChunk> Take(size_t index);
   // Starts fetching every missing chunk in the background, the ones after
   // recently requested chunks first, then in file order.
   void StartPrefetch();
@@ -101,8 +83,6 @@ class LazySnapshot {
 
  private:
   explicit LazySnapshot(std::shared_ptr<Impl> impl);
-  // Fetch, and with `take` Take.
-  Status Await(size_t index, HeldChunk* take);
   // Shared with the workers: one stuck in a store call that outlives us
   // (the cluster went away) keeps what it uses.
   std::shared_ptr<Impl> impl_;
@@ -129,7 +109,6 @@ class LazyChain {
   void Discard();
   // Chunk `index` of layer `layer` (0: the root, as SnapshotChain counts).
   Status Fetch(size_t layer, size_t index);
-  Result<HeldChunk> Take(size_t layer, size_t index);
   void StartPrefetch();
   Status FetchAll();
   LazyCacheStats stats() const;  // summed over the layers

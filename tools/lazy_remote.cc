@@ -101,10 +101,6 @@ void OpenStoreSessions(const std::vector<std::string>& roots, const std::string&
 RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src) {
   RemoteHooks h;
   h.fetch = [src](size_t layer, size_t chunk) { return src->Fetch(layer, chunk); };
-  h.take = [src](size_t layer, size_t chunk) -> Result<memory::TakenChunk> {
-    VMSNAP_ASSIGN_OR_RETURN(store::HeldChunk held, src->Take(layer, chunk));
-    return memory::TakenChunk{held.bytes, std::move(held.keep)};
-  };
   h.restored = [src] {
     src->Discard();
     src->StartPrefetch();

@@ -12,7 +12,6 @@
 #include <CLI/CLI.hpp>
 
 #include "base/status.h"
-#include "restore/memory/loader.h"
 
 namespace vmsnap::store {
 class LazyChain;
@@ -52,9 +51,6 @@ Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& url, con
 // restored, the cache's restore-time view dropped and the prefetch started.
 struct RemoteHooks {
   std::function<Status(size_t layer, size_t chunk)> fetch;
-  // The same, handing over the bytes fetched instead of having the pager
-  // read them back from the cache file.
-  memory::ChunkTakeFn take;
   std::function<void()> restored;
 };
 RemoteHooks HooksOf(std::shared_ptr<store::LazyChain> src);

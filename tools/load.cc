@@ -110,7 +110,6 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     // the loader asks for chunks.
     std::shared_ptr<void> remote_keep;  // the store source, alive until the VM ends
     memory::ChunkFetchFn fetch_chunk;
-    memory::ChunkTakeFn take_chunk;
     std::function<Status()> fetch_all;
     std::function<void()> after_restore;
     std::function<std::string()> summary;
@@ -124,7 +123,6 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       args->snapshot = src->path();
       RemoteHooks hooks = HooksOf(src);
       fetch_chunk = std::move(hooks.fetch);
-      take_chunk = std::move(hooks.take);
       after_restore = std::move(hooks.restored);
       fetch_all = [src] { return src->FetchAll(); };
       summary = [src, url = url_or_path] {
@@ -168,7 +166,6 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         ::_exit(kExitVmmFailed);
       };
       plan.fetch = fetch_chunk;
-      plan.take = take_chunk;
       // A file filled on demand is never mapped: the pager checks each chunk.
       plan.map_file = !fetch_chunk;
       // Raw snapshots are mapped, verified once per file state.

@@ -99,7 +99,6 @@ void RegisterServe(CLI::App& app, int* exit_code) {
       r.path = src->path();
       RemoteHooks hooks = HooksOf(src);
       r.fetch = std::move(hooks.fetch);
-      r.take = std::move(hooks.take);
       r.restored = std::move(hooks.restored);
       r.keep = src;
       return r;

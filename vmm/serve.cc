@@ -341,7 +341,6 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
     remote = std::move(r).value();
     path = remote.path;
     plan.fetch = remote.fetch;
-    plan.take = remote.take;
   }
   // The VM is never destroyed: the process ends with _exit while the pager
   // may still fill. Raw snapshots are mapped, verified once per file state.

@@ -20,7 +20,6 @@ namespace vmsnap::vmm {
 struct RemoteSnapshot {
   std::string path;
   std::function<Status(size_t layer, size_t chunk)> fetch;
-  memory::ChunkTakeFn take;  // hands over the bytes fetched; used instead of `fetch` when set
   std::function<void()> restored;
   std::shared_ptr<void> keep;  // what serves `fetch`
 };

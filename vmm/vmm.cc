@@ -242,22 +242,6 @@ int OnFetch(uint32_t layer, uint64_t chunk, char* message, size_t size, void* ct
   std::snprintf(message, size, "%s", s.message().c_str());
   return VMSNAP_E_IO;
 }
-// The bytes stay with a shared pointer the loader's release drops.
-int OnTake(uint32_t layer, uint64_t chunk, const uint8_t** data, uint64_t* size, void** handle, char* message,
-           size_t message_size, void* ctx) {
-  Result<memory::TakenChunk> t = static_cast<LoadPlan*>(ctx)->take(layer, chunk);
-  if (!t.ok()) {
-    std::snprintf(message, message_size, "%s", t.status().message().c_str());
-    return VMSNAP_E_IO;
-  }
-  if (!t->bytes.empty()) {
-    *data = t->bytes.data();
-    *size = t->bytes.size();
-    *handle = new std::shared_ptr<const void>(std::move(t->keep));
-  }
-  return VMSNAP_OK;
-}
-void OnRelease(void* handle, void*) { delete static_cast<std::shared_ptr<const void>*>(handle); }
 
 }  // namespace
 
@@ -300,8 +284,6 @@ Status Vmm::RestoreSnapshot(LoadPlan load, bool untimed_only) {
   if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
   lo.fetch = load_->fetch ? OnFetch : nullptr;
   lo.fetch_ctx = load_.get();
-  lo.take = load_->take ? OnTake : nullptr;
-  lo.release = load_->take ? OnRelease : nullptr;
   VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_load_memory(api_, snap_, &lo, &pager_)));
   if (!warm_) {
     Status s = CreateVcpus(static_cast<int>(vcpus));

@@ -93,8 +93,6 @@ struct LoadPlan {
   bool build_image = false;
   // Lazy: makes a chunk readable in a file filled on demand (a store's cache).
   memory::ChunkFetchFn fetch;
-  // Lazy, used instead of `fetch` when set: hands over the bytes fetched.
-  memory::ChunkTakeFn take;
 };
 
 // A `save` over the control socket.

@@ -519,17 +519,6 @@ typedef void (*vmsnap_pager_error_fn)(int status, const char *message, void *ctx
  * terminated); the chunk then fails as a checksum mismatch would. */
 typedef int (*vmsnap_fetch_fn)(uint32_t layer, uint64_t chunk, char *message, size_t message_size, void *ctx);
 
-/* Like vmsnap_fetch_fn, for a caller that holds the chunk's stored bytes in
- * memory when they arrive (the buffer it fetched them into): on VMSNAP_OK it
- * may set *DATA and *SIZE to them, and *HANDLE to what the loader passes to
- * vmsnap_release_fn once it is done with them (from any pager thread); the
- * loader then uses them instead of reading the file, after checking them
- * against the manifest's checksum as it checks the file's bytes. *DATA left
- * NULL: the bytes are readable in the file, as after vmsnap_fetch_fn. */
-typedef int (*vmsnap_take_fn)(uint32_t layer, uint64_t chunk, const uint8_t **data, uint64_t *size, void **handle,
-                              char *message, size_t message_size, void *ctx);
-typedef void (*vmsnap_release_fn)(void *handle, void *ctx);
-
 /* vmsnap_load_options.flags (lazy only; since 0.3) */
 /* A snapshot whose memory is one layer stored raw and page-aligned is mapped
  * copy-on-write from its file over the regions (MAP_PRIVATE | MAP_FIXED at
@@ -564,11 +553,6 @@ typedef struct vmsnap_load_options {
   const char *image_dir;
   vmsnap_fetch_fn fetch;          /* NULL: every chunk is in the file already */
   void *fetch_ctx;
-  /* Added after the fields above (a struct_size that ends above leaves them
-   * zero); lazy only. Used instead of fetch when set (with release), with
-   * fetch_ctx. */
-  vmsnap_take_fn take;
-  vmsnap_release_fn release;
 } vmsnap_load_options;
 
 /* Fills the regions added with vmsnap_vm_add_memory (they must match the

@@ -79,30 +79,13 @@ namespace {
 // Each check on a chunk's bytes has one home here, shared by the whole-chunk
 // decoder (BlockReader) and the one that decodes from the front (ChunkStream).
 
-// The stored bytes of chunk `chunk` of layer `layer`: handed over by the
-// take hook (kept alive through *keep), or read from the file once the fetch
-// hook made them readable there; checked against the stored checksum either
-// way before anything is handed out.
-Result<std::span<const uint8_t>> FetchStored(const SnapshotChain& chain, const ChunkHooks& hooks, int32_t layer,
-                                             uint32_t chunk, std::shared_ptr<const void>* keep) {
+// The stored bytes of chunk `chunk` of layer `layer`, the fetch hook (may be
+// empty) asked for them first; StoredBytes checks them against the stored
+// checksum before handing anything out.
+Result<std::span<const uint8_t>> FetchStored(const SnapshotChain& chain, const ChunkFetchFn& fetch,
+                                             int32_t layer, uint32_t chunk) {
   const SnapshotReader& r = *chain.layers()[size_t(layer)];
-  const ChunkInfo& c = r.chunk_index()[chunk];
-  if (hooks.take && c.stored_length > 0) {
-    VMSNAP_ASSIGN_OR_RETURN(TakenChunk taken, hooks.take(size_t(layer), chunk));
-    if (!taken.bytes.empty()) {
-      const uint64_t sum = layout::Checksum(taken.bytes.data(), taken.bytes.size());
-      if (taken.bytes.size() != c.stored_length || sum != c.checksum) {
-        return Status::Corruption(ChunkName(r, chunk) + ": checksum mismatch of the " +
-                                  std::to_string(taken.bytes.size()) + " bytes fetched (manifest says " +
-                                  Hex(c.checksum) + " over " + std::to_string(c.stored_length) + ", computed " +
-                                  Hex(sum) + ")");
-      }
-      *keep = std::move(taken.keep);
-      return taken.bytes;
-    }
-  } else if (hooks.fetch && c.stored_length > 0) {
-    VMSNAP_RETURN_IF_ERROR(hooks.fetch(size_t(layer), chunk));
-  }
+  if (fetch && r.chunk_index()[chunk].stored_length > 0) VMSNAP_RETURN_IF_ERROR(fetch(size_t(layer), chunk));
   auto stored = r.StoredBytes(chunk);
   if (!stored.ok()) return stored.status().Context(r.path());
   return stored;
@@ -145,8 +128,8 @@ Status CheckRaw(const SnapshotReader& r, uint32_t chunk, const uint8_t* raw) {
 
 }  // namespace
 
-BlockReader::BlockReader(const SnapshotChain& chain, ChunkHooks hooks)
-    : chain_(chain), hooks_(std::move(hooks)), dctx_(ZSTD_createDCtx()) {
+BlockReader::BlockReader(const SnapshotChain& chain, ChunkFetchFn fetch)
+    : chain_(chain), fetch_(std::move(fetch)), dctx_(ZSTD_createDCtx()) {
   cache_.resize(2);
 }
 
@@ -232,8 +215,7 @@ Status BlockReader::Read(const BlockGrid::Block& block, const std::vector<PageRe
       whole = refs[p].layer == f.layer && refs[p].chunk == f.chunk && refs[p].raw == p;
     }
     if (whole) {
-      std::shared_ptr<const void> keep;
-      VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, hooks_, f.layer, f.chunk, &keep));
+      VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, fetch_, f.layer, f.chunk));
       VMSNAP_RETURN_IF_ERROR(Decompress(f.layer, f.chunk, stored, direct));
       if (wrote_direct) *wrote_direct = true;
       return Status::Ok();
@@ -241,7 +223,6 @@ Status BlockReader::Read(const BlockGrid::Block& block, const std::vector<PageRe
   }
 
   // Decode every chunk the block needs before emitting anything.
-  keep_.clear();
   std::vector<std::pair<uint64_t, const uint8_t*>> need;  // (layer << 32 | chunk, data)
   auto key_of = [](const PageRef& r) { return (uint64_t(uint32_t(r.layer)) << 32) | r.chunk; };
   for (const PageRef& ref : refs) {
@@ -268,12 +249,10 @@ Status BlockReader::Read(const BlockGrid::Block& block, const std::vector<PageRe
     const uint32_t ci = uint32_t(k);
     const SnapshotReader& r = *layers[size_t(l)];
     const ChunkInfo& c = r.chunk_index()[ci];
-    std::shared_ptr<const void> keep;
-    VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, hooks_, l, ci, &keep));
+    VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, fetch_, l, ci));
     if (!c.compressed) {
       VMSNAP_RETURN_IF_ERROR(CheckUncompressed(r, ci, stored));
-      data = stored.data();  // pages in place in the mapped file, or in the bytes taken
-      if (keep) keep_.push_back(std::move(keep));
+      data = stored.data();  // pages in place in the mapped file
       continue;
     }
     size_t s = 0;
@@ -335,7 +314,7 @@ ChunkStream::ChunkStream(uint64_t max_raw_bytes) {
   buf_.resize(max_raw_bytes);  // zero-filled: every page of it touched
 }
 
-Status ChunkStream::Begin(const SnapshotChain& chain, const ChunkHooks& hooks, int32_t layer,
+Status ChunkStream::Begin(const SnapshotChain& chain, const ChunkFetchFn& fetch, int32_t layer,
                           uint32_t chunk) {
   reader_ = chain.layers()[size_t(layer)].get();
   chunk_ = chunk;
@@ -344,8 +323,7 @@ Status ChunkStream::Begin(const SnapshotChain& chain, const ChunkHooks& hooks, i
   raw_length_ = c.raw_length;
   in_ = out_ = 0;
   data_ = nullptr;
-  keep_.reset();
-  VMSNAP_ASSIGN_OR_RETURN(stored_, FetchStored(chain, hooks, layer, chunk, &keep_));
+  VMSNAP_ASSIGN_OR_RETURN(stored_, FetchStored(chain, fetch, layer, chunk));
   if (!c.compressed) {
     VMSNAP_RETURN_IF_ERROR(CheckUncompressed(*reader_, chunk, stored_));
     data_ = stored_.data();

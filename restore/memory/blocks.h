@@ -67,19 +67,11 @@ struct PageRef {
 // deciding; nothing is read.
 void ResolvePages(const SnapshotChain& chain, const BlockGrid::Block& block, std::vector<PageRef>& refs);
 
-// How a chunk's stored bytes are made available (LazyOptions): `take` hands
-// them over, else `fetch` makes them readable in the file; both empty: they
-// are in the file.
-struct ChunkHooks {
-  ChunkFetchFn fetch;
-  ChunkTakeFn take;
-};
-
 // Decodes chunks of one chain on one thread, keeping the last two decoded.
 class BlockReader {
  public:
-  // `hooks` are asked for each chunk before its bytes are read.
-  explicit BlockReader(const SnapshotChain& chain, ChunkHooks hooks = {});
+  // `fetch` (may be empty) is called before each chunk's bytes are read.
+  explicit BlockReader(const SnapshotChain& chain, ChunkFetchFn fetch = {});
   BlockReader(const BlockReader&) = delete;
   BlockReader& operator=(const BlockReader&) = delete;
 
@@ -109,9 +101,7 @@ class BlockReader {
   Status Decompress(int32_t layer, uint32_t chunk, std::span<const uint8_t> stored, uint8_t* out);
 
   const SnapshotChain& chain_;
-  ChunkHooks hooks_;
-  // Taken bytes of uncompressed chunks, used in place until the block's runs are emitted.
-  std::vector<std::shared_ptr<const void>> keep_;
+  ChunkFetchFn fetch_;
   struct DctxFree {
     void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
   };
@@ -137,11 +127,11 @@ class ChunkStream {
   ChunkStream(const ChunkStream&) = delete;
   ChunkStream& operator=(const ChunkStream&) = delete;
 
-  // Starts chunk `chunk` of layer `layer` (0 = the chain's base): `hooks`
-  // are asked for it, its stored bytes are checked, nothing is decoded yet.
-  // An uncompressed chunk is ready at once, in place (in the mapped file, or
-  // in the bytes taken).
-  Status Begin(const SnapshotChain& chain, const ChunkHooks& hooks, int32_t layer, uint32_t chunk);
+  // Starts chunk `chunk` of layer `layer` (0 = the chain's base): `fetch`
+  // (may be empty) is asked for it, its stored bytes are checked, nothing
+  // is decoded yet. An uncompressed chunk is ready at once, in place in the
+  // mapped file.
+  Status Begin(const SnapshotChain& chain, const ChunkFetchFn& fetch, int32_t layer, uint32_t chunk);
   // Decodes until at least the first `pages` stored pages are ready (or
   // every one is).
   Status Ready(uint32_t pages);
@@ -164,7 +154,6 @@ class ChunkStream {
   uint32_t chunk_ = 0;
   uint32_t page_size_ = 4096;
   std::span<const uint8_t> stored_;
-  std::shared_ptr<const void> keep_;  // holds stored_ when it was taken
   const uint8_t* data_ = nullptr;
   uint64_t raw_length_ = 0;
   uint64_t in_ = 0, out_ = 0;  // bytes consumed, bytes decoded

@@ -168,9 +168,6 @@ struct LazyPager::Impl {
   std::atomic<uint64_t> n_faults{0}, n_fault_fills{0}, n_background_fills{0}, n_zero{0},
       n_bytes{0}, n_partial{0};
 
-  internal::ChunkHooks hooks;  // from opts, set by Begin
-  const internal::ChunkHooks& Hooks() const { return hooks; }
-
   // Used only by the handler thread.
   std::unique_ptr<internal::BlockReader> handler_reader;
   std::vector<internal::PageRef> refs;
@@ -370,7 +367,7 @@ struct LazyPager::Impl {
     p.copied.assign(p.pages.size(), 0);
     p.left = p.pages.size();
     p.has_chunk = layer >= 0;
-    if (p.has_chunk) VMSNAP_RETURN_IF_ERROR(p.stream.Begin(*chain, Hooks(), layer, chunk));
+    if (p.has_chunk) VMSNAP_RETURN_IF_ERROR(p.stream.Begin(*chain, opts.fetch_chunk, layer, chunk));
     return true;
   }
 
@@ -420,7 +417,7 @@ struct LazyPager::Impl {
         if (*one_chunk) partial_of[i] = p;
       }
       if (partial_of[i] == nullptr) {
-        if (!handler_reader) handler_reader = std::make_unique<internal::BlockReader>(*chain, Hooks());
+        if (!handler_reader) handler_reader = std::make_unique<internal::BlockReader>(*chain, opts.fetch_chunk);
         FillClaimed(i, *handler_reader, true, &refs);
         return false;
       }
@@ -603,7 +600,7 @@ struct LazyPager::Impl {
   }
 
   void BackgroundLoop(bool finisher) {
-    internal::BlockReader reader(*chain, Hooks());
+    internal::BlockReader reader(*chain, opts.fetch_chunk);
     {
       std::unique_lock<std::mutex> lock(mu);
       cv.wait_until(lock, begun_at + kFirstFaultsWindow, [&] { return stopping; });
@@ -770,7 +767,6 @@ Status LazyPager::Begin(const SnapshotChain& chain, std::span<const GuestRegion>
   m.partial_of = std::make_unique<Partial*[]>(m.grid.count());
   m.chain = &chain;
   m.opts = std::move(options);
-  m.hooks = {m.opts.fetch_chunk, m.opts.take_chunk};
   if (!m.opts.background) m.sweep = m.grid.count();
   {
     std::lock_guard<std::mutex> lock(m.mu);

@@ -57,19 +57,6 @@ Status LoadEager(const SnapshotChain& chain, std::span<const GuestRegion> region
 // threads at once. An error fails the block as a checksum mismatch would.
 using ChunkFetchFn = std::function<Status(size_t layer, size_t chunk)>;
 
-// A chunk's stored bytes handed to the loader by a take hook: `bytes`, kept
-// alive by `keep` for as long as the loader holds it. Empty `bytes`: they are
-// in the file (read them there).
-struct TakenChunk {
-  std::span<const uint8_t> bytes;
-  std::shared_ptr<const void> keep;
-};
-// The same as ChunkFetchFn for a source that has the bytes in memory when
-// they arrive (a store's fetch buffer): the loader uses them as they are,
-// instead of reading them back from the file. Checked against the
-// manifest's checksum as bytes read from the file are.
-using ChunkTakeFn = std::function<Result<TakenChunk>(size_t layer, size_t chunk)>;
-
 struct LazyOptions {
   unsigned background_threads = 0;  // 0 = max(1, cores - 1): leave a core to the vCPUs
   // false: fill only on faults (demand paging alone; for tests and measurements).
@@ -84,8 +71,6 @@ struct LazyOptions {
   std::function<void(const Status&)> on_error;
   // Empty: every chunk is in the file already.
   ChunkFetchFn fetch_chunk;
-  // Used instead of fetch_chunk when set.
-  ChunkTakeFn take_chunk;
 };
 
 // Counters, for tests and the benchmark.
