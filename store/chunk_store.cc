@@ -435,6 +435,7 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
   // operation settles the next one.
   std::atomic<bool> last_new{true};
   std::atomic<uint64_t> done{0}, up_n{0}, up_b{0}, have_n{0}, have_b{0};
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
   Status uploaded = ParallelFor(l.chunks.size(), options.parallel, [&](size_t i) {
     Entry& e = l.chunks[i];
     e.sha = Sha256({map.data() + e.offset, e.length});
@@ -452,6 +453,12 @@ Result<PushStats> Push(const std::string& path, ObjectStore& store, const std::s
       (wrote ? up_n : have_n) += 1;
       (wrote ? up_b : have_b) += e.length;
     }
+    // Settled (librados copied the bytes it sent): the chunk's pages leave
+    // the mapping now, while other chunks are in flight, instead of all at
+    // once in the munmap at the end, which a profile showed taking 5 % of
+    // the client's CPU after the last upload.
+    const uint64_t lo = e.offset / page * page, hi = (e.offset + e.length + page - 1) / page * page;
+    (void)::madvise(map.data() + lo, std::min(hi, size) - lo, MADV_DONTNEED);
     const uint64_t d = done.fetch_add(e.length) + e.length;
     if (options.progress) options.progress(d, total);
     return Status::Ok();
