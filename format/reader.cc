@@ -25,6 +25,7 @@
 
 #include "base/fd.h"
 #include "base/mapping.h"
+#include "format/chunk_check.h"
 
 namespace vmsnap {
 namespace {
@@ -40,13 +41,6 @@ struct ThreadScratch {
 };
 ThreadScratch& Scratch() {
   thread_local ThreadScratch s;
-  return s;
-}
-
-std::string ChunkName(size_t i, const ChunkInfo& c, uint32_t ps) {
-  std::string s = "chunk " + std::to_string(i) + " (gpa " + Hex(c.gpa) + "-" +
-                  Hex(c.gpa + uint64_t(c.page_count) * ps - 1) + ")";
-  if (c.stored_length > 0) s += " at file offset " + Hex(c.file_offset);
   return s;
 }
 
@@ -192,11 +186,7 @@ class ReaderImpl final : public SnapshotReader {
     // against the file and must not be used.
     if (c.stored_length == 0) return std::span<const uint8_t>();
     std::span<const uint8_t> stored = bytes_.subspan(c.file_offset, c.stored_length);
-    uint64_t sum = layout::Checksum(stored.data(), stored.size());
-    if (sum != c.checksum) {
-      return Status::Corruption(ChunkName(index, c, page_size_) + ": checksum mismatch (manifest says " +
-                                Hex(c.checksum) + ", computed " + Hex(sum) + ")");
-    }
+    if (Status st = CheckStoredSum(c, stored); !st.ok()) return st.Context(ChunkName(index, c, page_size_));
     return stored;
   }
 
@@ -206,20 +196,10 @@ class ReaderImpl final : public SnapshotReader {
     const size_t ps = page_size_;
     const uint8_t* raw = stored.data();
     const bool dense = c.raw_length == uint64_t(c.page_count) * ps;  // every page stored
+    // The reason a check failed, with the chunk named (only then).
+    auto named = [&](Status st) { return st.ok() ? st : st.Context(ChunkName(index, c, page_size_)); };
     if (c.compressed) {
-      const std::string name = ChunkName(index, c, page_size_);
-      unsigned long long fcs = ZSTD_getFrameContentSize(stored.data(), stored.size());
-      if (fcs == ZSTD_CONTENTSIZE_ERROR || fcs == ZSTD_CONTENTSIZE_UNKNOWN) {
-        return Status::Corruption(name + ": not a zstd frame with a content size");
-      }
-      if (fcs != c.raw_length) {
-        return Status::Corruption(name + ": zstd frame holds " + std::to_string(fcs) +
-                                  " bytes, manifest says " + std::to_string(c.raw_length));
-      }
-      size_t fsz = ZSTD_findFrameCompressedSize(stored.data(), stored.size());
-      if (ZSTD_isError(fsz) || fsz != stored.size()) {
-        return Status::Corruption(name + ": stored bytes are not exactly one zstd frame");
-      }
+      VMSNAP_RETURN_IF_ERROR(named(CheckFrame(c, stored)));
       ThreadScratch& s = Scratch();
       if (!s.dctx) return Status::Internal("out of memory creating a zstd context");
       uint8_t* dst;
@@ -229,27 +209,13 @@ class ReaderImpl final : public SnapshotReader {
         if (s.raw.size() < c.raw_length) s.raw.resize(c.raw_length);
         dst = s.raw.data();
       }
-      size_t n = ZSTD_decompressDCtx(s.dctx.get(), dst, c.raw_length, stored.data(),
-                                     stored.size());
-      if (ZSTD_isError(n)) {
-        return Status::Corruption(name + ": zstd: " + ZSTD_getErrorName(n));
-      }
-      if (n != c.raw_length) {
-        return Status::Corruption(name + ": decompressed to " + std::to_string(n) +
-                                  " bytes, manifest says " + std::to_string(c.raw_length));
-      }
-      uint64_t sum = layout::Checksum(dst, n);
-      if (sum != c.raw_checksum) {
-        return Status::Corruption(name + ": raw checksum mismatch after decompression (manifest says " +
-                                  Hex(c.raw_checksum) + ", computed " + Hex(sum) + ")");
-      }
+      const size_t n = ZSTD_decompressDCtx(s.dctx.get(), dst, c.raw_length, stored.data(), stored.size());
+      if (ZSTD_isError(n)) return named(Status::Corruption(std::string("zstd: ") + ZSTD_getErrorName(n)));
+      VMSNAP_RETURN_IF_ERROR(named(CheckDecoded(c, dst, n)));
       if (dense) return Status::Ok();
       raw = dst;
-    } else if (c.raw_checksum != c.checksum && c.raw_length > 0) {
-      // Stored bytes are the raw bytes: the two checksums cover the same thing.
-      return Status::Corruption(ChunkName(index, c, page_size_) +
-                                ": raw checksum disagrees with the stored checksum of an "
-                                "uncompressed chunk");
+    } else {
+      VMSNAP_RETURN_IF_ERROR(named(CheckUncompressed(c, stored)));
     }
     size_t k = 0;
     for (uint32_t i = 0; i < c.page_count; ++i) {

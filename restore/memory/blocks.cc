@@ -9,16 +9,13 @@
 #include <bit>
 #include <cstring>
 
+#include "format/chunk_check.h"
 #include "format/layout.h"
 
 namespace vmsnap::memory::internal {
 
 std::string ChunkName(const SnapshotReader& r, size_t index) {
-  const ChunkInfo& c = r.chunk_index()[index];
-  std::string s = r.path() + ": chunk " + std::to_string(index) + " (gpa " + Hex(c.gpa) + "-" +
-                  Hex(c.end(r.page_size()) - 1) + ")";
-  if (c.stored_length > 0) s += " at file offset " + Hex(c.file_offset);
-  return s;
+  return r.path() + ": " + vmsnap::ChunkName(index, r.chunk_index()[index], r.page_size());
 }
 
 Status BlockGrid::Init(const SnapshotChain& chain, std::span<const GuestRegion> regions) {
@@ -76,8 +73,10 @@ long BlockGrid::Find(const uint8_t* p) const {
 
 namespace {
 
-// Each check on a chunk's bytes has one home here, shared by the whole-chunk
-// decoder (BlockReader) and the one that decodes from the front (ChunkStream).
+// The checks on a chunk's bytes are format/chunk_check.h's, the ones every
+// reader of chunks makes; here, how the whole-chunk decoder (BlockReader) and
+// the one that decodes from the front (ChunkStream) fetch the bytes and name
+// a chunk that fails.
 
 // The stored bytes of chunk `chunk` of layer `layer`, the fetch hook (may be
 // empty) asked for them first; StoredBytes checks them against the stored
@@ -91,39 +90,10 @@ Result<std::span<const uint8_t>> FetchStored(const SnapshotChain& chain, const C
   return stored;
 }
 
-// An uncompressed chunk's stored bytes are its pages: its raw checksum and
-// length must be the stored ones, or the manifest contradicts itself.
-Status CheckUncompressed(const SnapshotReader& r, uint32_t chunk, std::span<const uint8_t> stored) {
-  const ChunkInfo& c = r.chunk_index()[chunk];
-  if (c.raw_checksum != c.checksum || stored.size() != c.raw_length) {
-    return Status::Corruption(ChunkName(r, chunk) +
-                              ": raw checksum or length disagrees with the stored ones of an "
-                              "uncompressed chunk");
-  }
-  return Status::Ok();
-}
-
-// A compressed chunk must be a frame that says it holds the manifest's raw
-// length, so the decoder can write into a buffer of exactly that size.
-Status CheckFrameSize(const SnapshotReader& r, uint32_t chunk, std::span<const uint8_t> stored) {
-  const uint64_t raw_length = r.chunk_index()[chunk].raw_length;
-  if (ZSTD_getFrameContentSize(stored.data(), stored.size()) != raw_length) {
-    return Status::Corruption(ChunkName(r, chunk) + ": zstd frame content size does not match "
-                              "the manifest's raw length " + std::to_string(raw_length));
-  }
-  return Status::Ok();
-}
-
-// The decoded pages against the checksum the writer took of them.
-Status CheckRaw(const SnapshotReader& r, uint32_t chunk, const uint8_t* raw) {
-  const ChunkInfo& c = r.chunk_index()[chunk];
-  const uint64_t sum = layout::Checksum(raw, c.raw_length);
-  if (sum != c.raw_checksum) {
-    return Status::Corruption(ChunkName(r, chunk) +
-                              ": raw checksum mismatch after decompression (manifest says " +
-                              Hex(c.raw_checksum) + ", computed " + Hex(sum) + ")");
-  }
-  return Status::Ok();
+// A check of chunk `chunk` of `r` (format/chunk_check.h), its failure named
+// as the loaders name chunks: with the file.
+Status Named(Status s, const SnapshotReader& r, uint32_t chunk) {
+  return s.ok() ? s : s.Context(ChunkName(r, chunk));
 }
 
 }  // namespace
@@ -138,16 +108,12 @@ Status BlockReader::Decompress(int32_t layer, uint32_t chunk, std::span<const ui
   const SnapshotReader& r = *chain_.layers()[size_t(layer)];
   const ChunkInfo& c = r.chunk_index()[chunk];
   if (!dctx_) return Status::Internal("out of memory creating a zstd context");
-  VMSNAP_RETURN_IF_ERROR(CheckFrameSize(r, chunk, stored));
+  VMSNAP_RETURN_IF_ERROR(Named(CheckFrame(c, stored), r, chunk));
   const size_t n = ZSTD_decompressDCtx(dctx_.get(), out, c.raw_length, stored.data(), stored.size());
   if (ZSTD_isError(n)) {
     return Status::Corruption(ChunkName(r, chunk) + ": zstd: " + ZSTD_getErrorName(n));
   }
-  if (n != c.raw_length) {
-    return Status::Corruption(ChunkName(r, chunk) + ": decompressed to " + std::to_string(n) +
-                              " bytes, manifest says " + std::to_string(c.raw_length));
-  }
-  return CheckRaw(r, chunk, out);
+  return Named(CheckDecoded(c, out, n), r, chunk);
 }
 
 void ResolvePages(const SnapshotChain& chain, const BlockGrid::Block& block, std::vector<PageRef>& refs) {
@@ -251,7 +217,7 @@ Status BlockReader::Read(const BlockGrid::Block& block, const std::vector<PageRe
     const ChunkInfo& c = r.chunk_index()[ci];
     VMSNAP_ASSIGN_OR_RETURN(std::span<const uint8_t> stored, FetchStored(chain_, fetch_, l, ci));
     if (!c.compressed) {
-      VMSNAP_RETURN_IF_ERROR(CheckUncompressed(r, ci, stored));
+      VMSNAP_RETURN_IF_ERROR(Named(CheckUncompressed(c, stored), r, ci));
       data = stored.data();  // pages in place in the mapped file
       continue;
     }
@@ -325,14 +291,14 @@ Status ChunkStream::Begin(const SnapshotChain& chain, const ChunkFetchFn& fetch,
   data_ = nullptr;
   VMSNAP_ASSIGN_OR_RETURN(stored_, FetchStored(chain, fetch, layer, chunk));
   if (!c.compressed) {
-    VMSNAP_RETURN_IF_ERROR(CheckUncompressed(*reader_, chunk, stored_));
+    VMSNAP_RETURN_IF_ERROR(Named(CheckUncompressed(c, stored_), *reader_, chunk));
     data_ = stored_.data();
     out_ = raw_length_;
     return Status::Ok();
   }
   if (!dctx_) return Status::Internal("out of memory creating a zstd context");
   if (raw_length_ > buf_.size()) buf_.resize(raw_length_);
-  VMSNAP_RETURN_IF_ERROR(CheckFrameSize(*reader_, chunk, stored_));
+  VMSNAP_RETURN_IF_ERROR(Named(CheckFrame(c, stored_), *reader_, chunk));
   const size_t rc = ZSTD_decompressBegin(dctx_);
   if (ZSTD_isError(rc)) return Status::Internal(std::string("zstd: ") + ZSTD_getErrorName(rc));
   data_ = buf_.data();
@@ -374,7 +340,7 @@ Status ChunkStream::Finish() {
     return Status::Corruption(ChunkName(*reader_, chunk_) + ": stored bytes are not exactly one zstd frame of " +
                               std::to_string(raw_length_) + " bytes");
   }
-  return CheckRaw(*reader_, chunk_, data_);
+  return Named(CheckDecoded(reader_->chunk_index()[chunk_], data_, out_), *reader_, chunk_);
 }
 
 }  // namespace vmsnap::memory::internal
