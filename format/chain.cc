@@ -11,12 +11,6 @@
 namespace vmsnap {
 namespace {
 
-std::string DirOf(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 // Index of the chunk of `chunks` containing `gpa`, or -1.
 long FindChunk(const std::vector<ChunkInfo>& chunks, uint32_t ps, uint64_t gpa) {
   auto it = std::upper_bound(chunks.begin(), chunks.end(), gpa,
@@ -31,7 +25,10 @@ long FindChunk(const std::vector<ChunkInfo>& chunks, uint32_t ps, uint64_t gpa) 
 
 std::string ParentPathOf(const std::string& child_path, const std::string& recorded) {
   if (!recorded.empty() && recorded[0] == '/') return recorded;
-  return DirOf(child_path) + "/" + recorded;
+  const size_t slash = child_path.rfind('/');
+  // A child named without a folder: its parent is named without one too.
+  if (slash == std::string::npos) return recorded;
+  return child_path.substr(0, slash + 1) + recorded;
 }
 
 Result<std::unique_ptr<SnapshotReader>> OpenParent(const SnapshotReader& child, const ReaderOptions& options) {

@@ -391,6 +391,17 @@ TEST_F(Incremental, MissingParentIsNamed) {
                                           dir_.path() + "/l1.vmsnap is missing");
 }
 
+// A recorded parent path is the path itself when absolute, else relative
+// to the child's folder; a child named without a folder names its parent
+// without one (not "./base.vmsnap").
+TEST(Chain, ParentPathsAreRelativeToTheChildsFolder) {
+  EXPECT_EQ(ParentPathOf("/s/l1.vmsnap", "base.vmsnap"), "/s/base.vmsnap");
+  EXPECT_EQ(ParentPathOf("/l1.vmsnap", "base.vmsnap"), "/base.vmsnap");
+  EXPECT_EQ(ParentPathOf("s/l1.vmsnap", "../b/base.vmsnap"), "s/../b/base.vmsnap");
+  EXPECT_EQ(ParentPathOf("l1.vmsnap", "base.vmsnap"), "base.vmsnap");
+  EXPECT_EQ(ParentPathOf("s/l1.vmsnap", "/abs/base.vmsnap"), "/abs/base.vmsnap");
+}
+
 TEST_F(Incremental, WrongParentIsNamed) {
   // Replace the base with another full snapshot: same name, different content.
   Bytes other(kPages * kPage, 0x77);
