@@ -4,8 +4,8 @@
 // forked process that prepared its own KVM VM (a VM belongs to the process
 // that created it), reads the client's request and descriptors itself,
 // restores the snapshot, runs the guest, replies with its exit status and
-// exits. The server forks a replacement for each worker taken, once its start
-// has reached the guest unless the pool has no other ready worker (Busy). An
+// exits. The server forks a replacement for each worker taken: at once, or
+// for a bound start once it has reached the guest (Busy). An
 // idle worker may be asked to bind to a snapshot (TryBind: restore it ahead,
 // from its image, up to what depends on when the guest starts); the server
 // then hands it the requests for that snapshot.
@@ -502,9 +502,9 @@ struct Waiting {
 };
 
 // A worker handed a client, until its start has reached the guest (it sends
-// 'G' after vCPU 0's first exit, or its channel closes). Meanwhile the
-// server forks no refill and offers no binding, unless a client has no
-// ready worker to go to: preparing a warm VM (registering its memory) and
+// 'G' after vCPU 0's first exit, or its channel closes). While a bound
+// start is on its way, the server forks no refill and offers no binding,
+// unless a client has no ready worker to go to: preparing a warm VM (registering its memory) and
 // binding one (mapping an image over registered memory) take CPU time that
 // grows with the memory size, and on a small host they ran beside the very
 // start they were replacing.
@@ -861,8 +861,9 @@ Status Serve(const ServeOptions& o) {
       if (!c.shape) c.shape = PickShape(c, o.shapes, opened);
     }
     // Hand each client whose pool is known to a ready worker of that pool,
-    // in the order they came, and refill that pool: at once if no other
-    // worker of it is ready, else once the start has reached its guest.
+    // in the order they came, and refill that pool: once the start has
+    // reached its guest if the worker was bound to the request's snapshot
+    // and another worker of the pool is ready, else at once.
     for (auto it = waiting.begin(); it != waiting.end() && result.ok();) {
       if (!it->shape) {
         ++it;
@@ -903,15 +904,18 @@ Status Serve(const ServeOptions& o) {
         // the client waits for the next one.
         ::kill(workers[w].pid, SIGKILL);
       }
+      // Only a bound start is short enough for the refill to wait: an
+      // unbound one (the pager's, or a full restore) measured slower so.
+      const bool bound = !it->path.empty() && workers[w].bound == it->path;
       UniqueFd chan = std::move(workers[w].chan);
       workers.erase(workers.begin() + long(w));
-      const bool spare = std::any_of(workers.begin(), workers.end(),
-                                     [&](const Worker& k) { return k.ready && k.shape == shape; });
+      const bool hold = bound && std::any_of(workers.begin(), workers.end(),
+                                             [&](const Worker& k) { return k.ready && k.shape == shape; });
       if (s.ok()) {
         it = waiting.erase(it);
-        busy.push_back(Busy{std::move(chan), shape, spare, std::chrono::steady_clock::now() + kStartWait, true});
+        busy.push_back(Busy{std::move(chan), shape, hold, std::chrono::steady_clock::now() + kStartWait, hold});
       }
-      if (!s.ok() || !spare) result = spawn(shape);
+      if (!s.ok() || !hold) result = spawn(shape);
     }
     // An idle unbound worker is asked to bind to the most recent snapshot
     // of its pool that no other worker of the pool is bound to (or binding),
