@@ -4,8 +4,7 @@
 // forked process that prepared its own KVM VM (a VM belongs to the process
 // that created it), reads the client's request and descriptors itself,
 // restores the snapshot, runs the guest, replies with its exit status and
-// exits. The server forks a replacement for each worker taken: at once, or
-// for a bound start once it has reached the guest (Busy). An
+// exits. The server forks a replacement as soon as a worker is taken. An
 // idle worker may be asked to bind to a snapshot (TryBind: restore it ahead,
 // from its image, up to what depends on when the guest starts); the server
 // then hands it the requests for that snapshot.
@@ -302,6 +301,7 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
     const std::string m = "P" + path;
     (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
+  chan.Reset();
   if (fds.size() != size_t(kRequestFds)) {
     Fail(cfd, "a load request carries 2 descriptors (serial output, messages); got " + std::to_string(fds.size()));
   }
@@ -402,12 +402,6 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
     ::_exit(0);
   };
   vm->set_on_guest_exit(reply_exit);
-  // The server refills the pool once this start has reached its guest
-  // (see Busy): the channel's close says so, or the process's end.
-  vm->set_on_first_exit([fd = chan.Release()] {
-    (void)::send(fd, "G", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::close(fd);
-  });
   auto status = vm->Run();
   if (!status.ok()) {
     std::fflush(stdout);
@@ -500,25 +494,6 @@ struct Waiting {
   // bound worker; then the client goes to any.
   std::chrono::steady_clock::time_point path_by;
 };
-
-// A worker handed a client, until its start has reached the guest (it sends
-// 'G' after vCPU 0's first exit, or its channel closes). While a bound
-// start is on its way, the server forks no refill and offers no binding,
-// unless a client has no ready worker to go to: preparing a warm VM (registering its memory) and
-// binding one (mapping an image over registered memory) take CPU time that
-// grows with the memory size, and on a small host they ran beside the very
-// start they were replacing.
-struct Busy {
-  UniqueFd chan;
-  size_t shape = 0;
-  bool refill = false;  // its replacement is still to be forked
-  std::chrono::steady_clock::time_point until;  // starting until then at most
-  bool starting = true;
-};
-
-// How long a start may hold back the pool's refill. A guest that waits
-// before its first exit (a halted vCPU 0) does not hold it longer.
-constexpr auto kStartWait = std::chrono::milliseconds(20);
 
 // With one pool, how long the request line may take after the connection to
 // still pick a bound worker (the client sends it right after connecting).
@@ -710,8 +685,8 @@ Status Serve(const ServeOptions& o) {
   const pid_t self = ::getpid();
   std::vector<Worker> workers;
   std::deque<Waiting> waiting;
-  // Workers with a client, until their start reached the guest.
-  std::vector<Busy> busy;
+  // Workers with a client, until they say which snapshot it asked for.
+  std::vector<UniqueFd> busy;
   std::deque<OpenedChain> opened;
   // Per pool: the snapshots its clients asked for lately (most recent
   // first), which its idle workers are asked to bind to, and those a worker
@@ -766,18 +741,12 @@ Status Serve(const ServeOptions& o) {
     fds.push_back({accepting ? listen_fd.get() : -1, POLLIN, 0});
     for (const Worker& w : workers) fds.push_back({w.chan.get(), POLLIN, 0});
     const size_t first_busy = fds.size();
-    for (const Busy& b : busy) fds.push_back({b.chan.get(), POLLIN, 0});
+    for (const UniqueFd& b : busy) fds.push_back({b.get(), POLLIN, 0});
     const size_t builder_at = fds.size();
     fds.push_back({images.fd(), POLLIN, 0});
     // Clients whose request line the server waits for (several shapes).
     int timeout_ms = -1;
     const auto now = std::chrono::steady_clock::now();
-    for (const Busy& b : busy) {
-      if (!b.starting) continue;
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(b.until - now).count();
-      const int ms = int(std::max<int64_t>(left, 0));
-      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
-    }
     for (const Waiting& c : waiting) {
       if (c.shape) continue;
       fds.push_back({c.peeked ? -1 : c.fd.get(), POLLIN, 0});
@@ -819,23 +788,13 @@ Status Serve(const ServeOptions& o) {
     for (size_t i = busy.size(); i-- > 0;) {
       if (!(fds[first_busy + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       char msg[kMaxPathMessage + 1];
-      ssize_t n = ::recv(busy[i].chan.get(), msg, sizeof msg, MSG_DONTWAIT);
+      ssize_t n = ::recv(busy[i].get(), msg, sizeof msg, MSG_DONTWAIT);
       if (n < 0 && errno == EAGAIN) continue;
       if (n > 1 && size_t(n) <= kMaxPathMessage && msg[0] == 'P') {
         const std::string path(msg + 1, size_t(n - 1));
         images.Want(Remember(opened, path));
-        continue;
       }
-      // 'G', or the worker ended: its start is over.
-      if (busy[i].refill && result.ok()) result = spawn(busy[i].shape);
       busy.erase(busy.begin() + long(i));
-    }
-    // A start past its time holds nothing back any more.
-    for (Busy& b : busy) {
-      if (!b.starting || std::chrono::steady_clock::now() < b.until) continue;
-      b.starting = false;
-      if (b.refill && result.ok()) result = spawn(b.shape);
-      b.refill = false;
     }
     if (fds[builder_at].revents & (POLLIN | POLLHUP | POLLERR)) {
       images.Ended();
@@ -861,9 +820,7 @@ Status Serve(const ServeOptions& o) {
       if (!c.shape) c.shape = PickShape(c, o.shapes, opened);
     }
     // Hand each client whose pool is known to a ready worker of that pool,
-    // in the order they came, and refill that pool: once the start has
-    // reached its guest if the worker was bound to the request's snapshot
-    // and another worker of the pool is ready, else at once.
+    // in the order they came, and refill that pool at once.
     for (auto it = waiting.begin(); it != waiting.end() && result.ok();) {
       if (!it->shape) {
         ++it;
@@ -882,12 +839,6 @@ Status Serve(const ServeOptions& o) {
         if (w == workers.size() || (!workers[w].bound.empty() && k.bound.empty())) w = i;
       }
       if (w == workers.size()) {
-        // No worker for it: the refills held back are what it waits for.
-        for (Busy& b : busy) {
-          if (!b.refill || b.shape != *it->shape || !result.ok()) continue;
-          b.refill = false;
-          result = spawn(b.shape);
-        }
         ++it;
         continue;
       }
@@ -903,28 +854,19 @@ Status Serve(const ServeOptions& o) {
         // That worker died since it said ready: it is replaced below, and
         // the client waits for the next one.
         ::kill(workers[w].pid, SIGKILL);
+      } else {
+        busy.push_back(std::move(workers[w].chan));
       }
-      // Only a bound start is short enough for the refill to wait: an
-      // unbound one (the pager's, or a full restore) measured slower so.
-      const bool bound = !it->path.empty() && workers[w].bound == it->path;
-      UniqueFd chan = std::move(workers[w].chan);
       workers.erase(workers.begin() + long(w));
-      const bool hold = bound && std::any_of(workers.begin(), workers.end(),
-                                             [&](const Worker& k) { return k.ready && k.shape == shape; });
-      if (s.ok()) {
-        it = waiting.erase(it);
-        busy.push_back(Busy{std::move(chan), shape, hold, std::chrono::steady_clock::now() + kStartWait, hold});
-      }
-      if (!s.ok() || !hold) result = spawn(shape);
+      if (s.ok()) it = waiting.erase(it);
+      result = spawn(shape);
     }
     // An idle unbound worker is asked to bind to the most recent snapshot
     // of its pool that no other worker of the pool is bound to (or binding),
     // if it has a fresh image; not to an older one instead (it would keep
-    // an image the cache's bound may have to remove in use). Not while a
-    // start is on its way to its guest (see Busy).
-    const bool starting = std::any_of(busy.begin(), busy.end(), [](const Busy& b) { return b.starting; });
+    // an image the cache's bound may have to remove in use).
     for (Worker& w : workers) {
-      if (starting || !w.ready || !w.bound.empty() || !result.ok()) continue;
+      if (!w.ready || !w.bound.empty() || !result.ok()) continue;
       for (const std::string& p : recent[w.shape]) {
         bool taken = false;
         for (const Worker& k : workers) {

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <utility>
 
 #include "base/hex.h"
 #include "lib/cxx.h"
@@ -195,7 +194,6 @@ void Vmm::VcpuLoop(size_t i) {
     }
     if (*r == kvm::Vcpu::RunResult::kInterrupted) continue;
     if (!HandleExit(i)) break;
-    if (i == 0 && on_first_exit_) std::exchange(on_first_exit_, nullptr)();
   }
 }
 

@@ -187,10 +187,6 @@ class Vmm {
   // a warm VM's process answers its client from here and ends at once,
   // without waiting for the other vCPUs or the main loop to notice.
   void set_on_guest_exit(std::function<void(int status)> fn) { on_guest_exit_ = std::move(fn); }
-  // Called once on vCPU 0's thread, after its first exit to user space is
-  // handled (the guest has run, and what that exit wrote is out): a warm
-  // VM's process tells its server that the start no longer needs the CPUs.
-  void set_on_first_exit(std::function<void()> fn) { on_first_exit_ = std::move(fn); }
   int64_t first_entry_ns() const { return first_entry_ns_.load(); }
   // The generation ID Run() gave the guest before its first instruction
   // (docs/guest-abi.md, "Generation ID").
@@ -282,7 +278,6 @@ class Vmm {
   std::array<uint8_t, 16> generation_id_{};
   std::vector<LoadRecord> loads_;
   std::function<void(int status)> on_guest_exit_;
-  std::function<void()> on_first_exit_;  // vCPU 0's thread only, once Run started
   LoadRecord next_load_;
 };
 

@@ -447,11 +447,12 @@ class Bound : public Serve {
 };
 
 TEST_F(Bound, ThePoolIsRefilledWhileItsGuestsNeverLeaveKvm) {
-  // The server holds a pool's refill back until a bound start has reached
-  // its guest, which a guest that never exits to the VMM does not say:
-  // three such guests through a pool of 2, the first to a VM bound to
-  // their snapshot, each still get a VM, and the pool is back to 2 idle VMs
-  // beside them.
+  // Guests that never exit to the VMM hold their VMs for as long as their
+  // clients wait, and say nothing the server could wait for: three of them
+  // through a pool of 2, the first to a VM bound to their snapshot, each
+  // still get a VM, and the pool is back to 2 idle VMs beside them. (A
+  // server that held a refill back until a start's first exit, and never
+  // gave up waiting, would keep 4.)
   pid_t maker = Spawn({"run", Guest("quiet.elf"), "--mem", "64M", "--serial", "/dev/null", "--snapshot-on-doorbell",
                        Path("quiet.vmsnap")});
   const auto made_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
