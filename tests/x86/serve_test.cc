@@ -3,7 +3,8 @@
 // exits as a plain load does, a snapshot of another shape falls back to a
 // cold start and says so once, concurrent clients each get their own VM, and
 // bad or vanishing clients leave the server serving, and warm VMs bound ahead
-// to a snapshot start it as an unbound one would. Also the generation ID:
+// to a snapshot start it as an unbound one would, and the pool refills while
+// its guests run without leaving KVM. Also the generation ID:
 // every run and load gives the guest a fresh one. And the reader the
 // clients read reply lines with.
 #include <gtest/gtest.h>
@@ -366,7 +367,6 @@ TEST_F(Serve, BadAndVanishingClientsLeaveTheServerServing) {
   EXPECT_EQ(::kill(server, 0), 0) << "the server ended";
 }
 
-
 // Decompressed images (docs/performance.md): VMs loaded from one compressed
 // snapshot share its memory through the image, and an image that changed
 // after it was built is never mapped.
@@ -448,6 +448,51 @@ class Bound : public Serve {
   }
   int starts_ = 0;
 };
+
+TEST_F(Bound, ThePoolIsRefilledWhileItsGuestsNeverLeaveKvm) {
+  // Guests that never exit to the VMM hold their VMs for as long as their
+  // clients wait, and say nothing the server could wait for: three of them
+  // through a pool of 2, the first to a VM bound to their snapshot, each
+  // still get a VM, and the pool is back to 2 idle VMs beside them. (A
+  // server that held a refill back until a start's first exit, and never
+  // gave up waiting, would keep 4.)
+  pid_t maker = Spawn({"run", Guest("quiet.elf"), "--mem", "64M", "--serial", "/dev/null", "--snapshot-on-doorbell",
+                       Path("quiet.vmsnap")});
+  const auto made_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  struct stat st {};
+  while (::stat(Path("quiet.vmsnap").c_str(), &st) != 0 && std::chrono::steady_clock::now() < made_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(maker, SIGKILL);
+  Wait(maker);
+  ASSERT_EQ(::stat(Path("quiet.vmsnap").c_str(), &st), 0) << "no doorbell snapshot";
+  const pid_t server = StartServer("64M", 2);
+  // A first start has the server build the snapshot's image, which an idle
+  // warm VM then binds to.
+  pid_t first = Spawn({"load", "--via", Path("pool.sock"), Path("quiet.vmsnap"), "--serial", "/dev/null"},
+                      Path("quiet-first.err"));
+  ASSERT_TRUE(WaitImages(1));
+  ::kill(first, SIGKILL);
+  Wait(first);
+  ASSERT_TRUE(WaitBound(server, 1));
+  std::vector<pid_t> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(Spawn({"load", "--via", Path("pool.sock"), Path("quiet.vmsnap"), "--serial", "/dev/null"},
+                            Path("quiet-" + std::to_string(i) + ".err")));
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (Children(server).size() != 5 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(Children(server).size(), 5u) << "3 running guests and 2 idle warm VMs";
+  for (pid_t c : clients) EXPECT_EQ(::kill(c, 0), 0) << "a client of a guest that never exits ended";
+  RunResult r = Via("after");
+  EXPECT_EQ(r.status, 42) << r.err;
+  for (pid_t c : clients) {
+    ::kill(c, SIGKILL);
+    Wait(c);
+  }
+}
 
 TEST_F(Bound, AlternatedSnapshotsAreEachStartedByAVmBoundToItWithTheSameResult) {
   const pid_t server = StartServer("64M", 2);
