@@ -190,7 +190,12 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
           fail(current.status().message());
           return end_now(kExitVmmFailed);
         }
-        if (!*current) continue;
+        if (!*current) {
+#ifdef VMSNAP_HAVE_STORE
+          src->Discard();
+#endif
+          continue;
+        }
         confirm = nullptr;
       }
 
