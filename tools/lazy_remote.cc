@@ -2,11 +2,22 @@
 // OpenRemote (lazy_remote.h): URL to store to lazily filled cache file.
 #include "tools/lazy_remote.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
+
+#include <xxhash.h>
 
 #include "base/cache_dir.h"
+#include "base/fd.h"
+#include "base/hex.h"
 #ifdef VMSNAP_HAVE_STORE
 #include "store/chunk_store.h"
 #include "store/lazy_cache.h"
@@ -126,6 +137,276 @@ Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& text, co
   VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> src,
                           store::LazyChain::Open(std::move(st), url.name, o));
   return std::shared_ptr<store::LazyChain>(std::move(src));
+}
+
+
+namespace {
+
+// A URL's record in the cache directory (StoreAhead): its layout objects as
+// the last confirmed load read them, root last, in host byte order (a cache
+// of this host's, not an exchange format):
+//   "VMSNAPNR", u32 count, then per object u32 name length, name, u64
+//   length, bytes.
+// A record that does not parse is ignored (the load reads the store); one
+// that parses but is out of date is caught by Confirm; each layout object
+// carries its own checksum, which opening the chain checks.
+using Layouts = std::map<std::string, std::vector<uint8_t>>;
+constexpr char kRecordMagic[8] = {'V', 'M', 'S', 'N', 'A', 'P', 'N', 'R'};
+
+std::string RecordPath(const std::string& dir, const store::StoreUrl& url) {
+  const std::string key = store::SnapshotUrl(url, url.name);
+  const XXH128_hash_t h = XXH3_128bits(key.data(), key.size());
+  uint8_t b[16];
+  std::memcpy(b, &h.high64, 8);
+  std::memcpy(b + 8, &h.low64, 8);
+  return dir + "/names/" + BytesHex(b);
+}
+
+Layouts ReadRecord(const std::string& path) {
+  Layouts out;
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_size < 12 || st.st_size > (64 << 20)) return out;
+  std::vector<uint8_t> b(static_cast<size_t>(st.st_size));
+  if (::pread(fd.get(), b.data(), b.size(), 0) != static_cast<ssize_t>(b.size())) return out;
+  if (std::memcmp(b.data(), kRecordMagic, 8) != 0) return out;
+  size_t at = 8;
+  auto take = [&](void* to, size_t n) {
+    if (b.size() - at < n) return false;
+    std::memcpy(to, b.data() + at, n);
+    at += n;
+    return true;
+  };
+  uint32_t count = 0;
+  if (!take(&count, 4)) return out;
+  Layouts got;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t name_len = 0;
+    uint64_t len = 0;
+    std::string name;
+    if (!take(&name_len, 4) || b.size() - at < name_len) return out;
+    name.assign(reinterpret_cast<const char*>(b.data() + at), name_len);
+    at += name_len;
+    if (!take(&len, 8) || b.size() - at < len) return out;
+    got[name].assign(b.data() + at, b.data() + at + len);
+    at += len;
+  }
+  if (at != b.size()) return out;
+  return got;
+}
+
+// Best effort: a load whose record cannot be written only loses the head
+// start next time.
+void WriteRecord(const std::string& path, const Layouts& layouts) {
+  std::vector<uint8_t> b(kRecordMagic, kRecordMagic + 8);
+  auto put = [&b](const void* p, size_t n) {
+    const auto* c = static_cast<const uint8_t*>(p);
+    b.insert(b.end(), c, c + n);
+  };
+  const uint32_t count = static_cast<uint32_t>(layouts.size());
+  put(&count, 4);
+  for (const auto& [name, bytes] : layouts) {
+    const uint32_t name_len = static_cast<uint32_t>(name.size());
+    const uint64_t len = bytes.size();
+    put(&name_len, 4);
+    put(name.data(), name.size());
+    put(&len, 8);
+    put(bytes.data(), bytes.size());
+  }
+  const std::string folder = path.substr(0, path.rfind('/'));
+  (void)::mkdir(folder.c_str(), 0700);
+  const std::string tmp = path + "." + std::to_string(::getpid()) + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd.valid()) return;
+  const bool ok = ::write(fd.get(), b.data(), b.size()) == static_cast<ssize_t>(b.size());
+  fd.Reset();
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+}
+
+}  // namespace
+
+struct StoreAhead::State {
+  store::StoreUrl url;
+  std::string where;  // the store's where(), known before it is open
+  store::LazyCacheOptions cache;
+  std::string ceph_conf, record_path;
+  Layouts record;  // read before the thread starts; not changed after
+
+  // Written by the connecting thread before `ready`.
+  std::shared_future<void> ready;
+  Status status;
+  std::shared_ptr<store::ObjectStore> store;
+  bool record_current = false;  // every recorded layout object is the store's now
+
+  // The last Open: from the record, and the layout objects it used.
+  bool speculative = false;
+  bool tried_record = false;
+  std::mutex mu;
+  Layouts seen;
+};
+
+namespace {
+
+// The store a chain is opened on: layout objects from the record while
+// speculating, everything else (and every layout object otherwise) from
+// the store once the connecting thread has it. Layout objects that come
+// from the store are kept in `seen` for the next record.
+class AheadStore final : public store::ObjectStore {
+ public:
+  AheadStore(std::shared_ptr<StoreAhead::State> st, bool from_record)
+      : st_(std::move(st)), from_record_(from_record) {}
+  const std::string& where() const override { return st_->where; }
+
+  Result<std::vector<uint8_t>> Get(const std::string& name) override {
+    const bool layout = name.rfind(store::kLayoutPrefix, 0) == 0;
+    if (from_record_) {
+      auto it = st_->record.find(name);
+      // Not recorded (a parent that was not a parent then): this open
+      // fails, and the load reads the store instead.
+      if (it == st_->record.end()) return Status::Io(where() + "/" + name + ": not in the record");
+      std::lock_guard<std::mutex> lock(st_->mu);
+      st_->seen[name] = it->second;
+      return it->second;
+    }
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    auto got = s->Get(name);
+    if (got.ok() && layout) {
+      std::lock_guard<std::mutex> lock(st_->mu);
+      st_->seen[name] = *got;
+    }
+    return got;
+  }
+  Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->ReadSized(name, size, out);
+  }
+  Status Put(const std::string& name, std::span<const uint8_t> data, const std::string& mark) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->Put(name, data, mark);
+  }
+  Status Touch(const std::string& name, const std::string& mark) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->Touch(name, mark);
+  }
+  Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
+                      bool likely_new) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->Ensure(name, data, mark, likely_new);
+  }
+  Result<std::string> Mark(const std::string& name, uint64_t* size) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->Mark(name, size);
+  }
+  Result<std::vector<std::string>> List(const std::string& prefix) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->List(prefix);
+  }
+  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->RemoveIfMark(name, mark);
+  }
+  Status Remove(const std::string& name) override {
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    return s->Remove(name);
+  }
+
+ private:
+  Result<store::ObjectStore*> Store() {
+    st_->ready.wait();
+    if (!st_->status.ok()) return st_->status;
+    return st_->store.get();
+  }
+  std::shared_ptr<StoreAhead::State> st_;
+  bool from_record_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StoreAhead>> StoreAhead::Start(const std::string& text, const RemoteOptions& options) {
+  auto st = std::make_shared<State>();
+  VMSNAP_ASSIGN_OR_RETURN(st->url, store::ParseStoreUrl(text, /*name_required=*/true));
+  st->where = store::StoreRoot(st->url);
+  st->cache.dir = options.cache_dir;
+  if (st->cache.dir.empty()) {
+    VMSNAP_ASSIGN_OR_RETURN(st->cache.dir, UserCacheDir("lazy"));
+  }
+  st->cache.max_bytes = options.cache_size;
+  st->cache.parallel = options.parallel;
+  st->cache.timeout_s = options.timeout_s;
+  st->ceph_conf = options.ceph_conf;
+  st->record_path = RecordPath(st->cache.dir, st->url);
+  st->record = ReadRecord(st->record_path);
+  std::promise<void> done;
+  st->ready = done.get_future().share();
+  // Detached: a command that ends while the cluster is still being
+  // reached does not wait for it (load ends the process with _exit).
+  std::thread([st, done = std::move(done)]() mutable {
+    auto opened = store::OpenStore(st->url, st->ceph_conf);
+    if (!opened.ok()) {
+      st->status = opened.status();
+    } else {
+      st->store = std::move(opened).value();
+      // Confirm's answer, read as soon as the session is up.
+      bool same = !st->record.empty();
+      for (const auto& [obj, bytes] : st->record) {
+        auto got = st->store->Get(obj);
+        if (!got.ok() || *got != bytes) {
+          same = false;
+          break;
+        }
+      }
+      st->record_current = same;
+    }
+    done.set_value();
+  }).detach();
+  auto ahead = std::unique_ptr<StoreAhead>(new StoreAhead());
+  ahead->state_ = std::move(st);
+  return ahead;
+}
+
+StoreAhead::~StoreAhead() = default;
+
+Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
+  State& st = *state_;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    st.seen.clear();
+  }
+  if (!st.tried_record && !st.record.empty()) {
+    st.tried_record = true;
+    auto chain = store::LazyChain::Open(std::make_unique<AheadStore>(state_, true), st.url.name, st.cache);
+    if (chain.ok()) {
+      st.speculative = true;
+      return std::shared_ptr<store::LazyChain>(std::move(chain).value());
+    }
+    std::lock_guard<std::mutex> lock(st.mu);
+    st.seen.clear();
+  }
+  st.tried_record = true;
+  st.speculative = false;
+  // The store's own error, not one about its layout object.
+  st.ready.wait();
+  if (!st.status.ok()) return st.status;
+  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> chain,
+                          store::LazyChain::Open(std::make_unique<AheadStore>(state_, false), st.url.name, st.cache));
+  return std::shared_ptr<store::LazyChain>(std::move(chain));
+}
+
+Result<bool> StoreAhead::Confirm() {
+  State& st = *state_;
+  st.ready.wait();
+  if (!st.status.ok()) return st.status;
+  if (st.speculative) {
+    st.speculative = false;
+    return st.record_current;
+  }
+  Layouts seen;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    seen = st.seen;
+  }
+  if (!seen.empty() && seen != st.record) WriteRecord(st.record_path, seen);
+  return true;
 }
 
 #endif  // VMSNAP_HAVE_STORE

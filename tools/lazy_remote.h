@@ -46,6 +46,38 @@ Status CheckStoreRoots(const std::vector<std::string>& roots);
 // instead of connecting.
 Result<std::shared_ptr<store::LazyChain>> OpenRemote(const std::string& url, const RemoteOptions& options);
 
+// `vmsnap load URL` in a fresh process, where librados's own start (loading
+// it, the monitor session, the maps: about 20 ms of CPU here) dominates the
+// time to the first instruction. Start connects on a thread at once; Open
+// opens the chain meanwhile from the layouts the cache recorded for the URL
+// at its last confirmed load (docs/store.md), without waiting for the
+// store, so the VM is restored while librados starts. A name may have been
+// pushed again with other bytes since: Confirm, before any vCPU runs,
+// compares the recorded layout objects with the store's. Without a record,
+// Open waits for the session (as OpenRemote does). Chunk fetches always go
+// to the store (waiting for the session if need be): a chunk is named by
+// its bytes, so no fetch can give a stale one.
+class StoreAhead {
+ public:
+  static Result<std::unique_ptr<StoreAhead>> Start(const std::string& url, const RemoteOptions& options);
+  ~StoreAhead();
+  // The chain of the URL's name: from the record when there is one (and it
+  // opens), else from the store.
+  Result<std::shared_ptr<store::LazyChain>> Open();
+  // Waits for the store. True: the chain Open gave is the name's content
+  // now (it is recorded for the next load). False: the name changed (or
+  // went) since it was recorded; the caller drops the VM and the chain and
+  // calls Open again, which reads the store. An error: the store's, as
+  // OpenRemote would report it (no such pool, connect, ...).
+  Result<bool> Confirm();
+
+  struct State;
+
+ private:
+  StoreAhead() = default;
+  std::shared_ptr<State> state_;
+};
+
 // What a VM's memory loader needs of an opened store snapshot: its chunks
 // fetched on fault (the cache file is one layer), and once the VM is
 // restored, the cache's restore-time view dropped and the prefetch started.

@@ -107,38 +107,27 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     if (args->memory == "lazy" || args->memory == "shared") ::mallopt(M_ARENA_MAX, 1);
 
     // A store URL: the snapshot becomes a local cache file that is filled as
-    // the loader asks for chunks.
-    std::shared_ptr<void> remote_keep;  // the store source, alive until the VM ends
-    memory::ChunkFetchFn fetch_chunk;
-    std::function<Status()> fetch_all;
-    std::function<void()> after_restore;
-    std::function<std::string()> summary;
+    // the loader asks for chunks. The cluster session is opened on a thread
+    // from here on, while the VM is restored (StoreAhead).
     const std::string url_or_path = args->snapshot;
-    if (store::LooksLikeStoreUrl(args->snapshot)) {
+    const bool from_store = store::LooksLikeStoreUrl(args->snapshot);
+    const bool lazy = args->memory == "lazy" || args->memory == "shared";
 #ifdef VMSNAP_HAVE_STORE
-      auto remote = OpenRemote(args->snapshot, args->remote);
-      if (!remote.ok()) return fail(remote.status().message());
-      std::shared_ptr<store::LazyChain> src = std::move(remote).value();
-      remote_keep = src;
-      args->snapshot = src->path();
-      RemoteHooks hooks = HooksOf(src);
-      fetch_chunk = std::move(hooks.fetch);
-      after_restore = std::move(hooks.restored);
-      fetch_all = [src] { return src->FetchAll(); };
-      summary = [src, url = url_or_path] {
-        const store::LazyCacheStats st = src->stats();
-        return url + ": " + std::to_string(st.fetched_chunks) + " chunks fetched (" +
-               tools::HumanBytes(st.fetched_bytes) + "), " + std::to_string(st.cached_at_open) + " of " +
-               std::to_string(st.chunks) + " in the cache at start" +
-               (src->kept() ? "" : " (not kept: larger than --cache-size)");
-      };
-#else
-      return fail(args->snapshot + ": this vmsnap was built without the chunk store (librados)");
-#endif
+    std::unique_ptr<StoreAhead> ahead;
+    if (from_store) {
+      if (args->memory == "shared") {
+        return fail(url_or_path + ": --memory shared needs a local snapshot file (pull it first)");
+      }
+      auto started = StoreAhead::Start(args->snapshot, args->remote);
+      if (!started.ok()) return fail(started.status().message());
+      ahead = std::move(started).value();
     }
+#else
+    if (from_store) return fail(args->snapshot + ": this vmsnap was built without the chunk store (librados)");
+#endif
+    std::shared_ptr<void> remote_keep;  // the store source, alive until the VM ends
+    std::function<std::string()> summary;
 
-    vmm::LoadPlan plan;
-    bool lazy = false;
     // While Restore runs, a pager error is only recorded (Restore's own error,
     // if any, explains more); once the VM runs, a chunk that fails its
     // checksum ends the process: a vCPU blocked on that page cannot be
@@ -150,65 +139,141 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     };
     auto ps = std::make_shared<PagerState>();
     std::unique_ptr<tools::ProgressBar> bar;
-    if (args->memory == "lazy" || args->memory == "shared") {
-      lazy = true;
-      plan.lazy = true;
-      plan.on_error = [ps](const std::string& message) {
-        {
-          std::lock_guard<std::mutex> lock(ps->mu);
-          if (!ps->vm_running) {
-            ps->pending = Status::Io(message);
-            return;
-          }
-        }
-        std::fprintf(stderr, "vmsnap load: stopping the VM: %s\n", message.c_str());
-        std::fflush(stderr);
-        ::_exit(kExitVmmFailed);
-      };
-      plan.fetch = fetch_chunk;
-      // A file filled on demand is never mapped: the pager checks each chunk.
-      plan.map_file = !fetch_chunk;
-      // Raw snapshots are mapped, verified once per file state.
-      if (auto stamps = UserCacheDir("verified"); stamps.ok()) plan.verified_dir = *stamps;
-      // Decompressed images (docs/performance.md): used when fresh, built
-      // first with --memory shared.
-      // Not for a store URL: its local file is filled as the guest asks.
-      const bool build = args->memory == "shared";
-      if (fetch_chunk) {
-        if (build) return fail(url_or_path + ": --memory shared needs a local snapshot file (pull it first)");
-      } else if (auto images = UserCacheDir("images"); images.ok()) {
-        plan.image_dir = *images;
-        plan.build_image = build;
-      } else if (build) {
-        return fail(images.status().message());
-      }
-    } else {
-      plan.progress = [&bar](uint64_t done, uint64_t total) {
-        if (!bar) bar = std::make_unique<tools::ProgressBar>("loading memory", total);
-        bar->Update(done);
-      };
-    }
-    // With a store, a worker may still wait in a store call that cannot be
-    // interrupted: end the process rather than wait for it on the way out.
+    // With a store, a worker (or the thread opening the session) may still
+    // wait in a store call that cannot be interrupted: end the process
+    // rather than wait for it on the way out.
     auto end_now = [&](int code) {
-      if (!remote_keep) return;
+      if (!from_store) return;
       std::fflush(stdout);
       std::fflush(stderr);
       ::_exit(code);
     };
-    if (fetch_all && !lazy) {
-      Status s = fetch_all();
-      if (!s.ok()) {
-        fail(s.message());
+    std::unique_ptr<vmm::Vmm> machine;
+    // Twice at most: a chain opened from the cache's record of the name is
+    // dropped, before any vCPU ran, if the store says the name now holds
+    // other bytes.
+    for (;;) {
+      memory::ChunkFetchFn fetch_chunk;
+      std::function<Status()> fetch_all;
+      std::function<void()> after_restore;
+      std::function<Result<bool>()> confirm;
+      std::string snapshot = args->snapshot;
+#ifdef VMSNAP_HAVE_STORE
+      std::shared_ptr<store::LazyChain> src;
+      if (ahead) {
+        auto opened = ahead->Open();
+        if (!opened.ok()) {
+          fail(opened.status().message());
+          return end_now(kExitVmmFailed);
+        }
+        src = std::move(opened).value();
+        snapshot = src->path();
+        RemoteHooks hooks = HooksOf(src);
+        fetch_chunk = std::move(hooks.fetch);
+        after_restore = std::move(hooks.restored);
+        fetch_all = [src] { return src->FetchAll(); };
+        confirm = [&ahead] { return ahead->Confirm(); };
+        summary = [src, url = url_or_path] {
+          const store::LazyCacheStats st = src->stats();
+          return url + ": " + std::to_string(st.fetched_chunks) + " chunks fetched (" +
+                 tools::HumanBytes(st.fetched_bytes) + "), " + std::to_string(st.cached_at_open) + " of " +
+                 std::to_string(st.chunks) + " in the cache at start" +
+                 (src->kept() ? "" : " (not kept: larger than --cache-size)");
+        };
+      }
+#endif
+      // Before any chunk of an eager load is fetched; a lazy one is
+      // confirmed once restored (its vCPUs have not run yet).
+      if (confirm && !lazy) {
+        auto current = confirm();
+        if (!current.ok()) {
+          fail(current.status().message());
+          return end_now(kExitVmmFailed);
+        }
+        if (!*current) {
+#ifdef VMSNAP_HAVE_STORE
+          src->Discard();
+#endif
+          continue;
+        }
+        confirm = nullptr;
+      }
+
+      vmm::LoadPlan plan;
+      if (lazy) {
+        plan.lazy = true;
+        plan.on_error = [ps](const std::string& message) {
+          {
+            std::lock_guard<std::mutex> lock(ps->mu);
+            if (!ps->vm_running) {
+              ps->pending = Status::Io(message);
+              return;
+            }
+          }
+          std::fprintf(stderr, "vmsnap load: stopping the VM: %s\n", message.c_str());
+          std::fflush(stderr);
+          ::_exit(kExitVmmFailed);
+        };
+        plan.fetch = fetch_chunk;
+        // A file filled on demand is never mapped: the pager checks each chunk.
+        plan.map_file = !fetch_chunk;
+        // Raw snapshots are mapped, verified once per file state.
+        if (auto stamps = UserCacheDir("verified"); stamps.ok()) plan.verified_dir = *stamps;
+        // Decompressed images (docs/performance.md): used when fresh, built
+        // first with --memory shared.
+        // Not for a store URL: its local file is filled as the guest asks.
+        const bool build = args->memory == "shared";
+        if (!fetch_chunk) {
+          if (auto images = UserCacheDir("images"); images.ok()) {
+            plan.image_dir = *images;
+            plan.build_image = build;
+          } else if (build) {
+            return fail(images.status().message());
+          }
+        }
+      } else {
+        plan.progress = [&bar](uint64_t done, uint64_t total) {
+          if (!bar) bar = std::make_unique<tools::ProgressBar>("loading memory", total);
+          bar->Update(done);
+        };
+      }
+      if (fetch_all && !lazy) {
+        Status s = fetch_all();
+        if (!s.ok()) {
+          fail(s.message());
+          return end_now(kExitVmmFailed);
+        }
+      }
+      auto restored = vmm::Vmm::Restore(snapshot, *options, std::move(plan));
+      if (bar) bar->Finish();
+      // The store's verdict comes before Restore's error: a session that
+      // failed also failed the chunks Restore waited for.
+      if (confirm) {
+        auto current = confirm();
+        if (!current.ok()) {
+          fail(current.status().message());
+          return end_now(kExitVmmFailed);
+        }
+        if (!*current) {
+          restored = Status::Internal("restored from an outdated layout");  // the VM goes; it never ran
+#ifdef VMSNAP_HAVE_STORE
+          src->Discard();
+#endif
+          std::lock_guard<std::mutex> lock(ps->mu);
+          ps->pending = Status::Ok();
+          continue;
+        }
+      }
+      if (after_restore) after_restore();
+      if (!restored.ok()) {
+        fail(restored.status().message());
         return end_now(kExitVmmFailed);
       }
-    }
-    auto machine = vmm::Vmm::Restore(args->snapshot, *options, std::move(plan));
-    if (bar) bar->Finish();
-    if (after_restore) after_restore();
-    if (!machine.ok()) {
-      fail(machine.status().message());
-      return end_now(kExitVmmFailed);
+      machine = std::move(restored).value();
+#ifdef VMSNAP_HAVE_STORE
+      remote_keep = src;
+#endif
+      break;
     }
     if (lazy) {
       std::lock_guard<std::mutex> lock(ps->mu);
@@ -218,7 +283,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       }
       ps->vm_running = true;
     }
-    auto status = (*machine)->Run();
+    auto status = machine->Run();
     // The pager must stop before the VM's memory is unmapped; errors of the
     // unfinished fill no longer matter once the VM has ended.
     if (lazy) {
@@ -226,7 +291,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         std::lock_guard<std::mutex> lock(ps->mu);
         ps->vm_running = false;
       }
-      if (!remote_keep) (*machine)->StopPager();  // (a store load ends the process below)
+      if (!from_store) machine->StopPager();  // (a store load ends the process below)
     }
     if (!status.ok()) {
       fail(status.status().message());

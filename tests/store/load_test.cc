@@ -170,6 +170,53 @@ TEST_F(StoreLoad, ClusterGoneMidLoadStopsTheVmAndLeavesAUsableCache) {
   EXPECT_EQ(ReadFile(Path("again.txt")), "allpages: ok\n");
 }
 
+// A load opens the chain from the cache's record of the name while the
+// cluster session starts, and confirms it before the guest runs: a name
+// pushed again with other bytes starts the new snapshot, never the recorded
+// one, and a session that fails still gives the store's one line.
+TEST_F(StoreLoad, ANamePushedAgainStartsTheNewSnapshotNotTheRecordedOne) {
+  SnapshotAndPush("n", "16M", "zstd");
+  RunResult first = Run("load " + Url("n") + " --cache-dir cache --serial first.txt");
+  ASSERT_EQ(first.status, 0) << first.err;
+  ASSERT_EQ(ReadFile(Path("first.txt")), "allpages: ok\n");
+  ASSERT_TRUE(fs::exists(Path("cache/names")));
+  ASSERT_EQ(std::distance(fs::directory_iterator(Path("cache/names")), fs::directory_iterator()), 1);
+  // Recorded and unchanged: the second load starts from the record.
+  RunResult second = Run("load " + Url("n") + " --cache-dir cache --serial second.txt");
+  ASSERT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(ReadFile(Path("second.txt")), "allpages: ok\n");
+
+  // Another guest under the same name: regs exits 42 once loaded.
+  RunResult regs = Run("run " + std::string(VMSNAP_GUEST_DIR) + "/regs.elf --mem 16M --snapshot-on-doorbell regs{n}.vmsnap");
+  ASSERT_EQ(regs.status, 42) << regs.err;
+  RunResult push = Run("push regs1.vmsnap " + Url("n"));
+  ASSERT_EQ(push.status, 0) << push.err;
+  RunResult third = Run("load " + Url("n") + " --cache-dir cache --serial third.txt");
+  EXPECT_EQ(third.status, 42) << third.err;
+  EXPECT_EQ(ReadFile(Path("third.txt")).find("allpages"), std::string::npos);
+  // The same with every chunk fetched first.
+  ASSERT_EQ(Run("push n.vmsnap " + Url("n")).status, 0);
+  RunResult eager = Run("load " + Url("n") + " --cache-dir cache --memory eager --serial eager.txt");
+  EXPECT_EQ(eager.status, 0) << eager.err;
+  EXPECT_EQ(ReadFile(Path("eager.txt")), "allpages: ok\n");
+  ASSERT_EQ(Run("push regs1.vmsnap " + Url("n")).status, 0);
+  RunResult eager2 = Run("load " + Url("n") + " --cache-dir cache --memory eager --serial eager2.txt");
+  EXPECT_EQ(eager2.status, 42) << eager2.err;
+
+  // A recorded name, a session that cannot open: the store's line, nothing
+  // from the guest.
+  RunResult denied = RunWith("CEPH_ARGS='--key AQBVrCtpAAAAABAA0mZ5wSJ1ulEyHGLtbaXiwA=='",
+                             "load " + Url("n") + " --cache-dir cache --serial denied.txt");
+  EXPECT_EQ(denied.status, 125) << denied.err;
+  EXPECT_NE(denied.err.find("rados://vmsnap: connect to the cluster"), std::string::npos) << denied.err;
+  EXPECT_EQ(std::count(denied.err.begin(), denied.err.end(), '\n'), 1) << denied.err;
+  EXPECT_EQ(ReadFile(Path("denied.txt")), "");
+  RunResult nopool = Run("load rados://no-such-pool/n --cache-dir cache --serial nopool.txt");
+  EXPECT_EQ(nopool.status, 125) << nopool.err;
+  EXPECT_NE(nopool.err.find("rados://no-such-pool: no such pool"), std::string::npos) << nopool.err;
+  EXPECT_EQ(std::count(nopool.err.begin(), nopool.err.end(), '\n'), 1) << nopool.err;
+}
+
 // The established TCP connections of process `pid` (/proc/net/tcp{,6}
 // rows whose socket inode the process holds).
 int TcpSessions(pid_t pid) {
