@@ -258,9 +258,15 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
       return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
     });
     const uint64_t need = EntryBytes(m.layout) + options.reserve;
+    // Evicting pays only if this entry fits once every evictable one is
+    // gone: one larger than that is loaded unkept, and the cache stays as
+    // it was.
+    uint64_t evictable = 0;
+    for (const Cached& c : others) evictable += BlocksOf(c.base + ".vmsnap") + BlocksOf(c.base + ".chunks");
+    const bool can_fit = in_use - std::min(in_use, evictable) + need <= options.max_bytes;
     bool evicted = false;
     for (const Cached& c : others) {
-      if (in_use + need <= options.max_bytes) break;
+      if (!can_fit || in_use + need <= options.max_bytes) break;
       const uint64_t freed = BlocksOf(c.base + ".vmsnap") + BlocksOf(c.base + ".chunks");
       // Another load may still use it: it keeps its open file; the name goes.
       ::unlink((c.base + ".chunks").c_str());

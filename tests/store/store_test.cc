@@ -421,6 +421,21 @@ TEST_F(StorePush, ALazyCacheKeepsAChainOnlyWholeAndDropsTheLinksOfWhatItRemoves)
     EXPECT_TRUE(got == want) << "a chain open before its files were removed read other memory";
   }
   {
+    // A chain that could not fit even in an empty cache is loaded unkept
+    // and evicts nothing: what the cache held stays.
+    auto o = open("other", "full", fs::file_size(Path("other.vmsnap")) + 64);
+    ASSERT_TRUE(o.ok()) << o.status().message();
+    ASSERT_TRUE((*o)->kept());
+    ASSERT_TRUE((*o)->FetchAll().ok());
+    (*o)->Discard();
+    const uint64_t before = bytes_in("full");
+    auto c = open("top", "full", fs::file_size(Path("other.vmsnap")) + 64);
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    EXPECT_FALSE((*c)->kept());
+    (*c)->Discard();
+    EXPECT_EQ(bytes_in("full"), before) << "a chain too large for the cache emptied it";
+  }
+  {
     // A folder its load still holds (the chain not yet open through it)
     // stays, even when its files go; once let go, it goes too.
     auto c = open("top", "held", 1ull << 30);
