@@ -70,6 +70,53 @@ class ObjectStore {
   std::function<void(const std::string& name)> before_remove_;
 };
 
+// A store that passes every call to another, for a wrapper that changes
+// one or two of them: it overrides those, and Target(), which may wait for
+// the other store or fail (its error is then every call's).
+class ForwardingStore : public ObjectStore {
+ public:
+  Status Put(const std::string& name, std::span<const uint8_t> data, const std::string& mark) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->Put(name, data, mark);
+  }
+  Status Touch(const std::string& name, const std::string& mark) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->Touch(name, mark);
+  }
+  Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
+                      bool likely_new) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->Ensure(name, data, mark, likely_new);
+  }
+  Result<std::vector<uint8_t>> Get(const std::string& name) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->Get(name);
+  }
+  Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->ReadSized(name, size, out);
+  }
+  Result<std::string> Mark(const std::string& name, uint64_t* size = nullptr) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->Mark(name, size);
+  }
+  Result<std::vector<std::string>> List(const std::string& prefix) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->List(prefix);
+  }
+  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->RemoveIfMark(name, mark);
+  }
+  Status Remove(const std::string& name) override {
+    VMSNAP_ASSIGN_OR_RETURN(ObjectStore * s, Target());
+    return s->Remove(name);
+  }
+
+ protected:
+  virtual Result<ObjectStore*> Target() = 0;
+};
+
 // A pool of a Ceph cluster through librados: the cluster from `conf` (a
 // ceph.conf path; empty: CEPH_CONF, then Ceph's default places), the identity
 // client.admin unless CEPH_ARGS says otherwise, keys from the usual keyring.

@@ -251,7 +251,7 @@ namespace {
 // speculating, everything else (and every layout object otherwise) from
 // the store once the connecting thread has it. Layout objects that come
 // from the store are kept in `seen` for the next record.
-class AheadStore final : public store::ObjectStore {
+class AheadStore final : public store::ForwardingStore {
  public:
   AheadStore(std::shared_ptr<StoreAhead::State> st, bool from_record)
       : st_(std::move(st)), from_record_(from_record) {}
@@ -268,7 +268,7 @@ class AheadStore final : public store::ObjectStore {
       st_->seen[name] = it->second;
       return it->second;
     }
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
+    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Target());
     auto got = s->Get(name);
     if (got.ok() && layout) {
       std::lock_guard<std::mutex> lock(st_->mu);
@@ -276,46 +276,16 @@ class AheadStore final : public store::ObjectStore {
     }
     return got;
   }
-  Result<uint64_t> ReadSized(const std::string& name, uint64_t size, uint8_t* out) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->ReadSized(name, size, out);
-  }
-  Status Put(const std::string& name, std::span<const uint8_t> data, const std::string& mark) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->Put(name, data, mark);
-  }
-  Status Touch(const std::string& name, const std::string& mark) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->Touch(name, mark);
-  }
-  Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
-                      bool likely_new) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->Ensure(name, data, mark, likely_new);
-  }
-  Result<std::string> Mark(const std::string& name, uint64_t* size) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->Mark(name, size);
-  }
-  Result<std::vector<std::string>> List(const std::string& prefix) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->List(prefix);
-  }
-  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->RemoveIfMark(name, mark);
-  }
-  Status Remove(const std::string& name) override {
-    VMSNAP_ASSIGN_OR_RETURN(store::ObjectStore * s, Store());
-    return s->Remove(name);
-  }
 
- private:
-  Result<store::ObjectStore*> Store() {
+ protected:
+  // The session, once the connecting thread has it.
+  Result<store::ObjectStore*> Target() override {
     st_->ready.wait();
     if (!st_->status.ok()) return st_->status;
     return st_->store.get();
   }
+
+ private:
   std::shared_ptr<StoreAhead::State> st_;
   bool from_record_;
 };

@@ -204,7 +204,7 @@ TEST_F(Store, GcRemovesOnlyUnreferencedOldChunks) {
 
 // The store a push talks to, with every Ensure and Put it asks for recorded
 // in order (name and mark).
-class Recording final : public store::ObjectStore {
+class Recording final : public store::ForwardingStore {
  public:
   explicit Recording(store::ObjectStore& s) : s_(s) {}
   const std::string& where() const override { return s_.where(); }
@@ -212,20 +212,12 @@ class Recording final : public store::ObjectStore {
     Log("put", name, mark);
     return s_.Put(name, data, mark);
   }
-  Status Touch(const std::string& name, const std::string& mark) override { return s_.Touch(name, mark); }
   Result<bool> Ensure(const std::string& name, std::span<const uint8_t> data, const std::string& mark,
                       bool likely_new) override {
     Result<bool> wrote = s_.Ensure(name, data, mark, likely_new);
     Log("ensure", name, mark, likely_new, wrote.ok() && *wrote);
     return wrote;
   }
-  Result<std::vector<uint8_t>> Get(const std::string& name) override { return s_.Get(name); }
-  Result<std::string> Mark(const std::string& name, uint64_t* size) override { return s_.Mark(name, size); }
-  Result<std::vector<std::string>> List(const std::string& prefix) override { return s_.List(prefix); }
-  Result<bool> RemoveIfMark(const std::string& name, const std::string& mark) override {
-    return s_.RemoveIfMark(name, mark);
-  }
-  Status Remove(const std::string& name) override { return s_.Remove(name); }
 
   struct Call {
     std::string op, name, mark;
@@ -239,6 +231,7 @@ class Recording final : public store::ObjectStore {
     std::lock_guard<std::mutex> lock(mu_);
     calls.push_back({op, name, mark, guessed_new, wrote});
   }
+  Result<store::ObjectStore*> Target() override { return &s_; }
   store::ObjectStore& s_;
   std::mutex mu_;
 };
