@@ -474,6 +474,7 @@ struct Worker {
   bool ready = false;
   std::string bound;    // the snapshot it said it is bound to ("": none)
   std::string offered;  // the snapshot it was asked to bind to, until it answers
+  uint64_t offered_after = 0;  // how many image builds had ended when it was asked
 };
 
 // A connection accepted and not yet handed to a worker.
@@ -713,6 +714,7 @@ Status Serve(const ServeOptions& o) {
   // could not bind to (no fresh image, or they fit only by size).
   std::vector<std::deque<std::string>> recent(o.shapes.size());
   std::vector<std::set<std::string>> unbindable(o.shapes.size());
+  uint64_t builds_ended = 0;
   std::string image_dir;
   if (o.build_images) {
     if (auto d = UserCacheDir("images"); d.ok()) image_dir = *d;
@@ -795,8 +797,12 @@ Status Serve(const ServeOptions& o) {
         w.ready = true;
         w.bound.assign(msg + 1, size_t(n - 1));
         // Not bound to what it was offered (no fresh image, or it does not
-        // fit): not offered again until an image build ends.
-        if (!w.offered.empty() && w.bound != w.offered) unbindable[w.shape].insert(w.offered);
+        // fit): not offered again until an image build ends. A build that
+        // ended after the offer may have made the image it lacked, so that
+        // answer no longer counts.
+        if (!w.offered.empty() && w.bound != w.offered && w.offered_after == builds_ended) {
+          unbindable[w.shape].insert(w.offered);
+        }
         w.offered.clear();
       } else if (n > 0 && msg[0] == 'E') {
         result = Status::Kvm("cannot prepare a warm VM: " + std::string(msg + 1, size_t(n - 1)));
@@ -818,6 +824,7 @@ Status Serve(const ServeOptions& o) {
     }
     if (fds[builder_at].revents & (POLLIN | POLLHUP | POLLERR)) {
       images.Ended();
+      ++builds_ended;
       for (auto& u : unbindable) u.clear();
     }
     images.Next([&] {
@@ -898,6 +905,7 @@ Status Serve(const ServeOptions& o) {
         if (::send(w.chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT) == ssize_t(m.size())) {
           w.ready = false;
           w.offered = p;
+          w.offered_after = builds_ended;
         }
         break;
       }
