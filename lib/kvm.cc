@@ -526,16 +526,28 @@ void vmsnap_pager_stop(vmsnap_pager* pager) {
   delete pager;
 }
 
+namespace {
+
+// What the state steps (vmsnap_vm_restore_state and
+// vmsnap_vm_restore_untimed_state) need first: SNAP's config restored, its
+// memory loaded, every vCPU made; the vCPUs then handed to the restorer.
+int BeginStateStep(vmsnap_vm* vm, const vmsnap_snapshot* snap, const std::string& who) {
+  if (vm->restoring != snap) return Invalid(who + ": call vmsnap_vm_restore_config with this snapshot first");
+  if (!vm->memory_loaded()) return Invalid(who + ": load the memory first (vmsnap_vm_load_memory)");
+  Status st = CheckAllVcpus(*vm, who.c_str());
+  if (!st.ok()) return Fail(st);
+  vm->restorer->set_vcpus(OpsByIndex(*vm));
+  return 0;
+}
+
+}  // namespace
+
 int vmsnap_vm_restore_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) {
   if (int rc = Usable(vm, "vmsnap_vm_restore_state")) return rc;
   VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_state: snapshot is NULL");
   VMSNAP_GUARD_BEGIN
-  if (vm->restoring != snap) return Invalid("vmsnap_vm_restore_state: call vmsnap_vm_restore_config with this snapshot first");
-  if (!vm->memory_loaded()) return Invalid("vmsnap_vm_restore_state: load the memory first (vmsnap_vm_load_memory)");
-  Status st = CheckAllVcpus(*vm, "vmsnap_vm_restore_state");
-  if (!st.ok()) return Fail(st);
-  vm->restorer->set_vcpus(OpsByIndex(*vm));
-  st = vm->steps->RestoreState(static_cast<unsigned>(vm->vcpus.size()), "vmsnap_vm_restore_state");
+  if (int rc = BeginStateStep(vm, snap, "vmsnap_vm_restore_state")) return rc;
+  Status st = vm->steps->RestoreState(static_cast<unsigned>(vm->vcpus.size()), "vmsnap_vm_restore_state");
   if (!st.ok()) return Fail(st);
   // The restored memory is SNAP's: an incremental save builds on it.
   if (vm->dirty) {
@@ -555,12 +567,8 @@ int vmsnap_vm_restore_untimed_state(vmsnap_vm* vm, const vmsnap_snapshot* snap) 
   VMSNAP_CHECK_ARG(snap, "vmsnap_vm_restore_untimed_state: snapshot is NULL");
   VMSNAP_GUARD_BEGIN
   const char* who = "vmsnap_vm_restore_untimed_state";
-  if (vm->restoring != snap) return Invalid(std::string(who) + ": call vmsnap_vm_restore_config with this snapshot first");
-  if (!vm->memory_loaded()) return Invalid(std::string(who) + ": load the memory first (vmsnap_vm_load_memory)");
-  Status st = CheckAllVcpus(*vm, who);
-  if (!st.ok()) return Fail(st);
-  vm->restorer->set_vcpus(OpsByIndex(*vm));
-  st = vm->steps->RestoreUntimedState(static_cast<unsigned>(vm->vcpus.size()), who);
+  if (int rc = BeginStateStep(vm, snap, who)) return rc;
+  Status st = vm->steps->RestoreUntimedState(static_cast<unsigned>(vm->vcpus.size()), who);
   if (!st.ok()) return Fail(st);
   return Ok();
   VMSNAP_GUARD_END
