@@ -236,6 +236,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
     struct Cached {
       struct timespec used;
       std::string base;
+      uint64_t bytes;  // its file's and its record's blocks
     };
     std::vector<Cached> others;
     uint64_t in_use = 0;
@@ -249,7 +250,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
         struct stat cs {};
         const bool keep = stem == base || std::find(options.keep.begin(), options.keep.end(), stem) != options.keep.end();
         if (ext == ".chunks" && !keep && ::stat((options.dir + "/" + f).c_str(), &cs) == 0) {
-          others.push_back({cs.st_mtim, stem});
+          others.push_back({cs.st_mtim, stem, BlocksOf(stem + ".vmsnap") + BlocksOf(stem + ".chunks")});
         }
       }
       ::closedir(d);
@@ -262,16 +263,15 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
     // gone: one larger than that is loaded unkept, and the cache stays as
     // it was.
     uint64_t evictable = 0;
-    for (const Cached& c : others) evictable += BlocksOf(c.base + ".vmsnap") + BlocksOf(c.base + ".chunks");
+    for (const Cached& c : others) evictable += c.bytes;
     const bool can_fit = in_use - std::min(in_use, evictable) + need <= options.max_bytes;
     bool evicted = false;
     for (const Cached& c : others) {
       if (!can_fit || in_use + need <= options.max_bytes) break;
-      const uint64_t freed = BlocksOf(c.base + ".vmsnap") + BlocksOf(c.base + ".chunks");
       // Another load may still use it: it keeps its open file; the name goes.
       ::unlink((c.base + ".chunks").c_str());
       ::unlink((c.base + ".vmsnap").c_str());
-      in_use -= std::min(in_use, freed);
+      in_use -= std::min(in_use, c.bytes);
       evicted = true;
     }
     // Chains that linked an entry removed (here or by an earlier load).
