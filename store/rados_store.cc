@@ -80,20 +80,27 @@ class RadosStore final : public ObjectStore {
   }
 
   Result<std::vector<uint8_t>> Get(const std::string& name) override {
-    // Reads until one comes back short, with no stat first: an object
-    // smaller than the first read (a layout object, which `load` waits
-    // for) costs one round trip instead of two.
-    std::vector<uint8_t> out;
-    uint64_t done = 0;
-    size_t step = kFirstRead;
-    for (;;) {
-      out.resize(done + step);
-      const int rc = rados_read(io_, name.c_str(), reinterpret_cast<char*>(out.data() + done), step, done);
-      if (rc < 0) return FromRados(rc, Where(name) + (rc == -ENOENT ? "" : ": read"));
-      done += static_cast<uint64_t>(rc);
-      if (static_cast<size_t>(rc) < step) break;
-      // rados_read takes an int-sized length: large objects come in pieces.
-      step = static_cast<size_t>(std::min<uint64_t>(done, 64ull << 20));
+    // One read first, with no stat: an object smaller than it (a layout
+    // object, which `load` waits for) costs one round trip instead of two.
+    // A larger one is stat'ed once and read to its end.
+    std::vector<uint8_t> out(kFirstRead);
+    int rc = rados_read(io_, name.c_str(), reinterpret_cast<char*>(out.data()), kFirstRead, 0);
+    if (rc < 0) return FromRados(rc, Where(name) + (rc == -ENOENT ? "" : ": read"));
+    uint64_t done = static_cast<uint64_t>(rc);
+    if (done == kFirstRead) {
+      uint64_t size = 0;
+      time_t mtime = 0;
+      rc = rados_stat(io_, name.c_str(), &size, &mtime);
+      if (rc < 0) return FromRados(rc, Where(name));
+      out.resize(std::max<uint64_t>(size, done));
+      while (done < size) {
+        // rados_read takes an int-sized length: large objects come in pieces.
+        const size_t step = static_cast<size_t>(std::min<uint64_t>(size - done, 64ull << 20));
+        rc = rados_read(io_, name.c_str(), reinterpret_cast<char*>(out.data() + done), step, done);
+        if (rc < 0) return FromRados(rc, Where(name) + ": read");
+        if (rc == 0) return Status::Io(Where(name) + ": shorter than its size while reading");
+        done += static_cast<uint64_t>(rc);
+      }
     }
     out.resize(done);
     return out;
