@@ -246,11 +246,15 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
         const size_t dot = f.rfind('.');
         if (dot == std::string::npos) continue;
         const std::string stem = options.dir + "/" + f.substr(0, dot), ext = f.substr(dot);
-        if (ext == ".vmsnap" || ext == ".chunks") in_use += BlocksOf(options.dir + "/" + f);
-        struct stat cs {};
+        if (ext != ".vmsnap" && ext != ".chunks") continue;
+        struct stat st {};
+        if (::stat((options.dir + "/" + f).c_str(), &st) != 0) continue;
+        in_use += uint64_t(st.st_blocks) * 512;
         const bool keep = stem == base || std::find(options.keep.begin(), options.keep.end(), stem) != options.keep.end();
-        if (ext == ".chunks" && !keep && ::stat((options.dir + "/" + f).c_str(), &cs) == 0) {
-          others.push_back({cs.st_mtim, stem, BlocksOf(stem + ".vmsnap") + BlocksOf(stem + ".chunks")});
+        // An entry is its record (whose mtime says when it was last used)
+        // and its file.
+        if (ext == ".chunks" && !keep) {
+          others.push_back({st.st_mtim, stem, uint64_t(st.st_blocks) * 512 + BlocksOf(stem + ".vmsnap")});
         }
       }
       ::closedir(d);
