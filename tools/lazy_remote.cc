@@ -152,6 +152,8 @@ namespace {
 // carries its own checksum, which opening the chain checks.
 using Layouts = std::map<std::string, std::vector<uint8_t>>;
 constexpr char kRecordMagic[8] = {'V', 'M', 'S', 'N', 'A', 'P', 'N', 'R'};
+// Larger records are neither read nor written.
+constexpr size_t kMaxRecord = 64 << 20;
 
 std::string RecordPath(const std::string& dir, const store::StoreUrl& url) {
   const std::string key = store::SnapshotUrl(url, url.name);
@@ -166,7 +168,7 @@ Layouts ReadRecord(const std::string& path) {
   Layouts out;
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   struct stat st {};
-  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_size < 12 || st.st_size > (64 << 20)) return out;
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_size < 12 || size_t(st.st_size) > kMaxRecord) return out;
   std::vector<uint8_t> b(static_cast<size_t>(st.st_size));
   if (::pread(fd.get(), b.data(), b.size(), 0) != static_cast<ssize_t>(b.size())) return out;
   if (std::memcmp(b.data(), kRecordMagic, 8) != 0) return out;
@@ -198,11 +200,8 @@ Layouts ReadRecord(const std::string& path) {
 // Best effort: a load whose record cannot be written only loses the head
 // start next time.
 void WriteRecord(const std::string& path, const Layouts& layouts) {
-  std::vector<uint8_t> b(kRecordMagic, kRecordMagic + 8);
-  auto put = [&b](const void* p, size_t n) {
-    const auto* c = static_cast<const uint8_t*>(p);
-    b.insert(b.end(), c, c + n);
-  };
+  std::string b(kRecordMagic, 8);
+  auto put = [&b](const void* p, size_t n) { b.append(static_cast<const char*>(p), n); };
   const uint32_t count = static_cast<uint32_t>(layouts.size());
   put(&count, 4);
   for (const auto& [name, bytes] : layouts) {
@@ -213,14 +212,9 @@ void WriteRecord(const std::string& path, const Layouts& layouts) {
     put(&len, 8);
     put(bytes.data(), bytes.size());
   }
-  const std::string folder = path.substr(0, path.rfind('/'));
-  (void)::mkdir(folder.c_str(), 0700);
-  const std::string tmp = path + "." + std::to_string(::getpid()) + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd.valid()) return;
-  const bool ok = ::write(fd.get(), b.data(), b.size()) == static_cast<ssize_t>(b.size());
-  fd.Reset();
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) ::unlink(tmp.c_str());
+  if (b.size() > kMaxRecord) return;
+  (void)::mkdir(path.substr(0, path.rfind('/')).c_str(), 0700);
+  (void)ReplaceSmallFile(path, b);
 }
 
 }  // namespace
@@ -240,6 +234,7 @@ struct StoreAhead::State {
 
   // The last Open: from the record, and the layout objects it used.
   bool speculative = false;
+  std::string outcome;  // what became of the record (StoreAhead::Outcome)
   bool tried_record = false;
   std::mutex mu;
   Layouts seen;
@@ -336,6 +331,8 @@ Result<std::unique_ptr<StoreAhead>> StoreAhead::Start(const std::string& text, c
 
 StoreAhead::~StoreAhead() = default;
 
+const std::string& StoreAhead::Outcome() const { return state_->outcome; }
+
 Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
   State& st = *state_;
   {
@@ -368,6 +365,8 @@ Result<bool> StoreAhead::Confirm() {
   if (!st.status.ok()) return st.status;
   if (st.speculative) {
     st.speculative = false;
+    st.outcome = st.record_current ? "started from the cache's record of the name"
+                                   : "the cache's record of the name was outdated: loaded again from the store";
     return st.record_current;
   }
   Layouts seen;

@@ -70,6 +70,9 @@ class StoreAhead {
   // calls Open again, which reads the store. An error: the store's, as
   // OpenRemote would report it (no such pool, connect, ...).
   Result<bool> Confirm();
+  // For the load's closing line: "" when no record was used, else whether
+  // the VM started from the record or the record was outdated.
+  const std::string& Outcome() const;
 
   struct State;
 

@@ -151,8 +151,9 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
     std::unique_ptr<vmm::Vmm> machine;
     // Twice at most: a chain opened from the cache's record of the name is
     // dropped, before any vCPU ran, if the store says the name now holds
-    // other bytes.
-    for (;;) {
+    // other bytes; the second Open reads the store, which Confirm then
+    // never contradicts.
+    for (int attempt = 0; attempt < 2 && !machine; ++attempt) {
       memory::ChunkFetchFn fetch_chunk;
       std::function<Status()> fetch_all;
       std::function<void()> after_restore;
@@ -173,12 +174,13 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         after_restore = std::move(hooks.restored);
         fetch_all = [src] { return src->FetchAll(); };
         confirm = [&ahead] { return ahead->Confirm(); };
-        summary = [src, url = url_or_path] {
+        summary = [src, url = url_or_path, &ahead] {
           const store::LazyCacheStats st = src->stats();
+          const std::string& record = ahead->Outcome();
           return url + ": " + std::to_string(st.fetched_chunks) + " chunks fetched (" +
                  tools::HumanBytes(st.fetched_bytes) + "), " + std::to_string(st.cached_at_open) + " of " +
                  std::to_string(st.chunks) + " in the cache at start" +
-                 (src->kept() ? "" : " (not kept: larger than --cache-size)");
+                 (src->kept() ? "" : " (not kept: larger than --cache-size)") + (record.empty() ? "" : "; " + record);
         };
       }
 #endif
@@ -273,7 +275,10 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
 #ifdef VMSNAP_HAVE_STORE
       remote_keep = src;
 #endif
-      break;
+    }
+    if (!machine) {
+      fail(url_or_path + ": the store's layout changed during both attempts to load it");
+      return end_now(kExitVmmFailed);
     }
     if (lazy) {
       std::lock_guard<std::mutex> lock(ps->mu);

@@ -181,10 +181,12 @@ TEST_F(StoreLoad, ANamePushedAgainStartsTheNewSnapshotNotTheRecordedOne) {
   ASSERT_EQ(ReadFile(Path("first.txt")), "allpages: ok\n");
   ASSERT_TRUE(fs::exists(Path("cache/names")));
   ASSERT_EQ(std::distance(fs::directory_iterator(Path("cache/names")), fs::directory_iterator()), 1);
+  EXPECT_EQ(first.err.find("record of the name"), std::string::npos) << first.err;
   // Recorded and unchanged: the second load starts from the record.
   RunResult second = Run("load " + Url("n") + " --cache-dir cache --serial second.txt");
   ASSERT_EQ(second.status, 0) << second.err;
   EXPECT_EQ(ReadFile(Path("second.txt")), "allpages: ok\n");
+  EXPECT_NE(second.err.find("; started from the cache's record of the name"), std::string::npos) << second.err;
 
   // Another guest under the same name: regs exits 42 once loaded.
   RunResult regs = Run("run " + std::string(VMSNAP_GUEST_DIR) + "/regs.elf --mem 16M --snapshot-on-doorbell regs{n}.vmsnap");
@@ -194,6 +196,7 @@ TEST_F(StoreLoad, ANamePushedAgainStartsTheNewSnapshotNotTheRecordedOne) {
   RunResult third = Run("load " + Url("n") + " --cache-dir cache --serial third.txt");
   EXPECT_EQ(third.status, 42) << third.err;
   EXPECT_EQ(ReadFile(Path("third.txt")).find("allpages"), std::string::npos);
+  EXPECT_NE(third.err.find("; the cache's record of the name was outdated"), std::string::npos) << third.err;
   // The same with every chunk fetched first.
   ASSERT_EQ(Run("push n.vmsnap " + Url("n")).status, 0);
   RunResult eager = Run("load " + Url("n") + " --cache-dir cache --memory eager --serial eager.txt");
@@ -202,6 +205,7 @@ TEST_F(StoreLoad, ANamePushedAgainStartsTheNewSnapshotNotTheRecordedOne) {
   ASSERT_EQ(Run("push regs1.vmsnap " + Url("n")).status, 0);
   RunResult eager2 = Run("load " + Url("n") + " --cache-dir cache --memory eager --serial eager2.txt");
   EXPECT_EQ(eager2.status, 42) << eager2.err;
+  EXPECT_NE(eager2.err.find("; the cache's record of the name was outdated"), std::string::npos) << eager2.err;
 
   // A recorded name, a session that cannot open: the store's line, nothing
   // from the guest.
