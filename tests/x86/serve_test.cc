@@ -778,28 +778,32 @@ TEST_F(Images, TheServerKeepsItsImagesWithinTheirBoundButNeverRemovesOneInUse) {
 // says so in one line), and a server makes room by removing the least
 // recently used image that no VM maps.
 TEST_F(Images, ImagesNeverTakeTheLastTenthOfTheirFilesystem) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a small filesystem for the images needs root";
   Snapshot("two.vmsnap", "run2.txt");
   const std::string one = Id("snap.vmsnap"), two = Id("two.vmsnap");
-  // One image's size, from a build where there is room.
-  pid_t a = Load("shared", "a.txt");
-  struct stat st {};
-  ASSERT_EQ(::stat(Image().c_str(), &st), 0);
-  const uint64_t bytes = uint64_t(st.st_blocks) * 512;
-  ::kill(a, SIGKILL);
-  Wait(a);
-  // A filesystem of 1.6 images for them: one fits with a tenth left free,
-  // two do not. Mounted in a namespace of this test's process and its
-  // children only.
+  // An image takes its snapshot's stored pages (raw_bytes), and its stamp a
+  // page. A filesystem with room for both images and both stamps, plus a
+  // twentieth of the images: the second fits in what is free, but not
+  // without taking part of the tenth kept free.
+  auto raw = [&](const std::string& snap) {
+    return nlohmann::json::parse(Run("inspect --json " + snap).out, nullptr, false)["memory"].value("raw_bytes", 0ull);
+  };
+  const uint64_t b1 = raw("snap.vmsnap"), b2 = raw("two.vmsnap");
+  ASSERT_GT(b1, 0u);
+  ASSERT_GT(b2, 0u);
+  const uint64_t size = (b1 + b2 + 2 * 4096 + (b1 + b2) / 20 + 4095) / 4096 * 4096;
+  // Mounted in a namespace of this test's process and its children only.
   const std::string dir = Path("cache/vmsnap/images");
+  std::filesystem::create_directories(dir);
   ASSERT_EQ(::unshare(CLONE_NEWNS), 0) << std::strerror(errno);
   ASSERT_EQ(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << std::strerror(errno);
-  const std::string size = "size=" + std::to_string((bytes * 16 / 10 + 4095) / 4096 * 4096);
-  ASSERT_EQ(::mount("tmpfs", dir.c_str(), "tmpfs", 0, size.c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::mount("tmpfs", dir.c_str(), "tmpfs", 0, ("size=" + std::to_string(size)).c_str()), 0)
+      << std::strerror(errno);
   struct Unmount {
     std::string dir;
     ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
   } unmount{dir};
-  a = Load("shared", "a2.txt");
+  const pid_t a = Load("shared", "a2.txt");
   ASSERT_EQ(ImageIds(), std::set<std::string>({one}));
   RunResult refused = Run("load " + Path("two.vmsnap") + " --memory shared --serial " + Path("b.txt"));
   EXPECT_NE(refused.status, 0);
