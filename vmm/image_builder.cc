@@ -45,13 +45,22 @@ void ImageBuilder::Ended() {
   Trim(built);
 }
 
-void ImageBuilder::Next(const std::function<void()>& close_in_child) {
+void ImageBuilder::Next(const std::function<void()>& close_in_child, const ReleaseFn& release) {
   if (pid_ >= 0) return;
   std::shared_ptr<const SnapshotChain> chain;
-  while (!chain && !queue_.empty()) {
-    chain = std::move(queue_.front());
-    queue_.pop_front();
-    if (!MakeRoom(*chain)) chain.reset();
+  while (!chain && (waiting_ || !queue_.empty())) {
+    if (waiting_) {
+      chain = std::move(waiting_);
+    } else {
+      chain = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    const Room room = MakeRoom(*chain, release);
+    if (room == Room::kWait) {
+      waiting_ = std::move(chain);
+      return;
+    }
+    if (room == Room::kNo) chain.reset();
   }
   if (!chain) return;
   int p[2];
@@ -91,15 +100,13 @@ void ImageBuilder::Stop() {
   Ended();
 }
 
-bool ImageBuilder::MakeRoom(const SnapshotChain& chain) {
-  if (cache_.CheckRoom(chain).ok()) return true;
-  const int64_t short_by = int64_t(memory::ImageCache::ImageBytes(chain)) - cache_.Room();
-  const uint64_t images = cache_.Bytes();
-  const uint64_t keep = images > uint64_t(short_by) ? images - uint64_t(short_by) : 0;
-  for (const std::string& id : cache_.Trim(keep, used_, "")) tried_.erase(id);
-  Status s = cache_.CheckRoom(chain);
-  if (!s.ok()) std::fprintf(stderr, "vmsnap serve: %s\n", s.message().c_str());
-  return s.ok();
+ImageBuilder::Room ImageBuilder::MakeRoom(const SnapshotChain& chain, const ReleaseFn& release) {
+  memory::ImageCache::Made made = cache_.MakeRoom(chain, used_);
+  for (const std::string& id : made.removed) tried_.erase(id);
+  if (made.room.ok()) return Room::kYes;
+  if (!made.in_use.empty() && release(made.in_use)) return Room::kWait;
+  std::fprintf(stderr, "vmsnap serve: %s\n", made.room.message().c_str());
+  return Room::kNo;
 }
 
 void ImageBuilder::Trim(const std::string& built) {

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/fd.h"
 #include "format/chain.h"
@@ -42,19 +43,32 @@ class ImageBuilder {
   // Called when fd() is readable or hung up: that build ended.
   void Ended();
 
+  // Asked of the server when images a VM maps are in the way of a build
+  // (snapshot ids, least recently used first): whether idle warm VMs bound
+  // to any of them were asked to let them go, and have not yet answered.
+  using ReleaseFn = std::function<bool(const std::vector<std::string>& image_ids)>;
+
   // Forks the next build if none runs. `close_in_child` closes what the
   // server holds (client connections, worker channels) in the builder.
-  void Next(const std::function<void()>& close_in_child);
+  // A build short of room waits while `release` says VMs are letting go of
+  // images in its way, and is tried again at the next call.
+  void Next(const std::function<void()>& close_in_child, const ReleaseFn& release);
+
+  // Whether a build waits for idle VMs to let go of images (see Next):
+  // none should be bound to an image meanwhile.
+  bool making_room() const { return waiting_ != nullptr; }
 
   // Ends a build in progress and removes its unfinished files.
   void Stop();
 
  private:
   // Room for `chain`'s image with a tenth of the filesystem kept free
-  // (ImageCache::Room): the least recently requested images make way, but
-  // none a VM maps. False, said once on stderr, when even that is not
-  // enough: the snapshot is paged in, as it would be without images.
-  bool MakeRoom(const SnapshotChain& chain);
+  // (ImageCache::MakeRoom): the least recently requested images make way,
+  // but none a VM maps. When mapped ones are in the way, `release` is asked
+  // to free them: kWait while it does. kNo, said once on stderr, when even
+  // that is not enough: the snapshot is paged in, as without images.
+  enum class Room { kYes, kWait, kNo };
+  Room MakeRoom(const SnapshotChain& chain, const ReleaseFn& release);
 
   // With a bound: the least recently requested images go, but none a VM
   // maps and not the one just built (ImageCache::Trim), at start and after
@@ -70,6 +84,7 @@ class ImageBuilder {
   pid_t pid_ = -1;
   UniqueFd done_;
   std::shared_ptr<const SnapshotChain> building_;
+  std::shared_ptr<const SnapshotChain> waiting_;  // the next build, while VMs let go of images
 };
 
 }  // namespace vmsnap::vmm

@@ -7,45 +7,64 @@
 
 namespace vmsnap::vmm {
 
-std::shared_ptr<const SnapshotChain> Cached(const std::deque<OpenedChain>& cache, const std::string& path) {
-  for (const OpenedChain& c : cache) {
-    if (c.path != path) continue;
-    const auto& layers = c.chain->layers();
-    for (size_t i = 0; i < layers.size(); ++i) {
-      if (FileStampOf(layers[i]->path()) != c.layers[i]) return nullptr;
-    }
-    return c.chain;
-  }
-  return nullptr;
+bool FileStates::Add(const std::string& path) {
+  files_.emplace_back(path, FileStampOf(path));
+  return !files_.back().second.empty();
 }
 
-std::shared_ptr<const SnapshotChain> Remember(std::deque<OpenedChain>& cache, const std::string& path) {
-  if (auto fresh = Cached(cache, path)) return fresh;
-  for (auto it = cache.begin(); it != cache.end(); ++it) {
-    if (it->path == path) {
-      cache.erase(it);
-      break;
-    }
+bool FileStates::Unchanged() const {
+  for (const auto& [path, state] : files_) {
+    if (FileStampOf(path) != state) return false;
   }
+  return true;
+}
+
+std::string FileStates::StateOf(const std::string& path) const {
+  for (const auto& [p, state] : files_) {
+    if (p == path) return state;
+  }
+  return "";
+}
+
+std::optional<OpenedChain> OpenChain(const std::string& path) {
   // The state is taken before the open: a change during it makes the entry
   // stale at once rather than wrongly fresh.
   const std::string leaf = FileStampOf(path);
-  if (leaf.empty()) return nullptr;
+  if (leaf.empty()) return std::nullopt;
   auto chain = restore::OpenSnapshot(path);
-  if (!chain.ok()) return nullptr;  // the worker that asked reports it
+  if (!chain.ok()) return std::nullopt;
   OpenedChain c;
   c.path = path;
   c.chain = std::make_shared<const SnapshotChain>(std::move(chain).value());
   for (const auto& layer : c.chain->layers()) {
-    std::string st = FileStampOf(layer->path());
-    if (st.empty()) return nullptr;
-    c.layers.push_back(std::move(st));
+    if (!c.files.Add(layer->path())) return std::nullopt;
   }
-  if (c.layers.back() != leaf) return nullptr;
-  std::shared_ptr<const SnapshotChain> opened = c.chain;
-  cache.push_front(std::move(c));
-  while (cache.size() > kMaxOpenedChains) cache.pop_back();
-  return opened;
+  if (c.files.StateOf(c.chain->leaf().path()) != leaf) return std::nullopt;
+  return c;
+}
+
+std::optional<OpenedChain> OpenedChains::Find(const std::string& path) const {
+  for (const OpenedChain& c : chains_) {
+    if (c.path != path) continue;
+    if (!c.files.Unchanged()) return std::nullopt;
+    return c;
+  }
+  return std::nullopt;
+}
+
+std::optional<OpenedChain> OpenedChains::Remember(const std::string& path) {
+  if (auto fresh = Find(path)) return fresh;
+  for (auto it = chains_.begin(); it != chains_.end(); ++it) {
+    if (it->path == path) {
+      chains_.erase(it);
+      break;
+    }
+  }
+  std::optional<OpenedChain> c = OpenChain(path);
+  if (!c) return std::nullopt;
+  chains_.push_front(*c);
+  while (chains_.size() > kMax) chains_.pop_back();
+  return c;
 }
 
 }  // namespace vmsnap::vmm

@@ -9,25 +9,55 @@
 #include <cstddef>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "format/chain.h"
 
 namespace vmsnap::vmm {
 
+// The state of some files (FileStamp: device, inode, size, mtime, ctime)
+// when they were added, to tell with a few stats whether any of them was
+// replaced, modified, created or removed since.
+class FileStates {
+ public:
+  // Adds `path` as it is now; false when it does not exist (which is then
+  // its state).
+  bool Add(const std::string& path);
+  // Whether every file is as when added.
+  bool Unchanged() const;
+  // The state `path` was added with ("" when missing or not added).
+  std::string StateOf(const std::string& path) const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> files_;  // path, FileStamp
+};
+
+// A snapshot as opened, with the state of every layer's file before its
+// manifest was read: a change during the open shows as a change.
 struct OpenedChain {
   std::string path;
-  std::vector<std::string> layers;  // FileStamp of each, as when opened, root first
   std::shared_ptr<const SnapshotChain> chain;
+  FileStates files;
 };
-constexpr size_t kMaxOpenedChains = 8;
 
-// The chain for `path` if `cache` holds it and no layer's file changed.
-std::shared_ptr<const SnapshotChain> Cached(const std::deque<OpenedChain>& cache, const std::string& path);
+// Opens `path`; nullopt when it cannot be opened (a worker that loads it
+// reports why) or changed while it was opened.
+std::optional<OpenedChain> OpenChain(const std::string& path);
 
-// Opens `path` into `cache` (most recent first) unless it is there already;
-// returns its chain, or null when it cannot be opened.
-std::shared_ptr<const SnapshotChain> Remember(std::deque<OpenedChain>& cache, const std::string& path);
+class OpenedChains {
+ public:
+  // The snapshot at `path` if it is held and no layer's file changed.
+  std::optional<OpenedChain> Find(const std::string& path) const;
+  // Find, else opens `path` and holds it (the most recent first, at most
+  // kMax); nullopt when it cannot be opened.
+  std::optional<OpenedChain> Remember(const std::string& path);
+
+ private:
+  static constexpr size_t kMax = 8;
+  std::deque<OpenedChain> chains_;
+};
 
 }  // namespace vmsnap::vmm

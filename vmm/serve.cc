@@ -22,11 +22,12 @@
 #include <cstring>
 #include <deque>
 #include <optional>
-#include <set>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "base/cache_dir.h"
+#include "format/layout.h"
 #include "vmm/control.h"
 #include "vmm/fd_passing.h"
 #include "vmm/image_builder.h"
@@ -40,14 +41,26 @@ namespace {
 // being refilled); beyond this the listen backlog holds them.
 constexpr size_t kMaxWaiting = 64;
 
+// How often the files of idle workers' bindings are looked at: a binding
+// whose snapshot or image changed is undone, so that its image can go and
+// the worker be bound again.
+constexpr auto kBindingCheck = std::chrono::seconds(1);
+
+// A snapshot a worker is asked to bind to, as the server finds it then.
+struct Offer {
+  std::string path;   // "": none
+  std::string image;  // the snapshot id of its image ("": it could not be opened)
+  FileStates files;   // BindingFiles (the path alone if it could not be opened)
+};
+
 struct Worker {
   pid_t pid = -1;
   UniqueFd chan;
   size_t shape = 0;  // index into ServeOptions::shapes
   bool ready = false;
-  std::string bound;    // the snapshot it said it is bound to ("": none)
-  std::string offered;  // the snapshot it was asked to bind to, until it answers
-  uint64_t offered_after = 0;  // how many image builds had ended when it was asked
+  std::string bound;  // the snapshot it said it is bound to ("": none)
+  Offer offered;      // what it was asked to bind to, until it answers
+  Offer binding;      // what it is bound to, as offered
 };
 
 // A connection accepted and not yet handed to a worker.
@@ -91,7 +104,7 @@ bool Fits(const WarmShape& shape, uint64_t regions_total, unsigned vcpus) {
 // With one pool the line is read the same way, only for its snapshot's path
 // (c.path: a worker bound to it is preferred), and waited for at most
 // kPathWait.
-std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes, std::deque<OpenedChain>& opened) {
+std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes, OpenedChains& opened) {
   // The server is one thread: one buffer, not one per look.
   static std::vector<char> buf(kMaxRequestLine + 1);
   const auto until = shapes.size() == 1 ? c.path_by : c.deadline;
@@ -117,9 +130,9 @@ std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes
   if (path.empty() || path[0] != '/' || path.size() >= kMaxPathMessage) return 0;
   c.path = path;
   if (shapes.size() == 1) return 0;
-  std::shared_ptr<const SnapshotChain> chain = Remember(opened, path);
-  if (!chain) return 0;
-  schema::Manifest::Reader m = chain->leaf().manifest();
+  std::optional<OpenedChain> snapshot = opened.Remember(path);
+  if (!snapshot) return 0;
+  schema::Manifest::Reader m = snapshot->chain->leaf().manifest();
   uint64_t total = 0;
   for (auto r : m.getMemory().getRegions()) total += r.getSize();
   for (size_t i = 0; i < shapes.size(); ++i) {
@@ -151,18 +164,36 @@ Status Serve(const ServeOptions& o) {
   std::deque<Waiting> waiting;
   // Workers with a client, until they say which snapshot it asked for.
   std::vector<UniqueFd> busy;
-  std::deque<OpenedChain> opened;
+  OpenedChains opened;
   // Per pool: the snapshots its clients asked for lately (most recent
   // first), which its idle workers are asked to bind to, and those a worker
-  // could not bind to (no fresh image, or they fit only by size).
+  // could not bind to (no fresh image, or they fit only by size), with
+  // their files as they were when offered: offered again once those change
+  // (an image built or removed, by this server or another program, or the
+  // snapshot replaced).
   std::vector<std::deque<std::string>> recent(o.shapes.size());
-  std::vector<std::set<std::string>> unbindable(o.shapes.size());
-  uint64_t builds_ended = 0;
+  std::vector<std::map<std::string, FileStates>> unbindable(o.shapes.size());
+  // Where the workers find images, built here or not.
   std::string image_dir;
-  if (o.build_images) {
-    if (auto d = UserCacheDir("images"); d.ok()) image_dir = *d;
-  }
-  ImageBuilder images(image_dir, o.image_cache_size);
+  if (auto d = UserCacheDir("images"); d.ok()) image_dir = *d;
+  ImageBuilder images(o.build_images ? image_dir : "", o.image_cache_size);
+  auto make_offer = [&](const std::string& path) {
+    Offer offer{path, "", {}};
+    if (std::optional<OpenedChain> snapshot = opened.Remember(path); snapshot && !image_dir.empty()) {
+      offer.image = layout::IdToHex(snapshot->chain->leaf().id());
+      offer.files = BindingFiles(*snapshot, image_dir);
+    } else {
+      offer.files.Add(path);
+    }
+    return offer;
+  };
+  // Asks idle `w` to undo its binding; it is ready again once it says so.
+  auto release = [](Worker& w) {
+    if (::send(w.chan.get(), "U", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) return;
+    w.ready = false;
+    w.offered = Offer{};
+  };
+  auto next_check = std::chrono::steady_clock::now() + kBindingCheck;
 
   auto spawn = [&](size_t shape) -> Status {
     int sv[2];
@@ -192,7 +223,7 @@ Status Serve(const ServeOptions& o) {
       RunWorker(UniqueFd(sv[1]), self, o, o.shapes[shape], opened);
     }
     ::close(sv[1]);
-    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false, "", ""});
+    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false, "", {}, {}});
     return Status::Ok();
   };
 
@@ -220,6 +251,12 @@ Status Serve(const ServeOptions& o) {
       const int ms = int(std::clamp<int64_t>(left, 0, c.peeked ? 5 : 60'000));
       timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
     }
+    // Idle bound workers, whose bindings are looked at in time.
+    if (std::any_of(workers.begin(), workers.end(), [](const Worker& w) { return w.ready && !w.bound.empty(); })) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(next_check - now).count();
+      const int ms = int(std::clamp<int64_t>(left, 0, 60'000));
+      timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+    }
     if (::poll(fds.data(), fds.size(), timeout_ms) < 0) {
       if (errno == EINTR) continue;
       result = Status::FromErrno(errno, "poll");
@@ -240,13 +277,19 @@ Status Serve(const ServeOptions& o) {
         w.ready = true;
         w.bound.assign(msg + 1, size_t(n - 1));
         // Not bound to what it was offered (no fresh image, or it does not
-        // fit): not offered again until an image build ends. A build that
-        // ended after the offer may have made the image it lacked, so that
-        // answer no longer counts.
-        if (!w.offered.empty() && w.bound != w.offered && w.offered_after == builds_ended) {
-          unbindable[w.shape].insert(w.offered);
+        // fit): not offered again until its files change. They are those
+        // of before the offer: an image built since shows as a change.
+        if (!w.offered.path.empty() && w.bound != w.offered.path) {
+          unbindable[w.shape].insert_or_assign(w.offered.path, std::move(w.offered.files));
         }
-        w.offered.clear();
+        if (w.bound.empty()) {
+          w.binding = Offer{};
+        } else if (w.bound == w.offered.path) {
+          w.binding = std::move(w.offered);
+        } else if (w.bound != w.binding.path) {
+          w.binding = Offer{w.bound, "", {}};  // not offered by this server: nothing to check
+        }
+        w.offered = Offer{};
       } else if (n > 0 && msg[0] == 'E') {
         result = Status::Kvm("cannot prepare a warm VM: " + std::string(msg + 1, size_t(n - 1)));
       } else if (n == 0 || (n < 0 && errno != EAGAIN)) {
@@ -261,22 +304,41 @@ Status Serve(const ServeOptions& o) {
       if (n < 0 && errno == EAGAIN) continue;
       if (n > 1 && size_t(n) <= kMaxPathMessage && msg[0] == 'P') {
         const std::string path(msg + 1, size_t(n - 1));
-        images.Want(Remember(opened, path));
+        if (std::optional<OpenedChain> snapshot = opened.Remember(path)) images.Want(snapshot->chain);
       }
       busy.erase(busy.begin() + long(i));
     }
     if (fds[builder_at].revents & (POLLIN | POLLHUP | POLLERR)) {
       images.Ended();
-      ++builds_ended;
-      for (auto& u : unbindable) u.clear();
     }
-    images.Next([&] {
-      sig.Reset();
-      listen_fd.Reset();
-      for (Worker& w : workers) w.chan.Reset();
-      waiting.clear();
-      busy.clear();
-    });
+    // A binding whose snapshot or image changed is undone while idle: its
+    // image (and a replaced file) can go, and the worker is bound again.
+    if (std::chrono::steady_clock::now() >= next_check) {
+      for (Worker& w : workers) {
+        if (w.ready && !w.bound.empty() && !w.binding.files.Unchanged()) release(w);
+      }
+      next_check = std::chrono::steady_clock::now() + kBindingCheck;
+    }
+    // Images an idle worker is bound to make way for a build that needs
+    // their room, as unmapped ones do.
+    auto release_images = [&](const std::vector<std::string>& ids) {
+      bool letting_go = false;
+      for (Worker& w : workers) {
+        if (w.binding.image.empty() || std::find(ids.begin(), ids.end(), w.binding.image) == ids.end()) continue;
+        if (w.ready) release(w);
+        letting_go |= !w.ready;
+      }
+      return letting_go;
+    };
+    images.Next(
+        [&] {
+          sig.Reset();
+          listen_fd.Reset();
+          for (Worker& w : workers) w.chan.Reset();
+          waiting.clear();
+          busy.clear();
+        },
+        release_images);
     if (accepting && (fds[1].revents & POLLIN)) {
       for (;;) {
         int c = ::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC);
@@ -334,21 +396,27 @@ Status Serve(const ServeOptions& o) {
     // An idle unbound worker is asked to bind to the most recent snapshot
     // of its pool that no other worker of the pool is bound to (or binding),
     // if it has a fresh image; not to an older one instead (it would keep
-    // an image the cache's bound may have to remove in use).
+    // an image the cache's bound may have to remove in use). None while a
+    // build waits for bound workers to let go of images.
     for (Worker& w : workers) {
-      if (!w.ready || !w.bound.empty() || !result.ok()) continue;
+      if (!w.ready || !w.bound.empty() || !result.ok() || images.making_room()) continue;
       for (const std::string& p : recent[w.shape]) {
         bool taken = false;
         for (const Worker& k : workers) {
-          taken |= &k != &w && k.shape == w.shape && (k.bound == p || k.offered == p);
+          taken |= &k != &w && k.shape == w.shape && (k.bound == p || k.offered.path == p);
         }
         if (taken) continue;
-        if (unbindable[w.shape].count(p) != 0) break;
+        auto no = unbindable[w.shape].find(p);
+        if (no != unbindable[w.shape].end()) {
+          if (no->second.Unchanged()) break;
+          unbindable[w.shape].erase(no);
+        }
+        // Its files before the offer: a change while the worker binds shows.
+        Offer next = make_offer(p);
         const std::string m = "B" + p;
         if (::send(w.chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT) == ssize_t(m.size())) {
           w.ready = false;
-          w.offered = p;
-          w.offered_after = builds_ended;
+          w.offered = std::move(next);
         }
         break;
       }

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,63 +41,93 @@ struct WorkerDirs {
   std::string images;  // decompressed images ("" if unavailable)
 };
 
+// As `vmsnap load`: a pager error before the VM runs is Restore's to
+// explain; once it runs, it ends the VM (a vCPU waiting for that page
+// cannot be woken with a wrong one). One per process: a worker's VM runs
+// one load, made ahead when it binds or for its client.
+struct PagerState {
+  std::mutex mu;
+  bool running = false;
+  Status pending;
+  int client = -1;  // the client's connection, once there is one
+};
+PagerState& Pager() {
+  static PagerState ps;
+  return ps;
+}
+
+// How a worker loads a snapshot, bound ahead or for its client: lazily,
+// with a raw file mapped (verified once per file state) and, for a local
+// snapshot, a fresh decompressed image mapped (`vmsnap load --memory
+// shared` or the server builds it), else paged in; a store URL's through
+// `fetch`. The VM is never destroyed: the process ends with _exit while
+// the pager may still fill.
+LoadPlan WorkerPlan(const WorkerDirs& dirs, bool local, memory::ChunkFetchFn fetch) {
+  LoadPlan plan;
+  plan.lazy = true;
+  plan.on_error = [](const std::string& message) {
+    PagerState& ps = Pager();
+    int client = -1;
+    {
+      std::lock_guard<std::mutex> lock(ps.mu);
+      if (!ps.running) {
+        ps.pending = Status::Io(message);
+        return;
+      }
+      client = ps.client;
+    }
+    std::fflush(stdout);
+    Fail(client, "stopping the VM: " + message);
+  };
+  plan.map_file = !fetch;
+  plan.verified_dir = dirs.stamps;
+  if (local) plan.image_dir = dirs.images;
+  plan.fetch = std::move(fetch);
+  return plan;
+}
+
 // What an idle worker restored ahead (Vmm::Bind): a snapshot whose image
 // was fresh, mapped over the VM's memory, and the state of every file that
-// binding rests on (each layer's, the image's and its stamp's), so that a
-// request sees with a few stats whether it still holds.
+// binding rests on, so that a request sees with a few stats whether it
+// still holds.
 struct Binding {
   std::string path;  // as the server named it
   std::shared_ptr<const SnapshotChain> chain;
-  std::vector<std::string> files;
-  std::vector<std::string> stamps;  // FileStampOf each of `files`, when bound
-  bool Holds() const {
-    if (!chain) return false;
-    for (size_t i = 0; i < files.size(); ++i) {
-      if (FileStampOf(files[i]) != stamps[i]) return false;
-    }
-    return true;
-  }
+  FileStates files;  // BindingFiles, when bound
+  bool Holds() const { return chain && files.Unchanged(); }
 };
+
+// Why a warm VM whose binding could not be undone starts its client cold.
+std::string UndoFailed(const Binding& binding, const Status& s) {
+  return "the warm VM could not undo its binding to " + binding.path + " (" + s.message() + ")";
+}
 
 // Binds the idle `warm` VM to `path` if the snapshot fits it and its image
 // is fresh: only an image, since a snapshot paged in would have its pager
 // fill memory while the VM waits. Returns an empty binding otherwise.
-Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain>& opened, const WorkerDirs& dirs) {
+// A binding that could not be undone sets `cold_why` (UndoFailed).
+Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, const WorkerDirs& dirs,
+                std::string& cold_why) {
   if (dirs.images.empty() || path.empty() || path[0] != '/') return {};
-  // Taken before the open, as Remember does: a change during it shows.
-  const std::string leaf = FileStampOf(path);
-  if (leaf.empty()) return {};
-  std::shared_ptr<const SnapshotChain> chain = Cached(opened, path);
-  if (!chain) {
-    auto c = restore::OpenSnapshot(path);
-    if (!c.ok()) return {};
-    chain = std::make_shared<const SnapshotChain>(std::move(c).value());
-  }
-  if (!warm.WarmMismatch(*chain).empty()) return {};
-  memory::ImageCache cache(dirs.images);
+  std::optional<OpenedChain> snapshot = opened.Find(path);
+  if (!snapshot) snapshot = OpenChain(path);
+  if (!snapshot || !warm.WarmMismatch(*snapshot->chain).empty()) return {};
   Binding b;
   b.path = path;
-  for (const auto& layer : chain->layers()) b.files.push_back(layer->path());
-  b.files.push_back(cache.ImagePath(*chain));
-  b.files.push_back(cache.StampPath(*chain));
-  for (const std::string& f : b.files) {
-    b.stamps.push_back(FileStampOf(f));
-    if (b.stamps.back().empty()) return {};
-  }
-  if (b.stamps[chain->layers().size() - 1] != leaf) return {};
-  if (!cache.OpenFresh(*chain).valid()) return {};
-  LoadPlan plan;
-  plan.lazy = true;
-  plan.map_file = true;
-  plan.verified_dir = dirs.stamps;
-  plan.image_dir = dirs.images;
-  if (!warm.Bind(chain, std::move(plan)).ok()) return {};
-  b.chain = chain;
-  // Unchanged since the image was found fresh: the load mapped that image.
-  if (!b.Holds()) {
-    (void)warm.Unbind();
+  b.files = BindingFiles(*snapshot, dirs.images);
+  // Held until Bind returns: the image stays (ImageCache::Trim removes no
+  // image open for use) between this check and the load's mapping.
+  UniqueFd image = memory::ImageCache(dirs.images).OpenFresh(*snapshot->chain);
+  if (!image.valid()) return {};
+  if (!warm.Bind(snapshot->chain, WorkerPlan(dirs, true, nullptr)).ok()) return {};
+  // The load found another way if the image went stale meanwhile: bound
+  // only if nothing pages in.
+  if (warm.paging()) {
+    Status s = warm.Unbind();
+    if (!s.ok()) cold_why = UndoFailed(b, s);
     return {};
   }
+  b.chain = snapshot->chain;
   return b;
 }
 
@@ -104,9 +135,13 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
 // ends the process without unwinding anything (the client already has its
 // exit status; the kernel releases the VM's memory after that).
 [[noreturn]] void ServeClient(UniqueFd client, UniqueFd chan, std::unique_ptr<Vmm> warm, const VmmOptions& vopts,
-                              const std::deque<OpenedChain>& opened, const WorkerDirs& dirs,
-                              const ServeOptions& o, const Binding& binding) {
+                              const OpenedChains& opened, const WorkerDirs& dirs, const ServeOptions& o,
+                              const Binding& binding, std::string cold_why) {
   const int cfd = client.get();
+  {
+    std::lock_guard<std::mutex> lock(Pager().mu);
+    Pager().client = cfd;
+  }
   timeval tv{5, 0};
   ::setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -169,28 +204,6 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
   }
   fds.clear();
 
-  // As `vmsnap load`: a pager error before the VM runs is Restore's to
-  // explain; once it runs, it ends the VM (a vCPU waiting for that page
-  // cannot be woken with a wrong one).
-  struct PagerState {
-    std::mutex mu;
-    bool running = false;
-    Status pending;
-  };
-  static PagerState ps;
-  LoadPlan plan;
-  plan.lazy = true;
-  plan.on_error = [cfd](const std::string& message) {
-    {
-      std::lock_guard<std::mutex> lock(ps.mu);
-      if (!ps.running) {
-        ps.pending = Status::Io(message);
-        return;
-      }
-    }
-    std::fflush(stdout);
-    Fail(cfd, "stopping the VM: " + message);
-  };
   // A store URL: a local cache file that fills as the pager asks.
   RemoteSnapshot remote;
   if (remote_url) {
@@ -198,38 +211,44 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
     if (!r.ok()) Fail(cfd, r.status().message());
     remote = std::move(r).value();
     path = remote.path;
-    plan.fetch = remote.fetch;
   }
-  // The VM is never destroyed: the process ends with _exit while the pager
-  // may still fill. Raw snapshots are mapped, verified once per file state.
-  plan.map_file = !remote.fetch;
-  plan.verified_dir = dirs.stamps;
-  // Compressed ones are mapped from their decompressed image when a fresh
-  // one exists (`vmsnap load --memory shared` builds it), else paged in.
-  if (!remote_url) plan.image_dir = dirs.images;
+  LoadPlan plan = WorkerPlan(dirs, !remote_url, remote.fetch);
 
   // The binding is used only for the very files it was made from; else it
-  // is undone and the snapshot restored as by an unbound VM.
-  const bool bound_start = binding.chain && !remote_url && path == binding.path && binding.Holds();
-  if (binding.chain && !bound_start) {
+  // is undone and the snapshot restored as by an unbound VM. A VM whose
+  // binding could not be undone is not used: the snapshot starts cold.
+  const bool bound_start = cold_why.empty() && binding.chain && !remote_url && path == binding.path && binding.Holds();
+  if (cold_why.empty() && binding.chain && !bound_start) {
     Status s = warm->Unbind();
-    if (!s.ok()) Fail(cfd, s.message());
+    if (!s.ok()) cold_why = UndoFailed(binding, s);
   }
-  std::shared_ptr<const SnapshotChain> shared = bound_start ? binding.chain : Cached(opened, path);
-  if (!shared) {
+  if (!bound_start) {
+    // What an undone binding's load said is not this load's.
+    std::lock_guard<std::mutex> lock(Pager().mu);
+    Pager().pending = Status::Ok();
+  }
+  std::shared_ptr<const SnapshotChain> shared;
+  if (bound_start) {
+    shared = binding.chain;
+  } else if (auto held = opened.Find(path)) {
+    shared = held->chain;
+  } else {
     auto chain = restore::OpenSnapshot(path);
     if (!chain.ok()) Fail(cfd, chain.status().message());
     shared = std::make_shared<const SnapshotChain>(std::move(chain).value());
   }
-  std::string why = warm->WarmMismatch(*shared);
+  if (cold_why.empty()) {
+    const std::string why = warm->WarmMismatch(*shared);
+    if (!why.empty()) cold_why = "snapshot " + path + " does not fit the warm VMs (" + why + ")";
+  }
   std::unique_ptr<Vmm> vm;
-  const bool is_warm = why.empty();
+  const bool is_warm = cold_why.empty();
   if (is_warm) {
     Status s = warm->RestoreWarm(shared, std::move(plan));
     if (!s.ok()) Fail(cfd, s.message());
     vm = std::move(warm);
   } else {
-    Reply(cfd, {{"note", "snapshot " + path + " does not fit the warm VMs (" + why + "): cold start"}});
+    Reply(cfd, {{"note", cold_why + ": cold start"}});
     warm.reset();
     VmmOptions cold = vopts;
     auto r = Vmm::Restore(path, cold, std::move(plan));
@@ -240,6 +259,7 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
   // Doorbell snapshots record this load (warm or not) in their lineage.
   if (!doorbell.empty()) vm->set_doorbell_snapshot(doorbell);
   {
+    PagerState& ps = Pager();
     std::lock_guard<std::mutex> lock(ps.mu);
     if (!ps.pending.ok()) Fail(cfd, ps.pending.message());
     ps.running = true;
@@ -271,8 +291,16 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
 
 }  // namespace
 
+FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_dir) {
+  FileStates files = snapshot.files;
+  const memory::ImageCache cache(image_dir);
+  files.Add(cache.ImagePath(*snapshot.chain));
+  files.Add(cache.StampPath(*snapshot.chain));
+  return files;
+}
+
 [[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o, const WarmShape& shape,
-                            const std::deque<OpenedChain>& opened) {
+                            const OpenedChains& opened) {
   // While idle a worker dies with the server; once it has a client it
   // belongs to that client.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -304,8 +332,10 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
   if (auto d = UserCacheDir("images"); d.ok()) dirs.images = *d;
   // Ready ('R', then the path of the snapshot it is bound to, if any) until
   // the server hands it a client ('C' with its descriptor), or asks it to
-  // bind to a snapshot ('B' PATH) first.
+  // bind to a snapshot ('B' PATH) or to undo its binding ('U') first.
   Binding binding;
+  // Why the warm VM cannot be used ("": it can): its client starts cold.
+  std::string cold_why;
   std::vector<UniqueFd> got;
   for (;;) {
     const std::string ready = "R" + binding.path;
@@ -315,15 +345,19 @@ Binding TryBind(Vmm& warm, const std::string& path, const std::deque<OpenedChain
     ssize_t n = RecvWithFds(chan.get(), msg, sizeof msg, got, 1);
     if (n <= 0) ::_exit(0);  // the server ended
     if (msg[0] == 'C' && got.size() == 1) break;
-    if (msg[0] != 'B' || !got.empty()) ::_exit(0);
+    if ((msg[0] != 'B' && msg[0] != 'U') || !got.empty()) ::_exit(0);
     if (binding.chain) {
-      (void)(*warm)->Unbind();
+      Status s = (*warm)->Unbind();
+      if (!s.ok()) cold_why = UndoFailed(binding, s);
       binding = Binding{};
     }
-    binding = TryBind(**warm, std::string(msg + 1, size_t(n - 1)), opened, dirs);
+    if (msg[0] == 'B' && cold_why.empty()) {
+      binding = TryBind(**warm, std::string(msg + 1, size_t(n - 1)), opened, dirs, cold_why);
+    }
   }
   ::prctl(PR_SET_PDEATHSIG, 0);
-  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs, o, binding);
+  ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs, o, binding,
+              cold_why);
 }
 
 }  // namespace vmsnap::vmm

@@ -12,12 +12,14 @@
 //           'P' PATH   (once it has a client) the local snapshot it asked for
 //   server: 'C' + fd   a client's connection
 //           'B' PATH   bind to PATH (undoing any binding first)
+//           'U'        undo any binding (its files changed, or its image's
+//                      room is needed)
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstddef>
-#include <deque>
+#include <string>
 
 #include "base/fd.h"
 #include "vmm/opened_chains.h"
@@ -31,9 +33,15 @@ constexpr int kRequestFds = 2;
 // ones are served but not remembered.
 constexpr size_t kMaxPathMessage = 4096;
 
+// What a binding to `snapshot` rests on: every layer's file, and its image
+// and stamp in `image_dir`, in their present state. The worker keeps them
+// to check a request against; the server, to release a binding whose
+// files changed while it was idle.
+FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_dir);
+
 // The worker's life: prepare, say ready on `chan`, wait for a client, serve
 // it. `opened`: the snapshots the server had opened when it forked.
 [[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o, const WarmShape& shape,
-                            const std::deque<OpenedChain>& opened);
+                            const OpenedChains& opened);
 
 }  // namespace vmsnap::vmm

@@ -337,6 +337,8 @@ Status Vmm::Unbind() {
   return s;
 }
 
+bool Vmm::paging() const { return pager_ != nullptr && !capi::PagerMapped(pager_); }
+
 Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
   if (bound_ && bound_ != chain) VMSNAP_RETURN_IF_ERROR(Unbind());
   if (!bound_) VMSNAP_RETURN_IF_ERROR(Bind(chain, std::move(load)));

@@ -147,6 +147,9 @@ class Vmm {
   Status Unbind();
   // The chain Bind restored ahead, or null.
   const SnapshotChain* bound() const { return bound_.get(); }
+  // Whether a lazy load's pager fills this VM's memory: false when the load
+  // mapped the snapshot's file or its image (or was eager).
+  bool paging() const;
   // Stops a lazy load's pager (pages never filled become inaccessible);
   // before the VM's memory goes. Nothing for an eager or mapped load.
   void StopPager();
