@@ -80,8 +80,8 @@ UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
   const std::string img = ImagePath(chain);
   UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return UniqueFd();
-  // Held by the mapping: Trim leaves the image alone. It fails only while
-  // Trim removes this image (then it is not used).
+  // Held by the mapping: Trim and MakeRoom leave the image alone. It fails
+  // only while one of them removes this image (then it is not used).
   if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) return UniqueFd();
   std::ifstream in(StampPath(chain));
   std::stringstream want;

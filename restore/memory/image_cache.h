@@ -15,8 +15,8 @@
 // and a stale image is never mapped: it is rebuilt, or the pager is used.
 //
 // An image open for use (OpenFresh, Build) holds a shared flock, which the
-// VM's mapping keeps after the descriptor is closed: Trim never removes
-// an image while a VM maps it.
+// VM's mapping keeps after the descriptor is closed: Trim and MakeRoom
+// never remove an image while a VM maps it.
 //
 // Images are a cache and must not take a disk that other programs need: a
 // build that would leave less than a tenth of the cache's filesystem free
