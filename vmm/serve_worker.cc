@@ -189,12 +189,6 @@ Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, 
   std::string path = *snap;
   const bool remote_url = o.open_remote && path.find("://") != std::string::npos;
   if (!remote_url && path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
-  // The server opens a local file for the workers it forks from now on.
-  if (!remote_url && path.size() < kMaxPathMessage) {
-    const std::string m = "P" + path;
-    (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  }
-  chan.Reset();
   if (fds.size() != size_t(kRequestFds)) {
     Fail(cfd, "a load request carries 2 descriptors (serial output, messages); got " + std::to_string(fds.size()));
   }
@@ -222,6 +216,14 @@ Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, 
     Status s = warm->Unbind();
     if (!s.ok()) cold_why = UndoFailed(binding, s);
   }
+  // The server opens a local file for the workers it forks from now on,
+  // and builds its image. Told once this VM's binding is undone: a build
+  // that needs room may remove the image it mapped.
+  if (!remote_url && path.size() < kMaxPathMessage) {
+    const std::string m = "P" + path;
+    (void)::send(chan.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  chan.Reset();
   if (!bound_start) {
     // What an undone binding's load said is not this load's.
     std::lock_guard<std::mutex> lock(Pager().mu);
@@ -354,6 +356,9 @@ FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_di
     if (msg[0] == 'B' && cold_why.empty()) {
       binding = TryBind(**warm, std::string(msg + 1, size_t(n - 1)), opened, dirs, cold_why);
     }
+    // Unbound, it waits as a fresh warm VM does: with the pager armed for
+    // a client whose snapshot pages in (an undone load took it).
+    if (!binding.chain && cold_why.empty()) (*warm)->ArmPager();
   }
   ::prctl(PR_SET_PDEATHSIG, 0);
   ServeClient(std::move(got[0]), std::move(chan), std::move(warm).value(), vopts, opened, dirs, o, binding,

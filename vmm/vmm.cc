@@ -337,6 +337,10 @@ Status Vmm::Unbind() {
   return s;
 }
 
+void Vmm::ArmPager() {
+  if (warm_ && !snap_) (void)vmsnap_vm_arm_pager(api_);
+}
+
 bool Vmm::paging() const { return pager_ != nullptr && !capi::PagerMapped(pager_); }
 
 Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {

@@ -145,6 +145,10 @@ class Vmm {
   // (vmsnap_vm_restore_cancel). The VM is then as Prepare left it, but for
   // an armed pager (the next load starts its own when it pages).
   Status Unbind();
+  // Arms the pager of a prepared VM that has none (after Unbind), as
+  // Prepare does, so that the next load that pages finds it set up; nothing
+  // when it is armed already, restored, or userfaultfd is missing.
+  void ArmPager();
   // The chain Bind restored ahead, or null.
   const SnapshotChain* bound() const { return bound_.get(); }
   // Whether a lazy load's pager fills this VM's memory: false when the load

@@ -77,6 +77,16 @@ size_t MappingAnImage(pid_t server) {
   return n;
 }
 
+// Whether process `pid` holds a userfaultfd (a warm VM's armed pager).
+bool HoldsUserfaultfd(pid_t pid) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code lec;
+    if (std::filesystem::read_symlink(e.path(), lec).string().find("userfaultfd") != std::string::npos) return true;
+  }
+  return false;
+}
+
 // Waits up to `limit` for `done()`.
 bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds limit) {
   const auto end = std::chrono::steady_clock::now() + limit;
@@ -562,6 +572,9 @@ TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
 
 TEST_F(Bound, AnIdleBindingIsUndoneWhenItsSnapshotIsReplacedAndItsImageLetGo) {
   const pid_t server = StartServer("64M", 2);
+  // A fresh warm VM waits with its pager armed, where userfaultfd exists.
+  ASSERT_FALSE(Children(server).empty());
+  const bool armed = HoldsUserfaultfd(Children(server)[0]);
   EXPECT_EQ(StartVia("snap1.vmsnap").reply.value("exit_status", -1), 42);
   ASSERT_TRUE(WaitImages(1));
   ASSERT_TRUE(WaitBound(server, 1));
@@ -580,6 +593,16 @@ TEST_F(Bound, AnIdleBindingIsUndoneWhenItsSnapshotIsReplacedAndItsImageLetGo) {
   ASSERT_GE(fd, 0) << old_image;
   EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0) << "the old image is still mapped";
   ::close(fd);
+  // Unbound, the VMs wait as fresh ones do.
+  if (armed) {
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          const std::vector<pid_t> kids = Children(server);
+          return std::all_of(kids.begin(), kids.end(), HoldsUserfaultfd);
+        },
+        std::chrono::seconds(5)))
+        << "a VM unbound while idle has no pager armed";
+  }
   // The next start runs the new file's guest; once its image is built, the
   // pool is bound to it.
   Started s = StartVia("snap1.vmsnap");
@@ -866,15 +889,16 @@ TEST_F(Images, ImagesNeverTakeTheLastTenthOfTheirFilesystem) {
     EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out));
     ::kill(c, SIGKILL);
     Wait(c);
+    // Built at the lowest CPU priority: slow on a busy machine.
     EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(dir + "/" + id + ".stamp"); },
-                          std::chrono::seconds(30)))
+                          std::chrono::seconds(60)))
         << "no image of " << snap;
   };
   start("two.vmsnap", two, "c.txt");
   EXPECT_EQ(ImageIds(), std::set<std::string>({two}));
   // An idle warm VM binds to the second image, which is then in the way of
   // the first's: it lets go of it, and the first is built in its place.
-  ASSERT_TRUE(WaitUntil([&] { return MappingAnImage(server) == 1; }, std::chrono::seconds(30)));
+  ASSERT_TRUE(WaitUntil([&] { return MappingAnImage(server) == 1; }, std::chrono::seconds(60)));
   start("snap.vmsnap", one, "d.txt");
   EXPECT_EQ(ImageIds(), std::set<std::string>({one}));
   ::kill(server, SIGTERM);
