@@ -750,3 +750,5 @@ int vmsnap_vm_dirty_mark(vmsnap_vm* vm, uint64_t gpa, uint64_t len) {
 }
 
 }  // extern "C"
+
+bool vmsnap::capi::PagerMapped(const vmsnap_pager* pager) { return pager && pager->loader->mapped(); }

@@ -102,7 +102,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
 
     // One malloc arena for a lazy load: each new thread's (vCPUs', pager's)
     // first allocation would otherwise set one up, on the way to the first
-    // instruction (see vmm/serve.cc). An eager load keeps the default: its
+    // instruction (see vmm/serve_worker.cc). An eager load keeps the default: its
     // fill threads allocate as they decompress.
     if (args->memory == "lazy" || args->memory == "shared") ::mallopt(M_ARENA_MAX, 1);
 

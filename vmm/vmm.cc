@@ -337,6 +337,12 @@ Status Vmm::Unbind() {
   return s;
 }
 
+void Vmm::ArmPager() {
+  if (warm_ && !snap_) (void)vmsnap_vm_arm_pager(api_);
+}
+
+bool Vmm::paging() const { return pager_ != nullptr && !capi::PagerMapped(pager_); }
+
 Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
   if (bound_ && bound_ != chain) VMSNAP_RETURN_IF_ERROR(Unbind());
   if (!bound_) VMSNAP_RETURN_IF_ERROR(Bind(chain, std::move(load)));

@@ -145,8 +145,15 @@ class Vmm {
   // (vmsnap_vm_restore_cancel). The VM is then as Prepare left it, but for
   // an armed pager (the next load starts its own when it pages).
   Status Unbind();
+  // Arms the pager of a prepared VM that has none (after Unbind), as
+  // Prepare does, so that the next load that pages finds it set up; nothing
+  // when it is armed already, restored, or userfaultfd is missing.
+  void ArmPager();
   // The chain Bind restored ahead, or null.
   const SnapshotChain* bound() const { return bound_.get(); }
+  // Whether a lazy load's pager fills this VM's memory: false when the load
+  // mapped the snapshot's file or its image (or was eager).
+  bool paging() const;
   // Stops a lazy load's pager (pages never filled become inaccessible);
   // before the VM's memory goes. Nothing for an eager or mapped load.
   void StopPager();

@@ -80,8 +80,8 @@ UniqueFd ImageCache::OpenFresh(const SnapshotChain& chain) const {
   const std::string img = ImagePath(chain);
   UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return UniqueFd();
-  // Held by the mapping: Trim leaves the image alone. It fails only while
-  // Trim removes this image (then it is not used).
+  // Held by the mapping: Trim and MakeRoom leave the image alone. It fails
+  // only while one of them removes this image (then it is not used).
   if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) return UniqueFd();
   std::ifstream in(StampPath(chain));
   std::stringstream want;
@@ -214,14 +214,25 @@ std::vector<ImageCache::Entry> ImageCache::Entries() const {
   return images;
 }
 
-uint64_t ImageCache::Bytes() const {
-  uint64_t total = 0;
-  for (const Entry& en : Entries()) total += en.bytes;
-  return total;
-}
-
 std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std::string, int64_t>& used_ns,
                                           const std::string& keep) const {
+  return Evict(max_bytes, 0, used_ns, keep, nullptr);
+}
+
+ImageCache::Made ImageCache::MakeRoom(const SnapshotChain& chain,
+                                      const std::map<std::string, int64_t>& used_ns) const {
+  Made made;
+  made.room = CheckRoom(chain);
+  if (made.room.ok()) return made;
+  const int64_t short_by = int64_t(ImageBytes(chain)) - Room();
+  made.removed = Evict(UINT64_MAX, uint64_t(std::max<int64_t>(short_by, 0)), used_ns, "", &made.in_use);
+  made.room = CheckRoom(chain);
+  return made;
+}
+
+std::vector<std::string> ImageCache::Evict(uint64_t max_bytes, uint64_t free_bytes,
+                                           const std::map<std::string, int64_t>& used_ns, const std::string& keep,
+                                           std::vector<std::string>* in_use) const {
   std::vector<Entry> images = Entries();
   uint64_t total = 0;
   for (Entry& en : images) {
@@ -230,16 +241,22 @@ std::vector<std::string> ImageCache::Trim(uint64_t max_bytes, const std::map<std
   }
   std::sort(images.begin(), images.end(), [](const Entry& a, const Entry& b) { return a.last < b.last; });
   std::vector<std::string> removed;
+  uint64_t freed = 0;
   for (const Entry& en : images) {
-    if (total <= max_bytes) break;
+    if (total <= max_bytes && freed >= free_bytes) break;
     if (en.id == keep) continue;
     const std::string img = EntryPath(en.id, ".img");
     UniqueFd fd(::open(img.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // a VM maps it
+    if (!fd.valid()) continue;
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {  // a VM maps it
+      if (in_use) in_use->push_back(en.id);
+      continue;
+    }
     // The stamp first: from then on nothing trusts the image.
     ::unlink(EntryPath(en.id, ".stamp").c_str());
     if (::unlink(img.c_str()) != 0) continue;
     total -= std::min(total, en.bytes);
+    freed += en.bytes;
     removed.push_back(en.id);
   }
   return removed;

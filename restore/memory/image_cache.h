@@ -15,8 +15,8 @@
 // and a stale image is never mapped: it is rebuilt, or the pager is used.
 //
 // An image open for use (OpenFresh, Build) holds a shared flock, which the
-// VM's mapping keeps after the descriptor is closed: Trim never removes
-// an image while a VM maps it.
+// VM's mapping keeps after the descriptor is closed: Trim and MakeRoom
+// never remove an image while a VM maps it.
 //
 // Images are a cache and must not take a disk that other programs need: a
 // build that would leave less than a tenth of the cache's filesystem free
@@ -64,8 +64,17 @@ class ImageCache {
   // kNoSpace, saying what is missing, when `chain`'s image needs more than
   // Room().
   Status CheckRoom(const SnapshotChain& chain) const;
-  // The disk the images take now (their allocated blocks).
-  uint64_t Bytes() const;
+  // What MakeRoom did: CheckRoom's answer once it was done, the snapshot
+  // ids whose images it removed, and those of the images it would have
+  // removed but a VM maps (least recently used first).
+  struct Made {
+    Status room;
+    std::vector<std::string> removed;
+    std::vector<std::string> in_use;
+  };
+  // Room for `chain`'s image (CheckRoom), made by removing images as Trim
+  // does (least recently used first, never one in use) until it fits.
+  Made MakeRoom(const SnapshotChain& chain, const std::map<std::string, int64_t>& used_ns) const;
   // Removes what a Build of `chain` in process `pid` that was killed left
   // behind: its unfinished image and stamp temporaries.
   void RemoveUnfinished(const SnapshotChain& chain, pid_t pid) const;
@@ -87,6 +96,12 @@ class ImageCache {
   };
   // The complete images in the directory.
   std::vector<Entry> Entries() const;
+  // Removes images, least recently used first (see Trim), until those left
+  // take at most `max_bytes` and at least `free_bytes` were removed; an
+  // image in use is skipped (its id added to `in_use`, if given), and so
+  // is `keep`. Returns the ids of the images removed.
+  std::vector<std::string> Evict(uint64_t max_bytes, uint64_t free_bytes, const std::map<std::string, int64_t>& used_ns,
+                                 const std::string& keep, std::vector<std::string>* in_use) const;
   // DIR/ID.EXT: an image (".img") or its stamp (".stamp").
   std::string EntryPath(const std::string& id, const char* ext) const { return dir_ + "/" + id + ext; }
   // Where Build in process `pid` writes an image before renaming it.

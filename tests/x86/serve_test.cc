@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -18,8 +19,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -63,6 +66,35 @@ std::vector<pid_t> Children(pid_t pid) {
   std::vector<pid_t> kids;
   for (pid_t k; in >> k;) kids.push_back(k);
   return kids;
+}
+
+// How many of a server's idle warm VMs map an image (a bound one does).
+size_t MappingAnImage(pid_t server) {
+  size_t n = 0;
+  for (pid_t k : Children(server)) {
+    n += ReadFile("/proc/" + std::to_string(k) + "/maps").find(".img\n") != std::string::npos;
+  }
+  return n;
+}
+
+// Whether process `pid` holds a userfaultfd (a warm VM's armed pager).
+bool HoldsUserfaultfd(pid_t pid) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code lec;
+    if (std::filesystem::read_symlink(e.path(), lec).string().find("userfaultfd") != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Waits up to `limit` for `done()`.
+bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
 }
 
 // Sends `data` on a fresh connection to `sock` and returns the first line
@@ -413,24 +445,11 @@ class Bound : public Serve {
     st.out = ReadFile(out);
     return st;
   }
-  // How many of the server's idle warm VMs map an image (a bound one does).
-  static size_t MappingAnImage(pid_t server) {
-    size_t n = 0;
-    for (pid_t k : Children(server)) {
-      n += ReadFile("/proc/" + std::to_string(k) + "/maps").find(".img\n") != std::string::npos;
-    }
-    return n;
-  }
   // Waits until `want` of the server's warm VMs are bound.
   bool WaitBound(pid_t server, size_t want) {
     // The VM that served the last start ends just after its reply.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (MappingAnImage(server) < want) {
-      if (std::chrono::steady_clock::now() >= end) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return true;
+    return WaitUntil([&] { return MappingAnImage(server) >= want; }, std::chrono::seconds(60));
   }
   // Waits until `count` images are built.
   bool WaitImages(size_t count) {
@@ -549,6 +568,51 @@ TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
   EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
   EXPECT_EQ(s.reply.value("bound", true), false);
   EXPECT_NE(s.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
+}
+
+TEST_F(Bound, AnIdleBindingIsUndoneWhenItsSnapshotIsReplacedAndItsImageLetGo) {
+  const pid_t server = StartServer("64M", 2);
+  // A fresh warm VM waits with its pager armed, where userfaultfd exists.
+  ASSERT_FALSE(Children(server).empty());
+  const bool armed = HoldsUserfaultfd(Children(server)[0]);
+  EXPECT_EQ(StartVia("snap1.vmsnap").reply.value("exit_status", -1), 42);
+  ASSERT_TRUE(WaitImages(1));
+  ASSERT_TRUE(WaitBound(server, 1));
+  std::string old_image;
+  for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"))) {
+    if (e.path().extension() == ".img") old_image = e.path().string();
+  }
+  // Replaced while no client comes: the binding goes, and with it the old
+  // image's last mapping, so that it could be removed (an image is removed
+  // only under an exclusive lock, which a mapping prevents).
+  std::filesystem::copy_file(Path("regs1.vmsnap"), Path("new.vmsnap"));
+  std::filesystem::rename(Path("new.vmsnap"), Path("snap1.vmsnap"));
+  EXPECT_TRUE(WaitUntil([&] { return MappingAnImage(server) == 0; }, std::chrono::seconds(10)))
+      << "a warm VM stays bound to the replaced snapshot";
+  const int fd = ::open(old_image.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << old_image;
+  EXPECT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0) << "the old image is still mapped";
+  ::close(fd);
+  // Unbound, the VMs wait as fresh ones do.
+  if (armed) {
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          const std::vector<pid_t> kids = Children(server);
+          return std::all_of(kids.begin(), kids.end(), HoldsUserfaultfd);
+        },
+        std::chrono::seconds(5)))
+        << "a VM unbound while idle has no pager armed";
+  }
+  // The next start runs the new file's guest; once its image is built, the
+  // pool is bound to it.
+  Started s = StartVia("snap1.vmsnap");
+  EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
+  EXPECT_NE(s.out.find("regs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
+  ASSERT_TRUE(WaitImages(2));
+  ASSERT_TRUE(WaitBound(server, 1));
+  s = StartVia("snap1.vmsnap");
+  EXPECT_EQ(s.reply.value("bound", false), true) << s.reply.dump();
+  EXPECT_NE(s.out.find("regs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
 }
 
 TEST_F(Bound, TimersRunFromTheStartNotFromTheBinding) {
@@ -776,7 +840,8 @@ TEST_F(Images, TheServerKeepsItsImagesWithinTheirBoundButNeverRemovesOneInUse) {
 // Images are a cache: they never take the last tenth of their filesystem.
 // A build that would is refused before it writes anything (a shared load
 // says so in one line), and a server makes room by removing the least
-// recently used image that no VM maps.
+// recently used image that no VM maps, having its idle warm VMs let go of
+// the images they are bound to first.
 TEST_F(Images, ImagesNeverTakeTheLastTenthOfTheirFilesystem) {
   if (::geteuid() != 0) GTEST_SKIP() << "mounting a small filesystem for the images needs root";
   Snapshot("two.vmsnap", "run2.txt");
@@ -817,17 +882,25 @@ TEST_F(Images, ImagesNeverTakeTheLastTenthOfTheirFilesystem) {
   // removes it to make room.
   ::kill(a, SIGKILL);
   Wait(a);
-  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M"});
+  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "2", "--mem", "64M"});
   ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
-  const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("two.vmsnap"), "--serial", Path("c.txt")});
-  EXPECT_TRUE(WaitFor(Path("c.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("c.txt"));
-  ::kill(c, SIGKILL);
-  Wait(c);
-  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (!std::filesystem::exists(dir + "/" + two + ".stamp") && std::chrono::steady_clock::now() < end) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  auto start = [&](const std::string& snap, const std::string& id, const std::string& out) {
+    const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path(snap), "--serial", Path(out)});
+    EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out));
+    ::kill(c, SIGKILL);
+    Wait(c);
+    // Built at the lowest CPU priority: slow on a busy machine.
+    EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(dir + "/" + id + ".stamp"); },
+                          std::chrono::seconds(60)))
+        << "no image of " << snap;
+  };
+  start("two.vmsnap", two, "c.txt");
   EXPECT_EQ(ImageIds(), std::set<std::string>({two}));
+  // An idle warm VM binds to the second image, which is then in the way of
+  // the first's: it lets go of it, and the first is built in its place.
+  ASSERT_TRUE(WaitUntil([&] { return MappingAnImage(server) == 1; }, std::chrono::seconds(60)));
+  start("snap.vmsnap", one, "d.txt");
+  EXPECT_EQ(ImageIds(), std::set<std::string>({one}));
   ::kill(server, SIGTERM);
   EXPECT_EQ(Wait(server), 0);
 }
