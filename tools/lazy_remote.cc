@@ -236,6 +236,7 @@ struct StoreAhead::State {
   bool speculative = false;
   std::string outcome;  // what became of the record (StoreAhead::Outcome)
   bool tried_record = false;
+  std::shared_ptr<store::LazyChain> chain;  // the last Open's, until Confirm settles it
   std::mutex mu;
   Layouts seen;
 };
@@ -344,7 +345,8 @@ Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
     auto chain = store::LazyChain::Open(std::make_unique<AheadStore>(state_, true), st.url.name, st.cache);
     if (chain.ok()) {
       st.speculative = true;
-      return std::shared_ptr<store::LazyChain>(std::move(chain).value());
+      st.chain = std::move(chain).value();
+      return st.chain;
     }
     std::lock_guard<std::mutex> lock(st.mu);
     st.seen.clear();
@@ -354,12 +356,12 @@ Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
   // The store's own error, not one about its layout object.
   st.ready.wait();
   if (!st.status.ok()) return st.status;
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> chain,
+  VMSNAP_ASSIGN_OR_RETURN(st.chain,
                           store::LazyChain::Open(std::make_unique<AheadStore>(state_, false), st.url.name, st.cache));
-  return std::shared_ptr<store::LazyChain>(std::move(chain));
+  return st.chain;
 }
 
-Result<bool> StoreAhead::Confirm() {
+Result<bool> StoreAhead::Confirm(const std::function<void()>& drop) {
   State& st = *state_;
   st.ready.wait();
   if (!st.status.ok()) return st.status;
@@ -367,7 +369,14 @@ Result<bool> StoreAhead::Confirm() {
     st.speculative = false;
     st.outcome = st.record_current ? "started from the cache's record of the name"
                                    : "the cache's record of the name was outdated: loaded again from the store";
-    return st.record_current;
+    if (!st.record_current) {
+      // In this order: what was made from the chain may still read its
+      // files, which discarding the chain can remove.
+      if (drop) drop();
+      if (st.chain) st.chain->Discard();
+      st.chain.reset();
+      return false;
+    }
   }
   Layouts seen;
   {
