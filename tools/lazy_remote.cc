@@ -236,6 +236,7 @@ struct StoreAhead::State {
   bool speculative = false;
   std::string outcome;  // what became of the record (StoreAhead::Outcome)
   bool tried_record = false;
+  bool confirmed = false;  // Confirm said true for the last Open's chain
   std::shared_ptr<store::LazyChain> chain;  // the last Open's, until Confirm settles it
   std::mutex mu;
   Layouts seen;
@@ -336,6 +337,7 @@ const std::string& StoreAhead::Outcome() const { return state_->outcome; }
 
 Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
   State& st = *state_;
+  st.confirmed = false;
   {
     std::lock_guard<std::mutex> lock(st.mu);
     st.seen.clear();
@@ -378,13 +380,19 @@ Result<bool> StoreAhead::Confirm(const std::function<void()>& drop) {
       return false;
     }
   }
+  st.confirmed = true;
+  return true;
+}
+
+void StoreAhead::Remember() {
+  State& st = *state_;
+  if (!st.confirmed) return;
   Layouts seen;
   {
     std::lock_guard<std::mutex> lock(st.mu);
     seen = st.seen;
   }
   if (!seen.empty() && seen != st.record) WriteRecord(st.record_path, seen);
-  return true;
 }
 
 #endif  // VMSNAP_HAVE_STORE

@@ -14,8 +14,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <memory>
+#include <thread>
 
 #include "restore/memory/loader.h"
 #include "store/chunk_store.h"  // LooksLikeStoreUrl (inline): also where the store is not built
@@ -274,7 +277,21 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       }
       ps->vm_running = true;
     }
+    // The record for the next load, once the guest runs (or has ended
+    // without running): it is not on the way to the first instruction.
+    std::atomic<bool> ended{false};
+    std::thread recorder;
+#ifdef VMSNAP_HAVE_STORE
+    if (ahead) {
+      recorder = std::thread([&ahead, &ended, vm = machine.get()] {
+        while (!ended.load() && vm->first_entry_ns() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        ahead->Remember();
+      });
+    }
+#endif
     auto status = machine->Run();
+    ended = true;
+    if (recorder.joinable()) recorder.join();
     // The pager must stop before the VM's memory is unmapped; errors of the
     // unfinished fill no longer matter once the VM has ended.
     if (lazy) {

@@ -219,6 +219,8 @@ TEST_F(StoreLoad, ANamePushedAgainStartsTheNewSnapshotNotTheRecordedOne) {
   EXPECT_EQ(nopool.status, 125) << nopool.err;
   EXPECT_NE(nopool.err.find("rados://no-such-pool: no such pool"), std::string::npos) << nopool.err;
   EXPECT_EQ(std::count(nopool.err.begin(), nopool.err.end(), '\n'), 1) << nopool.err;
+  // Only a load the store confirmed leaves a record.
+  EXPECT_EQ(std::distance(fs::directory_iterator(Path("cache/names")), fs::directory_iterator()), 1);
 }
 
 // The established TCP connections of process `pid` (/proc/net/tcp{,6}
