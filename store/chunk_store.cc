@@ -200,8 +200,8 @@ std::string NewMark() {
 
 int64_t MarkTime(const std::string& mark) { return std::atoll(mark.c_str()); }
 
-// Runs fn(i) for i in [0, n) on `threads` threads; the first error wins and
-// stops the others from starting new items.
+}  // namespace
+
 Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t)>& fn) {
   std::atomic<size_t> next{0};
   std::mutex mu;
@@ -227,8 +227,6 @@ Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t
   for (auto& th : pool) th.join();
   return first;
 }
-
-}  // namespace
 
 // A store that cannot write "only if absent" asks first: a plain write
 // would replace an object gc may be deleting, and could not tell the caller

@@ -178,6 +178,10 @@ void RemoveDeadChains(const std::string& dir);
 // SHA-256; a missing or altered object is named in the error as Pull names
 // it. The caller reuses `out` from chunk to chunk.
 Status FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk, uint8_t* out);
+// Runs fn(i) for i in [0, n) on up to `threads` threads (the caller's one
+// of them), many store requests in flight at once; the first error wins and
+// stops the others from starting new items.
+Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t)>& fn);
 
 struct ListedSnapshot {
   std::string name;

@@ -313,16 +313,16 @@ Result<std::unique_ptr<StoreAhead>> StoreAhead::Start(const std::string& text, c
       st->status = opened.status();
     } else {
       st->store = std::move(opened).value();
-      // Confirm's answer, read as soon as the session is up.
-      bool same = !st->record.empty();
-      for (const auto& [obj, bytes] : st->record) {
-        auto got = st->store->Get(obj);
-        if (!got.ok() || *got != bytes) {
-          same = false;
-          break;
-        }
-      }
-      st->record_current = same;
+      // Confirm's answer, read as soon as the session is up: every layout
+      // object of the chain at once (one round trip, not one per layer).
+      std::vector<const Layouts::value_type*> objs;
+      for (const auto& kv : st->record) objs.push_back(&kv);
+      const Status same = store::ParallelFor(objs.size(), unsigned(objs.size()), [&](size_t i) {
+        auto got = st->store->Get(objs[i]->first);
+        if (!got.ok()) return got.status();
+        return *got == objs[i]->second ? Status::Ok() : Status::Corruption(objs[i]->first + ": changed");
+      });
+      st->record_current = !objs.empty() && same.ok();
     }
     done.set_value();
   }).detach();
