@@ -167,12 +167,16 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
 struct LinkedChain {
   std::string leaf;
   UniqueFd hold;
+  std::string folder;  // empty for a chain of one layer
 };
 Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& layers);
 // Removes the chain folders of `dir` with a link to a file that is gone
 // (evicted from a cache, or made for one load), except those a LinkChain
 // caller holds.
 void RemoveDeadChains(const std::string& dir);
+// Removes one chain folder (LinkChain's `folder`) unless a LinkChain
+// caller holds it.
+void RemoveChainFolder(const std::string& folder);
 // One chunk of snapshot `name` into `out` (room for chunk.length + 1
 // bytes: one more tells an object of the wrong size), checked against its
 // SHA-256; a missing or altered object is named in the error as Pull names

@@ -161,7 +161,7 @@ std::string RecordPath(const std::string& dir, const store::StoreUrl& url) {
   uint8_t b[16];
   std::memcpy(b, &h.high64, 8);
   std::memcpy(b + 8, &h.low64, 8);
-  return dir + "/names/" + BytesHex(b);
+  return store::LazyChain::RecordPath(dir, BytesHex(b));
 }
 
 Layouts ReadRecord(const std::string& path) {
@@ -199,7 +199,7 @@ Layouts ReadRecord(const std::string& path) {
 
 // Best effort: a load whose record cannot be written only loses the head
 // start next time.
-void WriteRecord(const std::string& path, const Layouts& layouts) {
+void WriteRecord(const store::LazyChain& chain, const std::string& path, const Layouts& layouts) {
   std::string b(kRecordMagic, 8);
   auto put = [&b](const void* p, size_t n) { b.append(static_cast<const char*>(p), n); };
   const uint32_t count = static_cast<uint32_t>(layouts.size());
@@ -213,8 +213,7 @@ void WriteRecord(const std::string& path, const Layouts& layouts) {
     put(bytes.data(), bytes.size());
   }
   if (b.size() > kMaxRecord) return;
-  (void)::mkdir(path.substr(0, path.rfind('/')).c_str(), 0700);
-  (void)ReplaceSmallFile(path, b);
+  chain.KeepRecord(path, b);
 }
 
 }  // namespace
@@ -344,11 +343,19 @@ Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
   }
   if (!st.tried_record && !st.record.empty()) {
     st.tried_record = true;
-    auto chain = store::LazyChain::Open(std::make_unique<AheadStore>(state_, true), st.url.name, st.cache);
+    // Only onto files the cache holds: a record the store has not
+    // confirmed never makes room (removing other snapshots) nor starts new
+    // files.
+    store::LazyCacheOptions o = st.cache;
+    o.only_cached = true;
+    auto chain = store::LazyChain::Open(std::make_unique<AheadStore>(state_, true), st.url.name, o);
     if (chain.ok()) {
       st.speculative = true;
       st.chain = std::move(chain).value();
       return st.chain;
+    }
+    if (chain.status().code() == Code::kNotFound) {
+      st.outcome = "the cache no longer held the recorded snapshot: loaded from the store";
     }
     std::lock_guard<std::mutex> lock(st.mu);
     st.seen.clear();
@@ -386,13 +393,16 @@ Result<bool> StoreAhead::Confirm(const std::function<void()>& drop) {
 
 void StoreAhead::Remember() {
   State& st = *state_;
-  if (!st.confirmed) return;
+  if (!st.confirmed || !st.chain) return;
   Layouts seen;
   {
     std::lock_guard<std::mutex> lock(st.mu);
     seen = st.seen;
   }
-  if (!seen.empty() && seen != st.record) WriteRecord(st.record_path, seen);
+  // A record used as it was is only marked as used (the cache removes the
+  // least recently used first), unless it went meanwhile.
+  if (seen == st.record && ::utimensat(AT_FDCWD, st.record_path.c_str(), nullptr, 0) == 0) return;
+  if (!seen.empty()) WriteRecord(*st.chain, st.record_path, seen);
 }
 
 #endif  // VMSNAP_HAVE_STORE
