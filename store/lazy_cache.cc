@@ -306,6 +306,7 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
     if (reuse) (void)::utimensat(AT_FDCWD, m.record_path.c_str(), nullptr, 0);
   }
   if (!reuse) {
+    if (options.only_cached) return Status::NotFound(m.path + ": not usable from the cache");
     m.fd.Reset();
     m.rec_fd.Reset();
     m.kept = keep_new;
@@ -475,7 +476,6 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   if (options.only_cached && lacking > 0) {
     return Status::NotFound(shared->where() + "/" + name + ": not in the cache " + options.dir);
   }
-  VMSNAP_RETURN_IF_ERROR(MakeDirs(options.dir));
   const bool keep_new = lacking == 0 || MakeRoom(options.dir, options.max_bytes, lacking, chain->bases_);
   std::vector<const SnapshotReader*> readers;
   for (StoredLayer& l : layers) {
