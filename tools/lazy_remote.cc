@@ -66,7 +66,7 @@ void AddRemoteOptions(CLI::App* sub, RemoteOptions& o) {
                   "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
   sub->add_option("--cache-size", o.cache_size,
                   "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
-                  "used snapshots are removed to make room")
+                  "used snapshots and records of names are removed to make room")
       ->transform(CLI::AsSizeValue(false));
   sub->add_option("--fetch-parallel", o.parallel, "store URLs: chunk objects in flight at once (default 8)")
       ->check(CLI::Range(1, 256));
