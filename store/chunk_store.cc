@@ -200,8 +200,8 @@ std::string NewMark() {
 
 int64_t MarkTime(const std::string& mark) { return std::atoll(mark.c_str()); }
 
-// Runs fn(i) for i in [0, n) on `threads` threads; the first error wins and
-// stops the others from starting new items.
+}  // namespace
+
 Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t)>& fn) {
   std::atomic<size_t> next{0};
   std::mutex mu;
@@ -227,8 +227,6 @@ Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t
   for (auto& th : pool) th.join();
   return first;
 }
-
-}  // namespace
 
 // A store that cannot write "only if absent" asks first: a plain write
 // would replace an object gc may be deleting, and could not tell the caller
@@ -577,7 +575,7 @@ Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const Sn
   namespace fs = std::filesystem;
   std::vector<std::string> layers;
   for (const SnapshotReader* r : readers) layers.push_back(r->path());
-  if (layers.size() <= 1) return LinkedChain{layers.empty() ? std::string() : layers.back(), UniqueFd()};
+  if (layers.size() <= 1) return LinkedChain{layers.empty() ? std::string() : layers.back(), UniqueFd(), std::string()};
   // Where each layer goes, relative to the chain's folder: the leaf first,
   // then each parent where its child's manifest looks for it. A parent
   // path that climbs ("../") needs the leaf that many folders down.
@@ -639,7 +637,7 @@ Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const Sn
     struct stat held {}, there {};
     if (hold.valid() && ::flock(hold.get(), LOCK_SH) == 0 && ::fstat(hold.get(), &held) == 0 &&
         ::stat(chain_dir.c_str(), &there) == 0 && held.st_ino == there.st_ino && held.st_dev == there.st_dev) {
-      return LinkedChain{leaf_path, std::move(hold)};
+      return LinkedChain{leaf_path, std::move(hold), chain_dir};
     }
   }
   return Status::Io(chain_dir + ": removed again and again while it was made");
@@ -658,14 +656,17 @@ void RemoveDeadChains(const std::string& dir) {
       std::error_code e;
       dead = l->is_symlink(e) && !fs::exists(l->path(), e);
     }
-    if (!dead) continue;
-    UniqueFd fd(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    // Held: a load is opening the chain through it.
-    if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
-    const std::string gone = folder.string() + "." + std::to_string(::getpid()) + ".gone";
-    std::error_code e;
-    if (::rename(folder.c_str(), gone.c_str()) == 0) fs::remove_all(gone, e);
+    if (dead) RemoveChainFolder(folder.string());
   }
+}
+
+void RemoveChainFolder(const std::string& folder) {
+  UniqueFd fd(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  // Held: a load is opening the chain through it.
+  if (!fd.valid() || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return;
+  const std::string gone = folder + "." + std::to_string(::getpid()) + ".gone";
+  std::error_code e;
+  if (::rename(folder.c_str(), gone.c_str()) == 0) std::filesystem::remove_all(gone, e);
 }
 
 namespace {

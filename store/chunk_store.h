@@ -167,17 +167,25 @@ Result<std::vector<StoredLayer>> FetchChain(ObjectStore& store, const std::strin
 struct LinkedChain {
   std::string leaf;
   UniqueFd hold;
+  std::string folder;  // empty for a chain of one layer
 };
 Result<LinkedChain> LinkChain(const std::string& dir, const std::vector<const SnapshotReader*>& layers);
 // Removes the chain folders of `dir` with a link to a file that is gone
 // (evicted from a cache, or made for one load), except those a LinkChain
 // caller holds.
 void RemoveDeadChains(const std::string& dir);
+// Removes one chain folder (LinkChain's `folder`) unless a LinkChain
+// caller holds it.
+void RemoveChainFolder(const std::string& folder);
 // One chunk of snapshot `name` into `out` (room for chunk.length + 1
 // bytes: one more tells an object of the wrong size), checked against its
 // SHA-256; a missing or altered object is named in the error as Pull names
 // it. The caller reuses `out` from chunk to chunk.
 Status FetchChunk(ObjectStore& store, const std::string& name, const LayoutChunk& chunk, uint8_t* out);
+// Runs fn(i) for i in [0, n) on up to `threads` threads (the caller's one
+// of them), many store requests in flight at once; the first error wins and
+// stops the others from starting new items.
+Status ParallelFor(size_t n, unsigned threads, const std::function<Status(size_t)>& fn);
 
 struct ListedSnapshot {
   std::string name;

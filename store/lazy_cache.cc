@@ -21,12 +21,16 @@
 #include <thread>
 #include <vector>
 
+#include "base/cache_dir.h"
 #include "base/fd.h"
 #include "base/hex.h"
 #include "format/reader.h"
 
 namespace vmsnap::store {
 namespace {
+
+// The cache directory's folder of name records (LazyChain::RecordPath).
+constexpr char kNameRecords[] = "names";
 
 // Per layout entry, in this process.
 enum State : uint8_t {
@@ -78,6 +82,77 @@ bool HasEntry(const std::string& base, const SnapshotLayout& layout) {
 
 // The room a new entry for `layout` takes: the file and its record.
 uint64_t EntryBytes(const SnapshotLayout& layout) { return layout.file_size + layout.chunks.size(); }
+
+// Files the cache counts, and may remove: a cache file with its record of
+// chunks (named by the entry's path without extension), or a name's record.
+struct Cached {
+  struct timespec used;  // the record's time: its last use
+  std::string key;       // the entry's path without extension, or the name record's path
+  uint64_t bytes;        // disk blocks, all its files
+  bool entry;
+};
+
+// Makes room in `dir` for `need` more bytes under `max_bytes`, removing the
+// least recently used cache files and name records (never those `keep`
+// names by key); true when they fit. Nothing is removed unless removing
+// every removable file would make room: what cannot fit even in an empty
+// cache leaves the cache as it was.
+bool MakeRoom(const std::string& dir, uint64_t max_bytes, uint64_t need, const std::vector<std::string>& keep) {
+  std::vector<Cached> others;
+  uint64_t in_use = 0;
+  auto kept = [&keep](const std::string& key) { return std::find(keep.begin(), keep.end(), key) != keep.end(); };
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* ent = ::readdir(d)) {
+      const std::string f = ent->d_name;
+      const size_t dot = f.rfind('.');
+      if (dot == std::string::npos) continue;
+      const std::string stem = dir + "/" + f.substr(0, dot), ext = f.substr(dot);
+      if (ext != ".vmsnap" && ext != ".chunks") continue;
+      struct stat st {};
+      if (::stat((dir + "/" + f).c_str(), &st) != 0) continue;
+      in_use += uint64_t(st.st_blocks) * 512;
+      // An entry is its record (whose mtime says when it was last used)
+      // and its file.
+      if (ext == ".chunks" && !kept(stem)) {
+        others.push_back({st.st_mtim, stem, uint64_t(st.st_blocks) * 512 + BlocksOf(stem + ".vmsnap"), true});
+      }
+    }
+    ::closedir(d);
+  }
+  const std::string names = dir + "/" + kNameRecords;
+  if (DIR* d = ::opendir(names.c_str())) {
+    while (dirent* ent = ::readdir(d)) {
+      const std::string path = names + "/" + ent->d_name;
+      struct stat st {};
+      if (ent->d_name[0] == '.' || ::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      in_use += uint64_t(st.st_blocks) * 512;
+      if (!kept(path)) others.push_back({st.st_mtim, path, uint64_t(st.st_blocks) * 512, false});
+    }
+    ::closedir(d);
+  }
+  std::sort(others.begin(), others.end(), [](const Cached& a, const Cached& b) {
+    return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
+  });
+  uint64_t evictable = 0;
+  for (const Cached& c : others) evictable += c.bytes;
+  if (in_use - std::min(in_use, evictable) + need > max_bytes) return false;
+  bool evicted = false;
+  for (const Cached& c : others) {
+    if (in_use + need <= max_bytes) break;
+    // Another load may still use it: it keeps its open file; the name goes.
+    if (c.entry) {
+      ::unlink((c.key + ".chunks").c_str());
+      ::unlink((c.key + ".vmsnap").c_str());
+      evicted = true;
+    } else {
+      ::unlink(c.key.c_str());
+    }
+    in_use -= std::min(in_use, c.bytes);
+  }
+  // Chains that linked an entry removed (here or by an earlier load).
+  if (evicted) RemoveDeadChains(dir);
+  return true;
+}
 
 }  // namespace
 
@@ -202,7 +277,8 @@ LazySnapshot::~LazySnapshot() {
 }
 
 Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectStore> store, const std::string& name,
-                                                         SnapshotLayout layout, const LazyCacheOptions& options) {
+                                                         SnapshotLayout layout, const LazyCacheOptions& options,
+                                                         bool keep_new) {
   auto impl = std::make_shared<Impl>();
   Impl& m = *impl;
   m.store = std::move(store);
@@ -230,57 +306,10 @@ Result<std::unique_ptr<LazySnapshot>> LazySnapshot::Open(std::shared_ptr<ObjectS
     if (reuse) (void)::utimensat(AT_FDCWD, m.record_path.c_str(), nullptr, 0);
   }
   if (!reuse) {
+    if (options.only_cached) return Status::NotFound(m.path + ": not usable from the cache");
     m.fd.Reset();
     m.rec_fd.Reset();
-    // Room first: least recently used entries go until this one fits.
-    struct Cached {
-      struct timespec used;
-      std::string base;
-      uint64_t bytes;  // its file's and its record's blocks
-    };
-    std::vector<Cached> others;
-    uint64_t in_use = 0;
-    if (DIR* d = ::opendir(options.dir.c_str())) {
-      while (dirent* ent = ::readdir(d)) {
-        const std::string f = ent->d_name;
-        const size_t dot = f.rfind('.');
-        if (dot == std::string::npos) continue;
-        const std::string stem = options.dir + "/" + f.substr(0, dot), ext = f.substr(dot);
-        if (ext != ".vmsnap" && ext != ".chunks") continue;
-        struct stat st {};
-        if (::stat((options.dir + "/" + f).c_str(), &st) != 0) continue;
-        in_use += uint64_t(st.st_blocks) * 512;
-        const bool keep = stem == base || std::find(options.keep.begin(), options.keep.end(), stem) != options.keep.end();
-        // An entry is its record (whose mtime says when it was last used)
-        // and its file.
-        if (ext == ".chunks" && !keep) {
-          others.push_back({st.st_mtim, stem, uint64_t(st.st_blocks) * 512 + BlocksOf(stem + ".vmsnap")});
-        }
-      }
-      ::closedir(d);
-    }
-    std::sort(others.begin(), others.end(), [](const Cached& a, const Cached& b) {
-      return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
-    });
-    const uint64_t need = EntryBytes(m.layout) + options.reserve;
-    // Evicting pays only if this entry fits once every evictable one is
-    // gone: one larger than that is loaded unkept, and the cache stays as
-    // it was.
-    uint64_t evictable = 0;
-    for (const Cached& c : others) evictable += c.bytes;
-    const bool can_fit = in_use - std::min(in_use, evictable) + need <= options.max_bytes;
-    bool evicted = false;
-    for (const Cached& c : others) {
-      if (!can_fit || in_use + need <= options.max_bytes) break;
-      // Another load may still use it: it keeps its open file; the name goes.
-      ::unlink((c.base + ".chunks").c_str());
-      ::unlink((c.base + ".vmsnap").c_str());
-      in_use -= std::min(in_use, c.bytes);
-      evicted = true;
-    }
-    // Chains that linked an entry removed (here or by an earlier load).
-    if (evicted) RemoveDeadChains(options.dir);
-    m.kept = in_use + need <= options.max_bytes;
+    m.kept = keep_new;
     const std::string tmp = base + "." + std::to_string(::getpid()) + ".tmp";
     if (!m.kept) m.path = tmp + ".vmsnap";
     const std::string file_tmp = m.kept ? tmp : m.path;
@@ -435,36 +464,29 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   std::shared_ptr<ObjectStore> shared(std::move(store));
   auto chain = std::unique_ptr<LazyChain>(new LazyChain());
   chain->dir_ = options.dir;
-  std::vector<const SnapshotReader*> readers;
-  // Making room for a layer must not evict any layer of the chain (those
-  // opened before it, and those above it already cached), and must leave
-  // room for the other layers still to be made.
-  LazyCacheOptions o = options;
-  std::vector<std::string> bases;
-  std::vector<uint64_t> needs;
+  chain->max_bytes_ = options.max_bytes;
+  // The cache's limit holds for the chain as a whole: room for every layer
+  // the cache lacks is made at once, never removing a layer of the chain,
+  // and the new layers are all kept or none.
   uint64_t lacking = 0;
   for (const StoredLayer& l : layers) {
-    bases.push_back(options.dir + "/" + BytesHex(l.layout.sha));
-    needs.push_back(HasEntry(bases.back(), l.layout) ? 0 : EntryBytes(l.layout));
-    lacking += needs.back();
+    chain->bases_.push_back(options.dir + "/" + BytesHex(l.layout.sha));
+    if (!HasEntry(chain->bases_.back(), l.layout)) lacking += EntryBytes(l.layout);
   }
-  o.keep.insert(o.keep.end(), bases.begin(), bases.end());
-  // The files this load has made so far are counted by each Open in use
-  // (as the few blocks they take yet): the reserve leaves that part out, so
-  // every new layer is held to the same sum and all are kept or none.
-  uint64_t made = 0;
-  for (size_t k = 0; k < layers.size(); ++k) {
-    StoredLayer& l = layers[k];
-    const uint64_t others = lacking - needs[k];
-    o.reserve = others - std::min(made, others);
+  if (options.only_cached && lacking > 0) {
+    return Status::NotFound(shared->where() + "/" + name + ": not in the cache " + options.dir);
+  }
+  const bool keep_new = lacking == 0 || MakeRoom(options.dir, options.max_bytes, lacking, chain->bases_);
+  std::vector<const SnapshotReader*> readers;
+  for (StoredLayer& l : layers) {
     VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<LazySnapshot> s,
-                            LazySnapshot::Open(shared, l.name, std::move(l.layout), o));
-    if (needs[k] > 0) made += BlocksOf(s->path()) + BlocksOf(bases[k] + ".chunks");
+                            LazySnapshot::Open(shared, l.name, std::move(l.layout), options, keep_new));
     readers.push_back(&s->reader());
     chain->layers_.push_back(std::move(s));
   }
   VMSNAP_ASSIGN_OR_RETURN(LinkedChain linked, LinkChain(options.dir, readers));
   chain->path_ = std::move(linked.leaf);
+  chain->folder_ = std::move(linked.folder);
   chain->hold_ = std::move(linked.hold);
   return chain;
 }
@@ -481,7 +503,26 @@ void LazyChain::Discard() {
   hold_.Reset();
   for (const auto& l : layers_) l->Discard();
   // A layer not kept had a file (and so a chain folder) for this load alone.
-  if (!kept() && layers_.size() > 1) RemoveDeadChains(dir_);
+  if (!kept() && !folder_.empty()) RemoveChainFolder(folder_);
+}
+
+void LazyChain::KeepRecord(const std::string& path, std::string_view bytes) const {
+  struct stat old {};
+  const uint64_t had = ::stat(path.c_str(), &old) == 0 ? uint64_t(old.st_blocks) * 512 : 0;
+  // Disk blocks, as the cache counts them.
+  const uint64_t need = (bytes.size() + 4095) / 4096 * 4096;
+  std::vector<std::string> keep = bases_;
+  keep.push_back(path);
+  if (!MakeRoom(dir_, max_bytes_, need - std::min(need, had), keep)) {
+    ::unlink(path.c_str());
+    return;
+  }
+  (void)::mkdir((dir_ + "/" + kNameRecords).c_str(), 0700);
+  (void)ReplaceSmallFile(path, bytes);
+}
+
+std::string LazyChain::RecordPath(const std::string& dir, const std::string& key) {
+  return dir + "/" + kNameRecords + "/" + key;
 }
 
 Status LazyChain::Fetch(size_t layer, size_t index) {

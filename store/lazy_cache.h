@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -28,12 +29,10 @@ struct LazyCacheOptions {
   uint64_t max_bytes = 16ull << 30;      // the directory's limit (disk blocks in use)
   unsigned parallel = 8;                 // fetches in flight
   unsigned timeout_s = 10;               // a chunk the store has not delivered by then fails the load
-  // Entries (paths without extension) that making room must not remove:
-  // the layers of the chain being opened (LazyChain::Open).
-  std::vector<std::string> keep;
-  // Room the chain's other layers the cache lacks need besides this one's
-  // (LazyChain::Open): the limit is for the whole chain.
-  uint64_t reserve = 0;
+  // LazyChain::Open fails (NotFound) unless every layer is in the cache
+  // already, and then neither makes room nor creates a file: for a chain
+  // whose layouts the store has not confirmed yet.
+  bool only_cached = false;
 };
 
 struct LazyCacheStats {
@@ -47,12 +46,12 @@ class LazySnapshot {
  public:
   // Opens (or creates) the cache file of snapshot `name`, whose layout the
   // caller fetched (FetchChain: one layer of a chain; the layers share the
-  // store); makes room first by removing the least recently used other
-  // files of the cache directory (and the chain folders that link to them).
-  // A snapshot larger than the limit on its own is still loaded, through a
-  // file that is not kept (see kept()).
+  // store). A new file is kept in the cache when `keep_new` says the caller
+  // made room for it (LazyChain::Open), else it is for this load alone
+  // (see kept()).
   static Result<std::unique_ptr<LazySnapshot>> Open(std::shared_ptr<ObjectStore> store, const std::string& name,
-                                                    SnapshotLayout layout, const LazyCacheOptions& options);
+                                                    SnapshotLayout layout, const LazyCacheOptions& options,
+                                                    bool keep_new);
   // Stops the workers; one still waiting for the store after a moment is
   // left to end on its own.
   ~LazySnapshot();
@@ -94,12 +93,23 @@ class LazySnapshot {
 // local files do; a full snapshot is a chain of one. Every parent is checked
 // to be the one its child was made on (FetchChain). The cache's limit holds
 // for the chain as a whole: room is made for all the layers the cache lacks
-// before the first of them is created, and when they do not fit together
-// none of them is kept.
+// before the first of them is created, by removing the least recently used
+// other cache files and name records (and the chain folders that link to
+// removed files); when they do not fit together none of them is kept, and
+// nothing is removed.
 class LazyChain {
  public:
   static Result<std::unique_ptr<LazyChain>> Open(std::unique_ptr<ObjectStore> store, const std::string& name,
                                                  const LazyCacheOptions& options);
+  // Where the cache directory `dir` keeps the record of name `key` (a file
+  // name): what a load found the name to be (`load URL`'s record of the
+  // layouts), counted in the cache's limit and removed least recently used
+  // first with the cache files; its time is its last use.
+  static std::string RecordPath(const std::string& dir, const std::string& key);
+  // Writes a name's record of this chain at `path` (RecordPath), making room
+  // for it as for a layer (never removing one of this chain's); when there
+  // is no room, the old record goes and none is written.
+  void KeepRecord(const std::string& path, std::string_view bytes) const;
   // The leaf, to open as any snapshot file.
   const std::string& path() const { return path_; }
   bool kept() const;
@@ -115,7 +125,10 @@ class LazyChain {
 
  private:
   std::vector<std::unique_ptr<LazySnapshot>> layers_;  // root first
+  std::vector<std::string> bases_;  // each layer's cache entry: its path without extension
   std::string path_, dir_;
+  uint64_t max_bytes_ = 0;
+  std::string folder_;  // the chain folder (LinkChain), if any
   UniqueFd hold_;  // the chain folder, until Discard (LinkChain)
 };
 

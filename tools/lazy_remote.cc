@@ -66,7 +66,7 @@ void AddRemoteOptions(CLI::App* sub, RemoteOptions& o) {
                   "store URLs: where fetched snapshots are kept (default: ${XDG_CACHE_HOME:-~/.cache}/vmsnap/lazy)");
   sub->add_option("--cache-size", o.cache_size,
                   "store URLs: disk space the cache directory may use, e.g. 16G (default); the least recently "
-                  "used snapshots are removed to make room")
+                  "used snapshots and records of names are removed to make room")
       ->transform(CLI::AsSizeValue(false));
   sub->add_option("--fetch-parallel", o.parallel, "store URLs: chunk objects in flight at once (default 8)")
       ->check(CLI::Range(1, 256));
@@ -161,7 +161,7 @@ std::string RecordPath(const std::string& dir, const store::StoreUrl& url) {
   uint8_t b[16];
   std::memcpy(b, &h.high64, 8);
   std::memcpy(b + 8, &h.low64, 8);
-  return dir + "/names/" + BytesHex(b);
+  return store::LazyChain::RecordPath(dir, BytesHex(b));
 }
 
 Layouts ReadRecord(const std::string& path) {
@@ -199,7 +199,7 @@ Layouts ReadRecord(const std::string& path) {
 
 // Best effort: a load whose record cannot be written only loses the head
 // start next time.
-void WriteRecord(const std::string& path, const Layouts& layouts) {
+void WriteRecord(const store::LazyChain& chain, const std::string& path, const Layouts& layouts) {
   std::string b(kRecordMagic, 8);
   auto put = [&b](const void* p, size_t n) { b.append(static_cast<const char*>(p), n); };
   const uint32_t count = static_cast<uint32_t>(layouts.size());
@@ -213,8 +213,7 @@ void WriteRecord(const std::string& path, const Layouts& layouts) {
     put(bytes.data(), bytes.size());
   }
   if (b.size() > kMaxRecord) return;
-  (void)::mkdir(path.substr(0, path.rfind('/')).c_str(), 0700);
-  (void)ReplaceSmallFile(path, b);
+  chain.KeepRecord(path, b);
 }
 
 }  // namespace
@@ -236,6 +235,8 @@ struct StoreAhead::State {
   bool speculative = false;
   std::string outcome;  // what became of the record (StoreAhead::Outcome)
   bool tried_record = false;
+  bool confirmed = false;  // Confirm said true for the last Open's chain
+  std::shared_ptr<store::LazyChain> chain;  // the last Open's, until Confirm settles it
   std::mutex mu;
   Layouts seen;
 };
@@ -311,16 +312,16 @@ Result<std::unique_ptr<StoreAhead>> StoreAhead::Start(const std::string& text, c
       st->status = opened.status();
     } else {
       st->store = std::move(opened).value();
-      // Confirm's answer, read as soon as the session is up.
-      bool same = !st->record.empty();
-      for (const auto& [obj, bytes] : st->record) {
-        auto got = st->store->Get(obj);
-        if (!got.ok() || *got != bytes) {
-          same = false;
-          break;
-        }
-      }
-      st->record_current = same;
+      // Confirm's answer, read as soon as the session is up: every layout
+      // object of the chain at once (one round trip, not one per layer).
+      std::vector<const Layouts::value_type*> objs;
+      for (const auto& kv : st->record) objs.push_back(&kv);
+      const Status same = store::ParallelFor(objs.size(), unsigned(objs.size()), [&](size_t i) {
+        auto got = st->store->Get(objs[i]->first);
+        if (!got.ok()) return got.status();
+        return *got == objs[i]->second ? Status::Ok() : Status::Corruption(objs[i]->first + ": changed");
+      });
+      st->record_current = !objs.empty() && same.ok();
     }
     done.set_value();
   }).detach();
@@ -335,16 +336,26 @@ const std::string& StoreAhead::Outcome() const { return state_->outcome; }
 
 Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
   State& st = *state_;
+  st.confirmed = false;
   {
     std::lock_guard<std::mutex> lock(st.mu);
     st.seen.clear();
   }
   if (!st.tried_record && !st.record.empty()) {
     st.tried_record = true;
-    auto chain = store::LazyChain::Open(std::make_unique<AheadStore>(state_, true), st.url.name, st.cache);
+    // Only onto files the cache holds: a record the store has not
+    // confirmed never makes room (removing other snapshots) nor starts new
+    // files.
+    store::LazyCacheOptions o = st.cache;
+    o.only_cached = true;
+    auto chain = store::LazyChain::Open(std::make_unique<AheadStore>(state_, true), st.url.name, o);
     if (chain.ok()) {
       st.speculative = true;
-      return std::shared_ptr<store::LazyChain>(std::move(chain).value());
+      st.chain = std::move(chain).value();
+      return st.chain;
+    }
+    if (chain.status().code() == Code::kNotFound) {
+      st.outcome = "the cache no longer held the recorded snapshot: loaded from the store";
     }
     std::lock_guard<std::mutex> lock(st.mu);
     st.seen.clear();
@@ -354,12 +365,12 @@ Result<std::shared_ptr<store::LazyChain>> StoreAhead::Open() {
   // The store's own error, not one about its layout object.
   st.ready.wait();
   if (!st.status.ok()) return st.status;
-  VMSNAP_ASSIGN_OR_RETURN(std::unique_ptr<store::LazyChain> chain,
+  VMSNAP_ASSIGN_OR_RETURN(st.chain,
                           store::LazyChain::Open(std::make_unique<AheadStore>(state_, false), st.url.name, st.cache));
-  return std::shared_ptr<store::LazyChain>(std::move(chain));
+  return st.chain;
 }
 
-Result<bool> StoreAhead::Confirm() {
+Result<bool> StoreAhead::Confirm(const std::function<void()>& drop) {
   State& st = *state_;
   st.ready.wait();
   if (!st.status.ok()) return st.status;
@@ -367,15 +378,31 @@ Result<bool> StoreAhead::Confirm() {
     st.speculative = false;
     st.outcome = st.record_current ? "started from the cache's record of the name"
                                    : "the cache's record of the name was outdated: loaded again from the store";
-    return st.record_current;
+    if (!st.record_current) {
+      // In this order: what was made from the chain may still read its
+      // files, which discarding the chain can remove.
+      if (drop) drop();
+      if (st.chain) st.chain->Discard();
+      st.chain.reset();
+      return false;
+    }
   }
+  st.confirmed = true;
+  return true;
+}
+
+void StoreAhead::Remember() {
+  State& st = *state_;
+  if (!st.confirmed || !st.chain) return;
   Layouts seen;
   {
     std::lock_guard<std::mutex> lock(st.mu);
     seen = st.seen;
   }
-  if (!seen.empty() && seen != st.record) WriteRecord(st.record_path, seen);
-  return true;
+  // A record used as it was is only marked as used (the cache removes the
+  // least recently used first), unless it went meanwhile.
+  if (seen == st.record && ::utimensat(AT_FDCWD, st.record_path.c_str(), nullptr, 0) == 0) return;
+  if (!seen.empty()) WriteRecord(*st.chain, st.record_path, seen);
 }
 
 #endif  // VMSNAP_HAVE_STORE

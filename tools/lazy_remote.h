@@ -64,12 +64,18 @@ class StoreAhead {
   // The chain of the URL's name: from the record when there is one (and it
   // opens), else from the store.
   Result<std::shared_ptr<store::LazyChain>> Open();
-  // Waits for the store. True: the chain Open gave is the name's content
-  // now (it is recorded for the next load). False: the name changed (or
-  // went) since it was recorded; the caller drops the VM and the chain and
-  // calls Open again, which reads the store. An error: the store's, as
-  // OpenRemote would report it (no such pool, connect, ...).
-  Result<bool> Confirm();
+  // Waits for the store's verdict on the chain the last Open gave. True:
+  // it is the name's content now (Remember records it). False:
+  // the name changed (or went) since it was recorded: `drop` is called
+  // first, to end what was made from the chain (a restored VM: its loader
+  // still reads the chain's files), and then the chain is discarded; the
+  // caller calls Open again, which reads the store. An error: the store's,
+  // as OpenRemote would report it (no such pool, connect, ...).
+  Result<bool> Confirm(const std::function<void()>& drop);
+  // Records the layout objects of the chain Confirm accepted, for the next
+  // load; nothing before Confirm said true. For once the guest runs: the
+  // record is not on the way to its first instruction.
+  void Remember();
   // For the load's closing line: "" when no record was used, else whether
   // the VM started from the record or the record was outdated.
   const std::string& Outcome() const;

@@ -14,8 +14,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <memory>
+#include <thread>
 
 #include "restore/memory/loader.h"
 #include "store/chunk_store.h"  // LooksLikeStoreUrl (inline): also where the store is not built
@@ -157,7 +160,6 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       memory::ChunkFetchFn fetch_chunk;
       std::function<Status()> fetch_all;
       std::function<void()> after_restore;
-      std::function<Result<bool>()> confirm;
       std::string snapshot = args->snapshot;
 #ifdef VMSNAP_HAVE_STORE
       std::shared_ptr<store::LazyChain> src;
@@ -173,7 +175,6 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         fetch_chunk = std::move(hooks.fetch);
         after_restore = std::move(hooks.restored);
         fetch_all = [src] { return src->FetchAll(); };
-        confirm = [&ahead] { return ahead->Confirm(); };
         summary = [src, url = url_or_path, &ahead] {
           const store::LazyCacheStats st = src->stats();
           const std::string& record = ahead->Outcome();
@@ -184,22 +185,6 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
         };
       }
 #endif
-      // Before any chunk of an eager load is fetched; a lazy one is
-      // confirmed once restored (its vCPUs have not run yet).
-      if (confirm && !lazy) {
-        auto current = confirm();
-        if (!current.ok()) {
-          fail(current.status().message());
-          return end_now(kExitVmmFailed);
-        }
-        if (!*current) {
-#ifdef VMSNAP_HAVE_STORE
-          src->Discard();
-#endif
-          continue;
-        }
-        confirm = nullptr;
-      }
 
       vmm::LoadPlan plan;
       if (lazy) {
@@ -239,33 +224,37 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
           bar->Update(done);
         };
       }
-      if (fetch_all && !lazy) {
-        Status s = fetch_all();
-        if (!s.ok()) {
-          fail(s.message());
-          return end_now(kExitVmmFailed);
+      Result<std::unique_ptr<vmm::Vmm>> restored = Status::Internal("not restored");
+      auto restore = [&] {
+        if (fetch_all && !lazy) {
+          if (Status s = fetch_all(); !s.ok()) {
+            restored = s;
+            return;
+          }
         }
-      }
-      auto restored = vmm::Vmm::Restore(snapshot, *options, std::move(plan));
-      if (bar) bar->Finish();
-      // The store's verdict comes before Restore's error: a session that
-      // failed also failed the chunks Restore waited for.
-      if (confirm) {
-        auto current = confirm();
+        restored = vmm::Vmm::Restore(snapshot, *options, std::move(plan));
+        if (bar) bar->Finish();
+      };
+      // The store's verdict on the chain comes before any vCPU runs: after
+      // a lazy load's restore (what the record gains time for), before an
+      // eager load fetches anything. It also comes before Restore's error:
+      // a session that failed also failed the chunks Restore waited for.
+      if (lazy) restore();
+#ifdef VMSNAP_HAVE_STORE
+      if (ahead) {
+        auto current = ahead->Confirm([&] {
+          restored = Status::Internal("restored from an outdated layout");  // the VM goes; it never ran
+          std::lock_guard<std::mutex> lock(ps->mu);
+          ps->pending = Status::Ok();
+        });
         if (!current.ok()) {
           fail(current.status().message());
           return end_now(kExitVmmFailed);
         }
-        if (!*current) {
-          restored = Status::Internal("restored from an outdated layout");  // the VM goes; it never ran
-#ifdef VMSNAP_HAVE_STORE
-          src->Discard();
-#endif
-          std::lock_guard<std::mutex> lock(ps->mu);
-          ps->pending = Status::Ok();
-          continue;
-        }
+        if (!*current) continue;
       }
+#endif
+      if (!lazy) restore();
       if (after_restore) after_restore();
       if (!restored.ok()) {
         fail(restored.status().message());
@@ -288,7 +277,21 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       }
       ps->vm_running = true;
     }
+    // The record for the next load, once the guest runs (or has ended
+    // without running): it is not on the way to the first instruction.
+    std::atomic<bool> ended{false};
+    std::thread recorder;
+#ifdef VMSNAP_HAVE_STORE
+    if (ahead) {
+      recorder = std::thread([&ahead, &ended, vm = machine.get()] {
+        while (!ended.load() && vm->first_entry_ns() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        ahead->Remember();
+      });
+    }
+#endif
     auto status = machine->Run();
+    ended = true;
+    if (recorder.joinable()) recorder.join();
     // The pager must stop before the VM's memory is unmapped; errors of the
     // unfinished fill no longer matter once the VM has ended.
     if (lazy) {

@@ -219,6 +219,77 @@ TEST_F(StoreLoad, ANamePushedAgainStartsTheNewSnapshotNotTheRecordedOne) {
   EXPECT_EQ(nopool.status, 125) << nopool.err;
   EXPECT_NE(nopool.err.find("rados://no-such-pool: no such pool"), std::string::npos) << nopool.err;
   EXPECT_EQ(std::count(nopool.err.begin(), nopool.err.end(), '\n'), 1) << nopool.err;
+  // Only a load the store confirmed leaves a record.
+  EXPECT_EQ(std::distance(fs::directory_iterator(Path("cache/names")), fs::directory_iterator()), 1);
+}
+
+// Disk blocks of the regular files under `dir` (what --cache-size counts).
+uint64_t BlocksIn(const std::string& dir) {
+  uint64_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    struct stat st {};
+    if (e.is_regular_file() && !e.is_symlink() && ::stat(e.path().c_str(), &st) == 0) n += uint64_t(st.st_blocks) * 512;
+  }
+  return n;
+}
+
+size_t FilesIn(const std::string& dir) {
+  std::error_code ec;
+  size_t n = 0;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) ++n;
+  return n;
+}
+
+// --cache-size counts the names' records with the snapshots' files: one
+// snapshot loaded under many names stays within the limit, the least
+// recently used records going first. A record whose snapshot the cache
+// removed is noticed: that load reads the store (and makes no room on the
+// record's word) and starts the name's snapshot.
+TEST_F(StoreLoad, TheCacheSizeCountsNameRecordsAndARecordOfARemovedSnapshotIsNoticed) {
+  SnapshotAndPush("m0", "16M", "zstd");
+  for (int i = 1; i < 6; ++i) ASSERT_EQ(Run("push m0.vmsnap " + Url("m" + std::to_string(i))).status, 0);
+  // Eager: every chunk is in the file once the load ends.
+  RunResult first = Run("load " + Url("m0") + " --memory eager --cache-dir cache --serial m.txt");
+  ASSERT_EQ(first.status, 0) << first.err;
+  ASSERT_EQ(FilesIn(Path("cache/names")), 1u);
+  const uint64_t record = BlocksIn(Path("cache/names"));
+  ASSERT_GT(record, 0u);
+  // The snapshot and room for three records.
+  const std::string limit = std::to_string(BlocksIn(Path("cache")) + 2 * record);
+  for (int i = 1; i < 6; ++i) {
+    const std::string name = "m" + std::to_string(i);
+    RunResult r = Run("load " + Url(name) + " --memory eager --cache-dir cache --cache-size " + limit + " --serial m.txt");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(ReadFile(Path("m.txt")), "allpages: ok\n");
+    EXPECT_LE(BlocksIn(Path("cache")), std::stoull(limit)) << "over --cache-size after loading " << name;
+  }
+  EXPECT_EQ(FilesIn(Path("cache/names")), 3u);
+  RunResult latest = Run("load " + Url("m5") + " --memory eager --cache-dir cache --cache-size " + limit +
+                         " --serial m.txt");
+  ASSERT_EQ(latest.status, 0) << latest.err;
+  EXPECT_NE(latest.err.find("; started from the cache's record of the name"), std::string::npos) << latest.err;
+  RunResult oldest = Run("load " + Url("m1") + " --memory eager --cache-dir cache --cache-size " + limit +
+                         " --serial m.txt");
+  ASSERT_EQ(oldest.status, 0) << oldest.err;
+  EXPECT_EQ(oldest.err.find("record of the name"), std::string::npos) << "m1's record outlived newer ones";
+  EXPECT_LE(BlocksIn(Path("cache")), std::stoull(limit));
+
+  // Another snapshot that takes the room of the first one's files, not of
+  // the latest record (m1's).
+  RunResult regs = Run("run " + std::string(VMSNAP_GUEST_DIR) + "/regs.elf --mem 16M --snapshot-on-doorbell r{n}.vmsnap");
+  ASSERT_EQ(regs.status, 42) << regs.err;
+  ASSERT_EQ(Run("push r1.vmsnap " + Url("r")).status, 0);
+  RunResult other = Run("load " + Url("r") + " --cache-dir cache --cache-size " + limit + " --serial r.txt");
+  ASSERT_EQ(other.status, 42) << other.err;
+  EXPECT_LE(BlocksIn(Path("cache")), std::stoull(limit));
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(Path("cache"))) files += e.path().extension() == ".vmsnap";
+  ASSERT_EQ(files, 1u) << "the first snapshot's file was kept";
+  ASSERT_GE(FilesIn(Path("cache/names")), 2u);
+  RunResult noticed = Run("load " + Url("m1") + " --cache-dir cache --serial n.txt");
+  ASSERT_EQ(noticed.status, 0) << noticed.err;
+  EXPECT_EQ(ReadFile(Path("n.txt")), "allpages: ok\n");
+  EXPECT_NE(noticed.err.find("; the cache no longer held the recorded snapshot"), std::string::npos) << noticed.err;
 }
 
 // The established TCP connections of process `pid` (/proc/net/tcp{,6}
