@@ -15,19 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "base/progress.h"
+#include "base/status.h"
 #include "format/io.h"
 #include "format/layout.h"
-#include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
 namespace vmsnap {
 
-// Called with (bytes done, bytes total) as memory is processed, on the
-// writer's I/O thread. `done` counts memory in the order it was added, and
-// is reported only once the chunks covering it are written: from then on the
-// writer never reads the first `done` bytes added again, so a caller that
-// streams memory through a few buffers (flatten) may reuse those.
-using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
 
 struct WriterOptions {
   schema::Compression compression = schema::Compression::ZSTD;
@@ -46,6 +41,11 @@ struct WriterOptions {
   uint32_t chunk_pages = 256;  // pages a chunk covers at most (1 MiB of 4 KiB pages)
   unsigned threads = 0;        // compression workers; 0 = one per core
   Env* env = nullptr;          // nullptr = Env::Default()
+  // Called with (bytes done, bytes total) as memory is processed, on the
+  // writer's I/O thread. `done` counts memory in the order it was added, and
+  // is reported only once the chunks covering it are written: from then on
+  // the writer never reads the first `done` bytes added again, so a caller
+  // that streams memory through a few buffers (flatten) may reuse those.
   ProgressFn progress;         // may be empty
   uint64_t progress_total = 0; // bytes of memory the caller will add, for progress
   // Files the caller reads while writing (the parent of an incremental

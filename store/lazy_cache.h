@@ -19,7 +19,8 @@
 #include <vector>
 
 #include "base/status.h"
-#include "store/chunk_store.h"
+#include "store/chain_links.h"
+#include "store/fetch.h"
 #include "store/object_store.h"
 
 namespace vmsnap::store {

@@ -70,6 +70,13 @@ class ObjectStore {
   std::function<void(const std::string& name)> before_remove_;
 };
 
+// A mark, "<unix seconds> <random>": gc reads its time, and the random part
+// makes every push's mark its own, so gc's compare-and-delete notices any
+// new one.
+std::string NewMark();
+// The time a mark was made, in unix seconds.
+int64_t MarkTime(const std::string& mark);
+
 // A store that passes every call to another, for a wrapper that changes
 // one or two of them: it overrides those, and Target(), which may wait for
 // the other store or fail (its error is then every call's).

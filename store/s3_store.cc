@@ -11,7 +11,7 @@
 #include <map>
 #include <mutex>
 
-#include "store/chunk_store.h"  // StoreRoot
+#include "store/store_url.h"  // StoreRoot
 #include "store/object_store.h"
 
 namespace vmsnap::store {

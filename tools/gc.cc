@@ -6,7 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "store/chunk_store.h"
+#include "store/catalog.h"
+#include "store/store_url.h"
 #include "tools/command.h"
 #include "tools/progress.h"
 #include "tools/tool_util.h"

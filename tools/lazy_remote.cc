@@ -18,9 +18,11 @@
 #include "base/cache_dir.h"
 #include "base/fd.h"
 #include "base/hex.h"
+#include "base/parallel.h"
 #ifdef VMSNAP_HAVE_STORE
-#include "store/chunk_store.h"
+#include "store/layout_object.h"
 #include "store/lazy_cache.h"
+#include "store/store_url.h"
 #endif
 
 namespace vmsnap::cli {
@@ -316,7 +318,7 @@ Result<std::unique_ptr<StoreAhead>> StoreAhead::Start(const std::string& text, c
       // object of the chain at once (one round trip, not one per layer).
       std::vector<const Layouts::value_type*> objs;
       for (const auto& kv : st->record) objs.push_back(&kv);
-      const Status same = store::ParallelFor(objs.size(), unsigned(objs.size()), [&](size_t i) {
+      const Status same = ParallelFor(objs.size(), unsigned(objs.size()), [&](size_t i) {
         auto got = st->store->Get(objs[i]->first);
         if (!got.ok()) return got.status();
         return *got == objs[i]->second ? Status::Ok() : Status::Corruption(objs[i]->first + ": changed");

@@ -10,18 +10,18 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <atomic>
-#include <chrono>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "restore/memory/loader.h"
-#include "store/chunk_store.h"  // LooksLikeStoreUrl (inline): also where the store is not built
+#include "store/store_url.h"  // LooksLikeStoreUrl (inline): also where the store is not built
 #ifdef VMSNAP_HAVE_STORE
 #include "store/lazy_cache.h"
 #endif

@@ -4,7 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "store/chunk_store.h"
+#include "store/pull.h"
+#include "store/store_url.h"
 #include "tools/command.h"
 #include "tools/progress.h"
 #include "tools/tool_util.h"

@@ -8,8 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "store/chunk_store.h"
 #include "base/cache_dir.h"
+#include "store/pull.h"
+#include "store/store_url.h"
 #include "tools/progress.h"
 
 namespace vmsnap::tools {

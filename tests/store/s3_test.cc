@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "store/chunk_store.h"
+#include "store/store_url.h"
 #include "tests/store/store_fixture.h"
 
 namespace vmsnap {

@@ -20,8 +20,11 @@
 
 #include "format/chain.h"
 #include "format/layout.h"
-#include "store/chunk_store.h"
+#include "store/chain_links.h"
 #include "store/lazy_cache.h"
+#include "store/pull.h"
+#include "store/push.h"
+#include "store/store_url.h"
 #include "tests/store/store_fixture.h"
 
 namespace vmsnap {
