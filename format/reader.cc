@@ -277,7 +277,7 @@ class ReaderImpl final : public SnapshotReader {
     return Status::Ok();
   }
 
-  Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress) const override {
+  Status VerifyAll(const ProgressFn& progress) const override {
     VMSNAP_RETURN_IF_ERROR(VerifyLayout());
     uint64_t total = 0;
     for (const ChunkInfo& c : chunks_) total += uint64_t(c.page_count) * page_size_;

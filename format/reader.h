@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "format/layout.h"
+#include "base/progress.h"
 #include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
@@ -104,7 +105,7 @@ class SnapshotReader {
   // Checks that every byte between the checksummed parts is zero padding the
   // layout explains, then every checksum, decompressing every chunk.
   // Reports the first problem (kCorruption, naming the chunk or file offset).
-  virtual Status VerifyAll(const std::function<void(uint64_t, uint64_t)>& progress = {}) const = 0;
+  virtual Status VerifyAll(const ProgressFn& progress = {}) const = 0;
 };
 
 }  // namespace vmsnap

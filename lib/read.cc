@@ -222,7 +222,7 @@ int vmsnap_verify(const vmsnap_snapshot* snap, vmsnap_progress_fn progress, void
   VMSNAP_CHECK_ARG(snap, "vmsnap_verify: snapshot is NULL");
   VMSNAP_GUARD_BEGIN
   for (const auto& layer : snap->chain->layers()) {
-    std::function<void(uint64_t, uint64_t)> p;
+    ProgressFn p;
     if (progress) p = [progress, ctx](uint64_t d, uint64_t t) { progress(d, t, ctx); };
     Status st = layer->VerifyAll(p);
     if (!st.ok()) return Fail(st);

@@ -65,7 +65,7 @@ inline Result<vmm::VmmOptions> ToVmmOptions(const VmmFlags& f) {
   // terminal, and only for a save that takes more than half a second).
   o.doorbell_progress = [] {
     auto bar = std::make_shared<tools::ProgressBar>("saving snapshot", 0);
-    return vmm::SaveProgressFn([bar](uint64_t done, uint64_t total) {
+    return ProgressFn([bar](uint64_t done, uint64_t total) {
       bar->SetTotal(total);
       bar->Update(done);
       if (done >= total) bar->Finish();

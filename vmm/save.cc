@@ -22,7 +22,7 @@ uint64_t NowNs() {
                                    .count());
 }
 
-void OnSaveProgress(uint64_t done, uint64_t total, void* ctx) { (*static_cast<SaveProgressFn*>(ctx))(done, total); }
+void OnSaveProgress(uint64_t done, uint64_t total, void* ctx) { (*static_cast<ProgressFn*>(ctx))(done, total); }
 
 // A live save's pause and resume, as the C API calls them.
 struct LiveVm {

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/progress.h"
 #include "capture/capture.h"
 #include "capture/dirty/snapshot.h"
 #include "capture/x86_64/x86_capture.h"
@@ -37,10 +38,6 @@
 
 namespace vmsnap::vmm {
 
-// Called with (bytes of guest memory done, total) while a snapshot is written
-// (on the writer's I/O thread).
-using SaveProgressFn = std::function<void(uint64_t done, uint64_t total)>;
-
 // Devices and options shared by `run` and `load`.
 struct VmmOptions {
   std::string serial = "-";            // "-": stdout; else a file, truncated
@@ -58,7 +55,7 @@ struct VmmOptions {
   CompressionSpec compression = DefaultSaveCompression();  // "auto"
   // A fresh progress callback for each doorbell snapshot (e.g. a progress
   // bar on a terminal); empty: none.
-  std::function<SaveProgressFn()> doorbell_progress;
+  std::function<ProgressFn()> doorbell_progress;
   // Told of a doorbell snapshot that failed (the VM goes on); empty: ignored.
   std::function<void(const Status&)> report;
   // A socket whose peer owns this VM (`vmsnap load --via`): when the peer
@@ -80,7 +77,7 @@ struct LoadPlan {
   bool lazy = false;  // false: every page copied before the guest runs
   unsigned threads = 0;  // 0: one per core
   // Eager: (bytes done, total), from the restoring thread.
-  std::function<void(uint64_t done, uint64_t total)> progress;
+  ProgressFn progress;
   // Lazy: the pager's first error, from a pager thread (see
   // vmsnap_pager_error_fn: the VM must stop).
   std::function<void(const std::string& message)> on_error;
@@ -248,7 +245,7 @@ class Vmm {
   VmmOptions options_;
   // Progress of the snapshot being written, if someone watches it: set by
   // the Run thread around one save (control request or doorbell).
-  SaveProgressFn save_progress_;
+  ProgressFn save_progress_;  // (bytes of guest memory done, total), on the writer's I/O thread
   std::unique_ptr<kvm::System> system_;
   std::unique_ptr<kvm::Vm> vm_;
   std::unique_ptr<kvm::x86::RealVmOps> vm_ops_;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "format/chain.h"
+#include "base/progress.h"
 #include "base/status.h"
 #include "kvm/kvm.h"
 
@@ -33,15 +34,14 @@ namespace vmsnap::memory {
 // memory (for the lazy pager: never touched before Start()).
 using GuestRegion = kvm::GuestRegion;
 
-// Called with (bytes done, bytes total) from the thread that called LoadEager.
-using LoadProgressFn = std::function<void(uint64_t done, uint64_t total)>;
-
 struct EagerOptions {
   unsigned threads = 0;          // 0 = one per core
   // The regions are freshly mapped anonymous memory that reads as zero, so
   // zero pages need not be written (and do not cost resident memory).
   bool destination_zeroed = true;
-  LoadProgressFn progress;       // may be empty; called at most every ~50 ms and at the end
+  // (bytes done, bytes total), from the thread that called LoadEager; may
+  // be empty; called at most every ~50 ms and at the end.
+  ProgressFn progress;
 };
 
 // Fills `regions` with the chain's memory as of its leaf, decoding blocks on

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/progress.h"
 #include "base/status.h"
 #include "format/io.h"
 #include "schemas/manifest.capnp.h"
@@ -24,7 +25,7 @@ struct ExportOptions {
   // Bytes of guest memory read at a time; bounds the memory export uses.
   uint64_t piece_bytes = 4ull << 20;
   // Called with (bytes of guest memory done, total) after each piece.
-  std::function<void(uint64_t, uint64_t)> progress;
+  ProgressFn progress;
   Env* env = nullptr;               // nullptr = the real file system
   std::vector<std::string> inputs;  // the snapshots read: refused as the output
 };
