@@ -212,7 +212,7 @@ Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptio
   }
   // A warm VM is prepared in a process forked when the pool hands one out.
   // Just forked, the scheduler ran it before the worker taking that start
-  // (traced on 2 CPUs: 1.5-1.7 ms of VM creation and memory slots for 4 GiB
+  // (traced on 2 CPUs: 1.3-1.9 ms of VM creation and memory slots for 4 GiB
   // ahead of the start's first KVM_RUN), or it held the other CPU while the
   // client waited for the guest's first output. Asleep for a moment, it
   // leaves them the CPUs; the pool is ready that much later.
