@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "lib/cxx.h"
@@ -30,11 +29,6 @@ namespace {
 
 // Control clients connected and not yet served; more are refused at once.
 constexpr size_t kMaxControlClients = 64;
-
-// How long a warm VM's preparation waits for the start that made the pool
-// refill it (Vmm::Prepare): longer than that start's way to its guest's
-// first output on an idle host (1-2 ms), short beside the preparation.
-constexpr std::chrono::milliseconds kPrepareDelay{5};
 
 // The VM configuration of a boot, and of a warm VM (so that snapshots of
 // booted guests fit the warm ones).
@@ -210,13 +204,6 @@ Result<std::unique_ptr<Vmm>> Vmm::Prepare(const WarmShape& shape, const VmmOptio
   if (shape.vcpus < 1 || shape.vcpus > kMaxVcpus) {
     return Status::InvalidArgument("--vcpus must be between 1 and " + std::to_string(kMaxVcpus));
   }
-  // A warm VM is prepared in a process forked when the pool hands one out.
-  // Just forked, the scheduler ran it before the worker taking that start
-  // (traced on 2 CPUs: 1.3-1.9 ms of VM creation and memory slots for 4 GiB
-  // ahead of the start's first KVM_RUN), or it held the other CPU while the
-  // client waited for the guest's first output. Asleep for a moment, it
-  // leaves them the CPUs; the pool is ready that much later.
-  std::this_thread::sleep_for(kPrepareDelay);
   std::unique_ptr<Vmm> vmm(new Vmm());
   VMSNAP_RETURN_IF_ERROR(vmm->Init(options));
   // Anonymous and never touched: the lazy pager needs it so (it registers it
