@@ -12,8 +12,8 @@ namespace vmsnap::vmm {
 
 Status SendWithFds(int sock, const void* data, size_t len, std::span<const int> fds) {
   iovec iov{const_cast<void*>(data), len};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kMaxSentFds)] = {};
-  if (fds.size() > kMaxSentFds) return Status::InvalidArgument("too many descriptors for one message");
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int) * kRequestFds)] = {};
+  if (fds.size() > kRequestFds) return Status::InvalidArgument("too many descriptors for one message");
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;

@@ -15,8 +15,9 @@
 
 namespace vmsnap::vmm {
 
-// The most descriptors one SendWithFds passes.
-constexpr size_t kMaxSentFds = 2;
+// The descriptors a `load` request carries: serial output, then messages.
+// No message passes more.
+constexpr size_t kRequestFds = 2;
 
 // One sendmsg of `len` bytes with `fds` attached; all of it or an error.
 Status SendWithFds(int sock, const void* data, size_t len, std::span<const int> fds);

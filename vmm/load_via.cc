@@ -14,7 +14,6 @@
 #include "vmm/control.h"
 #include "vmm/fd_passing.h"
 #include "vmm/serve.h"
-#include "vmm/serve_worker.h"
 
 namespace vmsnap::vmm {
 

@@ -43,17 +43,16 @@ std::optional<OpenedChain> OpenChain(const std::string& path) {
   return c;
 }
 
-std::optional<OpenedChain> OpenedChains::Find(const std::string& path) const {
+const OpenedChain* OpenedChains::Find(const std::string& path) const {
   for (const OpenedChain& c : chains_) {
     if (c.path != path) continue;
-    if (!c.files.Unchanged()) return std::nullopt;
-    return c;
+    return c.files.Unchanged() ? &c : nullptr;
   }
-  return std::nullopt;
+  return nullptr;
 }
 
-std::optional<OpenedChain> OpenedChains::Remember(const std::string& path) {
-  if (auto fresh = Find(path)) return fresh;
+const OpenedChain* OpenedChains::Remember(const std::string& path) {
+  if (const OpenedChain* fresh = Find(path)) return fresh;
   for (auto it = chains_.begin(); it != chains_.end(); ++it) {
     if (it->path == path) {
       chains_.erase(it);
@@ -61,10 +60,10 @@ std::optional<OpenedChain> OpenedChains::Remember(const std::string& path) {
     }
   }
   std::optional<OpenedChain> c = OpenChain(path);
-  if (!c) return std::nullopt;
-  chains_.push_front(*c);
+  if (!c) return nullptr;
+  chains_.push_front(std::move(*c));
   while (chains_.size() > kMax) chains_.pop_back();
-  return c;
+  return &chains_.front();
 }
 
 }  // namespace vmsnap::vmm

@@ -49,11 +49,12 @@ std::optional<OpenedChain> OpenChain(const std::string& path);
 
 class OpenedChains {
  public:
-  // The snapshot at `path` if it is held and no layer's file changed.
-  std::optional<OpenedChain> Find(const std::string& path) const;
+  // The snapshot at `path` if it is held and no layer's file changed; null
+  // otherwise. Valid until the next Remember.
+  const OpenedChain* Find(const std::string& path) const;
   // Find, else opens `path` and holds it (the most recent first, at most
-  // kMax); nullopt when it cannot be opened.
-  std::optional<OpenedChain> Remember(const std::string& path);
+  // kMax); null when it cannot be opened.
+  const OpenedChain* Remember(const std::string& path);
 
  private:
   static constexpr size_t kMax = 8;

@@ -130,7 +130,7 @@ std::optional<size_t> PickShape(Waiting& c, const std::vector<WarmShape>& shapes
   if (path.empty() || path[0] != '/' || path.size() >= kMaxPathMessage) return 0;
   c.path = path;
   if (shapes.size() == 1) return 0;
-  std::optional<OpenedChain> snapshot = opened.Remember(path);
+  const OpenedChain* snapshot = opened.Remember(path);
   if (!snapshot) return 0;
   schema::Manifest::Reader m = snapshot->chain->leaf().manifest();
   uint64_t total = 0;
@@ -179,7 +179,7 @@ Status Serve(const ServeOptions& o) {
   ImageBuilder images(o.build_images ? image_dir : "", o.image_cache_size);
   auto make_offer = [&](const std::string& path) {
     Offer offer{path, "", {}};
-    if (std::optional<OpenedChain> snapshot = opened.Remember(path); snapshot && !image_dir.empty()) {
+    if (const OpenedChain* snapshot = opened.Remember(path); snapshot && !image_dir.empty()) {
       offer.image = layout::IdToHex(snapshot->chain->leaf().id());
       offer.files = BindingFiles(*snapshot, image_dir);
     } else {
@@ -195,7 +195,9 @@ Status Serve(const ServeOptions& o) {
   };
   auto next_check = std::chrono::steady_clock::now() + kBindingCheck;
 
-  auto spawn = [&](size_t shape) -> Status {
+  // `yield`: the refill of a start no other client waits behind
+  // (RunWorker).
+  auto spawn = [&](size_t shape, bool yield) -> Status {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
       return Status::FromErrno(errno, "socketpair");
@@ -220,7 +222,7 @@ Status Serve(const ServeOptions& o) {
       busy.clear();
       ::signal(SIGCHLD, SIG_DFL);
       ::sigprocmask(SIG_SETMASK, &old_set, nullptr);
-      RunWorker(UniqueFd(sv[1]), self, o, o.shapes[shape], opened);
+      RunWorker(UniqueFd(sv[1]), self, o, o.shapes[shape], opened, yield);
     }
     ::close(sv[1]);
     workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false, "", {}, {}});
@@ -229,7 +231,7 @@ Status Serve(const ServeOptions& o) {
 
   Status result;
   for (size_t k = 0; k < o.shapes.size(); ++k) {
-    for (int i = 0; i < o.pool && result.ok(); ++i) result = spawn(k);
+    for (int i = 0; i < o.pool && result.ok(); ++i) result = spawn(k, false);
   }
   while (result.ok()) {
     std::vector<pollfd> fds{{sig.get(), POLLIN, 0}};
@@ -304,7 +306,7 @@ Status Serve(const ServeOptions& o) {
       if (n < 0 && errno == EAGAIN) continue;
       if (n > 1 && size_t(n) <= kMaxPathMessage && msg[0] == 'P') {
         const std::string path(msg + 1, size_t(n - 1));
-        if (std::optional<OpenedChain> snapshot = opened.Remember(path)) images.Want(snapshot->chain);
+        if (const OpenedChain* snapshot = opened.Remember(path)) images.Want(snapshot->chain);
       }
       busy.erase(busy.begin() + long(i));
     }
@@ -379,7 +381,10 @@ Status Serve(const ServeOptions& o) {
         std::deque<std::string>& r = recent[shape];
         r.erase(std::remove(r.begin(), r.end(), it->path), r.end());
         r.push_front(it->path);
-        while (r.size() > kMaxRecent) r.pop_back();
+        while (r.size() > kMaxRecent) {
+          unbindable[shape].erase(r.back());  // never offered again: nothing to remember
+          r.pop_back();
+        }
       }
       Status s = SendFd(workers[w].chan.get(), 'C', it->fd.get());
       if (!s.ok()) {
@@ -391,7 +396,7 @@ Status Serve(const ServeOptions& o) {
       }
       workers.erase(workers.begin() + long(w));
       if (s.ok()) it = waiting.erase(it);
-      result = spawn(shape);
+      result = spawn(shape, waiting.empty());
     }
     // An idle unbound worker is asked to bind to the most recent snapshot
     // of its pool that no other worker of the pool is bound to (or binding),

@@ -30,8 +30,8 @@
 namespace vmsnap::vmm {
 namespace {
 
-// How long a worker forked to refill the pool waits before it prepares its VM
-// (RunWorker says why).
+// How long a worker forked to refill the pool beside a start waits before it
+// prepares its VM (RunWorker says why).
 constexpr std::chrono::milliseconds kRefillDelay{5};
 
 void Reply(int fd, const nlohmann::json& j) { (void)WriteLine(fd, j.dump()); }
@@ -115,8 +115,9 @@ std::string UndoFailed(const Binding& binding, const Status& s) {
 Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, const WorkerDirs& dirs,
                 std::string& cold_why) {
   if (dirs.images.empty() || path.empty() || path[0] != '/') return {};
-  std::optional<OpenedChain> snapshot = opened.Find(path);
-  if (!snapshot) snapshot = OpenChain(path);
+  std::optional<OpenedChain> opened_now;
+  const OpenedChain* snapshot = opened.Find(path);
+  if (!snapshot && (opened_now = OpenChain(path))) snapshot = &*opened_now;
   if (!snapshot || !warm.WarmMismatch(*snapshot->chain).empty()) return {};
   Binding b;
   b.path = path;
@@ -195,7 +196,7 @@ Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, 
   std::string path = *snap;
   const bool remote_url = o.open_remote && path.find("://") != std::string::npos;
   if (!remote_url && path[0] != '/') Fail(cfd, "\"snapshot\" must be an absolute path");
-  if (fds.size() != size_t(kRequestFds)) {
+  if (fds.size() != kRequestFds) {
     Fail(cfd, "a load request carries 2 descriptors (serial output, messages); got " + std::to_string(fds.size()));
   }
   // The guest's serial output and our messages go where the client's would.
@@ -238,7 +239,7 @@ Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, 
   std::shared_ptr<const SnapshotChain> shared;
   if (bound_start) {
     shared = binding.chain;
-  } else if (auto held = opened.Find(path)) {
+  } else if (const OpenedChain* held = opened.Find(path)) {
     shared = held->chain;
   } else {
     auto chain = restore::OpenSnapshot(path);
@@ -308,7 +309,7 @@ FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_di
 }
 
 [[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o, const WarmShape& shape,
-                            const OpenedChains& opened) {
+                            const OpenedChains& opened, bool yield) {
   // While idle a worker dies with the server; once it has a client it
   // belongs to that client.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -334,8 +335,9 @@ FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_di
   // before the start's first KVM_RUN), or it held the other CPU while the
   // client waited for the guest's first output. Asleep for a moment, longer
   // than that start's way to its guest's first output on an idle host (1-2
-  // ms), it leaves them the CPUs; the pool is ready that much later.
-  std::this_thread::sleep_for(kRefillDelay);
+  // ms), it leaves them the CPUs; the pool is ready that much later. Not
+  // when clients wait for it, nor for the first pool.
+  if (yield) std::this_thread::sleep_for(kRefillDelay);
   auto warm = Vmm::Prepare(shape, vopts);
   if (!warm.ok()) {
     std::string m = "E" + warm.status().message();

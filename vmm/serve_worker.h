@@ -27,8 +27,6 @@
 
 namespace vmsnap::vmm {
 
-// The descriptors a `load` request carries: serial output, then messages.
-constexpr int kRequestFds = 2;
 // The longest snapshot path passed between the server and a worker; longer
 // ones are served but not remembered.
 constexpr size_t kMaxPathMessage = 4096;
@@ -41,7 +39,9 @@ FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_di
 
 // The worker's life: prepare, say ready on `chan`, wait for a client, serve
 // it. `opened`: the snapshots the server had opened when it forked.
+// `yield`: a refill beside a start that no client queues behind, which
+// leaves that start the CPUs for a moment before it prepares its VM.
 [[noreturn]] void RunWorker(UniqueFd chan, pid_t server, const ServeOptions& o, const WarmShape& shape,
-                            const OpenedChains& opened);
+                            const OpenedChains& opened, bool yield);
 
 }  // namespace vmsnap::vmm

@@ -15,7 +15,9 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -75,6 +77,14 @@ size_t MappingAnImage(pid_t server) {
     n += ReadFile("/proc/" + std::to_string(k) + "/maps").find(".img\n") != std::string::npos;
   }
   return n;
+}
+
+// Whether this host lets a process make a userfaultfd (a warm VM arms its
+// pager where it does).
+bool UserfaultfdWorks() {
+  const int fd = int(::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (fd >= 0) ::close(fd);
+  return fd >= 0;
 }
 
 // Whether process `pid` holds a userfaultfd (a warm VM's armed pager).
@@ -573,8 +583,16 @@ TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
 TEST_F(Bound, AnIdleBindingIsUndoneWhenItsSnapshotIsReplacedAndItsImageLetGo) {
   const pid_t server = StartServer("64M", 2);
   // A fresh warm VM waits with its pager armed, where userfaultfd exists.
-  ASSERT_FALSE(Children(server).empty());
-  const bool armed = HoldsUserfaultfd(Children(server)[0]);
+  const bool armed = UserfaultfdWorks();
+  if (armed) {
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          const std::vector<pid_t> kids = Children(server);
+          return !kids.empty() && HoldsUserfaultfd(kids[0]);
+        },
+        std::chrono::seconds(5)))
+        << "a fresh warm VM has no pager armed";
+  }
   EXPECT_EQ(StartVia("snap1.vmsnap").reply.value("exit_status", -1), 42);
   ASSERT_TRUE(WaitImages(1));
   ASSERT_TRUE(WaitBound(server, 1));
