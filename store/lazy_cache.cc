@@ -471,6 +471,7 @@ Result<std::unique_ptr<LazyChain>> LazyChain::Open(std::unique_ptr<ObjectStore> 
   uint64_t lacking = 0;
   for (const StoredLayer& l : layers) {
     chain->bases_.push_back(options.dir + "/" + BytesHex(l.layout.sha));
+    chain->entry_bytes_.push_back(EntryBytes(l.layout));
     if (!HasEntry(chain->bases_.back(), l.layout)) lacking += EntryBytes(l.layout);
   }
   if (options.only_cached && lacking > 0) {
@@ -507,13 +508,19 @@ void LazyChain::Discard() {
 }
 
 void LazyChain::KeepRecord(const std::string& path, std::string_view bytes) const {
-  struct stat old {};
-  const uint64_t had = ::stat(path.c_str(), &old) == 0 ? uint64_t(old.st_blocks) * 512 : 0;
+  const uint64_t had = BlocksOf(path);
   // Disk blocks, as the cache counts them.
-  const uint64_t need = (bytes.size() + 4095) / 4096 * 4096;
+  uint64_t need = (bytes.size() + 4095) / 4096 * 4096;
+  need -= std::min(need, had);
+  // The room made for this chain's layers that their chunks have not filled
+  // yet (a lazy load's file is still mostly holes) is not the record's.
+  for (size_t i = 0; i < bases_.size(); ++i) {
+    const uint64_t now = BlocksOf(bases_[i] + ".vmsnap") + BlocksOf(bases_[i] + ".chunks");
+    need += entry_bytes_[i] - std::min(entry_bytes_[i], now);
+  }
   std::vector<std::string> keep = bases_;
   keep.push_back(path);
-  if (!MakeRoom(dir_, max_bytes_, need - std::min(need, had), keep)) {
+  if (!MakeRoom(dir_, max_bytes_, need, keep)) {
     ::unlink(path.c_str());
     return;
   }

@@ -127,6 +127,7 @@ class LazyChain {
  private:
   std::vector<std::unique_ptr<LazySnapshot>> layers_;  // root first
   std::vector<std::string> bases_;  // each layer's cache entry: its path without extension
+  std::vector<uint64_t> entry_bytes_;  // and the room it takes once every chunk is in
   std::string path_, dir_;
   uint64_t max_bytes_ = 0;
   std::string folder_;  // the chain folder (LinkChain), if any

@@ -396,6 +396,12 @@ Result<bool> StoreAhead::Confirm(const std::function<void()>& drop) {
 void StoreAhead::Remember() {
   State& st = *state_;
   if (!st.confirmed || !st.chain) return;
+  // A chain the cache could not keep (larger than --cache-size) has files
+  // for this load alone: a record of it could never be used.
+  if (!st.chain->kept()) {
+    ::unlink(st.record_path.c_str());
+    return;
+  }
   Layouts seen;
   {
     std::lock_guard<std::mutex> lock(st.mu);
