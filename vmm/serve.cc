@@ -58,9 +58,8 @@ struct Worker {
   UniqueFd chan;
   size_t shape = 0;  // index into ServeOptions::shapes
   bool ready = false;
-  std::string bound;  // the snapshot it said it is bound to ("": none)
   Offer offered;      // what it was asked to bind to, until it answers
-  Offer binding;      // what it is bound to, as offered
+  Offer binding;      // what it said it is bound to, as offered (path "": none)
 };
 
 // A connection accepted and not yet handed to a worker.
@@ -225,7 +224,7 @@ Status Serve(const ServeOptions& o) {
       RunWorker(UniqueFd(sv[1]), self, o, o.shapes[shape], opened, yield);
     }
     ::close(sv[1]);
-    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false, "", {}, {}});
+    workers.push_back(Worker{pid, UniqueFd(sv[0]), shape, false, {}, {}});
     return Status::Ok();
   };
 
@@ -254,7 +253,7 @@ Status Serve(const ServeOptions& o) {
       timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
     }
     // Idle bound workers, whose bindings are looked at in time.
-    if (std::any_of(workers.begin(), workers.end(), [](const Worker& w) { return w.ready && !w.bound.empty(); })) {
+    if (std::any_of(workers.begin(), workers.end(), [](const Worker& w) { return w.ready && !w.binding.path.empty(); })) {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(next_check - now).count();
       const int ms = int(std::clamp<int64_t>(left, 0, 60'000));
       timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
@@ -277,19 +276,18 @@ Status Serve(const ServeOptions& o) {
       if (n > 0 && msg[0] == 'R') {
         Worker& w = workers[i];
         w.ready = true;
-        w.bound.assign(msg + 1, size_t(n - 1));
+        const std::string bound(msg + 1, size_t(n - 1));
         // Not bound to what it was offered (no fresh image, or it does not
         // fit): not offered again until its files change. They are those
         // of before the offer: an image built since shows as a change.
-        if (!w.offered.path.empty() && w.bound != w.offered.path) {
-          unbindable[w.shape].insert_or_assign(w.offered.path, std::move(w.offered.files));
-        }
-        if (w.bound.empty()) {
-          w.binding = Offer{};
-        } else if (w.bound == w.offered.path) {
+        // A worker binds only to what it is offered.
+        if (bound == w.offered.path) {
           w.binding = std::move(w.offered);
-        } else if (w.bound != w.binding.path) {
-          w.binding = Offer{w.bound, "", {}};  // not offered by this server: nothing to check
+        } else {
+          if (!w.offered.path.empty()) {
+            unbindable[w.shape].insert_or_assign(w.offered.path, std::move(w.offered.files));
+          }
+          w.binding = Offer{bound, "", {}};
         }
         w.offered = Offer{};
       } else if (n > 0 && msg[0] == 'E') {
@@ -317,7 +315,7 @@ Status Serve(const ServeOptions& o) {
     // image (and a replaced file) can go, and the worker is bound again.
     if (std::chrono::steady_clock::now() >= next_check) {
       for (Worker& w : workers) {
-        if (w.ready && !w.bound.empty() && !w.binding.files.Unchanged()) release(w);
+        if (w.ready && !w.binding.path.empty() && !w.binding.files.Unchanged()) release(w);
       }
       next_check = std::chrono::steady_clock::now() + kBindingCheck;
     }
@@ -366,11 +364,11 @@ Status Serve(const ServeOptions& o) {
       for (size_t i = 0; i < workers.size(); ++i) {
         const Worker& k = workers[i];
         if (!k.ready || k.shape != *it->shape) continue;
-        if (!it->path.empty() && k.bound == it->path) {
+        if (!it->path.empty() && k.binding.path == it->path) {
           w = i;
           break;
         }
-        if (w == workers.size() || (!workers[w].bound.empty() && k.bound.empty())) w = i;
+        if (w == workers.size() || (!workers[w].binding.path.empty() && k.binding.path.empty())) w = i;
       }
       if (w == workers.size()) {
         ++it;
@@ -404,11 +402,11 @@ Status Serve(const ServeOptions& o) {
     // an image the cache's bound may have to remove in use). None while a
     // build waits for bound workers to let go of images.
     for (Worker& w : workers) {
-      if (!w.ready || !w.bound.empty() || !result.ok() || images.making_room()) continue;
+      if (!w.ready || !w.binding.path.empty() || !result.ok() || images.making_room()) continue;
       for (const std::string& p : recent[w.shape]) {
         bool taken = false;
         for (const Worker& k : workers) {
-          taken |= &k != &w && k.shape == w.shape && (k.bound == p || k.offered.path == p);
+          taken |= &k != &w && k.shape == w.shape && (k.binding.path == p || k.offered.path == p);
         }
         if (taken) continue;
         auto no = unbindable[w.shape].find(p);
