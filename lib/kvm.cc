@@ -460,6 +460,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
     if (!pager) return Invalid("vmsnap_vm_load_memory: a lazy load needs somewhere to return the pager");
     memory::LazyOptions lo;
     lo.background_threads = o.threads;
+    if (o.first_pages) lo.first_pages.assign(o.first_pages, o.first_pages + o.first_page_count);
     if (o.on_error) {
       vmsnap_pager_error_fn fn = o.on_error;
       void* ctx = o.on_error_ctx;

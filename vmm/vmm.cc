@@ -284,6 +284,11 @@ Status Vmm::RestoreSnapshot(LoadPlan load, bool untimed_only) {
   if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
   lo.fetch = load_->fetch ? OnFetch : nullptr;
   lo.fetch_ctx = load_.get();
+  // Run writes the generation ID before the guest starts: its page comes in
+  // while the vCPUs are restored rather than as a fault then.
+  static constexpr uint64_t kFirstPages[] = {kGenerationIdAddr};
+  lo.first_pages = kFirstPages;
+  lo.first_page_count = 1;
   VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_load_memory(api_, snap_, &lo, &pager_)));
   if (!warm_) {
     Status s = CreateVcpus(static_cast<int>(vcpus));

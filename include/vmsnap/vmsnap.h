@@ -553,6 +553,15 @@ typedef struct vmsnap_load_options {
   const char *image_dir;
   vmsnap_fetch_fn fetch;          /* NULL: every chunk is in the file already */
   void *fetch_ctx;
+  /* Guest-physical addresses whose pages the pager fills first, as soon as
+   * it has the snapshot and before it serves any fault: the pages the VMM
+   * itself touches before the guest runs (a generation ID's, say), which
+   * then come in while it restores the vCPUs instead of faulting on the
+   * way to the guest's first instruction. Lazy only; NULL: none. Addresses
+   * outside guest memory are ignored. Read during the call only. */
+  const uint64_t *first_pages;
+  uint32_t first_page_count;
+  uint32_t reserved2;             /* zero */
 } vmsnap_load_options;
 
 /* Fills the regions added with vmsnap_vm_add_memory (they must match the

@@ -31,6 +31,11 @@
 // A warm VM arms its pager before its snapshot is known (Arm: the regions
 // registered, the threads started, the decoders' memory touched), so that a
 // request only hands it the snapshot (Begin).
+//
+// The pages the VMM names as its own first accesses (LazyOptions::
+// first_pages: the generation ID's) are served by the fault handler as soon
+// as it has the snapshot, before it reads any fault, while the VMM restores
+// the vCPUs.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -166,7 +171,7 @@ struct LazyPager::Impl {
   Status error;
 
   std::atomic<uint64_t> n_faults{0}, n_fault_fills{0}, n_background_fills{0}, n_zero{0},
-      n_bytes{0}, n_partial{0};
+      n_bytes{0}, n_partial{0}, n_first{0};
 
   // Used only by the handler thread.
   std::unique_ptr<internal::BlockReader> handler_reader;
@@ -485,6 +490,23 @@ struct LazyPager::Impl {
 
   void ServeFault(uint8_t* page) {
     n_faults.fetch_add(1, std::memory_order_relaxed);
+    Serve(page);
+  }
+
+  // Fills the pages of LazyOptions::first_pages, as faults on them would be.
+  void ServeFirstPages() {
+    for (uint64_t gpa : opts.first_pages) {
+      const uint64_t at = gpa & ~uint64_t(ps - 1);
+      for (const GuestRegion& r : grid.regions()) {
+        if (at < r.gpa || at - r.gpa >= r.size) continue;
+        Serve(r.host + (at - r.gpa));
+        n_first.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  // Answers an access to `page` (page-aligned, in guest memory or not).
+  void Serve(uint8_t* page) {
     const long bi = grid.Find(page);
     if (bi < 0) {
       Wake(page);  // not ours: cannot happen with missing-mode registration of our regions only
@@ -546,6 +568,7 @@ struct LazyPager::Impl {
       }
     }
     if (!WaitBegun()) return;
+    ServeFirstPages();
     struct uffd_msg msgs[16];
     for (;;) {
       struct pollfd fds[2] = {{uffd.get(), POLLIN, 0}, {stop_efd.get(), POLLIN, 0}};
@@ -853,6 +876,7 @@ LazyStats LazyPager::stats() const {
   s.zero_page_faults = impl_->n_zero.load();
   s.bytes_filled = impl_->n_bytes.load();
   s.partial_faults = impl_->n_partial.load();
+  s.first_pages = impl_->n_first.load();
   return s;
 }
 

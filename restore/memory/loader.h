@@ -71,6 +71,14 @@ struct LazyOptions {
   std::function<void(const Status&)> on_error;
   // Empty: every chunk is in the file already.
   ChunkFetchFn fetch_chunk;
+  // Guest-physical addresses whose pages the fault handler fills as soon as
+  // it has the snapshot, before it serves any fault, each as a fault on it
+  // would be: the pages the VMM itself touches before the guest runs (the
+  // generation ID's). Each would otherwise be a fault on the way to the
+  // guest's first instruction, served while the VMM waits; filled ahead,
+  // they come in while it restores the vCPUs. Addresses outside guest
+  // memory are ignored.
+  std::vector<uint64_t> first_pages;
 };
 
 // Counters, for tests and the benchmark.
@@ -80,7 +88,8 @@ struct LazyStats {
   uint64_t background_fills = 0;   // blocks filled by background threads
   uint64_t zero_page_faults = 0;   // faults resolved with the zero page
   uint64_t bytes_filled = 0;       // bytes of non-zero pages copied in
-  uint64_t partial_faults = 0;     // faults answered before their block was whole
+  uint64_t partial_faults = 0;     // faults (and first pages) answered before their block was whole
+  uint64_t first_pages = 0;        // LazyOptions::first_pages filled before any fault
 };
 
 // Whether userfaultfd can serve this process's (and KVM's) faults: the syscall

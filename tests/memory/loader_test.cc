@@ -434,6 +434,43 @@ TEST_F(Loader, LazyFaultFillsOnlyItsBlockWithoutBackground) {
 // with 256-page chunks of several zstd blocks each, so that a page served
 // from a part of the chunk not decoded yet, or from the wrong stored page,
 // is read back.
+TEST_F(Loader, LazyFirstPagesComeInBeforeAnyFault) {
+  // What a VMM touches itself before its guest runs (the generation ID's
+  // page) is filled without waiting for the fault.
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  SnapshotChain chain = Open("z.vmsnap");
+  GuestMemory mem(regs_);
+  // A page of region 2 that is not zero (a zero page would come in as the
+  // zero page on its fault, nothing to fill ahead).
+  uint64_t p = 0;
+  while (std::all_of(regs_[2].data.begin() + long(p * kPage), regs_[2].data.begin() + long((p + 1) * kPage),
+                     [](uint8_t b) { return b == 0; })) {
+    ++p;
+  }
+  LazyOptions o;
+  o.background = false;
+  // Any address within the page names it; one outside guest memory is
+  // ignored.
+  o.first_pages = {regs_[2].gpa + p * kPage + 123, uint64_t(1) << 50};
+  auto pager = LazyPager::Start(chain, mem.regions(), o);
+  ASSERT_TRUE(pager.ok()) << pager.status().message();
+  uint8_t* const page = mem.host(2) + p * kPage;
+  auto resident = [&] {
+    unsigned char v = 0;
+    return ::mincore(page, kPage, &v) == 0 && (v & 1) != 0;
+  };
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!resident() && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(resident()) << "the first page never came in";
+  EXPECT_EQ(std::memcmp(page, regs_[2].data.data() + p * kPage, kPage), 0);
+  const LazyStats st = pager.value()->stats();
+  EXPECT_EQ(st.first_pages, 1u);
+  EXPECT_EQ(st.faults, 0u) << "reading the page filled ahead faulted";
+  EXPECT_EQ(st.background_fills, 0u);
+}
+
 TEST_F(Loader, LazyPagesServedFromAPartlyDecodedChunkAreTheSavedPages) {
   if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
   std::mt19937_64 rng(5);
