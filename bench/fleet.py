@@ -8,7 +8,10 @@ alternated in one run so that both see the same machine:
   one) to the guest's first serial byte, which is its first instruction
   (bench/guest.S), over --starts starts of each;
 - exit: the whole `vmsnap load [--via]` process of a guest that exits right
-  after its snapshot point (bench/exit_guest.S), over --starts runs of each;
+  after its snapshot point (bench/exit_guest.S), over --starts runs of each:
+  its lifetime from posix_spawn to its exit, as bench/lifetime.cc measures
+  it (Python's subprocess.run would add its own set-up and wake-up; both
+  are measured for /bin/true and printed with the results);
 - each of those twice: "pager", from a snapshot saved with `--compress
   zstd:3` through a server started with `--no-image-build`, so that every
   warm start pages it in with the lazy pager; and "image", from another
@@ -59,6 +62,7 @@ class Fleet:
         self.clone_guest = os.path.join(a.build, "bench", "clone_guest.bin")
         self.mkimage = os.path.join(a.build, "bench", "vmsnap_bench_mkimage")
         self.launch = os.path.join(a.build, "bench", "vmsnap_bench_launch")
+        self.lifetime = os.path.join(a.build, "bench", "vmsnap_bench_lifetime")
         os.makedirs(a.work, exist_ok=True)
         # Verification stamps and decompressed images of this run's
         # snapshots stay in the work directory.
@@ -171,12 +175,29 @@ class Fleet:
         wait_for(lambda: os.path.exists(stamp), 300, "the server's image of " + snap)
 
     def whole(self, args):
-        t0 = time.monotonic()
-        rc = subprocess.run([self.vmsnap, "load", *args, "--serial", "/dev/null"]).returncode
-        t = time.monotonic() - t0
+        """The lifetime of one `vmsnap load` process (its serial output
+        discarded, so that the launcher's stdout carries only its line)."""
+        out = subprocess.run([self.lifetime, self.vmsnap, "load", *args, "--serial", "/dev/null"],
+                             check=True, capture_output=True, text=True).stdout.split()
+        t, rc = float(out[-2]), int(out[-1])
         if rc != 0:
             raise RuntimeError(f"vmsnap load {' '.join(args)} exited {rc}")
         return t
+
+    def spawn_floor(self, n=50):
+        """Median lifetime of /bin/true (ms): through the launcher, as the
+        whole `load` is measured, and through Python's subprocess.run."""
+        launcher, python = [], []
+        for _ in range(n):
+            out = subprocess.run([self.lifetime, "/bin/true"], check=True, capture_output=True,
+                                 text=True).stdout.split()
+            launcher.append(float(out[-2]))
+            time.sleep(self.a.gap)
+            t0 = time.monotonic()
+            subprocess.run(["/bin/true"], check=True)
+            python.append(time.monotonic() - t0)
+            time.sleep(self.a.gap)
+        return {"launcher_ms": statistics.median(launcher) * 1e3, "python_ms": statistics.median(python) * 1e3}
 
     def clones(self, n):
         img = self.image(1024)
@@ -217,6 +238,7 @@ class Fleet:
     def run(self):
         res = {"date": time.strftime("%Y-%m-%d"), "loadavg_before": open("/proc/loadavg").read().split()[0],
                "cpus": os.cpu_count(), "starts": self.a.starts, "sizes": {}}
+        res["true_lifetime"] = self.spawn_floor()
         for mib in self.a.sizes:
             img = self.image(mib)
             spin_snap = self.path(f"fleet-spin-{mib}M.vmsnap")
@@ -328,6 +350,11 @@ def table(res):
                           f"{s['warm_first_insn' + sfx]['p50_ms']:.2f} ms p50, "
                           f"{s['warm_first_insn' + sfx]['p99_ms']:.2f} ms p99")
     out += [""] + phases
+    f = res.get("true_lifetime")
+    if f:
+        out += ["", f"The whole `load` is the process's lifetime from posix_spawn to its exit (bench/lifetime.cc). "
+                f"/bin/true lives {f['launcher_ms']:.2f} ms so measured, and {f['python_ms']:.2f} ms "
+                f"through Python's subprocess.run (p50 of 50)."]
     c = res.get("clones")
     if c:
         out += ["", f"{c['clones']} clones of a 1 GiB raw snapshot, each writing 32 MiB then idling: all started "

@@ -28,7 +28,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
 fi
 if [ "${1:-}" = fleet ]; then
   shift
-  ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_bench_fleet_guests vmsnap_bench_launch >/dev/null
+  ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_guest vmsnap_bench_fleet_guests vmsnap_bench_launch vmsnap_bench_lifetime >/dev/null
   exec python3 "$SRC/bench/fleet.py" --build "$BUILD" "$@"
 fi
 if [ "${1:-}" = store ]; then
@@ -39,7 +39,7 @@ if [ "${1:-}" = store ]; then
   exec python3 "$SRC/bench/store.py" --build "$BUILD" "$@"
 fi
 ninja -C "$BUILD" vmsnap vmsnap_bench_mkimage vmsnap_bench_limits vmsnap_bench_guest \
-  vmsnap_bench_fleet_guests vmsnap_bench_launch >/dev/null
+  vmsnap_bench_fleet_guests vmsnap_bench_launch vmsnap_bench_lifetime >/dev/null
 python3 "$SRC/bench/bench.py" --build "$BUILD" "$@"
 # The fleet table (warm and cold start percentiles, clone PSS and start
 # time) in the same work directory, if one was named.
