@@ -22,8 +22,4 @@ vmsnap_snapshot* WrapChain(std::shared_ptr<const SnapshotChain> chain, std::stri
 // as the message.
 Status StatusOf(int rc);
 
-// Whether the lazy load behind PAGER mapped the snapshot's file or its
-// image rather than paging its memory in (then no pager thread fills it).
-bool PagerMapped(const vmsnap_pager* pager);
-
 }  // namespace vmsnap::capi

@@ -461,6 +461,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
     memory::LazyOptions lo;
     lo.background_threads = o.threads;
     if (o.first_pages) lo.first_pages.assign(o.first_pages, o.first_pages + o.first_page_count);
+    lo.hold_fill = (o.flags & VMSNAP_LOAD_HOLD_FILL) != 0;
     if (o.on_error) {
       vmsnap_pager_error_fn fn = o.on_error;
       void* ctx = o.on_error_ctx;
@@ -520,6 +521,11 @@ int vmsnap_pager_wait(vmsnap_pager* pager) {
   if (!st.ok()) return Fail(st);
   return Ok();
   VMSNAP_GUARD_END
+}
+
+void vmsnap_pager_release(vmsnap_pager* pager) {
+  if (pager == nullptr) return;
+  if (memory::LazyPager* p = pager->loader->pager()) p->Release();
 }
 
 void vmsnap_pager_stop(vmsnap_pager* pager) {
@@ -752,4 +758,3 @@ int vmsnap_vm_dirty_mark(vmsnap_vm* vm, uint64_t gpa, uint64_t len) {
 
 }  // extern "C"
 
-bool vmsnap::capi::PagerMapped(const vmsnap_pager* pager) { return pager && pager->loader->mapped(); }

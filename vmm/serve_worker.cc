@@ -92,10 +92,11 @@ LoadPlan WorkerPlan(const WorkerDirs& dirs, bool local, memory::ChunkFetchFn fet
   return plan;
 }
 
-// What an idle worker restored ahead (Vmm::Bind): a snapshot whose image
-// was fresh, mapped over the VM's memory, and the state of every file that
-// binding rests on, so that a request sees with a few stats whether it
-// still holds.
+// What an idle worker restored ahead (Vmm::Bind): a snapshot, its fresh
+// image mapped over the VM's memory or, without one, paged in with the fill
+// held until the start; and the state of every file that binding rests on,
+// so that a request sees with a few stats whether it still holds (an image
+// built since is one such change: the binding is then made again, mapped).
 struct Binding {
   std::string path;  // as the server named it
   std::shared_ptr<const SnapshotChain> chain;
@@ -108,12 +109,11 @@ std::string UndoFailed(const Binding& binding, const Status& s) {
   return "the warm VM could not undo its binding to " + binding.path + " (" + s.message() + ")";
 }
 
-// Binds the idle `warm` VM to `path` if the snapshot fits it and its image
-// is fresh: only an image, since a snapshot paged in would have its pager
-// fill memory while the VM waits. Returns an empty binding otherwise.
-// A binding that could not be undone sets `cold_why` (UndoFailed).
-Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, const WorkerDirs& dirs,
-                std::string& cold_why) {
+// Binds the idle `warm` VM to `path` if the snapshot fits it: its fresh
+// image mapped, else paged in with the pager's fill held until the start
+// (the VM then holds only the pages its restore touched: the generation
+// ID's). Returns an empty binding otherwise.
+Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, const WorkerDirs& dirs) {
   if (dirs.images.empty() || path.empty() || path[0] != '/') return {};
   std::optional<OpenedChain> opened_now;
   const OpenedChain* snapshot = opened.Find(path);
@@ -122,18 +122,12 @@ Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, 
   Binding b;
   b.path = path;
   b.files = BindingFiles(*snapshot, dirs.images);
-  // Held until Bind returns: the image stays (ImageCache::Trim removes no
-  // image open for use) between this check and the load's mapping.
+  // Held until Bind returns: a fresh image stays (ImageCache::Trim removes
+  // no image open for use) between this look and the load's mapping.
   UniqueFd image = memory::ImageCache(dirs.images).OpenFresh(*snapshot->chain);
-  if (!image.valid()) return {};
-  if (!warm.Bind(snapshot->chain, WorkerPlan(dirs, true, nullptr)).ok()) return {};
-  // The load found another way if the image went stale meanwhile: bound
-  // only if nothing pages in.
-  if (warm.paging()) {
-    Status s = warm.Unbind();
-    if (!s.ok()) cold_why = UndoFailed(b, s);
-    return {};
-  }
+  LoadPlan plan = WorkerPlan(dirs, true, nullptr);
+  plan.hold_fill = true;
+  if (!warm.Bind(snapshot->chain, std::move(plan)).ok()) return {};
   b.chain = snapshot->chain;
   return b;
 }
@@ -372,7 +366,7 @@ FileStates BindingFiles(const OpenedChain& snapshot, const std::string& image_di
       binding = Binding{};
     }
     if (msg[0] == 'B' && cold_why.empty()) {
-      binding = TryBind(**warm, std::string(msg + 1, size_t(n - 1)), opened, dirs, cold_why);
+      binding = TryBind(**warm, std::string(msg + 1, size_t(n - 1)), opened, dirs);
     }
     // Unbound, it waits as a fresh warm VM does: with the pager armed for
     // a client whose snapshot pages in (an undone load took it).

@@ -279,7 +279,8 @@ Status Vmm::RestoreSnapshot(LoadPlan load, bool untimed_only) {
   lo.on_error_ctx = load_.get();
   lo.progress = load_->progress ? OnProgress : nullptr;
   lo.progress_ctx = load_.get();
-  lo.flags = (load_->map_file ? VMSNAP_LOAD_MAP_FILE : 0u) | (load_->build_image ? VMSNAP_LOAD_BUILD_IMAGE : 0u);
+  lo.flags = (load_->map_file ? VMSNAP_LOAD_MAP_FILE : 0u) | (load_->build_image ? VMSNAP_LOAD_BUILD_IMAGE : 0u) |
+             (load_->hold_fill ? VMSNAP_LOAD_HOLD_FILL : 0u);
   if (!load_->verified_dir.empty()) lo.verified_dir = load_->verified_dir.c_str();
   if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
   lo.fetch = load_->fetch ? OnFetch : nullptr;
@@ -346,7 +347,6 @@ void Vmm::ArmPager() {
   if (warm_ && !snap_) (void)vmsnap_vm_arm_pager(api_);
 }
 
-bool Vmm::paging() const { return pager_ != nullptr && !capi::PagerMapped(pager_); }
 
 Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
   if (bound_ && bound_ != chain) VMSNAP_RETURN_IF_ERROR(Unbind());
@@ -356,6 +356,8 @@ Status Vmm::RestoreWarm(std::shared_ptr<const SnapshotChain> chain, LoadPlan loa
   // rest was restored.
   bound_.reset();
   VMSNAP_RETURN_IF_ERROR(capi::StatusOf(vmsnap_vm_restore_state(api_, snap_)));
+  // A binding that pages in held its fill until now.
+  vmsnap_pager_release(pager_);
   return InheritLineage(chain.get(), true);
 }
 

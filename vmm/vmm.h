@@ -88,6 +88,9 @@ struct LoadPlan {
   std::string verified_dir;
   std::string image_dir;
   bool build_image = false;
+  // Lazy, paged in: fill nothing in the background until the guest starts
+  // (a warm VM bound ahead, RestoreWarm then lets it begin).
+  bool hold_fill = false;
   // Lazy: makes a chunk readable in a file filled on demand (a store's cache).
   memory::ChunkFetchFn fetch;
 };
@@ -148,9 +151,6 @@ class Vmm {
   void ArmPager();
   // The chain Bind restored ahead, or null.
   const SnapshotChain* bound() const { return bound_.get(); }
-  // Whether a lazy load's pager fills this VM's memory: false when the load
-  // mapped the snapshot's file or its image (or was eager).
-  bool paging() const;
   // Stops a lazy load's pager (pages never filled become inaccessible);
   // before the VM's memory goes. Nothing for an eager or mapped load.
   void StopPager();

@@ -530,6 +530,10 @@ typedef int (*vmsnap_fetch_fn)(uint32_t layer, uint64_t chunk, char *message, si
 /* With image_dir: build a decompressed image there first when the snapshot
  * cannot be mapped itself (compressed, a chain) and has no fresh image. */
 #define VMSNAP_LOAD_BUILD_IMAGE 2u
+/* Lazy, paged in: the pager serves faults (and first_pages) but fills
+ * nothing in the background until vmsnap_pager_release, for a VM restored
+ * ahead of its start that should hold only the pages it touched. */
+#define VMSNAP_LOAD_HOLD_FILL 4u
 
 typedef struct vmsnap_load_options {
   uint32_t struct_size;           /* sizeof(vmsnap_load_options) */
@@ -573,6 +577,9 @@ VMSNAP_API int vmsnap_vm_load_memory(vmsnap_vm *vm, const vmsnap_snapshot *snap,
                                      const vmsnap_load_options *options, vmsnap_pager **pager);
 /* Blocks until every page is in (VMSNAP_OK) or the first error. Thread-safe. */
 VMSNAP_API int vmsnap_pager_wait(vmsnap_pager *pager);
+/* Lets the background fill of a load made with VMSNAP_LOAD_HOLD_FILL
+ * begin; does nothing for any other pager. NULL is fine. */
+VMSNAP_API void vmsnap_pager_release(vmsnap_pager *pager);
 /* Stops the pager's threads and frees it; pages never filled become
  * inaccessible. Call before unmapping guest memory. NULL is fine. */
 VMSNAP_API void vmsnap_pager_stop(vmsnap_pager *pager);

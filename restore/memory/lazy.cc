@@ -162,6 +162,7 @@ struct LazyPager::Impl {
   std::condition_variable cv;
   bool begun = false;
   bool disarmed = false;  // armed, then unregistered without a snapshot
+  bool held = false;      // LazyOptions::hold_fill, until Release
   std::chrono::steady_clock::time_point begun_at;
   std::deque<size_t> hints;   // blocks after recent faults, most recent first
   std::deque<size_t> parked;  // blocks parked partial, for the background to finish
@@ -626,6 +627,7 @@ struct LazyPager::Impl {
     internal::BlockReader reader(*chain, opts.fetch_chunk);
     {
       std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return stopping || !held; });
       cv.wait_until(lock, begun_at + kFirstFaultsWindow, [&] { return stopping; });
     }
     for (bool all_filled = false; !all_filled;) {
@@ -794,10 +796,22 @@ Status LazyPager::Begin(const SnapshotChain& chain, std::span<const GuestRegion>
   {
     std::lock_guard<std::mutex> lock(m.mu);
     m.begun = true;
+    m.held = m.opts.hold_fill;
     m.begun_at = std::chrono::steady_clock::now();
   }
   m.cv.notify_all();
   return Status::Ok();
+}
+
+void LazyPager::Release() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (!m.held) return;
+    m.held = false;
+    m.begun_at = std::chrono::steady_clock::now();
+  }
+  m.cv.notify_all();
 }
 
 Result<std::unique_ptr<LazyPager>> LazyPager::Start(const SnapshotChain& chain,

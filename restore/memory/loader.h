@@ -79,6 +79,11 @@ struct LazyOptions {
   // they come in while it restores the vCPUs. Addresses outside guest
   // memory are ignored.
   std::vector<uint64_t> first_pages;
+  // true: the background fill waits for LazyPager::Release; faults and
+  // first_pages are served meanwhile. For a VM restored ahead of its start
+  // (a warm VM bound to a snapshot it pages in): idle, it holds only the
+  // pages it touched, not a copy of the snapshot's memory.
+  bool hold_fill = false;
 };
 
 // Counters, for tests and the benchmark.
@@ -131,6 +136,9 @@ class LazyPager {
   // the waiting threads and the decoders' memory to the destructor, off
   // the way to the guest's first instruction. Begin then refuses.
   void Disarm();
+  // Lets a fill held by LazyOptions::hold_fill begin (after the usual first
+  // faults' window, counted from now). Does nothing otherwise.
+  void Release();
   ~LazyPager();
   LazyPager(const LazyPager&) = delete;
   LazyPager& operator=(const LazyPager&) = delete;

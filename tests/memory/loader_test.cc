@@ -471,6 +471,34 @@ TEST_F(Loader, LazyFirstPagesComeInBeforeAnyFault) {
   EXPECT_EQ(st.background_fills, 0u);
 }
 
+TEST_F(Loader, LazyHeldFillFillsOnlyWhatIsTouchedUntilReleased) {
+  // A VM restored ahead of its start holds only the pages it touched.
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  SnapshotChain chain = Open("z.vmsnap");
+  GuestMemory mem(regs_);
+  LazyOptions o;
+  o.background_threads = 1;
+  o.hold_fill = true;
+  auto pager = LazyPager::Start(chain, mem.regions(), o);
+  ASSERT_TRUE(pager.ok()) << pager.status().message();
+  // A touch is served while the fill is held.
+  EXPECT_EQ(std::memcmp(mem.host(0), regs_[0].data.data(), kPage), 0);
+  // Well past the first faults' window, the background has filled nothing.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  LazyStats st = pager.value()->stats();
+  EXPECT_EQ(st.background_fills, 0u);
+  EXPECT_FALSE(pager.value()->done());
+  EXPECT_LE(st.bytes_filled, 64 * kPage) << "more than the touched block came in";
+  // Released, it fills the rest, and memory is the snapshot's.
+  pager.value()->Release();
+  Status s = pager.value()->Wait();
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_TRUE(pager.value()->done());
+  EXPECT_GT(pager.value()->stats().background_fills, 0u);
+  pager.value().reset();
+  EXPECT_EQ(CountDifferentPages(mem, regs_), 0u);
+}
+
 TEST_F(Loader, LazyPagesServedFromAPartlyDecodedChunkAreTheSavedPages) {
   if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
   std::mt19937_64 rng(5);
