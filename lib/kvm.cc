@@ -588,7 +588,7 @@ int vmsnap_vm_restore_cancel(vmsnap_vm* vm) {
   if (!vm->restoring) return Ok();  // nothing was loaded
   if (vm->state_restored()) return Invalid("vmsnap_vm_restore_cancel: the state is restored already");
   // Nothing may fill or map the memory past this point.
-  if (vm->loader) vm->loader->Abandon();
+  if (vm->loader) vm->loader->Discard();
   vm->loader.reset();
   // Whatever the load put there (a file or image mapped, pages copied)
   // gives way to untouched anonymous memory at the same addresses, as the

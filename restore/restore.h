@@ -41,6 +41,10 @@ class MemoryLoader {
   // The restore failed after Load: stop every use of the regions now, since
   // the caller unmaps them next (a lazy loader's threads would fault).
   virtual void Abandon() {}
+  // As Abandon, for a caller that replaces the regions' memory right after
+  // (a warm VM's restore cancelled): what was never filled need not be made
+  // unreadable first.
+  virtual void Discard() { Abandon(); }
 };
 
 class EagerMemoryLoader final : public MemoryLoader {

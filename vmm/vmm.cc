@@ -334,8 +334,10 @@ Status Vmm::Bind(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
 
 Status Vmm::Unbind() {
   if (!snap_ || !bound_) return Status::Ok();
-  StopPager();
+  // Cancelled first: it stops the pager without fencing the pages it never
+  // filled, since it replaces the memory next.
   Status s = capi::StatusOf(vmsnap_vm_restore_cancel(api_));
+  StopPager();
   vmsnap_close(snap_);
   snap_ = nullptr;
   bound_.reset();

@@ -163,6 +163,7 @@ struct LazyPager::Impl {
   bool begun = false;
   bool disarmed = false;  // armed, then unregistered without a snapshot
   bool held = false;      // LazyOptions::hold_fill, until Release
+  bool fence = true;      // false: SkipFence
   std::chrono::steady_clock::time_point begun_at;
   std::deque<size_t> hints;   // blocks after recent faults, most recent first
   std::deque<size_t> parked;  // blocks parked partial, for the background to finish
@@ -853,7 +854,12 @@ LazyPager::~LazyPager() {
   // An eventfd write of 1 cannot fail short of a kernel bug; the handler polls it.
   (void)!::write(impl_->stop_efd.get(), &one, sizeof(one));
   impl_->handler.join();
-  if (!impl_->done) impl_->FenceUnfilled();
+  if (!impl_->done && impl_->fence) impl_->FenceUnfilled();
+}
+
+void LazyPager::SkipFence() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->fence = false;
 }
 
 void LazyPager::Disarm() {

@@ -56,6 +56,10 @@ class LazyLoader final : public restore::MemoryLoader {
     armed_.reset();
   }
   void Abandon() override { Stop(); }
+  void Discard() override {
+    if (pager_) pager_->SkipFence();
+    Stop();
+  }
   LazyPager* pager() { return pager_.get(); }
   // Where verified files are remembered (empty: verify on every load).
   void set_stamp_dir(std::string dir) { stamp_dir_ = std::move(dir); }
