@@ -23,7 +23,6 @@
 
 namespace vmsnap {
 
-
 struct WriterOptions {
   schema::Compression compression = schema::Compression::ZSTD;
   int zstd_level = 3;

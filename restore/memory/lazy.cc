@@ -562,26 +562,17 @@ struct LazyPager::Impl {
     // A warm VM's pager waits for its snapshot: time to prepare, once the
     // start that made this VM's process (a pool refilled as another VM
     // starts) has had the CPU: the preparation is not urgent, the start is.
-    bool spares = false;
+    // A VM bound ahead (its fill held) is still idle when it gets its
+    // snapshot, maybe before that delay: it makes its spares then.
     if (armed_early) {
       std::unique_lock<std::mutex> lock(mu);
-      if (!cv.wait_for(lock, kArmedPrepareDelay, [&] { return begun || stopping; })) {
-        lock.unlock();
-        MakeSpares();
-        spares = true;
-      }
+      const bool given = cv.wait_for(lock, kArmedPrepareDelay, [&] { return begun || stopping; });
+      const bool idle = !given || held;
+      lock.unlock();
+      if (idle) MakeSpares();
     }
     if (!WaitBegun()) return;
     ServeFirstPages();
-    // A VM bound ahead (its fill held) was given its snapshot while idle,
-    // maybe before the delay above: its spares are made now, while it
-    // still waits, rather than by the guest's first faults.
-    bool held_now;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      held_now = held;
-    }
-    if (armed_early && !spares && held_now) MakeSpares();
     struct uffd_msg msgs[16];
     for (;;) {
       struct pollfd fds[2] = {{uffd.get(), POLLIN, 0}, {stop_efd.get(), POLLIN, 0}};

@@ -710,6 +710,13 @@ class Images : public CliTest {
     }
     return u;
   }
+  // Starts the snapshot `snap` through the server at `sock` and waits until
+  // its guest has read its memory (it then idles): `*client` is the still
+  // running `load --via`.
+  void StartVia(const std::string& sock, const std::string& snap, const std::string& out, pid_t* client) {
+    *client = Spawn({"load", "--via", Path(sock), Path(snap), "--serial", Path(out)});
+    ASSERT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out));
+  }
   // Resident KiB of `pid`'s guest memory: its anonymous mappings of 64 MiB
   // or more (the servers here keep 64 MiB VMs; nothing else is that large).
   static long GuestRss(pid_t pid) {
@@ -804,8 +811,8 @@ TEST_F(Images, WarmStartsMapTheImageTheServerBuilds) {
   const pid_t plain = Spawn({"serve", "--control", Path("plain.sock"), "--pool", "1", "--mem", "64M",
                              "--no-image-build"});
   ASSERT_TRUE(WaitForSocket(Path("plain.sock")));
-  const pid_t a = Spawn({"load", "--via", Path("plain.sock"), Path("snap.vmsnap"), "--serial", Path("a.txt")});
-  ASSERT_TRUE(WaitFor(Path("a.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("a.txt"));
+  pid_t a = -1;
+  ASSERT_NO_FATAL_FAILURE(StartVia("plain.sock", "snap.vmsnap", "a.txt", &a));
   EXPECT_EQ(MappedByAWorker(plain).rss, 0) << "paged in privately";
   ::kill(a, SIGKILL);
   Wait(a);
@@ -817,13 +824,13 @@ TEST_F(Images, WarmStartsMapTheImageTheServerBuilds) {
   // background; the starts after it map it.
   const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M"});
   ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
-  const pid_t b = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("b.txt")});
-  ASSERT_TRUE(WaitFor(Path("b.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("b.txt"));
+  pid_t b = -1;
+  ASSERT_NO_FATAL_FAILURE(StartVia("pool.sock", "snap.vmsnap", "b.txt", &b));
   ASSERT_TRUE(WaitForImage(std::chrono::seconds(60))) << "no image built";
   ::kill(b, SIGKILL);
   Wait(b);
-  const pid_t c = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("c.txt")});
-  ASSERT_TRUE(WaitFor(Path("c.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("c.txt"));
+  pid_t c = -1;
+  ASSERT_NO_FATAL_FAILURE(StartVia("pool.sock", "snap.vmsnap", "c.txt", &c));
   // The 16 MiB the guest read came from the image.
   EXPECT_GE(MappedByAWorker(server).rss, 16 * 1024);
   ::kill(c, SIGKILL);
@@ -836,8 +843,8 @@ TEST_F(Images, AWarmVmBindsToASnapshotItPagesInAndHoldsOnlyWhatItsRestoreTouched
   ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
   // The first start is unbound; the warm VM that replaces it binds to the
   // snapshot, paged in: its restore touched the generation ID's page.
-  const pid_t a = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("a.txt")});
-  ASSERT_TRUE(WaitFor(Path("a.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("a.txt"));
+  pid_t a = -1;
+  ASSERT_NO_FATAL_FAILURE(StartVia("pool.sock", "snap.vmsnap", "a.txt", &a));
   ::kill(a, SIGKILL);
   Wait(a);
   pid_t bound = -1;
@@ -856,8 +863,8 @@ TEST_F(Images, AWarmVmBindsToASnapshotItPagesInAndHoldsOnlyWhatItsRestoreTouched
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_LE(GuestRss(bound), 1024) << "KiB held by the idle bound VM";
   // The next start runs in that VM, to the same result.
-  const pid_t b = Spawn({"load", "--via", Path("pool.sock"), Path("snap.vmsnap"), "--serial", Path("b.txt")});
-  ASSERT_TRUE(WaitFor(Path("b.txt"), "sum: 00000000007ff800\n")) << ReadFile(Path("b.txt"));
+  pid_t b = -1;
+  ASSERT_NO_FATAL_FAILURE(StartVia("pool.sock", "snap.vmsnap", "b.txt", &b));
   EXPECT_GE(GuestRss(bound), 16 * 1024) << "the start did not run in the bound VM";
   ::kill(b, SIGKILL);
   Wait(b);
