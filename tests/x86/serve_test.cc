@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/fd.h"
 #include "tests/cli_fixture.h"
 #include "vmm/control.h"
 #include "vmm/serve.h"
@@ -423,13 +424,14 @@ class Bound : public Serve {
     RunResult regs = Run("run " + Guest("regs.elf") + " --mem 64M --snapshot-on-doorbell regs{n}.vmsnap");
     ASSERT_EQ(regs.status, 42) << regs.err;
   }
-  // A start as `load --via` makes it, with the reply read here: the guest's
-  // serial output and the server's last reply line.
+  // A start as `load --via` makes it, but sent over the socket from here,
+  // so that its reply is read here: the guest's serial output and the
+  // server's last reply line. (Images::StartVia runs `load --via` itself.)
   struct Started {
     std::string out;
     nlohmann::json reply;
   };
-  Started StartVia(const std::string& snapshot) {
+  Started StartOverSocket(const std::string& snapshot) {
     Started st;
     const std::string out = Path("start" + std::to_string(++starts_) + ".txt");
     const int serial = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -526,8 +528,8 @@ TEST_F(Bound, ThePoolIsRefilledWhileItsGuestsNeverLeaveKvm) {
 TEST_F(Bound, AlternatedSnapshotsAreEachStartedByAVmBoundToItWithTheSameResult) {
   const pid_t server = StartServer("64M", 2);
   // The first start of each is unbound (no image yet): the reference.
-  const Started genid = StartVia("snap1.vmsnap");
-  const Started regs = StartVia("regs1.vmsnap");
+  const Started genid = StartOverSocket("snap1.vmsnap");
+  const Started regs = StartOverSocket("regs1.vmsnap");
   for (const Started* s : {&genid, &regs}) {
     EXPECT_EQ(s->reply.value("exit_status", -1), 42) << s->reply.dump() << s->out;
     EXPECT_EQ(s->reply.value("bound", true), false) << s->reply.dump();
@@ -540,7 +542,7 @@ TEST_F(Bound, AlternatedSnapshotsAreEachStartedByAVmBoundToItWithTheSameResult) 
   for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(WaitBound(server, 2)) << "start " << i << ": not every warm VM is bound";
     const Started& ref = i % 2 ? regs : genid;
-    const Started s = StartVia(i % 2 ? "regs1.vmsnap" : "snap1.vmsnap");
+    const Started s = StartOverSocket(i % 2 ? "regs1.vmsnap" : "snap1.vmsnap");
     EXPECT_EQ(s.reply.value("exit_status", -1), 42) << i << ": " << s.reply.dump() << s.out;
     EXPECT_EQ(s.reply.value("bound", false), true) << i << ": " << s.reply.dump();
     EXPECT_EQ(s.reply.value("warm", false), true) << i;
@@ -556,13 +558,13 @@ TEST_F(Bound, AlternatedSnapshotsAreEachStartedByAVmBoundToItWithTheSameResult) 
 
 TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
   const pid_t server = StartServer("64M", 1);
-  EXPECT_EQ(StartVia("snap1.vmsnap").reply.value("exit_status", -1), 42);
+  EXPECT_EQ(StartOverSocket("snap1.vmsnap").reply.value("exit_status", -1), 42);
   ASSERT_TRUE(WaitImages(1));
   ASSERT_TRUE(WaitBound(server, 1));
   // The same path, other content: the guest is the new file's.
   std::filesystem::copy_file(Path("regs1.vmsnap"), Path("new.vmsnap"));
   std::filesystem::rename(Path("new.vmsnap"), Path("snap1.vmsnap"));
-  Started s = StartVia("snap1.vmsnap");
+  Started s = StartOverSocket("snap1.vmsnap");
   EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
   EXPECT_EQ(s.reply.value("bound", true), false);
   EXPECT_NE(s.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
@@ -574,7 +576,7 @@ TEST_F(Bound, ABindingIsUndoneWhenItsSnapshotIsReplacedOrItsImageRemoved) {
   for (const auto& e : std::filesystem::directory_iterator(Path("cache/vmsnap/images"))) {
     std::filesystem::remove(e.path());
   }
-  s = StartVia("snap1.vmsnap");
+  s = StartOverSocket("snap1.vmsnap");
   EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
   EXPECT_EQ(s.reply.value("bound", true), false);
   EXPECT_NE(s.out.find("regs: after doorbell\nregs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
@@ -593,7 +595,7 @@ TEST_F(Bound, AnIdleBindingIsUndoneWhenItsSnapshotIsReplacedAndItsImageLetGo) {
         std::chrono::seconds(5)))
         << "a fresh warm VM has no pager armed";
   }
-  EXPECT_EQ(StartVia("snap1.vmsnap").reply.value("exit_status", -1), 42);
+  EXPECT_EQ(StartOverSocket("snap1.vmsnap").reply.value("exit_status", -1), 42);
   ASSERT_TRUE(WaitImages(1));
   ASSERT_TRUE(WaitBound(server, 1));
   std::string old_image;
@@ -623,12 +625,12 @@ TEST_F(Bound, AnIdleBindingIsUndoneWhenItsSnapshotIsReplacedAndItsImageLetGo) {
   }
   // The next start runs the new file's guest; once its image is built, the
   // pool is bound to it.
-  Started s = StartVia("snap1.vmsnap");
+  Started s = StartOverSocket("snap1.vmsnap");
   EXPECT_EQ(s.reply.value("exit_status", -1), 42) << s.reply.dump() << s.out;
   EXPECT_NE(s.out.find("regs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
   ASSERT_TRUE(WaitImages(2));
   ASSERT_TRUE(WaitBound(server, 1));
-  s = StartVia("snap1.vmsnap");
+  s = StartOverSocket("snap1.vmsnap");
   EXPECT_EQ(s.reply.value("bound", false), true) << s.reply.dump();
   EXPECT_NE(s.out.find("regs: all registers, DRs and MSRs match"), std::string::npos) << s.out;
 }
@@ -642,14 +644,14 @@ TEST_F(Bound, TimersRunFromTheStartNotFromTheBinding) {
   const pid_t server =
       Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M", "--vcpus", "2"});
   ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
-  EXPECT_EQ(StartVia("timer1.vmsnap").reply.value("exit_status", -1), 43);
+  EXPECT_EQ(StartOverSocket("timer1.vmsnap").reply.value("exit_status", -1), 43);
   ASSERT_TRUE(WaitImages(1));
   ASSERT_TRUE(WaitBound(server, 1));
   // Bound for far longer than the timer had left: set at the binding, it
   // would have fired while the VM waited and the guest would end at once.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   const auto t0 = std::chrono::steady_clock::now();
-  const Started s = StartVia("timer1.vmsnap");
+  const Started s = StartOverSocket("timer1.vmsnap");
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   EXPECT_EQ(s.reply.value("exit_status", -1), 43) << s.reply.dump() << s.out;
   EXPECT_EQ(s.reply.value("bound", false), true) << s.reply.dump();
@@ -686,6 +688,40 @@ class Images : public CliTest {
     pid_t pid = Spawn({"load", Path("snap.vmsnap"), "--memory", memory, "--serial", Path(out)});
     EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out)) << ReadFile(Path("run.txt"));
     return pid;
+  }
+  // Whether the page holding guest-physical `gpa` is in memory in `pid`,
+  // whose guest memory is its one anonymous mapping of 64 MiB or more
+  // (/proc/PID/pagemap's present bit).
+  static bool GuestPagePresent(pid_t pid, uint64_t gpa) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    uint64_t base = 0;
+    for (std::string line; std::getline(maps, line);) {
+      std::istringstream ls(line);
+      std::string range, perms, offset, dev, inode, path;
+      ls >> range >> perms >> offset >> dev >> inode >> path;
+      const size_t dash = range.find('-');
+      const uint64_t start = std::stoull(range.substr(0, dash), nullptr, 16);
+      const uint64_t end = std::stoull(range.substr(dash + 1), nullptr, 16);
+      if (path.empty() && end - start >= (uint64_t(64) << 20)) base = start;
+    }
+    if (base == 0) return false;
+    UniqueFd pm(::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+    uint64_t entry = 0;
+    if (!pm.valid() || ::pread(pm.get(), &entry, sizeof entry, off_t((base + gpa) / 4096 * 8)) != ssize_t(sizeof entry)) {
+      return false;
+    }
+    return (entry >> 63) != 0;
+  }
+  // The guest-physical address of vCPU 0's register `reg` (rip or rsp) in
+  // the snapshot, plus `delta`, translated through its page tables.
+  uint64_t Vcpu0Gpa(const std::string& snapshot, const std::string& reg, int64_t delta) {
+    RunResult j = Run("inspect --json " + snapshot);
+    EXPECT_EQ(j.status, 0) << j.err;
+    const uint64_t gva =
+        std::stoull(nlohmann::json::parse(j.out)["vcpus"][0]["regs"][reg].get<std::string>(), nullptr, 16) + delta;
+    RunResult t = Run("translate --json " + snapshot + " --gva " + std::to_string(gva));
+    EXPECT_EQ(t.status, 0) << t.err;
+    return std::stoull(nlohmann::json::parse(t.out)["gpa"].get<std::string>(), nullptr, 16);
   }
   // Resident and proportional memory (KiB) of `pid`'s mappings of an image.
   struct Use {
@@ -862,6 +898,12 @@ TEST_F(Images, AWarmVmBindsToASnapshotItPagesInAndHoldsOnlyWhatItsRestoreTouched
   // a few pages, not the 16 MiB the guest reads.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_LE(GuestRss(bound), 1024) << "KiB held by the idle bound VM";
+  // Among them, the pages its guest's first instruction needs: its code
+  // and the top of its stack. A page the guest reads later is not.
+  const uint64_t code = Vcpu0Gpa("snap.vmsnap", "rip", 0), stack = Vcpu0Gpa("snap.vmsnap", "rsp", -8);
+  EXPECT_TRUE(GuestPagePresent(bound, code)) << "the guest's code page, gpa " << std::hex << code;
+  EXPECT_TRUE(GuestPagePresent(bound, stack)) << "the guest's stack page, gpa " << std::hex << stack;
+  EXPECT_FALSE(GuestPagePresent(bound, 24 << 20)) << "a page the guest only reads later";
   // The next start runs in that VM, to the same result.
   pid_t b = -1;
   ASSERT_NO_FATAL_FAILURE(StartVia("pool.sock", "snap.vmsnap", "b.txt", &b));
