@@ -281,6 +281,7 @@ Binding TryBind(Vmm& warm, const std::string& path, const OpenedChains& opened, 
                 {"warm", is_warm},
                 {"bound", bound_start},
                 {"first_entry_ns", running->first_entry_ns()},
+                {"first_exit_ns", running->first_exit_ns()},
                 {"generation_id", BytesHex(running->generation_id())}});
     ::_exit(0);
   };

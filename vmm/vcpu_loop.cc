@@ -16,6 +16,12 @@
 namespace vmsnap::vmm {
 namespace {
 
+int64_t MonotonicNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 // Kicks a vCPU thread out of KVM_RUN: the handler does nothing, the ioctl
 // returns EINTR. Installed without SA_RESTART.
 const int kKickSignal = SIGUSR1;
@@ -182,17 +188,14 @@ void Vmm::VcpuLoop(size_t i) {
       }
       v.run()->immediate_exit = 0;
     }
-    if (i == 0 && first_entry_ns_.load(std::memory_order_relaxed) == 0) {
-      timespec ts{};
-      ::clock_gettime(CLOCK_MONOTONIC, &ts);
-      first_entry_ns_.store(int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec);
-    }
+    if (i == 0 && first_entry_ns_.load(std::memory_order_relaxed) == 0) first_entry_ns_.store(MonotonicNs());
     auto r = v.Run();
     if (!r.ok()) {
       Stop(std::nullopt, r.status());
       break;
     }
     if (*r == kvm::Vcpu::RunResult::kInterrupted) continue;
+    if (i == 0 && first_exit_ns_.load(std::memory_order_relaxed) == 0) first_exit_ns_.store(MonotonicNs());
     if (!HandleExit(i)) break;
   }
 }

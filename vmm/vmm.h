@@ -181,7 +181,6 @@ class Vmm {
   kvm::x86::VcpuOps& vcpu_ops(size_t i) { return *vcpu_ops_[i]; }
   kvm::x86::VmOps& vm_ops() { return *vm_ops_; }
   kvm::Vm& vm() { return *vm_; }
-  // CLOCK_MONOTONIC (ns) when vCPU 0 first entered KVM_RUN; 0 before.
   // See VmmOptions::hangup_fd; for a VM prepared before its client was known.
   void set_hangup_fd(int fd) { options_.hangup_fd = fd; }
   // Where doorbell snapshots go (a warm VM learns it with its snapshot).
@@ -191,7 +190,11 @@ class Vmm {
   // a warm VM's process answers its client from here and ends at once,
   // without waiting for the other vCPUs or the main loop to notice.
   void set_on_guest_exit(std::function<void(int status)> fn) { on_guest_exit_ = std::move(fn); }
+  // CLOCK_MONOTONIC (ns) when vCPU 0 first entered KVM_RUN, and when its
+  // first exit came back to the VMM (for a guest whose first instruction
+  // exits, a port write say, the moment that instruction ran); 0 before.
   int64_t first_entry_ns() const { return first_entry_ns_.load(); }
+  int64_t first_exit_ns() const { return first_exit_ns_.load(); }
   // The generation ID Run() gave the guest before its first instruction
   // (docs/guest-abi.md, "Generation ID").
   const std::array<uint8_t, 16>& generation_id() const { return generation_id_; }
@@ -286,6 +289,7 @@ class Vmm {
   int doorbell_seq_ = 0;
   UniqueFd event_fd_;  // wakes the main thread: doorbells, stops
   std::atomic<int64_t> first_entry_ns_{0};
+  std::atomic<int64_t> first_exit_ns_{0};
   std::array<uint8_t, 16> generation_id_{};
   std::vector<LoadRecord> loads_;
   std::function<void(int status)> on_guest_exit_;

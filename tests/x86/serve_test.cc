@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -416,6 +417,13 @@ TEST_F(Serve, BadAndVanishingClientsLeaveTheServerServing) {
 // Warm VMs bound ahead to the snapshot they will likely be asked for: a
 // start through one gives the guest what an unbound start gives it, and a
 // binding whose files changed is undone.
+// CLOCK_MONOTONIC in ns, as the reply's stamps are.
+int64_t MonotonicNs() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 class Bound : public Serve {
  protected:
   void SetUp() override {
@@ -542,9 +550,17 @@ TEST_F(Bound, AlternatedSnapshotsAreEachStartedByAVmBoundToItWithTheSameResult) 
   for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(WaitBound(server, 2)) << "start " << i << ": not every warm VM is bound";
     const Started& ref = i % 2 ? regs : genid;
+    const int64_t asked = MonotonicNs();
     const Started s = StartOverSocket(i % 2 ? "regs1.vmsnap" : "snap1.vmsnap");
     EXPECT_EQ(s.reply.value("exit_status", -1), 42) << i << ": " << s.reply.dump() << s.out;
     EXPECT_EQ(s.reply.value("bound", false), true) << i << ": " << s.reply.dump();
+    // The reply's clock stamps: vCPU 0 entered, then exited, after the
+    // request and before the answer.
+    const int64_t entry = s.reply.value("first_entry_ns", int64_t(0));
+    const int64_t exited = s.reply.value("first_exit_ns", int64_t(0));
+    EXPECT_GT(entry, asked) << s.reply.dump();
+    EXPECT_GT(exited, entry) << s.reply.dump();
+    EXPECT_LT(exited, MonotonicNs()) << s.reply.dump();
     EXPECT_EQ(s.reply.value("warm", false), true) << i;
     EXPECT_EQ(std::regex_replace(s.out, id, "ID"), std::regex_replace(ref.out, id, "ID")) << i;
     if (i % 2 == 0) {
