@@ -328,27 +328,8 @@ Status Vmm::Bind(std::shared_ptr<const SnapshotChain> chain, LoadPlan load) {
   if (!s.ok()) {
     Status undone = Unbind();
     if (!undone.ok()) return Status(s.code(), s.message() + "; undoing it: " + undone.message());
-    return s;
   }
-  TouchFirstPages();
   return s;
-}
-
-void Vmm::TouchFirstPages() {
-  for (auto& ops : vcpu_ops_) {
-    auto regs = ops->GetRegs();
-    auto sregs = ops->GetSregs();
-    if (!regs.ok() || !sregs.ok()) continue;
-    // Linear addresses: the segment's base added, cut to 32 bits outside
-    // long mode (where CS and SS bases are 0).
-    const bool long_mode = (sregs->efer & (1u << 10)) != 0;  // EFER.LMA
-    const uint64_t mask = long_mode ? ~uint64_t(0) : 0xffffffffu;
-    for (uint64_t linear : {(sregs->cs.base + regs->rip) & mask, (sregs->ss.base + regs->rsp - 8) & mask}) {
-      auto gpa = ops->Translate(linear);
-      if (!gpa.ok() || !*gpa) continue;
-      if (const volatile uint8_t* p = memory_->HostPtr(**gpa, 1)) (void)*p;
-    }
-  }
 }
 
 Status Vmm::Unbind() {

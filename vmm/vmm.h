@@ -240,13 +240,6 @@ class Vmm {
   Result<capture::CaptureResult> CaptureNow(const std::string& path, uint64_t pause_ns,
                                             const capture::dirty::SnapshotPlan& plan,
                                             const CompressionSpec& compression);
-  // Reads, through the host's view of guest memory, the pages each vCPU's
-  // next instruction needs: its code and the top of its stack, found by
-  // KVM_TRANSLATE (which reads the page tables mapping them). Bind does it:
-  // a snapshot paged in then serves those pages while the VM waits, not as
-  // faults between the start's KVM_RUN and the guest's first instruction.
-  // Best effort: a page it cannot find is left to fault as before.
-  void TouchFirstPages();
   // Pauses the running VM (if it runs), captures, then resumes (or, with `stop_after` and a good
   // snapshot, ends the VM without letting it run again).
   Result<capture::CaptureResult> SavePausedNow(const std::string& path, const capture::dirty::SnapshotPlan& plan,

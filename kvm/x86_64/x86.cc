@@ -218,14 +218,6 @@ Result<bool> RealVcpuOps::KvmclockCtrl() {
   return Status::Kvm("KVM_KVMCLOCK_CTRL" + vcpu_->where() + ": " + std::strerror(err));
 }
 
-Result<std::optional<uint64_t>> RealVcpuOps::Translate(uint64_t gva) {
-  kvm_translation t{};
-  t.linear_address = gva;
-  VMSNAP_RETURN_IF_ERROR(Ioctl(vcpu_->fd(), KVM_TRANSLATE, &t, "KVM_TRANSLATE", vcpu_->where()).status());
-  if (!t.valid) return std::optional<uint64_t>();
-  return std::optional<uint64_t>(t.physical_address);
-}
-
 // ---- VM ----
 
 Result<kvm_irqchip> RealVmOps::GetIrqchip(uint32_t chip_id) {

@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -143,12 +142,6 @@ class RealVcpuOps final : public VcpuOps {
   Result<uint32_t> GetTscKhz() override;
   Status SetTscKhz(uint32_t khz) override;
   Result<bool> KvmclockCtrl() override;
-
-  // KVM_TRANSLATE: the guest-physical address the linear address `gva`
-  // maps to through the vCPU's page tables as they are now (reading them
-  // from guest memory); nullopt when it is not mapped. Not a state ioctl:
-  // capture and restore never call it.
-  Result<std::optional<uint64_t>> Translate(uint64_t gva);
 
  private:
   Vcpu* vcpu_;  // not owned
