@@ -11,14 +11,14 @@
 #include "interop/qemu_x86.h"
 #include "tools/command.h"
 #include "tools/forensics/export.h"
-#include "tools/forensics/memory.h"
+#include "guest/memory.h"
 #include "tools/progress.h"
 #include "tools/tool_util.h"
 
 namespace vmsnap::cli {
 namespace {
 
-int ExportQemu(const SnapshotChain& chain, const forensics::PhysicalMemory& memory, const std::string& out,
+int ExportQemu(const SnapshotChain& chain, const guest::PhysicalMemory& memory, const std::string& out,
                const std::string& machine) {
   auto fail = [](const Status& s) {
     std::fprintf(stderr, "vmsnap export: %s\n", s.message().c_str());
@@ -61,7 +61,7 @@ int RunExport(const std::string& snapshot, const std::string& format_name, const
       return fail(Status::WrongArch(snapshot + ": --format qemu needs an x86_64 snapshot; this one is " +
                                     ArchName(chain->leaf().manifest().getArch())));
     }
-    auto memory = forensics::ChainMemory::Create(*chain);
+    auto memory = guest::ChainMemory::Create(*chain);
     if (!memory.ok()) return fail(memory.status());
     return ExportQemu(*chain, **memory, out, machine);
   }
@@ -69,7 +69,7 @@ int RunExport(const std::string& snapshot, const std::string& format_name, const
   if (!format.ok()) return fail(format.status());
   auto chain = SnapshotChain::Open(snapshot);
   if (!chain.ok()) return fail(chain.status());
-  auto memory = forensics::ChainMemory::Create(*chain);
+  auto memory = guest::ChainMemory::Create(*chain);
   if (!memory.ok()) return fail(memory.status());
 
   uint64_t total = 0;

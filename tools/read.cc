@@ -17,8 +17,8 @@
 #include "tools/tool_util.h"
 #include "tools/command.h"
 #include "tools/forensics/cli_util.h"
-#include "tools/forensics/memory.h"
-#include "tools/forensics/paging.h"
+#include "guest/memory.h"
+#include "guest/paging.h"
 
 namespace vmsnap::cli {
 namespace {
@@ -99,7 +99,7 @@ int RunRead(const ReadArgs& a) {
 
   auto chain = SnapshotChain::Open(a.snapshot);
   if (!chain.ok()) return fail(chain.status());
-  auto chain_mem = forensics::ChainMemory::Create(*chain);
+  auto chain_mem = guest::ChainMemory::Create(*chain);
   if (!chain_mem.ok()) return fail(chain_mem.status());
   forensics::PageCache memory(**chain_mem);
 
@@ -107,20 +107,20 @@ int RunRead(const ReadArgs& a) {
   // an address outside memory fails without partial output.
   std::vector<Segment> segments;
   if (!virt) {
-    Status inside = forensics::CheckInside(memory.regions(), *start, *len);
+    Status inside = guest::CheckInside(memory.regions(), *start, *len);
     if (!inside.ok()) return fail(inside);
     if (*len) segments.push_back({*start, *len});
   } else {
-    auto regs = forensics::PagingRegsOf(chain->leaf().manifest(), a.vcpu);
+    auto regs = guest::PagingRegsOf(chain->leaf().manifest(), a.vcpu);
     if (!regs.ok()) return fail(regs.status());
     uint64_t gva = *start;
     uint64_t left = *len;
     while (left > 0) {
-      auto t = forensics::Translate(memory, *regs, gva);
+      auto t = guest::Translate(memory, *regs, gva);
       if (!t.ok()) return fail(t.status());
-      if (!t->mapped) return fail(Status::InvalidArgument(forensics::FaultMessage(*t)));
+      if (!t->mapped) return fail(Status::InvalidArgument(guest::FaultMessage(*t)));
       const uint64_t n = std::min(left, t->page_size - (gva & (t->page_size - 1)));
-      Status inside = forensics::CheckInside(memory.regions(), t->gpa, n);
+      Status inside = guest::CheckInside(memory.regions(), t->gpa, n);
       if (!inside.ok()) {
         return fail(inside.Context("gva " + Hex(gva) + " maps to gpa " + Hex(t->gpa)));
       }

@@ -10,8 +10,8 @@
 #include "format/chain.h"
 #include "tools/command.h"
 #include "tools/forensics/cli_util.h"
-#include "tools/forensics/memory.h"
-#include "tools/forensics/paging.h"
+#include "guest/memory.h"
+#include "guest/paging.h"
 
 namespace vmsnap::cli {
 namespace {
@@ -29,7 +29,7 @@ std::string PageSizeName(uint64_t size) {
   return std::to_string(size >> 10) + " KiB";
 }
 
-std::string EntryHex(const forensics::WalkStep& s) {
+std::string EntryHex(const guest::WalkStep& s) {
   char buf[24];
   std::snprintf(buf, sizeof buf, s.entry_bytes == 4 ? "0x%08" PRIx64 : "0x%016" PRIx64, s.entry);
   return buf;
@@ -44,19 +44,19 @@ int RunTranslate(const TranslateArgs& a) {
   if (!gva.ok()) return fail(gva.status());
   auto chain = SnapshotChain::Open(a.snapshot);
   if (!chain.ok()) return fail(chain.status());
-  auto chain_mem = forensics::ChainMemory::Create(*chain);
+  auto chain_mem = guest::ChainMemory::Create(*chain);
   if (!chain_mem.ok()) return fail(chain_mem.status());
   forensics::PageCache memory(**chain_mem);
-  auto regs = forensics::PagingRegsOf(chain->leaf().manifest(), a.vcpu);
+  auto regs = guest::PagingRegsOf(chain->leaf().manifest(), a.vcpu);
   if (!regs.ok()) return fail(regs.status());
-  auto t = forensics::Translate(memory, *regs, *gva);
+  auto t = guest::Translate(memory, *regs, *gva);
   if (!t.ok()) return fail(t.status());
 
   if (a.json) {
     nlohmann::ordered_json j;
     j["gva"] = Hex(*gva);
     j["vcpu"] = a.vcpu;
-    j["mode"] = forensics::ModeName(t->mode);
+    j["mode"] = guest::ModeName(t->mode);
     if (regs->arm64) {
       j["tcr_el1"] = Hex(regs->tcr);
       j["table_register"] = t->root_name;
@@ -72,7 +72,7 @@ int RunTranslate(const TranslateArgs& a) {
       js["index"] = s.index;
       js["entry_address"] = Hex(s.entry_gpa);
       js["entry"] = Hex(s.entry);
-      js["flags"] = forensics::EntryFlags(s);
+      js["flags"] = guest::EntryFlags(s);
       steps.push_back(std::move(js));
     }
     j["steps"] = std::move(steps);
@@ -89,11 +89,11 @@ int RunTranslate(const TranslateArgs& a) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("gva %s  vCPU %" PRIu64 "  paging %s  %s %s\n", Hex(*gva).c_str(), a.vcpu,
-                forensics::ModeName(t->mode), t->root_name, Hex(t->root).c_str());
+                guest::ModeName(t->mode), t->root_name, Hex(t->root).c_str());
     for (const auto& s : t->steps) {
       std::printf("  %-4s  table %-12s  index %3u  entry at %-12s = %s  %s\n", s.level,
                   Hex(s.table_gpa).c_str(), s.index, Hex(s.entry_gpa).c_str(),
-                  EntryHex(s).c_str(), forensics::EntryFlags(s).c_str());
+                  EntryHex(s).c_str(), guest::EntryFlags(s).c_str());
     }
     if (t->mapped) {
       std::printf("gpa %s  (%s page at %s)\n", Hex(t->gpa).c_str(), PageSizeName(t->page_size).c_str(),
@@ -101,7 +101,7 @@ int RunTranslate(const TranslateArgs& a) {
     }
   }
   std::fflush(stdout);
-  if (!t->mapped) return fail(Status::InvalidArgument(forensics::FaultMessage(*t)));
+  if (!t->mapped) return fail(Status::InvalidArgument(guest::FaultMessage(*t)));
   return kExitOk;
 }
 

@@ -13,7 +13,7 @@ Status PageCache::Read(uint64_t gpa, uint64_t len, uint8_t* out) const {
   auto it = index_.find(page);
   if (it == index_.end()) {
     // The page may run past the end of a region; read just what the caller asked then.
-    Status inside = CheckInside(below_.regions(), page, kPage);
+    Status inside = guest::CheckInside(below_.regions(), page, kPage);
     if (!inside.ok()) return below_.Read(gpa, len, out);
     std::vector<uint8_t> bytes(kPage);
     VMSNAP_RETURN_IF_ERROR(below_.Read(page, kPage, bytes.data()));

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "tools/forensics/memory.h"
+#include "guest/memory.h"
 
 namespace vmsnap::forensics {
 
@@ -25,15 +25,15 @@ Result<uint64_t> ParseMemorySize(std::string_view text);
 
 // Caches whole 4 KiB pages of the memory below it. A page walk reads 8-byte
 // entries; without the cache each would decompress a whole chunk.
-class PageCache final : public PhysicalMemory {
+class PageCache final : public guest::PhysicalMemory {
  public:
-  explicit PageCache(const PhysicalMemory& below, size_t max_pages = 64)
+  explicit PageCache(const guest::PhysicalMemory& below, size_t max_pages = 64)
       : below_(below), max_pages_(max_pages) {}
-  const std::vector<Region>& regions() const override { return below_.regions(); }
+  const std::vector<guest::Region>& regions() const override { return below_.regions(); }
   Status Read(uint64_t gpa, uint64_t len, uint8_t* out) const override;
 
  private:
-  const PhysicalMemory& below_;
+  const guest::PhysicalMemory& below_;
   size_t max_pages_;
   mutable std::list<std::pair<uint64_t, std::vector<uint8_t>>> lru_;  // front: newest
   mutable std::unordered_map<uint64_t, decltype(lru_)::iterator> index_;

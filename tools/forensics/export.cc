@@ -66,7 +66,7 @@ bool AllZero(const uint8_t* p, size_t n) {
 // time, leaving runs of zero pages unwritten (the file is sparse there).
 class Streamer {
  public:
-  Streamer(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt, uint64_t total,
+  Streamer(const guest::PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt, uint64_t total,
            ExportStats& stats)
       : mem_(mem), out_(out), opt_(opt), total_(total), stats_(stats),
         piece_(std::max<uint64_t>(kPage, opt.piece_bytes / kPage * kPage)),
@@ -109,7 +109,7 @@ class Streamer {
   }
 
  private:
-  const PhysicalMemory& mem_;
+  const guest::PhysicalMemory& mem_;
   OutputFile& out_;
   const ExportOptions& opt_;
   uint64_t total_;
@@ -160,7 +160,7 @@ uint64_t XcrValue(schema::x86::Vcpu::Reader v, uint32_t index, uint64_t fallback
 // device record by the import) holds where the note is in guest memory, and
 // the note is copied from there as QEMU's own dump does. Absent or unusable
 // information gives no note rather than an error: the dump is still useful.
-std::vector<uint8_t> GuestVmcoreinfo(const PhysicalMemory& mem, schema::Manifest::Reader manifest) {
+std::vector<uint8_t> GuestVmcoreinfo(const guest::PhysicalMemory& mem, schema::Manifest::Reader manifest) {
   for (auto d : manifest.getDevices()) {
     if (d.getName() != "qemu:vmcoreinfo:0") continue;
     auto b = d.getData();
@@ -195,7 +195,7 @@ constexpr size_t kEhdrSize = 64;
 constexpr size_t kPhdrSize = 56;
 constexpr size_t kPrstatusSize = 336;
 
-Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, OutputFile& out,
+Status ExportElf(const guest::PhysicalMemory& mem, schema::Manifest::Reader manifest, OutputFile& out,
                  const ExportOptions& opt, ExportStats& stats) {
   const auto& regions = mem.regions();
   const auto arch = manifest.getArch();
@@ -277,7 +277,7 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
   }
   std::vector<uint64_t> offsets;
   uint64_t off = data_off;
-  for (const Region& r : regions) {
+  for (const guest::Region& r : regions) {
     offsets.push_back(off);
     h.U32(kPtLoad);
     h.U32(7);           // PF_R | PF_W | PF_X
@@ -293,7 +293,7 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
   VMSNAP_RETURN_IF_ERROR(out.Append(h.bytes().data(), h.size()));
 
   uint64_t total = 0;
-  for (const Region& r : regions) total += r.size;
+  for (const guest::Region& r : regions) total += r.size;
   Streamer s(mem, out, opt, total, stats);
   for (size_t i = 0; i < regions.size(); ++i) {
     VMSNAP_RETURN_IF_ERROR(s.Copy(regions[i].gpa, regions[i].size, offsets[i]));
@@ -303,14 +303,14 @@ Status ExportElf(const PhysicalMemory& mem, schema::Manifest::Reader manifest, O
   return Status::Ok();
 }
 
-Status ExportLime(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
+Status ExportLime(const guest::PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
                   ExportStats& stats) {
   const auto& regions = mem.regions();
   uint64_t total = 0;
-  for (const Region& r : regions) total += r.size;
+  for (const guest::Region& r : regions) total += r.size;
   Streamer s(mem, out, opt, total, stats);
   uint64_t off = 0;
-  for (const Region& r : regions) {
+  for (const guest::Region& r : regions) {
     std::vector<uint8_t> hdr = LimeHeader(r.gpa, r.end() - 1);
     VMSNAP_RETURN_IF_ERROR(out.SkipTo(off));
     VMSNAP_RETURN_IF_ERROR(out.Append(hdr.data(), hdr.size()));
@@ -323,13 +323,13 @@ Status ExportLime(const PhysicalMemory& mem, OutputFile& out, const ExportOption
   return Status::Ok();
 }
 
-Status ExportRaw(const PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
+Status ExportRaw(const guest::PhysicalMemory& mem, OutputFile& out, const ExportOptions& opt,
                  ExportStats& stats) {
   const auto& regions = mem.regions();
   uint64_t total = 0;
-  for (const Region& r : regions) total += r.size;
+  for (const guest::Region& r : regions) total += r.size;
   Streamer s(mem, out, opt, total, stats);
-  for (const Region& r : regions) VMSNAP_RETURN_IF_ERROR(s.Copy(r.gpa, r.size, r.gpa));
+  for (const guest::Region& r : regions) VMSNAP_RETURN_IF_ERROR(s.Copy(r.gpa, r.size, r.gpa));
   stats.memory_bytes = total;
   stats.file_size = regions.empty() ? 0 : regions.back().end();
   return Status::Ok();
@@ -493,7 +493,7 @@ std::vector<uint8_t> LimeHeader(uint64_t start, uint64_t end_inclusive) {
   return std::move(b.bytes());
 }
 
-Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reader manifest,
+Result<ExportStats> Export(const guest::PhysicalMemory& memory, schema::Manifest::Reader manifest,
                            ExportFormat format, const std::string& out_path,
                            const ExportOptions& options) {
   OutputOptions oo;

@@ -14,7 +14,7 @@
 #include "base/status.h"
 #include "format/io.h"
 #include "schemas/manifest.capnp.h"
-#include "tools/forensics/memory.h"
+#include "guest/memory.h"
 
 namespace vmsnap::forensics {
 
@@ -41,7 +41,7 @@ struct ExportStats {
 // same directory, created mode 0600, fsynced and renamed into place; nothing
 // appears at `out_path` on error. Raw and LiME images may also go to "-"
 // (standard output), a FIFO or a character device, in order.
-Result<ExportStats> Export(const PhysicalMemory& memory, schema::Manifest::Reader manifest,
+Result<ExportStats> Export(const guest::PhysicalMemory& memory, schema::Manifest::Reader manifest,
                            ExportFormat format, const std::string& out_path,
                            const ExportOptions& options = {});
 

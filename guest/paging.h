@@ -12,9 +12,9 @@
 
 #include "base/status.h"
 #include "schemas/manifest.capnp.h"
-#include "tools/forensics/memory.h"
+#include "guest/memory.h"
 
-namespace vmsnap::forensics {
+namespace vmsnap::guest {
 
 struct PagingRegs {
   uint64_t cr0 = 0;
@@ -81,4 +81,4 @@ Result<Translation> TranslateArm64(const PhysicalMemory& memory, const PagingReg
 // "PAGE AF AP=01 SH=3 UXN" (aarch64).
 std::string EntryFlags(const WalkStep& step);
 
-}  // namespace vmsnap::forensics
+}  // namespace vmsnap::guest

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Page-table walks: x86 (Intel SDM vol. 3A, chapter 4 "Paging") and aarch64
 // stage 1 (Arm ARM, chapter D8).
-#include "tools/forensics/paging.h"
+#include "guest/paging.h"
 
 #include <cinttypes>
 #include <cstdio>
 
-namespace vmsnap::forensics {
+namespace vmsnap::guest {
 namespace {
 
 constexpr uint64_t kCr0Pg = 1ull << 31;
@@ -362,4 +362,4 @@ std::string EntryFlags(const WalkStep& s) {
   return out.empty() ? "-" : out;
 }
 
-}  // namespace vmsnap::forensics
+}  // namespace vmsnap::guest

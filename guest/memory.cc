@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Region bookkeeping and the chain-backed PhysicalMemory.
-#include "tools/forensics/memory.h"
+#include "guest/memory.h"
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
-namespace vmsnap::forensics {
+namespace vmsnap::guest {
 
 Result<std::vector<Region>> RegionsOf(schema::Manifest::Reader manifest) {
   std::vector<Region> out;
@@ -60,4 +60,4 @@ Status ChainMemory::Read(uint64_t gpa, uint64_t len, uint8_t* out) const {
   return chain_.ReadMemory(gpa, len, out);
 }
 
-}  // namespace vmsnap::forensics
+}  // namespace vmsnap::guest

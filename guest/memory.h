@@ -13,7 +13,7 @@
 #include "base/status.h"
 #include "schemas/manifest.capnp.h"
 
-namespace vmsnap::forensics {
+namespace vmsnap::guest {
 
 struct Region {
   uint64_t gpa = 0;
@@ -53,4 +53,4 @@ class ChainMemory final : public PhysicalMemory {
   std::vector<Region> regions_;
 };
 
-}  // namespace vmsnap::forensics
+}  // namespace vmsnap::guest
