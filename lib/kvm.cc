@@ -462,6 +462,7 @@ int vmsnap_vm_load_memory(vmsnap_vm* vm, const vmsnap_snapshot* snap, const vmsn
     lo.background_threads = o.threads;
     if (o.first_pages) lo.first_pages.assign(o.first_pages, o.first_pages + o.first_page_count);
     lo.hold_fill = (o.flags & VMSNAP_LOAD_HOLD_FILL) != 0;
+    lo.start_pages = (o.flags & VMSNAP_LOAD_START_PAGES) != 0;
     if (o.on_error) {
       vmsnap_pager_error_fn fn = o.on_error;
       void* ctx = o.on_error_ctx;

@@ -280,13 +280,15 @@ Status Vmm::RestoreSnapshot(LoadPlan load, bool untimed_only) {
   lo.progress = load_->progress ? OnProgress : nullptr;
   lo.progress_ctx = load_.get();
   lo.flags = (load_->map_file ? VMSNAP_LOAD_MAP_FILE : 0u) | (load_->build_image ? VMSNAP_LOAD_BUILD_IMAGE : 0u) |
-             (load_->hold_fill ? VMSNAP_LOAD_HOLD_FILL : 0u);
+             (load_->hold_fill ? VMSNAP_LOAD_HOLD_FILL : 0u) | VMSNAP_LOAD_START_PAGES;
   if (!load_->verified_dir.empty()) lo.verified_dir = load_->verified_dir.c_str();
   if (!load_->image_dir.empty()) lo.image_dir = load_->image_dir.c_str();
   lo.fetch = load_->fetch ? OnFetch : nullptr;
   lo.fetch_ctx = load_.get();
   // Run writes the generation ID before the guest starts: its page comes in
-  // while the vCPUs are restored rather than as a fault then.
+  // while the vCPUs are restored rather than as a fault then; so do the
+  // pages the vCPUs resume on (VMSNAP_LOAD_START_PAGES), which a warm VM
+  // bound ahead holds before it is asked to start.
   static constexpr uint64_t kFirstPages[] = {kGenerationIdAddr};
   lo.first_pages = kFirstPages;
   lo.first_page_count = 1;

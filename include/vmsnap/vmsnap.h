@@ -534,6 +534,15 @@ typedef int (*vmsnap_fetch_fn)(uint32_t layer, uint64_t chunk, char *message, si
  * nothing in the background until vmsnap_pager_release, for a VM restored
  * ahead of its start that should hold only the pages it touched. */
 #define VMSNAP_LOAD_HOLD_FILL 4u
+/* Lazy, paged in: after first_pages, the pager also fills the pages each
+ * vCPU of the snapshot resumes on (the page of the instruction it runs
+ * next, that of the top of its stack, and the page tables that map them;
+ * x86_64 and aarch64), found by walking the guest's page tables over pages
+ * it has filled itself. The guest's first instructions then find their
+ * pages in instead of faulting; with VMSNAP_LOAD_HOLD_FILL, a VM restored
+ * ahead holds them while it waits. A chunk that fails is reported through
+ * on_error, as for a fault, and the walk goes on without it. */
+#define VMSNAP_LOAD_START_PAGES 8u
 
 typedef struct vmsnap_load_options {
   uint32_t struct_size;           /* sizeof(vmsnap_load_options) */

@@ -35,7 +35,10 @@
 // The pages the VMM names as its own first accesses (LazyOptions::
 // first_pages: the generation ID's) are served by the fault handler as soon
 // as it has the snapshot, before it reads any fault, while the VMM restores
-// the vCPUs.
+// the vCPUs; then, if asked (LazyOptions::start_pages), the pages the vCPUs
+// resume on, found by walking the guest's page tables over pages it has just
+// served itself, so that a chunk that fails ends the walk instead of leaving
+// the handler waiting on its own fault.
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -54,6 +57,7 @@
 
 #include "base/fd.h"
 #include "format/layout.h"
+#include "guest/start_pages.h"
 #include "restore/memory/blocks.h"
 #include "restore/memory/loader.h"
 
@@ -173,7 +177,7 @@ struct LazyPager::Impl {
   Status error;
 
   std::atomic<uint64_t> n_faults{0}, n_fault_fills{0}, n_background_fills{0}, n_zero{0},
-      n_bytes{0}, n_partial{0}, n_first{0};
+      n_bytes{0}, n_partial{0}, n_first{0}, n_start{0};
 
   // Used only by the handler thread.
   std::unique_ptr<internal::BlockReader> handler_reader;
@@ -492,27 +496,85 @@ struct LazyPager::Impl {
 
   void ServeFault(uint8_t* page) {
     n_faults.fetch_add(1, std::memory_order_relaxed);
-    Serve(page);
+    (void)Serve(page);
   }
 
-  // Fills the pages of LazyOptions::first_pages, as faults on them would be.
+  // Fills the pages of LazyOptions::first_pages, as faults on them would be,
+  // then, with LazyOptions::start_pages, those the vCPUs resume on.
   void ServeFirstPages() {
     for (uint64_t gpa : opts.first_pages) {
-      const uint64_t at = gpa & ~uint64_t(ps - 1);
-      for (const GuestRegion& r : grid.regions()) {
-        if (at < r.gpa || at - r.gpa >= r.size) continue;
-        Serve(r.host + (at - r.gpa));
+      if (uint8_t* host = HostPage(gpa)) {
+        Serve(host);
         n_first.fetch_add(1, std::memory_order_relaxed);
       }
     }
+    if (!opts.start_pages) return;
+    ServedMemory memory(*this);
+    for (uint64_t gpa : guest::StartPages(chain->leaf().manifest(), memory)) {
+      if (uint8_t* host = HostPage(gpa)) (void)memory.Bring(host);
+    }
   }
 
+  // The host page that backs guest-physical `gpa`, or null outside guest memory.
+  uint8_t* HostPage(uint64_t gpa) const {
+    const uint64_t at = gpa & ~uint64_t(ps - 1);
+    for (const GuestRegion& r : grid.regions()) {
+      if (at >= r.gpa && at - r.gpa < r.size) return r.host + (at - r.gpa);
+    }
+    return nullptr;
+  }
+
+  // Guest memory as the fault handler reads it for the start pages' walks:
+  // each page is served first, as a fault on it would be, and read only once
+  // it is in. A page of a block that failed is never read (the handler would
+  // wait on its own fault forever): the read fails instead.
+  class ServedMemory final : public guest::PhysicalMemory {
+   public:
+    explicit ServedMemory(Impl& pager) : pager_(pager) {
+      for (const GuestRegion& r : pager.grid.regions()) regions_.push_back({r.gpa, r.size, r.name});
+      std::sort(regions_.begin(), regions_.end(), [](auto& a, auto& b) { return a.gpa < b.gpa; });
+    }
+    const std::vector<guest::Region>& regions() const override { return regions_; }
+    Status Read(uint64_t gpa, uint64_t len, uint8_t* out) const override {
+      VMSNAP_RETURN_IF_ERROR(guest::CheckInside(regions_, gpa, len));
+      while (len > 0) {
+        uint8_t* host = pager_.HostPage(gpa);
+        const uint64_t off = gpa & (pager_.ps - 1);
+        const uint64_t n = std::min<uint64_t>(len, pager_.ps - off);
+        if (host == nullptr || !Bring(host)) {
+          return Status::Io("the page at guest-physical " + Hex(gpa & ~uint64_t(pager_.ps - 1)) + " did not come in");
+        }
+        std::memcpy(out, host + off, n);
+        gpa += n;
+        out += n;
+        len -= n;
+      }
+      return Status::Ok();
+    }
+    // Serves the page at `host` unless it did already; true when it is in.
+    bool Bring(uint8_t* host) const {
+      if (std::find(in_.begin(), in_.end(), host) != in_.end()) return true;
+      if (!pager_.Serve(host)) return false;
+      in_.push_back(host);
+      pager_.n_start.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+
+   private:
+    Impl& pager_;
+    std::vector<guest::Region> regions_;
+    mutable std::vector<uint8_t*> in_;
+  };
+
   // Answers an access to `page` (page-aligned, in guest memory or not).
-  void Serve(uint8_t* page) {
+  // Returns true when the page is in guest memory on return: never for a
+  // page of a block that failed (and, conservatively, not for one whose
+  // block failed just after the page came in).
+  bool Serve(uint8_t* page) {
     const long bi = grid.Find(page);
     if (bi < 0) {
       Wake(page);  // not ours: cannot happen with missing-mode registration of our regions only
-      return;
+      return false;
     }
     const size_t i = size_t(bi);
     // Guests tend to walk memory upwards: the next blocks are likely next.
@@ -529,7 +591,7 @@ struct LazyPager::Impl {
       uint8_t st = state[i].load();
       if (st == kEmpty || st == kPartial) {
         if (!state[i].compare_exchange_strong(st, kFilling)) continue;
-        if (ServeClaimed(i, in_block)) return;
+        if (ServeClaimed(i, in_block)) return state[i].load() != kFailed;
         continue;
       }
       if (st == kFilling) {
@@ -540,9 +602,9 @@ struct LazyPager::Impl {
       if (st == kFilled) {
         Status s = ZeroPage(page);
         if (!s.ok()) ReportError(s);
-        return;
+        return s.ok();
       }
-      return;  // kFailed: never hand this thread a page
+      return false;  // kFailed: never hand this thread a page
     }
   }
 
@@ -899,6 +961,7 @@ LazyStats LazyPager::stats() const {
   s.bytes_filled = impl_->n_bytes.load();
   s.partial_faults = impl_->n_partial.load();
   s.first_pages = impl_->n_first.load();
+  s.start_pages = impl_->n_start.load();
   return s;
 }
 

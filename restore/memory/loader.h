@@ -79,6 +79,15 @@ struct LazyOptions {
   // they come in while it restores the vCPUs. Addresses outside guest
   // memory are ignored.
   std::vector<uint64_t> first_pages;
+  // true: after first_pages, the fault handler also fills the pages each
+  // vCPU of the snapshot resumes on: the page of the instruction it runs
+  // next, that of the top of its stack, and the page tables that map them
+  // (guest/start_pages.h; x86_64 and aarch64), as faults on them would be.
+  // The guest's first instructions then find their pages in, and a VM
+  // restored ahead of its start (hold_fill) holds them while it waits. A
+  // page whose chunk fails is not waited for: the error goes to on_error
+  // as for a fault, and the walk moves on.
+  bool start_pages = false;
   // true: the background fill waits for LazyPager::Release; faults and
   // first_pages are served meanwhile. For a VM restored ahead of its start
   // (a warm VM bound to a snapshot it pages in): idle, it holds only the
@@ -95,6 +104,7 @@ struct LazyStats {
   uint64_t bytes_filled = 0;       // bytes of non-zero pages copied in
   uint64_t partial_faults = 0;     // faults (and first pages) answered before their block was whole
   uint64_t first_pages = 0;        // LazyOptions::first_pages filled before any fault
+  uint64_t start_pages = 0;        // pages LazyOptions::start_pages brought in (page tables included)
 };
 
 // Whether userfaultfd can serve this process's (and KVM's) faults: the syscall

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <set>
@@ -111,11 +112,13 @@ std::vector<Region> MakeRegions(uint64_t seed) {
 
 Status Write(const std::string& path, const std::vector<Region>& regs, schema::Compression comp,
              const std::vector<Bytes>* defined = nullptr, const SnapshotReader* parent = nullptr,
-             const std::string& parent_name = "") {
+             const std::string& parent_name = "",
+             const std::function<void(schema::Manifest::Builder)>& more = {}) {
   WriterOptions o;
   o.chunk_pages = 64;
   o.compression = comp;
   VMSNAP_ASSIGN_OR_RETURN(auto w, SnapshotWriter::Create(path, o));
+  if (more) more(w->manifest());
   auto l = w->manifest().getMemory().initRegions(unsigned(regs.size()));
   for (unsigned i = 0; i < regs.size(); ++i) {
     l[i].setSlot(i);
@@ -469,6 +472,114 @@ TEST_F(Loader, LazyFirstPagesComeInBeforeAnyFault) {
   EXPECT_EQ(st.first_pages, 1u);
   EXPECT_EQ(st.faults, 0u) << "reading the page filled ahead faulted";
   EXPECT_EQ(st.background_fills, 0u);
+}
+
+// A snapshot of an x86-64 guest in long mode whose vCPU resumes at gva
+// 0x10ff0 with RSP 0x21000: 4-level tables in region 0's pages 1-4 (block
+// 0), the code page mapped to region 1's page 5 and the stack page (the
+// one below RSP) to region 2's page 100, each in a block of its own.
+class StartPagesSnapshot {
+ public:
+  static constexpr uint64_t kCodeGpa = 0x200000 + 5 * kPage, kStackGpa = 0x40000000 + 100 * kPage;
+  explicit StartPagesSnapshot(std::vector<Region> regs) : regs_(std::move(regs)) {
+    auto put = [&](uint64_t gpa, uint64_t v) { std::memcpy(regs_[0].data.data() + gpa, &v, 8); };
+    std::memset(regs_[0].data.data() + kPage, 0, 4 * kPage);
+    put(0x1000, 0x2000 | 3);
+    put(0x2000, 0x3000 | 3);
+    put(0x3000, 0x4000 | 3);
+    put(0x4000 + 0x10 * 8, kCodeGpa | 1);
+    put(0x4000 + 0x20 * 8, kStackGpa | 3);
+    std::memset(regs_[1].data.data() + 5 * kPage, 0xc3, kPage);
+    std::memset(regs_[2].data.data() + 100 * kPage, 0x5a, kPage);
+  }
+  Status Write(const std::string& path) const {
+    return memory::Write(path, regs_, schema::Compression::ZSTD, nullptr, nullptr, "", [](schema::Manifest::Builder m) {
+      m.setArch(schema::Arch::X8664);
+      auto x = m.initVcpus(1)[0].initX8664();
+      x.initRegs().setRip(0x10ff0);
+      x.getRegs().setRsp(0x21000);
+      auto s = x.initSregs();
+      s.setCr0((1ull << 31) | 1);
+      s.setCr3(0x1000);
+      s.setCr4(1ull << 5);
+      s.setEfer((1ull << 10) | (1ull << 8));
+    });
+  }
+  const std::vector<Region>& regions() const { return regs_; }
+
+ private:
+  std::vector<Region> regs_;
+};
+
+bool Resident(const uint8_t* page) {
+  unsigned char v = 0;
+  return ::mincore(const_cast<uint8_t*>(page), kPage, &v) == 0 && (v & 1) != 0;
+}
+
+TEST_F(Loader, LazyStartPagesComeInBeforeAnyFault) {
+  // The guest's first instruction's page, its stack's and the tables that
+  // map them are filled ahead; a page the guest reads later is not.
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  StartPagesSnapshot snap(regs_);
+  ASSERT_TRUE(snap.Write(dir_ / "start.vmsnap").ok());
+  SnapshotChain chain = Open("start.vmsnap");
+  GuestMemory mem(snap.regions());
+  LazyOptions o;
+  o.background = false;
+  o.start_pages = true;
+  auto pager = LazyPager::Start(chain, mem.regions(), o);
+  ASSERT_TRUE(pager.ok()) << pager.status().message();
+  const uint8_t* code = mem.host(1) + 5 * kPage;
+  const uint8_t* stack = mem.host(2) + 100 * kPage;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (pager.value()->stats().start_pages < 6 && std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (uint64_t table = 1; table <= 4; ++table) {
+    EXPECT_TRUE(Resident(mem.host(0) + table * kPage)) << "page table at gpa " << table * kPage;
+  }
+  ASSERT_TRUE(Resident(code)) << "the code page never came in";
+  ASSERT_TRUE(Resident(stack)) << "the stack page never came in";
+  EXPECT_FALSE(Resident(mem.host(2) + 900 * kPage)) << "a page off the walk came in";
+  EXPECT_EQ(std::memcmp(code, snap.regions()[1].data.data() + 5 * kPage, kPage), 0);
+  EXPECT_EQ(std::memcmp(stack, snap.regions()[2].data.data() + 100 * kPage, kPage), 0);
+  const LazyStats st = pager.value()->stats();
+  EXPECT_EQ(st.start_pages, 6u);  // four tables, code, stack
+  EXPECT_EQ(st.faults, 0u) << "reading the pages filled ahead faulted";
+}
+
+TEST_F(Loader, LazyStartPagesOverACorruptTableReportItAndLeaveTheHandlerServing) {
+  // The walk reads the tables through pages the pager serves itself: a
+  // table in a chunk that fails its checksum must end the walk with the
+  // chunk named, not leave the fault handler waiting on its own fault.
+  if (!UffdUsable()) GTEST_SKIP() << "userfaultfd unavailable";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  StartPagesSnapshot snap(regs_);
+  ASSERT_TRUE(snap.Write(dir_ / "start.vmsnap").ok());
+  CorruptChunk("start.vmsnap", 0);  // region 0's first chunk: the tables
+  auto scenario = [&] {
+    ::alarm(20);  // a handler stuck on its own fault would hang here
+    SnapshotChain chain = Open("start.vmsnap");
+    GuestMemory mem(snap.regions());
+    std::atomic<bool> called{false};
+    LazyOptions o;
+    o.background = false;
+    o.start_pages = true;
+    o.on_error = [&](const Status& s) {
+      std::fprintf(stderr, "stopped: %s\n", s.message().c_str());
+      called = true;
+    };
+    auto pager = LazyPager::Start(chain, mem.regions(), o);
+    if (!pager.ok()) std::_Exit(10);
+    // A fault on a good block after the failed walk is served.
+    const uint64_t p = 300;
+    if (std::memcmp(mem.host(1) + p * kPage, snap.regions()[1].data.data() + p * kPage, kPage) != 0) std::_Exit(11);
+    if (!called) std::_Exit(12);
+    std::fprintf(stderr, "served after the failed walk\n");
+    std::_Exit(0);
+  };
+  EXPECT_EXIT(scenario(), ::testing::ExitedWithCode(0),
+              "stopped: .*chunk 0 .*checksum mismatch(.|\n)*served after the failed walk");
 }
 
 TEST_F(Loader, LazyHeldFillFillsOnlyWhatIsTouchedUntilReleased) {

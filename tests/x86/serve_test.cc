@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/fd.h"
 #include "format/reader.h"
 #include "tests/cli_fixture.h"
 #include "vmm/control.h"
@@ -705,6 +706,40 @@ class Images : public CliTest {
     EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out)) << ReadFile(Path("run.txt"));
     return pid;
   }
+  // Whether the page holding guest-physical `gpa` is in memory in `pid`,
+  // whose guest memory is its one anonymous mapping of 64 MiB or more
+  // (/proc/PID/pagemap's present bit).
+  static bool GuestPagePresent(pid_t pid, uint64_t gpa) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    uint64_t base = 0;
+    for (std::string line; std::getline(maps, line);) {
+      std::istringstream ls(line);
+      std::string range, perms, offset, dev, inode, path;
+      ls >> range >> perms >> offset >> dev >> inode >> path;
+      const size_t dash = range.find('-');
+      const uint64_t start = std::stoull(range.substr(0, dash), nullptr, 16);
+      const uint64_t end = std::stoull(range.substr(dash + 1), nullptr, 16);
+      if (path.empty() && end - start >= (uint64_t(64) << 20)) base = start;
+    }
+    if (base == 0) return false;
+    UniqueFd pm(::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+    uint64_t entry = 0;
+    if (!pm.valid() || ::pread(pm.get(), &entry, sizeof entry, off_t((base + gpa) / 4096 * 8)) != ssize_t(sizeof entry)) {
+      return false;
+    }
+    return (entry >> 63) != 0;
+  }
+  // The guest-physical address of vCPU 0's register `reg` (rip or rsp) in
+  // the snapshot, plus `delta`, translated through its page tables.
+  uint64_t Vcpu0Gpa(const std::string& snapshot, const std::string& reg, int64_t delta) {
+    RunResult j = Run("inspect --json " + snapshot);
+    EXPECT_EQ(j.status, 0) << j.err;
+    const uint64_t gva =
+        std::stoull(nlohmann::json::parse(j.out)["vcpus"][0]["regs"][reg].get<std::string>(), nullptr, 16) + delta;
+    RunResult t = Run("translate --json " + snapshot + " --gva " + std::to_string(gva));
+    EXPECT_EQ(t.status, 0) << t.err;
+    return std::stoull(nlohmann::json::parse(t.out)["gpa"].get<std::string>(), nullptr, 16);
+  }
   // Resident and proportional memory (KiB) of `pid`'s mappings of an image.
   struct Use {
     long rss = 0, pss = 0;
@@ -880,6 +915,12 @@ TEST_F(Images, AWarmVmBindsToASnapshotItPagesInAndHoldsOnlyWhatItsRestoreTouched
   // a few pages, not the 16 MiB the guest reads.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_LE(GuestRss(bound), 1024) << "KiB held by the idle bound VM";
+  // Among them, the pages its guest's first instruction needs: its code
+  // and the top of its stack. A page the guest reads later is not.
+  const uint64_t code = Vcpu0Gpa("snap.vmsnap", "rip", 0), stack = Vcpu0Gpa("snap.vmsnap", "rsp", -8);
+  EXPECT_TRUE(GuestPagePresent(bound, code)) << "the guest's code page, gpa " << std::hex << code;
+  EXPECT_TRUE(GuestPagePresent(bound, stack)) << "the guest's stack page, gpa " << std::hex << stack;
+  EXPECT_FALSE(GuestPagePresent(bound, 24 << 20)) << "a page the guest only reads later";
   // The next start runs in that VM, to the same result.
   pid_t b = -1;
   ASSERT_NO_FATAL_FAILURE(StartVia("pool.sock", "snap.vmsnap", "b.txt", &b));
@@ -1063,9 +1104,10 @@ TEST_F(Images, AWarmVmBoundToASnapshotWithACorruptChunkNeitherHangsNorStopsTheSe
                               "--no-image-build"});
   ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
   // Unbound, then (the warm VM that replaces it is bound to the snapshot,
-  // or tried to be) bound: each start fails, naming the chunk. A bound VM
-  // must not itself read a page of that chunk while it waits: the pager
-  // never serves it, and the VM would wait for ever.
+  // or tried to be) bound: each start fails, naming the chunk. A bound VM's
+  // pager brings in the pages its guest resumes on while it waits, those of
+  // that chunk among them: it must report the chunk, never wait for a page
+  // it will not serve.
   for (const char* start : {"first", "second"}) {
     RunResult r = Run("load --via pool.sock snap.vmsnap --serial /dev/null", 30);
     EXPECT_NE(r.status, 0) << start;
