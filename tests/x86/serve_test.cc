@@ -706,6 +706,12 @@ class Images : public CliTest {
     EXPECT_TRUE(WaitFor(Path(out), "sum: 00000000007ff800\n")) << ReadFile(Path(out)) << ReadFile(Path("run.txt"));
     return pid;
   }
+  // A one-VM server for 64 MiB guests that pages every snapshot in (it
+  // builds no image), once its socket is up; -1 if it never is.
+  pid_t PagingServer(const std::string& socket) {
+    const pid_t pid = Spawn({"serve", "--control", Path(socket), "--pool", "1", "--mem", "64M", "--no-image-build"});
+    return WaitForSocket(Path(socket)) ? pid : -1;
+  }
   // Whether the page holding guest-physical `gpa` is in memory in `pid`,
   // whose guest memory is its one anonymous mapping of 64 MiB or more
   // (/proc/PID/pagemap's present bit).
@@ -861,9 +867,8 @@ TEST_F(Images, LoadsOfACompressedSnapshotShareItsPagesThroughTheImage) {
 
 TEST_F(Images, WarmStartsMapTheImageTheServerBuilds) {
   // Told not to build images, the server's VMs page the snapshot in.
-  const pid_t plain = Spawn({"serve", "--control", Path("plain.sock"), "--pool", "1", "--mem", "64M",
-                             "--no-image-build"});
-  ASSERT_TRUE(WaitForSocket(Path("plain.sock")));
+  const pid_t plain = PagingServer("plain.sock");
+  ASSERT_GT(plain, 0) << "no socket";
   pid_t a = -1;
   ASSERT_NO_FATAL_FAILURE(StartVia("plain.sock", "snap.vmsnap", "a.txt", &a));
   EXPECT_EQ(MappedByAWorker(plain).rss, 0) << "paged in privately";
@@ -891,9 +896,8 @@ TEST_F(Images, WarmStartsMapTheImageTheServerBuilds) {
 }
 
 TEST_F(Images, AWarmVmBindsToASnapshotItPagesInAndHoldsOnlyWhatItsRestoreTouched) {
-  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M",
-                              "--no-image-build"});
-  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  const pid_t server = PagingServer("pool.sock");
+  ASSERT_GT(server, 0) << "no socket";
   // The first start is unbound; the warm VM that replaces it binds to the
   // snapshot, paged in: its restore touched the generation ID's page.
   pid_t a = -1;
@@ -1100,9 +1104,8 @@ TEST_F(Images, AWarmVmBoundToASnapshotWithACorruptChunkNeitherHangsNorStopsTheSe
     f.seekp(std::streamoff(r.value()->chunk_index()[1].file_offset));
     f.put(char(c ^ 0xff));
   }
-  const pid_t server = Spawn({"serve", "--control", Path("pool.sock"), "--pool", "1", "--mem", "64M",
-                              "--no-image-build"});
-  ASSERT_TRUE(WaitForSocket(Path("pool.sock")));
+  const pid_t server = PagingServer("pool.sock");
+  ASSERT_GT(server, 0) << "no socket";
   // Unbound, then (the warm VM that replaces it is bound to the snapshot,
   // or tried to be) bound: each start fails, naming the chunk. A bound VM's
   // pager brings in the pages its guest resumes on while it waits, those of
