@@ -27,7 +27,9 @@ std::vector<uint64_t> Arm64Addresses(schema::aarch64::Vcpu::Reader v) {
   if (pstate & (1u << 4)) return {core.getPc()};  // nRW: AArch32, whose stack is a banked register
   const uint64_t el = (pstate >> 2) & 3;
   const bool sp_elx = (pstate & 1) != 0;  // M[0]: SPSel
-  return {core.getPc(), (el >= 1 && sp_elx ? core.getSpEl1() : core.getSpEl0()) - 8};
+  if (!sp_elx) return {core.getPc(), core.getSpEl0() - 8};  // EL0t or ELxt
+  if (el == 1) return {core.getPc(), core.getSpEl1() - 8};  // EL1h
+  return {core.getPc()};  // EL2h (nested): its stack pointer is not among these registers
 }
 
 }  // namespace

@@ -15,8 +15,8 @@ namespace vmsnap::guest {
 
 // The linear addresses vCPU `vcpu` touches first: x86_64, CS.base + RIP and
 // SS.base + RSP - 8 (cut to 32 bits outside long mode); aarch64, PC and the
-// stack pointer PSTATE selects (SP_EL1 in EL1h, else SP_EL0; none for an
-// AArch32 vCPU). Empty for s390x and ppc64 (their MMUs are not walked here)
+// stack pointer PSTATE selects (SP_EL1 in EL1h, SP_EL0 with SPSel clear;
+// none in EL2h or for an AArch32 vCPU). Empty for s390x and ppc64 (their MMUs are not walked here)
 // and for an index out of range.
 std::vector<uint64_t> StartAddresses(schema::Manifest::Reader manifest, uint64_t vcpu);
 

@@ -115,7 +115,7 @@ TEST(StartPages, Arm64PcAndTheStackPointerPstateSelects) {
   capnp::MallocMessageBuilder msg;
   auto m = msg.initRoot<schema::Manifest>();
   m.setArch(schema::Arch::AARCH64);
-  auto vcpus = m.initVcpus(3);
+  auto vcpus = m.initVcpus(4);
   auto el1h = vcpus[0].initAarch64().initCore();
   el1h.setPc(0x40001000);
   el1h.setPstate(0x3c5);  // EL1h, DAIF masked
@@ -129,13 +129,18 @@ TEST(StartPages, Arm64PcAndTheStackPointerPstateSelects) {
   auto a32 = vcpus[2].initAarch64().initCore();
   a32.setPc(0x8000);
   a32.setPstate(0x10);  // nRW: AArch32 user
+  auto el2h = vcpus[3].initAarch64().initCore();
+  el2h.setPc(0x9000);
+  el2h.setPstate(0x9);  // EL2h: SP_EL2, which the vCPU's core registers do not hold
+  el2h.setSpEl1(0x40080000);
   EXPECT_EQ(StartAddresses(m.asReader(), 0), (std::vector<uint64_t>{0x40001000, 0x4007fff8}));
   EXPECT_EQ(StartAddresses(m.asReader(), 1), (std::vector<uint64_t>{0x400000, 0x6ff8}));
   EXPECT_EQ(StartAddresses(m.asReader(), 2), (std::vector<uint64_t>{0x8000}));
+  EXPECT_EQ(StartAddresses(m.asReader(), 3), (std::vector<uint64_t>{0x9000}));
   // No sysregs: SCTLR_EL1.M is 0, addresses are physical; the ones past
   // this 1 MiB of memory are outside it.
   BufferMemory mem(1 << 20);
-  EXPECT_EQ(StartPages(m.asReader(), mem), (std::vector<uint64_t>{0x6000, 0x8000}));
+  EXPECT_EQ(StartPages(m.asReader(), mem), (std::vector<uint64_t>{0x6000, 0x8000, 0x9000}));
 }
 
 TEST(StartPages, NoneForArchitecturesWhoseMmuIsNotWalked) {
