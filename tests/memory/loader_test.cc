@@ -180,6 +180,13 @@ class GuestMemory {
 
 bool UffdUsable() { return CheckUserfaultfd().ok(); }
 
+// Whether the page at `page` is in memory (mincore): filled, or mapped to the
+// zero page, without touching it.
+bool Resident(const uint8_t* page) {
+  unsigned char v = 0;
+  return ::mincore(const_cast<uint8_t*>(page), kPage, &v) == 0 && (v & 1) != 0;
+}
+
 // Reads every page of `mem` from `threads` threads in a shuffled order (each
 // read is a fault under lazy loading) and counts pages that differ from `want`.
 size_t TouchAndCompare(const GuestMemory& mem, const std::vector<Region>& want, unsigned threads) {
@@ -458,15 +465,11 @@ TEST_F(Loader, LazyFirstPagesComeInBeforeAnyFault) {
   auto pager = LazyPager::Start(chain, mem.regions(), o);
   ASSERT_TRUE(pager.ok()) << pager.status().message();
   uint8_t* const page = mem.host(2) + p * kPage;
-  auto resident = [&] {
-    unsigned char v = 0;
-    return ::mincore(page, kPage, &v) == 0 && (v & 1) != 0;
-  };
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!resident() && std::chrono::steady_clock::now() < end) {
+  while (!Resident(page) && std::chrono::steady_clock::now() < end) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  ASSERT_TRUE(resident()) << "the first page never came in";
+  ASSERT_TRUE(Resident(page)) << "the first page never came in";
   EXPECT_EQ(std::memcmp(page, regs_[2].data.data() + p * kPage, kPage), 0);
   const LazyStats st = pager.value()->stats();
   EXPECT_EQ(st.first_pages, 1u);
@@ -510,11 +513,6 @@ class StartPagesSnapshot {
  private:
   std::vector<Region> regs_;
 };
-
-bool Resident(const uint8_t* page) {
-  unsigned char v = 0;
-  return ::mincore(const_cast<uint8_t*>(page), kPage, &v) == 0 && (v & 1) != 0;
-}
 
 TEST_F(Loader, LazyStartPagesComeInBeforeAnyFault) {
   // The guest's first instruction's page, its stack's and the tables that
