@@ -466,7 +466,9 @@ TEST_F(Loader, LazyFirstPagesComeInBeforeAnyFault) {
   ASSERT_TRUE(pager.ok()) << pager.status().message();
   uint8_t* const page = mem.host(2) + p * kPage;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!Resident(page) && std::chrono::steady_clock::now() < end) {
+  // (The pager counts the page just after it has put it in place.)
+  auto filled = [&] { return Resident(page) && pager.value()->stats().first_pages >= 1; };
+  while (!filled() && std::chrono::steady_clock::now() < end) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_TRUE(Resident(page)) << "the first page never came in";
