@@ -29,7 +29,7 @@
 #include "tools/progress.h"
 #include "tools/tool_util.h"
 #include "tools/vmm_options.h"
-#include "vmm/serve.h"
+#include "vmm/load_via.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::cli {

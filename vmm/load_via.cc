@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The client side of the warm pool: `vmsnap load --via` and other programs
-// asking a `vmsnap serve` server to run a snapshot (see serve.h).
+// See load_via.h.
+#include "vmm/load_via.h"
+
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -13,7 +14,6 @@
 #include "base/fd.h"
 #include "vmm/control.h"
 #include "vmm/fd_passing.h"
-#include "vmm/serve.h"
 
 namespace vmsnap::vmm {
 

@@ -38,6 +38,7 @@
 #include "format/reader.h"
 #include "tests/cli_fixture.h"
 #include "vmm/control.h"
+#include "vmm/load_via.h"
 #include "vmm/serve.h"
 
 namespace vmsnap::testing {
