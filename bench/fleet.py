@@ -86,8 +86,12 @@ class Fleet:
         self.mkimage = os.path.join(a.build, "bench", "vmsnap_bench_mkimage")
         self.launch = os.path.join(a.build, "bench", "vmsnap_bench_launch")
         self.lifetime = os.path.join(a.build, "bench", "vmsnap_bench_lifetime")
-        for program in (self.vmsnap, self.launch, self.lifetime):
-            settle(program)
+        # The whole tool, which the `vmsnap` front runs for every command
+        # but `load --via` (tools/front.cc).
+        tool = os.path.join(a.build, "libexec", "vmsnap", "vmsnap")
+        for program in (self.vmsnap, tool, self.launch, self.lifetime):
+            if os.path.exists(program):
+                settle(program)
         os.makedirs(a.work, exist_ok=True)
         # Verification stamps and decompressed images of this run's
         # snapshots stay in the work directory.

@@ -54,10 +54,11 @@ class CliTest : public ::testing::Test {
 
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }
 
-  // Runs `vmsnap ARGS` (a shell command line) in the scratch directory; a
-  // command still running after `timeout_s` is killed and gets status 124.
-  RunResult Run(const std::string& args, int timeout_s = 120) {
-    std::string cmd = "cd " + dir_ + " && timeout " + std::to_string(timeout_s) + " " + VMSNAP_BIN + " " + args +
+  // Runs `vmsnap ARGS` (a shell command line; `program` instead of the
+  // built `vmsnap` if given) in the scratch directory; a command still
+  // running after `timeout_s` is killed and gets status 124.
+  RunResult Run(const std::string& args, int timeout_s = 120, const std::string& program = VMSNAP_BIN) {
+    std::string cmd = "cd " + dir_ + " && timeout " + std::to_string(timeout_s) + " " + program + " " + args +
                       " 2>" + Path("stderr.txt");
     RunResult r;
     FILE* p = ::popen(cmd.c_str(), "r");

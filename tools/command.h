@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tools/exit_status.h"
+
 namespace vmsnap::cli {
 
 // Adds the subcommand to `app`. When the subcommand runs, its callback stores
@@ -29,12 +31,5 @@ void RegisterPull(CLI::App& app, int* exit_code);
 void RegisterLs(CLI::App& app, int* exit_code);
 void RegisterGc(CLI::App& app, int* exit_code);
 #endif
-
-// Exit statuses, as README and docs/guest-abi.md state them.
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 2;         // every command but run/load/diff
-inline constexpr int kExitDiffDifferent = 1;
-inline constexpr int kExitVerifyCorrupt = 1;  // verify: read, and a check failed
-inline constexpr int kExitVmmFailed = 125;   // run, load: vmsnap itself failed
 
 }  // namespace vmsnap::cli

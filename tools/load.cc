@@ -6,16 +6,13 @@
 #include "base/cache_dir.h"
 #include "tools/command.h"
 
-#include <fcntl.h>
 #include <malloc.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -26,10 +23,10 @@
 #include "store/lazy_cache.h"
 #endif
 #include "tools/lazy_remote.h"
+#include "tools/load_via.h"
 #include "tools/progress.h"
 #include "tools/tool_util.h"
 #include "tools/vmm_options.h"
-#include "vmm/load_via.h"
 #include "vmm/vmm.h"
 
 namespace vmsnap::cli {
@@ -70,34 +67,7 @@ void RegisterLoad(CLI::App& app, int* exit_code) {
       if (!args->vmm.control.empty() || args->vmm.incremental || args->memory != "lazy") {
         return fail("--via takes no --control, --incremental or --memory (the warm VM decides)");
       }
-      // The warm VM's process writes doorbell snapshots: relative to here.
-      std::string doorbell = args->vmm.doorbell;
-      if (!doorbell.empty()) {
-        std::error_code ec;
-        doorbell = std::filesystem::absolute(doorbell, ec).string();
-        if (ec) return fail(args->vmm.doorbell + ": " + ec.message());
-      }
-      // A store URL goes as it is: the warm VM's process fetches it.
-      std::string path = args->snapshot;
-      if (!store::LooksLikeStoreUrl(path)) {
-        char* abs = ::realpath(args->snapshot.c_str(), nullptr);
-        if (abs == nullptr) return fail("cannot open snapshot " + args->snapshot + ": " + std::strerror(errno));
-        path = abs;
-        std::free(abs);
-      }
-      UniqueFd serial;
-      if (args->vmm.serial != "-" && !args->vmm.serial.empty()) {
-        serial.Reset(::open(args->vmm.serial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        if (!serial.valid()) {
-          return fail("cannot open serial output " + args->vmm.serial + ": " + std::strerror(errno));
-        }
-      }
-      std::fflush(stdout);
-      auto st = vmm::LoadVia(args->via, path, serial.valid() ? serial.get() : STDOUT_FILENO, STDERR_FILENO,
-                             [](const std::string& note) { std::fprintf(stderr, "vmsnap load: %s\n", note.c_str()); },
-                             doorbell);
-      if (!st.ok()) return fail(st.status().message());
-      *exit_code = *st & 0xff;
+      *exit_code = RunLoadVia({args->via, args->snapshot, args->vmm.serial, args->vmm.doorbell});
       return;
     }
     auto options = ToVmmOptions(args->vmm);

@@ -678,11 +678,11 @@ TEST_F(ToolsCli, HelpDescribesEachCommand) {
   EXPECT_NE(r.out.find("TSC_DEADLINE"), std::string::npos);
 }
 
-// Every command, even one of a few milliseconds (`load --via`), pays for
-// the libraries the binary links before main: the store's (librados,
-// libcurl, libcrypto) are opened when a store is used, not linked.
+// Every command pays for the libraries the whole tool links before its
+// main: the store's (librados, libcurl, libcrypto) are opened when a store
+// is used, not linked. (Where there is a front, it links none at all.)
 TEST_F(ToolsCli, StartsWithoutLoadingTheStoresLibraries) {
-  FILE* p = popen(("readelf -d " + Quote(VMSNAP_BIN) + " 2>/dev/null").c_str(), "r");
+  FILE* p = popen(("readelf -d " + Quote(VMSNAP_TOOL_FILE) + " 2>/dev/null").c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string dynamic;
   char buf[4096];

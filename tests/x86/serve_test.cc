@@ -319,6 +319,57 @@ TEST_F(Serve, WarmLoadPrintsAndExitsAsAPlainLoad) {
   EXPECT_EQ(Ids(ReadFile(Path("serial.txt")), "after").size(), 1u);
 }
 
+// `vmsnap` (the front) runs the plain forms of `load --via` itself and hands
+// every other command line to the whole tool: the two answer every form
+// alike, and the plain forms need nothing but the front.
+TEST_F(Serve, TheFrontAnswersLoadViaAsTheWholeToolDoes) {
+  StartServer("64M");
+  const char* forms[] = {
+      "load --via pool.sock snap1.vmsnap -q --serial=serial.txt",  // the guest runs: 42
+      "load --via=pool.sock --progress snap1.vmsnap --serial -",   // its output on stdout
+      "load --via pool.sock missing.vmsnap",                        // no such snapshot
+      "load --via nobody.sock snap1.vmsnap",                        // no server there
+      "load --via pool.sock snap1.vmsnap --serial /nonexistent/serial.txt",
+      // Left to the whole tool's parser:
+      "load --via pool.sock snap1.vmsnap --memory eager",
+      "load --via pool.sock",
+      "load --via pool.sock snap1.vmsnap snap2.vmsnap",
+      "load --via pool.sock snap1.vmsnap --serial",
+      "load --via pool.sock --via pool.sock snap1.vmsnap",
+      "load --via --serial serial.txt snap1.vmsnap",
+      "load --via pool.sock snap1.vmsnap --help",
+  };
+  std::regex id("[0-9a-f]{32}");
+  for (const char* form : forms) {
+    RunResult front = Run(form, 60);
+    RunResult tool = Run(form, 60, VMSNAP_TOOL_BIN);
+    // (--help names the program as it was called.)
+    for (std::string* s : {&tool.out, &tool.err}) {
+      for (size_t at; (at = s->find(VMSNAP_TOOL_BIN)) != std::string::npos;) {
+        s->replace(at, std::strlen(VMSNAP_TOOL_BIN), VMSNAP_BIN);
+      }
+    }
+    EXPECT_EQ(front.status, tool.status) << form << "\n" << front.err;
+    EXPECT_EQ(front.err, tool.err) << form;
+    EXPECT_EQ(std::regex_replace(front.out, id, "ID"), std::regex_replace(tool.out, id, "ID")) << form;
+  }
+  EXPECT_EQ(Run(forms[0], 60).status, 42);
+  EXPECT_EQ(Ids(Run(forms[1], 60).out, "after").size(), 1u);
+  EXPECT_EQ(Run(forms[3], 60).status, 125);
+
+  // A front without the tool beside it still runs the plain form, and says
+  // in one line what is missing for anything else.
+  std::filesystem::create_directory(Path("alone"));
+  std::filesystem::copy_file(VMSNAP_BIN, Path("alone/vmsnap"));
+  RunResult plain = Run("load --via pool.sock snap1.vmsnap", 60, Path("alone/vmsnap"));
+  EXPECT_EQ(plain.status, 42) << plain.err;
+  EXPECT_EQ(Ids(plain.out, "after").size(), 1u);
+  RunResult other = Run("inspect snap1.vmsnap", 60, Path("alone/vmsnap"));
+  EXPECT_EQ(other.status, 2);
+  EXPECT_NE(other.err.find("cannot run " + Path("alone/../libexec/vmsnap/vmsnap")), std::string::npos) << other.err;
+  EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
+}
+
 TEST_F(Serve, SnapshotOfAnotherShapeStartsColdAndSaysSoOnce) {
   StartServer("32M");
   RunResult r = Via("cold");
