@@ -3,7 +3,7 @@
 // guest RAM regions, one thread per vCPU, the serial/exit/doorbell ports, a
 // consistent pause/resume of all vCPUs, snapshots, and the control socket.
 // One class, its members defined by job: vmm.cc (life cycle), vcpu_loop.cc,
-// devices.cc, control.cc, save.cc.
+// devices.cc, vmm_control.cc, save.cc.
 #pragma once
 
 #include <array>
@@ -230,7 +230,7 @@ class Vmm {
   void Notify();
   // save.cc
   Status HandleDoorbell();
-  // control.cc
+  // vmm_control.cc
   void HandleControlRequest(int fd, const std::string& line);
   // One save through the C API's vmsnap_vm_save: `o`'s flags, parent and
   // live callbacks set by the caller, the rest (codec, creator, progress,
