@@ -7,9 +7,9 @@
 // Why two programs: the whole `load --via` of a warm start takes a few
 // milliseconds, and the whole tool's own start-up (mapping and relocating
 // several MB of code, its static initialisers, building its command-line
-// parser) was about 0.7 ms of that. This program starts about as fast as
-// /bin/true; every other command pays for one more exec, about 0.4 ms
-// (docs/performance.md).
+// parser) was 0.7-1.2 ms of that. This program starts about as fast as
+// /bin/true; every other command pays for one more exec, about half a
+// millisecond (docs/performance.md).
 #include <signal.h>
 #include <unistd.h>
 
