@@ -79,8 +79,7 @@ std::optional<LoadViaArgs> PlainLoadVia(int argc, char** argv) {
 
 // Runs the whole tool in this process, with the same arguments.
 [[noreturn]] void RunWholeTool(char** argv) {
-  const bool vm_command = argv[1] != nullptr && (std::strcmp(argv[1], "run") == 0 || std::strcmp(argv[1], "load") == 0);
-  const int status = vm_command ? vmsnap::cli::kExitVmmFailed : vmsnap::cli::kExitError;
+  const int status = vmsnap::cli::FailureExit(argv[1] != nullptr ? argv[1] : "");
   char self[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) {

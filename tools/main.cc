@@ -22,7 +22,6 @@ namespace {
 struct Entry {
   const char* name;
   vmsnap::cli::RegisterFn fn;  // null: a VM command this build lacks
-  int usage_exit;  // exit status for a usage error in this subcommand
 };
 
 // The commands that run a VM exist where this build has x86-64 KVM; in the
@@ -35,23 +34,23 @@ struct Entry {
 
 // Every subcommand, in the order `vmsnap --help` lists them.
 constexpr Entry kCommands[] = {
-    {"run", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterRun), vmsnap::cli::kExitVmmFailed},
-    {"load", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterLoad), vmsnap::cli::kExitVmmFailed},
-    {"save", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterSave), vmsnap::cli::kExitError},
-    {"inspect", vmsnap::cli::RegisterInspect, vmsnap::cli::kExitError},
-    {"diff", vmsnap::cli::RegisterDiff, vmsnap::cli::kExitError},
-    {"verify", vmsnap::cli::RegisterVerify, vmsnap::cli::kExitError},
-    {"flatten", vmsnap::cli::RegisterFlatten, vmsnap::cli::kExitError},
-    {"export", vmsnap::cli::RegisterExport, vmsnap::cli::kExitError},
-    {"read", vmsnap::cli::RegisterRead, vmsnap::cli::kExitError},
-    {"translate", vmsnap::cli::RegisterTranslate, vmsnap::cli::kExitError},
-    {"import", vmsnap::cli::RegisterImport, vmsnap::cli::kExitError},
-    {"serve", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterServe), vmsnap::cli::kExitError},
+    {"run", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterRun)},
+    {"load", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterLoad)},
+    {"save", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterSave)},
+    {"inspect", vmsnap::cli::RegisterInspect},
+    {"diff", vmsnap::cli::RegisterDiff},
+    {"verify", vmsnap::cli::RegisterVerify},
+    {"flatten", vmsnap::cli::RegisterFlatten},
+    {"export", vmsnap::cli::RegisterExport},
+    {"read", vmsnap::cli::RegisterRead},
+    {"translate", vmsnap::cli::RegisterTranslate},
+    {"import", vmsnap::cli::RegisterImport},
+    {"serve", VMSNAP_KVM_COMMAND(vmsnap::cli::RegisterServe)},
 #ifdef VMSNAP_HAVE_STORE
-    {"push", vmsnap::cli::RegisterPush, vmsnap::cli::kExitError},
-    {"pull", vmsnap::cli::RegisterPull, vmsnap::cli::kExitError},
-    {"ls", vmsnap::cli::RegisterLs, vmsnap::cli::kExitError},
-    {"gc", vmsnap::cli::RegisterGc, vmsnap::cli::kExitError},
+    {"push", vmsnap::cli::RegisterPush},
+    {"pull", vmsnap::cli::RegisterPull},
+    {"ls", vmsnap::cli::RegisterLs},
+    {"gc", vmsnap::cli::RegisterGc},
 #endif
 };
 
@@ -111,7 +110,7 @@ int main(int argc, char** argv) {
     } else {
       CLI::App* stub = app.add_subcommand(e.name, "(needs an x86-64 host with KVM)");
       stub->allow_extras();
-      stub->callback([&exit_code, name = e.name, status = e.usage_exit] {
+      stub->callback([&exit_code, name = e.name, status = vmsnap::cli::FailureExit(e.name)] {
         std::fprintf(stderr, "vmsnap %s: this build has no x86-64 KVM support\n", name);
         exit_code = status;
       });
@@ -144,7 +143,7 @@ int main(int argc, char** argv) {
       bool got = false;
       for (const CLI::App* sub : app.get_subcommands()) got |= sub->get_name() == c.name;
       if (got) {
-        status = c.usage_exit;
+        status = vmsnap::cli::FailureExit(c.name);
         where += std::string(" ") + c.name;
       }
     }
